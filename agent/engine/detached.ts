@@ -1,0 +1,29 @@
+// Starts processes that are not children of the Node process: libuv waits on its own children
+// and would swallow their ptrace stops, and a restored tree must outlive the agent or CLI.
+import { spawnSync } from 'node:child_process';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+
+export interface DetachedOptions {
+  /** File that receives stdout and stderr; /dev/null when absent. */
+  log?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Start it in a new session (setsid) so terminal signals to the caller never reach it. */
+  newSession?: boolean;
+}
+
+/** Runs argv in the background of a throwaway shell that exits at once; returns the pid. */
+export function spawnDetached(argv: readonly string[], opts: DetachedOptions = {}): number {
+  const out = opts.log ?? '/dev/null';
+  // The background job is not a process-group leader, so setsid execs in place and $! stays right.
+  const script = `${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$FERRY_LOG" 2>&1 & echo $!`;
+  const r = spawnSync('/bin/sh', ['-c', script, 'sh', ...argv], {
+    cwd: opts.cwd,
+    env: { ...(opts.env ?? process.env), FERRY_LOG: out },
+    encoding: 'utf8',
+  });
+  const pid = Number.parseInt(r.stdout.trim(), 10);
+  if (r.status !== 0 || !Number.isInteger(pid) || pid <= 0)
+    throw new FerryError(ErrorCode.Internal, `could not start ${argv[0]}: ${r.stderr || r.error?.message || 'no pid'}`, { details: { argv } });
+  return pid;
+}

@@ -1,0 +1,51 @@
+// Gathers the facts this agent reports about its host. Kernel features are probed once at
+// start (agent/probes.ts); memory is read again for every heartbeat.
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import type { HostFacts, KernelFeatures } from '../shared/facts.ts';
+import { probeKernel } from './probes.ts';
+
+export const AGENT_VERSION = '0.1.0';
+
+function cpuModel(): string {
+  const line = readFileSync('/proc/cpuinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('model name'));
+  return line?.split(':')[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
+}
+
+/** MemAvailable is the kernel's own estimate of what can be allocated without swapping. */
+function memory(): HostFacts['memory'] {
+  const info = readFileSync('/proc/meminfo', 'utf8');
+  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? 0) * 1024;
+  return { totalBytes: kib('MemTotal'), availableBytes: kib('MemAvailable') };
+}
+
+export interface FactsSource {
+  /** Current facts; memory is fresh on every call, the rest is fixed for the agent's life. */
+  current(): HostFacts;
+}
+
+export async function gatherFacts(name: string, address: string): Promise<FactsSource> {
+  const probes = await probeKernel();
+  const features: KernelFeatures = {
+    uffdWpAsync: probes.uffdWpAsync,
+    pagemapScan: probes.pagemapScan,
+    softDirty: probes.softDirty,
+    clone3SetTid: probes.clone3SetTid,
+    sealedSystemMappings: probes.sealedSystemMappings,
+    timeNamespaces: probes.timeNamespaces,
+    cgroup2Freezer: probes.cgroup2Freezer,
+    ptrace: probes.ptrace,
+  };
+  const fixed = {
+    name,
+    hostname: os.hostname(),
+    address,
+    kernel: { release: os.release(), version: os.version(), arch: os.machine() },
+    cpu: { model: cpuModel(), count: os.availableParallelism(), xsave: probes.xsave },
+    features,
+    agent: { version: AGENT_VERSION, pid: process.pid, startedAt: new Date().toISOString() },
+  };
+  return { current: () => ({ ...fixed, memory: memory() }) };
+}

@@ -1,0 +1,24 @@
+// The agent's NATS micro service: one endpoint per operation, each validated by shared/rpc.
+import { Svcm } from '@nats-io/services';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { agentApi } from '../shared/protocol.ts';
+import { answer } from '../shared/rpc.ts';
+import { serviceNames, subjects } from '../shared/subjects.ts';
+import { AGENT_VERSION, type FactsSource } from './facts.ts';
+
+export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource) {
+  const started = Date.now();
+  const service = await new Svcm(nc).add({
+    name: serviceNames.agent,
+    version: AGENT_VERSION,
+    description: `ferry agent on ${host}`,
+    metadata: { host },
+  });
+  // No queue group: every endpoint subject names one host, and exactly one agent serves it.
+  const group = service.addGroup(subjects.agentGroup(host), '');
+  group.addEndpoint('facts', { handler: (_err, msg) => void answer(agentApi.facts, msg, () => facts.current()) });
+  group.addEndpoint('ping', {
+    handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
+  });
+  return service;
+}

@@ -1,0 +1,63 @@
+// `ferry lab up|status|down`: the local multi-host lab.
+import type { Command } from 'commander';
+import { labDown, labStatus, labUp, type LabStatus } from '../../deploy/lab/lab.ts';
+import { waitForLab } from '../cluster.ts';
+import { table } from '../format.ts';
+import { action, printResult } from '../output.ts';
+
+function renderStatus(s: LabStatus): string {
+  if (!s.up) return `lab "${s.name}" is down`;
+  const mark = (running: boolean) => (running ? 'running' : 'STOPPED');
+  return [
+    `lab "${s.name}" is up (state in ${s.dir})`,
+    `  nats          ${s.natsUrl}  ${mark(s.nats.running)}  (namespace ${s.switchNamespace})`,
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}`,
+    `  client        namespace ${s.clientNamespace}`,
+    '',
+    table(
+      ['HOST', 'NAMESPACE', 'ADDRESS', 'AGENT'],
+      s.hosts.map((h) => [h.name, h.namespace, h.address, `${mark(h.agent.running)} (pid ${h.agent.pid})`]),
+    ),
+  ].join('\n');
+}
+
+export function registerLab(program: Command): void {
+  const lab = program.command('lab').description('a local multi-host lab: hosts as network namespaces on one machine');
+
+  lab
+    .command('up')
+    .description('build the lab (switch, client and host namespaces), start nats-server, the coordinator and one agent per host')
+    .option('--hosts <n>', 'number of hosts', (v) => Number(v), 3)
+    .option('--json', 'print the lab status as JSON')
+    .action(
+      action(async (opts: { hosts: number; json?: boolean }) => {
+        const status = await labUp({
+          hosts: opts.hosts,
+          waitReady: waitForLab,
+          onProgress: opts.json ? undefined : (m) => process.stderr.write(`lab: ${m}\n`),
+        });
+        printResult(!!opts.json, status, renderStatus);
+      }),
+    );
+
+  lab
+    .command('status')
+    .description('show the lab: namespaces, addresses, daemons')
+    .option('--json', 'print as JSON')
+    .action(action(async (opts: { json?: boolean }) => printResult(!!opts.json, await labStatus(), renderStatus)));
+
+  lab
+    .command('down')
+    .description('remove every namespace, link, process and file the lab made (safe to run twice)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (opts: { json?: boolean }) => {
+        const r = await labDown();
+        printResult(!!opts.json, r, (v) =>
+          v.removedNamespaces.length || v.stoppedProcesses
+            ? `lab "${v.name}" removed: ${v.stoppedProcesses} processes stopped, namespaces ${v.removedNamespaces.join(', ') || 'none'}`
+            : `lab "${v.name}" was not up; nothing to remove`,
+        );
+      }),
+    );
+}

@@ -1,0 +1,115 @@
+// The coordinator's view of the cluster: registered hosts (from the hosts bucket) and their
+// liveness (from heartbeats). Liveness is judged on the coordinator's own monotonic clock at
+// receipt, so agents' wall clocks may disagree without harm.
+import { EventEmitter } from 'node:events';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { Heartbeat, HostRecord, type HostView } from '../shared/protocol.ts';
+import { decode } from '../shared/rpc.ts';
+import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
+import type { Logger } from '../shared/log.ts';
+
+interface HostState {
+  record: HostRecord;
+  lastHeartbeat: Heartbeat | null;
+  /** performance.now() at the last heartbeat's receipt. */
+  lastSeenMono: number | null;
+  lastSeenWall: string | null;
+  alive: boolean;
+}
+
+export interface ClusterEvents {
+  hostAlive: [host: string];
+  hostLost: [host: string];
+}
+
+export class ClusterView extends EventEmitter<ClusterEvents> {
+  readonly #hosts = new Map<string, HostState>();
+  #kv: KV | null = null;
+  #sub: Subscription | null = null;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly lostAfterMs: number,
+    private readonly log: Logger,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    this.#kv = await new Kvm(this.nc).create(buckets.hosts, bucketOptions.hosts);
+    // The watch delivers every current record first, then each change.
+    void this.#watchRecords(this.#kv);
+    this.#sub = this.nc.subscribe(subjects.heartbeatAll, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          this.#onHeartbeat(decode(Heartbeat, msg.data, `heartbeat on ${msg.subject}`));
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, 'ignored malformed heartbeat');
+        }
+      },
+    });
+    this.#timer = setInterval(() => this.#sweep(), Math.max(100, Math.floor(this.lostAfterMs / 4)));
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#sub?.unsubscribe();
+  }
+
+  hosts(): HostView[] {
+    return [...this.#hosts.entries()]
+      .sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))
+      .map(([name, s]) => {
+        const facts = s.lastHeartbeat?.facts ?? s.record.facts;
+        return { name, alive: s.alive, kernel: facts.kernel.release, lastSeen: s.lastSeenWall, registeredAt: s.record.registeredAt, facts };
+      });
+  }
+
+  isAlive(host: string): boolean {
+    return this.#hosts.get(host)?.alive ?? false;
+  }
+
+  async #watchRecords(kv: KV): Promise<void> {
+    for await (const e of await kv.watch()) {
+      if (e.operation === 'PUT') this.#onRecord(e.key, e.value);
+      else this.#hosts.delete(e.key);
+    }
+  }
+
+  #onRecord(key: string, value: Uint8Array): void {
+    try {
+      const record = decode(HostRecord, value, `host record ${key}`);
+      const prev = this.#hosts.get(key);
+      this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false });
+    } catch (e) {
+      this.log.warn({ key, err: (e as Error).message }, 'ignored malformed host record');
+    }
+  }
+
+  #onHeartbeat(hb: Heartbeat): void {
+    const prev = this.#hosts.get(hb.host);
+    // A heartbeat before (or without) the KV registration still makes the host known.
+    const record = prev?.record ?? { protocol: hb.protocol, registeredAt: hb.sentAt, facts: hb.facts };
+    const wasAlive = prev?.alive ?? false;
+    this.#hosts.set(hb.host, { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: true });
+    if (!wasAlive) {
+      this.log.info({ host: hb.host }, 'host alive');
+      this.emit('hostAlive', hb.host);
+    }
+  }
+
+  #sweep(): void {
+    const t = this.now();
+    for (const [name, s] of this.#hosts) {
+      if (s.alive && (s.lastSeenMono === null || t - s.lastSeenMono > this.lostAfterMs)) {
+        s.alive = false;
+        this.log.warn({ host: name }, 'host lost');
+        this.emit('hostLost', name);
+      }
+    }
+  }
+}

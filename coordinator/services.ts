@@ -1,0 +1,16 @@
+// The coordinator's NATS micro service: what the CLI and schedulers call.
+import { Svcm } from '@nats-io/services';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { coordinatorApi } from '../shared/protocol.ts';
+import { answer } from '../shared/rpc.ts';
+import { serviceNames, subjects } from '../shared/subjects.ts';
+import type { ClusterView } from './cluster.ts';
+
+export const COORDINATOR_VERSION = '0.1.0';
+
+export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView) {
+  const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
+  const group = service.addGroup(subjects.coordinatorGroup);
+  group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => cluster.hosts()) });
+  return service;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine needs to build, run and test ferry. Idempotent: a second
+# run changes nothing. Reaches only Debian's package archive and the npm registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the message bus, the tools the lab and the agent drive, a C compiler for the
+# test workloads, and the real programs the tests migrate.
+apt_packages=(
+  nats-server      # control plane and JetStream KV
+  iproute2         # ip netns / link / addr / route: lab hosts and workload networks
+  nftables         # network lock during the freeze
+  util-linux       # nsenter, unshare, setsid
+  procps           # ps, pkill -P for diagnostics
+  gcc make libc6-dev libgomp1  # test workloads (C, OpenMP)
+  python3          # python test workload and http.server
+  sqlite3          # sqlite test workload
+  redis-server     # networked test workload
+  psmisc           # fuser, for diagnostics
+  iputils-ping     # reachability checks inside the lab
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing Debian packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's redis-server package starts a system instance; ferry's tests start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+# npm dependencies, exactly as locked.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "bootstrap: ready (node $(node --version), nats-server $(nats-server --version 2>/dev/null | awk '{print $NF}'))"

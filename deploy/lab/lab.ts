@@ -1,0 +1,161 @@
+// The local lab: several ferry hosts on one machine. `up` builds the fabric, starts nats-server,
+// the coordinator and one agent per host, and returns once every host is registered and alive;
+// `down` removes everything a lab made, also after a crash, and is safe to run twice.
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { AgentConfig, CoordinatorConfig } from '../../shared/config.ts';
+import { MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
+import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
+import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, startInNamespace, stopProcess, type StartedProcess } from './processes.ts';
+import { readState, writeState, type LabState } from './state.ts';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
+
+export interface LabStatus {
+  name: string;
+  up: boolean;
+  dir: string;
+  natsUrl: string;
+  switchNamespace: string;
+  clientNamespace: string;
+  nats: { pid: number | null; running: boolean };
+  coordinator: { pid: number | null; running: boolean };
+  hosts: { name: string; namespace: string; address: string; agent: { pid: number; running: boolean; log: string } }[];
+}
+
+function natsConfig(l: LabLayout): string {
+  return [
+    `server_name: ferry-${l.name}`,
+    `listen: "${l.controlAddress}:${NATS_PORT}"`,
+    `http: "${l.controlAddress}:${NATS_MONITOR_PORT}"`,
+    `jetstream { store_dir: "${path.join(l.dir, 'nats')}", max_memory_store: 256MB, max_file_store: 2GB }`,
+    '',
+  ].join('\n');
+}
+
+function tailOf(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export interface UpOptions {
+  hosts: number;
+  /** Called while waiting for the cluster, to show progress. */
+  onProgress?: (msg: string) => void;
+  /** Waits until every agent is alive in the coordinator's view; the lab's CLI passes this in. */
+  waitReady: (l: LabLayout, hosts: number, timeoutMs: number) => Promise<void>;
+}
+
+export async function labUp(o: UpOptions): Promise<LabStatus> {
+  if (!Number.isInteger(o.hosts) || o.hosts < 2 || o.hosts > MAX_HOSTS) {
+    throw new FerryError(ErrorCode.InvalidRequest, `--hosts must be a whole number from 2 to ${MAX_HOSTS}, got ${o.hosts}`);
+  }
+  const l = labLayout();
+  if ((await labNamespaces(l)).length > 0 || readState(l.dir)) {
+    throw new FerryError(ErrorCode.Lab, `lab "${l.name}" is already up (or left over from a crash): run \`ferry lab down\` first`);
+  }
+  const progress = o.onProgress ?? (() => undefined);
+  try {
+    for (const d of ['nats', 'agents', 'logs']) mkdirSync(path.join(l.dir, d), { recursive: true });
+    progress(`building fabric: switch, client and ${o.hosts} hosts`);
+    await buildFabric(l, o.hosts);
+
+    const natsConf = path.join(l.dir, 'nats.conf');
+    writeFileSync(natsConf, natsConfig(l));
+    const start = (ns: string, argv: string[], logName: string, marker: string) =>
+      startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { [LAB_MEMBER_ENV]: l.name });
+    const nats = start(l.switchNamespace, ['nats-server', '-c', natsConf], 'nats.log', natsConf);
+
+    const coordConf = path.join(l.dir, 'coordinator.json');
+    const coordCfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] } };
+    writeFileSync(coordConf, JSON.stringify(coordCfg, null, 2));
+    const coordinator = start(l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', coordConf], 'coordinator.log', coordConf);
+
+    const hosts: LabState['hosts'] = [];
+    for (let i = 1; i <= o.hosts; i++) {
+      const name = l.hostName(i);
+      const agentConfig = path.join(l.dir, 'agents', `${name}.json`);
+      const cfg: Partial<AgentConfig> = { name, address: l.hostAddress(i), nats: { servers: [l.natsUrl] }, stateDir: path.join(l.dir, 'agents', name) };
+      writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
+      const agent = start(l.hostNamespace(i), [...tsEntry('agent/main.ts'), '--config', agentConfig], `agent-${name}.log`, agentConfig);
+      hosts.push({ name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig, agent });
+    }
+    writeState(l.dir, {
+      version: 1,
+      name: l.name,
+      createdAt: new Date().toISOString(),
+      natsUrl: l.natsUrl,
+      switchNamespace: l.switchNamespace,
+      clientNamespace: l.clientNamespace,
+      nats,
+      coordinator,
+      hosts,
+    });
+    progress('waiting for nats-server, the coordinator and every agent');
+    await o.waitReady(l, o.hosts, 60_000);
+    return await labStatus();
+  } catch (err) {
+    const logs = ['nats', 'coordinator', 'agent-h1']
+      .map((n) => `--- ${n}.log ---\n${tailOf(path.join(l.dir, 'logs', `${n}.log`))}`)
+      .join('\n');
+    await labDown();
+    const e = FerryError.from(err);
+    throw new FerryError(e.code === ErrorCode.Internal ? ErrorCode.Lab : e.code, `lab up failed: ${e.message}\n${logs}`, { cause: err });
+  }
+}
+
+export async function labStatus(): Promise<LabStatus> {
+  const l = labLayout();
+  const s = readState(l.dir);
+  const procStatus = (p: StartedProcess | undefined) => ({ pid: p?.pid ?? null, running: p ? isRunning(p) : false });
+  const up = s !== null && (await namespaceExists(l.switchNamespace));
+  return {
+    name: l.name,
+    up,
+    dir: l.dir,
+    natsUrl: l.natsUrl,
+    switchNamespace: l.switchNamespace,
+    clientNamespace: l.clientNamespace,
+    nats: procStatus(s?.nats),
+    coordinator: procStatus(s?.coordinator),
+    hosts: (s?.hosts ?? []).map((h) => ({
+      name: h.name,
+      namespace: h.namespace,
+      address: h.address,
+      agent: { pid: h.agent.pid, running: isRunning(h.agent), log: h.agent.log },
+    })),
+  };
+}
+
+export interface DownReport {
+  name: string;
+  stoppedProcesses: number;
+  removedNamespaces: string[];
+  removedDir: boolean;
+}
+
+export async function labDown(): Promise<DownReport> {
+  const l = labLayout();
+  const s = readState(l.dir);
+  let stopped = 0;
+  if (s) {
+    // Daemons first, gracefully, so that they leave NATS cleanly; the server last.
+    for (const p of [s.coordinator, ...s.hosts.map((h) => h.agent), s.nats]) {
+      if (isRunning(p)) stopped++;
+      await stopProcess(p);
+    }
+  }
+  const namespaces = await labNamespaces(l);
+  const leftovers = labProcessesInNamespaces(l.name, namespaces);
+  await killAll(leftovers);
+  await removeNamespaces(namespaces);
+  const hadDir = readState(l.dir) !== null || namespaces.length > 0;
+  rmSync(l.dir, { recursive: true, force: true });
+  return { name: l.name, stoppedProcesses: stopped + leftovers.length, removedNamespaces: namespaces, removedDir: hadDir };
+}

@@ -1,0 +1,46 @@
+// Daemon configuration: one schema per daemon, defaults in the schema, unknown keys rejected
+// (a misspelt key is an error, not a silently ignored setting).
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ErrorCode, FerryError } from './errors.ts';
+import { HostName } from './names.ts';
+import { describeZodError } from './rpc.ts';
+
+const Nats = z.strictObject({
+  /** One or more server URLs of the NATS cluster. */
+  servers: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
+  /** Connection name prefix shown in the server's monitoring. */
+  name: z.string().optional(),
+});
+
+export const AgentConfig = z.strictObject({
+  /** This host's name in the cluster. */
+  name: HostName,
+  /** This host's address on the cluster network (data-plane listeners bind here). */
+  address: z.string().min(1),
+  nats: Nats.prefault({}),
+  heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
+  /** Where the agent keeps its own state (workload registry, images in flight). */
+  stateDir: z.string().min(1).default('/var/lib/ferry/agent'),
+});
+export type AgentConfig = z.infer<typeof AgentConfig>;
+
+export const CoordinatorConfig = z.strictObject({
+  nats: Nats.prefault({}),
+  /** A host whose heartbeats stop for this long is shown as lost. */
+  hostLostAfterMs: z.number().int().min(500).default(3_000),
+});
+export type CoordinatorConfig = z.infer<typeof CoordinatorConfig>;
+
+/** Reads a JSON config file and validates it; the error names the file and every bad key. */
+export function loadConfig<S extends z.ZodType>(schema: S, path: string): z.infer<S> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new FerryError(ErrorCode.BadConfig, `cannot read config ${path}: ${(err as Error).message}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new FerryError(ErrorCode.BadConfig, `config ${path}: ${describeZodError(parsed.error)}`);
+  return parsed.data;
+}

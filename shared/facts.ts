@@ -1,0 +1,45 @@
+// The facts an agent reports about its host: what a coordinator needs to decide whether a
+// workload checkpointed on one host can be restored on another.
+import { z } from 'zod';
+import { HostName } from './names.ts';
+
+export const KernelFeatures = z.strictObject({
+  /** userfaultfd write-protect in async mode: ferry's default dirty-page tracker. */
+  uffdWpAsync: z.boolean(),
+  /** The PAGEMAP_SCAN ioctl on /proc/PID/pagemap. */
+  pagemapScan: z.boolean(),
+  /** CONFIG_MEM_SOFT_DIRTY (CRIU's tracker; absent on many kernels). */
+  softDirty: z.boolean(),
+  /** clone3 with set_tid: PIDs and TIDs can be chosen on restore. */
+  clone3SetTid: z.boolean(),
+  /** vDSO/vvar sealed (CONFIG_MSEAL_SYSTEM_MAPPINGS): they cannot be moved, so restore is impossible. */
+  sealedSystemMappings: z.boolean(),
+  /** Time namespaces: clocks carried across hosts with different uptimes. */
+  timeNamespaces: z.boolean(),
+  /** cgroup v2 freezer: a freeze that outlives the agent. */
+  cgroup2Freezer: z.boolean(),
+  /** ptrace is permitted (not blocked by Yama or a seccomp policy). */
+  ptrace: z.boolean(),
+});
+export type KernelFeatures = z.infer<typeof KernelFeatures>;
+
+export const Xsave = z.strictObject({
+  /** XCR0 as the kernel exposes it to user space (hex string, e.g. "0xe7"). */
+  xcr0: z.string().regex(/^0x[0-9a-f]+$/),
+  /** Bytes of the NT_X86_XSTATE regset: threads' FPU/AVX state must fit exactly. */
+  xstateSize: z.number().int().positive(),
+});
+export type Xsave = z.infer<typeof Xsave>;
+
+export const HostFacts = z.strictObject({
+  name: HostName,
+  hostname: z.string(),
+  /** The host's address on the cluster network (where its data-plane listener is reached). */
+  address: z.string(),
+  kernel: z.strictObject({ release: z.string(), version: z.string(), arch: z.string() }),
+  cpu: z.strictObject({ model: z.string(), count: z.number().int().positive(), xsave: Xsave.nullable() }),
+  memory: z.strictObject({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }),
+  features: KernelFeatures,
+  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: z.string() }),
+});
+export type HostFacts = z.infer<typeof HostFacts>;

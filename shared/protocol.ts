@@ -1,0 +1,82 @@
+// Every message that crosses a process boundary, as a zod schema and its type. Requests and
+// replies are listed per endpoint in `agentApi` and `coordinatorApi`, so a caller and a server
+// cannot disagree about a shape; shared/rpc.ts enforces them on both ends.
+import { z } from 'zod';
+import { ErrorCode } from './errors.ts';
+import { HostFacts } from './facts.ts';
+import { HostName } from './names.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+export const ErrorWire = z.strictObject({
+  code: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]),
+  message: z.string(),
+  retryable: z.boolean(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Every reply is an envelope: a result, or an error that the caller rethrows as FerryError. */
+export const replyEnvelope = <T extends z.ZodType>(result: T) =>
+  z.discriminatedUnion('ok', [z.strictObject({ ok: z.literal(true), result }), z.strictObject({ ok: z.literal(false), error: ErrorWire })]);
+
+// --- heartbeats and registration -------------------------------------------------------------
+
+export const Heartbeat = z.strictObject({
+  protocol: z.literal(PROTOCOL_VERSION),
+  host: HostName,
+  /** Increases by one per heartbeat of one agent process; restarts at 1 with a new agent. */
+  seq: z.number().int().positive(),
+  /** Milliseconds between heartbeats: receivers judge liveness against it. */
+  intervalMs: z.number().int().positive(),
+  sentAt: z.string(),
+  facts: HostFacts,
+});
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+/** What an agent writes into the hosts bucket when it starts: the cluster's durable membership. */
+export const HostRecord = z.strictObject({
+  protocol: z.literal(PROTOCOL_VERSION),
+  registeredAt: z.string(),
+  facts: HostFacts,
+});
+export type HostRecord = z.infer<typeof HostRecord>;
+
+/** A host as the coordinator sees it: its last facts and whether it is alive. */
+export const HostView = z.strictObject({
+  name: HostName,
+  alive: z.boolean(),
+  /** Kernel release, repeated at the top level for scripts. */
+  kernel: z.string(),
+  lastSeen: z.string().nullable(),
+  registeredAt: z.string(),
+  facts: HostFacts,
+});
+export type HostView = z.infer<typeof HostView>;
+
+// --- endpoints -------------------------------------------------------------------------------
+
+export interface EndpointSpec<Req extends z.ZodType, Res extends z.ZodType> {
+  request: Req;
+  reply: Res;
+  /** How long a caller waits for the reply by default. */
+  timeoutMs: number;
+}
+const endpoint = <Req extends z.ZodType, Res extends z.ZodType>(request: Req, reply: Res, timeoutMs = 5_000): EndpointSpec<Req, Res> => ({
+  request,
+  reply,
+  timeoutMs,
+});
+
+const Empty = z.strictObject({});
+
+export const agentApi = {
+  facts: endpoint(Empty, HostFacts),
+  ping: endpoint(Empty, z.strictObject({ host: HostName, pid: z.number().int(), uptimeMs: z.number() })),
+} as const;
+
+export const coordinatorApi = {
+  hosts: endpoint(Empty, z.array(HostView)),
+} as const;
+
+export type AgentApi = typeof agentApi;
+export type CoordinatorApi = typeof coordinatorApi;

@@ -1,0 +1,66 @@
+// Request/reply over NATS with validation on both ends. A server never runs a handler on a
+// message that fails its schema: it answers FERRY_BAD_MESSAGE naming the offending fields.
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
+import { ErrorCode, FerryError } from './errors.ts';
+import { replyEnvelope, type EndpointSpec } from './protocol.ts';
+
+const AnyReply = replyEnvelope(z.unknown());
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export function describeZodError(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
+}
+
+/** Parses and validates a payload; a failure is a FERRY_BAD_MESSAGE that names what is wrong. */
+export function decode<S extends z.ZodType>(schema: S, data: Uint8Array, what: string): z.infer<S> {
+  let raw: unknown;
+  try {
+    raw = data.length === 0 ? {} : JSON.parse(dec.decode(data));
+  } catch {
+    throw new FerryError(ErrorCode.BadMessage, `${what}: not valid JSON`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new FerryError(ErrorCode.BadMessage, `${what}: ${describeZodError(parsed.error)}`);
+  return parsed.data;
+}
+
+export const encode = (value: unknown): Uint8Array => enc.encode(JSON.stringify(value));
+
+/** Answers one request: validates it, runs the handler, replies with the envelope. */
+export async function answer<Req extends z.ZodType, Res extends z.ZodType>(
+  spec: EndpointSpec<Req, Res>,
+  msg: Msg,
+  handler: (req: z.infer<Req>) => Promise<z.infer<Res>> | z.infer<Res>,
+): Promise<void> {
+  try {
+    const req = decode(spec.request, msg.data, `request on ${msg.subject}`);
+    const result = await handler(req);
+    msg.respond(encode({ ok: true, result }));
+  } catch (err) {
+    msg.respond(encode({ ok: false, error: FerryError.from(err).toWire() }));
+  }
+}
+
+/** Sends a request and returns the validated result, or throws the server's FerryError. */
+export async function call<Req extends z.ZodType, Res extends z.ZodType>(
+  nc: NatsConnection,
+  subject: string,
+  spec: EndpointSpec<Req, Res>,
+  request: z.input<Req>,
+  opts: { timeoutMs?: number } = {},
+): Promise<z.infer<Res>> {
+  let reply: Msg;
+  try {
+    reply = await nc.request(subject, encode(request), { timeout: opts.timeoutMs ?? spec.timeoutMs });
+  } catch (err) {
+    throw new FerryError(ErrorCode.Unavailable, `no reply on ${subject}: ${(err as Error).message}`, { cause: err });
+  }
+  const env = decode(AnyReply, reply.data, `reply on ${subject}`);
+  if (!env.ok) throw FerryError.fromWire(env.error);
+  const result = spec.reply.safeParse(env.result);
+  if (!result.success) throw new FerryError(ErrorCode.BadMessage, `reply on ${subject}: ${describeZodError(result.error)}`);
+  return result.data;
+}

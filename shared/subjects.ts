@@ -1,0 +1,38 @@
+// Every NATS subject ferry uses, declared once. Host names are single subject tokens
+// (validated by HostName in protocol.ts), so they can be embedded safely.
+
+export const SUBJECT_ROOT = 'ferry';
+
+export const subjects = {
+  /** Agent -> all: liveness and current host facts, every heartbeat interval. Payload: Heartbeat. */
+  heartbeat: (host: string) => `${SUBJECT_ROOT}.agent.${host}.heartbeat`,
+  heartbeatAll: `${SUBJECT_ROOT}.agent.*.heartbeat`,
+  /** Request/reply endpoints of one agent (a NATS micro service group). */
+  agentGroup: (host: string) => `${SUBJECT_ROOT}.agent.${host}`,
+  agent: (host: string, endpoint: AgentEndpoint) => `${SUBJECT_ROOT}.agent.${host}.${endpoint}`,
+  /** Request/reply endpoints of the leading coordinator. */
+  coordinatorGroup: `${SUBJECT_ROOT}.coord`,
+  coordinator: (endpoint: CoordinatorEndpoint) => `${SUBJECT_ROOT}.coord.${endpoint}`,
+  /** Events published by agents and coordinator (see shared/events.ts). */
+  events: `${SUBJECT_ROOT}.events`,
+} as const;
+
+export type AgentEndpoint = 'facts' | 'ping';
+export type CoordinatorEndpoint = 'hosts';
+
+/** JetStream KV buckets. */
+export const buckets = {
+  /** key = host name; value = HostRecord (the registration, durable across restarts). */
+  hosts: 'ferry_hosts',
+} as const;
+
+/** NATS micro service names (discoverable with `$SRV.INFO`). */
+export const serviceNames = {
+  agent: 'ferry-agent',
+  coordinator: 'ferry-coordinator',
+} as const;
+
+/** Options every process uses when it creates a bucket, so creators never disagree. */
+export const bucketOptions = {
+  hosts: { history: 1, description: 'ferry cluster membership: one record per registered host' },
+} as const;

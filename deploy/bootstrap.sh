@@ -40,10 +40,12 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-ser
   systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
-# npm dependencies, exactly as locked.
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# npm dependencies at the locked versions. (`npm ci` is not used: npm 11 here rejects its own
+# lock files for lacking other platforms' optional rollup binaries; `npm install` honours the
+# lock and installs the same tree.)
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
   echo "bootstrap: installing npm dependencies"
-  npm ci --no-audit --no-fund --loglevel=error
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 echo "bootstrap: ready (node $(node --version), nats-server $(nats-server --version 2>/dev/null | awk '{print $NF}'))"

@@ -7,6 +7,7 @@ import { connectNats } from '../shared/nats.ts';
 import { gatherFacts } from './facts.ts';
 import { register, startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
+import { Workloads } from './workloads.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -22,7 +23,8 @@ log.info({ facts: facts.current() }, 'host facts gathered');
 const nc = await connectNats({ servers: config.nats.servers, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
-await startAgentService(nc, config.name, facts);
+const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv);
+await startAgentService(nc, config.name, facts, workloads);
 await register(nc, config.name, facts);
 const stopHeartbeats = startHeartbeats(nc, config.name, facts, config.heartbeatMs);
 log.info('registered; heartbeats started');

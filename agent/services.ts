@@ -5,8 +5,9 @@ import { agentApi } from '../shared/protocol.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import { AGENT_VERSION, type FactsSource } from './facts.ts';
+import type { Workloads } from './workloads.ts';
 
-export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource) {
+export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads) {
   const started = Date.now();
   const service = await new Svcm(nc).add({
     name: serviceNames.agent,
@@ -17,6 +18,9 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   // No queue group: every endpoint subject names one host, and exactly one agent serves it.
   const group = service.addGroup(subjects.agentGroup(host), '');
   group.addEndpoint('facts', { handler: (_err, msg) => void answer(agentApi.facts, msg, () => facts.current()) });
+  group.addEndpoint('run', { handler: (_err, msg) => void answer(agentApi.run, msg, (req) => workloads.run(req)) });
+  group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.list()) });
+  group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { reportFailure } from './output.ts';
 import { registerLab } from './commands/lab.ts';
 import { registerHosts } from './commands/hosts.ts';
+import { registerWorkloads } from './commands/workloads.ts';
 
 const program = new Command('ferry')
   .description('Live migration of running Linux processes and containers between hosts')
@@ -13,6 +14,7 @@ const program = new Command('ferry')
 // One line per command group; each file adds its own subcommands, options and --help text.
 registerLab(program);
 registerHosts(program);
+registerWorkloads(program);
 
 try {
   await program.parseAsync(process.argv);

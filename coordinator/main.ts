@@ -5,7 +5,9 @@ import { CoordinatorConfig, loadConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/log.ts';
 import { connectNats } from '../shared/nats.ts';
 import { ClusterView } from './cluster.ts';
+import { AgentClient } from './agents.ts';
 import { startCoordinatorService } from './services.ts';
+import { WorkloadDirectory } from './workloads.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -20,7 +22,8 @@ log.info({ server: nc.getServer() }, 'connected to NATS');
 
 const cluster = new ClusterView(nc, config.hostLostAfterMs, log);
 await cluster.start();
-await startCoordinatorService(nc, cluster);
+const workloads = new WorkloadDirectory(cluster, new AgentClient(nc));
+await startCoordinatorService(nc, cluster, workloads);
 log.info('coordinator ready');
 
 const shutdown = async (signal: string) => {

@@ -5,12 +5,16 @@ import { coordinatorApi } from '../shared/protocol.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import type { ClusterView } from './cluster.ts';
+import type { WorkloadDirectory } from './workloads.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
-export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView) {
+export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView, workloads: WorkloadDirectory) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
   group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => cluster.hosts()) });
+  group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, ({ host, ...req }) => workloads.run(host, req)) });
+  group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, () => workloads.list()) });
+  group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => workloads.stop(req.name)) });
   return service;
 }

@@ -20,6 +20,8 @@ export const AgentConfig = z.strictObject({
   address: z.string().min(1),
   nats: Nats.prefault({}),
   heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
+  /** Variables added to the environment of every workload this agent starts. */
+  workloadEnv: z.record(z.string(), z.string()).default({}),
   /** Where the agent keeps its own state (workload registry, images in flight). */
   stateDir: z.string().min(1).default('/var/lib/ferry/agent'),
 });

@@ -112,6 +112,8 @@ export const ProcessSchema = z.object({
   fds: z.array(FdSchema),
   sigactions: z.array(SigActionSchema),
   rlimits: z.array(z.object({ resource: z.number().int(), cur: hex, max: hex })),
+  /** ITIMER_REAL/VIRTUAL/PROF as {interval, value}, each [seconds, microseconds]. */
+  itimers: z.array(z.object({ which: z.number().int(), interval: z.tuple([z.number(), z.number()]), value: z.tuple([z.number(), z.number()]) })),
   threads: z.array(ThreadSchema).min(1),
   pagesFile: z.string(),
   pagesBytes: z.number().int().nonnegative(),

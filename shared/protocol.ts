@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
+import { RunOnHost, RunRequest, WorkloadInfo, WorkloadRef } from './workload.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -71,11 +72,17 @@ const Empty = z.strictObject({});
 
 export const agentApi = {
   facts: endpoint(Empty, HostFacts),
+  run: endpoint(RunRequest, WorkloadInfo, 15_000),
+  workloads: endpoint(Empty, z.array(WorkloadInfo)),
+  stop: endpoint(WorkloadRef, WorkloadInfo, 10_000),
   ping: endpoint(Empty, z.strictObject({ host: HostName, pid: z.number().int(), uptimeMs: z.number() })),
 } as const;
 
 export const coordinatorApi = {
   hosts: endpoint(Empty, z.array(HostView)),
+  run: endpoint(RunOnHost, WorkloadInfo, 20_000),
+  ps: endpoint(Empty, z.array(WorkloadInfo), 10_000),
+  stop: endpoint(WorkloadRef, WorkloadInfo, 15_000),
 } as const;
 
 export type AgentApi = typeof agentApi;

@@ -17,8 +17,8 @@ export const subjects = {
   events: `${SUBJECT_ROOT}.events`,
 } as const;
 
-export type AgentEndpoint = 'facts' | 'ping';
-export type CoordinatorEndpoint = 'hosts';
+export type AgentEndpoint = keyof typeof import('./protocol.ts').agentApi;
+export type CoordinatorEndpoint = keyof typeof import('./protocol.ts').coordinatorApi;
 
 /** JetStream KV buckets. */
 export const buckets = {

@@ -81,7 +81,14 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
     for (let i = 1; i <= o.hosts; i++) {
       const name = l.hostName(i);
       const agentConfig = path.join(l.dir, 'agents', `${name}.json`);
-      const cfg: Partial<AgentConfig> = { name, address: l.hostAddress(i), nats: { servers: [l.natsUrl] }, stateDir: path.join(l.dir, 'agents', name) };
+      const cfg: Partial<AgentConfig> = {
+        name,
+        address: l.hostAddress(i),
+        nats: { servers: [l.natsUrl] },
+        stateDir: path.join(l.dir, 'agents', name),
+        // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.
+        workloadEnv: { [LAB_MEMBER_ENV]: l.name },
+      };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
       const agent = start(l.hostNamespace(i), [...tsEntry('agent/main.ts'), '--config', agentConfig], `agent-${name}.log`, agentConfig);
       hosts.push({ name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig, agent });

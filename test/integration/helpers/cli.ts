@@ -26,7 +26,10 @@ export async function ferry(args: string[], env: NodeJS.ProcessEnv = {}): Promis
 
 /** Runs a command that must succeed with --json and returns its parsed output. */
 export async function ferryJson<T>(args: string[], env: NodeJS.ProcessEnv = {}): Promise<T> {
-  const r = await ferry([...args, '--json'], env);
+  // Before any `--`: what follows it belongs to the workload's command line.
+  const dash = args.indexOf('--');
+  const withJson = dash < 0 ? [...args, '--json'] : [...args.slice(0, dash), '--json', ...args.slice(dash)];
+  const r = await ferry(withJson, env);
   if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
   return JSON.parse(r.stdout) as T;
 }

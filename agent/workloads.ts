@@ -1,0 +1,168 @@
+// The workloads this agent runs: started as containers (own pid, uts, ipc and time namespaces,
+// their own cgroup), kept in a registry file that outlives the agent, so a restarted agent
+// still knows them. Workloads are never children of the agent: they outlive it.
+import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import { ErrorCode, FerryError } from '../shared/errors.ts';
+import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/workload.ts';
+import { spawnDetached } from './engine/detached.ts';
+import { listChildren } from './engine/procfs.ts';
+import { cgroup2Root } from './probes.ts';
+
+const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: true, command: true, startedAt: true, address: true, cgroup: true, log: true }).extend({
+  /** The `unshare` process that holds the namespaces open; the container's parent. */
+  shimPid: z.number().int().nullable(),
+});
+type Entry = z.infer<typeof Entry>;
+const Registry = z.array(Entry);
+
+function alive(pid: number | null): boolean {
+  if (pid === null) return false;
+  try {
+    return !/^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Every pid of the tree under root, root first. */
+export function treePids(root: number): number[] {
+  const out: number[] = [];
+  const walk = (pid: number) => {
+    out.push(pid);
+    for (const c of listChildren(pid)) walk(c);
+  };
+  try {
+    walk(root);
+  } catch {
+    // a process exited while we walked
+  }
+  return out;
+}
+
+function rssBytes(pid: number): number {
+  try {
+    const m = /^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export class Workloads {
+  readonly #file: string;
+  readonly #entries = new Map<string, Entry>();
+  readonly #cgroupBase: string | null;
+
+  constructor(
+    private readonly host: string,
+    private readonly stateDir: string,
+    private readonly workloadEnv: Record<string, string> = {},
+  ) {
+    mkdirSync(path.join(stateDir, 'workloads'), { recursive: true });
+    this.#file = path.join(stateDir, 'workloads.json');
+    if (existsSync(this.#file)) for (const e of Registry.parse(JSON.parse(readFileSync(this.#file, 'utf8')))) this.#entries.set(e.name, e);
+    const root = cgroup2Root();
+    this.#cgroupBase = root ? path.join(root, 'ferry', host) : null;
+  }
+
+  #save(): void {
+    const tmp = `${this.#file}.tmp`;
+    writeFileSync(tmp, JSON.stringify([...this.#entries.values()], null, 2));
+    renameSync(tmp, this.#file);
+  }
+
+  #info(e: Entry): WorkloadInfo {
+    const running = alive(e.rootPid);
+    const pids = running && e.rootPid !== null ? treePids(e.rootPid) : [];
+    const state: WorkloadState = running ? e.state : 'exited';
+    const { shimPid: _shim, ...shown } = e;
+    return { ...shown, state, pids, memoryBytes: pids.reduce((n, p) => n + rssBytes(p), 0) };
+  }
+
+  list(): WorkloadInfo[] {
+    return [...this.#entries.values()].map((e) => this.#info(e));
+  }
+
+  get(name: string): WorkloadInfo {
+    const e = this.#entries.get(name);
+    if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
+    return this.#info(e);
+  }
+
+  async run(req: RunRequest): Promise<WorkloadInfo> {
+    const prev = this.#entries.get(req.name);
+    if (prev && alive(prev.rootPid)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" already runs on ${this.host}`);
+    const log = path.join(this.stateDir, 'workloads', `${req.name}.log`);
+    let cgroup: string | null = null;
+    if (this.#cgroupBase) {
+      cgroup = path.join(this.#cgroupBase, req.name);
+      mkdirSync(cgroup, { recursive: true });
+    }
+    // The outer shell joins the cgroup before anything else runs, then becomes `unshare`, whose
+    // forked child is PID 1 of the new pid namespace; that child names its uts namespace and
+    // execs the workload, so the workload itself is PID 1.
+    const enterCgroup = cgroup ? `echo $$ > '${cgroup}/cgroup.procs' && ` : '';
+    const script = `${enterCgroup}exec unshare --pid --fork --uts --ipc --time -- /bin/sh -c 'hostname "$0" && exec "$@"' "$@"`;
+    const shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, ...req.command], {
+      log,
+      cwd: req.cwd,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...this.workloadEnv, ...req.env },
+    });
+    const rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
+    const entry: Entry = {
+      name: req.name,
+      host: this.host,
+      state: 'running',
+      rootPid,
+      shimPid,
+      command: req.command,
+      startedAt: new Date().toISOString(),
+      address: null,
+      cgroup,
+      log,
+    };
+    this.#entries.set(req.name, entry);
+    this.#save();
+    return this.#info(entry);
+  }
+
+  /** The shim's child once it has exec'd the workload (or its error, if it exited). */
+  async #waitForChild(shimPid: number, exe: string): Promise<number> {
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline) {
+      const child = alive(shimPid) ? listChildren(shimPid)[0] : undefined;
+      if (child !== undefined) {
+        // Until it execs, the child is still the naming shell.
+        if (!readFileSync(`/proc/${child}/cmdline`, 'utf8').includes('hostname "$0"')) return child;
+      } else if (!alive(shimPid)) {
+        throw new FerryError(ErrorCode.InvalidRequest, `workload exited at once: is "${exe}" an executable on this host?`);
+      }
+      await sleep(10);
+    }
+    throw new FerryError(ErrorCode.Timeout, `workload did not start within 5 s`);
+  }
+
+  /** Ends the workload's processes (by pid, the tree only) and forgets it. */
+  async stop(name: string): Promise<WorkloadInfo> {
+    const e = this.#entries.get(name);
+    if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
+    // PID 1 of a pid namespace takes every other process of the namespace with it.
+    if (alive(e.rootPid) && e.rootPid !== null) process.kill(e.rootPid, 'SIGKILL');
+    const deadline = Date.now() + 5_000;
+    while ((alive(e.rootPid) || alive(e.shimPid)) && Date.now() < deadline) await sleep(10);
+    if (e.cgroup) {
+      try {
+        rmdirSync(e.cgroup);
+      } catch {
+        // still emptying, or gone
+      }
+    }
+    const info = { ...this.#info(e), state: 'exited' as const };
+    this.#entries.delete(name);
+    this.#save();
+    return info;
+  }
+}

@@ -1,0 +1,75 @@
+// The pre-copy switchover rule: after every pre-copy round, decide whether to do another round,
+// to throttle the workload (it dirties memory faster than we can send it), or to switch over
+// (freeze, final transfer, restore). Pure and deterministic: same rounds + config -> same answer.
+
+import type { RoundStats } from './phases.ts';
+
+export interface FixedCosts {
+  /** Time to freeze the workload on the source (ms). */
+  freezeMs: number;
+  /** Time to dump the non-memory state (registers, fds, ...) once frozen (ms). */
+  dumpMs: number;
+  /** Time to restore and resume on the destination (ms). */
+  resumeMs: number;
+}
+
+export interface ConvergenceConfig {
+  /** Maximum acceptable downtime (ms). */
+  downtimeBudgetMs: number;
+  fixedCosts: FixedCosts;
+  /** Stop after this many rounds whatever the prediction (>= 1). */
+  maxRounds: number;
+  /** Bytes per page (default 4096). */
+  pageSize?: number;
+  /**
+   * A round makes progress if its dirty set is at most (1 - minProgress) of the previous one
+   * (default 0.1: at least 10% fewer dirty pages).
+   */
+  minProgress?: number;
+  /** May the rule ask to throttle the workload when rounds stop making progress (default true)? */
+  allowThrottle?: boolean;
+}
+
+export type SwitchoverReason = 'budget' | 'no-progress' | 'round-limit';
+
+export type ConvergenceDecision =
+  | { action: 'continue'; predictedDowntimeMs: number | null }
+  | { action: 'throttle'; predictedDowntimeMs: number }
+  | { action: 'switchover'; reason: SwitchoverReason; predictedDowntimeMs: number | null };
+
+export const DEFAULT_PAGE_SIZE = 4096;
+export const DEFAULT_MIN_PROGRESS = 0.1;
+
+/**
+ * Downtime if we switched over after this round: the fixed costs plus the time to send the pages
+ * that are still dirty (compressed by the round's ratio) at the round's bandwidth.
+ * Infinity when the bandwidth is unknown (0).
+ */
+export function predictDowntimeMs(stats: RoundStats, cfg: ConvergenceConfig): number {
+  const { freezeMs, dumpMs, resumeMs } = cfg.fixedCosts;
+  const fixed = freezeMs + dumpMs + resumeMs;
+  if (stats.pagesDirty <= 0) return fixed;
+  if (!(stats.bandwidthBps > 0)) return Number.POSITIVE_INFINITY;
+  const ratio = stats.compressionRatio > 0 ? stats.compressionRatio : 1;
+  const bytes = (stats.pagesDirty * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
+  return fixed + (bytes / stats.bandwidthBps) * 1000;
+}
+
+/** Decide what to do after the rounds done so far (oldest first). */
+export function decideSwitchover(rounds: readonly RoundStats[], cfg: ConvergenceConfig): ConvergenceDecision {
+  const last = rounds.at(-1);
+  if (last === undefined) return { action: 'continue', predictedDowntimeMs: null };
+  const predicted = predictDowntimeMs(last, cfg);
+  if (predicted <= cfg.downtimeBudgetMs) return { action: 'switchover', reason: 'budget', predictedDowntimeMs: predicted };
+  if (rounds.length >= Math.max(1, cfg.maxRounds)) return { action: 'switchover', reason: 'round-limit', predictedDowntimeMs: predicted };
+  const prev = rounds.at(-2);
+  if (prev !== undefined) {
+    const minProgress = cfg.minProgress ?? DEFAULT_MIN_PROGRESS;
+    const progressed = last.pagesDirty <= prev.pagesDirty * (1 - minProgress);
+    if (!progressed) {
+      if ((cfg.allowThrottle ?? true) && !last.throttled) return { action: 'throttle', predictedDowntimeMs: predicted };
+      return { action: 'switchover', reason: 'no-progress', predictedDowntimeMs: predicted };
+    }
+  }
+  return { action: 'continue', predictedDowntimeMs: predicted };
+}

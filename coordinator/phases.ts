@@ -1,0 +1,210 @@
+// The contracts between the migration statechart (coordinator/machine.ts) and the code that
+// actually does each phase (the coordinator's NATS/KV implementation, or fakes in tests).
+// Type-only on purpose: import with `import type { ... } from './phases.ts'`.
+//
+// Every actor is a `fromPromise(async ({ input, signal }) => output)`:
+//  - it MUST honour `signal` (the machine aborts it when the phase times out, is cancelled,
+//    an agent is lost, or the coordinator stops);
+//  - it reports failure by throwing, preferably a FerryError (shared/errors.ts) so the machine
+//    can record a stable `code`;
+//  - it MUST be idempotent per `idempotencyKey`: the machine re-runs a phase after a coordinator
+//    restart (rehydration) and a phase after commit on every retry, with the same key and a larger
+//    `attempt`. Running the same key twice must have the effect of running it once and must return
+//    the same kind of result (e.g. `freeze` on an already frozen workload succeeds).
+
+import type { ErrorWire } from '../shared/errors.ts';
+
+/** The phases of a migration, in order. `precopy` is a loop of rounds (see convergence.ts). */
+export type Phase = 'preflight' | 'precopy' | 'freeze' | 'transfer' | 'restore' | 'commit' | 'resume' | 'cleanup';
+
+/** Phases before the commit point: any failure there rolls back. */
+export type PreCommitPhase = 'preflight' | 'precopy' | 'freeze' | 'transfer' | 'restore' | 'commit';
+/** Phases after the commit point: failures there are retried, never rolled back. */
+export type PostCommitPhase = 'resume' | 'cleanup';
+
+/** What is migrated: a workload by name (same shape as `WorkloadRef` in shared/workload.ts). */
+export interface WorkloadRef {
+  name: string;
+}
+
+/** Which side of the migration an agent is on. */
+export type Role = 'source' | 'destination';
+
+/**
+ * `${migrationId}/${phase}` for a phase, `${migrationId}/precopy/${round}` for a precopy round,
+ * `${migrationId}/rollback` for the rollback. The same key is used by every attempt.
+ */
+export type IdempotencyKey = string;
+
+/** Fields every actor input carries. */
+export interface PhaseInputBase<P extends Phase | 'rollback'> {
+  migrationId: string;
+  phase: P;
+  /** 1 for the first run of this phase; +1 on every retry or restart after rehydration. */
+  attempt: number;
+  idempotencyKey: IdempotencyKey;
+  /** Host names (agent identities). */
+  source: string;
+  destination: string;
+  workload: WorkloadRef;
+  /** Shared secret that authenticates the source->destination data stream. */
+  streamSecret: string;
+}
+
+// ---- preflight -------------------------------------------------------------------------------
+
+export type PreflightInput = PhaseInputBase<'preflight'>;
+
+/** Each check says whether it passed and, if not, why (a FerryError wire form). */
+export interface PreflightCheck {
+  ok: boolean;
+  error?: ErrorWire;
+}
+
+export interface PreflightOutput {
+  /** Source agent: can the engine carry this workload? (Unsupported otherwise.) */
+  workloadSupported: PreflightCheck;
+  /** Destination agent: same kernel features/XSAVE/etc? (Incompatible otherwise.) */
+  destinationCompatible: PreflightCheck;
+  /** Destination agent: enough free memory for the workload? (Incompatible otherwise.) */
+  destinationHasMemory: PreflightCheck;
+  /** Resident memory of the workload as measured by the source (bytes). */
+  workloadBytes: number;
+}
+
+// ---- precopy ---------------------------------------------------------------------------------
+
+/** Statistics of one pre-copy round, produced by the source agent. JSON only. */
+export interface RoundStats {
+  /** 1-based round number. */
+  round: number;
+  pagesScanned: number;
+  /** Pages found dirty in this round (what a next round, or the final transfer, must send). */
+  pagesDirty: number;
+  pagesSent: number;
+  bytesOnWire: number;
+  /** Uncompressed bytes / bytes on the wire (>= 1 when compression helps; 1 when off). */
+  compressionRatio: number;
+  durationMs: number;
+  /** Bytes per second the workload dirties memory. */
+  dirtyRateBps: number;
+  /** Bytes per second achieved on the data stream. */
+  bandwidthBps: number;
+  /** The agent's own prediction of the downtime if we switched over now (ms). */
+  predictedDowntimeMs: number;
+  /** Whether the workload was throttled (CPU-limited) during this round. */
+  throttled?: boolean;
+}
+
+export interface PrecopyRoundInput extends PhaseInputBase<'precopy'> {
+  /** 1-based round number; part of the idempotency key. */
+  round: number;
+  /** Ask the source to throttle the workload during this round (the rule said `throttle`). */
+  throttle: boolean;
+  /** Stats of the previous round, if any. */
+  previous: RoundStats | null;
+}
+
+export type PrecopyRoundOutput = RoundStats;
+
+// ---- freeze / transfer / restore -------------------------------------------------------------
+
+export type FreezeInput = PhaseInputBase<'freeze'>;
+export interface FreezeOutput {
+  /** Number of tasks frozen (informational). */
+  tasks?: number;
+}
+
+export interface TransferInput extends PhaseInputBase<'transfer'> {
+  /** Number of pre-copy rounds done: 0 means a full (stop-and-copy) transfer, else a delta. */
+  precopyRounds: number;
+}
+export interface TransferOutput {
+  bytesTransferred: number;
+  /** Bytes that crossed the network (after compression), if known. */
+  bytesOnWire?: number;
+}
+
+export type RestoreInput = PhaseInputBase<'restore'>;
+export interface RestoreOutput {
+  /** pid of the restored (still stopped) root task on the destination. */
+  pid?: number;
+}
+
+// ---- commit ----------------------------------------------------------------------------------
+
+export type RecordCommitInput = PhaseInputBase<'commit'>;
+/**
+ * recordCommit is the commit point. It does a compare-and-swap on the migration's decision key
+ * (undecided -> committed). Already `committed` by this migration: success (idempotent).
+ * Already `aborted`: throw FerryError(Conflict). Must not report success unless the write is durable.
+ */
+export interface RecordCommitOutput {
+  /** KV revision of the decision record. */
+  revision: number;
+  /** When the decision was recorded (ms since epoch, coordinator clock). */
+  committedAt: number;
+}
+
+// ---- resume / cleanup (after commit: retried, never rolled back) -----------------------------
+
+export type ResumeInput = PhaseInputBase<'resume'>;
+export interface ResumeOutput {
+  /** pid of the running workload on the destination. */
+  pid?: number;
+}
+
+export type CleanupInput = PhaseInputBase<'cleanup'>;
+export type CleanupOutput = void | { bytesFreed?: number };
+
+// ---- rollback --------------------------------------------------------------------------------
+
+export interface RollbackInput extends PhaseInputBase<'rollback'> {
+  /** The phase that was running when the rollback started. */
+  fromPhase: PreCommitPhase;
+  /** Why we roll back. */
+  cause: MigrationError;
+}
+/**
+ * rollback MUST first compare-and-swap the decision key (undecided -> aborted; already aborted is
+ * fine). If it finds `committed` (a recordCommit raced it and won), it must NOT touch the agents
+ * and returns `{ decision: 'committed' }`: the machine then rolls forward to resume.
+ * Otherwise it tells the destination to discard (and fence the migration id, so a late restore
+ * request is refused) and the source to thaw (a no-op if never frozen), and returns
+ * `{ decision: 'aborted' }`. Throwing means "try again later"; the machine retries with backoff.
+ */
+export type RollbackOutput = { decision: 'aborted' } | { decision: 'committed'; revision: number; committedAt: number };
+
+// ---- the actors, by name ---------------------------------------------------------------------
+
+/** An error as recorded in the machine's context (JSON). */
+export interface MigrationError {
+  code: ErrorWire['code'];
+  message: string;
+  retryable: boolean;
+  /** Phase (or 'rollback') that produced it. */
+  phase: Phase | 'rollback';
+  /** Why it was raised: an actor error, a phase timeout, a CANCEL or an AGENT_LOST. */
+  kind: 'error' | 'timeout' | 'cancelled' | 'agentLost' | 'preflight';
+  details?: Record<string, unknown>;
+}
+
+/** Input/output of every actor the machine invokes, keyed by actor name (machine.provide). */
+export interface MigrationActorContracts {
+  preflight: { input: PreflightInput; output: PreflightOutput };
+  precopyRound: { input: PrecopyRoundInput; output: PrecopyRoundOutput };
+  freeze: { input: FreezeInput; output: FreezeOutput };
+  transfer: { input: TransferInput; output: TransferOutput };
+  restore: { input: RestoreInput; output: RestoreOutput };
+  recordCommit: { input: RecordCommitInput; output: RecordCommitOutput };
+  resume: { input: ResumeInput; output: ResumeOutput };
+  cleanup: { input: CleanupInput; output: CleanupOutput };
+  rollback: { input: RollbackInput; output: RollbackOutput };
+}
+export type MigrationActorName = keyof MigrationActorContracts;
+
+/** The function you wrap with fromPromise for actor `N`. */
+export type MigrationActorFn<N extends MigrationActorName> = (args: {
+  input: MigrationActorContracts[N]['input'];
+  signal: AbortSignal;
+}) => Promise<MigrationActorContracts[N]['output']>;

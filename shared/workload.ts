@@ -1,0 +1,37 @@
+// A workload: a process tree that ferry started as a container (its own pid, uts, ipc and time
+// namespaces, and a cgroup) and can move between hosts.
+import { z } from 'zod';
+import { HostName, WorkloadName } from './names.ts';
+
+export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited']);
+export type WorkloadState = z.infer<typeof WorkloadState>;
+
+export const WorkloadInfo = z.strictObject({
+  name: WorkloadName,
+  host: HostName,
+  state: WorkloadState,
+  /** The container's first process (PID 1 in its pid namespace), as seen from the host. */
+  rootPid: z.number().int().nullable(),
+  /** Every process of the tree, as pids of the machine's root pid namespace. */
+  pids: z.array(z.number().int()),
+  /** Resident memory of the whole tree. */
+  memoryBytes: z.number().nonnegative(),
+  command: z.array(z.string()).min(1),
+  startedAt: z.string(),
+  /** The workload's own network address (from the networking issue on); null while it shares its host's. */
+  address: z.string().nullable(),
+  cgroup: z.string().nullable(),
+  log: z.string(),
+});
+export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
+
+export const RunRequest = z.strictObject({
+  name: WorkloadName,
+  command: z.array(z.string().min(1)).min(1),
+  env: z.record(z.string(), z.string()).default({}),
+  cwd: z.string().optional(),
+});
+export type RunRequest = z.infer<typeof RunRequest>;
+
+export const WorkloadRef = z.strictObject({ name: WorkloadName });
+export const RunOnHost = RunRequest.extend({ host: HostName });

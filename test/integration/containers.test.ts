@@ -1,0 +1,82 @@
+// `ferry run` / `ps` / `stop` in a real lab: workloads are containers with their own pid, uts,
+// ipc and time namespaces, registered with their host's agent.
+import { readFileSync, readlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WorkloadInfo } from '../../shared/workload.ts';
+import { ferry, ferryJson } from './helpers/cli.ts';
+
+const env = { FERRY_LAB: 'itcont' };
+const ns = (pid: number, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
+/** Exited: no longer in /proc, or a zombie waiting for its reaper. */
+function gone(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+describe('containers', () => {
+  beforeAll(async () => {
+    await ferry(['lab', 'down'], env);
+    await ferryJson(['lab', 'up', '--hosts', '2'], env);
+  });
+  afterAll(async () => {
+    await ferry(['lab', 'down'], env);
+  });
+
+  it('runs a workload in its own namespaces, lists it, and stops it', async () => {
+    // The workload counts into a file of its own; its progress proves it runs.
+    const out = `/tmp/ferry-it-counter-${process.pid}`;
+    const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'ctr', '--', '/bin/sh', '-c', `i=0; while :; do i=$((i+1)); echo $i > ${out}; sleep 0.05; done`], env);
+    expect(w.host).toBe('h2');
+    expect(w.rootPid).toBeGreaterThan(1);
+    const root = w.rootPid!;
+    for (const kind of ['pid', 'uts', 'ipc', 'time']) expect(ns(root, kind)).not.toBe(ns(process.pid, kind));
+    // PID 1 inside its own pid namespace, hostname = workload name.
+    expect(readFileSync(`/proc/${root}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
+    expect(w.cgroup).toContain('/ferry/h2/ctr');
+    expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain('/ferry/h2/ctr');
+
+    await sleep(300);
+    const first = Number(readFileSync(out, 'utf8'));
+    await sleep(300);
+    expect(Number(readFileSync(out, 'utf8'))).toBeGreaterThan(first);
+
+    const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
+    expect(ps).toHaveLength(1);
+    expect(ps[0]).toMatchObject({ name: 'ctr', host: 'h2', state: 'running', rootPid: root });
+    expect(ps[0]!.pids[0]).toBe(root);
+    expect(ps[0]!.memoryBytes).toBeGreaterThan(0);
+
+    const dup = await ferry(['run', '--host', 'h1', '--name', 'ctr', '--', 'sleep', '5'], env);
+    expect(dup.code).toBe(2);
+    expect(dup.stderr).toContain('already runs on h2');
+
+    const stopped = await ferryJson<WorkloadInfo>(['stop', 'ctr'], env);
+    expect(stopped.state).toBe('exited');
+    const last = Number(readFileSync(out, 'utf8'));
+    await sleep(200);
+    expect(Number(readFileSync(out, 'utf8'))).toBe(last);
+    expect(await ferryJson<WorkloadInfo[]>(['ps'], env)).toEqual([]);
+  });
+
+  it('rejects bad requests before starting anything', async () => {
+    const unknownHost = await ferry(['run', '--host', 'h7', '--name', 'x', '--', 'sleep', '1'], env);
+    expect(unknownHost.code).toBe(2);
+    expect(unknownHost.stderr).toContain('unknown host "h7"');
+    const badName = await ferry(['run', '--host', 'h1', '--name', 'Bad_Name', '--', 'sleep', '1'], env);
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toContain('name');
+    const noExe = await ferry(['run', '--host', 'h1', '--name', 'ghost', '--', '/no/such/program'], env);
+    expect(noExe.code).toBe(2);
+    expect(await ferryJson<WorkloadInfo[]>(['ps'], env)).toEqual([]);
+  });
+
+  it('lab down ends workloads the lab started', async () => {
+    const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'left', '--', 'sleep', '1000'], env);
+    await ferry(['lab', 'down'], env);
+    expect(gone(w.rootPid!)).toBe(true);
+  });
+});

@@ -16,8 +16,10 @@ export interface DetachedOptions {
 export function spawnDetached(argv: readonly string[], opts: DetachedOptions = {}): number {
   const out = opts.log ?? '/dev/null';
   // The background job is not a process-group leader, so setsid execs in place and $! stays right.
-  const script = `${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$FERRY_LOG" 2>&1 & echo $!`;
-  const r = spawnSync('/bin/sh', ['-c', script, 'sh', ...argv], {
+  // Descriptors the agent inherited from its own parent must not leak into the workload or husk.
+  const closeInherited = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; ';
+  const script = `${closeInherited}${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$FERRY_LOG" 2>&1 & echo $!`;
+  const r = spawnSync('/bin/bash', ['-c', script, 'ferry-spawn', ...argv], {
     cwd: opts.cwd,
     env: { ...(opts.env ?? process.env), FERRY_LOG: out },
     encoding: 'utf8',

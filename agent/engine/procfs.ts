@@ -1,0 +1,80 @@
+// Readers for /proc/PID: the parts of a process's state the kernel shows without touching the
+// process. Pure parsing, no ptrace.
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+
+export interface MapEntry {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  offset: bigint;
+  dev: string;
+  inode: number;
+  path: string;
+}
+
+export function parseMaps(text: string): MapEntry[] {
+  const out: MapEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, offset: BigInt(`0x${m[4]}`), dev: m[5]!, inode: Number(m[6]), path: m[7] ?? '' });
+  }
+  return out;
+}
+export const readMaps = (pid: number): MapEntry[] => parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+
+/** /proc/PID/stat split after the comm field (which may hold spaces); index 0 is field 3 (state). */
+export function readStat(pid: number): { comm: string; f: (n: number) => string } {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const close = s.lastIndexOf(')');
+  const comm = s.slice(s.indexOf('(') + 1, close);
+  const rest = s.slice(close + 2).trim().split(' ');
+  return { comm, f: (n: number) => rest[n - 3] ?? '0' };
+}
+
+export function readStatus(pid: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+export const listTasks = (pid: number): number[] =>
+  readdirSync(`/proc/${pid}/task`)
+    .map(Number)
+    .filter((n) => n > 0)
+    .sort((a, b) => a - b);
+
+export const listFds = (pid: number): number[] =>
+  readdirSync(`/proc/${pid}/fd`)
+    .map(Number)
+    .filter((n) => Number.isInteger(n))
+    .sort((a, b) => a - b);
+
+export const fdTarget = (pid: number, fd: number): string => readlinkSync(`/proc/${pid}/fd/${fd}`);
+
+export function readFdinfo(pid: number, fd: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+/** Children of every thread of a process, from /proc/PID/task/TID/children. */
+export function listChildren(pid: number): number[] {
+  const out = new Set<number>();
+  for (const tid of listTasks(pid)) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.add(Number(c));
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+export const readComm = (pid: number, tid = pid): string => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').replace(/\n$/, '');

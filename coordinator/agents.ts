@@ -12,7 +12,7 @@ export class AgentClient {
     host: string,
     endpoint: E,
     request: z.input<AgentApi[E]['request']>,
-    opts: { timeoutMs?: number } = {},
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
   ): Promise<z.infer<AgentApi[E]['reply']>> {
     const spec = agentApi[endpoint] as EndpointSpec<z.ZodType, z.ZodType>;
     return call(this.nc, subjects.agent(host, endpoint), spec, request, opts) as Promise<z.infer<AgentApi[E]['reply']>>;

@@ -6,6 +6,20 @@ import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
 import { RunOnHost, RunRequest, WorkloadInfo, WorkloadRef } from './workload.ts';
+import {
+  DoneReply,
+  FreezeReply,
+  MigrateRequest,
+  MigrationRef,
+  MigrationView,
+  PreflightReply,
+  ReceiveReply,
+  RestoreReply,
+  SendReply,
+  SendRequest,
+  StatusRequest,
+  StepBase,
+} from './migration.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -76,6 +90,16 @@ export const agentApi = {
   workloads: endpoint(Empty, z.array(WorkloadInfo)),
   stop: endpoint(WorkloadRef, WorkloadInfo, 10_000),
   ping: endpoint(Empty, z.strictObject({ host: HostName, pid: z.number().int(), uptimeMs: z.number() })),
+  // One step of a migration each; the coordinator's phase actors call them (see coordinator/actors.ts).
+  'mig.preflight': endpoint(StepBase, PreflightReply, 15_000),
+  'mig.freeze': endpoint(StepBase, FreezeReply, 30_000),
+  'mig.receive': endpoint(StepBase, ReceiveReply, 10_000),
+  'mig.send': endpoint(SendRequest, SendReply, 600_000),
+  'mig.restore': endpoint(StepBase, RestoreReply, 600_000),
+  'mig.resume': endpoint(StepBase, RestoreReply, 30_000),
+  'mig.cleanup': endpoint(StepBase, DoneReply, 30_000),
+  'mig.discard': endpoint(StepBase, DoneReply, 30_000),
+  'mig.thaw': endpoint(StepBase, DoneReply, 30_000),
 } as const;
 
 export const coordinatorApi = {
@@ -83,6 +107,9 @@ export const coordinatorApi = {
   run: endpoint(RunOnHost, WorkloadInfo, 20_000),
   ps: endpoint(Empty, z.array(WorkloadInfo), 10_000),
   stop: endpoint(WorkloadRef, WorkloadInfo, 15_000),
+  migrate: endpoint(MigrateRequest, MigrationView, 10_000),
+  status: endpoint(StatusRequest, z.array(MigrationView)),
+  cancel: endpoint(MigrationRef, MigrationView),
 } as const;
 
 export type AgentApi = typeof agentApi;

@@ -50,12 +50,13 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
   subject: string,
   spec: EndpointSpec<Req, Res>,
   request: z.input<Req>,
-  opts: { timeoutMs?: number } = {},
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
 ): Promise<z.infer<Res>> {
   let reply: Msg;
   try {
-    reply = await nc.request(subject, encode(request), { timeout: opts.timeoutMs ?? spec.timeoutMs });
+    reply = await abortable(nc.request(subject, encode(request), { timeout: opts.timeoutMs ?? spec.timeoutMs }), opts.signal, subject);
   } catch (err) {
+    if (err instanceof FerryError) throw err;
     throw new FerryError(ErrorCode.Unavailable, `no reply on ${subject}: ${(err as Error).message}`, { cause: err });
   }
   const env = decode(AnyReply, reply.data, `reply on ${subject}`);
@@ -63,4 +64,16 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
   const result = spec.reply.safeParse(env.result);
   if (!result.success) throw new FerryError(ErrorCode.BadMessage, `reply on ${subject}: ${describeZodError(result.error)}`);
   return result.data;
+}
+
+/** Stops waiting when the signal fires; the request itself is idempotent on the server side. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return p;
+  const cancelled = () => new FerryError(ErrorCode.Cancelled, `${what}: cancelled`);
+  if (signal.aborted) return Promise.reject(cancelled());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

@@ -13,8 +13,9 @@ export const subjects = {
   /** Request/reply endpoints of the leading coordinator. */
   coordinatorGroup: `${SUBJECT_ROOT}.coord`,
   coordinator: (endpoint: CoordinatorEndpoint) => `${SUBJECT_ROOT}.coord.${endpoint}`,
-  /** Events published by agents and coordinator (see shared/events.ts). */
-  events: `${SUBJECT_ROOT}.events`,
+  /** Events of one migration (MigrationEventWire in shared/migration.ts); `*` for all of them. */
+  migrationEvents: (id: string) => `${SUBJECT_ROOT}.events.migration.${id}`,
+  migrationEventsAll: `${SUBJECT_ROOT}.events.migration.*`,
 } as const;
 
 export type AgentEndpoint = keyof typeof import('./protocol.ts').agentApi;
@@ -24,6 +25,10 @@ export type CoordinatorEndpoint = keyof typeof import('./protocol.ts').coordinat
 export const buckets = {
   /** key = host name; value = HostRecord (the registration, durable across restarts). */
   hosts: 'ferry_hosts',
+  /** key = `<id>.state` (persisted statechart snapshot) and `<id>.decision` (the commit point). */
+  migrations: 'ferry_migrations',
+  /** key = `coordinator`: the leader lease. */
+  leases: 'ferry_leases',
 } as const;
 
 /** NATS micro service names (discoverable with `$SRV.INFO`). */
@@ -35,4 +40,6 @@ export const serviceNames = {
 /** Options every process uses when it creates a bucket, so creators never disagree. */
 export const bucketOptions = {
   hosts: { history: 1, description: 'ferry cluster membership: one record per registered host' },
+  migrations: { history: 1, description: 'ferry migrations: statechart snapshots and commit decisions' },
+  leases: { history: 1, description: 'ferry leader lease of the coordinators' },
 } as const;

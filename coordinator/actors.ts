@@ -1,0 +1,117 @@
+// The real phase actors of the migration statechart: each asks one or both agents to do its
+// step over NATS (idempotent by key), or writes the commit decision to KV. The contracts are
+// coordinator/phases.ts; the machine decides what happens on success, failure and timeout.
+import { ErrorCode, FerryError, type ErrorWire } from '../shared/errors.ts';
+import type { HostFacts } from '../shared/facts.ts';
+import type { StepBase } from '../shared/migration.ts';
+import type { AgentClient } from './agents.ts';
+import { assertCompatible, memoryNeeded } from './compatibility.ts';
+import type { MigrationActorFns } from './machine.ts';
+import type { Phase, PhaseInputBase, PreflightCheck } from './phases.ts';
+import type { MigrationStore } from './store.ts';
+
+export interface ActorDeps {
+  agents: AgentClient;
+  store: MigrationStore;
+  facts: (host: string) => HostFacts | undefined;
+  now: () => number;
+}
+
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'streamSecret'>;
+
+/** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
+const step = (i: StepSource, peer: string): StepBase => ({
+  migrationId: i.migrationId,
+  idempotencyKey: i.idempotencyKey,
+  attempt: i.attempt,
+  workload: i.workload.name,
+  peer,
+  streamSecret: i.streamSecret,
+});
+
+const check = (fn: () => void): PreflightCheck => {
+  try {
+    fn();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, error: FerryError.from(err).toWire() as ErrorWire };
+  }
+};
+
+export function migrationActorFns(d: ActorDeps): MigrationActorFns {
+  const factsOf = (host: string) => {
+    const f = d.facts(host);
+    if (!f) throw new FerryError(ErrorCode.Unavailable, `no facts known for host ${host}`);
+    return f;
+  };
+  return {
+    async preflight({ input, signal }) {
+      const src = factsOf(input.source);
+      const dst = factsOf(input.destination);
+      let workloadBytes = 0;
+      const workloadSupported = await d.agents.call(input.source, 'mig.preflight', step(input, input.destination), { signal }).then(
+        (r) => {
+          workloadBytes = r.workloadBytes;
+          return { ok: true } as PreflightCheck;
+        },
+        (err: unknown) => ({ ok: false, error: FerryError.from(err).toWire() as ErrorWire }),
+      );
+      return {
+        workloadSupported,
+        destinationCompatible: check(() => assertCompatible(src, dst)),
+        destinationHasMemory: check(() => {
+          const need = memoryNeeded(workloadBytes);
+          if (dst.memory.availableBytes < need)
+            throw new FerryError(ErrorCode.Incompatible, `${dst.name} has ${dst.memory.availableBytes} bytes available, the workload needs about ${need}`);
+        }),
+        workloadBytes,
+      };
+    },
+
+    async precopyRound() {
+      throw new FerryError(ErrorCode.Unsupported, 'pre-copy rounds are not available yet: migrate with stop-and-copy');
+    },
+
+    async freeze({ input, signal }) {
+      const r = await d.agents.call(input.source, 'mig.freeze', step(input, input.destination), { signal });
+      return { tasks: r.tasks };
+    },
+
+    async transfer({ input, signal }) {
+      const { endpoint } = await d.agents.call(input.destination, 'mig.receive', step(input, input.source), { signal });
+      const r = await d.agents.call(input.source, 'mig.send', { ...step(input, input.destination), endpoint }, { signal });
+      return { bytesTransferred: r.bytesTransferred, bytesOnWire: r.bytesOnWire };
+    },
+
+    async restore({ input, signal }) {
+      return d.agents.call(input.destination, 'mig.restore', step(input, input.source), { signal });
+    },
+
+    async recordCommit({ input }) {
+      const dcs = await d.store.decide(input.migrationId, 'committed', d.now());
+      if (dcs.decision !== 'committed') throw new FerryError(ErrorCode.Conflict, `migration ${input.migrationId} was already aborted`);
+      return { revision: dcs.revision, committedAt: dcs.at };
+    },
+
+    async resume({ input, signal }) {
+      // Second line of defence: the destination runs the workload only on a recorded commit.
+      const dcs = await d.store.decision(input.migrationId);
+      if (dcs?.decision !== 'committed') throw new FerryError(ErrorCode.Internal, `refusing to resume ${input.migrationId}: no commit recorded`);
+      return d.agents.call(input.destination, 'mig.resume', step(input, input.source), { signal });
+    },
+
+    async cleanup({ input, signal }) {
+      await d.agents.call(input.source, 'mig.cleanup', step(input, input.destination), { signal });
+    },
+
+    async rollback({ input, signal }) {
+      const dcs = await d.store.decide(input.migrationId, 'aborted', d.now());
+      if (dcs.decision === 'committed') return { decision: 'committed', revision: dcs.revision, committedAt: dcs.at };
+      // The source first: its workload must run again. The destination's copy is stopped and can
+      // never be resumed now that the decision says aborted, so discarding it may wait for a retry.
+      await d.agents.call(input.source, 'mig.thaw', step(input, input.destination), { signal });
+      await d.agents.call(input.destination, 'mig.discard', step(input, input.source), { signal });
+      return { decision: 'aborted' };
+    },
+  };
+}

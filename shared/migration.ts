@@ -1,0 +1,89 @@
+// Migrations on the wire: what the CLI asks the coordinator, what the coordinator asks each agent
+// for one phase, and what a migration looks like to someone watching it.
+import { z } from 'zod';
+import { HostName, WorkloadName } from './names.ts';
+
+export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
+
+// --- CLI -> coordinator ----------------------------------------------------------------------
+
+export const MigrateRequest = z.strictObject({
+  workload: WorkloadName,
+  to: HostName,
+  /** Stop-and-copy (no pre-copy rounds). */
+  precopy: z.boolean().default(false),
+  /** Target for the downtime (ms), used by the pre-copy switchover rule. */
+  downtimeBudgetMs: z.number().int().positive().max(60_000).default(100),
+});
+export type MigrateRequest = z.infer<typeof MigrateRequest>;
+
+export const PhaseSummary = z.strictObject({
+  phase: z.string(),
+  attempts: z.number().int(),
+  startedAt: z.string().nullable(),
+  durationMs: z.number().nullable(),
+});
+
+/** A migration as people and scripts see it (`ferry status --json`, `ferry migrate --json`). */
+export const MigrationView = z.strictObject({
+  id: MigrationId,
+  workload: WorkloadName,
+  from: HostName,
+  to: HostName,
+  /** The statechart's current state (e.g. "transfer", "rollingBack.backoff", "completed"). */
+  state: z.string(),
+  outcome: z.enum(['completed', 'rolledBack', 'failed']).nullable(),
+  committed: z.boolean(),
+  phases: z.array(PhaseSummary),
+  downtimeMs: z.number().nullable(),
+  totalMs: z.number().nullable(),
+  bytesTransferred: z.number(),
+  bytesOnWire: z.number(),
+  rounds: z.array(z.record(z.string(), z.unknown())),
+  error: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
+  needsOperator: z.boolean(),
+  startedAt: z.string().nullable(),
+  endedAt: z.string().nullable(),
+});
+export type MigrationView = z.infer<typeof MigrationView>;
+
+export const MigrationRef = z.strictObject({ id: MigrationId });
+export const StatusRequest = z.strictObject({ id: MigrationId.optional(), all: z.boolean().default(false) });
+
+// --- coordinator -> agent: one phase step --------------------------------------------------------
+
+/** Every step names its migration and idempotency key: a replayed step has no further effect. */
+export const StepBase = z.strictObject({
+  migrationId: MigrationId,
+  idempotencyKey: z.string().min(1),
+  attempt: z.number().int().positive(),
+  workload: WorkloadName,
+  /** The other agent of the migration. */
+  peer: HostName,
+  /** Authenticates the data stream between the two agents of this migration. */
+  streamSecret: z.string().min(32),
+});
+export type StepBase = z.infer<typeof StepBase>;
+
+export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) });
+
+export const PreflightReply = z.strictObject({ workloadBytes: z.number().nonnegative(), processes: z.number().int(), threads: z.number().int() });
+export const FreezeReply = z.strictObject({ tasks: z.number().int() });
+export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
+export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint });
+export const SendReply = z.strictObject({ bytesTransferred: z.number().nonnegative(), bytesOnWire: z.number().nonnegative() });
+export const RestoreReply = z.strictObject({ pid: z.number().int() });
+export const DoneReply = z.strictObject({ done: z.literal(true) });
+
+// --- events ---------------------------------------------------------------------------------
+
+/** Published on subjects.migrationEvents(id) for every phase change, round and the end. */
+export const MigrationEventWire = z.strictObject({
+  migrationId: MigrationId,
+  type: z.string(),
+  at: z.number(),
+  data: z.record(z.string(), z.unknown()),
+  /** The view after the event, so a watcher never has to ask. */
+  view: MigrationView,
+});
+export type MigrationEventWire = z.infer<typeof MigrationEventWire>;

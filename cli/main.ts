@@ -4,6 +4,7 @@ import { reportFailure } from './output.ts';
 import { registerLab } from './commands/lab.ts';
 import { registerHosts } from './commands/hosts.ts';
 import { registerWorkloads } from './commands/workloads.ts';
+import { registerEngine } from './commands/engine.ts';
 
 const program = new Command('ferry')
   .description('Live migration of running Linux processes and containers between hosts')
@@ -15,6 +16,7 @@ const program = new Command('ferry')
 registerLab(program);
 registerHosts(program);
 registerWorkloads(program);
+registerEngine(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -5,16 +5,22 @@ import { coordinatorApi } from '../shared/protocol.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import type { ClusterView } from './cluster.ts';
+import type { MigrationManager } from './migrations.ts';
 import type { WorkloadDirectory } from './workloads.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
-export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView, workloads: WorkloadDirectory) {
+export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView, workloads: WorkloadDirectory, migrations: MigrationManager) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
   group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => cluster.hosts()) });
   group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, ({ host, ...req }) => workloads.run(host, req)) });
   group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, () => workloads.list()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => workloads.stop(req.name)) });
+  group.addEndpoint('migrate', { handler: (_err, msg) => void answer(coordinatorApi.migrate, msg, (req) => migrations.start(req)) });
+  group.addEndpoint('status', {
+    handler: (_err, msg) => void answer(coordinatorApi.status, msg, async (req) => (req.id ? [await migrations.view(req.id)] : migrations.list(req.all))),
+  });
+  group.addEndpoint('cancel', { handler: (_err, msg) => void answer(coordinatorApi.cancel, msg, (req) => migrations.cancel(req.id)) });
   return service;
 }

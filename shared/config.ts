@@ -27,10 +27,29 @@ export const AgentConfig = z.strictObject({
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
+const ms = z.number().int().positive();
+
 export const CoordinatorConfig = z.strictObject({
   nats: Nats.prefault({}),
-  /** A host whose heartbeats stop for this long is shown as lost. */
+  /** A host whose heartbeats stop for this long is shown as lost (and migrations through it roll back before commit). */
   hostLostAfterMs: z.number().int().min(500).default(3_000),
+  /** This coordinator's identity in the leader lease (default: hostname and pid). */
+  id: z.string().min(1).optional(),
+  /** A leader that cannot renew its lease for this long is replaced by a standby. */
+  leaseTtlMs: z.number().int().min(1_000).default(5_000),
+  /** Time allowed for one attempt of each phase. */
+  timeouts: z
+    .strictObject({
+      preflight: ms.default(15_000),
+      precopy: ms.default(120_000),
+      freeze: ms.default(30_000),
+      transfer: ms.default(600_000),
+      restore: ms.default(600_000),
+      commit: ms.default(10_000),
+      resume: ms.default(30_000),
+      cleanup: ms.default(60_000),
+    })
+    .prefault({}),
 });
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfig>;
 

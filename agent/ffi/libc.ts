@@ -51,6 +51,8 @@ export const SYS = {
   ioctl: 16,
   pread64: 17,
   madvise: 28,
+  getitimer: 36,
+  setitimer: 38,
   dup2: 33,
   getpid: 39,
   kill: 62,

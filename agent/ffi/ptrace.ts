@@ -189,6 +189,17 @@ export const poke = (pid: number, addr: bigint, word: bigint): void => void pt(P
  * afterwards. orig_rax = -1 stops the kernel from applying restart logic to the injected call.
  */
 export function injectAt(pid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number> = []): bigint {
+  // Pending signals stay pending: a signal-delivery stop in the middle would otherwise run handlers on injected state.
+  const mask = getSigmask(pid);
+  setSigmask(pid, (1n << 64n) - 1n);
+  try {
+    return injectUnmasked(pid, site, nr, args);
+  } finally {
+    setSigmask(pid, mask);
+  }
+}
+
+function injectUnmasked(pid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number>): bigint {
   const saved = getRegs(pid);
   const r = saved.clone();
   r.set('rip', site);

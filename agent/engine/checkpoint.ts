@@ -1,0 +1,140 @@
+// Checkpoint in parts: begin (preflight + freeze), collect (state that needs injection), dump
+// memory, write the image, then end the original or let it run on. The live-migration path
+// drives the same parts with memory rounds in between.
+import diagnostics_channel from 'node:diagnostics_channel';
+import { join } from 'node:path';
+import { FerryError } from '../../shared/errors.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage } from '../../shared/image-format.ts';
+import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
+import { O, closeFd, openFile } from '../ffi/syscalls.ts';
+import { probeKernelSync } from '../probes.ts';
+import { collectProcess } from './collect.ts';
+import { machineFromProcess } from './compat.ts';
+import { FrozenTree } from './freeze.ts';
+import { prepareImageDir, writeImage } from './image-io.ts';
+import { findSyscallSite } from './inject.ts';
+import { PagesWriter, selectPages } from './memory.ts';
+import { preflight } from './preflight.ts';
+import { listTasks, readMaps } from './procfs.ts';
+
+const chan = diagnostics_channel.channel('ferry:checkpoint');
+
+export interface CheckpointResult {
+  pid: number;
+  imagesDir: string;
+  processes: number;
+  threads: number;
+  pagesBytes: number;
+  frozenMs: number;
+  totalMs: number;
+}
+
+export class Checkpoint {
+  processes: ProcessImage[] = [];
+  machine: Machine | null = null;
+  private readonly t0 = performance.now();
+
+  private constructor(
+    readonly root: number,
+    readonly tree: FrozenTree,
+  ) {}
+
+  /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
+  static begin(root: number): Checkpoint {
+    const pids = [root];
+    preflight(pids);
+    const tree = FrozenTree.freeze(pids);
+    return new Checkpoint(root, tree);
+  }
+
+  /** Everything but pages. Moves the tasks into group-stop first: injected calls cannot run frozen. */
+  collect(): ProcessImage[] {
+    this.tree.enterGroupStop();
+    this.processes = this.tree.pids.map((pid) => {
+      const maps = readMaps(pid);
+      const site = findSyscallSite(pid, maps);
+      const tids = listTasks(pid);
+      const p = collectProcess(pid, tids, site, maps);
+      if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, probeKernelSync().sealedSystemMappings);
+      return p;
+    });
+    if (chan.hasSubscribers) chan.publish({ kind: 'collected', root: this.root, processes: this.processes.length });
+    return this.processes;
+  }
+
+  /** Copies every page that must travel into the image directory and fills in the runs. */
+  dumpMemory(dir: string): number {
+    let total = 0;
+    for (const p of this.processes) {
+      const w = new PagesWriter(join(dir, p.pagesFile));
+      const pm = openFile(`/proc/${p.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      try {
+        for (const v of p.vmas) {
+          if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
+          if (v.perms[0] !== 'r' && v.perms[1] !== 'w') continue; // PROT_NONE guard: nothing readable
+          const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private');
+          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private');
+        }
+      } finally {
+        closeFd(pm);
+        w.close();
+      }
+      p.pagesBytes = w.offset;
+      total += w.offset;
+    }
+    return total;
+  }
+
+  image(): Image {
+    if (!this.machine) throw new FerryError('FERRY_INTERNAL', 'checkpoint image requested before collect()');
+    return {
+      magic: IMAGE_MAGIC,
+      version: IMAGE_VERSION,
+      createdAt: new Date().toISOString(),
+      machine: this.machine,
+      root: this.root,
+      processes: this.processes,
+      stats: { frozenMs: performance.now() - this.tree.frozenAt, totalMs: performance.now() - this.t0, pagesBytes: this.processes.reduce((a, p) => a + p.pagesBytes, 0) },
+    };
+  }
+
+  /** The workload runs on as if nothing happened. */
+  release(): void {
+    this.tree.release();
+  }
+
+  kill(): void {
+    this.tree.kill();
+  }
+}
+
+/** One-shot checkpoint to a directory. On any failure the workload is released and runs on. */
+export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?: boolean }): CheckpointResult {
+  const t0 = performance.now();
+  prepareImageDir(opts.imagesDir);
+  const c = Checkpoint.begin(pid);
+  let img: Image;
+  try {
+    c.collect();
+    c.dumpMemory(opts.imagesDir);
+    img = c.image();
+    writeImage(opts.imagesDir, img);
+  } catch (err) {
+    c.release();
+    throw err;
+  }
+  const frozenMs = performance.now() - c.tree.frozenAt;
+  if (opts.leaveRunning) c.release();
+  else c.kill();
+  const result = {
+    pid,
+    imagesDir: opts.imagesDir,
+    processes: img.processes.length,
+    threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
+    pagesBytes: img.stats.pagesBytes,
+    frozenMs,
+    totalMs: performance.now() - t0,
+  };
+  if (chan.hasSubscribers) chan.publish({ kind: 'done', ...result });
+  return result;
+}

@@ -1,0 +1,191 @@
+// Reading one stopped process into a ProcessImage (everything but its pages). The tasks must be
+// in the group-stop of a FrozenTree: a few values only exist behind an injected syscall.
+import { readFileSync, readlinkSync } from 'node:fs';
+import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, type ThreadImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
+import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask } from '../ffi/ptrace.ts';
+import { sys, vmRead } from '../ffi/syscalls.ts';
+import { injectStepOk } from './inject.ts';
+import { fdKind } from './preflight.ts';
+import { type MapEntry, fdTarget, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
+
+export function vmaKind(m: MapEntry): VmaKind {
+  switch (m.path) {
+    case '[heap]':
+      return 'heap';
+    case '[stack]':
+      return 'stack';
+    case '[vdso]':
+      return 'vdso';
+    case '[vvar]':
+      return 'vvar';
+    case '[vvar_vclock]':
+      return 'vvar_vclock';
+    case '[vsyscall]':
+      return 'vsyscall';
+  }
+  if (m.path.startsWith('/')) return m.perms[3] === 's' ? 'file-shared' : 'file-private';
+  return 'anon';
+}
+
+/** A spot below the red zone of a stopped thread where an injected call may write its result. */
+function outArea(tid: number, maps: readonly MapEntry[]): bigint {
+  const rsp = getRegs(tid).get('rsp');
+  for (const back of [1024n, 256n]) {
+    const a = (rsp - back) & ~15n;
+    if (maps.some((m) => m.start <= a && a + 64n <= m.end && m.perms[1] === 'w')) return a;
+  }
+  return (rsp - 256n) & ~15n;
+}
+
+function readOut(pid: number, addr: bigint, len: number): Buffer {
+  const b = Buffer.alloc(len);
+  vmRead(pid, addr, b);
+  return b;
+}
+
+const PR_GET_TID_ADDRESS = 40;
+
+export function collectThread(pid: number, tid: number, site: bigint, maps: readonly MapEntry[]): ThreadImage {
+  const regs = getRegs(tid);
+  const xstate = getRegset(tid, NT_X86_XSTATE);
+  const sigmask = getSigmask(tid);
+  let rseq: ThreadImage['rseq'] = null;
+  try {
+    const r = getRseq(tid);
+    if (r.ptr !== 0n) rseq = { ptr: toHex(r.ptr), size: r.size, sig: r.sig, flags: r.flags };
+  } catch {
+    // kernel without rseq configuration reporting: the thread is restored unregistered
+  }
+  const head = Buffer.alloc(8);
+  const len = Buffer.alloc(8);
+  sys('get_robust_list', tid, head, len);
+  const out = outArea(tid, maps);
+  injectStepOk(tid, site, 'prctl', [PR_GET_TID_ADDRESS, out]);
+  const tidAddress = readOut(pid, out, 8).readBigUInt64LE(0);
+  injectStepOk(tid, site, 'sigaltstack', [0, out]);
+  const ss = readOut(pid, out, 24);
+  return {
+    tid,
+    comm: readComm(pid, tid),
+    regs: regs.buf.toString('base64'),
+    xstate: xstate.toString('base64'),
+    sigmask: toHex(sigmask),
+    rseq,
+    robustList: { head: toHex(head.readBigUInt64LE(0)), len: Number(len.readBigUInt64LE(0)) },
+    tidAddress: toHex(tidAddress),
+    altstack: { sp: toHex(ss.readBigUInt64LE(0)), flags: ss.readInt32LE(8), size: toHex(ss.readBigUInt64LE(16)) },
+  };
+}
+
+function collectSigactions(pid: number, site: bigint, maps: readonly MapEntry[]): SigActionImage[] {
+  const st = readStatus(pid);
+  const bits = BigInt(`0x${st.get('SigCgt') ?? '0'}`) | BigInt(`0x${st.get('SigIgn') ?? '0'}`);
+  const out = outArea(pid, maps);
+  const acts: SigActionImage[] = [];
+  for (let sig = 1; sig <= 64; sig++) {
+    if (((bits >> BigInt(sig - 1)) & 1n) === 0n || sig === 9 || sig === 19) continue;
+    injectStepOk(pid, site, 'rt_sigaction', [sig, 0, out, 8]);
+    const a = readOut(pid, out, 32);
+    acts.push({ sig, handler: toHex(a.readBigUInt64LE(0)), flags: toHex(a.readBigUInt64LE(8)), restorer: toHex(a.readBigUInt64LE(16)), mask: toHex(a.readBigUInt64LE(24)) });
+  }
+  return acts;
+}
+
+const KCMP_FILE = 0;
+function collectFds(pid: number): FdImage[] {
+  const fds: FdImage[] = [];
+  for (const fd of listFds(pid)) {
+    const k = fdKind(pid, fd);
+    if ('unsupported' in k) continue; // preflight refused these already
+    const info = readFdinfo(pid, fd);
+    const flags = Number.parseInt(info.get('flags') ?? '0', 8);
+    const img: FdImage = { fd, kind: k.kind, path: fdTarget(pid, fd), flags: flags & ~0o2000000, cloexec: (flags & 0o2000000) !== 0, pos: Number(info.get('pos') ?? 0) };
+    for (const prev of fds) {
+      if (prev.dupOf !== undefined) continue;
+      if (sys('kcmp', pid, pid, KCMP_FILE, prev.fd, fd) === 0) {
+        img.dupOf = prev.fd;
+        break;
+      }
+    }
+    fds.push(img);
+  }
+  return fds;
+}
+
+function collectItimers(pid: number, site: bigint, maps: readonly MapEntry[]): ProcessImage['itimers'] {
+  const out = outArea(pid, maps);
+  const res: ProcessImage['itimers'] = [];
+  for (let which = 0; which < 3; which++) {
+    injectStepOk(pid, site, 'getitimer', [which, out]);
+    const b = readOut(pid, out, 32);
+    const v = [0, 8, 16, 24].map((o) => Number(b.readBigInt64LE(o)));
+    if (v.some((x) => x !== 0)) res.push({ which, interval: [v[0]!, v[1]!], value: [v[2]!, v[3]!] });
+  }
+  return res;
+}
+
+function collectRlimits(pid: number): ProcessImage['rlimits'] {
+  const out: ProcessImage['rlimits'] = [];
+  const b = Buffer.alloc(16);
+  for (let res = 0; res < 16; res++) {
+    sys('prlimit64', pid, res, 0, b);
+    out.push({ resource: res, cur: toHex(b.readBigUInt64LE(0)), max: toHex(b.readBigUInt64LE(8)) });
+  }
+  return out;
+}
+
+function collectMm(pid: number, brk: bigint): MmImage {
+  const { f } = readStat(pid);
+  const h = (n: number) => toHex(BigInt(f(n)));
+  return {
+    startCode: h(26),
+    endCode: h(27),
+    startData: h(45),
+    endData: h(46),
+    startBrk: h(47),
+    brk: toHex(brk),
+    startStack: h(28),
+    argStart: h(48),
+    argEnd: h(49),
+    envStart: h(50),
+    envEnd: h(51),
+  };
+}
+
+/** Everything about a process except page contents; vmas come back with empty runs. */
+export function collectProcess(pid: number, tids: readonly number[], site: bigint, maps: readonly MapEntry[]): ProcessImage {
+  const brk = injectStepOk(pid, site, 'brk', [0]);
+  const stat = readStat(pid);
+  const st = readStatus(pid);
+  const threads = [pid, ...tids.filter((t) => t !== pid)].map((tid) => collectThread(pid, tid, site, maps));
+  const vmas: Vma[] = maps.map((m) => ({
+    start: toHex(m.start),
+    end: toHex(m.end),
+    perms: m.perms,
+    kind: vmaKind(m),
+    ...(m.path.startsWith('/') ? { path: m.path } : {}),
+    fileOffset: toHex(m.offset),
+    runs: [],
+  }));
+  return {
+    pid,
+    ppid: Number(stat.f(4)),
+    pgid: Number(stat.f(5)),
+    sid: Number(stat.f(6)),
+    comm: stat.comm,
+    exe: readlinkSync(`/proc/${pid}/exe`),
+    cwd: readlinkSync(`/proc/${pid}/cwd`),
+    umask: Number.parseInt(st.get('Umask') ?? '022', 8),
+    personality: Number.parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
+    mm: collectMm(pid, brk),
+    auxv: readFileSync(`/proc/${pid}/auxv`).toString('base64'),
+    vmas,
+    fds: collectFds(pid),
+    sigactions: collectSigactions(pid, site, maps),
+    rlimits: collectRlimits(pid),
+    itimers: collectItimers(pid, site, maps),
+    threads,
+    pagesFile: pagesFileName(pid),
+    pagesBytes: 0,
+  };
+}

@@ -1,0 +1,260 @@
+// Holding a process tree still. The order matters for safety: a cgroup v2 freeze stops every
+// task at once and survives the agent's death; ptrace is seized on frozen tasks; before any
+// syscall is injected (which cannot run while frozen) the tasks are moved into a SIGSTOP
+// group-stop, which also survives the agent's death. A guardian process resumes the workload if
+// the agent dies before the checkpoint ends, so an abandoned checkpoint leaves it running.
+import diagnostics_channel from 'node:diagnostics_channel';
+import { mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { PTEV, PTO, cont, detach, interrupt, seize, waitStop } from '../ffi/ptrace.ts';
+import { killPid } from '../ffi/syscalls.ts';
+import { cgroup2Root } from '../probes.ts';
+import { spawnDetached } from './detached.ts';
+import { listTasks } from './procfs.ts';
+
+const chan = diagnostics_channel.channel('ferry:freeze');
+const SIGSTOP = 19;
+const SIGCONT = 18;
+const SIGKILL = 9;
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
+
+function cgroupOf(pid: number): string {
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('0::'));
+  return line ? line.slice(3) : '/';
+}
+
+export type FreezeState = 'running' | 'frozen' | 'group-stopped' | 'released' | 'killed';
+
+export class FrozenTree {
+  state: FreezeState = 'running';
+  /** Every traced task: tid -> owning pid. */
+  readonly tasks = new Map<number, number>();
+  private cgroup: string | null = null;
+  private readonly origCgroup = new Map<number, string>();
+  private cgRoot: string | null = null;
+  private guard: string | null = null;
+  readonly frozenAt = performance.now();
+
+  private constructor(readonly pids: readonly number[]) {}
+
+  /**
+   * Freezes and seizes every thread of every pid. On any failure everything done so far is
+   * undone and the workload runs on.
+   */
+  static freeze(pids: readonly number[], opts: { useCgroup?: boolean } = {}): FrozenTree {
+    const t = new FrozenTree(pids);
+    try {
+      t.armGuardian();
+      if (opts.useCgroup !== false) t.cgroupFreeze();
+      t.seizeAll();
+      if (!t.cgroup) t.enterGroupStop();
+      if (chan.hasSubscribers) chan.publish({ kind: 'frozen', pids, tasks: t.tasks.size, cgroup: t.cgroup });
+      return t;
+    } catch (err) {
+      t.release();
+      throw err;
+    }
+  }
+
+  private armGuardian(): void {
+    const mark = join(tmpdir(), `ferry-guard-${process.pid}-${this.pids[0]}-${Date.now()}`);
+    this.guard = mark;
+    this.writeUndo();
+    // The guardian reads the undo script only once the agent is gone, so it always sees the
+    // latest one; the marker disappears when the checkpoint ends normally.
+    writeFileSync(mark, '');
+    writeFileSync(
+      `${mark}.sh`,
+      [
+        `while kill -0 ${process.pid} 2>/dev/null && [ -e '${mark}' ]; do sleep 0.05; done`,
+        `[ -e '${mark}' ] && . '${mark}.undo'`,
+        `rm -f '${mark}' '${mark}.sh' '${mark}.undo'`,
+      ].join('\n') + '\n',
+    );
+    spawnDetached(['/bin/sh', `${mark}.sh`]);
+  }
+
+  private writeUndo(): void {
+    if (!this.guard) return;
+    const lines = [
+      ...(this.cgroup ? [`echo 0 > '${this.cgroup}/cgroup.freeze'`] : []),
+      `for p in ${this.pids.join(' ')}; do kill -CONT $p; done`,
+      ...[...this.origCgroup].map(([pid, cg]) => `echo ${pid} > '${this.cgRoot}${cg}/cgroup.procs' 2>/dev/null`),
+      ...(this.cgroup ? [`rmdir '${this.cgroup}' 2>/dev/null`] : []),
+    ];
+    writeFileSync(`${this.guard}.undo`, lines.join('\n') + '\n');
+  }
+
+  private cgroupFreeze(): void {
+    const root = cgroup2Root();
+    if (!root) return;
+    this.cgRoot = root;
+    const dir = join(root, `ferry-ckpt-${this.pids[0]}-${process.pid}`);
+    mkdirSync(dir, { recursive: true });
+    this.cgroup = dir;
+    for (const pid of this.pids) {
+      this.origCgroup.set(pid, cgroupOf(pid));
+      this.writeUndo();
+      writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+    }
+    writeFileSync(join(dir, 'cgroup.freeze'), '1');
+    const deadline = performance.now() + 2000;
+    while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
+      if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `cgroup freeze of ${this.pids.join(',')} did not complete`);
+      nap(0.05);
+    }
+    this.state = 'frozen';
+  }
+
+  /** Seizes every thread; repeats until the task lists stop changing (threads born before the freeze landed). */
+  private seizeAll(): void {
+    for (let round = 0; ; round++) {
+      let added = 0;
+      for (const pid of this.pids) {
+        for (const tid of listTasks(pid)) {
+          if (this.tasks.has(tid)) continue;
+          seize(tid, PTO.TRACESYSGOOD);
+          this.tasks.set(tid, pid);
+          interrupt(tid);
+          const s = waitStop(tid, 2000);
+          if (s.exited || s.signaled) {
+            this.tasks.delete(tid);
+            continue;
+          }
+          added++;
+        }
+      }
+      if (added === 0) break;
+      if (round > 50) throw new FerryError(ErrorCode.Internal, 'tasks keep appearing while seizing');
+    }
+    if (this.state === 'running') this.state = 'frozen';
+  }
+
+  /**
+   * From ptrace-stop under the freezer to a SIGSTOP group-stop with the cgroup thawed, where
+   * injected syscalls run. No user code runs on the way: a pending SIGSTOP is handled on the
+   * return to user mode before anything else.
+   */
+  enterGroupStop(): void {
+    if (this.state === 'group-stopped') return;
+    for (const pid of this.pids) killPid(pid, SIGSTOP);
+    if (this.cgroup) writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
+    const pending = new Set(this.tasks.keys());
+    for (const tid of pending) cont(tid);
+    const deadline = performance.now() + 5000;
+    while (pending.size > 0) {
+      for (const tid of [...pending]) {
+        let s;
+        try {
+          s = waitStop(tid, 1);
+        } catch (err) {
+          if (err instanceof FerryError && err.code === ErrorCode.Timeout) continue;
+          throw err;
+        }
+        if (s.exited || s.signaled) throw new FerryError(ErrorCode.Internal, `task ${tid} died while stopping`, { details: { tid } });
+        if (s.event === PTEV.STOP && (s.sig === SIGSTOP || s.sig === 20 || s.sig === 21 || s.sig === 22)) pending.delete(tid);
+        else if (s.event === PTEV.STOP) cont(tid);
+        else cont(tid, s.sig); // signal-delivery stop: deliver (SIGSTOP starts the group stop)
+      }
+      if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `tasks ${[...pending].join(',')} did not reach group-stop`);
+    }
+    this.state = 'group-stopped';
+    if (chan.hasSubscribers) chan.publish({ kind: 'group-stopped', tasks: this.tasks.size });
+  }
+
+  /** Lets the workload run on as before: detach, thaw, SIGCONT, back to its own cgroup. Never throws. */
+  release(): void {
+    if (this.state === 'released' || this.state === 'killed') return;
+    for (const tid of this.tasks.keys()) {
+      try {
+        detach(tid);
+      } catch {
+        // not stopped (already running) or gone
+      }
+    }
+    this.tasks.clear();
+    if (this.cgroup) {
+      try {
+        writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
+      } catch {
+        // cgroup already gone
+      }
+    }
+    for (const pid of this.pids) {
+      try {
+        killPid(pid, SIGCONT);
+      } catch {
+        // gone
+      }
+    }
+    this.leaveCgroup();
+    this.state = 'released';
+    if (chan.hasSubscribers) chan.publish({ kind: 'released', pids: this.pids });
+  }
+
+  /** Ends the checkpointed workload (its image now carries it). Never throws. */
+  kill(): void {
+    if (this.state === 'released' || this.state === 'killed') return;
+    for (const tid of this.tasks.keys()) {
+      try {
+        detach(tid);
+      } catch {
+        // gone
+      }
+    }
+    this.tasks.clear();
+    for (const pid of this.pids) {
+      try {
+        killPid(pid, SIGKILL);
+      } catch {
+        // gone
+      }
+    }
+    if (this.cgroup) {
+      try {
+        writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
+      } catch {
+        // gone
+      }
+    }
+    this.leaveCgroup();
+    this.state = 'killed';
+  }
+
+  private leaveCgroup(): void {
+    if (this.cgroup && this.cgRoot) {
+      for (const [pid, cg] of this.origCgroup) {
+        try {
+          writeFileSync(join(this.cgRoot, cg, 'cgroup.procs'), String(pid));
+        } catch {
+          // exited
+        }
+      }
+      for (let i = 0; i < 100; i++) {
+        try {
+          rmdirSync(this.cgroup);
+          break;
+        } catch {
+          nap(2); // dying tasks leave the cgroup asynchronously
+        }
+      }
+      this.cgroup = null;
+    }
+    if (this.guard) {
+      rmSync(this.guard, { force: true });
+      rmSync(`${this.guard}.undo`, { force: true });
+      this.guard = null;
+    }
+  }
+
+  get cgroupDir(): string | null {
+    return this.cgroup;
+  }
+}
+

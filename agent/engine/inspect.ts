@@ -1,0 +1,62 @@
+// A summary of an image directory, with every page checksum verified: what `ferry image inspect` shows.
+import { join } from 'node:path';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { Image, Machine } from '../../shared/image-format.ts';
+import { readImage } from './image-io.ts';
+import { PagesReader } from './memory.ts';
+
+export interface ImageSummary {
+  dir: string;
+  version: number;
+  createdAt: string;
+  root: number;
+  machine: Machine;
+  checksums: 'ok';
+  processes: {
+    pid: number;
+    ppid: number;
+    comm: string;
+    exe: string;
+    threads: number[];
+    vmas: number;
+    pageRuns: number;
+    pagesBytes: number;
+    fds: { fd: number; kind: string; path: string; pos: number }[];
+  }[];
+  stats: Image['stats'];
+}
+
+export function inspectImage(dir: string): ImageSummary {
+  const img = readImage(dir);
+  for (const p of img.processes) {
+    const r = new PagesReader(join(dir, p.pagesFile));
+    try {
+      for (const v of p.vmas) for (const run of v.runs) r.read(run);
+    } catch (err) {
+      if (err instanceof FerryError) throw err;
+      throw new FerryError(ErrorCode.BadImage, `${p.pagesFile}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      r.close();
+    }
+  }
+  return {
+    dir,
+    version: img.version,
+    createdAt: img.createdAt,
+    root: img.root,
+    machine: img.machine,
+    checksums: 'ok',
+    processes: img.processes.map((p) => ({
+      pid: p.pid,
+      ppid: p.ppid,
+      comm: p.comm,
+      exe: p.exe,
+      threads: p.threads.map((t) => t.tid),
+      vmas: p.vmas.length,
+      pageRuns: p.vmas.reduce((a, v) => a + v.runs.length, 0),
+      pagesBytes: p.pagesBytes,
+      fds: p.fds.map((f) => ({ fd: f.fd, kind: f.kind, path: f.path, pos: f.pos })),
+    })),
+    stats: img.stats,
+  };
+}

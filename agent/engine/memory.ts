@@ -1,0 +1,121 @@
+// Page selection and page copying. Exposed as ranges so the migration path can copy memory in
+// rounds (pre-copy) with the same functions the one-shot checkpoint uses.
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { type PageRun, toHex } from '../../shared/image-format.ts';
+import { vmRead, vmWrite } from '../ffi/syscalls.ts';
+
+export const PAGE = 4096;
+const PAGE_N = BigInt(PAGE);
+/** Runs are capped so a checksum covers a bounded amount of data and buffers stay reused. */
+export const MAX_RUN_PAGES = 256;
+
+export interface Range {
+  addr: bigint;
+  pages: number;
+}
+
+/**
+ * Pages of [start, end) that hold data of their own: present or swapped, and for private file
+ * mappings only the anonymous (copied-on-write) ones; file pages are re-read from the file.
+ */
+export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyAnon: boolean): Range[] {
+  const n = Number((end - start) / PAGE_N);
+  const raw = Buffer.alloc(n * 8);
+  const got = readSync(pagemapFd, raw, 0, raw.length, Number((start / PAGE_N) * 8n));
+  const words = new Uint32Array(raw.buffer, raw.byteOffset, got / 4);
+  const out: Range[] = [];
+  let runStart = -1;
+  const flush = (i: number) => {
+    for (let s = runStart; s < i; s += MAX_RUN_PAGES) out.push({ addr: start + BigInt(s) * PAGE_N, pages: Math.min(MAX_RUN_PAGES, i - s) });
+    runStart = -1;
+  };
+  for (let i = 0; i < got / 8; i++) {
+    const hi = words[i * 2 + 1]!;
+    // bit 63 present, 62 swapped, 61 file-page or shared-anon
+    const has = (hi & 0xc0000000) !== 0 && (!onlyAnon || (hi & 0x20000000) === 0);
+    if (has && runStart < 0) runStart = i;
+    else if (!has && runStart >= 0) flush(i);
+  }
+  if (runStart >= 0) flush(got / 8);
+  return out;
+}
+
+const ZERO = Buffer.alloc(PAGE);
+
+/** Appends page data to one process's pages file and returns the runs it wrote. */
+export class PagesWriter {
+  private fd: number;
+  offset = 0;
+  private buf = Buffer.alloc(MAX_RUN_PAGES * PAGE);
+  constructor(path: string) {
+    this.fd = openSync(path, 'w');
+  }
+
+  /** Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled. */
+  dump(pid: number, ranges: readonly Range[], skipZero: boolean): PageRun[] {
+    const runs: PageRun[] = [];
+    for (const r of ranges) {
+      const len = r.pages * PAGE;
+      const view = this.buf.subarray(0, len);
+      vmRead(pid, r.addr, view);
+      let s = -1;
+      const emit = (from: number, to: number) => {
+        const chunk = view.subarray(from * PAGE, to * PAGE);
+        writeSync(this.fd, chunk, 0, chunk.length, this.offset);
+        runs.push({ addr: toHex(r.addr + BigInt(from) * PAGE_N), pages: to - from, offset: this.offset, crc32: crc32(chunk) });
+        this.offset += chunk.length;
+      };
+      if (!skipZero) {
+        emit(0, r.pages);
+        continue;
+      }
+      for (let p = 0; p < r.pages; p++) {
+        const zero = view.subarray(p * PAGE, (p + 1) * PAGE).equals(ZERO);
+        if (!zero && s < 0) s = p;
+        else if (zero && s >= 0) {
+          emit(s, p);
+          s = -1;
+        }
+      }
+      if (s >= 0) emit(s, r.pages);
+    }
+    return runs;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** Reads runs from a pages file, checks each checksum, and writes them into a task. */
+export class PagesReader {
+  private fd: number;
+  private buf = Buffer.alloc(MAX_RUN_PAGES * PAGE);
+  bytes = 0;
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'r');
+  }
+
+  read(run: PageRun): Buffer {
+    const len = run.pages * PAGE;
+    if (len > this.buf.length) this.buf = Buffer.alloc(len);
+    const view = this.buf.subarray(0, len);
+    const got = readSync(this.fd, view, 0, len, run.offset);
+    if (got !== len || crc32(view) !== run.crc32)
+      throw new FerryError(ErrorCode.BadImage, `${this.path}: page run at ${run.addr} is ${got !== len ? 'truncated' : 'corrupt (checksum mismatch)'}`, {
+        details: { file: this.path, addr: run.addr, offset: run.offset },
+      });
+    return view;
+  }
+
+  writeInto(pid: number, run: PageRun): void {
+    vmWrite(pid, BigInt(run.addr), this.read(run));
+    this.bytes += run.pages * PAGE;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}

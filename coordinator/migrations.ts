@@ -1,0 +1,208 @@
+// Runs migrations: one statechart actor each, every change persisted with compare-and-swap
+// before anything else learns of it, every emitted event published on NATS. A coordinator that
+// takes the lead rehydrates every migration that has not ended and carries it to its end.
+import { randomBytes } from 'node:crypto';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ErrorCode, FerryError } from '../shared/errors.ts';
+import type { Logger } from '../shared/log.ts';
+import type { MigrateRequest, MigrationEventWire, MigrationView } from '../shared/migration.ts';
+import { encode } from '../shared/rpc.ts';
+import { subjects } from '../shared/subjects.ts';
+import { migrationActorFns, type ActorDeps } from './actors.ts';
+import type { ClusterView } from './cluster.ts';
+import {
+  MIGRATION_MACHINE_VERSION,
+  createMigrationActor,
+  migrationActors,
+  migrationMachine,
+  restoreMigrationActor,
+  systemClock,
+  type MigrationActor,
+  type MigrationInput,
+} from './machine.ts';
+import type { Phase } from './phases.ts';
+import type { MigrationRecord, MigrationStore } from './store.ts';
+import { viewOf } from './view.ts';
+import type { WorkloadDirectory } from './workloads.ts';
+
+interface Running {
+  actor: MigrationActor;
+  /** Set when this coordinator stops driving it: nothing more is persisted. */
+  stopping: boolean;
+  record: MigrationRecord;
+  revision: number;
+  /** Persists in order; each write waits for the one before. */
+  chain: Promise<void>;
+  ended: Promise<MigrationView>;
+}
+
+export interface ManagerDeps {
+  nc: NatsConnection;
+  store: MigrationStore;
+  cluster: ClusterView;
+  workloads: WorkloadDirectory;
+  actorDeps: Omit<ActorDeps, 'store' | 'facts' | 'now'>;
+  timeouts: Record<Phase, number>;
+  log: Logger;
+  /** Called when a write finds that another coordinator owns the migration: step down. */
+  onDeposed: (reason: string) => void;
+}
+
+export class MigrationManager {
+  readonly #running = new Map<string, Running>();
+  readonly #machine;
+
+  constructor(private readonly d: ManagerDeps) {
+    const fns = migrationActorFns({
+      ...d.actorDeps,
+      store: d.store,
+      facts: (host) => d.cluster.hosts().find((h) => h.name === host)?.facts,
+      now: () => Date.now(),
+    });
+    this.#machine = migrationMachine.provide({ actors: migrationActors(fns) });
+    d.cluster.on('hostLost', (host) => this.#onHostLost(host));
+  }
+
+  /** Validates a request, records the migration and starts it; returns its first view. */
+  async start(req: MigrateRequest): Promise<MigrationView> {
+    const w = await this.d.workloads.find(req.workload);
+    if (w.host === req.to) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" already runs on ${req.to}`);
+    this.d.workloads.requireAlive(req.to);
+    for (const r of this.#running.values()) {
+      if (r.record.request.workload === w.name) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" is already being migrated`);
+    }
+    if (req.precopy) throw new FerryError(ErrorCode.InvalidRequest, 'pre-copy is not available yet: migrate without --precopy (stop-and-copy)');
+    const id = `m-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const input: MigrationInput = {
+      migrationId: id,
+      source: w.host,
+      destination: req.to,
+      workload: { name: w.name },
+      streamSecret: randomBytes(32).toString('hex'),
+      timeouts: this.d.timeouts,
+      precopy: false,
+    };
+    const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
+    const record: MigrationRecord = {
+      machineVersion: MIGRATION_MACHINE_VERSION,
+      createdAt: new Date().toISOString(),
+      request: { workload: w.name, from: w.host, to: req.to, precopy: req.precopy, downtimeBudgetMs: req.downtimeBudgetMs },
+      snapshot: actor.getPersistedSnapshot(),
+      final: false,
+    };
+    const revision = await this.d.store.create(id, record);
+    this.d.log.info({ migration: id, workload: w.name, from: w.host, to: req.to }, 'migration started');
+    return this.#run(id, actor, record, revision).view;
+  }
+
+  /** Takes over every migration that has not ended (after a restart or a leader change). */
+  async rehydrate(): Promise<number> {
+    let n = 0;
+    for (const id of await this.d.store.ids()) {
+      if (this.#running.has(id)) continue;
+      const loaded = await this.d.store.load(id);
+      if (!loaded || loaded.record.final) continue;
+      if (loaded.record.machineVersion !== MIGRATION_MACHINE_VERSION) {
+        this.d.log.error({ migration: id, version: loaded.record.machineVersion }, 'cannot rehydrate a migration written by another statechart version');
+        continue;
+      }
+      const actor = restoreMigrationActor(this.#machine, loaded.record.snapshot, { clock: systemClock });
+      this.d.log.warn({ migration: id }, 'rehydrating in-flight migration');
+      this.#run(id, actor, loaded.record, loaded.revision);
+      n++;
+    }
+    return n;
+  }
+
+  #run(id: string, actor: MigrationActor, record: MigrationRecord, revision: number): { view: MigrationView } {
+    let resolveEnded!: (v: MigrationView) => void;
+    const run: Running = { actor, stopping: false, record, revision, chain: Promise.resolve(), ended: new Promise((r) => (resolveEnded = r)) };
+    this.#running.set(id, run);
+    const viewNow = () => {
+      const s = actor.getSnapshot();
+      return viewOf(s.context, s.value, s.status);
+    };
+    actor.subscribe({
+      next: (s) => {
+        if (run.stopping) return;
+        const final = s.status === 'done';
+        const snapshot = actor.getPersistedSnapshot();
+        run.chain = run.chain.then(async () => {
+          try {
+            run.record = { ...run.record, snapshot, final };
+            run.revision = await this.d.store.update(id, run.record, run.revision);
+          } catch (err) {
+            const e = FerryError.from(err);
+            this.d.log.error({ migration: id, err: e.message }, 'cannot persist migration state');
+            if (e.code === ErrorCode.Conflict) this.d.onDeposed(e.message);
+          }
+        });
+        if (final) {
+          void run.chain.then(() => {
+            this.#running.delete(id);
+            resolveEnded(viewNow());
+          });
+        }
+      },
+      error: (err) => this.d.log.error({ migration: id, err: (err as Error).message }, 'migration actor failed'),
+    });
+    actor.on('*', (e) => {
+      const { type, at, ...data } = e as { type: string; at?: number } & Record<string, unknown>;
+      delete data.migrationId;
+      const msg: MigrationEventWire = { migrationId: id, type, at: at ?? Date.now(), data, view: viewNow() };
+      // Published once the state that produced it is durable, so a watcher never sees what a
+      // restarted coordinator would not know.
+      void run.chain.then(() => this.d.nc.publish(subjects.migrationEvents(id), encode(msg)));
+      if (type === 'phase.failed' || type === 'rollback.started' || type === 'agent.lost') this.d.log.warn({ migration: id, event: type, ...data }, 'migration event');
+      else this.d.log.info({ migration: id, event: type }, 'migration event');
+    });
+    actor.start();
+    return { view: viewNow() };
+  }
+
+  #onHostLost(host: string): void {
+    for (const { actor } of this.#running.values()) {
+      const ctx = actor.getSnapshot().context;
+      if (ctx.source === host) actor.send({ type: 'AGENT_LOST', role: 'source', at: Date.now() });
+      if (ctx.destination === host) actor.send({ type: 'AGENT_LOST', role: 'destination', at: Date.now() });
+    }
+  }
+
+  async view(id: string): Promise<MigrationView> {
+    const r = this.#running.get(id);
+    if (r) {
+      const s = r.actor.getSnapshot();
+      return viewOf(s.context, s.value, s.status);
+    }
+    const loaded = await this.d.store.load(id);
+    if (!loaded) throw new FerryError(ErrorCode.NotFound, `no migration ${id}`);
+    const s = loaded.record.snapshot as { context: Parameters<typeof viewOf>[0]; value: unknown; status: string };
+    return viewOf(s.context, s.value, s.status);
+  }
+
+  /** Migrations in flight, or every recorded one with `all`, newest first. */
+  async list(all: boolean): Promise<MigrationView[]> {
+    const ids = all ? await this.d.store.ids() : [...this.#running.keys()];
+    const views = await Promise.all(ids.map((id) => this.view(id).catch(() => null)));
+    return views.filter((v): v is MigrationView => v !== null).sort((a, b) => (b.startedAt ?? '').localeCompare(a.startedAt ?? ''));
+  }
+
+  async cancel(id: string): Promise<MigrationView> {
+    const r = this.#running.get(id);
+    if (!r) {
+      const v = await this.view(id);
+      throw new FerryError(ErrorCode.InvalidRequest, `migration ${id} has already ended (${v.outcome ?? v.state})`);
+    }
+    r.actor.send({ type: 'CANCEL', reason: 'cancelled by user', at: Date.now() });
+    return this.view(id);
+  }
+
+  /** Stops driving every migration (deposed or shutting down); their records stay for the next leader. */
+  stopAll(): void {
+    for (const r of this.#running.values()) {
+      r.stopping = true;
+      r.actor.stop();
+    }
+    this.#running.clear();
+  }
+}

@@ -1,0 +1,37 @@
+// A migration's snapshot as people and scripts see it (shared/migration.ts MigrationView).
+import type { MigrationView } from '../shared/migration.ts';
+import { PHASES, type MigrationContext } from './machine.ts';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function stateName(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const [k, v] = Object.entries(value as Record<string, unknown>)[0] ?? ['', ''];
+  const inner = stateName(v);
+  return inner ? `${k}.${inner}` : k;
+}
+
+export function viewOf(ctx: MigrationContext, value: unknown, status: string, needsOperator = false): MigrationView {
+  return {
+    id: ctx.migrationId,
+    workload: ctx.workload.name,
+    from: ctx.source,
+    to: ctx.destination,
+    state: stateName(value),
+    outcome: status === 'done' ? ctx.outcome : null,
+    committed: ctx.committed,
+    phases: PHASES.filter((p) => ctx.phases[p].attempts > 0).map((p) => {
+      const r = ctx.phases[p];
+      return { phase: p, attempts: r.attempts, startedAt: iso(r.startedAt), durationMs: r.startedAt !== null && r.endedAt !== null ? r.endedAt - r.startedAt : null };
+    }),
+    downtimeMs: ctx.downtimeMs,
+    totalMs: ctx.startedAt !== null && ctx.endedAt !== null ? ctx.endedAt - ctx.startedAt : null,
+    bytesTransferred: ctx.bytesTransferred,
+    bytesOnWire: ctx.bytesOnWire,
+    rounds: ctx.rounds as unknown as Record<string, unknown>[],
+    error: ctx.error ? { code: ctx.error.code, message: ctx.error.message, phase: ctx.error.phase, kind: ctx.error.kind } : null,
+    needsOperator: needsOperator || ctx.outcome === 'failed',
+    startedAt: iso(ctx.startedAt),
+    endedAt: iso(ctx.endedAt),
+  };
+}

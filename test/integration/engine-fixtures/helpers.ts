@@ -1,0 +1,127 @@
+// Shared by the engine integration tests: build C fixtures, start workloads detached (never as
+// children of the test process), read their self-checks, and clean up only what was started.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawnDetached } from '../../../agent/engine/detached.ts';
+import { sys } from '../../../agent/ffi/syscalls.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binDir = join(tmpdir(), `ferry-engine-fixtures-${process.pid}`);
+
+export function buildFixture(name: string, flags: string[] = []): string {
+  mkdirSync(binDir, { recursive: true });
+  const out = join(binDir, name);
+  if (!existsSync(out)) execFileSync('gcc', ['-O2', '-g', '-o', out, join(here, `${name}.c`), ...flags], { stdio: 'pipe' });
+  return out;
+}
+
+export interface Workload {
+  pid: number;
+  log: string;
+  dir: string;
+}
+
+const started = new Set<number>();
+const dirs = new Set<string>();
+
+export function tempDir(tag: string): string {
+  const d = mkdtempSync(join(tmpdir(), `ferry-${tag}-`));
+  dirs.add(d);
+  return d;
+}
+
+export function startWorkload(argv: string[], tag = 'wl'): Workload {
+  const dir = tempDir(tag);
+  const log = join(dir, 'out.log');
+  const pid = spawnDetached(argv.map((a) => a.replace('{dir}', dir)), { log, cwd: dir });
+  started.add(pid);
+  return { pid, log, dir };
+}
+
+/** Tracks a pid the test did not start itself but is responsible for (a restored process). */
+export const adopt = (pid: number): void => void started.add(pid);
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export const alive = (pid: number): boolean => {
+  try {
+    return !/^\S+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+
+export const procState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '?';
+
+/** Lines of a workload's log; throws with the log if the workload reported a failed self-check. */
+export function logLines(w: Workload): string[] {
+  const lines = existsSync(w.log) ? readFileSync(w.log, 'utf8').split('\n').filter(Boolean) : [];
+  const bad = lines.find((l) => l.startsWith('FAIL'));
+  if (bad) throw new Error(`workload ${w.pid} failed its own check: ${bad}\n${lines.slice(-10).join('\n')}`);
+  return lines;
+}
+
+/** Highest "tick N" the workload has reported. */
+export function lastTick(w: Workload): number {
+  let t = -1;
+  for (const l of logLines(w)) {
+    const m = /^tick (\d+)/.exec(l);
+    if (m) t = Math.max(t, Number(m[1]));
+  }
+  return t;
+}
+
+export const waitTick = (w: Workload, above: number, timeoutMs = 10_000): Promise<number> =>
+  waitFor(`tick > ${above} from ${w.pid}`, () => {
+    const t = lastTick(w);
+    return t > above ? t : undefined;
+  }, timeoutMs);
+
+export const waitGone = (pid: number, timeoutMs = 10_000): Promise<boolean> => waitFor(`pid ${pid} to be reaped`, () => !existsSync(`/proc/${pid}`), timeoutMs);
+
+export function cleanup(): void {
+  for (const pid of started) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  started.clear();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.clear();
+}
+
+export function removeFixtures(): void {
+  rmSync(binDir, { recursive: true, force: true });
+}
+
+/**
+ * Marks every descriptor this test process inherited (above stderr) close-on-exec, so workloads
+ * started by shells (the workload harness uses plain `sh`, which cannot close high fds) do not
+ * inherit e.g. a pipe of whatever launched vitest; the engine would rightly refuse that pipe.
+ */
+export function sealInheritedFds(): void {
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (fd <= 2) continue;
+    try {
+      sys('fcntl', fd, 2, 1); // F_SETFD FD_CLOEXEC
+    } catch {
+      // the directory fd of readdir itself, already closed
+    }
+  }
+}

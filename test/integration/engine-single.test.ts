@@ -1,0 +1,188 @@
+// Single-threaded processes: checkpoint, kill, restore with the same pid; the workload's own
+// checks must keep passing and it must keep making progress from where it stopped.
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkpoint } from '../../agent/engine/checkpoint.ts';
+import { readImage } from '../../agent/engine/image-io.ts';
+import { restore } from '../../agent/engine/restore.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { readStatus, startWorkload as startHarnessWorkload, stopAllWorkloads, waitForProgress } from '../workloads/harness.ts';
+import {
+  adopt,
+  alive,
+  buildFixture,
+  cleanup,
+  lastTick,
+  logLines,
+  procState,
+  removeFixtures,
+  sealInheritedFds,
+  startWorkload,
+  tempDir,
+  waitGone,
+  waitTick,
+} from './engine-fixtures/helpers.ts';
+
+let counter = '';
+beforeAll(() => {
+  sealInheritedFds();
+  counter = buildFixture('counter');
+});
+afterEach(async () => {
+  cleanup();
+  await stopAllWorkloads();
+});
+afterAll(() => removeFixtures());
+
+const vdsoOf = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').find((l) => l.endsWith('[vdso]'))?.split(' ')[0];
+
+/** Launchers and husks are `sleep 1000000`; a failed restore must leave none of them. */
+const husksLeft = () =>
+  readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8') === 'sleep\u00001000000\u0000';
+      } catch {
+        return false;
+      }
+    });
+
+async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {
+  try {
+    await fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe(code);
+    return err as FerryError;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
+
+describe('engine: single-threaded checkpoint/restore', () => {
+  it('restores the counter workload with the same pid and it carries on from its checkpoint', async () => {
+    const w = startWorkload([counter, 'x', '{dir}/data.bin']);
+    const before = await waitTick(w, 100);
+    const vdso = vdsoOf(w.pid);
+    const images = tempDir('img');
+    const r = checkpoint(w.pid, { imagesDir: images });
+    expect(r.threads).toBe(1);
+    expect(r.pagesBytes).toBeGreaterThan(1 << 20);
+    await waitGone(w.pid);
+    const atCheckpoint = lastTick(w);
+    expect(atCheckpoint).toBeGreaterThanOrEqual(before);
+
+    const rr = restore(images);
+    adopt(rr.pid);
+    expect(rr.pid).toBe(w.pid);
+    // Progress from where it stopped (not from 0), with every self-check passing along the way.
+    const after = await waitTick(w, atCheckpoint + 200);
+    expect(after).toBeGreaterThan(atCheckpoint + 200);
+    const ticks = logLines(w)
+      .map((l) => /^tick (\d+)/.exec(l)?.[1])
+      .filter(Boolean)
+      .map(Number);
+    expect(ticks).toEqual([...ticks].sort((a, b) => a - b));
+    expect(new Set(ticks).size).toBe(ticks.length);
+    expect(vdsoOf(w.pid)).toBe(vdso);
+    expect(readFileSync(`/proc/${w.pid}/comm`, 'utf8').trim()).toBe('counter');
+    expect(readlinkSync(`/proc/${w.pid}/exe`)).toBe(counter);
+    // The data file was written through the restored fd at the right offset: one line per tick, no gap.
+    const data = readFileSync(join(w.dir, 'data.bin'), 'utf8').trim().split('\n').map(Number);
+    expect(data.every((v, i) => v === i + 1)).toBe(true);
+  });
+
+  it('with leaveRunning the original keeps running and the image still restores', async () => {
+    const w = startWorkload([counter, 'x', '{dir}/data.bin']);
+    await waitTick(w, 50);
+    const images = tempDir('img');
+    checkpoint(w.pid, { imagesDir: images, leaveRunning: true });
+    const t = lastTick(w);
+    await waitTick(w, t + 100);
+    expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
+    expect(readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).not.toMatch(/ferry-ckpt/);
+    process.kill(w.pid, 'SIGKILL');
+    await waitGone(w.pid);
+    const killedAt = lastTick(w);
+    const linesBefore = logLines(w).length;
+    const rr = restore(images);
+    adopt(rr.pid);
+    expect(rr.pid).toBe(w.pid);
+    // The restored copy rewinds to the checkpoint (its ticks restart below where the original
+    // was killed) and then runs past it, every self-check passing.
+    await waitTick(w, killedAt + 100);
+    const fresh = logLines(w)
+      .slice(linesBefore)
+      .map((l) => Number(/^tick (\d+)/.exec(l)?.[1]));
+    expect(fresh[0]).toBeLessThanOrEqual(killedAt);
+    expect(fresh[0]).toBeGreaterThanOrEqual(t - 50);
+    expect(fresh).toEqual([...fresh].sort((a, b) => a - b));
+  });
+
+  it('restores the harness "files" workload (pwrite slots, O_APPEND log, reader offsets, O_CLOEXEC)', async () => {
+    const w = await startHarnessWorkload('files');
+    const st = await waitForProgress(w, { beyond: 200, timeoutMs: 15_000 });
+    const images = tempDir('img');
+    checkpoint(w.pid, { imagesDir: images });
+    await waitGone(w.pid);
+    const frozen = readStatus(w).progress;
+    const rr = restore(images);
+    adopt(rr.pid);
+    expect(rr.pid).toBe(w.pid);
+    const later = await waitForProgress(w, { beyond: frozen + 500, timeoutMs: 15_000 });
+    expect(later.ok).toBe(true);
+    expect(Number(later.full_checks)).toBeGreaterThan(Number(st.full_checks));
+  });
+});
+
+describe('engine: failure paths', () => {
+  it('preflight refuses an unsupported fd before freezing and leaves the workload untouched', async () => {
+    const w = startWorkload(['python3', '-c', 'import os,time\nr,w=os.pipe()\nwhile True: time.sleep(0.01)']);
+    await new Promise((r) => setTimeout(r, 300));
+    const images = tempDir('img');
+    const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: images }), ErrorCode.Unsupported);
+    expect(err.message).toContain(`pid ${w.pid}`);
+    expect(err.message).toMatch(/fd \d+: pipe/);
+    expect(err.details).toMatchObject({ pid: w.pid, kind: 'pipe' });
+    expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
+    expect(['S', 'R']).toContain(procState(w.pid));
+    expect(readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).not.toMatch(/ferry-ckpt/);
+  });
+
+  it('refuses an image from a mismatching machine, and a corrupted one, leaving nothing behind', async () => {
+    const w = startWorkload([counter, 'x', '{dir}/data.bin']);
+    await waitTick(w, 10);
+    const images = tempDir('img');
+    checkpoint(w.pid, { imagesDir: images });
+    await waitGone(w.pid);
+    const jsonPath = join(images, 'image.json');
+    const good = readFileSync(jsonPath, 'utf8');
+    for (const [field, value, word] of [
+      ['kernelRelease', '5.10.0-other', 'kernel release'],
+      ['xcr0', '0x7', 'XCR0'],
+      ['xstateSize', 832, 'XSAVE size'],
+    ] as const) {
+      const img = JSON.parse(good);
+      img.machine[field] = value;
+      writeFileSync(jsonPath, JSON.stringify(img));
+      const err = await expectFerryError(() => restore(images), ErrorCode.Incompatible);
+      expect(err.message).toContain(word);
+      expect(alive(w.pid)).toBe(false);
+    }
+    const img = JSON.parse(good);
+    img.machine.vdsoLayout[0].size += 4096;
+    writeFileSync(jsonPath, JSON.stringify(img));
+    expect((await expectFerryError(() => restore(images), ErrorCode.Incompatible)).message).toContain('vDSO');
+    writeFileSync(jsonPath, good);
+    // Flip one byte of page data: the checksum catches it and the half-built husk is gone.
+    const pages = join(images, readImage(images).processes[0]!.pagesFile);
+    const buf = readFileSync(pages);
+    buf[buf.length - 100] = buf[buf.length - 100]! ^ 0xff;
+    writeFileSync(pages, buf);
+    const err = await expectFerryError(() => restore(images), ErrorCode.BadImage);
+    expect(err.message).toContain('checksum');
+    expect(alive(w.pid)).toBe(false);
+    expect(husksLeft()).toEqual([]);
+  });
+});

@@ -8,6 +8,7 @@ import { gatherFacts } from './facts.ts';
 import { register, startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
+import { MigrationSteps } from './migration/steps.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -24,7 +25,8 @@ const nc = await connectNats({ servers: config.nats.servers, name: `${config.nat
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv);
-await startAgentService(nc, config.name, facts, workloads);
+const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir);
+await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
 const stopHeartbeats = startHeartbeats(nc, config.name, facts, config.heartbeatMs);
 log.info('registered; heartbeats started');

@@ -6,8 +6,9 @@ import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import { AGENT_VERSION, type FactsSource } from './facts.ts';
 import type { Workloads } from './workloads.ts';
+import type { MigrationSteps } from './migration/steps.ts';
 
-export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads) {
+export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads, steps: MigrationSteps) {
   const started = Date.now();
   const service = await new Svcm(nc).add({
     name: serviceNames.agent,
@@ -21,6 +22,17 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   group.addEndpoint('run', { handler: (_err, msg) => void answer(agentApi.run, msg, (req) => workloads.run(req)) });
   group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.list()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
+  // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
+  const mig = group.addGroup('mig');
+  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, (r) => steps.preflight(r)) });
+  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, (r) => steps.freeze(r)) });
+  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, (r) => steps.receive(r)) });
+  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, (r) => steps.send(r)) });
+  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, (r) => steps.restore(r)) });
+  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, (r) => steps.resume(r)) });
+  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, (r) => steps.cleanup(r)) });
+  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, (r) => steps.discard(r)) });
+  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, (r) => steps.thaw(r)) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

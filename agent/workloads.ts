@@ -145,6 +145,46 @@ export class Workloads {
     throw new FerryError(ErrorCode.Timeout, `workload did not start within 5 s`);
   }
 
+  /** Registers a workload that a migration restored here. */
+  adopt(w: { name: string; rootPid: number; command: string[] }): WorkloadInfo {
+    let cgroup: string | null = null;
+    if (this.#cgroupBase) {
+      cgroup = path.join(this.#cgroupBase, w.name);
+      mkdirSync(cgroup, { recursive: true });
+      for (const pid of treePids(w.rootPid)) writeFileSync(path.join(cgroup, 'cgroup.procs'), String(pid));
+    }
+    const entry: Entry = {
+      name: w.name,
+      host: this.host,
+      state: 'running',
+      rootPid: w.rootPid,
+      shimPid: null,
+      command: w.command,
+      startedAt: new Date().toISOString(),
+      address: null,
+      cgroup,
+      log: path.join(this.stateDir, 'workloads', `${w.name}.log`),
+    };
+    this.#entries.set(w.name, entry);
+    this.#save();
+    return this.#info(entry);
+  }
+
+  /** Drops a workload from the registry without touching its processes (it moved away). */
+  forget(name: string): void {
+    const e = this.#entries.get(name);
+    if (!e) return;
+    this.#entries.delete(name);
+    this.#save();
+    if (e.cgroup) {
+      try {
+        rmdirSync(e.cgroup);
+      } catch {
+        // still emptying
+      }
+    }
+  }
+
   /** Ends the workload's processes (by pid, the tree only) and forgets it. */
   async stop(name: string): Promise<WorkloadInfo> {
     const e = this.#entries.get(name);

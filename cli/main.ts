@@ -4,6 +4,7 @@ import { reportFailure } from './output.ts';
 import { registerLab } from './commands/lab.ts';
 import { registerHosts } from './commands/hosts.ts';
 import { registerWorkloads } from './commands/workloads.ts';
+import { registerMigrations } from './commands/migrations.ts';
 import { registerEngine } from './commands/engine.ts';
 
 const program = new Command('ferry')
@@ -16,6 +17,7 @@ const program = new Command('ferry')
 registerLab(program);
 registerHosts(program);
 registerWorkloads(program);
+registerMigrations(program);
 registerEngine(program);
 
 try {

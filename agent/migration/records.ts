@@ -1,0 +1,53 @@
+// What an agent remembers of each migration it takes part in, on disk, so that a restarted
+// agent can still answer every later step (thaw, discard, resume, cleanup) and refuse stale ones.
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export interface LocalMigration {
+  id: string;
+  role: 'source' | 'destination';
+  workload: string;
+  peer: string;
+  /** Set once the migration was rolled back here: later steps of it are refused. */
+  fenced: boolean;
+  /** Results of completed steps by idempotency key: a replay returns them again. */
+  done: Record<string, unknown>;
+  /** Source: the frozen tree's processes (host pids), to thaw or end it even after a restart. */
+  frozenPids: number[];
+  /** Where this side keeps the image. */
+  imageDir: string;
+  /** Destination: the restored tree's root pid, once it runs. */
+  restoredPid: number | null;
+  /** The source agent's registry entry of the workload, carried to the destination's registry. */
+  workloadCommand: string[] | null;
+}
+
+export class MigrationRecords {
+  readonly #dir: string;
+
+  constructor(stateDir: string) {
+    this.#dir = path.join(stateDir, 'migrations');
+    mkdirSync(this.#dir, { recursive: true });
+  }
+
+  imageDir(id: string): string {
+    return path.join(this.#dir, `${id}.image`);
+  }
+
+  get(id: string): LocalMigration | null {
+    const f = path.join(this.#dir, `${id}.json`);
+    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as LocalMigration) : null;
+  }
+
+  save(m: LocalMigration): void {
+    const f = path.join(this.#dir, `${m.id}.json`);
+    writeFileSync(`${f}.tmp`, JSON.stringify(m, null, 2));
+    renameSync(`${f}.tmp`, f);
+  }
+
+  all(): LocalMigration[] {
+    return readdirSync(this.#dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => JSON.parse(readFileSync(path.join(this.#dir, f), 'utf8')) as LocalMigration);
+  }
+}

@@ -1,0 +1,223 @@
+// One agent's part of each migration phase. Every step is idempotent by its key (a replay
+// returns the first result) and refused once the migration was rolled back here (fenced), so a
+// late or duplicated request can never undo a decision. The workload is frozen by the engine;
+// a restarted agent can still thaw or end it from the pids on record.
+import { rmSync } from 'node:fs';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { StepBase } from '../../shared/migration.ts';
+import { Checkpoint } from '../engine/checkpoint.ts';
+import { preflight } from '../engine/preflight.ts';
+import { writeImage, readImage } from '../engine/image-io.ts';
+import { buildProcess, finishProcess } from '../engine/restore.ts';
+import { assertCompatible } from '../engine/compat.ts';
+import { killPid } from '../ffi/syscalls.ts';
+import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
+import { treePids, type Workloads } from '../workloads.ts';
+import { receiveImageDir, sendImageDir, type TransferStats } from './image-transfer.ts';
+import { MigrationRecords, type LocalMigration } from './records.ts';
+
+const SIGCONT = 18;
+const SIGKILL = 9;
+
+type Husk = ReturnType<typeof buildProcess>['husk'];
+
+export class MigrationSteps {
+  readonly records: MigrationRecords;
+  /** Source: the live checkpoint handle of a frozen workload (lost if the agent restarts). */
+  readonly #checkpoints = new Map<string, Checkpoint>();
+  /** Destination: the image arriving over the data stream. */
+  readonly #receiving = new Map<string, Promise<TransferStats>>();
+  /** Destination: the restored tree, stopped, waiting for the commit. */
+  readonly #husks = new Map<string, { husk: Husk; image: ReturnType<typeof readImage> }>();
+
+  constructor(
+    private readonly host: string,
+    private readonly address: string,
+    private readonly workloads: Workloads,
+    stateDir: string,
+  ) {
+    this.records = new MigrationRecords(stateDir);
+  }
+
+  #record(s: StepBase, role: LocalMigration['role']): LocalMigration {
+    const existing = this.records.get(s.migrationId);
+    if (existing) {
+      if (existing.fenced) throw new FerryError(ErrorCode.InvalidRequest, `migration ${s.migrationId} was rolled back on ${this.host}: step refused`);
+      if (existing.role !== role) throw new FerryError(ErrorCode.InvalidRequest, `${this.host} is the ${existing.role} of ${s.migrationId}, not its ${role}`);
+      return existing;
+    }
+    const m: LocalMigration = {
+      id: s.migrationId,
+      role,
+      workload: s.workload,
+      peer: s.peer,
+      fenced: false,
+      done: {},
+      frozenPids: [],
+      imageDir: this.records.imageDir(s.migrationId),
+      restoredPid: null,
+      workloadCommand: null,
+    };
+    this.records.save(m);
+    return m;
+  }
+
+  /** Runs `fn` once per idempotency key; a replay returns the recorded result. */
+  async #once<T>(s: StepBase, role: LocalMigration['role'], fn: (m: LocalMigration) => Promise<T> | T): Promise<T> {
+    const m = this.#record(s, role);
+    if (s.idempotencyKey in m.done) return m.done[s.idempotencyKey] as T;
+    const result = await fn(m);
+    m.done[s.idempotencyKey] = result;
+    this.records.save(m);
+    return result;
+  }
+
+  #rootPid(name: string): number {
+    const w = this.workloads.get(name);
+    if (w.state === 'exited' || w.rootPid === null) throw new FerryError(ErrorCode.NotFound, `workload "${name}" is not running on ${this.host}`);
+    return w.rootPid;
+  }
+
+  // --- source ---------------------------------------------------------------------------------
+
+  preflight(s: StepBase) {
+    // Not recorded: checking twice is harmless, and nothing here changes the workload.
+    const root = this.#rootPid(s.workload);
+    const pids = treePids(root);
+    preflight(pids);
+    const w = this.workloads.get(s.workload);
+    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.length };
+  }
+
+  freeze(s: StepBase) {
+    return this.#once(s, 'source', (m) => {
+      const c = Checkpoint.begin(this.#rootPid(s.workload));
+      try {
+        c.collect();
+      } catch (err) {
+        c.release();
+        throw err;
+      }
+      this.#checkpoints.set(s.migrationId, c);
+      m.frozenPids = [...c.tree.pids];
+      m.workloadCommand = this.workloads.get(s.workload).command;
+      return { tasks: c.tree.tasks.size };
+    });
+  }
+
+  send(s: StepBase & { endpoint: StreamEndpoint }) {
+    return this.#once(s, 'source', async (m) => {
+      const c = this.#checkpoints.get(s.migrationId);
+      if (!c) throw new FerryError(ErrorCode.Unavailable, `the frozen state of ${s.migrationId} was lost (agent restarted): roll back`);
+      rmSync(m.imageDir, { recursive: true, force: true });
+      c.dumpMemory(m.imageDir);
+      writeImage(m.imageDir, c.image());
+      const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
+      try {
+        const stats = await sendImageDir(conn, m.imageDir);
+        return { bytesTransferred: stats.bytes, bytesOnWire: stats.bytesOnWire };
+      } finally {
+        await conn.end();
+      }
+    });
+  }
+
+  /** After commit: the workload now lives on the destination; end the frozen original. */
+  cleanup(s: StepBase) {
+    return this.#once(s, 'source', (m) => {
+      const c = this.#checkpoints.get(s.migrationId);
+      if (c) c.kill();
+      else for (const pid of m.frozenPids) this.#signal(pid, SIGKILL);
+      this.#checkpoints.delete(s.migrationId);
+      this.workloads.forget(m.workload);
+      rmSync(m.imageDir, { recursive: true, force: true });
+      return { done: true as const };
+    });
+  }
+
+  /** Rollback: the workload runs on here, as before. Fences the migration. */
+  thaw(s: StepBase) {
+    const m = this.#record(s, 'source');
+    const c = this.#checkpoints.get(s.migrationId);
+    if (c) c.release();
+    else for (const pid of m.frozenPids) this.#signal(pid, SIGCONT);
+    this.#checkpoints.delete(s.migrationId);
+    rmSync(m.imageDir, { recursive: true, force: true });
+    m.fenced = true;
+    this.records.save(m);
+    return { done: true as const };
+  }
+
+  // --- destination ----------------------------------------------------------------------------
+
+  async receive(s: StepBase) {
+    const m = this.#record(s, 'destination');
+    const listener = await DataListener.open(this.address, { migrationId: s.migrationId, secret: s.streamSecret });
+    const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
+      try {
+        return await receiveImageDir(conn, m.imageDir);
+      } finally {
+        conn.destroy();
+      }
+    });
+    receiving.catch(() => undefined);
+    this.#receiving.set(s.migrationId, receiving);
+    return { endpoint: listener.endpoint };
+  }
+
+  /** Builds the tree from the received image and holds it stopped: it runs only after commit. */
+  restore(s: StepBase) {
+    return this.#once(s, 'destination', async () => {
+      const receiving = this.#receiving.get(s.migrationId);
+      if (receiving) await receiving;
+      return { pid: this.#build(s.migrationId) };
+    });
+  }
+
+  #build(id: string): number {
+    const held = this.#husks.get(id);
+    if (held) return held.image.root;
+    const m = this.records.get(id)!;
+    const image = readImage(m.imageDir);
+    assertCompatible(image.machine);
+    if (image.processes.length !== 1) throw new FerryError(ErrorCode.Unsupported, 'process trees cannot be migrated yet');
+    const { husk } = buildProcess(image, image.processes[0]!, m.imageDir);
+    this.#husks.set(id, { husk, image });
+    return image.root;
+  }
+
+  /** After commit: let the restored tree run. Rebuilt from the image if the agent restarted meanwhile. */
+  resume(s: StepBase) {
+    return this.#once(s, 'destination', (m) => {
+      this.#build(s.migrationId);
+      const { husk, image } = this.#husks.get(s.migrationId)!;
+      finishProcess(husk, image.processes[0]!);
+      this.#husks.delete(s.migrationId);
+      m.restoredPid = image.root;
+      this.workloads.adopt({ name: m.workload, rootPid: image.root, command: m.workloadCommand ?? [image.processes[0]!.comm] });
+      rmSync(m.imageDir, { recursive: true, force: true });
+      return { pid: image.root };
+    });
+  }
+
+  /** Rollback: nothing of the migration may run here. Fences the migration. */
+  discard(s: StepBase) {
+    const m = this.#record(s, 'destination');
+    const held = this.#husks.get(s.migrationId);
+    if (held) held.husk.abort();
+    this.#husks.delete(s.migrationId);
+    rmSync(m.imageDir, { recursive: true, force: true });
+    rmSync(`${m.imageDir}.partial`, { recursive: true, force: true });
+    m.fenced = true;
+    this.records.save(m);
+    return { done: true as const };
+  }
+
+  #signal(pid: number, sig: number): void {
+    try {
+      killPid(pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}

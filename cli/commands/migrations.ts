@@ -1,0 +1,191 @@
+// `ferry migrate`, `status`, `watch`, `cancel`, `history`: migrations between hosts.
+import type { Command } from 'commander';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { MigrationEventWire, type MigrationView } from '../../shared/migration.ts';
+import { coordinatorApi } from '../../shared/protocol.ts';
+import { call, decode } from '../../shared/rpc.ts';
+import { subjects } from '../../shared/subjects.ts';
+import { withCluster } from '../cluster.ts';
+import { bytes, table } from '../format.ts';
+import { ExitCode, action, printResult } from '../output.ts';
+
+const natsOpt = ['--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)'] as const;
+
+function renderView(v: MigrationView): string {
+  const lines = [
+    `migration ${v.id}: ${v.workload} ${v.from} -> ${v.to}: ${v.outcome ?? v.state}${v.committed ? ' (committed)' : ''}`,
+    ...v.phases.map((p) => `  ${p.phase.padEnd(10)} ${p.durationMs === null ? 'running' : `${p.durationMs} ms`}${p.attempts > 1 ? ` (${p.attempts} attempts)` : ''}`),
+    `  downtime ${v.downtimeMs ?? '-'} ms, total ${v.totalMs ?? '-'} ms, ${bytes(v.bytesTransferred)} transferred`,
+  ];
+  if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
+  if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
+  return lines.join('\n');
+}
+
+function renderList(vs: MigrationView[]): string {
+  if (vs.length === 0) return 'no migrations';
+  return table(
+    ['ID', 'WORKLOAD', 'FROM', 'TO', 'STATE', 'DOWNTIME', 'TOTAL', 'BYTES', 'STARTED'],
+    vs.map((v) => [v.id, v.workload, v.from, v.to, v.outcome ?? v.state, v.downtimeMs === null ? '-' : `${v.downtimeMs} ms`, v.totalMs === null ? '-' : `${v.totalMs} ms`, bytes(v.bytesTransferred), v.startedAt ?? '-']),
+  );
+}
+
+function describeEvent(e: MigrationEventWire): string | null {
+  const d = e.data as Record<string, unknown>;
+  switch (e.type) {
+    case 'phase.entered':
+      return `${String(d.phase)} ...`;
+    case 'phase.exited':
+      return `${String(d.phase)} done in ${String(d.durationMs)} ms`;
+    case 'phase.failed':
+      return `${String(d.phase)} failed: ${String((d.error as { message?: string })?.message)} -> ${String(d.next)}`;
+    case 'round': {
+      const s = d.stats as Record<string, number>;
+      return `round ${s.round}: ${s.pagesDirty} dirty pages, ${bytes(s.bytesOnWire ?? 0)} sent, predicted downtime ${s.predictedDowntimeMs} ms`;
+    }
+    case 'migration.ended':
+      return `ended: ${String(d.outcome)}`;
+    case 'phase.attempt':
+      return Number(d.attempt) > 1 ? `${String(d.phase)}: attempt ${String(d.attempt)}` : null;
+    case 'rollback.started':
+      return `rolling back: ${String((d.cause as { message?: string })?.message)}`;
+    case 'commit.recorded':
+      return 'commit recorded: the workload now belongs to the destination';
+    default:
+      return e.type;
+  }
+}
+
+const exitFor = (v: MigrationView) => (v.outcome === 'completed' ? ExitCode.Ok : v.outcome === 'rolledBack' ? ExitCode.RolledBack : ExitCode.Failed);
+
+/** Follows one migration's events until it ends; polls as a fallback so a lost event cannot hang us. */
+async function follow(nc: NatsConnection, id: string, onEvent: (e: MigrationEventWire) => void, early: MigrationEventWire[] = []): Promise<MigrationView> {
+  const sub = nc.subscribe(subjects.migrationEvents(id));
+  for (const e of early) onEvent(e);
+  let last: MigrationView | null = early.at(-1)?.view ?? null;
+  const poll = setInterval(() => {
+    void call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })
+      .then(([v]) => {
+        if (v?.outcome) {
+          last = v;
+          sub.unsubscribe();
+        }
+      })
+      .catch(() => undefined);
+  }, 2_000);
+  try {
+    if (last?.outcome) return last;
+    for await (const m of sub) {
+      const e = decode(MigrationEventWire, m.data, 'migration event');
+      onEvent(e);
+      last = e.view;
+      if (e.type === 'migration.ended') break;
+    }
+  } finally {
+    clearInterval(poll);
+    sub.unsubscribe();
+  }
+  if (!last?.outcome) throw new FerryError(ErrorCode.Unavailable, `lost track of migration ${id}`);
+  return last;
+}
+
+export function registerMigrations(program: Command): void {
+  program
+    .command('migrate')
+    .description('move a running workload to another host; exits 0 when it runs there, 3 when it rolled back and still runs on its source, 2 for an invalid request')
+    .argument('<workload>', 'workload name')
+    .requiredOption('--to <host>', 'destination host')
+    .option('--json', 'print the final report as JSON (progress goes to stderr)')
+    .option(...natsOpt)
+    .action(
+      action(async (workload: string, opts: { to: string; json?: boolean; nats?: string }) => {
+        const t0 = Date.now();
+        const progress = (e: MigrationEventWire) => {
+          const text = describeEvent(e);
+          if (text) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${text}\n`);
+        };
+        const view = await withCluster(opts, async (nc) => {
+          // Subscribed before asking, so not even the first phase's events are missed.
+          const all = nc.subscribe(subjects.migrationEventsAll);
+          const early: MigrationEventWire[] = [];
+          const collecting = (async () => {
+            for await (const m of all) early.push(decode(MigrationEventWire, m.data, 'migration event'));
+          })();
+          let started: MigrationView;
+          try {
+            started = await call(nc, subjects.coordinator('migrate'), coordinatorApi.migrate, { workload, to: opts.to });
+          } finally {
+            all.unsubscribe();
+            await collecting;
+          }
+          if (!opts.json) process.stderr.write(`migration ${started.id}: ${started.workload} ${started.from} -> ${started.to}\n`);
+          return follow(nc, started.id, opts.json ? () => undefined : progress, early.filter((e) => e.migrationId === started.id));
+        });
+        printResult(!!opts.json, view, renderView);
+        process.exitCode = exitFor(view);
+      }),
+    );
+
+  program
+    .command('status')
+    .description('migrations in flight, or one migration')
+    .argument('[id]', 'migration id')
+    .option('--json', 'print as JSON')
+    .option(...natsOpt)
+    .action(
+      action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => {
+        const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, id ? { id } : {}));
+        if (id) printResult(!!opts.json, vs[0]!, renderView);
+        else printResult(!!opts.json, vs, renderList);
+      }),
+    );
+
+  program
+    .command('history')
+    .description('every recorded migration, newest first')
+    .option('--json', 'print as JSON')
+    .option(...natsOpt)
+    .action(
+      action(async (opts: { json?: boolean; nats?: string }) => {
+        const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, { all: true }));
+        printResult(!!opts.json, vs, renderList);
+      }),
+    );
+
+  program
+    .command('watch')
+    .description('live view of migrations: their phases, rounds and outcome (until Ctrl-C, or until ID ends)')
+    .argument('[id]', 'migration id')
+    .option('--json', 'one JSON event per line')
+    .option(...natsOpt)
+    .action(
+      action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => {
+        await withCluster(opts, async (nc) => {
+          const sub = nc.subscribe(id ? subjects.migrationEvents(id) : subjects.migrationEventsAll);
+          for await (const m of sub) {
+            const e = decode(MigrationEventWire, m.data, 'migration event');
+            if (opts.json) process.stdout.write(JSON.stringify(e) + '\n');
+            else {
+              const text = describeEvent(e);
+              if (text) process.stdout.write(`${new Date(e.at).toISOString()} ${e.migrationId} ${e.view.workload} ${e.view.from}->${e.view.to}: ${text}\n`);
+            }
+            if (id && e.type === 'migration.ended') break;
+          }
+        });
+      }),
+    );
+
+  program
+    .command('cancel')
+    .description('cancel a migration: before its commit point it rolls back; after, it completes')
+    .argument('<id>', 'migration id')
+    .option('--json', 'print as JSON')
+    .option(...natsOpt)
+    .action(
+      action(async (id: string, opts: { json?: boolean; nats?: string }) => {
+        const v = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cancel'), coordinatorApi.cancel, { id }));
+        printResult(!!opts.json, v, (x) => `cancel requested: ${x.id} is ${x.state}`);
+      }),
+    );
+}

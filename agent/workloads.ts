@@ -60,12 +60,13 @@ export class Workloads {
     private readonly host: string,
     private readonly stateDir: string,
     private readonly workloadEnv: Record<string, string> = {},
+    cgroupParent = path.join('ferry', host),
   ) {
     mkdirSync(path.join(stateDir, 'workloads'), { recursive: true });
     this.#file = path.join(stateDir, 'workloads.json');
     if (existsSync(this.#file)) for (const e of Registry.parse(JSON.parse(readFileSync(this.#file, 'utf8')))) this.#entries.set(e.name, e);
     const root = cgroup2Root();
-    this.#cgroupBase = root ? path.join(root, 'ferry', host) : null;
+    this.#cgroupBase = root ? path.join(root, cgroupParent) : null;
   }
 
   #save(): void {

@@ -1,7 +1,8 @@
 // The local lab: several ferry hosts on one machine. `up` builds the fabric, starts nats-server,
 // the coordinator and one agent per host, and returns once every host is registered and alive;
 // `down` removes everything a lab made, also after a crash, and is safe to run twice.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { cgroup2Root } from '../../agent/probes.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
@@ -41,6 +42,30 @@ function tailOf(file: string, lines = 15): string {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
     return '(no log)';
+  }
+}
+
+/** Each lab's workloads get cgroups of their own, so labs never share one. */
+const labCgroupParent = (l: LabLayout, host: string) => path.join('ferry-lab', l.name, host);
+
+/** Removes the lab's (by now empty) cgroups, deepest first. */
+function removeLabCgroups(l: LabLayout): void {
+  const root = cgroup2Root();
+  if (!root) return;
+  const top = path.join(root, 'ferry-lab', l.name);
+  const dirs: string[] = [];
+  const walk = (d: string) => {
+    dirs.push(d);
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+  };
+  if (!existsSync(top)) return;
+  walk(top);
+  for (const d of dirs.reverse()) {
+    try {
+      rmdirSync(d);
+    } catch {
+      // a process still inside (not the lab's): leave it
+    }
   }
 }
 
@@ -86,6 +111,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         address: l.hostAddress(i),
         nats: { servers: [l.natsUrl] },
         stateDir: path.join(l.dir, 'agents', name),
+        cgroupParent: labCgroupParent(l, name),
         // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.
         workloadEnv: { [LAB_MEMBER_ENV]: l.name },
       };
@@ -162,6 +188,7 @@ export async function labDown(): Promise<DownReport> {
   const leftovers = labProcessesInNamespaces(l.name, namespaces);
   await killAll(leftovers);
   await removeNamespaces(namespaces);
+  removeLabCgroups(l);
   const hadDir = readState(l.dir) !== null || namespaces.length > 0;
   rmSync(l.dir, { recursive: true, force: true });
   return { name: l.name, stoppedProcesses: stopped + leftovers.length, removedNamespaces: namespaces, removedDir: hadDir };

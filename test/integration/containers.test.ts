@@ -1,6 +1,6 @@
 // `ferry run` / `ps` / `stop` in a real lab: workloads are containers with their own pid, uts,
 // ipc and time namespaces, registered with their host's agent.
-import { readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadInfo } from '../../shared/workload.ts';
@@ -36,8 +36,8 @@ describe('containers', () => {
     for (const kind of ['pid', 'uts', 'ipc', 'time']) expect(ns(root, kind)).not.toBe(ns(process.pid, kind));
     // PID 1 inside its own pid namespace, hostname = workload name.
     expect(readFileSync(`/proc/${root}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
-    expect(w.cgroup).toContain('/ferry/h2/ctr');
-    expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain('/ferry/h2/ctr');
+    expect(w.cgroup).toContain('/ferry-lab/itcont/h2/ctr');
+    expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain('/ferry-lab/itcont/h2/ctr');
 
     await sleep(300);
     const first = Number(readFileSync(out, 'utf8'));
@@ -78,5 +78,6 @@ describe('containers', () => {
     const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'left', '--', 'sleep', '1000'], env);
     await ferry(['lab', 'down'], env);
     expect(gone(w.rootPid!)).toBe(true);
+    expect(existsSync(w.cgroup!.split('/itcont/')[0] + '/itcont')).toBe(false);
   });
 });

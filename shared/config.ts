@@ -21,7 +21,7 @@ export const AgentConfig = z.strictObject({
   nats: Nats.prefault({}),
   heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
   /** Where this agent's workload cgroups live, relative to the cgroup v2 root (default ferry/<name>). */
-  cgroupParent: z.string().regex(/^[a-zA-Z0-9_.\/-]+$/).optional(),
+  cgroupParent: z.string().regex(/^[a-zA-Z0-9_./-]+$/).optional(),
   /** Variables added to the environment of every workload this agent starts. */
   workloadEnv: z.record(z.string(), z.string()).default({}),
   /** Where the agent keeps its own state (workload registry, images in flight). */

@@ -10,7 +10,7 @@ import { Checkpoint } from '../agent/engine/checkpoint.ts';
 import { spawnDetached } from '../agent/engine/detached.ts';
 import { prepareImageDir, writeImage } from '../agent/engine/image-io.ts';
 import { readMaps } from '../agent/engine/procfs.ts';
-import { buildProcess, finishProcess, waitPidFree } from '../agent/engine/restore.ts';
+import { buildProcess, createHusks, finishProcess, waitPidFree } from '../agent/engine/restore.ts';
 import { readImage } from '../agent/engine/image-io.ts';
 import { addressOf } from '../agent/ffi/libc.ts';
 import { vmRead, vmWrite } from '../agent/ffi/syscalls.ts';
@@ -90,8 +90,10 @@ for (const mib of sizes) {
     const img = readImage(images);
     const p = img.processes[0]!;
     const r0 = performance.now();
-    const { husk, memoryMs } = buildProcess(img, p, images);
+    const husk = createHusks(img, images).get(p.pid)!;
+    const { memoryMs } = buildProcess(husk, p, images);
     finishProcess(husk, p);
+    husk.release();
     const restoreMs = performance.now() - r0;
     await waitTick(log, before + 100);
     const row = {

@@ -33,7 +33,7 @@ export const PageRunSchema = z.object({
 });
 export type PageRun = z.infer<typeof PageRunSchema>;
 
-export const VmaKind = z.enum(['anon', 'file-private', 'file-shared', 'heap', 'stack', 'vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
+export const VmaKind = z.enum(['anon', 'file-private', 'file-shared', 'shm', 'heap', 'stack', 'vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
 export type VmaKind = z.infer<typeof VmaKind>;
 
 export const VmaSchema = z.object({
@@ -44,6 +44,10 @@ export const VmaSchema = z.object({
   kind: VmaKind,
   path: z.string().optional(),
   fileOffset: hex,
+  /** For kind shm (shared anonymous memory or a memfd): index into Image.shared. */
+  shared: z.number().int().optional(),
+  /** shmem inode, to find the same object in other processes. */
+  inode: z.number().int().optional(),
   /** Only pages that must travel: present anonymous pages that are not all zero, and copied-on-write pages of private file mappings. */
   runs: z.array(PageRunSchema),
 });
@@ -51,7 +55,7 @@ export type Vma = z.infer<typeof VmaSchema>;
 
 export const FdSchema = z.object({
   fd: z.number().int().nonnegative(),
-  kind: z.enum(['file', 'chr', 'dir']),
+  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'memfd', 'unix', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
   path: z.string(),
   /** open(2) flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: z.number().int(),
@@ -59,11 +63,24 @@ export const FdSchema = z.object({
   pos: z.number().int().nonnegative(),
   /** Lowest fd sharing the same open file description (dup), restored with dup3. */
   dupOf: z.number().int().optional(),
+  /** Index into Image.shared when the open file description is a pipe end or shared with another process of the tree. */
+  shared: z.number().int().optional(),
+  /** Which end of a shared pipe (0 read, 1 write) or socketpair (0 first, 1 second). */
+  end: z.number().int().optional(),
+  eventfd: z.object({ count: hex, semaphore: z.boolean() }).optional(),
+  /** Remaining time and interval as [seconds, nanoseconds]; expirations not yet read are not carried. */
+  timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]) }).optional(),
+  signalfd: z.object({ mask: hex }).optional(),
+  /** Every registration: target fd number (in this process), events, data. */
+  epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex })).optional(),
 });
 export type FdImage = z.infer<typeof FdSchema>;
 
 export const SigActionSchema = z.object({ sig: z.number().int(), handler: hex, flags: hex, restorer: hex, mask: hex });
 export type SigActionImage = z.infer<typeof SigActionSchema>;
+
+/** A queued signal: its number and the raw 128-byte siginfo (base64). */
+export const PendingSignalSchema = z.object({ sig: z.number().int(), siginfo: z.string() });
 
 export const ThreadSchema = z.object({
   tid: z.number().int().positive(),
@@ -77,6 +94,8 @@ export const ThreadSchema = z.object({
   robustList: z.object({ head: hex, len: z.number().int() }),
   tidAddress: hex,
   altstack: z.object({ sp: hex, flags: z.number().int(), size: hex }),
+  /** Signals pending for this thread only. */
+  pending: z.array(PendingSignalSchema),
 });
 export type ThreadImage = z.infer<typeof ThreadSchema>;
 
@@ -95,6 +114,24 @@ export const MmSchema = z.object({
 });
 export type MmImage = z.infer<typeof MmSchema>;
 
+/**
+ * Open file descriptions that live in more than one place: pipes (both ends, with the bytes
+ * buffered in them) and files inherited across fork (one shared offset). Restore creates them
+ * once in the root before any child exists, so every process inherits the same description.
+ */
+export const SharedSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('pipe'), inode: z.number().int(), capacity: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
+  z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int() }),
+  /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
+  z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
+  /**
+   * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (restored as a memfd). Its
+   * content lives in `file`; run addresses are offsets into the object.
+   */
+  z.object({ kind: z.literal('memfd'), name: z.string(), inode: z.number().int(), size: z.number().int(), flags: z.number().int(), pos: z.number().int(), file: z.string(), bytes: z.number().int(), runs: z.array(PageRunSchema) }),
+]);
+export type SharedImage = z.infer<typeof SharedSchema>;
+
 export const ProcessSchema = z.object({
   pid: z.number().int().positive(),
   ppid: z.number().int().nonnegative(),
@@ -105,6 +142,10 @@ export const ProcessSchema = z.object({
   cwd: z.string(),
   umask: z.number().int(),
   personality: z.number().int(),
+  /** Signals pending for the whole process. */
+  pendingShared: z.array(PendingSignalSchema),
+  /** PR_SET_PDEATHSIG signal, 0 for none. */
+  pdeathsig: z.number().int(),
   mm: MmSchema,
   /** The saved auxv, base64, given back through PR_SET_MM_MAP. */
   auxv: z.string(),
@@ -126,7 +167,9 @@ export const ImageSchema = z.object({
   createdAt: z.string(),
   machine: MachineSchema,
   root: z.number().int().positive(),
+  /** Parents before children (breadth first from the root). */
   processes: z.array(ProcessSchema).min(1),
+  shared: z.array(SharedSchema),
   stats: z.object({ frozenMs: z.number(), totalMs: z.number(), pagesBytes: z.number() }),
 });
 export type Image = z.infer<typeof ImageSchema>;

@@ -3,8 +3,8 @@
 // drives the same parts with memory rounds in between.
 import diagnostics_channel from 'node:diagnostics_channel';
 import { join } from 'node:path';
-import { FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage } from '../../shared/image-format.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile } from '../ffi/syscalls.ts';
 import { probeKernelSync } from '../probes.ts';
@@ -14,7 +14,8 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite } from './inject.ts';
 import { PagesWriter, selectPages } from './memory.ts';
-import { preflight } from './preflight.ts';
+import { preflight, treeOf } from './preflight.ts';
+import { linkShared, shmSources } from './sharing.ts';
 import { listTasks, readMaps } from './procfs.ts';
 
 const chan = diagnostics_channel.channel('ferry:checkpoint');
@@ -32,6 +33,7 @@ export interface CheckpointResult {
 export class Checkpoint {
   processes: ProcessImage[] = [];
   machine: Machine | null = null;
+  shared: SharedImage[] = [];
   private readonly t0 = performance.now();
 
   private constructor(
@@ -41,9 +43,15 @@ export class Checkpoint {
 
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
   static begin(root: number): Checkpoint {
-    const pids = [root];
-    preflight(pids);
+    const pids = treeOf(root);
+    preflight(pids, { allowChildren: true });
     const tree = FrozenTree.freeze(pids);
+    // A child forked between the listing and the freeze would be missed: refuse rather than tear the tree.
+    const now = treeOf(root);
+    if (now.some((p) => !pids.includes(p))) {
+      tree.release();
+      throw new FerryError(ErrorCode.Conflict, `process tree of ${root} changed while freezing; try again`, { retryable: true, details: { before: pids, after: now } });
+    }
     return new Checkpoint(root, tree);
   }
 
@@ -58,6 +66,7 @@ export class Checkpoint {
       if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, probeKernelSync().sealedSystemMappings);
       return p;
     });
+    this.shared = linkShared(this.processes);
     if (chan.hasSubscribers) chan.publish({ kind: 'collected', root: this.root, processes: this.processes.length });
     return this.processes;
   }
@@ -82,11 +91,22 @@ export class Checkpoint {
       p.pagesBytes = w.offset;
       total += w.offset;
     }
+    this.shared.forEach((sh, idx) => {
+      if (sh.kind !== 'memfd') return;
+      const w = new PagesWriter(join(dir, sh.file));
+      try {
+        sh.runs = w.dumpFile(shmSources.get(idx)!, sh.size);
+      } finally {
+        w.close();
+      }
+      sh.bytes = w.offset;
+      total += w.offset;
+    });
     return total;
   }
 
   image(): Image {
-    if (!this.machine) throw new FerryError('FERRY_INTERNAL', 'checkpoint image requested before collect()');
+    if (!this.machine) throw new FerryError(ErrorCode.Internal, 'checkpoint image requested before collect()');
     return {
       magic: IMAGE_MAGIC,
       version: IMAGE_VERSION,
@@ -94,7 +114,12 @@ export class Checkpoint {
       machine: this.machine,
       root: this.root,
       processes: this.processes,
-      stats: { frozenMs: performance.now() - this.tree.frozenAt, totalMs: performance.now() - this.t0, pagesBytes: this.processes.reduce((a, p) => a + p.pagesBytes, 0) },
+      shared: this.shared,
+      stats: {
+        frozenMs: performance.now() - this.tree.frozenAt,
+        totalMs: performance.now() - this.t0,
+        pagesBytes: this.processes.reduce((a, p) => a + p.pagesBytes, 0) + this.shared.reduce((a, s) => a + (s.kind === 'memfd' ? s.bytes : 0), 0),
+      },
     };
   }
 

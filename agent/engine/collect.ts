@@ -2,10 +2,10 @@
 // in the group-stop of a FrozenTree: a few values only exist behind an injected syscall.
 import { readFileSync, readlinkSync } from 'node:fs';
 import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, type ThreadImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
-import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask } from '../ffi/ptrace.ts';
+import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask, peekSiginfo } from '../ffi/ptrace.ts';
 import { sys, vmRead } from '../ffi/syscalls.ts';
 import { injectStepOk } from './inject.ts';
-import { fdKind } from './preflight.ts';
+import { fdKind, isShm } from './preflight.ts';
 import { type MapEntry, fdTarget, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
 
 export function vmaKind(m: MapEntry): VmaKind {
@@ -23,6 +23,7 @@ export function vmaKind(m: MapEntry): VmaKind {
     case '[vsyscall]':
       return 'vsyscall';
   }
+  if (isShm(m)) return 'shm';
   if (m.path.startsWith('/')) return m.perms[3] === 's' ? 'file-shared' : 'file-private';
   return 'anon';
 }
@@ -66,6 +67,7 @@ export function collectThread(pid: number, tid: number, site: bigint, maps: read
   const ss = readOut(pid, out, 24);
   return {
     tid,
+    pending: peekSiginfo(tid, false).map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') })),
     comm: readComm(pid, tid),
     regs: regs.buf.toString('base64'),
     xstate: xstate.toString('base64'),
@@ -92,6 +94,35 @@ function collectSigactions(pid: number, site: bigint, maps: readonly MapEntry[])
 }
 
 const KCMP_FILE = 0;
+
+const pair = (v: string | undefined): [number, number] => {
+  const m = /\((\d+),\s*(\d+)\)/.exec(v ?? '');
+  return [Number(m?.[1] ?? 0), Number(m?.[2] ?? 0)];
+};
+
+/** State of anon-inode descriptors, as their fdinfo shows it. */
+function anonDetails(pid: number, fd: number, img: FdImage): void {
+  const raw = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  const info = readFdinfo(pid, fd);
+  switch (img.kind) {
+    case 'eventfd':
+      img.eventfd = { count: toHex(BigInt(`0x${(info.get('eventfd-count') ?? '0').trim()}`)), semaphore: info.get('eventfd-semaphore') === '1' };
+      break;
+    case 'timerfd':
+      img.timerfd = { clockid: Number(info.get('clockid') ?? 1), value: pair(info.get('it_value')), interval: pair(info.get('it_interval')) };
+      break;
+    case 'signalfd':
+      img.signalfd = { mask: toHex(BigInt(`0x${info.get('sigmask') ?? '0'}`)) };
+      break;
+    case 'epoll':
+      img.epoll = [...raw.matchAll(/^tfd:\s*(\d+) events:\s*([0-9a-f]+) data:\s*([0-9a-f]+)/gm)].map((m) => ({
+        tfd: Number(m[1]),
+        events: Number.parseInt(m[2]!, 16),
+        data: toHex(BigInt(`0x${m[3]}`)),
+      }));
+      break;
+  }
+}
 function collectFds(pid: number): FdImage[] {
   const fds: FdImage[] = [];
   for (const fd of listFds(pid)) {
@@ -100,6 +131,7 @@ function collectFds(pid: number): FdImage[] {
     const info = readFdinfo(pid, fd);
     const flags = Number.parseInt(info.get('flags') ?? '0', 8);
     const img: FdImage = { fd, kind: k.kind, path: fdTarget(pid, fd), flags: flags & ~0o2000000, cloexec: (flags & 0o2000000) !== 0, pos: Number(info.get('pos') ?? 0) };
+    anonDetails(pid, fd, img);
     for (const prev of fds) {
       if (prev.dupOf !== undefined) continue;
       if (sys('kcmp', pid, pid, KCMP_FILE, prev.fd, fd) === 0) {
@@ -155,6 +187,9 @@ function collectMm(pid: number, brk: bigint): MmImage {
 /** Everything about a process except page contents; vmas come back with empty runs. */
 export function collectProcess(pid: number, tids: readonly number[], site: bigint, maps: readonly MapEntry[]): ProcessImage {
   const brk = injectStepOk(pid, site, 'brk', [0]);
+  const pdOut = outArea(pid, maps);
+  injectStepOk(pid, site, 'prctl', [2, pdOut]); // PR_GET_PDEATHSIG
+  const pdeathsig = readOut(pid, pdOut, 4).readInt32LE(0);
   const stat = readStat(pid);
   const st = readStatus(pid);
   const threads = [pid, ...tids.filter((t) => t !== pid)].map((tid) => collectThread(pid, tid, site, maps));
@@ -163,7 +198,8 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     end: toHex(m.end),
     perms: m.perms,
     kind: vmaKind(m),
-    ...(m.path.startsWith('/') ? { path: m.path } : {}),
+    ...(m.path.startsWith('/') || m.path.startsWith('[anon_shmem') ? { path: m.path } : {}),
+    ...(isShm(m) ? { inode: m.inode } : {}),
     fileOffset: toHex(m.offset),
     runs: [],
   }));
@@ -177,6 +213,8 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     cwd: readlinkSync(`/proc/${pid}/cwd`),
     umask: Number.parseInt(st.get('Umask') ?? '022', 8),
     personality: Number.parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
+    pdeathsig,
+    pendingShared: peekSiginfo(pid, true).map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') })),
     mm: collectMm(pid, brk),
     auxv: readFileSync(`/proc/${pid}/auxv`).toString('base64'),
     vmas,

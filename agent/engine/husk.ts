@@ -4,8 +4,9 @@
 // after the freeze.
 import diagnostics_channel from 'node:diagnostics_channel';
 import { readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type FdImage, type ProcessImage, type ThreadImage, type Vma, fromHex } from '../../shared/image-format.ts';
+import { type FdImage, type ProcessImage, type SharedImage, type ThreadImage, type Vma, fromHex } from '../../shared/image-format.ts';
 import { SYS } from '../ffi/libc.ts';
 import {
   NT_X86_XSTATE,
@@ -27,7 +28,7 @@ import {
   syscallStep,
   takeEvents,
 } from '../ffi/ptrace.ts';
-import { SyscallError, WALL, WNOHANG, killPid, sys, vmWrite, waitpid } from '../ffi/syscalls.ts';
+import { SyscallError, WALL, WNOHANG, closeFd, killPid, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, vmWrite, waitpid, writeFd } from '../ffi/syscalls.ts';
 import { spawnDetached } from './detached.ts';
 import { type Span, findFree, gaps } from './layout.ts';
 import { PagesReader } from './memory.ts';
@@ -46,6 +47,7 @@ const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANON: 0x20, GROWSDOWN: 0x100, 
 const CLONE_THREAD_FLAGS = 0x50f00n; // VM|FS|FILES|SIGHAND|THREAD|SYSVSEM
 const SPECIAL_KINDS = new Set(['vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
 const MOVABLE = new Set(['[vvar]', '[vvar_vclock]', '[vdso]']);
+const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll']);
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
@@ -75,6 +77,10 @@ export class Husk {
   private launcher = 0;
   private scratch = 0n;
   private finished = false;
+  /** First fd of the parked shared descriptions (0 when there are none). */
+  private parkBase = 0;
+  private parked: { r: number; w: number }[] = [];
+  private sessionDone = false;
 
   private constructor(readonly pid: number) {}
 
@@ -158,12 +164,140 @@ export class Husk {
     if (chan.hasSubscribers) chan.publish({ kind: 'created', pid: this.pid, scratch: this.scratch });
   }
 
+  /** Makes the husk lead its own session now, before children are cloned into it. */
+  leadSession(): void {
+    this.inj(this.pid, 'setsid');
+    this.sessionDone = true;
+  }
+
+  /**
+   * Creates every shared description in this (root) husk on fds from `base` up, before any
+   * child exists: children inherit them and dup what they use into place. Pipe contents are
+   * written from the agent through pidfd_getfd.
+   */
+  createShared(shared: readonly SharedImage[], base: number, dir: string): void {
+    this.parkBase = base;
+    let next = base;
+    for (const sh of shared) {
+      if (sh.kind === 'pipe') {
+        const fds = this.put(OFF_ARGS, Buffer.alloc(8));
+        this.inj(this.pid, 'pipe2', [fds, 0]);
+        const b = Buffer.alloc(8);
+        vmRead(this.pid, fds, b);
+        const r = next++;
+        const w = next++;
+        this.inj(this.pid, 'dup3', [b.readInt32LE(0), r, 0]);
+        this.inj(this.pid, 'dup3', [b.readInt32LE(4), w, 0]);
+        this.inj(this.pid, 'close', [b.readInt32LE(0)]);
+        this.inj(this.pid, 'close', [b.readInt32LE(4)]);
+        if (sh.capacity !== 65536) this.inj(this.pid, 'fcntl', [w, 1031, sh.capacity]); // F_SETPIPE_SZ
+        const data = Buffer.from(sh.data, 'base64');
+        if (data.length > 0) this.agentWrite(w, data);
+        // Status flags live on the description, so setting them once here sets them for every holder.
+        this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]); // F_SETFL
+        this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
+        this.parked.push({ r, w });
+      } else if (sh.kind === 'socketpair') {
+        const sv = this.put(OFF_ARGS, Buffer.alloc(8));
+        this.inj(this.pid, 'socketpair', [1, sh.type, 0, sv]);
+        const b = Buffer.alloc(8);
+        vmRead(this.pid, sv, b);
+        const ends = [next++, next++];
+        for (let i = 0; i < 2; i++) {
+          this.inj(this.pid, 'dup3', [b.readInt32LE(i * 4), ends[i]!, 0]);
+          this.inj(this.pid, 'close', [b.readInt32LE(i * 4)]);
+        }
+        // What end i had queued to read was sent by the other end.
+        for (let i = 0; i < 2; i++) {
+          const data = Buffer.from(sh.data[i]!, 'base64');
+          if (data.length > 0) this.agentWrite(ends[1 - i]!, data);
+        }
+        for (let i = 0; i < 2; i++) this.inj(this.pid, 'fcntl', [ends[i]!, 4, sh.flags[i]! & ~3]);
+        this.parked.push({ r: ends[0]!, w: ends[1]! });
+      } else if (sh.kind === 'memfd') {
+        const fd = next++;
+        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), 0]);
+        this.inj(this.pid, 'dup3', [tmp, fd, 0]);
+        this.inj(this.pid, 'close', [tmp]);
+        this.inj(this.pid, 'ftruncate', [fd, sh.size]);
+        const reader = new PagesReader(join(dir, sh.file));
+        const pidfd = pidfdOpen(this.pid);
+        try {
+          const mine = pidfdGetfd(pidfd, fd);
+          try {
+            for (const run of sh.runs) pwrite(mine, reader.read(run), Number(fromHex(run.addr)));
+          } finally {
+            closeFd(mine);
+          }
+        } finally {
+          closeFd(pidfd);
+          reader.close();
+        }
+        if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        this.parked.push({ r: fd, w: fd });
+      } else {
+        const fd = next++;
+        const tmp = this.inj(this.pid, 'open', [this.putStr(sh.path), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
+        this.inj(this.pid, 'dup3', [tmp, fd, 0]);
+        this.inj(this.pid, 'close', [tmp]);
+        if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        this.parked.push({ r: fd, w: fd });
+      }
+    }
+  }
+
+  /** Writes bytes into one of the husk's descriptors from the agent (pidfd_getfd), e.g. data in flight in a pipe. */
+  private agentWrite(fd: number, data: Buffer): void {
+    const pidfd = pidfdOpen(this.pid);
+    try {
+      const mine = pidfdGetfd(pidfd, fd);
+      try {
+        let off = 0;
+        while (off < data.length) off += writeFd(mine, data.subarray(off));
+      } finally {
+        closeFd(mine);
+      }
+    } finally {
+      closeFd(pidfd);
+    }
+  }
+
+  /** Clones a child husk with the wanted PID out of this one; it shares the scratch address and the parked fds. */
+  fork(pid: number): Husk {
+    const settid = Buffer.alloc(4);
+    settid.writeInt32LE(pid, 0);
+    this.put(OFF_SETTID, settid);
+    const args = Buffer.alloc(88);
+    args.writeBigUInt64LE(17n, 32);
+    args.writeBigUInt64LE(this.scratch + OFF_SETTID, 64);
+    args.writeBigUInt64LE(1n, 72);
+    takeEvents();
+    const r = injectAt(this.pid, this.scratch, SYS.clone3, [this.put(OFF_ARGS, args), 88]);
+    if (r === -17n) throw new FerryError(ErrorCode.Conflict, `pid ${pid} is in use: cannot restore into it`, { details: { pid } });
+    const e = errOf('injected clone3(process)', r, { pid: this.pid, child: pid });
+    if (e) throw e;
+    takeEvents();
+    const child = new Husk(pid);
+    child.scratch = this.scratch;
+    child.parkBase = this.parkBase;
+    child.parked = this.parked;
+    child.sessionDone = this.sessionDone;
+    child.tids.push(pid);
+    try {
+      expectStop(pid, { event: PTEV.STOP });
+    } catch (err) {
+      child.abort();
+      throw err;
+    }
+    return child;
+  }
+
   /** Empties the husk: its own rseq, fds and mappings go; the vDSO/vvar move to the image's addresses. */
   clear(vmas: readonly Vma[]): void {
     const pid = this.pid;
     const rs = getRseq(pid);
     if (rs.ptr !== 0n) this.inj(pid, 'rseq', [rs.ptr, rs.size, 1, rs.sig]);
-    this.inj(pid, 'close_range', [0, 0xffffffff, 0]);
+    this.inj(pid, 'close_range', [0, this.parkBase > 0 ? this.parkBase - 1 : 0xffffffff, 0]);
     const maps = readMaps(pid);
     const keep = maps.filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
     for (const g of gaps(keep)) this.inj(pid, 'munmap', [g.start, g.end - g.start]);
@@ -191,7 +325,11 @@ export class Husk {
       const start = fromHex(v.start);
       const len = fromHex(v.end) - start;
       const prot = protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0);
-      if (v.kind === 'file-private' || v.kind === 'file-shared') {
+      if (v.kind === 'shm') {
+        const slot = v.shared === undefined ? undefined : this.parked[v.shared];
+        if (!slot) throw new FerryError(ErrorCode.BadImage, `shared mapping ${v.start} of pid ${this.pid} has no shared object in the image`);
+        this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
+      } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
         const shared = v.kind === 'file-shared';
         const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && v.perms[1] === 'w' ? 2 : 0, 0]);
         try {
@@ -253,6 +391,16 @@ export class Husk {
   restoreFds(fds: readonly FdImage[]): void {
     for (const f of fds) {
       const cloexec = f.cloexec ? 0o2000000 : 0;
+      if (f.shared !== undefined && f.dupOf === undefined) {
+        const slot = this.parked[f.shared];
+        if (!slot) throw new FerryError(ErrorCode.BadImage, `fd ${f.fd} of pid ${this.pid} names shared description ${f.shared}, which the image lacks`);
+        this.inj(this.pid, 'dup3', [(f.end ?? ((f.flags & 3) === 0 ? 0 : 1)) === 0 ? slot.r : slot.w, f.fd, cloexec]);
+        continue;
+      }
+      if (f.dupOf === undefined && ANON_FD_KINDS.has(f.kind)) {
+        this.createAnonFd(f);
+        continue;
+      }
       if (f.dupOf !== undefined) {
         this.inj(this.pid, 'dup3', [f.dupOf, f.fd, cloexec]);
         continue;
@@ -269,6 +417,52 @@ export class Husk {
         this.inj(this.pid, 'close', [tmp]);
       } else if (cloexec) this.inj(this.pid, 'fcntl', [f.fd, 2, 1]); // F_SETFD FD_CLOEXEC
       if (f.kind === 'file' && f.pos > 0) this.inj(this.pid, 'lseek', [f.fd, f.pos, 0]);
+    }
+    if (this.parkBase > 0) this.inj(this.pid, 'close_range', [this.parkBase, 0xffffffff, 0]);
+    // Registrations name fd numbers, so they go in once every fd is in place.
+    for (const f of fds) {
+      if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;
+      for (const it of f.epoll ?? []) {
+        const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
+        ev.writeUInt32LE(it.events >>> 0, 0);
+        ev.writeBigUInt64LE(fromHex(it.data), 4);
+        this.inj(this.pid, 'epoll_ctl', [f.fd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
+      }
+    }
+  }
+
+  /** eventfd, timerfd, signalfd and epoll instances are made anew with their state. */
+  private createAnonFd(f: FdImage): void {
+    const nb = f.flags & 0o4000;
+    let tmp: bigint;
+    switch (f.kind) {
+      case 'eventfd':
+        tmp = this.inj(this.pid, 'eventfd2', [0, nb | (f.eventfd?.semaphore ? 1 : 0)]);
+        break;
+      case 'timerfd':
+        tmp = this.inj(this.pid, 'timerfd_create', [f.timerfd?.clockid ?? 1, nb]);
+        break;
+      case 'signalfd': {
+        const m = Buffer.alloc(8);
+        m.writeBigUInt64LE(fromHex(f.signalfd?.mask ?? '0x0'), 0);
+        tmp = this.inj(this.pid, 'signalfd4', [-1, this.put(OFF_ARGS, m), 8, nb]);
+        break;
+      }
+      default:
+        tmp = this.inj(this.pid, 'epoll_create1', [0]);
+    }
+    this.inj(this.pid, 'dup3', [tmp, f.fd, f.cloexec ? 0o2000000 : 0]);
+    this.inj(this.pid, 'close', [tmp]);
+    if (f.eventfd && fromHex(f.eventfd.count) > 0n) {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(fromHex(f.eventfd.count), 0);
+      this.agentWrite(f.fd, b);
+    }
+    const t = f.timerfd;
+    if (t && (t.value[0] !== 0 || t.value[1] !== 0)) {
+      const its = Buffer.alloc(32);
+      [t.interval[0], t.interval[1], t.value[0], t.value[1]].forEach((v, i) => its.writeBigInt64LE(BigInt(v), i * 8));
+      this.inj(this.pid, 'timerfd_settime', [f.fd, 0, this.put(OFF_ARGS, its), 0]);
     }
   }
 
@@ -303,8 +497,11 @@ export class Husk {
       if (t.value[0] === 0 && t.value[1] === 0) b.writeBigInt64LE(1n, 24);
       this.inj(pid, 'setitimer', [t.which, this.put(OFF_ARGS, b), 0]);
     }
-    if (p.sid === p.pid) this.inj(pid, 'setsid');
-    else if (p.pgid === p.pid) this.inj(pid, 'setpgid', [0, 0]);
+    if (p.pdeathsig !== 0) this.inj(pid, 'prctl', [1, p.pdeathsig]); // PR_SET_PDEATHSIG
+    if (p.sid === p.pid) {
+      if (!this.sessionDone) this.leadSession();
+    } else if (p.pgid === p.pid) this.inj(pid, 'setpgid', [0, 0]);
+    else if (injectAt(pid, this.scratch, SYS.getpgid, [0]) !== BigInt(p.pgid)) this.inj(pid, 'setpgid', [0, p.pgid]);
   }
 
   /** Creates every non-leader thread with its saved TID (injected clone3 with thread flags). */
@@ -329,9 +526,15 @@ export class Husk {
     }
   }
 
+  /** Signals queued for the whole process go back into its queue (sent to itself, so any si_code is allowed). */
+  queueSharedSignals(p: ProcessImage): void {
+    for (const s of p.pendingShared) this.inj(this.pid, 'rt_sigqueueinfo', [this.pid, s.sig, this.put(OFF_ARGS, Buffer.from(s.siginfo, 'base64'))]);
+  }
+
   /** Per-thread kernel state that lives outside registers and memory. */
   restoreThreadState(t: ThreadImage): void {
     const tid = t.tid;
+    for (const s of t.pending) this.inj(tid, 'rt_tgsigqueueinfo', [this.pid, tid, s.sig, this.put(OFF_ARGS, Buffer.from(s.siginfo, 'base64'))]);
     this.inj(tid, 'set_tid_address', [fromHex(t.tidAddress)]);
     if (t.robustList.head !== '0x0') this.inj(tid, 'set_robust_list', [fromHex(t.robustList.head), t.robustList.len]);
     if (t.rseq) this.inj(tid, 'rseq', [fromHex(t.rseq.ptr), t.rseq.size, 0, t.rseq.sig]);

@@ -35,5 +35,11 @@ export function readImage(dir: string): Image {
     const size = existsSync(f) ? statSync(f).size : -1;
     if (size !== p.pagesBytes) throw new FerryError(ErrorCode.BadImage, `${f} is ${size < 0 ? 'missing' : `${size} bytes, expected ${p.pagesBytes}`}`, { details: { dir, file: p.pagesFile } });
   }
+  for (const sh of r.data.shared) {
+    if (sh.kind !== 'memfd') continue;
+    const f = join(dir, sh.file);
+    const size = existsSync(f) ? statSync(f).size : -1;
+    if (size !== sh.bytes) throw new FerryError(ErrorCode.BadImage, `${f} is ${size < 0 ? 'missing' : `${size} bytes, expected ${sh.bytes}`}`, { details: { dir, file: sh.file } });
+  }
   return r.data;
 }

@@ -12,6 +12,7 @@ export interface ImageSummary {
   root: number;
   machine: Machine;
   checksums: 'ok';
+  shared: Record<string, unknown>[];
   processes: {
     pid: number;
     ppid: number;
@@ -39,8 +40,18 @@ export function inspectImage(dir: string): ImageSummary {
       r.close();
     }
   }
+  for (const sh of img.shared) {
+    if (sh.kind !== 'memfd') continue;
+    const r = new PagesReader(join(dir, sh.file));
+    try {
+      for (const run of sh.runs) r.read(run);
+    } finally {
+      r.close();
+    }
+  }
   return {
     dir,
+    shared: img.shared.map((sh) => (sh.kind === 'pipe' ? { kind: sh.kind, inode: sh.inode, buffered: Buffer.from(sh.data, 'base64').length } : sh.kind === 'memfd' ? { kind: sh.kind, name: sh.name, size: sh.size } : sh.kind === 'file' ? { kind: sh.kind, path: sh.path, pos: sh.pos } : { kind: sh.kind, type: sh.type, queued: sh.data.map((d) => Buffer.from(d, 'base64').length) })),
     version: img.version,
     createdAt: img.createdAt,
     root: img.root,

@@ -84,6 +84,39 @@ export class PagesWriter {
     return runs;
   }
 
+  /**
+   * Copies a whole shared memory object from a file that names it (/proc/PID/map_files/...,
+   * /proc/PID/fd/N); run addresses are offsets into the object, zero pages stay out.
+   */
+  dumpFile(path: string, size: number): PageRun[] {
+    const src = openSync(path, 'r');
+    const runs: PageRun[] = [];
+    try {
+      for (let off = 0; off < size; off += this.buf.length) {
+        const len = Math.min(this.buf.length, Math.ceil((size - off) / PAGE) * PAGE);
+        const view = this.buf.subarray(0, len);
+        view.fill(0);
+        readSync(src, view, 0, Math.min(len, size - off), off);
+        let s = -1;
+        const pages = len / PAGE;
+        for (let p = 0; p <= pages; p++) {
+          const zero = p === pages || view.subarray(p * PAGE, (p + 1) * PAGE).equals(ZERO);
+          if (!zero && s < 0) s = p;
+          else if (zero && s >= 0) {
+            const chunk = view.subarray(s * PAGE, p * PAGE);
+            writeSync(this.fd, chunk, 0, chunk.length, this.offset);
+            runs.push({ addr: toHex(off + s * PAGE), pages: p - s, offset: this.offset, crc32: crc32(chunk) });
+            this.offset += chunk.length;
+            s = -1;
+          }
+        }
+      }
+    } finally {
+      closeSync(src);
+    }
+    return runs;
+  }
+
   close(): void {
     closeSync(this.fd);
   }

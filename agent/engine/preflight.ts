@@ -2,7 +2,11 @@
 // leaves the workload untouched. Reads /proc only.
 import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { FdImage } from '../../shared/image-format.ts';
+import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
 import { fdTarget, listChildren, listFds, readMaps, readStatus } from './procfs.ts';
+
+type FdKind = FdImage['kind'];
 
 export interface Problem {
   pid: number;
@@ -14,13 +18,32 @@ export interface Problem {
 
 const SUPPORTED_CHR = /^\/dev\/(null|zero|full|random|urandom|tty\d*|pts\/\d+)$/;
 
-export function fdKind(pid: number, fd: number): { kind: 'file' | 'chr' | 'dir' } | { unsupported: string } {
+const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll' };
+
+// The unix socket table is read once per preflight/collect pass; clearUnixTable() starts a new pass.
+let unixCache: Map<number, UnixSock> | null = null;
+export const unixTable = (): Map<number, UnixSock> => (unixCache ??= unixSockets());
+export const clearUnixTable = (): void => {
+  unixCache = null;
+};
+
+export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string } {
   const t = fdTarget(pid, fd);
+  if (t.startsWith('/memfd:')) return { kind: 'memfd' };
   if (t.endsWith(' (deleted)')) return { unsupported: 'deleted file' };
-  if (t.startsWith('socket:')) return { unsupported: 'socket' };
-  if (t.startsWith('pipe:')) return { unsupported: 'pipe' };
+  if (t.startsWith('socket:')) {
+    const u = unixTable().get(Number(/\d+/.exec(t)?.[0]));
+    if (!u) return { unsupported: 'socket' };
+    if (u.name) return { unsupported: `unix socket bound to ${u.name}` };
+    if (u.state !== 1 || u.peer === 0) return { unsupported: 'unconnected unix socket' };
+    return { kind: 'unix' };
+  }
+  if (t.startsWith('pipe:')) return { kind: 'pipe' };
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
-  if (anon) return { unsupported: anon[1] ?? 'anon inode' };
+  if (anon) {
+    const k = ANON_KINDS[anon[1] ?? ''];
+    return k ? { kind: k } : { unsupported: anon[1] ?? 'anon inode' };
+  }
   if (!t.startsWith('/')) return { unsupported: t };
   let st;
   try {
@@ -34,6 +57,10 @@ export function fdKind(pid: number, fd: number): { kind: 'file' | 'chr' | 'dir' 
   if (st.isFIFO()) return { unsupported: 'fifo' };
   return { unsupported: `device ${t}` };
 }
+
+/** Shared memory the engine carries: MAP_SHARED anonymous memory and shared memfd mappings. */
+export const isShm = (m: { perms: string; path: string; inode: number }): boolean =>
+  m.perms[3] === 's' && m.inode !== 0 && (m.path.startsWith('/dev/zero') || m.path.startsWith('/memfd:') || m.path === '[anon_shmem]');
 
 const SPECIAL = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]', '']);
 
@@ -72,16 +99,70 @@ export function preflightProcess(pid: number, opts: { allowChildren?: boolean } 
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
     if (m.path.startsWith('/SYSV')) add(where, 'SysV shared memory', m.path);
-    else if (m.path.startsWith('/memfd:')) add(where, 'memfd mapping', m.path);
+    else if (isShm(m)) continue;
+    else if (m.path.startsWith('/memfd:')) add(where, 'private memfd mapping', m.path);
     else if (m.path.endsWith(' (deleted)')) add(where, 'deleted file mapping', m.path);
-    else if (m.perms[3] === 's' && (m.inode === 0 || m.path.startsWith('/dev/zero'))) add(where, 'shared anonymous memory', m.path || '[anon shared]');
+    else if (m.perms[3] === 's' && m.inode === 0) add(where, 'shared anonymous memory', m.path || '[anon shared]');
     else if (m.path.startsWith('[') && !SPECIAL.has(m.path) && !m.path.startsWith('[anon:') && !m.path.startsWith('[stack:')) add(where, 'special mapping', m.path);
+  }
+  return out;
+}
+
+/** A socketpair can travel only when its peer is inside the tree too. */
+function socketProblems(pids: readonly number[]): Problem[] {
+  const held = new Map<number, { pid: number; fd: number }>();
+  for (const pid of pids)
+    for (const fd of listFds(pid)) {
+      const m = /^socket:\[(\d+)\]$/.exec(fdTarget(pid, fd));
+      if (m) held.set(Number(m[1]), { pid, fd });
+    }
+  const out: Problem[] = [];
+  for (const [ino, at] of held) {
+    const u = unixTable().get(ino);
+    if (u && !held.has(u.peer)) out.push({ ...at, where: `fd ${at.fd}`, kind: 'unix socket', detail: `socket:[${ino}]: its peer is outside the process tree` });
+  }
+  return out;
+}
+
+/** A pipe can travel only when both of its ends are held inside the tree. */
+function pipeProblems(pids: readonly number[]): Problem[] {
+  const ends = new Map<string, { r: boolean; w: boolean; pid: number; fd: number }>();
+  for (const pid of pids) {
+    for (const fd of listFds(pid)) {
+      const t = fdTarget(pid, fd);
+      if (!t.startsWith('pipe:')) continue;
+      const mode = Number.parseInt(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').match(/flags:\s*(\d+)/)?.[1] ?? '0', 8) & 3;
+      const e = ends.get(t) ?? { r: false, w: false, pid, fd };
+      if (mode === 0) e.r = true;
+      else e.w = true;
+      ends.set(t, e);
+    }
+  }
+  return [...ends]
+    .filter(([, e]) => !(e.r && e.w))
+    .map(([t, e]) => ({ pid: e.pid, where: `fd ${e.fd}`, kind: 'pipe', detail: `${t}: its ${e.r ? 'write' : 'read'} end is outside the process tree` }));
+}
+
+/** The root and all its descendants, parents before children. */
+export function treeOf(root: number): number[] {
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    if (out.includes(pid)) continue;
+    out.push(pid);
+    try {
+      queue.push(...listChildren(pid));
+    } catch {
+      // exited meanwhile
+    }
   }
   return out;
 }
 
 /** Throws Unsupported naming the first problem (all of them in details); NotFound if the pid is gone. */
 export function preflight(pids: readonly number[], opts: { allowChildren?: boolean } = {}): void {
+  clearUnixTable();
   const problems: Problem[] = [];
   for (const pid of pids) {
     try {
@@ -89,6 +170,13 @@ export function preflight(pids: readonly number[], opts: { allowChildren?: boole
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
       throw err;
+    }
+  }
+  if (problems.length === 0) {
+    try {
+      problems.push(...pipeProblems(pids), ...socketProblems(pids));
+    } catch {
+      // a process exited meanwhile: the freeze re-checks the tree
     }
   }
   const first = problems[0];

@@ -41,45 +41,60 @@ export function waitPidFree(pid: number, timeoutMs = 5000): void {
   }
 }
 
-/** Builds one process up to the point where only registers are missing (the migration path fills memory here). */
-export function buildProcess(img: Image, p: ProcessImage, dir: string): { husk: Husk; memoryMs: number } {
-  waitPidFree(p.pid);
-  const avoid = p.vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) }));
-  const husk = Husk.create(p.pid, avoid);
+/** Builds one process in its husk up to the point where only registers are missing (the migration path fills memory here). */
+export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memoryMs: number } {
+  husk.clear(p.vmas);
+  husk.mapAll(p.vmas);
+  const t = performance.now();
+  const reader = new PagesReader(join(dir, p.pagesFile));
   try {
-    husk.clear(p.vmas);
-    husk.mapAll(p.vmas);
-    const t = performance.now();
-    const reader = new PagesReader(join(dir, p.pagesFile));
-    try {
-      husk.writePages(p.vmas, reader);
-    } finally {
-      reader.close();
-    }
-    const memoryMs = performance.now() - t;
-    husk.protectAll(p.vmas);
-    husk.setMm(p);
-    husk.restoreFds(p.fds);
-    husk.restoreProcessState(p);
-    husk.createThreads(p.threads);
-    return { husk, memoryMs };
-  } catch (err) {
-    husk.abort();
-    throw err;
+    husk.writePages(p.vmas, reader);
+  } finally {
+    reader.close();
   }
+  const memoryMs = performance.now() - t;
+  husk.protectAll(p.vmas);
+  husk.setMm(p);
+  husk.restoreFds(p.fds);
+  husk.restoreProcessState(p);
+  husk.createThreads(p.threads);
+  return { memoryMs };
 }
 
-/** Registers and per-thread state go in last; then every thread runs. */
+/** Registers and per-thread state go in last; the process stays stopped until release(). */
 export function finishProcess(husk: Husk, p: ProcessImage): void {
+  husk.queueSharedSignals(p);
+  for (const t of p.threads) husk.restoreThreadState(t);
+  for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
+  const leader = p.threads.find((t) => t.tid === p.pid);
+  if (!leader) throw new FerryError(ErrorCode.BadImage, `process ${p.pid} has no leader thread in the image`);
+  husk.finishLeader(leader);
+}
+
+/**
+ * Creates every husk of the tree with its PID, parents first, so each child is the child of
+ * its own parent; shared descriptions are made in the root before any child exists.
+ */
+export function createHusks(img: Image, dir: string): Map<number, Husk> {
+  const husks = new Map<number, Husk>();
+  const root = img.processes[0]!;
+  const avoid = img.processes.flatMap((p) => p.vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })));
   try {
-    for (const t of p.threads) husk.restoreThreadState(t);
-    for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
-    const leader = p.threads.find((t) => t.tid === p.pid);
-    if (!leader) throw new FerryError(ErrorCode.BadImage, `process ${p.pid} has no leader thread in the image`);
-    husk.finishLeader(leader);
-    husk.release();
+    const rh = Husk.create(root.pid, avoid);
+    husks.set(root.pid, rh);
+    if (root.sid === root.pid) rh.leadSession();
+    if (img.shared.length > 0) {
+      const maxFd = Math.max(0, ...img.processes.flatMap((p) => p.fds.map((f) => f.fd)));
+      rh.createShared(img.shared, maxFd + 64, dir);
+    }
+    for (const p of img.processes.slice(1)) {
+      const parent = husks.get(p.ppid);
+      if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
+      husks.set(p.pid, parent.fork(p.pid));
+    }
+    return husks;
   } catch (err) {
-    husk.abort();
+    for (const h of [...husks.values()].reverse()) h.abort();
     throw err;
   }
 }
@@ -88,11 +103,26 @@ export function restore(dir: string, opts: { skipMachineCheck?: boolean } = {}):
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
-  if (img.processes.length !== 1) throw new FerryError(ErrorCode.Unsupported, 'images with more than one process are not restorable yet', { details: { processes: img.processes.length } });
-  const p = img.processes[0]!;
-  const { husk, memoryMs } = buildProcess(img, p, dir);
-  finishProcess(husk, p);
-  const result = { pid: p.pid, processes: 1, threads: p.threads.length, pagesBytes: p.pagesBytes, totalMs: performance.now() - t0, memoryMs };
+  for (const p of img.processes) waitPidFree(p.pid);
+  const husks = createHusks(img, dir);
+  let memoryMs = 0;
+  try {
+    for (const p of img.processes) memoryMs += buildProcess(husks.get(p.pid)!, p, dir).memoryMs;
+    for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
+    // Children first, so a parent never runs while a child it may wait for is still held.
+    for (const p of [...img.processes].reverse()) husks.get(p.pid)!.release();
+  } catch (err) {
+    for (const h of [...husks.values()].reverse()) h.abort();
+    throw err;
+  }
+  const result = {
+    pid: img.root,
+    processes: img.processes.length,
+    threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
+    pagesBytes: img.processes.reduce((a, p) => a + p.pagesBytes, 0),
+    totalMs: performance.now() - t0,
+    memoryMs,
+  };
   if (chan.hasSubscribers) chan.publish({ kind: 'done', ...result });
   return result;
 }

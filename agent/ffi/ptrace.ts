@@ -161,6 +161,22 @@ export function setSigmask(pid: number, mask: bigint): void {
   pt(PT.SETSIGMASK, pid, 8, b, 'SETSIGMASK');
 }
 
+/** Queued signals without dequeuing them: per thread, or the process-wide queue with shared=true. 128-byte siginfos. */
+export function peekSiginfo(tid: number, shared: boolean): Buffer[] {
+  const out: Buffer[] = [];
+  const arg = Buffer.alloc(16);
+  const batch = 32;
+  const buf = Buffer.alloc(128 * batch);
+  for (;;) {
+    arg.writeBigUInt64LE(BigInt(out.length), 0);
+    arg.writeUInt32LE(shared ? 1 : 0, 8);
+    arg.writeInt32LE(batch, 12);
+    const n = pt(PT.PEEKSIGINFO, tid, arg, buf, 'PEEKSIGINFO');
+    for (let i = 0; i < n; i++) out.push(Buffer.from(buf.subarray(i * 128, (i + 1) * 128)));
+    if (n < batch) return out;
+  }
+}
+
 export interface RseqConfig {
   ptr: bigint;
   size: number;

@@ -60,6 +60,7 @@ export const closeFd = (fd: number): void => {
 export const ioctl = (fd: number, req: number, arg: Buffer | number | bigint): number =>
   check('ioctl', () => libc.ioctl(fd, req, typeof arg === 'number' || typeof arg === 'bigint' ? argOf(arg) : arg), { req: `0x${req.toString(16)}` });
 export const pread = (fd: number, buf: Buffer, off: number): number => check('pread', () => libc.pread(fd, buf, buf.length, off));
+export const pwrite = (fd: number, buf: Buffer, off: number): number => check('pwrite', () => libc.pwrite(fd, buf, buf.length, off));
 export const readFd = (fd: number, buf: Buffer): number => check('read', () => libc.read(fd, buf, buf.length));
 export const writeFd = (fd: number, buf: Buffer): number => check('write', () => libc.write(fd, buf, buf.length));
 export const killPid = (pid: number, sig: number): void => {

@@ -8,7 +8,8 @@ import type { StepBase } from '../../shared/migration.ts';
 import { Checkpoint } from '../engine/checkpoint.ts';
 import { preflight } from '../engine/preflight.ts';
 import { writeImage, readImage } from '../engine/image-io.ts';
-import { buildProcess, finishProcess } from '../engine/restore.ts';
+import { buildProcess, createHusks, finishProcess, waitPidFree } from '../engine/restore.ts';
+import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { killPid } from '../ffi/syscalls.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
@@ -19,8 +20,6 @@ import { MigrationRecords, type LocalMigration } from './records.ts';
 const SIGCONT = 18;
 const SIGKILL = 9;
 
-type Husk = ReturnType<typeof buildProcess>['husk'];
-
 export class MigrationSteps {
   readonly records: MigrationRecords;
   /** Source: the live checkpoint handle of a frozen workload (lost if the agent restarts). */
@@ -28,7 +27,7 @@ export class MigrationSteps {
   /** Destination: the image arriving over the data stream. */
   readonly #receiving = new Map<string, Promise<TransferStats>>();
   /** Destination: the restored tree, stopped, waiting for the commit. */
-  readonly #husks = new Map<string, { husk: Husk; image: ReturnType<typeof readImage> }>();
+  readonly #held = new Map<string, { husks: Map<number, Husk>; image: ReturnType<typeof readImage> }>();
 
   constructor(
     private readonly host: string,
@@ -175,14 +174,20 @@ export class MigrationSteps {
   }
 
   #build(id: string): number {
-    const held = this.#husks.get(id);
+    const held = this.#held.get(id);
     if (held) return held.image.root;
     const m = this.records.get(id)!;
     const image = readImage(m.imageDir);
     assertCompatible(image.machine);
-    if (image.processes.length !== 1) throw new FerryError(ErrorCode.Unsupported, 'process trees cannot be migrated yet');
-    const { husk } = buildProcess(image, image.processes[0]!, m.imageDir);
-    this.#husks.set(id, { husk, image });
+    for (const p of image.processes) waitPidFree(p.pid);
+    const husks = createHusks(image, m.imageDir);
+    try {
+      for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
+    } catch (err) {
+      for (const h of [...husks.values()].reverse()) h.abort();
+      throw err;
+    }
+    this.#held.set(id, { husks, image });
     return image.root;
   }
 
@@ -190,9 +195,11 @@ export class MigrationSteps {
   resume(s: StepBase) {
     return this.#once(s, 'destination', (m) => {
       this.#build(s.migrationId);
-      const { husk, image } = this.#husks.get(s.migrationId)!;
-      finishProcess(husk, image.processes[0]!);
-      this.#husks.delete(s.migrationId);
+      const { husks, image } = this.#held.get(s.migrationId)!;
+      for (const p of image.processes) finishProcess(husks.get(p.pid)!, p);
+      // Children first, so a parent never runs while a child it may wait for is still held.
+      for (const p of [...image.processes].reverse()) husks.get(p.pid)!.release();
+      this.#held.delete(s.migrationId);
       m.restoredPid = image.root;
       this.workloads.adopt({ name: m.workload, rootPid: image.root, command: m.workloadCommand ?? [image.processes[0]!.comm] });
       rmSync(m.imageDir, { recursive: true, force: true });
@@ -203,9 +210,9 @@ export class MigrationSteps {
   /** Rollback: nothing of the migration may run here. Fences the migration. */
   discard(s: StepBase) {
     const m = this.#record(s, 'destination');
-    const held = this.#husks.get(s.migrationId);
-    if (held) held.husk.abort();
-    this.#husks.delete(s.migrationId);
+    const held = this.#held.get(s.migrationId);
+    if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
+    this.#held.delete(s.migrationId);
     rmSync(m.imageDir, { recursive: true, force: true });
     rmSync(`${m.imageDir}.partial`, { recursive: true, force: true });
     m.fenced = true;

@@ -66,6 +66,7 @@ export function registerEngine(program: Command): void {
               `  ${p.vmas} mappings, ${p.pageRuns} page runs, ${mib(p.pagesBytes)}`,
               ...p.fds.map((f) => `  fd ${f.fd}: ${f.kind} ${f.path} @${f.pos}`),
             ]),
+            ...v.shared.map((s, i) => `shared #${i}: ${JSON.stringify(s)}`),
           ].join('\n'),
         );
       }),

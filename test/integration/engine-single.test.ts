@@ -138,13 +138,13 @@ describe('engine: single-threaded checkpoint/restore', () => {
 
 describe('engine: failure paths', () => {
   it('preflight refuses an unsupported fd before freezing and leaves the workload untouched', async () => {
-    const w = startWorkload(['python3', '-c', 'import os,time\nr,w=os.pipe()\nwhile True: time.sleep(0.01)']);
+    const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nwhile True: time.sleep(0.01)"]);
     await new Promise((r) => setTimeout(r, 300));
     const images = tempDir('img');
     const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: images }), ErrorCode.Unsupported);
     expect(err.message).toContain(`pid ${w.pid}`);
-    expect(err.message).toMatch(/fd \d+: pipe/);
-    expect(err.details).toMatchObject({ pid: w.pid, kind: 'pipe' });
+    expect(err.message).toMatch(/fd \d+: socket/);
+    expect(err.details).toMatchObject({ pid: w.pid, kind: 'socket' });
     expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
     expect(['S', 'R']).toContain(procState(w.pid));
     expect(readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).not.toMatch(/ferry-ckpt/);

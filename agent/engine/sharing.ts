@@ -1,0 +1,176 @@
+// Open file descriptions that cross process (or fd) boundaries in a tree: pipes, whose bytes in
+// flight must travel without being consumed, and files inherited across fork, whose one offset
+// must stay one offset.
+import { statSync } from 'node:fs';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { unixTable } from './preflight.ts';
+import { O, closeFd, ioctl, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
+import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
+
+const FIONREAD = 0x541b;
+const F_GETPIPE_SZ = 1032;
+const F_SETPIPE_SZ = 1031;
+const SPLICE_F_NONBLOCK = 2;
+const KCMP_FILE = 0;
+
+/** Bytes buffered in a pipe, copied with tee() so the workload still finds them there. */
+export function peekPipe(pid: number, fd: number): { data: Buffer; capacity: number } {
+  const pidfd = pidfdOpen(pid);
+  let mine = -1;
+  const priv = [-1, -1];
+  try {
+    mine = pidfdGetfd(pidfd, fd);
+    const capacity = sys('fcntl', mine, F_GETPIPE_SZ);
+    const n = Buffer.alloc(4);
+    ioctl(mine, FIONREAD, n);
+    const pending = n.readInt32LE(0);
+    if (pending === 0) return { data: Buffer.alloc(0), capacity };
+    const fds = Buffer.alloc(8);
+    sys('pipe2', fds, O.CLOEXEC | O.NONBLOCK);
+    priv[0] = fds.readInt32LE(0);
+    priv[1] = fds.readInt32LE(4);
+    if (pending > 65536) sys('fcntl', priv[1]!, F_SETPIPE_SZ, capacity);
+    const teed = sys('tee', mine, priv[1]!, pending, SPLICE_F_NONBLOCK);
+    if (teed !== pending) throw new Error(`tee copied ${teed} of ${pending} bytes`);
+    const data = Buffer.alloc(pending);
+    let got = 0;
+    while (got < pending) got += readFd(priv[0]!, data.subarray(got));
+    return { data, capacity };
+  } finally {
+    for (const f of [mine, ...priv, pidfd]) if (f >= 0) closeFd(f);
+  }
+}
+
+/** Bytes queued for reading on a socket, peeked so they stay there. Only stream sockets keep byte order across messages. */
+function peekSocket(pid: number, fd: number, type: number): Buffer {
+  const pidfd = pidfdOpen(pid);
+  try {
+    const mine = pidfdGetfd(pidfd, fd);
+    try {
+      const n = Buffer.alloc(4);
+      ioctl(mine, FIONREAD, n);
+      const pending = n.readInt32LE(0);
+      if (pending === 0) return Buffer.alloc(0);
+      if (type !== 1)
+        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} fd ${fd}: unix datagram socket with queued messages`, { details: { pid, fd, kind: 'unix datagram socket' } });
+      const buf = Buffer.alloc(pending);
+      const got = sys('recvfrom', mine, buf, pending, 2 | 0x40, 0, 0); // MSG_PEEK | MSG_DONTWAIT
+      return buf.subarray(0, got);
+    } finally {
+      closeFd(mine);
+    }
+  } finally {
+    closeFd(pidfd);
+  }
+}
+
+/** Where each shared memory object's content is read from at dump time (not part of the image). */
+export const shmSources = new Map<number, string>();
+
+const memfdName = (path: string): string => path.replace(/^\/memfd:/, '').replace(/ \(deleted\)$/, '');
+
+/**
+ * Links every pipe end and every file description shared between processes to one entry of the
+ * image's shared list (fd.shared), and collects pipe contents. Processes are parents first.
+ */
+export function linkShared(procs: ProcessImage[]): SharedImage[] {
+  const shared: SharedImage[] = [];
+  shmSources.clear();
+  const pipes = new Map<string, number>();
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.kind !== 'pipe' || f.dupOf !== undefined) continue;
+      let idx = pipes.get(f.path);
+      if (idx === undefined) {
+        idx = shared.length;
+        pipes.set(f.path, idx);
+        shared.push({ kind: 'pipe', inode: Number(/\d+/.exec(f.path)?.[0] ?? 0), capacity: 65536, readFlags: 0, writeFlags: 1, data: '' });
+      }
+      const e = shared[idx]!;
+      if (e.kind !== 'pipe') continue;
+      f.shared = idx;
+      f.end = (f.flags & 3) === 0 ? 0 : 1;
+      if ((f.flags & 3) === 0) {
+        e.readFlags = f.flags;
+        if (e.data === '') {
+          const { data, capacity } = peekPipe(p.pid, f.fd);
+          e.data = data.toString('base64');
+          e.capacity = capacity;
+        }
+      } else e.writeFlags = f.flags;
+    }
+  }
+  // Socketpairs: both ends, each with the bytes it has queued to read.
+  const pairs = new Map<number, number>();
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.kind !== 'unix' || f.dupOf !== undefined) continue;
+      const ino = Number(/\d+/.exec(f.path)?.[0]);
+      const u = unixTable().get(ino);
+      if (!u) throw new FerryError(ErrorCode.Unsupported, `pid ${p.pid} fd ${f.fd}: unix socket ${ino} vanished`, { details: { pid: p.pid, fd: f.fd, kind: 'unix socket' } });
+      const key = Math.min(ino, u.peer);
+      let idx = pairs.get(key);
+      if (idx === undefined) {
+        idx = shared.length;
+        pairs.set(key, idx);
+        shared.push({ kind: 'socketpair', type: u.type, inodes: [key, Math.max(ino, u.peer)], flags: [2, 2], data: ['', ''] });
+      }
+      const e = shared[idx]!;
+      if (e.kind !== 'socketpair') continue;
+      const end = e.inodes[0] === ino ? 0 : 1;
+      f.shared = idx;
+      f.end = end;
+      e.flags[end] = f.flags;
+      const queued = peekSocket(p.pid, f.fd, u.type);
+      e.data[end] = queued.toString('base64');
+    }
+  }
+  // Shared memory: one object per shmem inode, whether reached through fds or mappings.
+  const objs = new Map<number, number>();
+  const objFor = (inode: number, name: string, source: string): number => {
+    let idx = objs.get(inode);
+    if (idx === undefined) {
+      idx = shared.length;
+      objs.set(inode, idx);
+      shared.push({ kind: 'memfd', name, inode, size: statSync(source).size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
+      shmSources.set(idx, source);
+    }
+    return idx;
+  };
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.kind !== 'memfd' || f.dupOf !== undefined) continue;
+      const src = `/proc/${p.pid}/fd/${f.fd}`;
+      const idx = objFor(statSync(src).ino, memfdName(f.path), src);
+      const e = shared[idx]!;
+      if (e.kind === 'memfd') {
+        e.flags = f.flags;
+        e.pos = f.pos;
+      }
+      f.shared = idx;
+    }
+    for (const v of p.vmas) {
+      if (v.kind !== 'shm' || v.inode === undefined) continue;
+      const src = `/proc/${p.pid}/map_files/${v.start.slice(2)}-${v.end.slice(2)}`;
+      v.shared = objFor(v.inode, v.path?.startsWith('/memfd:') ? memfdName(v.path) : 'ferry-shared-anon', src);
+    }
+  }
+  // Files: a description seen in an earlier process (inherited across fork) is shared.
+  const seen: { pid: number; fd: number; idx: number | undefined; path: string; flags: number; pos: number }[] = [];
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.kind !== 'file' || f.dupOf !== undefined) continue;
+      const twin = seen.find((s) => s.pid !== p.pid && s.path === f.path && sys('kcmp', s.pid, p.pid, KCMP_FILE, s.fd, f.fd) === 0);
+      if (twin) {
+        if (twin.idx === undefined) {
+          twin.idx = shared.length;
+          shared.push({ kind: 'file', path: twin.path, flags: twin.flags, pos: twin.pos });
+          const owner = procs.find((q) => q.pid === twin.pid)?.fds.find((g) => g.fd === twin.fd);
+          if (owner) owner.shared = twin.idx;
+        }
+        f.shared = twin.idx;
+      } else seen.push({ pid: p.pid, fd: f.fd, idx: undefined, path: f.path, flags: f.flags, pos: f.pos });
+    }
+  }
+  return shared;
+}

@@ -46,6 +46,8 @@ export const VmaSchema = z.object({
   fileOffset: hex,
   /** For kind shm (shared anonymous memory or a memfd): index into Image.shared. */
   shared: z.number().int().optional(),
+  /** madvise state the kernel shows in smaps VmFlags and restore re-applies: dc (DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP). */
+  advice: z.array(z.enum(['dc', 'wf', 'hg', 'nh', 'dd'])).optional(),
   /** shmem inode, to find the same object in other processes. */
   inode: z.number().int().optional(),
   /** Only pages that must travel: present anonymous pages that are not all zero, and copied-on-write pages of private file mappings. */
@@ -55,7 +57,7 @@ export type Vma = z.infer<typeof VmaSchema>;
 
 export const FdSchema = z.object({
   fd: z.number().int().nonnegative(),
-  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'memfd', 'unix', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
+  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
   path: z.string(),
   /** open(2) flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: z.number().int(),
@@ -68,8 +70,8 @@ export const FdSchema = z.object({
   /** Which end of a shared pipe (0 read, 1 write) or socketpair (0 first, 1 second). */
   end: z.number().int().optional(),
   eventfd: z.object({ count: hex, semaphore: z.boolean() }).optional(),
-  /** Remaining time and interval as [seconds, nanoseconds]; expirations not yet read are not carried. */
-  timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]) }).optional(),
+  /** Remaining time and interval as [seconds, nanoseconds]; unread expirations (ticks) come back as one expiration at once. */
+  timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]), ticks: z.number().int() }).optional(),
   signalfd: z.object({ mask: hex }).optional(),
   /** Every registration: target fd number (in this process), events, data. */
   epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex })).optional(),
@@ -122,6 +124,8 @@ export type MmImage = z.infer<typeof MmSchema>;
 export const SharedSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('pipe'), inode: z.number().int(), capacity: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
   z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int() }),
+  /** A named pipe: reopened by path (read end first, non-blocking), then the bytes in flight written back. */
+  z.object({ kind: z.literal('fifo'), path: z.string(), inode: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
   /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
   z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
   /**
@@ -133,7 +137,10 @@ export const SharedSchema = z.discriminatedUnion('kind', [
 export type SharedImage = z.infer<typeof SharedSchema>;
 
 export const ProcessSchema = z.object({
+  /** Ids (pid, ppid, pgid, sid, tids) are as the workload sees them: inside its pid namespace for a container. */
   pid: z.number().int().positive(),
+  /** The pid on the checkpointing host, for reference. */
+  hostPid: z.number().int().positive(),
   ppid: z.number().int().nonnegative(),
   pgid: z.number().int().nonnegative(),
   sid: z.number().int().nonnegative(),
@@ -142,6 +149,20 @@ export const ProcessSchema = z.object({
   cwd: z.string(),
   umask: z.number().int(),
   personality: z.number().int(),
+  /** Credentials as /proc/PID/status shows them: [real, effective, saved, fs] ids, groups, capability sets (hex). */
+  creds: z.object({
+    uids: z.array(z.number().int()).length(4),
+    gids: z.array(z.number().int()).length(4),
+    groups: z.array(z.number().int()),
+    capInh: hex,
+    capPrm: hex,
+    capEff: hex,
+    capBnd: hex,
+    capAmb: hex,
+    noNewPrivs: z.boolean(),
+  }),
+  /** cgroup v2 path (relative to the cgroup2 mount) the process was in; restore moves it back there if it exists. */
+  cgroup: z.string(),
   /** Signals pending for the whole process. */
   pendingShared: z.array(PendingSignalSchema),
   /** PR_SET_PDEATHSIG signal, 0 for none. */
@@ -153,6 +174,20 @@ export const ProcessSchema = z.object({
   fds: z.array(FdSchema),
   sigactions: z.array(SigActionSchema),
   rlimits: z.array(z.object({ resource: z.number().int(), cur: hex, max: hex })),
+  /** POSIX timers with their ids (recreated through PR_TIMER_CREATE_RESTORE_IDS); times as [seconds, nanoseconds]. */
+  posixTimers: z.array(
+    z.object({
+      id: z.number().int(),
+      clockid: z.number().int(),
+      signal: z.number().int(),
+      /** SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4 */
+      notify: z.number().int(),
+      tid: z.number().int(),
+      value: hex,
+      interval: z.tuple([z.number(), z.number()]),
+      remaining: z.tuple([z.number(), z.number()]),
+    }),
+  ),
   /** ITIMER_REAL/VIRTUAL/PROF as {interval, value}, each [seconds, microseconds]. */
   itimers: z.array(z.object({ which: z.number().int(), interval: z.tuple([z.number(), z.number()]), value: z.tuple([z.number(), z.number()]) })),
   threads: z.array(ThreadSchema).min(1),
@@ -167,6 +202,20 @@ export const ImageSchema = z.object({
   createdAt: z.string(),
   machine: MachineSchema,
   root: z.number().int().positive(),
+  /**
+   * Present when the tree is a container: its root is pid 1 of its own pid namespace. Restore
+   * creates fresh pid, mount (with its own /proc), ipc, uts and time namespaces; the time
+   * namespace's offsets make CLOCK_MONOTONIC/BOOTTIME continue from the values saved here.
+   */
+  container: z
+    .object({
+      hostname: z.string(),
+      domainname: z.string(),
+      /** The container's clocks at the checkpoint, nanoseconds as decimal strings. */
+      monotonicNs: z.string(),
+      boottimeNs: z.string(),
+    })
+    .optional(),
   /** Parents before children (breadth first from the root). */
   processes: z.array(ProcessSchema).min(1),
   shared: z.array(SharedSchema),

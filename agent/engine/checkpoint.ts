@@ -2,19 +2,21 @@
 // memory, write the image, then end the original or let it run on. The live-migration path
 // drives the same parts with memory rounds in between.
 import diagnostics_channel from 'node:diagnostics_channel';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
-import { O, closeFd, openFile } from '../ffi/syscalls.ts';
+import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { probeKernelSync } from '../probes.ts';
 import { collectProcess } from './collect.ts';
 import { machineFromProcess } from './compat.ts';
 import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
-import { findSyscallSite } from './inject.ts';
+import { findSyscallSite, injectStepOk } from './inject.ts';
+import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
 import { PagesWriter, selectPages } from './memory.ts';
-import { preflight, treeOf } from './preflight.ts';
+import { clearUnixTable, preflight, treeOf } from './preflight.ts';
 import { linkShared, shmSources } from './sharing.ts';
 import { listTasks, readMaps } from './procfs.ts';
 
@@ -34,6 +36,9 @@ export class Checkpoint {
   processes: ProcessImage[] = [];
   machine: Machine | null = null;
   shared: SharedImage[] = [];
+  /** The container's clocks at the freeze, when the tree is a container. */
+  clocks: { monotonicNs: bigint; boottimeNs: bigint } | null = null;
+  private uts: { hostname: string; domainname: string } | null = null;
   private readonly t0 = performance.now();
 
   private constructor(
@@ -44,31 +49,47 @@ export class Checkpoint {
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
   static begin(root: number): Checkpoint {
     const pids = treeOf(root);
-    preflight(pids, { allowChildren: true });
+    const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
+    preflight(pids, { allowChildren: true, container });
     const tree = FrozenTree.freeze(pids);
+    const clocks = container ? containerClocks(root) : null;
     // A child forked between the listing and the freeze would be missed: refuse rather than tear the tree.
     const now = treeOf(root);
     if (now.some((p) => !pids.includes(p))) {
       tree.release();
       throw new FerryError(ErrorCode.Conflict, `process tree of ${root} changed while freezing; try again`, { retryable: true, details: { before: pids, after: now } });
     }
-    return new Checkpoint(root, tree);
+    const c = new Checkpoint(root, tree);
+    c.clocks = clocks;
+    return c;
   }
 
   /** Everything but pages. Moves the tasks into group-stop first: injected calls cannot run frozen. */
   collect(): ProcessImage[] {
     this.tree.enterGroupStop();
+    clearUnixTable();
     this.processes = this.tree.pids.map((pid) => {
       const maps = readMaps(pid);
       const site = findSyscallSite(pid, maps);
       const tids = listTasks(pid);
       const p = collectProcess(pid, tids, site, maps);
+      p.cgroup = this.tree.originalCgroup(pid) ?? p.cgroup;
       if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, probeKernelSync().sealedSystemMappings);
       return p;
     });
     this.shared = linkShared(this.processes);
+    if (this.clocks) this.uts = readUts(this.root, this.processes[0]!);
     if (chan.hasSubscribers) chan.publish({ kind: 'collected', root: this.root, processes: this.processes.length });
     return this.processes;
+  }
+
+  /**
+   * One range of a frozen process's memory, for callers that copy memory themselves (pre-copy
+   * rounds of a live migration); pid is the host pid.
+   */
+  readRange(pid: number, addr: bigint, into: Buffer): void {
+    if (!this.tree.pids.includes(pid)) throw new FerryError(ErrorCode.InvalidRequest, `pid ${pid} is not part of this checkpoint`);
+    vmRead(pid, addr, into);
   }
 
   /** Copies every page that must travel into the image directory and fills in the runs. */
@@ -107,14 +128,16 @@ export class Checkpoint {
 
   image(): Image {
     if (!this.machine) throw new FerryError(ErrorCode.Internal, 'checkpoint image requested before collect()');
+    const processes = this.clocks ? toNamespaceIds(this.processes) : this.processes;
     return {
       magic: IMAGE_MAGIC,
       version: IMAGE_VERSION,
       createdAt: new Date().toISOString(),
       machine: this.machine,
       root: this.root,
-      processes: this.processes,
+      processes,
       shared: this.shared,
+      ...(this.clocks && this.uts ? { container: { ...this.uts, monotonicNs: String(this.clocks.monotonicNs), boottimeNs: String(this.clocks.boottimeNs) } } : {}),
       stats: {
         frozenMs: performance.now() - this.tree.frozenAt,
         totalMs: performance.now() - this.t0,
@@ -133,11 +156,50 @@ export class Checkpoint {
   }
 }
 
+/** hostname/domainname of the container (uname injected into its root, which sees its own uts namespace). */
+function readUts(root: number, p: ProcessImage): { hostname: string; domainname: string } {
+  const maps = readMaps(root);
+  const site = findSyscallSite(root, maps);
+  const rsp = BigInt(p.threads[0] ? Buffer.from(p.threads[0].regs, 'base64').readBigUInt64LE(19 * 8) : 0n);
+  const out = (rsp - 4096n) & ~15n;
+  injectStepOk(root, site, 'uname', [out]);
+  const b = Buffer.alloc(390);
+  vmRead(root, out, b);
+  const str = (off: number) => b.subarray(off, off + 65).toString('utf8').replace(/\0.*$/s, '');
+  return { hostname: str(65), domainname: str(325) };
+}
+
+/** Ids as the container sees them; the pages file names follow. */
+function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
+  const m = nsIdMap(procs.map((p) => p.hostPid));
+  const tr = (id: number) => m.get(id) ?? 0; // outside the container: invisible to it
+  return procs.map((p) => ({
+    ...p,
+    pid: tr(p.pid),
+    ppid: tr(p.ppid),
+    pgid: tr(p.pgid),
+    sid: tr(p.sid),
+    threads: p.threads.map((t) => ({ ...t, tid: tr(t.tid) })),
+    posixTimers: p.posixTimers.map((t) => ({ ...t, tid: t.notify === 4 ? tr(t.tid) : t.tid })),
+  }));
+}
+
 /** One-shot checkpoint to a directory. On any failure the workload is released and runs on. */
 export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?: boolean }): CheckpointResult {
   const t0 = performance.now();
+  const created = !existsSync(opts.imagesDir);
   prepareImageDir(opts.imagesDir);
-  const c = Checkpoint.begin(pid);
+  // A refused or failed checkpoint leaves no half-written image directory behind.
+  const discard = () => {
+    if (created) rmSync(opts.imagesDir, { recursive: true, force: true });
+  };
+  let c: Checkpoint;
+  try {
+    c = Checkpoint.begin(pid);
+  } catch (err) {
+    discard();
+    throw err;
+  }
   let img: Image;
   try {
     c.collect();
@@ -146,6 +208,7 @@ export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?
     writeImage(opts.imagesDir, img);
   } catch (err) {
     c.release();
+    discard();
     throw err;
   }
   const frozenMs = performance.now() - c.tree.frozenAt;

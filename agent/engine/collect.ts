@@ -46,6 +46,16 @@ function readOut(pid: number, addr: bigint, len: number): Buffer {
 
 const PR_GET_TID_ADDRESS = 40;
 
+/**
+ * Pending signals worth carrying: the SIGCHLD (CLD_STOPPED/CLD_CONTINUED) a parent gets because
+ * the checkpoint itself stopped its child is an artifact of the freeze and is left out.
+ */
+function pendingOf(tid: number, shared: boolean): ThreadImage['pending'] {
+  return peekSiginfo(tid, shared)
+    .filter((si) => !(si.readInt32LE(0) === 17 && [5, 6].includes(si.readInt32LE(8))))
+    .map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') }));
+}
+
 export function collectThread(pid: number, tid: number, site: bigint, maps: readonly MapEntry[]): ThreadImage {
   const regs = getRegs(tid);
   const xstate = getRegset(tid, NT_X86_XSTATE);
@@ -67,7 +77,7 @@ export function collectThread(pid: number, tid: number, site: bigint, maps: read
   const ss = readOut(pid, out, 24);
   return {
     tid,
-    pending: peekSiginfo(tid, false).map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') })),
+    pending: pendingOf(tid, false),
     comm: readComm(pid, tid),
     regs: regs.buf.toString('base64'),
     xstate: xstate.toString('base64'),
@@ -109,7 +119,7 @@ function anonDetails(pid: number, fd: number, img: FdImage): void {
       img.eventfd = { count: toHex(BigInt(`0x${(info.get('eventfd-count') ?? '0').trim()}`)), semaphore: info.get('eventfd-semaphore') === '1' };
       break;
     case 'timerfd':
-      img.timerfd = { clockid: Number(info.get('clockid') ?? 1), value: pair(info.get('it_value')), interval: pair(info.get('it_interval')) };
+      img.timerfd = { clockid: Number(info.get('clockid') ?? 1), value: pair(info.get('it_value')), interval: pair(info.get('it_interval')), ticks: Number(info.get('ticks') ?? 0) };
       break;
     case 'signalfd':
       img.signalfd = { mask: toHex(BigInt(`0x${info.get('sigmask') ?? '0'}`)) };
@@ -156,14 +166,47 @@ function collectItimers(pid: number, site: bigint, maps: readonly MapEntry[]): P
   return res;
 }
 
-function collectRlimits(pid: number): ProcessImage['rlimits'] {
-  const out: ProcessImage['rlimits'] = [];
-  const b = Buffer.alloc(16);
-  for (let res = 0; res < 16; res++) {
-    sys('prlimit64', pid, res, 0, b);
-    out.push({ resource: res, cur: toHex(b.readBigUInt64LE(0)), max: toHex(b.readBigUInt64LE(8)) });
+/** /proc/PID/timers gives ids, signals and targets; timer_gettime (injected) the times. */
+function collectPosixTimers(pid: number, site: bigint, maps: readonly MapEntry[]): ProcessImage['posixTimers'] {
+  let text = '';
+  try {
+    text = readFileSync(`/proc/${pid}/timers`, 'utf8');
+  } catch {
+    return [];
   }
-  return out;
+  const out = outArea(pid, maps);
+  return text
+    .split(/\n(?=ID:)/)
+    .filter((b) => b.startsWith('ID:'))
+    .map((b) => {
+      const id = Number(/ID: (\d+)/.exec(b)?.[1]);
+      const sig = /signal: (\d+)\/([0-9a-f]+)/.exec(b);
+      const notify = /notify: (\w+)\/(?:pid|tid)\.(\d+)/.exec(b);
+      const kind = /notify: none/.test(b) ? 1 : notify?.[1] === 'thread' ? 4 : 0;
+      injectStepOk(pid, site, 'timer_gettime', [id, out]);
+      const its = readOut(pid, out, 32);
+      const v = [0, 8, 16, 24].map((o) => Number(its.readBigInt64LE(o)));
+      return {
+        id,
+        clockid: Number(/ClockID: (-?\d+)/.exec(b)?.[1] ?? 1),
+        signal: Number(sig?.[1] ?? 14),
+        notify: kind,
+        tid: Number(notify?.[2] ?? 0),
+        value: toHex(BigInt(`0x${sig?.[2] ?? '0'}`)),
+        interval: [v[0]!, v[1]!] as [number, number],
+        remaining: [v[2]!, v[3]!] as [number, number],
+      };
+    });
+}
+
+/** /proc/PID/limits lists RLIMIT_* in resource order; prlimit64 on another uid would need CAP_SYS_RESOURCE. */
+function collectRlimits(pid: number): ProcessImage['rlimits'] {
+  const lines = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').slice(1).filter(Boolean);
+  const val = (v: string) => toHex(v === 'unlimited' ? (1n << 64n) - 1n : BigInt(v));
+  return lines.slice(0, 16).map((l, resource) => {
+    const cols = l.slice(26).trim().split(/\s+/);
+    return { resource, cur: val(cols[0] ?? 'unlimited'), max: val(cols[1] ?? 'unlimited') };
+  });
 }
 
 function collectMm(pid: number, brk: bigint): MmImage {
@@ -184,6 +227,23 @@ function collectMm(pid: number, brk: bigint): MmImage {
   };
 }
 
+const ADVICE = new Set(['dc', 'wf', 'hg', 'nh', 'dd']);
+
+/** VmFlags per mapping start, from smaps. */
+function adviceByStart(pid: number): Map<bigint, NonNullable<Vma['advice']>> {
+  const out = new Map<bigint, NonNullable<Vma['advice']>>();
+  let cur: bigint | null = null;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
+    if (m) cur = BigInt(`0x${m[1]}`);
+    else if (cur !== null && line.startsWith('VmFlags:')) {
+      const a = line.slice(8).trim().split(/\s+/).filter((f) => ADVICE.has(f)) as NonNullable<Vma['advice']>;
+      if (a.length > 0) out.set(cur, a);
+    }
+  }
+  return out;
+}
+
 /** Everything about a process except page contents; vmas come back with empty runs. */
 export function collectProcess(pid: number, tids: readonly number[], site: bigint, maps: readonly MapEntry[]): ProcessImage {
   const brk = injectStepOk(pid, site, 'brk', [0]);
@@ -193,7 +253,9 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
   const stat = readStat(pid);
   const st = readStatus(pid);
   const threads = [pid, ...tids.filter((t) => t !== pid)].map((tid) => collectThread(pid, tid, site, maps));
+  const advice = adviceByStart(pid);
   const vmas: Vma[] = maps.map((m) => ({
+    ...(advice.has(m.start) && !['[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]'].includes(m.path) ? { advice: advice.get(m.start) } : {}),
     start: toHex(m.start),
     end: toHex(m.end),
     perms: m.perms,
@@ -205,6 +267,7 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
   }));
   return {
     pid,
+    hostPid: pid,
     ppid: Number(stat.f(4)),
     pgid: Number(stat.f(5)),
     sid: Number(stat.f(6)),
@@ -214,7 +277,19 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     umask: Number.parseInt(st.get('Umask') ?? '022', 8),
     personality: Number.parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
     pdeathsig,
-    pendingShared: peekSiginfo(pid, true).map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') })),
+    pendingShared: pendingOf(pid, true),
+    cgroup: readFileSync(`/proc/${pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1] ?? '/',
+    creds: {
+      uids: (st.get('Uid') ?? '0 0 0 0').split(/\s+/).map(Number),
+      gids: (st.get('Gid') ?? '0 0 0 0').split(/\s+/).map(Number),
+      groups: (st.get('Groups') ?? '').split(/\s+/).filter(Boolean).map(Number),
+      capInh: toHex(BigInt(`0x${st.get('CapInh') ?? '0'}`)),
+      capPrm: toHex(BigInt(`0x${st.get('CapPrm') ?? '0'}`)),
+      capEff: toHex(BigInt(`0x${st.get('CapEff') ?? '0'}`)),
+      capBnd: toHex(BigInt(`0x${st.get('CapBnd') ?? '0'}`)),
+      capAmb: toHex(BigInt(`0x${st.get('CapAmb') ?? '0'}`)),
+      noNewPrivs: st.get('NoNewPrivs') === '1',
+    },
     mm: collectMm(pid, brk),
     auxv: readFileSync(`/proc/${pid}/auxv`).toString('base64'),
     vmas,
@@ -222,6 +297,7 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     sigactions: collectSigactions(pid, site, maps),
     rlimits: collectRlimits(pid),
     itimers: collectItimers(pid, site, maps),
+    posixTimers: collectPosixTimers(pid, site, maps),
     threads,
     pagesFile: pagesFileName(pid),
     pagesBytes: 0,

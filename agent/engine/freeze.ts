@@ -253,6 +253,11 @@ export class FrozenTree {
     }
   }
 
+  /** The cgroup (v2 path) a process was in before the freeze moved it. */
+  originalCgroup(pid: number): string | undefined {
+    return this.origCgroup.get(pid);
+  }
+
   get cgroupDir(): string | null {
     return this.cgroup;
   }

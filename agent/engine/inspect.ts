@@ -51,7 +51,7 @@ export function inspectImage(dir: string): ImageSummary {
   }
   return {
     dir,
-    shared: img.shared.map((sh) => (sh.kind === 'pipe' ? { kind: sh.kind, inode: sh.inode, buffered: Buffer.from(sh.data, 'base64').length } : sh.kind === 'memfd' ? { kind: sh.kind, name: sh.name, size: sh.size } : sh.kind === 'file' ? { kind: sh.kind, path: sh.path, pos: sh.pos } : { kind: sh.kind, type: sh.type, queued: sh.data.map((d) => Buffer.from(d, 'base64').length) })),
+    shared: img.shared.map((sh) => (sh.kind === 'pipe' || sh.kind === 'fifo' ? { kind: sh.kind, inode: sh.inode, buffered: Buffer.from(sh.data, 'base64').length } : sh.kind === 'memfd' ? { kind: sh.kind, name: sh.name, size: sh.size } : sh.kind === 'file' ? { kind: sh.kind, path: sh.path, pos: sh.pos } : { kind: sh.kind, type: sh.type, queued: sh.data.map((d) => Buffer.from(d, 'base64').length) })),
     version: img.version,
     createdAt: img.createdAt,
     root: img.root,

@@ -36,6 +36,8 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
     if (!u) return { unsupported: 'socket' };
     if (u.name) return { unsupported: `unix socket bound to ${u.name}` };
     if (u.state !== 1 || u.peer === 0) return { unsupported: 'unconnected unix socket' };
+    const scm = Number(/^scm_fds:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
+    if (scm > 0) return { unsupported: `unix socket with ${scm} fd(s) in flight (SCM_RIGHTS)` };
     return { kind: 'unix' };
   }
   if (t.startsWith('pipe:')) return { kind: 'pipe' };
@@ -54,7 +56,7 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
   if (st.isFile()) return { kind: 'file' };
   if (st.isDirectory()) return { kind: 'dir' };
   if (st.isCharacterDevice() && SUPPORTED_CHR.test(t)) return { kind: 'chr' };
-  if (st.isFIFO()) return { unsupported: 'fifo' };
+  if (st.isFIFO()) return { kind: 'fifo' };
   return { unsupported: `device ${t}` };
 }
 
@@ -69,28 +71,25 @@ function nsOf(pid: number, ns: string): string {
 }
 
 /** Every problem in one process; an empty list means the engine can carry it. */
-export function preflightProcess(pid: number, opts: { allowChildren?: boolean } = {}): Problem[] {
+export function preflightProcess(pid: number, opts: { allowChildren?: boolean; container?: boolean } = {}): Problem[] {
   const out: Problem[] = [];
   const status = readStatus(pid);
   const add = (where: string, kind: string, detail: string) => out.push({ pid, where, kind, detail });
   if (status.get('TracerPid') !== '0') add('process', 'ptraced', `already traced by pid ${status.get('TracerPid')}`);
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
+  const root = readlinkSync(`/proc/${pid}/root`);
+  if (root !== '/') add('process', 'chroot', `root directory is ${root}`);
   if (!opts.allowChildren) {
     const kids = listChildren(pid);
     if (kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
   }
-  for (const ns of ['pid', 'uts', 'ipc', 'time', 'net', 'mnt', 'user']) {
+  // A container brings its own pid/uts/ipc/time/mount namespaces (checked by isContainer); anything else must share ours.
+  for (const ns of opts.container ? [] : ['pid', 'uts', 'ipc', 'time', 'net', 'mnt', 'user']) {
     try {
       if (nsOf(pid, ns) !== nsOf(process.pid, ns)) add('process', `${ns} namespace`, `runs in its own ${ns} namespace`);
     } catch {
       // namespace kind not present on this kernel
     }
-  }
-  try {
-    const timers = readFileSync(`/proc/${pid}/timers`, 'utf8').match(/^ID: (\d+)/gm) ?? [];
-    if (timers.length > 0) add('process', 'POSIX timer', `${timers.length} timer(s) from timer_create`);
-  } catch {
-    // kernel without CONFIG_POSIX_TIMERS/CHECKPOINT_RESTORE: nothing to see
   }
   for (const fd of listFds(pid)) {
     const k = fdKind(pid, fd);
@@ -161,7 +160,7 @@ export function treeOf(root: number): number[] {
 }
 
 /** Throws Unsupported naming the first problem (all of them in details); NotFound if the pid is gone. */
-export function preflight(pids: readonly number[], opts: { allowChildren?: boolean } = {}): void {
+export function preflight(pids: readonly number[], opts: { allowChildren?: boolean; container?: boolean } = {}): void {
   clearUnixTable();
   const problems: Problem[] = [];
   for (const pid of pids) {

@@ -54,17 +54,21 @@ export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memory
   }
   const memoryMs = performance.now() - t;
   husk.protectAll(p.vmas);
+  husk.adviseAll(p.vmas);
+  husk.joinCgroup(p);
   husk.setMm(p);
   husk.restoreFds(p.fds);
   husk.restoreProcessState(p);
-  husk.createThreads(p.threads);
+  husk.createThreads(p);
+  husk.restoreTimers(p);
+  husk.restoreCreds(p);
   return { memoryMs };
 }
 
 /** Registers and per-thread state go in last; the process stays stopped until release(). */
 export function finishProcess(husk: Husk, p: ProcessImage): void {
   husk.queueSharedSignals(p);
-  for (const t of p.threads) husk.restoreThreadState(t);
+  for (const t of p.threads) husk.restoreThreadState(t, p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
   const leader = p.threads.find((t) => t.tid === p.pid);
   if (!leader) throw new FerryError(ErrorCode.BadImage, `process ${p.pid} has no leader thread in the image`);
@@ -80,7 +84,7 @@ export function createHusks(img: Image, dir: string): Map<number, Husk> {
   const root = img.processes[0]!;
   const avoid = img.processes.flatMap((p) => p.vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })));
   try {
-    const rh = Husk.create(root.pid, avoid);
+    const rh = img.container ? Husk.createContainer(img.container, avoid) : Husk.create(root.pid, avoid);
     husks.set(root.pid, rh);
     if (root.sid === root.pid) rh.leadSession();
     if (img.shared.length > 0) {
@@ -103,7 +107,7 @@ export function restore(dir: string, opts: { skipMachineCheck?: boolean } = {}):
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
-  for (const p of img.processes) waitPidFree(p.pid);
+  if (!img.container) for (const p of img.processes) waitPidFree(p.pid);
   const husks = createHusks(img, dir);
   let memoryMs = 0;
   try {
@@ -116,7 +120,8 @@ export function restore(dir: string, opts: { skipMachineCheck?: boolean } = {}):
     throw err;
   }
   const result = {
-    pid: img.root,
+    /** As the host sees it: for a container, the host pid of its init. */
+    pid: husks.get(img.processes[0]!.pid)!.pid,
     processes: img.processes.length,
     threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
     pagesBytes: img.processes.reduce((a, p) => a + p.pagesBytes, 0),

@@ -4,7 +4,7 @@
 import { statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { unixTable } from './preflight.ts';
-import { O, closeFd, ioctl, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
+import { O, closeFd, ioctl, openFile, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
 import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
 
 const FIONREAD = 0x541b;
@@ -38,6 +38,29 @@ export function peekPipe(pid: number, fd: number): { data: Buffer; capacity: num
     return { data, capacity };
   } finally {
     for (const f of [mine, ...priv, pidfd]) if (f >= 0) closeFd(f);
+  }
+}
+
+/** Bytes in a named pipe, through a reader of our own (the tree may hold only the write end). */
+function peekFifo(src: string): Buffer {
+  const fd = openFile(src, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
+  const fds = Buffer.alloc(8);
+  let priv: number[] = [];
+  try {
+    const n = Buffer.alloc(4);
+    ioctl(fd, FIONREAD, n);
+    const pending = n.readInt32LE(0);
+    if (pending === 0) return Buffer.alloc(0);
+    sys('pipe2', fds, O.CLOEXEC | O.NONBLOCK);
+    priv = [fds.readInt32LE(0), fds.readInt32LE(4)];
+    if (pending > 65536) sys('fcntl', priv[1]!, F_SETPIPE_SZ, sys('fcntl', fd, F_GETPIPE_SZ));
+    if (sys('tee', fd, priv[1]!, pending, SPLICE_F_NONBLOCK) !== pending) throw new FerryError(ErrorCode.Internal, `tee copied less than ${pending} bytes from ${src}`);
+    const data = Buffer.alloc(pending);
+    let got = 0;
+    while (got < pending) got += readFd(priv[0]!, data.subarray(got));
+    return data;
+  } finally {
+    for (const f of [...priv, fd]) closeFd(f);
   }
 }
 
@@ -98,6 +121,27 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
           e.capacity = capacity;
         }
       } else e.writeFlags = f.flags;
+    }
+  }
+  // FIFOs: one entry per named pipe, whichever of its ends the tree holds.
+  const fifos = new Map<number, number>();
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.kind !== 'fifo' || f.dupOf !== undefined || (f.flags & 3) === 2) continue;
+      const src = `/proc/${p.pid}/fd/${f.fd}`;
+      const ino = statSync(src).ino;
+      let idx = fifos.get(ino);
+      if (idx === undefined) {
+        idx = shared.length;
+        fifos.set(ino, idx);
+        shared.push({ kind: 'fifo', path: f.path, inode: ino, readFlags: -1, writeFlags: -1, data: peekFifo(src).toString('base64') });
+      }
+      const e = shared[idx]!;
+      if (e.kind !== 'fifo') continue;
+      f.shared = idx;
+      f.end = (f.flags & 3) === 0 ? 0 : 1;
+      if (f.end === 0) e.readFlags = f.flags;
+      else e.writeFlags = f.flags;
     }
   }
   // Socketpairs: both ends, each with the bytes it has queued to read.

@@ -1,8 +1,9 @@
 // Single-threaded processes: checkpoint, kill, restore with the same pid; the workload's own
 // checks must keep passing and it must keep making progress from where it stopped.
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
 import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
@@ -15,8 +16,8 @@ import {
   cleanup,
   lastTick,
   logLines,
+  waitFor,
   procState,
-  removeFixtures,
   sealInheritedFds,
   startWorkload,
   tempDir,
@@ -33,7 +34,6 @@ afterEach(async () => {
   cleanup();
   await stopAllWorkloads();
 });
-afterAll(() => removeFixtures());
 
 const vdsoOf = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').find((l) => l.endsWith('[vdso]'))?.split(' ')[0];
 
@@ -133,6 +133,54 @@ describe('engine: single-threaded checkpoint/restore', () => {
     const later = await waitForProgress(w, { beyond: frozen + 500, timeoutMs: 15_000 });
     expect(later.ok).toBe(true);
     expect(Number(later.full_checks)).toBeGreaterThan(Number(st.full_checks));
+  });
+});
+
+describe('engine: credentials', () => {
+  it('uids, gids, groups, capability sets and no_new_privs come back exactly', { timeout: 60_000 }, async () => {
+    const script = join(dirname(fileURLToPath(import.meta.url)), 'engine-fixtures', 'creds.py');
+    const w = startWorkload([
+      'setpriv', '--reuid', '1234', '--regid', '2345', '--groups', '3456,4567', '--inh-caps', '-all', '--bounding-set', '-all,+net_bind_service,+kill', '--no-new-privs',
+      '/usr/bin/python3', script,
+    ]);
+    await waitTick(w, 20);
+    const images = tempDir('img');
+    checkpoint(w.pid, { imagesDir: images });
+    const creds = readImage(images).processes[0]!.creds;
+    expect(creds).toMatchObject({ uids: [1234, 1234, 1234, 1234], gids: [2345, 2345, 2345, 2345], groups: [3456, 4567], noNewPrivs: true });
+    await waitGone(w.pid);
+    const at = lastTick(w);
+    restore(images);
+    adopt(w.pid);
+    await waitTick(w, at + 30);
+    const status = readFileSync(`/proc/${w.pid}/status`, 'utf8');
+    expect(status).toMatch(/Uid:\s+1234\s+1234\s+1234\s+1234/);
+    expect(status).toMatch(/NoNewPrivs:\s+1/);
+    expect(status).toContain(`CapBnd:\t${BigInt(creds.capBnd).toString(16).padStart(16, '0')}`);
+  });
+});
+
+describe('engine: timers', () => {
+  it('clocks: ITIMER_REAL and a POSIX timer (same id, signal and value) keep ticking, clocks do not jump', { timeout: 60_000 }, async () => {
+    const w = await startHarnessWorkload('clocks');
+    await waitForProgress(w, { beyond: 20, timeoutMs: 15_000 });
+    for (let i = 0; i < 2; i++) {
+      const images = tempDir('img');
+      checkpoint(w.pid, { imagesDir: images });
+      const timers = readImage(images).processes[0]!.posixTimers;
+      expect(timers).toHaveLength(1);
+      expect(readImage(images).processes[0]!.itimers.map((t) => t.which)).toContain(0);
+      await waitGone(w.pid);
+      const rr = restore(images);
+      adopt(rr.pid);
+      expect(readFileSync(`/proc/${w.pid}/timers`, 'utf8')).toContain(`ID: ${timers[0]!.id}`);
+      const before = readStatus(w);
+      await waitFor('both timers to tick after the restore', () => {
+        const s = readStatus(w);
+        expect(s.ok).toBe(true);
+        return Number(s.itimer_ticks) > Number(before.itimer_ticks) + 2 && Number(s.posix_timer_ticks) > Number(before.posix_timer_ticks) + 10;
+      });
+    }
   });
 });
 

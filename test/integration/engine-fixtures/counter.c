@@ -2,7 +2,9 @@
 //   "tick N sum S" lines while healthy, "FAIL <why>" and exit 3 as soon as anything is off.
 // State it relies on: heap (brk) and mmap'd anonymous memory, a private file mapping with one
 // copied-on-write page, a file written through its fd offset (O_APPEND log and a data file),
-// a signal handler, nanosleep in the loop (interrupted syscalls), its pid.
+// a signal handler that must run on its alternate signal stack, madvise state (WIPEONFORK and
+// DONTFORK regions, checked in /proc/self/smaps), nanosleep in the loop (interrupted syscalls),
+// its pid.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -15,8 +17,33 @@
 #include <unistd.h>
 
 #define N (1u << 20) /* 8 MiB of u64 */
-static volatile sig_atomic_t usr1;
-static void on_usr1(int s) { (void)s; usr1++; }
+static volatile sig_atomic_t usr1, on_alt;
+static char *alt_lo, *alt_hi;
+static void on_usr1(int s) {
+  char here;
+  (void)s;
+  usr1++;
+  on_alt = &here >= alt_lo && &here < alt_hi;
+}
+
+/* The VmFlags line of the mapping starting at addr contains flag. */
+static int has_vmflag(void *addr, const char *flag) {
+  char want[32], line[512];
+  snprintf(want, sizeof want, "%lx-", (unsigned long)addr);
+  FILE *f = fopen("/proc/self/smaps", "r");
+  int in = 0, found = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    if (strchr(line, '-') && strncmp(line, want, strlen(want)) == 0) in = 1;
+    else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      char pat[8];
+      snprintf(pat, sizeof pat, " %s", flag);
+      found = strstr(line, pat) != NULL;
+      break;
+    }
+  }
+  if (f) fclose(f);
+  return found;
+}
 
 static void fail(const char *why, unsigned long long a, unsigned long long b) {
   printf("FAIL %s %llu %llu\n", why, a, b);
@@ -29,7 +56,17 @@ int main(int argc, char **argv) {
   unsigned long long extra_mb = argc > 3 ? strtoull(argv[3], 0, 10) : 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   pid_t me = getpid();
-  signal(SIGUSR1, on_usr1);
+  stack_t ss = {.ss_sp = malloc(65536), .ss_size = 65536, .ss_flags = 0};
+  alt_lo = ss.ss_sp;
+  alt_hi = alt_lo + ss.ss_size;
+  if (sigaltstack(&ss, NULL)) fail("sigaltstack", 0, 0);
+  struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_ONSTACK | SA_RESTART};
+  sigaction(SIGUSR1, &sa, NULL);
+  char *wipe = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *nofork = mmap(NULL, 5 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (madvise(wipe, 3 * 4096, MADV_WIPEONFORK) || madvise(nofork, 5 * 4096, MADV_DONTFORK)) fail("madvise", 0, 0);
+  wipe[0] = 1;
+  nofork[0] = 2;
   uint64_t *a = mmap(NULL, N * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (a == MAP_FAILED) fail("mmap", 0, 0);
   char *heap = malloc(64 * 1024); /* small: comes from brk */
@@ -82,6 +119,9 @@ int main(int argc, char **argv) {
       unsigned before = usr1;
       raise(SIGUSR1);
       if (usr1 != before + 1) fail("sigusr1", usr1, before);
+      if (!on_alt) fail("handler not on the alternate stack", 0, 0);
+      if (!has_vmflag(wipe, "wf") || !has_vmflag(nofork, "dc")) fail("madvise state lost", 0, 0);
+      if (wipe[0] != 1 || nofork[0] != 2) fail("advised pages", wipe[0], nofork[0]);
       printf("tick %llu sum %llu\n", tick, total);
     }
     nanosleep(&ts, NULL);

@@ -1,7 +1,8 @@
 // Shared by the engine integration tests: build C fixtures, start workloads detached (never as
 // children of the test process), read their self-checks, and clean up only what was started.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,12 +10,20 @@ import { spawnDetached } from '../../../agent/engine/detached.ts';
 import { sys } from '../../../agent/ffi/syscalls.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const binDir = join(tmpdir(), `ferry-engine-fixtures-${process.pid}`);
+const binDir = join(tmpdir(), 'ferry-engine-fixtures');
 
+/** Compiles a fixture once per source version (cached by content hash); concurrent builds rename into place. */
 export function buildFixture(name: string, flags: string[] = []): string {
-  mkdirSync(binDir, { recursive: true });
-  const out = join(binDir, name);
-  if (!existsSync(out)) execFileSync('gcc', ['-O2', '-g', '-o', out, join(here, `${name}.c`), ...flags], { stdio: 'pipe' });
+  const src = join(here, `${name}.c`);
+  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 12);
+  // The hash names the directory, not the binary: tests compare the process name (comm).
+  mkdirSync(join(binDir, hash), { recursive: true });
+  const out = join(binDir, hash, name);
+  if (!existsSync(out)) {
+    const tmp = `${out}.${process.pid}.tmp`;
+    execFileSync('gcc', ['-O2', '-g', '-o', tmp, src, ...flags], { stdio: 'pipe' });
+    renameSync(tmp, out);
+  }
   return out;
 }
 
@@ -35,6 +44,7 @@ export function tempDir(tag: string): string {
 
 export function startWorkload(argv: string[], tag = 'wl'): Workload {
   const dir = tempDir(tag);
+  chmodSync(dir, 0o755); // workloads may run under another uid
   const log = join(dir, 'out.log');
   const pid = spawnDetached(argv.map((a) => a.replace('{dir}', dir)), { log, cwd: dir });
   started.add(pid);
@@ -105,9 +115,6 @@ export function cleanup(): void {
   dirs.clear();
 }
 
-export function removeFixtures(): void {
-  rmSync(binDir, { recursive: true, force: true });
-}
 
 /**
  * Marks every descriptor this test process inherited (above stderr) close-on-exec, so workloads

@@ -1,0 +1,201 @@
+// Descriptors of a husk: shared descriptions created once in the root before any child exists
+// (pipes with their data, socketpairs, memfds, files inherited across fork), then every fd of
+// the image in place, eventfd/timerfd/signalfd/epoll made anew with their state.
+import { join } from 'node:path';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { type FdImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
+import { closeFd, pidfdGetfd, pidfdOpen, pwrite, vmRead, writeFd } from '../ffi/syscalls.ts';
+import { PagesReader } from './memory.ts';
+import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
+
+export class HuskFiles extends HuskCore {
+  /**
+   * Creates every shared description in this (root) husk on fds from `base` up, before any
+   * child exists: children inherit them and dup what they use into place. Pipe contents are
+   * written from the agent through pidfd_getfd.
+   */
+  createShared(shared: readonly SharedImage[], base: number, dir: string): void {
+    this.parkBase = base;
+    let next = base;
+    for (const sh of shared) {
+      if (sh.kind === 'pipe') {
+        const fds = this.put(OFF_ARGS, Buffer.alloc(8));
+        this.inj(this.pid, 'pipe2', [fds, 0]);
+        const b = Buffer.alloc(8);
+        vmRead(this.pid, fds, b);
+        const r = next++;
+        const w = next++;
+        this.inj(this.pid, 'dup3', [b.readInt32LE(0), r, 0]);
+        this.inj(this.pid, 'dup3', [b.readInt32LE(4), w, 0]);
+        this.inj(this.pid, 'close', [b.readInt32LE(0)]);
+        this.inj(this.pid, 'close', [b.readInt32LE(4)]);
+        if (sh.capacity !== 65536) this.inj(this.pid, 'fcntl', [w, 1031, sh.capacity]); // F_SETPIPE_SZ
+        const data = Buffer.from(sh.data, 'base64');
+        if (data.length > 0) this.agentWrite(w, data);
+        // Status flags live on the description, so setting them once here sets them for every holder.
+        this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]); // F_SETFL
+        this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
+        this.parked.push({ r, w });
+      } else if (sh.kind === 'fifo') {
+        // The read end first and non-blocking, so neither open waits for a peer; flags are set afterwards.
+        const r = next++;
+        const w = next++;
+        const tr = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000, 0]);
+        this.inj(this.pid, 'dup3', [tr, r, 0]);
+        this.inj(this.pid, 'close', [tr]);
+        const tw = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000 | 1, 0]);
+        this.inj(this.pid, 'dup3', [tw, w, 0]);
+        this.inj(this.pid, 'close', [tw]);
+        const data = Buffer.from(sh.data, 'base64');
+        if (data.length > 0) this.agentWrite(w, data);
+        if (sh.readFlags >= 0) this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]);
+        if (sh.writeFlags >= 0) this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
+        this.parked.push({ r, w });
+      } else if (sh.kind === 'socketpair') {
+        const sv = this.put(OFF_ARGS, Buffer.alloc(8));
+        this.inj(this.pid, 'socketpair', [1, sh.type, 0, sv]);
+        const b = Buffer.alloc(8);
+        vmRead(this.pid, sv, b);
+        const ends = [next++, next++];
+        for (let i = 0; i < 2; i++) {
+          this.inj(this.pid, 'dup3', [b.readInt32LE(i * 4), ends[i]!, 0]);
+          this.inj(this.pid, 'close', [b.readInt32LE(i * 4)]);
+        }
+        // What end i had queued to read was sent by the other end.
+        for (let i = 0; i < 2; i++) {
+          const data = Buffer.from(sh.data[i]!, 'base64');
+          if (data.length > 0) this.agentWrite(ends[1 - i]!, data);
+        }
+        for (let i = 0; i < 2; i++) this.inj(this.pid, 'fcntl', [ends[i]!, 4, sh.flags[i]! & ~3]);
+        this.parked.push({ r: ends[0]!, w: ends[1]! });
+      } else if (sh.kind === 'memfd') {
+        const fd = next++;
+        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), 0]);
+        this.inj(this.pid, 'dup3', [tmp, fd, 0]);
+        this.inj(this.pid, 'close', [tmp]);
+        this.inj(this.pid, 'ftruncate', [fd, sh.size]);
+        const reader = new PagesReader(join(dir, sh.file));
+        const pidfd = pidfdOpen(this.pid);
+        try {
+          const mine = pidfdGetfd(pidfd, fd);
+          try {
+            for (const run of sh.runs) pwrite(mine, reader.read(run), Number(fromHex(run.addr)));
+          } finally {
+            closeFd(mine);
+          }
+        } finally {
+          closeFd(pidfd);
+          reader.close();
+        }
+        if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        this.parked.push({ r: fd, w: fd });
+      } else {
+        const fd = next++;
+        const tmp = this.inj(this.pid, 'open', [this.putStr(sh.path), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
+        this.inj(this.pid, 'dup3', [tmp, fd, 0]);
+        this.inj(this.pid, 'close', [tmp]);
+        if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        this.parked.push({ r: fd, w: fd });
+      }
+    }
+  }
+
+  /** Writes bytes into one of the husk's descriptors from the agent (pidfd_getfd), e.g. data in flight in a pipe. */
+  protected agentWrite(fd: number, data: Buffer): void {
+    const pidfd = pidfdOpen(this.pid);
+    try {
+      const mine = pidfdGetfd(pidfd, fd);
+      try {
+        let off = 0;
+        while (off < data.length) off += writeFd(mine, data.subarray(off));
+      } finally {
+        closeFd(mine);
+      }
+    } finally {
+      closeFd(pidfd);
+    }
+  }
+
+  restoreFds(fds: readonly FdImage[]): void {
+    for (const f of fds) {
+      const cloexec = f.cloexec ? 0o2000000 : 0;
+      if (f.shared !== undefined && f.dupOf === undefined) {
+        const slot = this.parked[f.shared];
+        if (!slot) throw new FerryError(ErrorCode.BadImage, `fd ${f.fd} of pid ${this.pid} names shared description ${f.shared}, which the image lacks`);
+        this.inj(this.pid, 'dup3', [(f.end ?? ((f.flags & 3) === 0 ? 0 : 1)) === 0 ? slot.r : slot.w, f.fd, cloexec]);
+        continue;
+      }
+      if (f.dupOf === undefined && ANON_FD_KINDS.has(f.kind)) {
+        this.createAnonFd(f);
+        continue;
+      }
+      if (f.dupOf !== undefined) {
+        this.inj(this.pid, 'dup3', [f.dupOf, f.fd, cloexec]);
+        continue;
+      }
+      const flags = (f.flags & ~(0o100 | 0o200 | 0o1000)) | (f.kind === 'dir' ? 0o200000 : 0);
+      let tmp: bigint;
+      try {
+        tmp = this.inj(this.pid, 'open', [this.putStr(f.path), flags, 0]);
+      } catch (err) {
+        throw new FerryError(ErrorCode.NotFound, `cannot reopen fd ${f.fd} of pid ${this.pid}: ${f.path}`, { details: { pid: this.pid, fd: f.fd, path: f.path }, cause: err });
+      }
+      if (Number(tmp) !== f.fd) {
+        this.inj(this.pid, 'dup3', [tmp, f.fd, cloexec]);
+        this.inj(this.pid, 'close', [tmp]);
+      } else if (cloexec) this.inj(this.pid, 'fcntl', [f.fd, 2, 1]); // F_SETFD FD_CLOEXEC
+      if (f.kind === 'file' && f.pos > 0) this.inj(this.pid, 'lseek', [f.fd, f.pos, 0]);
+    }
+    if (this.parkBase > 0) this.inj(this.pid, 'close_range', [this.parkBase, 0xffffffff, 0]);
+    // Registrations name fd numbers, so they go in once every fd is in place.
+    for (const f of fds) {
+      if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;
+      for (const it of f.epoll ?? []) {
+        const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
+        ev.writeUInt32LE(it.events >>> 0, 0);
+        ev.writeBigUInt64LE(fromHex(it.data), 4);
+        this.inj(this.pid, 'epoll_ctl', [f.fd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
+      }
+    }
+  }
+
+  /** eventfd, timerfd, signalfd and epoll instances are made anew with their state. */
+  protected createAnonFd(f: FdImage): void {
+    const nb = f.flags & 0o4000;
+    let tmp: bigint;
+    switch (f.kind) {
+      case 'eventfd':
+        tmp = this.inj(this.pid, 'eventfd2', [0, nb | (f.eventfd?.semaphore ? 1 : 0)]);
+        break;
+      case 'timerfd':
+        tmp = this.inj(this.pid, 'timerfd_create', [f.timerfd?.clockid ?? 1, nb]);
+        break;
+      case 'signalfd': {
+        const m = Buffer.alloc(8);
+        m.writeBigUInt64LE(fromHex(f.signalfd?.mask ?? '0x0'), 0);
+        tmp = this.inj(this.pid, 'signalfd4', [-1, this.put(OFF_ARGS, m), 8, nb]);
+        break;
+      }
+      default:
+        tmp = this.inj(this.pid, 'epoll_create1', [0]);
+    }
+    if (Number(tmp) !== f.fd) {
+      this.inj(this.pid, 'dup3', [tmp, f.fd, f.cloexec ? 0o2000000 : 0]);
+      this.inj(this.pid, 'close', [tmp]);
+    } else if (f.cloexec) this.inj(this.pid, 'fcntl', [f.fd, 2, 1]);
+    if (f.eventfd && fromHex(f.eventfd.count) > 0n) {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(fromHex(f.eventfd.count), 0);
+      this.agentWrite(f.fd, b);
+    }
+    const t = f.timerfd;
+    const idle = (v: [number, number]) => v[0] === 0 && v[1] === 0;
+    // An expired timer shows value 0 until it is read; it must still fire (at once) and keep its interval.
+    if (t && (!idle(t.value) || !idle(t.interval) || t.ticks > 0)) {
+      const value = idle(t.value) ? [0, 1] : t.value;
+      const its = Buffer.alloc(32);
+      [t.interval[0], t.interval[1], value[0]!, value[1]!].forEach((v, i) => its.writeBigInt64LE(BigInt(v), i * 8));
+      this.inj(this.pid, 'timerfd_settime', [f.fd, 0, this.put(OFF_ARGS, its), 0]);
+    }
+  }
+}

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/workload.ts';
 import { spawnDetached } from './engine/detached.ts';
-import { listChildren } from './engine/procfs.ts';
+import { isGone, listChildren } from './engine/procfs.ts';
 import { cgroup2Root } from './probes.ts';
 
 const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: true, command: true, startedAt: true, address: true, cgroup: true, log: true }).extend({
@@ -18,14 +18,7 @@ const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: 
 type Entry = z.infer<typeof Entry>;
 const Registry = z.array(Entry);
 
-function alive(pid: number | null): boolean {
-  if (pid === null) return false;
-  try {
-    return !/^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+const alive = (pid: number | null): boolean => pid !== null && !isGone(pid);
 
 /** Every pid of the tree under root, root first. */
 export function treePids(root: number): number[] {

@@ -171,28 +171,9 @@ export class FrozenTree {
   /** Lets the workload run on as before: detach, thaw, SIGCONT, back to its own cgroup. Never throws. */
   release(): void {
     if (this.state === 'released' || this.state === 'killed') return;
-    for (const tid of this.tasks.keys()) {
-      try {
-        detach(tid);
-      } catch {
-        // not stopped (already running) or gone
-      }
-    }
-    this.tasks.clear();
-    if (this.cgroup) {
-      try {
-        writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
-      } catch {
-        // cgroup already gone
-      }
-    }
-    for (const pid of this.pids) {
-      try {
-        killPid(pid, SIGCONT);
-      } catch {
-        // gone
-      }
-    }
+    this.detachAll();
+    this.thawCgroup();
+    this.signalAll(SIGCONT);
     this.leaveCgroup();
     this.state = 'released';
     if (chan.hasSubscribers) chan.publish({ kind: 'released', pids: this.pids });
@@ -201,30 +182,42 @@ export class FrozenTree {
   /** Ends the checkpointed workload (its image now carries it). Never throws. */
   kill(): void {
     if (this.state === 'released' || this.state === 'killed') return;
+    this.detachAll();
+    this.signalAll(SIGKILL);
+    this.thawCgroup();
+    this.leaveCgroup();
+    this.state = 'killed';
+  }
+
+  /** Stops tracing every task; one already running or gone is skipped. */
+  private detachAll(): void {
     for (const tid of this.tasks.keys()) {
       try {
         detach(tid);
       } catch {
-        // gone
+        // not stopped (already running) or gone
       }
     }
     this.tasks.clear();
+  }
+
+  private thawCgroup(): void {
+    if (!this.cgroup) return;
+    try {
+      writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
+    } catch {
+      // cgroup already gone
+    }
+  }
+
+  private signalAll(sig: number): void {
     for (const pid of this.pids) {
       try {
-        killPid(pid, SIGKILL);
+        killPid(pid, sig);
       } catch {
         // gone
       }
     }
-    if (this.cgroup) {
-      try {
-        writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
-      } catch {
-        // gone
-      }
-    }
-    this.leaveCgroup();
-    this.state = 'killed';
   }
 
   private leaveCgroup(): void {

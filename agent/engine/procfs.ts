@@ -78,3 +78,12 @@ export function listChildren(pid: number): number[] {
 }
 
 export const readComm = (pid: number, tid = pid): string => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').replace(/\n$/, '');
+
+/** The process has exited: it is gone from /proc, or a zombie waiting for its parent to reap it. */
+export function isGone(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}

@@ -1,7 +1,7 @@
 // Restore from an image directory: check the machine, build a husk per process, fill it, and
 // let it run. Any failure kills what was built.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, fromHex } from '../../shared/image-format.ts';
@@ -9,6 +9,7 @@ import { assertCompatible } from './compat.ts';
 import { Husk } from './husk.ts';
 import { readImage } from './image-io.ts';
 import { PagesReader } from './memory.ts';
+import { isGone } from './procfs.ts';
 
 const chan = diagnostics_channel.channel('ferry:restore');
 
@@ -30,13 +31,7 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export function waitPidFree(pid: number, timeoutMs = 5000): void {
   const deadline = performance.now() + timeoutMs;
   while (existsSync(`/proc/${pid}`)) {
-    let zombie = false;
-    try {
-      zombie = / [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/\(.*\)/s, ''));
-    } catch {
-      continue;
-    }
-    if (!zombie || performance.now() > deadline) throw new FerryError(ErrorCode.Conflict, `pid ${pid} is in use: cannot restore into it`, { details: { pid } });
+    if (!isGone(pid) || performance.now() > deadline) throw new FerryError(ErrorCode.Conflict, `pid ${pid} is in use: cannot restore into it`, { details: { pid } });
     Atomics.wait(sleeper, 0, 0, 5);
   }
 }

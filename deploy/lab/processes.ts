@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isGone } from '../../agent/engine/procfs.ts';
 
 export interface StartedProcess {
   pid: number;
@@ -38,15 +39,7 @@ export function cmdline(pid: number): string | null {
   }
 }
 
-function isZombieOrGone(pid: number): boolean {
-  try {
-    return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
-
-export const isRunning = (p: { pid: number; marker: string }): boolean => !isZombieOrGone(p.pid) && (cmdline(p.pid)?.includes(p.marker) ?? false);
+export const isRunning = (p: { pid: number; marker: string }): boolean => !isGone(p.pid) && (cmdline(p.pid)?.includes(p.marker) ?? false);
 
 /** SIGTERM, then SIGKILL after graceMs; resolves once the process is gone. */
 export async function stopProcess(p: { pid: number; marker: string }, graceMs = 3_000): Promise<void> {
@@ -54,11 +47,11 @@ export async function stopProcess(p: { pid: number; marker: string }, graceMs = 
   process.kill(p.pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (Date.now() < deadline) {
-    if (isZombieOrGone(p.pid)) return;
+    if (isGone(p.pid)) return;
     await sleep(50);
   }
   if (isRunning(p)) process.kill(p.pid, 'SIGKILL');
-  while (!isZombieOrGone(p.pid)) await sleep(20);
+  while (!isGone(p.pid)) await sleep(20);
 }
 
 /** Set in the environment of everything the lab starts, so that `lab down` can find it after a crash. */
@@ -107,5 +100,5 @@ export async function killAll(pids: number[]): Promise<void> {
       // gone already
     }
   }
-  for (const pid of pids) while (!isZombieOrGone(pid)) await sleep(20);
+  for (const pid of pids) while (!isGone(pid)) await sleep(20);
 }

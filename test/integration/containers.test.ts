@@ -3,19 +3,13 @@
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isGone } from '../../agent/engine/procfs.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 
 const env = { FERRY_LAB: 'itcont' };
 const ns = (pid: number, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
-/** Exited: no longer in /proc, or a zombie waiting for its reaper. */
-function gone(pid: number): boolean {
-  try {
-    return /^\d+ \(.*\) [ZX]/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
-}
+
 
 describe('containers', () => {
   beforeAll(async () => {
@@ -77,7 +71,7 @@ describe('containers', () => {
   it('lab down ends workloads the lab started', async () => {
     const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'left', '--', 'sleep', '1000'], env);
     await ferry(['lab', 'down'], env);
-    expect(gone(w.rootPid!)).toBe(true);
+    expect(isGone(w.rootPid!)).toBe(true);
     expect(existsSync(w.cgroup!.split('/itcont/')[0] + '/itcont')).toBe(false);
   });
 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnDetached } from '../../../agent/engine/detached.ts';
+import { isGone } from '../../../agent/engine/procfs.ts';
 import { sys } from '../../../agent/ffi/syscalls.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -66,13 +67,7 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
   }
 }
 
-export const alive = (pid: number): boolean => {
-  try {
-    return !/^\S+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-};
+export const alive = (pid: number): boolean => !isGone(pid);
 
 export const procState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '?';
 

@@ -2,6 +2,7 @@
 import { Svcm } from '@nats-io/services';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { agentApi } from '../shared/protocol.ts';
+import { withFaultPoints } from '../shared/fault.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import { AGENT_VERSION, type FactsSource } from './facts.ts';
@@ -24,15 +25,15 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
   // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
   const mig = group.addGroup('mig');
-  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, (r) => steps.preflight(r)) });
-  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, (r) => steps.freeze(r)) });
-  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, (r) => steps.receive(r)) });
-  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, (r) => steps.send(r)) });
-  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, (r) => steps.restore(r)) });
-  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, (r) => steps.resume(r)) });
-  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, (r) => steps.cleanup(r)) });
-  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, (r) => steps.discard(r)) });
-  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, (r) => steps.thaw(r)) });
+  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, withFaultPoints('agent:preflight', (r) => steps.preflight(r))) });
+  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, withFaultPoints('agent:freeze', (r) => steps.freeze(r))) });
+  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, withFaultPoints('agent:receive', (r) => steps.receive(r))) });
+  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, withFaultPoints('agent:send', (r) => steps.send(r))) });
+  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, withFaultPoints('agent:restore', (r) => steps.restore(r))) });
+  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, withFaultPoints('agent:resume', (r) => steps.resume(r))) });
+  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, withFaultPoints('agent:cleanup', (r) => steps.cleanup(r))) });
+  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, withFaultPoints('agent:discard', (r) => steps.discard(r))) });
+  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, withFaultPoints('agent:thaw', (r) => steps.thaw(r))) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

@@ -139,8 +139,27 @@ export class Workloads {
     throw new FerryError(ErrorCode.Timeout, `workload did not start within 5 s`);
   }
 
-  /** Registers a workload that a migration restored here. */
-  adopt(w: { name: string; rootPid: number; command: string[] }): WorkloadInfo {
+  /**
+   * The cgroup a workload of this name gets here, relative to the cgroup2 root (created if
+   * needed); a restored tree joins it instead of the one it had on its source host.
+   */
+  cgroupFor(name: string): string | null {
+    if (!this.#cgroupBase) return null;
+    const dir = path.join(this.#cgroupBase, name);
+    mkdirSync(dir, { recursive: true });
+    return `/${path.relative(cgroup2Root()!, dir)}`;
+  }
+
+  /** Marks a workload that a migration holds (frozen) or gives back (running). */
+  setState(name: string, state: 'running' | 'frozen'): void {
+    const e = this.#entries.get(name);
+    if (!e || e.state === state) return;
+    e.state = state;
+    this.#save();
+  }
+
+  /** Registers a workload that a migration restored here; shimPid is the parent holding its namespaces. */
+  adopt(w: { name: string; rootPid: number; shimPid: number | null; command: string[] }): WorkloadInfo {
     let cgroup: string | null = null;
     if (this.#cgroupBase) {
       cgroup = path.join(this.#cgroupBase, w.name);
@@ -152,7 +171,7 @@ export class Workloads {
       host: this.host,
       state: 'running',
       rootPid: w.rootPid,
-      shimPid: null,
+      shimPid: w.shimPid,
       command: w.command,
       startedAt: new Date().toISOString(),
       address: null,

@@ -3,6 +3,7 @@
 // coordinator/phases.ts; the machine decides what happens on success, failure and timeout.
 import { ErrorCode, FerryError, type ErrorWire } from '../shared/errors.ts';
 import type { HostFacts } from '../shared/facts.ts';
+import { withFaultPoints } from '../shared/fault.ts';
 import type { StepBase } from '../shared/migration.ts';
 import type { AgentClient } from './agents.ts';
 import { assertCompatible, memoryNeeded } from './compatibility.ts';
@@ -44,7 +45,7 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
     if (!f) throw new FerryError(ErrorCode.Unavailable, `no facts known for host ${host}`);
     return f;
   };
-  return {
+  const fns: MigrationActorFns = {
     async preflight({ input, signal }) {
       const src = factsOf(input.source);
       const dst = factsOf(input.destination);
@@ -114,4 +115,7 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       return { decision: 'aborted' };
     },
   };
+  // Each actor can be made to crash its coordinator before or after its work (shared/fault.ts).
+  const entries = Object.entries(fns) as [string, (a: unknown) => unknown][];
+  return Object.fromEntries(entries.map(([name, fn]) => [name, withFaultPoints(`coordinator:${name}`, fn)])) as unknown as MigrationActorFns;
 }

@@ -424,6 +424,7 @@ export const migrationMachine = setup({
     precopyDisabled: ({ context }) => context.precopy === false,
     switchoverDecided: ({ context }) => context.lastDecision?.action === 'switchover',
     preflightPassed: ({ event }) => preflightFailure(outputOf<'preflight'>(event)) === null,
+    lostRole: ({ event }, params: { role: Role }) => (event as MigrationEvent).type === 'AGENT_LOST' && (event as Extract<MigrationEvent, { type: 'AGENT_LOST' }>).role === params.role,
     rollbackFoundCommit: ({ event }) => outputOf<'rollback'>(event).decision === 'committed',
     rollbackExhausted: ({ context }) => context.rollback.attempts >= context.rollbackPolicy.maxAttempts,
   },
@@ -496,7 +497,7 @@ export const migrationMachine = setup({
     }),
     recordResumed: assign(({ context, system }) => {
       const at = nowOf(system);
-      return { resumeAt: at, downtimeMs: context.freezeAt === null ? null : at - context.freezeAt, lastRetryError: null };
+      return { resumeAt: at, downtimeMs: context.freezeAt === null ? null : at - context.freezeAt };
     }),
     /** A phase before commit stops: actor error, timeout, CANCEL or AGENT_LOST. */
     recordCause: enqueueActions(({ context, event, enqueue, system }) => {
@@ -722,7 +723,11 @@ export const migrationMachine = setup({
             onError: { target: 'backoff', actions: 'recordRetry' },
           },
           after: { resumeTimeout: { target: 'backoff', actions: 'recordRetry' } },
-          on: { REHYDRATE: { target: 'running', reenter: true } },
+          on: {
+            REHYDRATE: { target: 'running', reenter: true },
+            // The agent doing this step died: its reply will never come, so retry without waiting out the timeout.
+            AGENT_LOST: { guard: { type: 'lostRole', params: { role: 'destination' } }, target: 'backoff', actions: ['noteAgentLost', 'recordRetry'] },
+          },
         },
         backoff: {
           after: { rollForwardBackoff: 'running' },
@@ -747,7 +752,11 @@ export const migrationMachine = setup({
             onError: { target: 'backoff', actions: 'recordRetry' },
           },
           after: { cleanupTimeout: { target: 'backoff', actions: 'recordRetry' } },
-          on: { REHYDRATE: { target: 'running', reenter: true } },
+          on: {
+            REHYDRATE: { target: 'running', reenter: true },
+            // The agent doing this step died: its reply will never come, so retry without waiting out the timeout.
+            AGENT_LOST: { guard: { type: 'lostRole', params: { role: 'source' } }, target: 'backoff', actions: ['noteAgentLost', 'recordRetry'] },
+          },
         },
         backoff: {
           after: { rollForwardBackoff: 'running' },
@@ -782,13 +791,20 @@ export const migrationMachine = setup({
               { target: 'backoff', actions: { type: 'recordRollbackError', params: { next: 'retry' } } },
             ],
           },
+          on: {
+            REHYDRATE: { target: 'attempting', reenter: true },
+            // An agent died mid-attempt: its reply will never come; retry (thaw and discard repeat safely).
+            AGENT_LOST: [
+              { guard: 'rollbackExhausted', target: '#migration.failed', actions: ['noteAgentLost', { type: 'recordRollbackError', params: { next: 'failed' } }] },
+              { target: 'backoff', actions: ['noteAgentLost', { type: 'recordRollbackError', params: { next: 'retry' } }] },
+            ],
+          },
           after: {
             rollbackTimeout: [
               { guard: 'rollbackExhausted', target: '#migration.failed', actions: { type: 'recordRollbackError', params: { next: 'failed' } } },
               { target: 'backoff', actions: { type: 'recordRollbackError', params: { next: 'retry' } } },
             ],
           },
-          on: { REHYDRATE: { target: 'attempting', reenter: true } },
         },
         backoff: {
           after: { rollbackBackoff: 'attempting' },

@@ -11,6 +11,8 @@ export function stateName(value: unknown): string {
   return inner ? `${k}.${inner}` : k;
 }
 
+const errorView = (e: MigrationContext['error']) => (e ? { code: e.code, message: e.message, phase: e.phase, kind: e.kind } : null);
+
 export function viewOf(ctx: MigrationContext, value: unknown, status: string, needsOperator = false): MigrationView {
   return {
     id: ctx.migrationId,
@@ -29,8 +31,10 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     bytesTransferred: ctx.bytesTransferred,
     bytesOnWire: ctx.bytesOnWire,
     rounds: ctx.rounds as unknown as Record<string, unknown>[],
-    error: ctx.error ? { code: ctx.error.code, message: ctx.error.message, phase: ctx.error.phase, kind: ctx.error.kind } : null,
+    error: errorView(ctx.error),
     needsOperator: needsOperator || ctx.outcome === 'failed',
+    agentsLost: ctx.agentsLost.map((a) => ({ role: a.role, host: a.host, during: a.during, effect: a.effect })),
+    lastRetryError: errorView(ctx.lastRetryError),
     startedAt: iso(ctx.startedAt),
     endedAt: iso(ctx.endedAt),
   };

@@ -42,6 +42,10 @@ export const MigrationView = z.strictObject({
   rounds: z.array(z.record(z.string(), z.unknown())),
   error: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
   needsOperator: z.boolean(),
+  /** Agents seen lost during the migration, and whether that rolled it back. */
+  agentsLost: z.array(z.strictObject({ role: z.enum(['source', 'destination']), host: HostName, during: z.string(), effect: z.enum(['rollback', 'none']) })),
+  /** The last error of a step retried after commit (the migration rolls forward regardless). */
+  lastRetryError: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
   startedAt: z.string().nullable(),
   endedAt: z.string().nullable(),
 });

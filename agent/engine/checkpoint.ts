@@ -48,16 +48,15 @@ export class Checkpoint {
 
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
   static begin(root: number): Checkpoint {
-    const pids = treeOf(root);
-    const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
-    preflight(pids, { allowChildren: true, container });
-    const tree = FrozenTree.freeze(pids);
+    const { container } = preflightTree(root);
+    const tree = FrozenTree.freezeTree(root);
     const clocks = container ? containerClocks(root) : null;
-    // A child forked between the listing and the freeze would be missed: refuse rather than tear the tree.
-    const now = treeOf(root);
-    if (now.some((p) => !pids.includes(p))) {
+    // Children forked while the freeze landed were not in the first check.
+    try {
+      preflight(tree.pids, { allowChildren: true, container, tracedByUs: true });
+    } catch (err) {
       tree.release();
-      throw new FerryError(ErrorCode.Conflict, `process tree of ${root} changed while freezing; try again`, { retryable: true, details: { before: pids, after: now } });
+      throw err;
     }
     const c = new Checkpoint(root, tree);
     c.clocks = clocks;
@@ -154,6 +153,14 @@ export class Checkpoint {
   kill(): void {
     this.tree.kill();
   }
+}
+
+/** Everything the engine would refuse about the tree under root, before anything is frozen. */
+export function preflightTree(root: number): { pids: number[]; container: boolean } {
+  const pids = treeOf(root);
+  const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
+  preflight(pids, { allowChildren: true, container });
+  return { pids, container };
 }
 
 /** hostname/domainname of the container (uname injected into its root, which sees its own uts namespace). */

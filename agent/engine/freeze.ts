@@ -12,7 +12,11 @@ import { PTEV, PTO, cont, detach, interrupt, seize, waitStop } from '../ffi/ptra
 import { killPid } from '../ffi/syscalls.ts';
 import { cgroup2Root } from '../probes.ts';
 import { spawnDetached } from './detached.ts';
-import { listTasks } from './procfs.ts';
+import { treeOf } from './preflight.ts';
+import { isGone, listTasks } from './procfs.ts';
+
+/** The tree under root without zombies (an exited child not yet reaped cannot be carried or frozen). */
+const liveTree = (root: number): number[] => treeOf(root).filter((p) => !isGone(p));
 
 const chan = diagnostics_channel.channel('ferry:freeze');
 const SIGSTOP = 19;
@@ -31,6 +35,19 @@ function cgroupOf(pid: number): string {
 
 export type FreezeState = 'running' | 'frozen' | 'group-stopped' | 'released' | 'killed';
 
+/**
+ * A freeze that outlives this agent: what a restarted agent needs to end it either way. The
+ * tasks stay in group-stop (ptrace detaches when the agent dies; the stop holds).
+ */
+export interface HeldFreeze {
+  pids: number[];
+  /** The freezer cgroup the tasks were moved into (absolute path), if any. */
+  cgroup: string | null;
+  /** Where each pid came from, relative to the cgroup2 root, to move it back on thaw. */
+  origCgroups: Record<string, string>;
+  cgroupRoot: string | null;
+}
+
 export class FrozenTree {
   state: FreezeState = 'running';
   /** Every traced task: tid -> owning pid. */
@@ -41,23 +58,43 @@ export class FrozenTree {
   private guard: string | null = null;
   readonly frozenAt = performance.now();
 
-  private constructor(readonly pids: readonly number[]) {}
+  private constructor(
+    private list: number[],
+    /** When set, the tree under root is re-listed until a freeze holds all of it. */
+    private readonly root: number | null,
+  ) {}
+
+  /** The frozen processes, parents before children. */
+  get pids(): readonly number[] {
+    return this.list;
+  }
 
   /**
    * Freezes and seizes every thread of every pid. On any failure everything done so far is
    * undone and the workload runs on.
    */
   static freeze(pids: readonly number[], opts: { useCgroup?: boolean } = {}): FrozenTree {
-    const t = new FrozenTree(pids);
+    return new FrozenTree([...pids], null).start(opts);
+  }
+
+  /**
+   * Freezes the whole tree under root, including children forked and processes exited while
+   * the freeze lands (a shell loop forks all the time).
+   */
+  static freezeTree(root: number): FrozenTree {
+    return new FrozenTree(liveTree(root), root).start({});
+  }
+
+  private start(opts: { useCgroup?: boolean }): FrozenTree {
     try {
-      t.armGuardian();
-      if (opts.useCgroup !== false) t.cgroupFreeze();
-      t.seizeAll();
-      if (!t.cgroup) t.enterGroupStop();
-      if (chan.hasSubscribers) chan.publish({ kind: 'frozen', pids, tasks: t.tasks.size, cgroup: t.cgroup });
-      return t;
+      this.armGuardian();
+      if (opts.useCgroup !== false) this.cgroupFreeze();
+      this.seizeAll();
+      if (!this.cgroup) this.enterGroupStop();
+      if (chan.hasSubscribers) chan.publish({ kind: 'frozen', pids: this.list, tasks: this.tasks.size, cgroup: this.cgroup });
+      return this;
     } catch (err) {
-      t.release();
+      this.release();
       throw err;
     }
   }
@@ -95,21 +132,46 @@ export class FrozenTree {
     const root = cgroup2Root();
     if (!root) return;
     this.cgRoot = root;
-    const dir = join(root, `ferry-ckpt-${this.pids[0]}-${process.pid}`);
+    const dir = join(root, `ferry-ckpt-${this.list[0]}-${process.pid}`);
     mkdirSync(dir, { recursive: true });
     this.cgroup = dir;
-    for (const pid of this.pids) {
+    for (let round = 0; ; round++) {
+      for (const pid of this.list) if (!this.origCgroup.has(pid)) this.moveIn(pid);
+      this.list = this.list.filter((p) => this.origCgroup.has(p));
+      writeFileSync(join(dir, 'cgroup.freeze'), '1');
+      const deadline = performance.now() + 2000;
+      while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
+        if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `cgroup freeze of ${this.list.join(',')} did not complete`);
+        nap(0.05);
+      }
+      if (this.root === null) break;
+      // Everything moved in is frozen now; a child forked by a process before it moved is not.
+      const now = liveTree(this.root);
+      const fresh = now.filter((p) => !this.origCgroup.has(p));
+      // A process that left the tree (orphaned to an outside reaper) goes back, and thaws.
+      for (const [pid, cg] of this.origCgroup) {
+        if (now.includes(pid)) continue;
+        writeQuiet(join(root, cg, 'cgroup.procs'), String(pid));
+        this.origCgroup.delete(pid);
+      }
+      this.list = now.filter((p) => this.origCgroup.has(p) || fresh.includes(p));
+      if (fresh.length === 0) break;
+      if (round > 20) throw new FerryError(ErrorCode.Conflict, `process tree of ${this.root} keeps changing while freezing; try again`, { retryable: true });
+    }
+    this.writeUndo();
+    this.state = 'frozen';
+  }
+
+  /** Into the freezer cgroup; a process that exited meanwhile is dropped. */
+  private moveIn(pid: number): void {
+    try {
       this.origCgroup.set(pid, cgroupOf(pid));
       this.writeUndo();
-      writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+      writeFileSync(join(this.cgroup!, 'cgroup.procs'), String(pid));
+    } catch (err) {
+      this.origCgroup.delete(pid);
+      if (!isGone(pid)) throw err;
     }
-    writeFileSync(join(dir, 'cgroup.freeze'), '1');
-    const deadline = performance.now() + 2000;
-    while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
-      if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `cgroup freeze of ${this.pids.join(',')} did not complete`);
-      nap(0.05);
-    }
-    this.state = 'frozen';
   }
 
   /** Seizes every thread; repeats until the task lists stop changing (threads born before the freeze landed). */
@@ -202,41 +264,17 @@ export class FrozenTree {
   }
 
   private thawCgroup(): void {
-    if (!this.cgroup) return;
-    try {
-      writeFileSync(join(this.cgroup, 'cgroup.freeze'), '0');
-    } catch {
-      // cgroup already gone
-    }
+    if (this.cgroup) writeQuiet(join(this.cgroup, 'cgroup.freeze'), '0');
   }
 
   private signalAll(sig: number): void {
-    for (const pid of this.pids) {
-      try {
-        killPid(pid, sig);
-      } catch {
-        // gone
-      }
-    }
+    signalQuiet(this.pids, sig);
   }
 
   private leaveCgroup(): void {
     if (this.cgroup && this.cgRoot) {
-      for (const [pid, cg] of this.origCgroup) {
-        try {
-          writeFileSync(join(this.cgRoot, cg, 'cgroup.procs'), String(pid));
-        } catch {
-          // exited
-        }
-      }
-      for (let i = 0; i < 100; i++) {
-        try {
-          rmdirSync(this.cgroup);
-          break;
-        } catch {
-          nap(2); // dying tasks leave the cgroup asynchronously
-        }
-      }
+      for (const [pid, cg] of this.origCgroup) writeQuiet(join(this.cgRoot, cg, 'cgroup.procs'), String(pid));
+      removeCgroup(this.cgroup);
       this.cgroup = null;
     }
     if (this.guard) {
@@ -244,6 +282,25 @@ export class FrozenTree {
       rmSync(`${this.guard}.undo`, { force: true });
       this.guard = null;
     }
+  }
+
+  /**
+   * From here on the agent's death no longer thaws the workload: a migration past its freeze
+   * must not let the source run on by itself while a destination may commit. The caller
+   * persists the returned record first, then calls this, so that no instant is unrecorded.
+   */
+  heldFreeze(): HeldFreeze {
+    return {
+      pids: [...this.pids],
+      cgroup: this.cgroup,
+      origCgroups: Object.fromEntries([...this.origCgroup].map(([pid, cg]) => [String(pid), cg])),
+      cgroupRoot: this.cgRoot,
+    };
+  }
+
+  /** Disarms the guardian (see heldFreeze). */
+  holdOnAgentDeath(): void {
+    if (this.guard) rmSync(this.guard, { force: true });
   }
 
   /** The cgroup (v2 path) a process was in before the freeze moved it. */
@@ -256,3 +313,49 @@ export class FrozenTree {
   }
 }
 
+
+/** Rollback by a restarted agent: the held workload runs on as before. Never throws. */
+export function releaseHeld(h: HeldFreeze): void {
+  if (h.cgroup) writeQuiet(join(h.cgroup, 'cgroup.freeze'), '0');
+  signalQuiet(h.pids, SIGCONT);
+  if (h.cgroupRoot) for (const [pid, cg] of Object.entries(h.origCgroups)) writeQuiet(join(h.cgroupRoot, cg, 'cgroup.procs'), pid);
+  removeCgroup(h.cgroup);
+}
+
+/** After commit, by a restarted agent: the held original ends. Never throws. */
+export function killHeld(h: HeldFreeze): void {
+  signalQuiet(h.pids, SIGKILL);
+  if (h.cgroup) writeQuiet(join(h.cgroup, 'cgroup.freeze'), '0');
+  removeCgroup(h.cgroup);
+}
+
+function writeQuiet(file: string, v: string): void {
+  try {
+    writeFileSync(file, v);
+  } catch {
+    // the cgroup or the task is gone already
+  }
+}
+
+function signalQuiet(pids: readonly number[], sig: number): void {
+  for (const pid of pids) {
+    try {
+      killPid(pid, sig);
+    } catch {
+      // gone
+    }
+  }
+}
+
+function removeCgroup(dir: string | null): void {
+  if (!dir) return;
+  for (let i = 0; i < 200; i++) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      nap(2); // dying tasks leave the cgroup asynchronously
+    }
+  }
+}

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { sys } from '../ffi/syscalls.ts';
+import { vanished } from './procfs.ts';
 
 export const CLOCK_MONOTONIC = 1;
 export const CLOCK_BOOTTIME = 7;
@@ -37,12 +38,17 @@ export function isContainer(root: number, pids: readonly number[]): boolean {
       details: { pid: root, where: 'process', kind: 'SysV IPC objects' },
     });
   for (const pid of pids) {
-    for (const ns of ['user', 'net']) {
-      if (nsOf(pid, ns) !== nsOf('self', ns))
-        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: ${ns} namespace is not supported`, { details: { pid, where: 'process', kind: `${ns} namespace` } });
+    try {
+      for (const ns of ['user', 'net']) {
+        if (nsOf(pid, ns) !== nsOf('self', ns))
+          throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: ${ns} namespace is not supported`, { details: { pid, where: 'process', kind: `${ns} namespace` } });
+      }
+      if (nsOf(pid, 'pid') !== nsOf(root, 'pid'))
+        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: nested pid namespace is not supported`, { details: { pid, where: 'process', kind: 'pid namespace' } });
+    } catch (err) {
+      // A short-lived child that exited meanwhile: the freeze lists the tree again.
+      if (!vanished(err, pid)) throw err;
     }
-    if (nsOf(pid, 'pid') !== nsOf(root, 'pid'))
-      throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: nested pid namespace is not supported`, { details: { pid, where: 'process', kind: 'pid namespace' } });
   }
   return true;
 }

@@ -4,7 +4,7 @@ import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
-import { fdTarget, listChildren, listFds, readMaps, readStatus } from './procfs.ts';
+import { fdTarget, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 type FdKind = FdImage['kind'];
 
@@ -71,11 +71,19 @@ function nsOf(pid: number, ns: string): string {
 }
 
 /** Every problem in one process; an empty list means the engine can carry it. */
-export function preflightProcess(pid: number, opts: { allowChildren?: boolean; container?: boolean } = {}): Problem[] {
+export interface PreflightOptions {
+  allowChildren?: boolean;
+  container?: boolean;
+  /** The tree is already seized by this agent (a re-check after the freeze). */
+  tracedByUs?: boolean;
+}
+
+export function preflightProcess(pid: number, opts: PreflightOptions = {}): Problem[] {
   const out: Problem[] = [];
   const status = readStatus(pid);
   const add = (where: string, kind: string, detail: string) => out.push({ pid, where, kind, detail });
-  if (status.get('TracerPid') !== '0') add('process', 'ptraced', `already traced by pid ${status.get('TracerPid')}`);
+  const tracer = status.get('TracerPid');
+  if (tracer !== '0' && !(opts.tracedByUs && tracer === String(process.pid))) add('process', 'ptraced', `already traced by pid ${status.get('TracerPid')}`);
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
   const root = readlinkSync(`/proc/${pid}/root`);
   if (root !== '/') add('process', 'chroot', `root directory is ${root}`);
@@ -160,13 +168,15 @@ export function treeOf(root: number): number[] {
 }
 
 /** Throws Unsupported naming the first problem (all of them in details); NotFound if the pid is gone. */
-export function preflight(pids: readonly number[], opts: { allowChildren?: boolean; container?: boolean } = {}): void {
+export function preflight(pids: readonly number[], opts: PreflightOptions = {}): void {
   clearUnixTable();
   const problems: Problem[] = [];
   for (const pid of pids) {
     try {
       problems.push(...preflightProcess(pid, opts));
     } catch (err) {
+      // A child that exited meanwhile is no problem (the freeze lists the tree again); the root is.
+      if (pid !== pids[0] && vanished(err, pid)) continue;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
       throw err;
     }

@@ -87,3 +87,9 @@ export function isGone(pid: number): boolean {
     return true;
   }
 }
+
+/** Whether err came from reading /proc of a process that has exited meanwhile. */
+export function vanished(err: unknown, pid: number): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return (code === 'ENOENT' || code === 'ESRCH') && isGone(pid);
+}

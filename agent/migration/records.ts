@@ -2,6 +2,7 @@
 // agent can still answer every later step (thaw, discard, resume, cleanup) and refuse stale ones.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { HeldFreeze } from '../engine/freeze.ts';
 
 export interface LocalMigration {
   id: string;
@@ -12,8 +13,8 @@ export interface LocalMigration {
   fenced: boolean;
   /** Results of completed steps by idempotency key: a replay returns them again. */
   done: Record<string, unknown>;
-  /** Source: the frozen tree's processes (host pids), to thaw or end it even after a restart. */
-  frozenPids: number[];
+  /** Source: the frozen tree (host pids, cgroups), to thaw or end it even after a restart. */
+  held: HeldFreeze | null;
   /** Where this side keeps the image. */
   imageDir: string;
   /** Destination: the restored tree's root pid, once it runs. */

@@ -2,23 +2,24 @@
 // returns the first result) and refused once the migration was rolled back here (fenced), so a
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { StepBase } from '../../shared/migration.ts';
-import { Checkpoint } from '../engine/checkpoint.ts';
-import { preflight } from '../engine/preflight.ts';
-import { writeImage, readImage } from '../engine/image-io.ts';
+import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
+import { killHeld, releaseHeld } from '../engine/freeze.ts';
+import { listTasks, readStat } from '../engine/procfs.ts';
+import { prepareImageDir, readImage, writeImage } from '../engine/image-io.ts';
 import { buildProcess, createHusks, finishProcess, waitPidFree } from '../engine/restore.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
-import { killPid } from '../ffi/syscalls.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
-import { treePids, type Workloads } from '../workloads.ts';
+import type { Workloads } from '../workloads.ts';
 import { receiveImageDir, sendImageDir, type TransferStats } from './image-transfer.ts';
 import { MigrationRecords, type LocalMigration } from './records.ts';
 
-const SIGCONT = 18;
-const SIGKILL = 9;
+/** Beside the image: the workload's registry entry as the source knew it. */
+const WORKLOAD_FILE = 'workload.json';
 
 export class MigrationSteps {
   readonly records: MigrationRecords;
@@ -38,10 +39,11 @@ export class MigrationSteps {
     this.records = new MigrationRecords(stateDir);
   }
 
-  #record(s: StepBase, role: LocalMigration['role']): LocalMigration {
+  /** The local record of a migration, created on its first step; `rollingBack` lets thaw/discard repeat. */
+  #record(s: StepBase, role: LocalMigration['role'], rollingBack = false): LocalMigration {
     const existing = this.records.get(s.migrationId);
     if (existing) {
-      if (existing.fenced) throw new FerryError(ErrorCode.InvalidRequest, `migration ${s.migrationId} was rolled back on ${this.host}: step refused`);
+      if (existing.fenced && !rollingBack) throw new FerryError(ErrorCode.InvalidRequest, `migration ${s.migrationId} was rolled back on ${this.host}: step refused`);
       if (existing.role !== role) throw new FerryError(ErrorCode.InvalidRequest, `${this.host} is the ${existing.role} of ${s.migrationId}, not its ${role}`);
       return existing;
     }
@@ -52,7 +54,7 @@ export class MigrationSteps {
       peer: s.peer,
       fenced: false,
       done: {},
-      frozenPids: [],
+      held: null,
       imageDir: this.records.imageDir(s.migrationId),
       restoredPid: null,
       workloadCommand: null,
@@ -81,11 +83,16 @@ export class MigrationSteps {
 
   preflight(s: StepBase) {
     // Not recorded: checking twice is harmless, and nothing here changes the workload.
-    const root = this.#rootPid(s.workload);
-    const pids = treePids(root);
-    preflight(pids);
+    const { pids } = preflightTree(this.#rootPid(s.workload));
     const w = this.workloads.get(s.workload);
-    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.length };
+    const threads = (pid: number) => {
+      try {
+        return listTasks(pid).length;
+      } catch {
+        return 0; // a short-lived child exited meanwhile
+      }
+    };
+    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0) };
   }
 
   freeze(s: StepBase) {
@@ -98,8 +105,12 @@ export class MigrationSteps {
         throw err;
       }
       this.#checkpoints.set(s.migrationId, c);
-      m.frozenPids = [...c.tree.pids];
+      // On record first, then held: from here the freeze outlives this agent (see FrozenTree.heldFreeze).
+      m.held = c.tree.heldFreeze();
       m.workloadCommand = this.workloads.get(s.workload).command;
+      this.records.save(m);
+      c.tree.holdOnAgentDeath();
+      this.workloads.setState(m.workload, 'frozen');
       return { tasks: c.tree.tasks.size };
     });
   }
@@ -109,8 +120,11 @@ export class MigrationSteps {
       const c = this.#checkpoints.get(s.migrationId);
       if (!c) throw new FerryError(ErrorCode.Unavailable, `the frozen state of ${s.migrationId} was lost (agent restarted): roll back`);
       rmSync(m.imageDir, { recursive: true, force: true });
+      prepareImageDir(m.imageDir);
       c.dumpMemory(m.imageDir);
       writeImage(m.imageDir, c.image());
+      // The destination registers the workload under the same command line.
+      writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
       const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
       try {
         const stats = await sendImageDir(conn, m.imageDir);
@@ -126,7 +140,7 @@ export class MigrationSteps {
     return this.#once(s, 'source', (m) => {
       const c = this.#checkpoints.get(s.migrationId);
       if (c) c.kill();
-      else for (const pid of m.frozenPids) this.#signal(pid, SIGKILL);
+      else if (m.held) killHeld(m.held);
       this.#checkpoints.delete(s.migrationId);
       this.workloads.forget(m.workload);
       rmSync(m.imageDir, { recursive: true, force: true });
@@ -136,11 +150,13 @@ export class MigrationSteps {
 
   /** Rollback: the workload runs on here, as before. Fences the migration. */
   thaw(s: StepBase) {
-    const m = this.#record(s, 'source');
+    const m = this.#record(s, 'source', true);
+    if (m.fenced) return { done: true as const };
     const c = this.#checkpoints.get(s.migrationId);
     if (c) c.release();
-    else for (const pid of m.frozenPids) this.#signal(pid, SIGCONT);
+    else if (m.held) releaseHeld(m.held);
     this.#checkpoints.delete(s.migrationId);
+    if (m.held) this.workloads.setState(m.workload, 'running');
     rmSync(m.imageDir, { recursive: true, force: true });
     m.fenced = true;
     this.records.save(m);
@@ -173,13 +189,17 @@ export class MigrationSteps {
     });
   }
 
+  /** Builds the held tree once; returns the host pid of its root. */
   #build(id: string): number {
     const held = this.#held.get(id);
-    if (held) return held.image.root;
+    if (held) return rootHusk(held).pid;
     const m = this.records.get(id)!;
     const image = readImage(m.imageDir);
     assertCompatible(image.machine);
-    for (const p of image.processes) waitPidFree(p.pid);
+    if (!image.container) for (const p of image.processes) waitPidFree(p.pid);
+    // The tree joins this host's cgroup for the workload, not the path it had on its source.
+    const cgroup = this.workloads.cgroupFor(m.workload);
+    if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
     const husks = createHusks(image, m.imageDir);
     try {
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
@@ -187,29 +207,35 @@ export class MigrationSteps {
       for (const h of [...husks.values()].reverse()) h.abort();
       throw err;
     }
-    this.#held.set(id, { husks, image });
-    return image.root;
+    const built = { husks, image };
+    this.#held.set(id, built);
+    return rootHusk(built).pid;
   }
 
   /** After commit: let the restored tree run. Rebuilt from the image if the agent restarted meanwhile. */
   resume(s: StepBase) {
     return this.#once(s, 'destination', (m) => {
-      this.#build(s.migrationId);
-      const { husks, image } = this.#held.get(s.migrationId)!;
+      const pid = this.#build(s.migrationId);
+      const built = this.#held.get(s.migrationId)!;
+      const { husks, image } = built;
       for (const p of image.processes) finishProcess(husks.get(p.pid)!, p);
       // Children first, so a parent never runs while a child it may wait for is still held.
       for (const p of [...image.processes].reverse()) husks.get(p.pid)!.release();
       this.#held.delete(s.migrationId);
-      m.restoredPid = image.root;
-      this.workloads.adopt({ name: m.workload, rootPid: image.root, command: m.workloadCommand ?? [image.processes[0]!.comm] });
+      m.restoredPid = pid;
+      // A container's init is the child of the `unshare` that holds its namespaces open.
+      const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
+      m.workloadCommand = (JSON.parse(readFileSync(path.join(m.imageDir, WORKLOAD_FILE), 'utf8')) as { command: string[] | null }).command;
+      this.workloads.adopt({ name: m.workload, rootPid: pid, shimPid, command: m.workloadCommand ?? [image.processes[0]!.comm] });
       rmSync(m.imageDir, { recursive: true, force: true });
-      return { pid: image.root };
+      return { pid };
     });
   }
 
   /** Rollback: nothing of the migration may run here. Fences the migration. */
   discard(s: StepBase) {
-    const m = this.#record(s, 'destination');
+    const m = this.#record(s, 'destination', true);
+    if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
     if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
     this.#held.delete(s.migrationId);
@@ -219,12 +245,6 @@ export class MigrationSteps {
     this.records.save(m);
     return { done: true as const };
   }
-
-  #signal(pid: number, sig: number): void {
-    try {
-      killPid(pid, sig);
-    } catch {
-      // already gone
-    }
-  }
 }
+
+const rootHusk = (b: { husks: Map<number, Husk>; image: ReturnType<typeof readImage> }): Husk => b.husks.get(b.image.processes[0]!.pid)!;

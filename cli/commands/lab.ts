@@ -1,6 +1,8 @@
 // `ferry lab up|status|down`: the local multi-host lab.
 import type { Command } from 'commander';
+import { DAEMONS_HELP, labKill, labStart } from '../../deploy/lab/daemons.ts';
 import { labDown, labStatus, labUp, type LabStatus } from '../../deploy/lab/lab.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { waitForLab } from '../cluster.ts';
 import { table } from '../format.ts';
 import { action, printResult } from '../output.ts';
@@ -12,6 +14,7 @@ function renderStatus(s: LabStatus): string {
     `lab "${s.name}" is up (state in ${s.dir})`,
     `  nats          ${s.natsUrl}  ${mark(s.nats.running)}  (namespace ${s.switchNamespace})`,
     `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}`,
+    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}`] : []),
     `  client        namespace ${s.clientNamespace}`,
     '',
     table(
@@ -60,4 +63,35 @@ export function registerLab(program: Command): void {
         );
       }),
     );
+
+  lab
+    .command('kill')
+    .argument('<daemon>', DAEMONS_HELP)
+    .description('kill a daemon with SIGKILL, as a crash would (for fault-injection tests and demos)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (daemon: string, opts: { json?: boolean }) => {
+        const r = await labKill(daemon);
+        printResult(!!opts.json, r, (v) => (v.pid === null ? `${v.daemon} was not running` : `${v.daemon} (pid ${v.pid}) killed`));
+      }),
+    );
+
+  lab
+    .command('start')
+    .argument('<daemon>', DAEMONS_HELP)
+    .description('start a daemon that is not running (after `lab kill` or a crash)')
+    .option('--env <KEY=VALUE...>', 'extra environment, e.g. FERRY_FAULT=agent:send:before to arm a crash point', collectEnv, {})
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (daemon: string, opts: { env: Record<string, string>; json?: boolean }) => {
+        const r = labStart(daemon, opts.env);
+        printResult(!!opts.json, r, (v) => `${v.daemon} started (pid ${v.pid})`);
+      }),
+    );
+}
+
+function collectEnv(v: string, acc: Record<string, string>): Record<string, string> {
+  const i = v.indexOf('=');
+  if (i <= 0) throw new FerryError(ErrorCode.InvalidRequest, `--env takes KEY=VALUE, got "${v}"`);
+  return { ...acc, [v.slice(0, i)]: v.slice(i + 1) };
 }

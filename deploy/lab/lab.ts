@@ -4,16 +4,15 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { cgroup2Root } from '../../agent/probes.ts';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import type { AgentConfig, CoordinatorConfig } from '../../shared/config.ts';
+import type { AgentConfig } from '../../shared/config.ts';
 import { MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
-import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, startInNamespace, stopProcess, type StartedProcess } from './processes.ts';
+import { startAgent, startCoordinator, startNats } from './daemons.ts';
+import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
+export { REPO_ROOT } from './daemons.ts';
 
 export interface LabStatus {
   name: string;
@@ -24,6 +23,8 @@ export interface LabStatus {
   clientNamespace: string;
   nats: { pid: number | null; running: boolean };
   coordinator: { pid: number | null; running: boolean };
+  /** The standby coordinator, once `ferry lab start coordinator2` started one. */
+  coordinator2: { pid: number | null; running: boolean } | null;
   hosts: { name: string; namespace: string; address: string; agent: { pid: number; running: boolean; log: string } }[];
 }
 
@@ -93,14 +94,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
 
     const natsConf = path.join(l.dir, 'nats.conf');
     writeFileSync(natsConf, natsConfig(l));
-    const start = (ns: string, argv: string[], logName: string, marker: string) =>
-      startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { [LAB_MEMBER_ENV]: l.name });
-    const nats = start(l.switchNamespace, ['nats-server', '-c', natsConf], 'nats.log', natsConf);
-
-    const coordConf = path.join(l.dir, 'coordinator.json');
-    const coordCfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] } };
-    writeFileSync(coordConf, JSON.stringify(coordCfg, null, 2));
-    const coordinator = start(l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', coordConf], 'coordinator.log', coordConf);
+    const nats = startNats(l, natsConf);
+    const coordinator = startCoordinator(l, 'coordinator');
 
     const hosts: LabState['hosts'] = [];
     for (let i = 1; i <= o.hosts; i++) {
@@ -116,8 +111,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         workloadEnv: { [LAB_MEMBER_ENV]: l.name },
       };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
-      const agent = start(l.hostNamespace(i), [...tsEntry('agent/main.ts'), '--config', agentConfig], `agent-${name}.log`, agentConfig);
-      hosts.push({ name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig, agent });
+      const host = { name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig };
+      hosts.push({ ...host, agent: startAgent(l, host) });
     }
     writeState(l.dir, {
       version: 1,
@@ -157,6 +152,7 @@ export async function labStatus(): Promise<LabStatus> {
     clientNamespace: l.clientNamespace,
     nats: procStatus(s?.nats),
     coordinator: procStatus(s?.coordinator),
+    coordinator2: s?.coordinator2 ? procStatus(s.coordinator2) : null,
     hosts: (s?.hosts ?? []).map((h) => ({
       name: h.name,
       namespace: h.namespace,
@@ -179,7 +175,7 @@ export async function labDown(): Promise<DownReport> {
   let stopped = 0;
   if (s) {
     // Daemons first, gracefully, so that they leave NATS cleanly; the server last.
-    for (const p of [s.coordinator, ...s.hosts.map((h) => h.agent), s.nats]) {
+    for (const p of [s.coordinator, ...(s.coordinator2 ? [s.coordinator2] : []), ...s.hosts.map((h) => h.agent), s.nats]) {
       if (isRunning(p)) stopped++;
       await stopProcess(p);
     }

@@ -14,6 +14,8 @@ export const LabState = z.strictObject({
   clientNamespace: z.string(),
   nats: Proc,
   coordinator: Proc,
+  /** A standby coordinator, when one was started. */
+  coordinator2: Proc.optional(),
   hosts: z.array(z.strictObject({ name: z.string(), namespace: z.string(), address: z.string(), agentConfig: z.string(), agent: Proc })),
 });
 export type LabState = z.infer<typeof LabState>;

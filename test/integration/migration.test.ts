@@ -1,41 +1,96 @@
-// Migrations through the real coordinator, agents and NATS in a real lab. What the engine cannot
-// carry yet must be refused by preflight, before anything is frozen, and leave the workload
-// running where it was (exit code 3), with the migration's record saying why.
-import { readFileSync } from 'node:fs';
+// Migrations through the real coordinator, agents and NATS in a real lab: the engine's test
+// workloads move between hosts and back and keep passing their own checks; what the engine
+// cannot carry is refused at preflight, before anything is frozen, and the workload runs on.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
+import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
 
 const env = { FERRY_LAB: 'itmig' };
 
-describe('migration through the coordinator', () => {
-  const out = `/tmp/ferry-it-mig-${process.pid}`;
-  let w: WorkloadInfo;
+async function migrate(name: string, to: string): Promise<MigrationView> {
+  const r = await ferry(['migrate', name, '--to', to, '--json'], env);
+  const v = JSON.parse(r.stdout) as MigrationView;
+  expect(v.outcome, `${name} -> ${to}: ${v.error?.message ?? ''}`).toBe('completed');
+  expect(r.code).toBe(0);
+  return v;
+}
 
+describe('migration through the coordinator', () => {
   beforeAll(async () => {
     await ferry(['lab', 'down'], env);
     await ferryJson(['lab', 'up', '--hosts', '2'], env);
-    w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'ctr', '--', '/bin/sh', '-c', `i=0; while :; do i=$((i+1)); echo $i > ${out}; sleep 0.05; done`], env);
   });
   afterAll(async () => {
     await ferry(['lab', 'down'], env);
   });
 
+  it('moves a multi-threaded workload (AVX state in every thread) to h2 and back, its own checks passing', async () => {
+    const w = await runOnLab(env, 'h1', 'threads-avx', 'avx', ['4']);
+    await progresses(w);
+    await progresses(w);
+    const before = status(w)!;
+    const there = await migrate('avx', 'h2');
+    expect(there).toMatchObject({ from: 'h1', to: 'h2', committed: true, error: null, agentsLost: [] });
+    expect(there.phases.map((p) => p.phase)).toEqual(['preflight', 'freeze', 'transfer', 'restore', 'commit', 'resume', 'cleanup']);
+    expect(there.downtimeMs).toBeGreaterThan(0);
+    expect(there.bytesTransferred).toBeGreaterThan(0);
+    await expectRunsOnceOn(env, w, 'h2');
+    await migrate('avx', 'h1');
+    const back = await expectRunsOnceOn(env, w, 'h1');
+    // The same threads (ids as the container sees them) carried their state through two moves.
+    const after = status(w)!;
+    const tids = (st: typeof before) => (st.threads as { tid: number }[]).map((t) => t.tid);
+    expect(tids(before)).toHaveLength(4);
+    expect(tids(before)).not.toContain(0);
+    expect(tids(after)).toEqual(tids(before));
+    expect(after.progress).toBeGreaterThan(before.progress);
+    expect(back.state).toBe('running');
+  });
+
+  const kinds: [WorkloadName, string[]][] = [
+    ['tree-pipes', []],
+    ['event-loop', []],
+    ['shm', []],
+    ['files', []],
+    ['clocks', []],
+    ['memwriter', ['64', '20', 'hotset']],
+    ['openmp', []],
+    ['python-threads', []],
+    ['sqlite', []],
+  ];
+  it.each(kinds)('%s: to h2 and back, its own checks pass on each host', async (kind, args) => {
+    if (!workloadSupported(kind)) return;
+    const name = kind.replace(/[^a-z0-9]/g, '');
+    const w = await runOnLab(env, 'h1', kind, name, args);
+    await migrate(name, 'h2');
+    await expectRunsOnceOn(env, w, 'h2');
+    await migrate(name, 'h1');
+    await expectRunsOnceOn(env, w, 'h1');
+    await ferry(['stop', name], env);
+  });
+
   it('refuses what the engine cannot carry at preflight, rolls back, and the workload runs on at its source', async () => {
-    const r = await ferry(['migrate', 'ctr', '--to', 'h2', '--json'], env);
+    const out = `/tmp/ferry-it-mig-${process.pid}`;
+    // tail -f watches a regular file through inotify, which the engine does not carry.
+    writeFileSync(`${out}.watched`, '');
+    const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'tailer', '--', '/bin/sh', '-c', `i=0; tail -f ${out}.watched & while :; do i=$((i+1)); echo $i > ${out}; sleep 0.05; done`], env);
+    await sleep(300);
+    const r = await ferry(['migrate', 'tailer', '--to', 'h2', '--json'], env);
     expect(r.code).toBe(3);
     const v = JSON.parse(r.stdout) as MigrationView;
-    expect(v).toMatchObject({ workload: 'ctr', from: 'h1', to: 'h2', outcome: 'rolledBack', committed: false, downtimeMs: null, bytesTransferred: 0 });
+    expect(v).toMatchObject({ workload: 'tailer', from: 'h1', to: 'h2', outcome: 'rolledBack', committed: false, downtimeMs: null, bytesTransferred: 0 });
     expect(v.error).toMatchObject({ code: 'FERRY_UNSUPPORTED', phase: 'preflight' });
-    // It names the process and the resource kind (the engine does not carry trees or pid namespaces yet).
-    expect(v.error?.message).toMatch(/^pid \d+ process: (child process|pid namespace) is not supported/);
+    expect(v.error?.message).toMatch(/^pid \d+ fd \d+: inotify is not supported/);
     expect(v.phases.map((p) => p.phase)).toEqual(['preflight']);
 
     // Still running where it was, never frozen: its counter keeps moving.
     const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
-    expect(ps).toMatchObject([{ name: 'ctr', host: 'h1', state: 'running', rootPid: w.rootPid }]);
+    expect(ps.filter((p) => p.name === 'tailer')).toMatchObject([{ host: 'h1', state: 'running', rootPid: w.rootPid }]);
     const a = Number(readFileSync(out, 'utf8'));
     await sleep(300);
     expect(Number(readFileSync(out, 'utf8'))).toBeGreaterThan(a);
@@ -47,13 +102,15 @@ describe('migration through the coordinator', () => {
     const cancel = await ferry(['cancel', v.id], env);
     expect(cancel.code).toBe(2);
     expect(cancel.stderr).toContain('already ended');
+    await ferry(['stop', 'tailer'], env);
   });
 
   it('rejects invalid requests with exit code 2 and records nothing', async () => {
+    await ferryJson(['run', '--host', 'h1', '--name', 'idle', '--', '/bin/sleep', '1000'], env);
     const before = (await ferryJson<MigrationView[]>(['history'], env)).length;
     for (const [args, text] of [
-      [['migrate', 'ctr', '--to', 'h1'], 'already runs on h1'],
-      [['migrate', 'ctr', '--to', 'h9'], 'unknown host "h9"'],
+      [['migrate', 'idle', '--to', 'h1'], 'already runs on h1'],
+      [['migrate', 'idle', '--to', 'h9'], 'unknown host "h9"'],
       [['migrate', 'ghost', '--to', 'h2'], 'no running workload named "ghost"'],
     ] as const) {
       const r = await ferry([...args], env);

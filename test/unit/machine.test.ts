@@ -694,6 +694,34 @@ describe('migration machine: after commit, only roll forward', () => {
     },
   );
 
+  it.each([
+    { phase: 'resume', actor: 'resume', role: 'destination' },
+    { phase: 'cleanup', actor: 'cleanup', role: 'source' },
+  ] as const)('AGENT_LOST of the $role during a hung $phase attempt retries without waiting out the timeout', async ({ phase, actor, role }) => {
+    const h = start({ script: { [actor]: ['hang', 'ok'] } });
+    await settle();
+    expect(h.actor.getSnapshot().context.phase).toBe(phase);
+    h.actor.send({ type: 'AGENT_LOST', role, at: 7 });
+    await settle();
+    expect(h.actor.getSnapshot().context.lastRetryError).toMatchObject({ kind: 'agentLost', phase });
+    h.clock.increment(500);
+    await settle();
+    expect(top(h)).toBe('completed');
+    expect(h.calls[actor]).toHaveLength(2);
+  });
+
+  it('AGENT_LOST during a hung rollback attempt retries the rollback', async () => {
+    const h = start({ script: { freeze: ['fail'], rollback: ['hang', 'ok'] } });
+    await settle();
+    h.actor.send({ type: 'AGENT_LOST', role: 'source' });
+    await settle();
+    expect(h.actor.getSnapshot().context.rollback.lastError).toMatchObject({ kind: 'agentLost' });
+    h.clock.increment(1_000);
+    await settle();
+    expect(top(h)).toBe('rolledBack');
+    expect(h.calls.rollback).toHaveLength(2);
+  });
+
   it('CANCEL after completion changes nothing', async () => {
     const h = start();
     await settle();

@@ -1,0 +1,80 @@
+// The lab's daemons one by one: how each is started, and `lab kill` / `lab start` for tests and
+// demos that take a daemon down the hard way (SIGKILL, as a crash) and bring it back, possibly
+// with a crash point armed (FERRY_FAULT, see shared/fault.ts).
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isGone } from '../../agent/engine/procfs.ts';
+import type { CoordinatorConfig } from '../../shared/config.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { labLayout, type LabLayout } from './layout.ts';
+import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
+import { readState, writeState, type LabState } from './state.ts';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
+
+const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>
+  startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });
+
+/** A coordinator: `coordinator` leads first; `coordinator2` is a standby that takes over. */
+export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {
+  const conf = path.join(l.dir, `${name}.json`);
+  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] } };
+  writeFileSync(conf, JSON.stringify(cfg, null, 2));
+  return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
+}
+
+export function startAgent(l: LabLayout, host: { name: string; namespace: string; agentConfig: string }, env?: Record<string, string>): StartedProcess {
+  return start(l, host.namespace, [...tsEntry('agent/main.ts'), '--config', host.agentConfig], `agent-${host.name}.log`, host.agentConfig, env);
+}
+
+export function startNats(l: LabLayout, conf: string): StartedProcess {
+  return start(l, l.switchNamespace, ['nats-server', '-c', conf], 'nats.log', conf);
+}
+
+export const DAEMONS_HELP = 'coordinator, coordinator2 or a host name (its agent)';
+
+function stateOf(): { l: LabLayout; s: LabState } {
+  const l = labLayout();
+  const s = readState(l.dir);
+  if (!s) throw new FerryError(ErrorCode.Lab, `lab "${l.name}" is not up`);
+  return { l, s };
+}
+
+function current(s: LabState, daemon: string): StartedProcess | undefined {
+  if (daemon === 'coordinator') return s.coordinator;
+  if (daemon === 'coordinator2') return s.coordinator2;
+  const h = s.hosts.find((x) => x.name === daemon);
+  if (!h) throw new FerryError(ErrorCode.InvalidRequest, `no daemon "${daemon}" in this lab: name ${DAEMONS_HELP}`);
+  return h.agent;
+}
+
+/** Kills a daemon with SIGKILL, as a crash would; returns its pid (null if it was not running). */
+export async function labKill(daemon: string): Promise<{ daemon: string; pid: number | null }> {
+  const { s } = stateOf();
+  const p = current(s, daemon);
+  if (!p || !isRunning(p)) return { daemon, pid: null };
+  process.kill(p.pid, 'SIGKILL');
+  while (!isGone(p.pid)) await sleep(10);
+  return { daemon, pid: p.pid };
+}
+
+/** Starts a daemon that is not running (after a kill or a crash), with extra environment. */
+export function labStart(daemon: string, env: Record<string, string> = {}): { daemon: string; pid: number } {
+  const { l, s } = stateOf();
+  const p = current(s, daemon);
+  if (p && isRunning(p)) throw new FerryError(ErrorCode.InvalidRequest, `${daemon} is already running (pid ${p.pid}): kill it first`);
+  let started: StartedProcess;
+  if (daemon === 'coordinator' || daemon === 'coordinator2') {
+    started = startCoordinator(l, daemon, env);
+    s[daemon] = started;
+  } else {
+    const h = s.hosts.find((x) => x.name === daemon)!;
+    started = startAgent(l, h, env);
+    h.agent = started;
+  }
+  writeState(l.dir, s);
+  return { daemon, pid: started.pid };
+}

@@ -1,0 +1,85 @@
+// Self-checking workloads (test/workloads) run as ferry containers on lab hosts, and the checks
+// a user would make after a migration: where ferry says it runs, that exactly one copy of it
+// runs on the machine, and that its own checks pass while it makes progress.
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'vitest';
+import type { WorkloadInfo } from '../../../shared/workload.ts';
+import { WORKLOAD_SPECS, buildWorkload, sleep, type WorkloadName, type WorkloadStatus } from '../../workloads/harness.ts';
+import { ferryJson } from './cli.ts';
+
+export interface LabWorkload {
+  /** ferry's name of it. */
+  name: string;
+  kind: WorkloadName;
+  statusPath: string;
+  dir: string;
+}
+
+export async function runOnLab(env: NodeJS.ProcessEnv, host: string, kind: WorkloadName, name: string, args: string[] = []): Promise<LabWorkload> {
+  const prog = await buildWorkload(kind);
+  const dir = mkdtempSync(path.join(tmpdir(), `ferry-lab-wl-${name}-`));
+  const statusPath = path.join(dir, 'status.json');
+  const argv = WORKLOAD_SPECS[kind].kind === 'python' ? ['/usr/bin/python3', prog, statusPath, ...args] : [prog, statusPath, ...args];
+  await ferryJson<WorkloadInfo>(['run', '--host', host, '--name', name, '--cwd', dir, '--', ...argv], env);
+  const w = { name, kind, statusPath, dir };
+  const deadline = Date.now() + 15_000;
+  while (!status(w)) {
+    if (Date.now() > deadline) throw new Error(`${name} wrote no status within 15 s`);
+    await sleep(50);
+  }
+  return w;
+}
+
+export function status(w: LabWorkload): WorkloadStatus | null {
+  try {
+    return JSON.parse(readFileSync(w.statusPath, 'utf8')) as WorkloadStatus;
+  } catch {
+    return null;
+  }
+}
+
+/** Resolves once the workload's progress passes `beyond` with its own checks passing. */
+export async function progresses(w: LabWorkload, timeoutMs = 10_000): Promise<WorkloadStatus> {
+  const beyond = status(w)?.progress ?? 0;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const st = status(w);
+    if (st && !st.ok) throw new Error(`${w.name} (${w.kind}) reported: ${st.error}`);
+    if (st && st.progress > beyond) return st;
+    if (Date.now() > deadline) throw new Error(`${w.name} (${w.kind}) made no progress beyond ${beyond} in ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+/** Processes on this machine, not stopped, whose command line names the workload's status file. */
+export function runningCopies(w: LabWorkload): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (!readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(w.statusPath)) continue;
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2)[0];
+      if (state !== 'T' && state !== 't' && state !== 'Z') out.push(Number(d));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** What a user checks after a migration ended: ferry places it on `host`, one copy runs, and it is well. */
+export async function expectRunsOnceOn(env: NodeJS.ProcessEnv, w: LabWorkload, host: string): Promise<WorkloadInfo> {
+  const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
+  const mine = ps.filter((p) => p.name === w.name);
+  expect(mine.map((p) => [p.host, p.state])).toEqual([[host, 'running']]);
+  // Only processes whose own command line names the status file: a multi-process workload's
+  // children that re-exec differently are counted through ps instead.
+  const copies = runningCopies(w);
+  expect(copies.length, `processes of ${w.name} running: ${copies.join(',')}`).toBeGreaterThan(0);
+  expect(mine[0]!.pids).toEqual(expect.arrayContaining(copies));
+  await progresses(w);
+  return mine[0]!;
+}

@@ -2,9 +2,10 @@
 // returns the first result) and refused once the migration was rolled back here (fenced), so a
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { IMAGE_JSON } from '../../shared/image-format.ts';
 import type { StepBase } from '../../shared/migration.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { killHeld, releaseHeld } from '../engine/freeze.ts';
@@ -168,6 +169,13 @@ export class MigrationSteps {
   async receive(s: StepBase) {
     const m = this.#record(s, 'destination');
     const listener = await DataListener.open(this.address, { migrationId: s.migrationId, secret: s.streamSecret });
+    if (existsSync(path.join(m.imageDir, IMAGE_JSON))) {
+      // A replayed transfer (the coordinator restarted after it): the image is here already and
+      // the source's send answers from its record without connecting.
+      listener.close();
+      this.#receiving.set(s.migrationId, Promise.resolve({ files: 0, bytes: 0, bytesOnWire: 0, ms: 0 }));
+      return { endpoint: listener.endpoint };
+    }
     const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
       try {
         return await receiveImageDir(conn, m.imageDir);

@@ -21,7 +21,8 @@ const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker
 /** A coordinator: `coordinator` leads first; `coordinator2` is a standby that takes over. */
 export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {
   const conf = path.join(l.dir, `${name}.json`);
-  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] } };
+  // A short lease: in the lab a killed leader is replaced within about two seconds.
+  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] }, leaseTtlMs: 2_000 };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
 }

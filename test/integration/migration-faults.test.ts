@@ -1,0 +1,159 @@
+// Fault injection in a real lab: the coordinator, the source agent and the destination agent are
+// each killed with SIGKILL in each phase of a migration, and started again. Afterwards the
+// workload (memwriter, which checks every page it wrote) runs exactly once, where the outcome
+// says, with its state intact, and the migration's record says what happened.
+//
+// A daemon is stopped at an exact step by a fault point (FERRY_FAULT, shared/fault.ts): it
+// crashes itself there, or, to kill a daemon that is idle in a phase, the busy one stalls at its
+// step while the test kills the idle one. Victims stay down longer than the coordinator's
+// host-lost threshold (3 s), so their loss is always seen.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabStatus } from '../../deploy/lab/lab.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import type { HostView } from '../../shared/protocol.ts';
+import { ferry, ferryJson } from './helpers/cli.ts';
+import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
+
+const env = { FERRY_LAB: 'itfault' };
+const DOWN_MS = 4_000;
+const STALL = 'sleep:7000';
+
+type Role = 'coordinator' | 'source' | 'destination';
+interface Scenario {
+  phase: string;
+  victim: Role;
+  /** The fault point armed in `armed` (default: the victim); a crash unless it says sleep. */
+  armed?: Role;
+  fault: string;
+  outcome: 'completed' | 'rolledBack';
+}
+
+const scenarios: Scenario[] = [
+  // The coordinator dies having done a phase's work but before recording it: its successor
+  // replays the phase (every agent step is idempotent) and carries the migration through.
+  ...['preflight', 'freeze', 'transfer', 'restore', 'recordCommit', 'resume', 'cleanup'].map(
+    (a): Scenario => ({ phase: a === 'recordCommit' ? 'commit' : a, victim: 'coordinator', fault: `coordinator:${a}:after`, outcome: 'completed' }),
+  ),
+  // The source agent. Before commit its loss rolls back: the freeze it left held is thawed by
+  // its successor. After commit the migration rolls forward and the held original is ended.
+  { phase: 'preflight', victim: 'source', fault: 'agent:preflight:before', outcome: 'rolledBack' },
+  { phase: 'freeze', victim: 'source', fault: 'agent:freeze:after', outcome: 'rolledBack' },
+  { phase: 'transfer', victim: 'source', fault: 'agent:send:before', outcome: 'rolledBack' },
+  { phase: 'restore', victim: 'source', armed: 'destination', fault: `agent:restore:before=${STALL}`, outcome: 'rolledBack' },
+  { phase: 'commit', victim: 'source', armed: 'coordinator', fault: `coordinator:recordCommit:before=${STALL}`, outcome: 'rolledBack' },
+  { phase: 'resume', victim: 'source', armed: 'destination', fault: `agent:resume:before=${STALL}`, outcome: 'completed' },
+  { phase: 'cleanup', victim: 'source', fault: 'agent:cleanup:before', outcome: 'completed' },
+  // The destination agent. Its half-built tree dies with it (PTRACE_O_EXITKILL); after commit
+  // its successor rebuilds the tree from the image it kept.
+  { phase: 'preflight', victim: 'destination', armed: 'source', fault: `agent:preflight:before=${STALL}`, outcome: 'rolledBack' },
+  { phase: 'freeze', victim: 'destination', armed: 'source', fault: `agent:freeze:after=${STALL}`, outcome: 'rolledBack' },
+  { phase: 'transfer', victim: 'destination', fault: 'agent:receive:after', outcome: 'rolledBack' },
+  { phase: 'restore', victim: 'destination', fault: 'agent:restore:after', outcome: 'rolledBack' },
+  { phase: 'commit', victim: 'destination', armed: 'coordinator', fault: `coordinator:recordCommit:before=${STALL}`, outcome: 'rolledBack' },
+  { phase: 'resume', victim: 'destination', fault: 'agent:resume:before', outcome: 'completed' },
+  { phase: 'cleanup', victim: 'destination', armed: 'source', fault: `agent:cleanup:before=${STALL}`, outcome: 'completed' },
+];
+
+describe('fault injection: a daemon killed in every phase of a migration', () => {
+  let w: LabWorkload;
+  let at = 'h1';
+
+  const daemonOf = (r: Role, from: string, to: string) => (r === 'coordinator' ? 'coordinator' : r === 'source' ? from : to);
+
+  async function restart(daemon: string, fault?: string): Promise<void> {
+    await ferry(['lab', 'kill', daemon], env);
+    const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`] : [])], env);
+    expect(r.code, r.stderr).toBe(0);
+  }
+
+  async function running(daemon: string): Promise<boolean> {
+    const s = await ferryJson<LabStatus>(['lab', 'status'], env);
+    return daemon === 'coordinator' ? s.coordinator.running : (s.hosts.find((h) => h.name === daemon)?.agent.running ?? false);
+  }
+
+  /** Both agents alive in the coordinator's view (which also means a coordinator leads). */
+  async function clusterReady(): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const r = await ferry(['hosts', '--json'], env);
+      if (r.code === 0 && (JSON.parse(r.stdout) as HostView[]).every((h) => h.alive)) return;
+      if (Date.now() > deadline) throw new Error(`lab not ready: ${r.stderr}`);
+      await sleep(200);
+    }
+  }
+
+  async function current(): Promise<MigrationView | undefined> {
+    const r = await ferry(['history', '--json'], env);
+    return r.code === 0 ? (JSON.parse(r.stdout) as MigrationView[]).find((v) => v.workload === w.name && v.outcome === null) : undefined;
+  }
+
+  beforeAll(async () => {
+    await ferry(['lab', 'down'], env);
+    await ferryJson(['lab', 'up', '--hosts', '2'], env);
+    w = await runOnLab(env, 'h1', 'memwriter', 'mw', ['16', '10', 'random']);
+  });
+  afterAll(async () => {
+    await ferry(['lab', 'down'], env);
+  });
+
+  it.each(scenarios)('$victim killed in $phase ($fault): $outcome', async (s) => {
+    const from = at;
+    const to = from === 'h1' ? 'h2' : 'h1';
+    const victim = daemonOf(s.victim, from, to);
+    const armed = daemonOf(s.armed ?? s.victim, from, to);
+    await restart(armed, s.fault);
+    await clusterReady();
+
+    const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
+    if (armed === victim) {
+      // It crashes itself at the fault point.
+      const deadline = Date.now() + 60_000;
+      while (await running(victim)) {
+        if (Date.now() > deadline) throw new Error(`${victim} never reached ${s.fault}`);
+        await sleep(100);
+      }
+    } else {
+      // The armed daemon stalls at its step; kill the victim while it does.
+      const deadline = Date.now() + 60_000;
+      while (!(await current())?.state.startsWith(s.phase)) {
+        if (Date.now() > deadline) throw new Error(`migration never reached ${s.phase}`);
+        await sleep(100);
+      }
+      await ferry(['lab', 'kill', victim], env);
+    }
+    await sleep(DOWN_MS);
+    expect((await ferry(['lab', 'start', victim], env)).code).toBe(0);
+
+    const r = await migrating;
+    const v = JSON.parse(r.stdout) as MigrationView;
+    expect(v.outcome, JSON.stringify(v.error)).toBe(s.outcome);
+    expect(r.code).toBe(s.outcome === 'completed' ? 0 : 3);
+    expect(v.committed).toBe(s.outcome === 'completed');
+    // The record says what happened.
+    if (s.victim !== 'coordinator') expect(v.agentsLost.map((a) => a.role)).toContain(s.victim);
+    if (s.outcome === 'rolledBack') expect(v.error).toMatchObject({ kind: expect.stringMatching(/^(agentLost|error|timeout)$/) });
+
+    at = s.outcome === 'completed' ? to : from;
+    await expectRunsOnceOn(env, w, at);
+    // Leave no stalled fault armed for the next scenario.
+    if (armed !== victim) await restart(armed);
+  });
+
+  it('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
+    const from = at;
+    const to = from === 'h1' ? 'h2' : 'h1';
+    expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
+    await restart('coordinator', 'coordinator:transfer:after');
+    await clusterReady();
+    const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
+    while (await running('coordinator')) await sleep(100);
+    // Not restarted: the standby must take the lease and carry the migration on.
+    const r = await migrating;
+    const v = JSON.parse(r.stdout) as MigrationView;
+    expect(v.outcome, JSON.stringify(v.error)).toBe('completed');
+    expect((await ferryJson<LabStatus>(['lab', 'status'], env)).coordinator2?.running).toBe(true);
+    at = to;
+    await expectRunsOnceOn(env, w, at);
+  });
+});

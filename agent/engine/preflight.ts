@@ -3,7 +3,10 @@
 import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
+import { sys } from '../ffi/syscalls.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
+
+const KCMP_FILE = 0;
 import { fdTarget, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 type FdKind = FdImage['kind'];
@@ -131,6 +134,26 @@ function socketProblems(pids: readonly number[]): Problem[] {
   return out;
 }
 
+/**
+ * An eventfd, timerfd, signalfd or epoll instance inherited by several processes is one object
+ * they all see; the restore recreates one per process, which would split it. Refused until the
+ * engine carries such objects shared.
+ */
+function sharedAnonProblems(pids: readonly number[]): Problem[] {
+  const seen: { pid: number; fd: number; kind: string }[] = [];
+  const out: Problem[] = [];
+  for (const pid of pids) {
+    for (const fd of listFds(pid)) {
+      const kind = /^anon_inode:\[?(eventfd|timerfd|signalfd|eventpoll)\]?$/.exec(fdTarget(pid, fd))?.[1];
+      if (!kind) continue;
+      const twin = seen.find((s) => s.pid !== pid && s.kind === kind && sys('kcmp', s.pid, pid, KCMP_FILE, s.fd, fd) === 0);
+      if (twin) out.push({ pid, where: `fd ${fd}`, kind, detail: `shared with pid ${twin.pid} fd ${twin.fd}; only one process of the tree may hold it` });
+      else seen.push({ pid, fd, kind });
+    }
+  }
+  return out;
+}
+
 /** A pipe can travel only when both of its ends are held inside the tree. */
 function pipeProblems(pids: readonly number[]): Problem[] {
   const ends = new Map<string, { r: boolean; w: boolean; pid: number; fd: number }>();
@@ -183,7 +206,7 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
   }
   if (problems.length === 0) {
     try {
-      problems.push(...pipeProblems(pids), ...socketProblems(pids));
+      problems.push(...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids));
     } catch {
       // a process exited meanwhile: the freeze re-checks the tree
     }

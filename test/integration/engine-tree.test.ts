@@ -146,4 +146,24 @@ describe('engine: process trees', () => {
     expect(alive(w)).toBe(true);
     expect(readFileSync(`/proc/${w}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
   });
+
+  it('refuses an eventfd shared by parent and child, naming both, and leaves both running', async () => {
+    const w = startPlain(['python3', '-c', 'import os,time\ne=os.eventfd(0)\nos.fork()\nwhile True: time.sleep(0.01)']);
+    await new Promise((r) => setTimeout(r, 300));
+    const child = Number(readFileSync(`/proc/${w}/task/${w}/children`, 'utf8').trim());
+    expect(child).toBeGreaterThan(0);
+    try {
+      checkpoint(w, { imagesDir: tempDir('img') });
+      throw new Error('checkpoint should have been refused');
+    } catch (err) {
+      expect(err).toBeInstanceOf(FerryError);
+      expect((err as FerryError).code).toBe(ErrorCode.Unsupported);
+      expect((err as FerryError).message).toMatch(new RegExp(`pid ${child} fd \\d+: eventfd is not supported \\(shared with pid ${w} fd \\d+`));
+    }
+    for (const p of [w, child]) {
+      expect(alive(p)).toBe(true);
+      expect(readFileSync(`/proc/${p}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
+    }
+    adopt(child);
+  });
 });

@@ -69,8 +69,12 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       };
     },
 
-    async precopyRound() {
-      throw new FerryError(ErrorCode.Unsupported, 'pre-copy rounds are not available yet: migrate with stop-and-copy');
+    async precopyRound({ input, signal }) {
+      // Round 1 opens the migration's data stream at the destination; later rounds and the final
+      // transfer reuse it.
+      const endpoint = input.round === 1 ? (await d.agents.call(input.destination, 'mig.receive', step(input, input.source), { signal })).endpoint : undefined;
+      const req = { ...step(input, input.destination), round: input.round, throttle: input.throttle, ...(endpoint ? { endpoint } : {}) };
+      return d.agents.call(input.source, 'mig.precopy', req, { signal });
     },
 
     async freeze({ input, signal }) {
@@ -79,8 +83,9 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
     },
 
     async transfer({ input, signal }) {
-      const { endpoint } = await d.agents.call(input.destination, 'mig.receive', step(input, input.source), { signal });
-      const r = await d.agents.call(input.source, 'mig.send', { ...step(input, input.destination), endpoint }, { signal });
+      // After pre-copy rounds only the last delta and the state travel, over the open stream.
+      const endpoint = input.precopyRounds > 0 ? undefined : (await d.agents.call(input.destination, 'mig.receive', step(input, input.source), { signal })).endpoint;
+      const r = await d.agents.call(input.source, 'mig.send', { ...step(input, input.destination), ...(endpoint ? { endpoint } : {}) }, { signal });
       return { bytesTransferred: r.bytesTransferred, bytesOnWire: r.bytesOnWire };
     },
 

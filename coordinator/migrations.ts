@@ -10,6 +10,7 @@ import { encode } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
 import { migrationActorFns, type ActorDeps } from './actors.ts';
 import type { ClusterView } from './cluster.ts';
+import { DEFAULT_FIXED_COSTS, type ConvergenceConfig } from './convergence.ts';
 import {
   MIGRATION_MACHINE_VERSION,
   createMigrationActor,
@@ -24,6 +25,11 @@ import type { Phase } from './phases.ts';
 import type { MigrationRecord, MigrationStore } from './store.ts';
 import { viewOf } from './view.ts';
 import type { WorkloadDirectory } from './workloads.ts';
+
+/** The switchover rule's settings for one migration. */
+function convergenceFor(req: MigrateRequest): ConvergenceConfig {
+  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS };
+}
 
 interface Running {
   actor: MigrationActor;
@@ -71,7 +77,6 @@ export class MigrationManager {
     for (const r of this.#running.values()) {
       if (r.record.request.workload === w.name) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" is already being migrated`);
     }
-    if (req.precopy) throw new FerryError(ErrorCode.InvalidRequest, 'pre-copy is not available yet: migrate without --precopy (stop-and-copy)');
     const id = `m-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const input: MigrationInput = {
       migrationId: id,
@@ -80,13 +85,13 @@ export class MigrationManager {
       workload: { name: w.name },
       streamSecret: randomBytes(32).toString('hex'),
       timeouts: this.d.timeouts,
-      precopy: false,
+      precopy: req.precopy ? convergenceFor(req) : false,
     };
     const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
     const record: MigrationRecord = {
       machineVersion: MIGRATION_MACHINE_VERSION,
       createdAt: new Date().toISOString(),
-      request: { workload: w.name, from: w.host, to: req.to, precopy: req.precopy, downtimeBudgetMs: req.downtimeBudgetMs },
+      request: { workload: w.name, from: w.host, to: req.to, precopy: req.precopy, downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds },
       snapshot: actor.getPersistedSnapshot(),
       final: false,
     };

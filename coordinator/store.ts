@@ -14,7 +14,7 @@ export interface MigrationRecord {
   /** MIGRATION_MACHINE_VERSION of the snapshot's writer. */
   machineVersion: number;
   createdAt: string;
-  request: { workload: string; from: string; to: string; precopy: boolean; downtimeBudgetMs: number };
+  request: { workload: string; from: string; to: string; precopy: boolean; downtimeBudgetMs: number; maxRounds?: number };
   /** actor.getPersistedSnapshot(), as JSON. */
   snapshot: unknown;
   /** True once the statechart reached a final state. */

@@ -10,10 +10,12 @@ export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration 
 export const MigrateRequest = z.strictObject({
   workload: WorkloadName,
   to: HostName,
-  /** Stop-and-copy (no pre-copy rounds). */
+  /** Live migration: pre-copy rounds while the workload runs; false for stop-and-copy. */
   precopy: z.boolean().default(false),
   /** Target for the downtime (ms), used by the pre-copy switchover rule. */
   downtimeBudgetMs: z.number().int().positive().max(60_000).default(100),
+  /** Switch over after this many pre-copy rounds whatever the prediction. */
+  maxRounds: z.number().int().min(1).max(1000).default(30),
 });
 export type MigrateRequest = z.infer<typeof MigrateRequest>;
 
@@ -74,9 +76,31 @@ export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number(
 export const PreflightReply = z.strictObject({ workloadBytes: z.number().nonnegative(), processes: z.number().int(), threads: z.number().int() });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
-export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint });
+/** Without an endpoint: the stream that pre-copy opened carries the final delta. */
+export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional() });
 export const SendReply = z.strictObject({ bytesTransferred: z.number().nonnegative(), bytesOnWire: z.number().nonnegative() });
 export const RestoreReply = z.strictObject({ pid: z.number().int() });
+
+/** One pre-copy round, as the source agent measured it (coordinator/phases.ts RoundStats). */
+export const RoundStatsWire = z.strictObject({
+  round: z.number().int().positive(),
+  pagesScanned: z.number().int().nonnegative(),
+  pagesDirty: z.number().int().nonnegative(),
+  pagesSent: z.number().int().nonnegative(),
+  /** Of the pages sent, those that were all zeros (sent as an address only). */
+  pagesZero: z.number().int().nonnegative().optional(),
+  bytesOnWire: z.number().nonnegative(),
+  compressionRatio: z.number().nonnegative(),
+  durationMs: z.number().nonnegative(),
+  dirtyRateBps: z.number().nonnegative(),
+  bandwidthBps: z.number().nonnegative(),
+  predictedDowntimeMs: z.number().nonnegative(),
+  throttled: z.boolean().optional(),
+  /** Dirty tracking used: uffd-wp (userfaultfd write-protect + PAGEMAP_SCAN), hash, or soft-dirty. */
+  tracker: z.string().optional(),
+});
+/** Round 1 names the destination's stream endpoint; later rounds reuse the connection. */
+export const PrecopyRequest = StepBase.extend({ round: z.number().int().positive(), throttle: z.boolean(), endpoint: StreamEndpoint.optional() });
 export const DoneReply = z.strictObject({ done: z.literal(true) });
 
 // --- events ---------------------------------------------------------------------------------

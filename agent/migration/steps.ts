@@ -116,7 +116,7 @@ export class MigrationSteps {
     });
   }
 
-  send(s: StepBase & { endpoint: StreamEndpoint }) {
+  send(s: StepBase & { endpoint?: StreamEndpoint }) {
     return this.#once(s, 'source', async (m) => {
       const c = this.#checkpoints.get(s.migrationId);
       if (!c) throw new FerryError(ErrorCode.Unavailable, `the frozen state of ${s.migrationId} was lost (agent restarted): roll back`);
@@ -126,6 +126,7 @@ export class MigrationSteps {
       writeImage(m.imageDir, c.image());
       // The destination registers the workload under the same command line.
       writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
+      if (!s.endpoint) throw new FerryError(ErrorCode.InvalidRequest, `${s.migrationId}: no data stream to send on (no endpoint, no pre-copy session)`);
       const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
       try {
         const stats = await sendImageDir(conn, m.imageDir);

@@ -9,7 +9,9 @@
  *            a slot, MADV_DONTNEED, mprotect read-only and back, rewrites;
  *   fork     a child forked after the fill does the same on its
  *            copy-on-write copy (own threads, own seed), status in
- *            <status>.child.
+ *            <status>.child;
+ *   late     the fork happens a second after start instead (while a
+ *            tracker started early is already following the parent).
  * Self-check: every slot page holds a pattern of (slot seed, page, generation)
  * or zeros where it was dropped or newly mapped; a slot is verified before it
  * is unmapped or moved and after every move, and slot 0 (the anchor, never
@@ -214,6 +216,29 @@ static void *writer(void *arg) {
   return NULL;
 }
 
+static int forked;
+
+/* Forks the child; in the child, returns 0 with the role and status path switched. */
+static pid_t fork_child(uint64_t *rng, const char *status_path) {
+  forked = 1;
+  pid_t child = fork();
+  if (child == 0) {
+    role = "child";
+    snprintf(wl_path, sizeof wl_path, "%s.child", status_path);
+    *rng ^= 0xc41d;
+  } else if (child < 0) {
+    wl_fail("fork failed: %s", strerror(errno));
+    child = 0;
+  }
+  return child;
+}
+
+static void start_writers(void) {
+  pthread_t t;
+  pthread_create(&t, NULL, writer, (void *)0);
+  pthread_create(&t, NULL, writer, (void *)1);
+}
+
 static void status(pid_t child, double mib) {
   int live = 0;
   for (int i = 0; i < NSLOTS; i++) live += slots[i].addr != NULL;
@@ -232,7 +257,7 @@ int main(int argc, char **argv) {
   double mib = argc > 2 ? atof(argv[2]) : 16;
   const char *features = argc > 3 ? argv[3] : "threads,churn,fork";
   int threads = strstr(features, "threads") != NULL, churn = strstr(features, "churn") != NULL,
-      forking = strstr(features, "fork") != NULL;
+      forking = strstr(features, "fork") != NULL, late = strstr(features, "late") != NULL;
   if (mib < 1) mib = 1;
   size_t size = (size_t)(mib * 1024 * 1024) / PAGE * PAGE;
   region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -254,28 +279,19 @@ int main(int argc, char **argv) {
   }
 
   pid_t child = 0;
-  if (forking) {
-    child = fork();
-    if (child == 0) {
-      role = "child";
-      snprintf(wl_path, sizeof wl_path, "%s.child", argv[1]);
-      rng ^= 0xc41d;
-    } else if (child < 0) {
-      wl_fail("fork failed: %s", strerror(errno));
-      child = 0;
-    }
-  }
-  pthread_t t;
-  if (threads) {
-    pthread_create(&t, NULL, writer, (void *)0);
-    pthread_create(&t, NULL, writer, (void *)1);
-  }
+  double t0 = wl_mono();
+  if (forking && !late) child = fork_child(&rng, argv[1]);
+  if (threads) start_writers();
   double last = 0;
   for (;;) {
     if (churn)
       for (int k = 0; k < 16; k++) churn_op(&rng);
     verify(0, "sweep");
     double now = wl_mono();
+    if (forking && late && !forked && now - t0 > 1.0) {
+      child = fork_child(&rng, argv[1]);
+      if (child == 0 && threads) start_writers();
+    }
     if (now - last > 0.05) {
       last = now;
       status(child, mib);

@@ -64,6 +64,8 @@ export interface PageRoundStats {
   durationMs: number;
   /** bytesOnWire per second of the round. */
   bandwidthBps: number;
+  /** Most window bytes sent but not yet applied by the receiver at any moment (<= windowBytes). */
+  peakInflightBytes: number;
   compression: CompressionState;
 }
 
@@ -137,6 +139,17 @@ export function* frameRuns(runs: readonly DirtyRun[], frameBytes: number): Gener
   yield* flush();
 }
 
+interface FrameStats {
+  frames: number;
+  lz4Frames: number;
+  pagesSent: number;
+  zeroPages: number;
+  pagesSkipped: number;
+  bytesRaw: number;
+  payload: number;
+  peakInflight: number;
+}
+
 interface Waiter {
   resolve: () => void;
   reject: (e: Error) => void;
@@ -172,6 +185,11 @@ export class PageSender {
     return this.policy.state;
   }
 
+  /** Bytes of frames that may be in flight unapplied. */
+  get window(): number {
+    return this.windowBytes;
+  }
+
   /**
    * Sends one round: reads each dirty run from its (live) process now and streams it. Pages
    * found all-zero go as zero runs; `noteSent` tells the tracker what went (content trackers
@@ -183,7 +201,7 @@ export class PageSender {
     const t0 = performance.now();
     const wire0 = this.conn.bytesSent;
     this.policy.resume(t0);
-    const st = { frames: 0, lz4Frames: 0, pagesSent: 0, zeroPages: 0, pagesSkipped: 0, bytesRaw: 0, payload: 0 };
+    const st: FrameStats = { frames: 0, lz4Frames: 0, pagesSent: 0, zeroPages: 0, pagesSkipped: 0, bytesRaw: 0, payload: 0, peakInflight: 0 };
     await this.conn.send({ t: 'pages-round', round: round.round, exited: round.exited });
     for (const p of round.processes) {
       for (const entries of frameRuns(p.runs, this.frameBytes)) {
@@ -209,6 +227,7 @@ export class PageSender {
       lz4Frames: st.lz4Frames,
       durationMs,
       bandwidthBps: durationMs > 0 ? bytesOnWire / (durationMs / 1000) : 0,
+      peakInflightBytes: st.peakInflight,
       compression: this.policy.state,
     };
   }
@@ -223,7 +242,7 @@ export class PageSender {
     this.finished = true;
   }
 
-  private async sendFrame(pid: number, planned: Entry[], st: { frames: number; lz4Frames: number; pagesSent: number; zeroPages: number; pagesSkipped: number; bytesRaw: number; payload: number }, noteSent?: (pid: number, addr: number, data: Buffer) => void): Promise<void> {
+  private async sendFrame(pid: number, planned: Entry[], st: FrameStats, noteSent?: (pid: number, addr: number, data: Buffer) => void): Promise<void> {
     const spans = planned.filter((e) => !e.zero).map((e) => ({ start: e.addr, end: e.addr + e.pages * PAGE }));
     const dataBytes = spans.reduce((a, s) => a + s.end - s.start, 0);
     const buf = this.buffer(TABLE_BYTES + dataBytes);
@@ -292,6 +311,7 @@ export class PageSender {
     const cost = payload.length + FRAME_OVERHEAD;
     await this.waitWindow(cost);
     this.sent += cost;
+    st.peakInflight = Math.max(st.peakInflight, this.sent - this.credited);
     this.inflight.push({ upTo: this.sent, raw: raw.length });
     await this.conn.send({ t: 'pages', pid, n: entries.length, enc, raw: raw.length, ...(sum ? { sum } : {}) }, payload);
     this.recycle(buf);

@@ -4,10 +4,11 @@
 //   dirty-target uffd     the process registers its own userfaultfd (write-protect mode, never
 //                         armed, so nothing ever blocks) on a second mapping: the tracker's
 //                         UFFDIO_REGISTER there gets EBUSY.
-//   dirty-target fill ADDR PAGES pattern|garbage
+//   dirty-target fill ADDR PAGES pattern|garbage|random|text
 //                         maps PAGES at the fixed address ADDR and fills them: "pattern" gives
 //                         page i words derived from i with every 5th page left zero, "garbage"
-//                         fills 0xee; then it waits.
+//                         fills 0xee, "random" xorshift words (incompressible), "text" lines of
+//                         numbered words (lz4 shrinks it 3-4x); then it waits.
 // The first two write random words into a 4 MiB region every millisecond. All print "ready".
 #define _GNU_SOURCE
 #include <errno.h>
@@ -64,9 +65,24 @@ int main(int argc, char **argv) {
       printf("FAIL mmap: %s\n", strerror(errno));
       return 3;
     }
-    for (size_t i = 0; i < pages; i++)
-      for (size_t j = 0; j < 512; j++)
-        p[i * 512 + j] = strcmp(argv[4], "garbage") == 0 ? 0xeeeeeeeeeeeeeeeeULL : i % 5 == 4 ? 0 : (i << 32 | j) * 0x9E3779B97F4A7C15ULL;
+    const char *kind = argv[4];
+    uint64_t x = 88172645463325252ULL;
+    if (strcmp(kind, "text") == 0) {
+      char *c = (char *)p, *end = c + pages * 4096;
+      for (unsigned long n = 0; c < end; n++) {
+        char line[64];
+        int k = snprintf(line, sizeof line, "record %lu: value %lu ok\n", n, (n * 7919) % 100000);
+        for (int q = 0; q < k && c < end; q++) *c++ = line[q];
+      }
+    } else
+      for (size_t i = 0; i < pages; i++)
+        for (size_t j = 0; j < 512; j++) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          p[i * 512 + j] = strcmp(kind, "garbage") == 0 ? 0xeeeeeeeeeeeeeeeeULL
+                           : strcmp(kind, "random") == 0 ? x
+                           : i % 5 == 4              ? 0
+                                                     : (i << 32 | j) * 0x9E3779B97F4A7C15ULL;
+        }
     printf("ready\n");
     for (;;) pause();
   }

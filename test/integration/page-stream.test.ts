@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addressOf } from '../../agent/ffi/libc.ts';
+import { sys, vmWriteSpans } from '../../agent/ffi/syscalls.ts';
 import { readPages } from '../../agent/engine/dirty/read.ts';
 import { type DirtyRound, type DirtyRun, PAGE } from '../../agent/engine/dirty/types.ts';
 import { ProcessSink, ShadowSink, type PageSink } from '../../agent/transfer/page-sinks.ts';
@@ -84,6 +85,32 @@ describe('page stream', () => {
       expect(got[0]).toMatchObject({ round: 1, pagesWritten: s.pagesSent, zeroPages: s.zeroPages, bytesRaw: s.bytesRaw });
     } finally {
       pair.close();
+    }
+  });
+
+  it('pages unmapped between the scan and the send are skipped, the others arrive', async () => {
+    const pages = 64;
+    const base = sys('mmap', 0, pages * PAGE, 3, 0x22, -1, 0);
+    try {
+      const fill = Buffer.alloc(pages * PAGE);
+      for (let p = 0; p < pages; p++) fill.fill(p + 1, p * PAGE, (p + 1) * PAGE);
+      vmWriteSpans(process.pid, [{ addr: base, len: fill.length }], fill);
+      sys('munmap', base + 10 * PAGE, 5 * PAGE); // a hole inside the run
+      const shadow = new ShadowSink();
+      const pair = await streamPair(shadow, { compression: 'off' });
+      try {
+        const s = await pair.sender.sendRound(roundOf(process.pid, [{ addr: base, pages, zero: false }]));
+        expect([s.pagesSent, s.pagesSkipped, s.zeroPages]).toEqual([pages - 5, 5, 0]);
+        for (let p = 0; p < pages; p++) {
+          const want = p >= 10 && p < 15 ? Buffer.alloc(PAGE) : fill.subarray(p * PAGE, (p + 1) * PAGE);
+          expect(shadow.page(process.pid, base + p * PAGE).equals(want)).toBe(true);
+        }
+        await pair.sender.finish();
+      } finally {
+        pair.close();
+      }
+    } finally {
+      sys('munmap', base, pages * PAGE);
     }
   });
 

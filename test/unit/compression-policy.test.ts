@@ -59,6 +59,15 @@ describe('CompressionPolicy', () => {
     expect(p.state.rawDeliveryBps!).toBeGreaterThan(p.state.lz4DeliveryBps!);
   });
 
+  it('tries lz4 less and less often while it keeps losing', () => {
+    const p = new CompressionPolicy('auto', { epochBytes: 4 * MiB, exploreEvery: 2 });
+    const modes = drive(p, { rawMsPerMiB: 2, lz4MsPerMiB: 3, lz4CpuMsPerMiB: 0.3, ratio: 3, epochs: 400 });
+    const firstHalf = modes.slice(0, modes.length / 2).filter((m) => m).length;
+    const secondHalf = modes.slice(modes.length / 2).filter((m) => m).length;
+    expect(firstHalf).toBeGreaterThan(secondHalf);
+    expect(secondHalf).toBeLessThan(modes.length / 2 / 50);
+  });
+
   it('forced modes do what they say and never sample', () => {
     const on = new CompressionPolicy('on');
     const off = new CompressionPolicy('off');

@@ -294,9 +294,9 @@ for (const kind of ['random', 'text']) {
     ['100 MB/s link', nullSink, 'auto', 100e6],
   ] as const) {
     const mib = throttle ? Math.min(streamMiB, 128) : streamMiB;
-    // Best of two: other work on the machine only ever slows a run down.
+    // Best of three: other work on the machine only ever slows a run down.
     const tries = [];
-    for (let i = 0; i < (throttle ? 1 : 2); i++) tries.push(await pageStream(src, s, 0x580000000000, (mib << 20) / PAGE, compression, throttle));
+    for (let i = 0; i < (throttle ? 1 : 3); i++) tries.push(await pageStream(src, s, 0x580000000000, (mib << 20) / PAGE, compression, throttle));
     const r = tries.reduce((a, b) => (b.rawMBps > a.rawMBps ? b : a));
     const row = {
       content: kind,

@@ -114,8 +114,8 @@ describe.each<TrackMethod>(['uffd-wp', 'hash'])('dirty-page tracking by %s', (me
 });
 
 describe('choosing the tracker', () => {
-  async function exactAfterRounds(pid: number, tracker: TreeTracker): Promise<void> {
-    const shadow = new ShadowSink();
+  /** A few rounds into a shadow (continuing `shadow`), then the process stopped, a last round, and every page compared. */
+  async function exactAfterRounds(pid: number, tracker: TreeTracker, shadow = new ShadowSink()): Promise<void> {
     const pair = await streamPair(shadow, { compression: 'off' });
     try {
       for (let i = 0; i < 3; i++) {
@@ -156,6 +156,21 @@ describe('choosing the tracker', () => {
     expect(m.method).toBe('hash');
     expect(m.reason).toMatch(/EBUSY/);
     expect(events).toContainEqual(expect.objectContaining({ kind: 'retrack', pid: wl.pid, why: 'busy' }));
+  });
+
+  it('a process that execs gets a fresh tracker (a new injection) and is sent whole', async () => {
+    const wl = startFixture(['/bin/bash', '-c', `sleep 0.5; exec ${target} write`], 'dirty-exec');
+    const tracker = trackTree(wl.pid, { method: 'uffd-wp' });
+    trackers.push(tracker);
+    const shadow = new ShadowSink();
+    const before = await streamPair(shadow);
+    await before.sender.sendRound(await tracker.round(), (p, a, d) => tracker.noteSent(p, a, d));
+    before.close();
+    await waitFor('exec', () => logLines(wl).includes('ready'));
+    events.length = 0;
+    await exactAfterRounds(wl.pid, tracker, shadow);
+    expect(events).toContainEqual(expect.objectContaining({ kind: 'retrack', pid: wl.pid, why: 'mm-gone', method: 'uffd-wp' }));
+    expect(tracker.methods.get(wl.pid)!.method).toBe('uffd-wp');
   });
 
   it('a process that exits is reported once and dropped', async () => {

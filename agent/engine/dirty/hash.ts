@@ -5,7 +5,7 @@
 // back before the next one (a lock word: 0, 1, 0) still differs from what the receiver holds.
 import { setImmediate as yieldNow } from 'node:timers/promises';
 import { addressOf } from '../../ffi/libc.ts';
-import { O, closeFd, openFile } from '../../ffi/syscalls.ts';
+import { O, closeFd, isErrno, openFile } from '../../ffi/syscalls.ts';
 import { PAGE_IS, PagemapScanner, type ScanRegion } from '../../ffi/uffd.ts';
 import { xxh3 } from '../../ffi/xxhash.ts';
 import { selectPages } from '../memory.ts';
@@ -87,7 +87,8 @@ export class HashTracker implements ProcessTracker {
   private readonly hashes = new BigUint64Array(READ_BYTES / PAGE);
   private sentHashes = new BigUint64Array(256);
   private readonly scanner: PagemapScanner | null;
-  private readonly pagemap: number;
+  /** Opened for each scan: a pagemap fd stays bound to the mm it was opened on, and exec replaces the mm. */
+  private pagemap = -1;
 
   constructor(
     readonly pid: number,
@@ -97,14 +98,32 @@ export class HashTracker implements ProcessTracker {
     this.hasher.hashPages(Buffer.alloc(PAGE), 1, this.hashes);
     this.zeroHash = this.hashes[0]!;
     this.scanner = opts.pagemapScan ? new PagemapScanner() : null;
-    this.pagemap = openFile(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
   }
 
   get hasherName(): string {
     return this.hasher.name;
   }
 
+  /**
+   * Content comparison heals itself: whatever a round gets wrong while the process changes under
+   * it (an exec between opening pagemap and reading maps) differs from what was sent and goes
+   * again next round. A pagemap whose mm vanished mid-scan (ESRCH) is reopened once.
+   */
   async scan(): Promise<ProcessDirty> {
+    for (let attempt = 0; ; attempt++) {
+      this.pagemap = openFile(`/proc/${this.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      try {
+        return await this.scanWith();
+      } catch (err) {
+        if (attempt > 0 || !isErrno(err, 'ESRCH')) throw err;
+      } finally {
+        closeFd(this.pagemap);
+        this.pagemap = -1;
+      }
+    }
+  }
+
+  private async scanWith(): Promise<ProcessDirty> {
     const ranges = trackedRanges(readMaps(this.pid));
     this.forgetOutside(ranges);
     const runs: DirtyRun[] = [];
@@ -252,11 +271,7 @@ export class HashTracker implements ProcessTracker {
   }
 
   stop(): void {
-    try {
-      closeFd(this.pagemap);
-    } catch {
-      // closed already
-    }
+    this.chunks.clear();
   }
 }
 

@@ -6,7 +6,7 @@
 // it, and closing it ends the tracking (the target is back to full speed).
 import { ErrorCode, FerryError } from '../../../shared/errors.ts';
 import { SYS } from '../../ffi/libc.ts';
-import { O, SyscallError, closeFd, errnoName, openFile, pidfdGetfd, pidfdOpen } from '../../ffi/syscalls.ts';
+import { O, SyscallError, closeFd, errnoName, isErrno, openFile, pidfdGetfd, pidfdOpen } from '../../ffi/syscalls.ts';
 import { PAGE_IS, PM_SCAN, PagemapScanner, type ScanRegion, UFFD_FEATURE, UFFD_OPEN_FLAGS, isUnregistered, uffdApi, uffdRegisterWp } from '../../ffi/uffd.ts';
 import { FrozenTree } from '../freeze.ts';
 import { findSyscallSite, injectStep, injectStepOk } from '../inject.ts';
@@ -30,6 +30,8 @@ export class UffdLost extends FerryError {
     super(ErrorCode.Unsupported, message, { details: { why, ...details } });
   }
 }
+
+const mmGone = (pid: number) => new UffdLost('mm-gone', `pid ${pid}: its memory was replaced (exec) or released`, { pid });
 
 /** Classifies a failure of userfaultfd inside the target into the reason a fallback reports. */
 export function explainUffdFailure(errno: number): string {
@@ -145,6 +147,7 @@ export class UffdTracker implements ProcessTracker {
         for (const span of joinAdjacent(ranges)) this.scanSpan(span, runs);
         break;
       } catch (err) {
+        if (isErrno(err, 'ESRCH')) throw mmGone(this.pid); // the pagemap's mm is gone (exec)
         if (!isUnregistered(err)) throw err;
         if (attempt >= 20) throw new UffdLost('unregistrable', `pid ${this.pid}: a mapping stays unregistered for write-protect`, { pid: this.pid });
       }
@@ -160,7 +163,7 @@ export class UffdTracker implements ProcessTracker {
         if (!(err instanceof SyscallError)) throw err;
         const name = errnoName(err.errno);
         // The mm this uffd belongs to is gone: the process exec'd (or is exiting).
-        if (name === 'ESRCH') throw new UffdLost('mm-gone', `pid ${this.pid}: its memory was replaced (exec) or released`, { pid: this.pid });
+        if (name === 'ESRCH') throw mmGone(this.pid);
         if (name === 'EBUSY') throw new UffdLost('busy', explainUffdFailure(err.errno), { pid: this.pid, addr: r.start });
         // EINVAL/ENOMEM: the mapping changed under us; the scan's EPERM brings us back here.
       }

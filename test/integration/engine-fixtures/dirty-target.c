@@ -1,6 +1,7 @@
 // Targets for the dirty-page tracking tests.
 //   dirty-target seccomp  a seccomp filter makes userfaultfd(2) fail with EPERM (as Docker's
 //                         default profile does); the uffd-wp tracker must be refused.
+//   dirty-target write    nothing special: a plain writer.
 //   dirty-target uffd     the process registers its own userfaultfd (write-protect mode, never
 //                         armed, so nothing ever blocks) on a second mapping: the tracker's
 //                         UFFDIO_REGISTER there gets EBUSY.
@@ -9,7 +10,7 @@
 //                         page i words derived from i with every 5th page left zero, "garbage"
 //                         fills 0xee, "random" xorshift words (incompressible), "text" lines of
 //                         numbered words (lz4 shrinks it 3-4x); then it waits.
-// The first two write random words into a 4 MiB region every millisecond. All print "ready".
+// The first three write random words into a 4 MiB region every millisecond. All print "ready".
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -88,8 +89,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(mode, "seccomp") == 0) block_userfaultfd();
   else if (strcmp(mode, "uffd") == 0) own_userfaultfd();
-  else {
-    printf("FAIL usage: dirty-target seccomp|uffd|fill ADDR PAGES pattern|garbage\n");
+  else if (strcmp(mode, "write") != 0) {
+    printf("FAIL usage: dirty-target seccomp|write|uffd|fill ADDR PAGES pattern|garbage|random|text\n");
     return 2;
   }
   size_t words = (4u << 20) / 8;

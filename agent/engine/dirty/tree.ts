@@ -67,6 +67,7 @@ export class TreeTracker implements DirtyTracker {
       this.drop(pid);
       exited.push(pid);
     }
+    for (const pid of this.sharing.keys()) if (isGone(pid)) this.sharing.delete(pid);
     this.adopt(this.discover(), allowInject);
     const processes: ProcessDirty[] = [];
     for (const [pid, p] of [...this.procs]) {

@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { spawnDetached } from './engine/detached.ts';
 import { NT_X86_XSTATE, PTEV, expectStop, getRegset, interrupt, seize } from './ffi/ptrace.ts';
 import { SYS, addressOf, libc } from './ffi/libc.ts';
-import { O, SyscallError, WALL, WNOHANG, closeFd, ioctl, killPid, openFile, sys, waitpid } from './ffi/syscalls.ts';
+import { O, SyscallError, WALL, WNOHANG, closeFd, killPid, openFile, sys, waitpid } from './ffi/syscalls.ts';
+import { PAGE_IS, PagemapScanner, UFFD_FEATURE, UFFD_OPEN_FLAGS, uffdApi } from './ffi/uffd.ts';
 
 export interface KernelProbes {
   xsave: { xcr0: string; xstateSize: number } | null;
@@ -56,19 +57,11 @@ function reapTracee(pid: number): void {
   });
 }
 
-const UFFD_USER_MODE_ONLY = 1;
-const UFFDIO_API = 0xc018aa3f;
-const UFFD_FEATURE_WP_UNPOPULATED = 1n << 13n;
-const UFFD_FEATURE_WP_ASYNC = 1n << 15n;
-
 export function probeUffdWpAsync(): boolean {
   let fd = -1;
   try {
-    fd = sys('userfaultfd', O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY);
-    const api = Buffer.alloc(24);
-    api.writeBigUInt64LE(0xaan, 0);
-    api.writeBigUInt64LE(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 8);
-    ioctl(fd, UFFDIO_API, api);
+    fd = sys('userfaultfd', UFFD_OPEN_FLAGS);
+    uffdApi(fd, UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED);
     return true;
   } catch {
     return false;
@@ -77,25 +70,15 @@ export function probeUffdWpAsync(): boolean {
   }
 }
 
-const PAGEMAP_SCAN = 0xc0606610;
 export function probePagemapScan(): boolean {
   let fd = -1;
   try {
     fd = openFile('/proc/self/pagemap', O.RDONLY | O.CLOEXEC);
     const page = Buffer.alloc(8192);
     page.fill(1);
-    const start = (addressOf(page) + 4095n) & ~4095n;
-    const vec = Buffer.alloc(24 * 2);
-    const arg = Buffer.alloc(96);
-    arg.writeBigUInt64LE(96n, 0);
-    arg.writeBigUInt64LE(start, 16);
-    arg.writeBigUInt64LE(start + 4096n, 24);
-    arg.writeBigUInt64LE(addressOf(vec), 40);
-    arg.writeBigUInt64LE(2n, 48);
-    arg.writeBigUInt64LE(8n, 88); // return PAGE_IS_PRESENT
-    ioctl(fd, PAGEMAP_SCAN, arg);
+    const start = Number((addressOf(page) + 4095n) & ~4095n);
+    new PagemapScanner(2).scan(fd, { flags: 0, start, end: start + 4096, returnMask: PAGE_IS.PRESENT }, []);
     void page[0];
-    void vec[0];
     return true;
   } catch {
     return false;

@@ -17,6 +17,7 @@ apt_packages=(
   sqlite3          # sqlite test workload
   redis-server     # networked test workload
   psmisc           # fuser, for diagnostics
+  libxxhash0       # XXH3 page hashes for the dirty-tracking fallback (loaded through koffi)
   iputils-ping     # reachability checks inside the lab
 )
 

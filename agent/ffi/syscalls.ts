@@ -105,3 +105,53 @@ export function vmWrite(pid: number, remote: bigint, src: Buffer): void {
 
 export const pidfdOpen = (pid: number): number => sys('pidfd_open', pid, 0);
 export const pidfdGetfd = (pidfd: number, fd: number): number => sys('pidfd_getfd', pidfd, fd, 0);
+
+/** A range of another process's memory; addresses below 2^53 fit a double. */
+export interface RemoteSpan {
+  addr: number;
+  len: number;
+}
+
+const IOV_MAX = 1024;
+const TWO32 = 2 ** 32;
+
+/**
+ * Moves bytes between consecutive bytes of `local` and scattered spans of another process, up
+ * to IOV_MAX spans per call. Returns how many bytes moved: the kernel stops at the first span it
+ * cannot access (unmapped meanwhile), so a short count names where to resume.
+ */
+function vmSpans(call: 'process_vm_readv' | 'process_vm_writev', pid: number, spans: readonly RemoteSpan[], local: Buffer): number {
+  const fn = call === 'process_vm_readv' ? libc.processVmReadv : libc.processVmWritev;
+  const remote = Buffer.alloc(Math.min(spans.length, IOV_MAX) * IOV);
+  const words = new Uint32Array(remote.buffer, remote.byteOffset, remote.length / 4);
+  const one = Buffer.alloc(IOV);
+  const base = addressOf(local);
+  let done = 0;
+  for (let i = 0; i < spans.length; i += IOV_MAX) {
+    const n = Math.min(IOV_MAX, spans.length - i);
+    let want = 0;
+    for (let k = 0; k < n; k++) {
+      const s = spans[i + k]!;
+      words[k * 4] = s.addr % TWO32;
+      words[k * 4 + 1] = Math.floor(s.addr / TWO32);
+      words[k * 4 + 2] = s.len;
+      words[k * 4 + 3] = 0;
+      want += s.len;
+    }
+    one.writeBigUInt64LE(base + BigInt(done), 0);
+    one.writeBigUInt64LE(BigInt(want), 8);
+    setErrno(0);
+    const r = Number(asLong(fn(pid, one, 1, remote, n, 0)));
+    if (r < 0) {
+      const e = getErrno();
+      if (e === 14 || e === 12) return done; // EFAULT/ENOMEM: the first span is gone
+      throw new SyscallError(call, e, { pid });
+    }
+    done += r;
+    if (r < want) return done;
+  }
+  return done;
+}
+
+export const vmReadSpans = (pid: number, spans: readonly RemoteSpan[], local: Buffer): number => vmSpans('process_vm_readv', pid, spans, local);
+export const vmWriteSpans = (pid: number, spans: readonly RemoteSpan[], local: Buffer): number => vmSpans('process_vm_writev', pid, spans, local);

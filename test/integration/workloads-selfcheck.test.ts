@@ -31,7 +31,7 @@ import {
 
 const execFileP = promisify(execFile);
 const names = WORKLOAD_NAMES.filter(workloadSupported);
-const args: Partial<Record<WorkloadName, string[]>> = { memwriter: ['32', '4', 'random'] };
+const args: Partial<Record<WorkloadName, string[]>> = { memwriter: ['32', '4', 'random'], dirtier: ['4', 'threads,churn,fork'] };
 const ws = new Map<WorkloadName, Workload>();
 
 function get(name: WorkloadName): Workload {
@@ -107,6 +107,16 @@ describe('self-checking workloads', () => {
       w,
       (s) => pokeMemory(w.pid, statusAddress(s, 'region_addr') + 3 * 4096 + 64 * 8, Buffer.alloc(8, 0xee)),
       /page 3 \(addr 0x[0-9a-f]+\) word 64 is 0xeeeeeeeeeeeeeeee/,
+    );
+    expect(st.ok).toBe(false);
+  });
+
+  it('dirtier detects a word of its anchor mapping changed behind its back', async () => {
+    const w = get('dirtier');
+    const st = await corruptUntilFailure(
+      w,
+      (s) => pokeMemory(w.pid, statusAddress(s, 'anchor_addr') + 5 * 4096 + 8 * 8, Buffer.alloc(8, 0xee)),
+      /parent: slot 0 page 5 \(addr 0x[0-9a-f]+\) word 8 is 0xeeeeeeeeeeeeeeee/,
     );
     expect(st.ok).toBe(false);
   });

@@ -61,6 +61,7 @@ export const WORKLOAD_SPECS = {
   files: c('files.c'),
   clocks: c('clocks.c', [], ['-lrt']),
   memwriter: c('memwriter.c'),
+  dirtier: c('dirtier.c', ['-pthread']),
   openmp: c('openmp.c', ['-fopenmp'], ['-lm']),
   'python-threads': { kind: 'python', source: 'python-threads.py' },
   sqlite: { kind: 'python', source: 'sqlite.py' },

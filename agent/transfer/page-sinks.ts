@@ -1,0 +1,130 @@
+// Where received pages go: straight into a process (the husk on the destination, through
+// process_vm_writev), or into a shadow copy kept in memory (tests, verification).
+import { O, closeFd, openFile, vmWriteSpans } from '../ffi/syscalls.ts';
+import { PAGE, type Span } from '../engine/dirty/types.ts';
+import { readPages } from '../engine/dirty/read.ts';
+import { selectPages } from '../engine/memory.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+
+export interface PageSink {
+  /** Whole pages of the sender's process `pid`, starting at addr. */
+  write(pid: number, addr: number, data: Buffer): void;
+  /** Pages that read as zeros now. */
+  zero(pid: number, addr: number, pages: number): void;
+  /** The process exited on the sender's side. */
+  drop?(pid: number): void;
+}
+
+const ZERO_PAGE = Buffer.alloc(PAGE);
+
+/** A sparse copy of each process's memory: page number -> 4 KiB; absent pages are zero. */
+export class ShadowSink implements PageSink {
+  private readonly procs = new Map<number, Map<number, Buffer>>();
+
+  private pagesOf(pid: number): Map<number, Buffer> {
+    let m = this.procs.get(pid);
+    if (!m) this.procs.set(pid, (m = new Map()));
+    return m;
+  }
+
+  write(pid: number, addr: number, data: Buffer): void {
+    const m = this.pagesOf(pid);
+    for (let off = 0; off < data.length; off += PAGE) {
+      const key = (addr + off) / PAGE;
+      const dst = m.get(key) ?? Buffer.allocUnsafeSlow(PAGE);
+      data.copy(dst, 0, off, off + PAGE);
+      m.set(key, dst);
+    }
+  }
+
+  zero(pid: number, addr: number, pages: number): void {
+    const m = this.pagesOf(pid);
+    for (let i = 0; i < pages; i++) m.delete(addr / PAGE + i);
+  }
+
+  drop(pid: number): void {
+    this.procs.delete(pid);
+  }
+
+  /** The shadow's copy of one page (zeros when never written). */
+  page(pid: number, addr: number): Buffer {
+    return this.procs.get(pid)?.get(addr / PAGE) ?? ZERO_PAGE;
+  }
+
+  /** Bytes held (non-zero pages). */
+  get bytes(): number {
+    let n = 0;
+    for (const m of this.procs.values()) n += m.size * PAGE;
+    return n;
+  }
+
+  /**
+   * Page addresses in `ranges` where the live process differs from the shadow (a page the
+   * process cannot read counts as a difference). The process should be stopped.
+   */
+  mismatches(pid: number, ranges: readonly Span[]): number[] {
+    const out: number[] = [];
+    const chunk = 4 << 20;
+    const buf = Buffer.alloc(chunk);
+    for (const r of ranges) {
+      for (let a = r.start; a < r.end; a += chunk) {
+        const end = Math.min(r.end, a + chunk);
+        const ok = readPages(pid, [{ start: a, end }], buf);
+        for (let i = 0; i < ok.length; i++) {
+          const addr = a + i * PAGE;
+          if (!ok[i] || !buf.subarray(i * PAGE, (i + 1) * PAGE).equals(this.page(pid, addr))) out.push(addr);
+        }
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * Writes into a live process (pid on the sender mapped to a local pid). Zero runs only touch the
+ * pages that hold data there: pages with none read as zeros already (the destination's mapping
+ * is anonymous where the source's was), and writing zeros would allocate them.
+ */
+export class ProcessSink implements PageSink {
+  private readonly pagemaps = new Map<number, number>();
+  private scratch = Buffer.alloc(0);
+  bytesWritten = 0;
+
+  constructor(private readonly target: (pid: number) => number = (pid) => pid) {}
+
+  write(pid: number, addr: number, data: Buffer): void {
+    const dst = this.target(pid);
+    const n = vmWriteSpans(dst, [{ addr, len: data.length }], data);
+    if (n !== data.length) throw new FerryError(ErrorCode.Syscall, `process_vm_writev into ${dst} at 0x${addr.toString(16)}: ${n} of ${data.length} bytes`, { details: { pid: dst, addr } });
+    this.bytesWritten += n;
+  }
+
+  zero(pid: number, addr: number, pages: number): void {
+    const dst = this.target(pid);
+    let pm = this.pagemaps.get(dst);
+    if (pm === undefined) this.pagemaps.set(dst, (pm = openFile(`/proc/${dst}/pagemap`, O.RDONLY | O.CLOEXEC)));
+    for (const r of selectPages(pm, BigInt(addr), BigInt(addr + pages * PAGE), false)) {
+      const start = Number(r.addr);
+      const len = r.pages * PAGE;
+      if (this.scratch.length < len) this.scratch = Buffer.alloc(len);
+      const view = this.scratch.subarray(0, len);
+      const ok = readPages(dst, [{ start, end: start + len }], view);
+      for (let i = 0; i < r.pages; i++) {
+        if (!ok[i] || view.subarray(i * PAGE, (i + 1) * PAGE).equals(ZERO_PAGE)) continue;
+        vmWriteSpans(dst, [{ addr: start + i * PAGE, len: PAGE }], ZERO_PAGE);
+        this.bytesWritten += PAGE;
+      }
+    }
+  }
+
+  drop(pid: number): void {
+    const pm = this.pagemaps.get(this.target(pid));
+    if (pm !== undefined) closeFd(pm);
+    this.pagemaps.delete(this.target(pid));
+  }
+
+  close(): void {
+    for (const pm of this.pagemaps.values()) closeFd(pm);
+    this.pagemaps.clear();
+  }
+}

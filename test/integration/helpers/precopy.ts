@@ -1,0 +1,77 @@
+// Shared by the pre-copy tests: a real authenticated stream pair carrying the page stream into a
+// shadow, stopping a process tree for the final round, and looking at its mappings.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { PageReceiver, PageSender, type PageStreamOptions, type ReceivedRound } from '../../../agent/transfer/pages.ts';
+import { type PageSink, ShadowSink } from '../../../agent/transfer/page-sinks.ts';
+import { type DataConnection, DataListener, connectStream } from '../../../agent/transfer/stream.ts';
+
+export interface StreamPair {
+  sender: PageSender;
+  /** Resolves with every round the receiver applied, once the sender finishes. */
+  received: Promise<ReceivedRound[]>;
+  conns: DataConnection[];
+  close(): void;
+}
+
+/** A sender and a receiver (applying into `sink`) over a DataListener/connectStream pair on loopback. */
+export async function streamPair(sink: PageSink = new ShadowSink(), opts: PageStreamOptions = {}): Promise<StreamPair> {
+  const auth = { migrationId: `m-pages-${randomBytes(4).toString('hex')}`, secret: randomBytes(32).toString('hex') };
+  const listener = await DataListener.open('127.0.0.1', auth);
+  const [out, inc] = await Promise.all([connectStream(listener.endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+  const receiver = new PageReceiver(inc, sink);
+  const received = (async () => {
+    const rounds: ReceivedRound[] = [];
+    for (;;) {
+      const r = await receiver.receiveRound();
+      if (!r) return rounds;
+      rounds.push(r);
+    }
+  })();
+  received.catch(() => undefined); // observed by the test that awaits it
+  return {
+    sender: new PageSender(out, opts),
+    received,
+    conns: [out, inc],
+    close: () => {
+      out.destroy();
+      inc.destroy();
+    },
+  };
+}
+
+const taskStates = (pid: number): string[] =>
+  readdirSync(`/proc/${pid}/task`).map((t) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '?';
+    } catch {
+      return 'X';
+    }
+  });
+
+/** SIGSTOPs every process and waits until all of their threads are stopped. */
+export async function stopAll(pids: readonly number[]): Promise<void> {
+  for (const p of pids) process.kill(p, 'SIGSTOP');
+  const deadline = Date.now() + 10_000;
+  while (!pids.every((p) => taskStates(p).every((s) => s === 'T' || s === 't'))) {
+    if (Date.now() > deadline) throw new Error(`processes ${pids.join(',')} did not stop`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export function continueAll(pids: readonly number[]): void {
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** Mappings of a process that carry userfaultfd write-protect registration ("uw" in smaps). */
+export function uffdRegistered(pid: number): number {
+  return readFileSync(`/proc/${pid}/smaps`, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('VmFlags:') && /\buw\b/.test(l)).length;
+}

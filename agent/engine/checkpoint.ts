@@ -2,7 +2,7 @@
 // memory, write the image, then end the original or let it run on. The live-migration path
 // drives the same parts with memory rounds in between.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
@@ -16,7 +16,8 @@ import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
 import { PagesWriter, selectPages } from './memory.ts';
-import { clearUnixTable, preflight, treeOf } from './preflight.ts';
+import { preflight, treeOf } from './preflight.ts';
+import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
 import { listTasks, readMaps } from './procfs.ts';
 
@@ -39,6 +40,8 @@ export class Checkpoint {
   /** The container's clocks at the freeze, when the tree is a container. */
   clocks: { monotonicNs: bigint; boottimeNs: bigint } | null = null;
   private uts: { hostname: string; domainname: string } | null = null;
+  /** TCP connections put into repair mode by collect(): closed silently by kill(), let go by release(). */
+  private sockets = new RepairHold();
   private readonly t0 = performance.now();
 
   private constructor(
@@ -67,7 +70,7 @@ export class Checkpoint {
   /** Everything but pages. Moves the tasks into group-stop first: injected calls cannot run frozen. */
   collect(): ProcessImage[] {
     this.tree.enterGroupStop();
-    clearUnixTable();
+    clearSocketTables();
     this.processes = this.tree.pids.map((pid) => {
       const maps = readMaps(pid);
       const site = findSyscallSite(pid, maps);
@@ -78,6 +81,8 @@ export class Checkpoint {
       return p;
     });
     this.shared = linkShared(this.processes);
+    this.sockets.release();
+    this.sockets = linkSockets(this.processes, this.shared);
     if (this.clocks) this.uts = readUts(this.root, this.processes[0]!);
     if (chan.hasSubscribers) chan.publish({ kind: 'collected', root: this.root, processes: this.processes.length });
     return this.processes;
@@ -135,6 +140,7 @@ export class Checkpoint {
       createdAt: new Date().toISOString(),
       machine: this.machine,
       root: this.root,
+      ...(readlinkSync(`/proc/${this.root}/ns/net`) !== readlinkSync('/proc/self/ns/net') ? { ownNetns: true } : {}),
       processes,
       shared: this.shared,
       ...(this.clocks && this.uts ? { container: { ...this.uts, monotonicNs: String(this.clocks.monotonicNs), boottimeNs: String(this.clocks.boottimeNs) } } : {}),
@@ -146,13 +152,16 @@ export class Checkpoint {
     };
   }
 
-  /** The workload runs on as if nothing happened. */
+  /** The workload runs on as if nothing happened (its TCP connections leave repair mode first). */
   release(): void {
+    this.sockets.release();
     this.tree.release();
   }
 
+  /** Ends the original; its TCP connections close in repair mode, so the peers see no FIN or RST. */
   kill(): void {
     this.tree.kill();
+    this.sockets.close();
   }
 }
 

@@ -37,7 +37,8 @@ export function isContainer(root: number, pids: readonly number[]): boolean {
       details: { pid: root, where: 'process', kind: 'SysV IPC objects' },
     });
   for (const pid of pids) {
-    for (const ns of ['user', 'net']) {
+    // A network namespace of its own is the caller's to rebuild (agent/net); preflight checks the tree shares one.
+    for (const ns of ['user']) {
       if (nsOf(pid, ns) !== nsOf('self', ns))
         throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: ${ns} namespace is not supported`, { details: { pid, where: 'process', kind: `${ns} namespace` } });
     }

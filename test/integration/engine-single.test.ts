@@ -186,13 +186,14 @@ describe('engine: timers', () => {
 
 describe('engine: failure paths', () => {
   it('preflight refuses an unsupported fd before freezing and leaves the workload untouched', async () => {
-    const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nwhile True: time.sleep(0.01)"]);
+    // A netlink socket: sockets the engine carries are TCP, UDP and unix (see engine-sockets).
+    const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\nwhile True: time.sleep(0.01)"]);
     await new Promise((r) => setTimeout(r, 300));
     const images = tempDir('img');
     const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: images }), ErrorCode.Unsupported);
     expect(err.message).toContain(`pid ${w.pid}`);
-    expect(err.message).toMatch(/fd \d+: socket/);
-    expect(err.details).toMatchObject({ pid: w.pid, kind: 'socket' });
+    expect(err.message).toMatch(/fd \d+: netlink socket is not supported/);
+    expect(err.details).toMatchObject({ pid: w.pid, kind: 'netlink socket' });
     expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
     expect(['S', 'R']).toContain(procState(w.pid));
     expect(readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).not.toMatch(/ferry-ckpt/);

@@ -13,10 +13,12 @@ import { sys } from '../../../agent/ffi/syscalls.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 const binDir = join(tmpdir(), 'ferry-engine-fixtures');
 
-/** Compiles a fixture once per source version (cached by content hash); concurrent builds rename into place. */
+/** Compiles a fixture once per source version (cached by content hash, local headers included); concurrent builds rename into place. */
 export function buildFixture(name: string, flags: string[] = []): string {
   const src = join(here, `${name}.c`);
-  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 12);
+  const h = createHash('sha256').update(readFileSync(src)).update(flags.join(' '));
+  for (const m of readFileSync(src, 'utf8').matchAll(/^#include "([^"]+)"/gm)) h.update(readFileSync(join(here, m[1]!)));
+  const hash = h.digest('hex').slice(0, 12);
   // The hash names the directory, not the binary: tests compare the process name (comm).
   mkdirSync(join(binDir, hash), { recursive: true });
   const out = join(binDir, hash, name);

@@ -1,0 +1,234 @@
+// Sockets through checkpoint and restore on one host, with the network handed over the way a
+// migration does it: a server in a network namespace of its own serves a client in another
+// namespace across a bridge (all three namespaces made by this test). Lock the server's
+// namespace, checkpoint (the original dies, its connections close in repair mode), delete the
+// namespace and rebuild it from its dumped configuration (same address and MAC), restore into
+// it, attach and announce: the client's connections carry on with no reset and every byte
+// checked both ways, including what was in flight; the listener accepts, UDP answers, a unix
+// pair keeps its queued bytes. Also: what the engine cannot carry is refused at preflight.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkpoint } from '../../agent/engine/checkpoint.ts';
+import { readImage } from '../../agent/engine/image-io.ts';
+import { restore } from '../../agent/engine/restore.ts';
+import { announce, openAnnouncer } from '../../agent/net/announce.ts';
+import { dumpNetns } from '../../agent/net/dump.ts';
+import { ipBatch, netnsPath, run } from '../../agent/net/exec.ts';
+import type { NetnsHandle } from '../../agent/net/handle.ts';
+import { attachNetns, lockNetwork } from '../../agent/net/lock.ts';
+import { rebuildNetns, removeNetns } from '../../agent/net/rebuild.ts';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { initialNetns } from '../../shared/netns.ts';
+import { adopt, buildFixture, cleanup, procState, sealInheritedFds, startWorkload, tempDir, waitFor } from './engine-fixtures/helpers.ts';
+
+const tag = `fs${process.pid % 100000}`;
+const HOST_NS = `${tag}h`;
+const SRV = '10.78.0.10';
+const CLI = '10.78.0.20';
+
+type Status = { ok: boolean; error: string } & Record<string, unknown>;
+const readStatus = (file: string): Status | null => {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Status;
+  } catch {
+    return null;
+  }
+};
+/** A status file that says ok; throws with the workload's own error otherwise. */
+function okStatus(file: string): Status | undefined {
+  const s = readStatus(file);
+  if (s && !s.ok) throw new Error(`${file}: ${s.error}`);
+  return s ?? undefined;
+}
+
+/** Tcp counters of a namespace (/proc/net/snmp shows the reader's namespace). */
+function tcpCounters(nsPath: string): Record<string, number> {
+  const lines = execFileSync('nsenter', [`--net=${nsPath}`, '--', 'cat', '/proc/net/snmp'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith('Tcp:'));
+  const [names, values] = lines.map((l) => l.split(/\s+/).slice(1));
+  return Object.fromEntries((names ?? []).map((n, i) => [n, Number(values?.[i])]));
+}
+
+async function expectFerryError(fn: () => unknown, code: ErrorCode): Promise<FerryError> {
+  try {
+    await fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe(code);
+    return err as FerryError;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
+}
+
+let srv: NetnsHandle;
+let cli: NetnsHandle;
+
+beforeAll(async () => {
+  sealInheritedFds();
+  // The "host": a namespace with a bridge, taking both namespaces' veths.
+  await run('ip', ['netns', 'add', HOST_NS]);
+  await ipBatch(netnsPath(HOST_NS), ['link set lo up', 'link add br0 type bridge stp_state 0 forward_delay 0', 'link set br0 up']);
+  srv = await rebuildNetns(initialNetns(SRV, 24), { name: `${tag}s`, bridge: 'br0', hostNetns: netnsPath(HOST_NS) });
+  cli = await rebuildNetns(initialNetns(CLI, 24), { name: `${tag}c`, bridge: 'br0', hostNetns: netnsPath(HOST_NS) });
+});
+
+afterEach(() => cleanup());
+
+afterAll(async () => {
+  cleanup();
+  for (const h of [srv, cli]) if (h) await removeNetns(h);
+  await run('ip', ['netns', 'delete', HOST_NS], { allowFail: true });
+});
+
+describe('engine: sockets and the network handover', () => {
+  it('TCP with data in flight both ways, a listener, UDP and a unix pair survive lock, checkpoint, namespace rebuild and restore, twice', { timeout: 180_000 }, async () => {
+    const server = buildFixture('netserver');
+    const client = buildFixture('netclient');
+    // A container (pid 1 of its own pid namespace) in the server namespace, as `ferry run` makes them.
+    const w = startWorkload(['nsenter', `--net=${srv.path}`, '--', 'unshare', '--pid', '--fork', '--mount-proc', server, '{dir}/server.json', '{dir}/srv.sock', '{dir}/drain'], 'netsrv');
+    const root = await waitFor('container init', () => Number(readFileSync(`/proc/${w.pid}/task/${w.pid}/children`, 'utf8').trim()) || undefined);
+    adopt(root);
+    const serverStatus = join(w.dir, 'server.json');
+    await waitFor('the server', () => okStatus(serverStatus));
+    const stream = startWorkload(['nsenter', `--net=${cli.path}`, '--', client, 'stream', SRV, '7000', '{dir}/stream.json'], 'netcli');
+    const ping = startWorkload(['nsenter', `--net=${cli.path}`, '--', client, 'ping', SRV, '7000', '{dir}/ping.json'], 'netcli');
+    const streamStatus = join(stream.dir, 'stream.json');
+    const pingStatus = join(ping.dir, 'ping.json');
+    const serverRx = () => ((okStatus(serverStatus)?.streams as { rx: number; tx: number }[] | undefined) ?? [])[0]?.rx ?? 0;
+    const clientRx = () => Number(okStatus(streamStatus)?.rx ?? 0);
+    await waitFor('both ends of the stream moving', () => serverRx() > 100_000 && clientRx() > 100_000, 20_000);
+    await waitFor('pings', () => Number(okStatus(pingStatus)?.count ?? 0) > 20);
+
+    let pid = root;
+    let h = srv;
+    const figures: Record<string, number>[] = [];
+    for (let round = 0; round < 2; round++) {
+      const cfg = await dumpNetns(pid);
+      expect(cfg.interfaces.find((i) => i.name === 'eth0')).toMatchObject({ mac: '02:fe:0a:4e:00:0a', addresses: [{ address: SRV, prefixLen: 24 }] });
+      const pingBefore = Number(okStatus(pingStatus)?.maxRttMs ?? 0);
+      const images = tempDir('img');
+      const t0 = performance.now();
+      lockNetwork(h);
+      const ck = checkpoint(pid, { imagesDir: images });
+      const img = readImage(images);
+      expect(img.ownNetns).toBe(true);
+      const inet = img.shared.filter((s) => s.kind === 'inet');
+      expect(inet.find((s) => s.state === 'listen')).toMatchObject({ local: { port: 7000 }, opts: { reuseaddr: true } });
+      expect(inet.find((s) => s.type === 2)).toMatchObject({ state: 'bound', local: { port: 7001 } });
+      const conns = inet.filter((s) => s.state === 'established');
+      expect(conns).toHaveLength(2);
+      // The stream is read slowly at both ends: bytes wait in the server's receive queue and in its send queue.
+      const busy = conns.map((c) => ({ recv: Buffer.from(c.tcp!.recvQueue, 'base64').length, send: Buffer.from(c.tcp!.sendQueue, 'base64').length }));
+      expect(busy.some((b) => b.recv > 0 && b.send > 0)).toBe(true);
+      expect(img.shared.find((s) => s.kind === 'unix-socket')).toMatchObject({ listening: true, name: join(w.dir, 'srv.sock') });
+      expect(img.shared.find((s) => s.kind === 'socketpair')?.data.map((d) => Buffer.from(d, 'base64').length)).toEqual(expect.arrayContaining([1000, 700]));
+
+      // The namespace goes and comes back from its configuration, outside the bridge until cutover.
+      const tr = performance.now();
+      await removeNetns(h);
+      h = await rebuildNetns(cfg, { name: `${tag}s`, bridge: 'br0', hostNetns: netnsPath(HOST_NS), attach: false });
+      const rebuildMs = performance.now() - tr;
+      const announcer = openAnnouncer(h, cfg);
+      let tUnlock = 0;
+      const ts = performance.now();
+      let rr;
+      try {
+        rr = restore(images, {
+          netns: h.path,
+          beforeRun: () => {
+            attachNetns(h);
+            announcer.send();
+            tUnlock = performance.now();
+          },
+        });
+      } finally {
+        announcer.close();
+      }
+      const restoreMs = performance.now() - ts;
+      adopt(rr.pid);
+      pid = rr.pid;
+
+      const rx0 = serverRx();
+      const crx0 = clientRx();
+      await waitFor('the stream moving again at both ends', () => serverRx() > rx0 + 200_000 && clientRx() > crx0 + 200_000, 30_000);
+      const pingNow = await waitFor('pings again', () => okStatus(pingStatus));
+      figures.push({
+        lockToUnlockMs: Math.round(tUnlock - t0),
+        frozenMs: Math.round(ck.frozenMs),
+        rebuildMs: Math.round(rebuildMs),
+        restoreMs: Math.round(restoreMs),
+        clientPauseMs: Math.max(pingBefore, Number(pingNow.maxRttMs)),
+      });
+    }
+    console.log('network handover figures (ms):', JSON.stringify(figures));
+
+    // A new connection is accepted by the restored listener, UDP answers at the same address.
+    const nsCli = ['nsenter', `--net=${cli.path}`, '--', client];
+    expect(execFileSync(nsCli[0]!, [...nsCli.slice(1), 'hello', SRV, '7000'], { encoding: 'utf8' })).toMatch(/^hello \d+/);
+    expect(execFileSync(nsCli[0]!, [...nsCli.slice(1), 'udp', SRV, '7001'], { encoding: 'utf8' }).trim()).toBe('ping-udp');
+    // The unix listener accepts (a path name reaches it from any namespace); the pair kept its bytes.
+    const hello = await new Promise<string>((resolve, reject) => {
+      const s = createConnection(join(w.dir, 'srv.sock'));
+      let got = '';
+      s.on('data', (d) => (got += d.toString()));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+    });
+    expect(hello).toBe('hello-unix\n');
+    writeFileSync(join(w.dir, 'drain'), '');
+    await waitFor('the unix pair checked', () => (okStatus(serverStatus)?.unix !== 'pending' ? okStatus(serverStatus) : undefined));
+    expect(okStatus(serverStatus)?.unix).toBe('ok');
+    // No reset anywhere: the client never saw one, neither side ever sent one.
+    for (const [name, ns] of [['client', cli.path], ['server', h.path]] as const) {
+      const c = tcpCounters(ns);
+      expect({ name, resets: c.EstabResets, sent: c.OutRsts }).toEqual({ name, resets: 0, sent: 0 });
+    }
+    expect(okStatus(streamStatus)?.ok).toBe(true);
+    expect(okStatus(pingStatus)?.ok).toBe(true);
+    srv = h;
+  });
+
+  it('refuses a TCP connection its peer has closed (close-wait) at preflight, naming pid, fd and kind, and leaves the workload running', async () => {
+    const py = [
+      'import socket,time',
+      "l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('127.0.0.1', 7100)); l.listen()",
+      "c=socket.create_connection(('127.0.0.1', 7100)); a,_=l.accept(); c.close()",
+      'while True: time.sleep(0.01)',
+    ].join('\n');
+    const w = startWorkload(['nsenter', `--net=${srv.path}`, '--', 'python3', '-c', py]);
+    await waitFor('close-wait', () => /:1BBC \S+ 08 /.test(execFileSync('nsenter', [`--net=${srv.path}`, '--', 'cat', '/proc/net/tcp'], { encoding: 'utf8' })));
+    const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
+    expect(err.message).toMatch(new RegExp(`^pid ${w.pid} fd \\d+: TCPv4 socket in state close-wait is not supported \\(socket:\\[\\d+\\] 127\\.0\\.0\\.1:7100 -> 127\\.0\\.0\\.1:\\d+\\)`));
+    expect(err.details).toMatchObject({ pid: w.pid, kind: 'TCPv4 socket in state close-wait' });
+    expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
+    expect(['S', 'R']).toContain(procState(w.pid));
+  });
+
+  it('refuses a unix socket whose peer is outside the process tree', async () => {
+    const path = join(tempDir('unix'), 'outside.sock');
+    const server: Server = createServer((s) => s.on('error', () => undefined));
+    await new Promise<void>((r) => server.listen(path, r));
+    try {
+      const w = startWorkload(['python3', '-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path)})\nwhile True: time.sleep(0.01)`]);
+      await waitFor('the connection', () => existsSync(`/proc/${w.pid}/fd/3`) && readlinkSync(`/proc/${w.pid}/fd/3`).startsWith('socket:'));
+      const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
+      expect(err.message).toMatch(new RegExp(`^pid ${w.pid} fd 3: unix socket is not supported \\(socket:\\[\\d+\\]: its peer is outside the process tree\\)`));
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a gratuitous ARP from the namespace teaches the bridge where its MAC is', async () => {
+    const port = srv.ports[0]!.hostVeth;
+    const fdb = () => execFileSync('bridge', ['-n', HOST_NS, 'fdb', 'show', 'br', 'br0'], { encoding: 'utf8' });
+    await ipBatch(netnsPath(HOST_NS), [`link set ${port} type bridge_slave fdb_flush`]);
+    expect(fdb()).not.toMatch(new RegExp(`02:fe:0a:4e:00:0a dev ${port} master`));
+    const cfg = await dumpNetns(srv.path);
+    expect(announce(srv, cfg)).toBe(2); // request and reply form for its one IPv4 address
+    await waitFor('the bridge entry', () => new RegExp(`02:fe:0a:4e:00:0a dev ${port} master br0`).test(fdb()));
+  });
+});

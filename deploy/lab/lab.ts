@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig, CoordinatorConfig } from '../../shared/config.ts';
-import { MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
+import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, startInNamespace, stopProcess, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
@@ -114,6 +114,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         cgroupParent: labCgroupParent(l, name),
         // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.
         workloadEnv: { [LAB_MEMBER_ENV]: l.name },
+        // Workload namespaces are named like the lab's own, so `lab down` removes them too.
+        network: { bridge: 'br0', prefixLen: LAB_PREFIX_LEN, netnsPrefix: l.workloadNetnsPrefix },
       };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
       const agent = start(l.hostNamespace(i), [...tsEntry('agent/main.ts'), '--config', agentConfig], `agent-${name}.log`, agentConfig);

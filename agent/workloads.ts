@@ -117,7 +117,7 @@ export class Workloads {
       });
       rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
     } catch (err) {
-      if (this.network && net) await removeWorkloadNetns(this.network, req.name);
+      if (this.network && net) await removeWorkloadNetns(this.network, net.path);
       throw err;
     }
     const entry: Entry = {
@@ -209,7 +209,7 @@ export class Workloads {
     if (alive(e.rootPid) && e.rootPid !== null) process.kill(e.rootPid, 'SIGKILL');
     const deadline = Date.now() + 5_000;
     while ((alive(e.rootPid) || alive(e.shimPid)) && Date.now() < deadline) await sleep(10);
-    if (e.netns && this.network) await removeWorkloadNetns(this.network, name);
+    if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
     if (e.cgroup) {
       try {
         rmdirSync(e.cgroup);

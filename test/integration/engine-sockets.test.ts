@@ -192,6 +192,44 @@ describe('engine: sockets and the network handover', () => {
     srv = h;
   });
 
+  it('an IPv6 connection with both ends in the tree: queued bytes both ways and socket options come back', { timeout: 60_000 }, async () => {
+    const py = [
+      'import os, socket, sys, time',
+      'T = socket.IPPROTO_TCP',
+      'l = socket.socket(socket.AF_INET6); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("::1", 7200)); l.listen()',
+      'c = socket.create_connection(("::1", 7200)); a, _ = l.accept()',
+      'c.setsockopt(T, socket.TCP_NODELAY, 1); c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1); c.setsockopt(T, socket.TCP_KEEPIDLE, 77)',
+      'c.sendall(b"A" * 50000); a.sendall(b"B" * 30000)',
+      'drain, out = sys.argv[1], sys.argv[2]',
+      'while not os.path.exists(drain): time.sleep(0.01)',
+      'def take(s, n):',
+      '  b = b""',
+      '  while len(b) < n: b += s.recv(n - len(b))',
+      '  return b',
+      'ok = take(a, 50000) == b"A" * 50000 and take(c, 30000) == b"B" * 30000',
+      'opts = (c.getsockopt(T, socket.TCP_NODELAY), c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), c.getsockopt(T, socket.TCP_KEEPIDLE))',
+      'c.sendall(b"more"); ok = ok and take(a, 4) == b"more"',
+      'open(out, "w").write(("ok" if ok else "bad") + " %d %d %d" % opts)',
+      'while True: time.sleep(1)',
+    ].join('\n');
+    const w = startWorkload(['nsenter', `--net=${srv.path}`, '--', 'unshare', '--pid', '--fork', '--mount-proc', 'python3', '-c', py, '{dir}/drain', '{dir}/result'], 'v6');
+    const root = await waitFor('container init', () => Number(readFileSync(`/proc/${w.pid}/task/${w.pid}/children`, 'utf8').trim()) || undefined);
+    adopt(root);
+    const tcp6 = () => execFileSync('nsenter', [`--net=${srv.path}`, '--', 'cat', '/proc/net/tcp6'], { encoding: 'utf8' });
+    await waitFor('both connections with bytes queued', () => (tcp6().match(/ 01 [0-9A-F]{8}:([0-9A-F]{8}) /g) ?? []).filter((m) => !m.includes(':00000000')).length >= 2);
+    const images = tempDir('img');
+    checkpoint(root, { imagesDir: images });
+    const img = readImage(images);
+    const conns = img.shared.filter((x) => x.kind === 'inet' && x.state === 'established');
+    expect(conns.map((x) => x.kind === 'inet' && x.family)).toEqual([10, 10]);
+    expect(conns.map((x) => (x.kind === 'inet' ? Buffer.from(x.tcp!.recvQueue, 'base64').length : 0)).sort((a, b) => a - b)).toEqual([30000, 50000]);
+    const rr = restore(images, { netns: srv.path });
+    adopt(rr.pid);
+    writeFileSync(join(w.dir, 'drain'), '');
+    const result = await waitFor('the workload checking its bytes', () => (existsSync(join(w.dir, 'result')) && readFileSync(join(w.dir, 'result'), 'utf8')) || undefined);
+    expect(result).toBe('ok 1 1 77');
+  });
+
   it('refuses a TCP connection its peer has closed (close-wait) at preflight, naming pid, fd and kind, and leaves the workload running', async () => {
     const py = [
       'import socket,time',
@@ -214,7 +252,14 @@ describe('engine: sockets and the network handover', () => {
     await new Promise<void>((r) => server.listen(path, r));
     try {
       const w = startWorkload(['python3', '-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path)})\nwhile True: time.sleep(0.01)`]);
-      await waitFor('the connection', () => existsSync(`/proc/${w.pid}/fd/3`) && readlinkSync(`/proc/${w.pid}/fd/3`).startsWith('socket:'));
+      const fd3 = () => {
+        try {
+          return readlinkSync(`/proc/${w.pid}/fd/3`);
+        } catch {
+          return ''; // python still starting
+        }
+      };
+      await waitFor('the connection', () => fd3().startsWith('socket:'));
       const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
       expect(err.message).toMatch(new RegExp(`^pid ${w.pid} fd 3: unix socket is not supported \\(socket:\\[\\d+\\]: its peer is outside the process tree\\)`));
     } finally {

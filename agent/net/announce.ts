@@ -9,9 +9,9 @@ import { socketIn } from '../ffi/netns-thread.ts';
 import { AF, SOCK, SOL, encodeAddr, ipBytes, setIntOpt } from '../ffi/sockets.ts';
 import { closeFd, ioctl, sys } from '../ffi/syscalls.ts';
 import type { NetnsHandle } from './handle.ts';
+import { ifindexOf, ifreq } from './link.ts';
 
 const ETH_P_ARP = 0x0806;
-const SIOCGIFINDEX = 0x8933;
 const SIOCGIFHWADDR = 0x8927;
 const IPPROTO_ICMPV6 = 58;
 const IPV6_UNICAST_HOPS = 16;
@@ -33,11 +33,10 @@ export interface Announcer {
   close(): void;
 }
 
-function ifreq(fd: number, name: string, req: number): Buffer {
-  const r = Buffer.alloc(40);
-  r.write(name, 0, 15, 'latin1');
-  ioctl(fd, req, r);
-  return r;
+function macOf(fd: number, name: string): Buffer {
+  const r = ifreq(name);
+  ioctl(fd, SIOCGIFHWADDR, r);
+  return Buffer.from(r.subarray(18, 24)); // ifr_hwaddr: a sockaddr, family then the address
 }
 
 function arp(port: Port, ip: string, op: 1 | 2): Buffer {
@@ -74,8 +73,8 @@ export function openAnnouncer(h: Pick<NetnsHandle, 'path' | 'ports'>, config: Ne
       const i = config.interfaces.find((x) => x.name === p.ifname);
       return {
         ifname: p.ifname,
-        ifindex: ifreq(arpFd, p.ifname, SIOCGIFINDEX).readInt32LE(16),
-        mac: Buffer.from(ifreq(arpFd, p.ifname, SIOCGIFHWADDR).subarray(18, 24)),
+        ifindex: ifindexOf(arpFd, p.ifname),
+        mac: macOf(arpFd, p.ifname),
         v4: (i?.addresses ?? []).filter((a) => a.family === 'inet').map((a) => a.address),
         v6: (i?.addresses ?? []).filter((a) => a.family === 'inet6').map((a) => a.address),
       };

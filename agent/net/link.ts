@@ -12,7 +12,8 @@ const SIOCBRADDIF = 0x89a2;
 const SIOCBRDELIF = 0x89a3;
 const IFF_UP = 1;
 
-const ifreq = (name: string): Buffer => {
+/** struct ifreq (40 bytes) with its name filled in. */
+export const ifreq = (name: string): Buffer => {
   const b = Buffer.alloc(40);
   b.write(name, 0, 15, 'latin1');
   return b;

@@ -7,23 +7,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
 import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { ErrorCode } from '../../shared/errors.ts';
 import { readStatus, startWorkload as startHarnessWorkload, stopAllWorkloads, waitForProgress } from '../workloads/harness.ts';
-import {
-  adopt,
-  alive,
-  buildFixture,
-  cleanup,
-  lastTick,
-  logLines,
-  waitFor,
-  procState,
-  sealInheritedFds,
-  startWorkload,
-  tempDir,
-  waitGone,
-  waitTick,
-} from './engine-fixtures/helpers.ts';
+import { adopt, alive, buildFixture, cleanup, expectFerryError, lastTick, logLines, procState, sealInheritedFds, startWorkload, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
 
 let counter = '';
 beforeAll(() => {
@@ -49,16 +35,6 @@ const husksLeft = () =>
       }
     });
 
-async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    expect((err as FerryError).code).toBe(code);
-    return err as FerryError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 describe('engine: single-threaded checkpoint/restore', () => {
   it('restores the counter workload with the same pid and it carries on from its checkpoint', async () => {

@@ -20,9 +20,9 @@ import { ipBatch, netnsPath, run } from '../../agent/net/exec.ts';
 import type { NetnsHandle } from '../../agent/net/handle.ts';
 import { attachNetns, lockNetwork } from '../../agent/net/lock.ts';
 import { rebuildNetns, removeNetns } from '../../agent/net/rebuild.ts';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { ErrorCode } from '../../shared/errors.ts';
 import { initialNetns } from '../../shared/netns.ts';
-import { adopt, buildFixture, cleanup, procState, sealInheritedFds, startWorkload, tempDir, waitFor } from './engine-fixtures/helpers.ts';
+import { adopt, buildFixture, cleanup, expectFerryError, procState, sealInheritedFds, startWorkload, tempDir, waitFor } from './engine-fixtures/helpers.ts';
 
 const tag = `fs${process.pid % 100000}`;
 const HOST_NS = `${tag}h`;
@@ -53,16 +53,6 @@ function tcpCounters(nsPath: string): Record<string, number> {
   return Object.fromEntries((names ?? []).map((n, i) => [n, Number(values?.[i])]));
 }
 
-async function expectFerryError(fn: () => unknown, code: ErrorCode): Promise<FerryError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    expect((err as FerryError).code).toBe(code);
-    return err as FerryError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 let srv: NetnsHandle;
 let cli: NetnsHandle;

@@ -6,7 +6,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { spawnDetached } from '../../../agent/engine/detached.ts';
+import { FerryError } from '../../../shared/errors.ts';
 import { isGone } from '../../../agent/engine/procfs.ts';
 import { sys } from '../../../agent/ffi/syscalls.ts';
 
@@ -128,4 +130,16 @@ export function sealInheritedFds(): void {
       // the directory fd of readdir itself, already closed
     }
   }
+}
+
+/** Runs fn and insists it throws a FerryError with this code; returns it. */
+export async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {
+  try {
+    await fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe(code);
+    return err as FerryError;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
 }

@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define SLOW_READ 4096 /* bytes per 50 ms: the server's send queue stays full */
+
 static int dial(const char *ip, int port, int type) {
   int fd = socket(AF_INET, type, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -47,7 +49,7 @@ static void stream(int fd, const char *status) {
     }
     if (now_ms() - last_tick < 50) continue;
     last_tick = now_ms();
-    ssize_t n = read(fd, buf, 16384);
+    ssize_t n = read(fd, buf, SLOW_READ);
     if (n == 0) failf("stream: the server closed");
     if (n < 0 && errno != EAGAIN) failf("stream read: %s", strerror(errno));
     if (n > 0) {

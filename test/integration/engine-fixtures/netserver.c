@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define MAXC 32
-#define SLOW_READ 16384
+#define SLOW_READ 4096 /* bytes per 50 ms: the client's bytes pile up in the receive queue */
 struct conn {
   int fd;
   char mode;

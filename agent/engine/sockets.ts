@@ -86,6 +86,7 @@ function classifyUnix(pid: number, fd: number, ino: number): { kind: 'unix' } | 
   if (scm > 0) return { unsupported: `unix socket with ${scm} fd(s) in flight (SCM_RIGHTS)` };
   if (u.state === UNIX_LISTEN) return u.rqueue > 0 ? { unsupported: `unix listening socket with ${u.rqueue} connection(s) waiting to be accepted` } : { kind: 'unix' };
   if (u.peer !== 0 && !unixPeerOf(pid, u)) return { unsupported: `unix socket whose peer ${u.peer} is gone or connected elsewhere` };
+  if (u.peer === 0 && u.rqueue > 0) return { unsupported: 'unconnected unix socket with queued messages' };
   return { kind: 'unix' };
 }
 

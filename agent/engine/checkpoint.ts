@@ -40,6 +40,8 @@ export class Checkpoint {
   /** The container's clocks at the freeze, when the tree is a container. */
   clocks: { monotonicNs: bigint; boottimeNs: bigint } | null = null;
   private uts: { hostname: string; domainname: string } | null = null;
+  /** The tree runs in a network namespace other than the agent's (read at collect, while it surely exists). */
+  private ownNetns = false;
   /** TCP connections put into repair mode by collect(): closed silently by kill(), let go by release(). */
   private sockets = new RepairHold();
   private readonly t0 = performance.now();
@@ -81,6 +83,7 @@ export class Checkpoint {
       return p;
     });
     this.shared = linkShared(this.processes);
+    this.ownNetns = readlinkSync(`/proc/${this.root}/ns/net`) !== readlinkSync('/proc/self/ns/net');
     this.sockets.release();
     this.sockets = linkSockets(this.processes, this.shared);
     if (this.clocks) this.uts = readUts(this.root, this.processes[0]!);
@@ -140,7 +143,7 @@ export class Checkpoint {
       createdAt: new Date().toISOString(),
       machine: this.machine,
       root: this.root,
-      ...(readlinkSync(`/proc/${this.root}/ns/net`) !== readlinkSync('/proc/self/ns/net') ? { ownNetns: true } : {}),
+      ...(this.ownNetns ? { ownNetns: true } : {}),
       processes,
       shared: this.shared,
       ...(this.clocks && this.uts ? { container: { ...this.uts, monotonicNs: String(this.clocks.monotonicNs), boottimeNs: String(this.clocks.boottimeNs) } } : {}),

@@ -24,7 +24,7 @@ log.info({ facts: facts.current() }, 'host facts gathered');
 const nc = await connectNats({ servers: config.nats.servers, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
-const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent);
+const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir);
 await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);

@@ -10,10 +10,13 @@ import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/wor
 import { spawnDetached } from './engine/detached.ts';
 import { isGone, listChildren } from './engine/procfs.ts';
 import { cgroup2Root } from './probes.ts';
+import { type WorkloadNetwork, createWorkloadNetns, removeWorkloadNetns } from './net/workload.ts';
 
 const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: true, command: true, startedAt: true, address: true, cgroup: true, log: true }).extend({
   /** The `unshare` process that holds the namespaces open; the container's parent. */
   shimPid: z.number().int().nullable(),
+  /** The workload's network namespace file (/run/netns/...), null when it shares the host's. */
+  netns: z.string().nullable().default(null),
 });
 type Entry = z.infer<typeof Entry>;
 const Registry = z.array(Entry);
@@ -54,6 +57,7 @@ export class Workloads {
     private readonly stateDir: string,
     private readonly workloadEnv: Record<string, string> = {},
     cgroupParent = path.join('ferry', host),
+    private readonly network?: WorkloadNetwork,
   ) {
     mkdirSync(path.join(stateDir, 'workloads'), { recursive: true });
     this.#file = path.join(stateDir, 'workloads.json');
@@ -72,7 +76,7 @@ export class Workloads {
     const running = alive(e.rootPid);
     const pids = running && e.rootPid !== null ? treePids(e.rootPid) : [];
     const state: WorkloadState = running ? e.state : 'exited';
-    const { shimPid: _shim, ...shown } = e;
+    const { shimPid: _shim, netns: _netns, ...shown } = e;
     return { ...shown, state, pids, memoryBytes: pids.reduce((n, p) => n + rssBytes(p), 0) };
   }
 
@@ -99,13 +103,23 @@ export class Workloads {
     // forked child is PID 1 of the new pid namespace; that child names its uts namespace and
     // execs the workload, so the workload itself is PID 1.
     const enterCgroup = cgroup ? `echo $$ > '${cgroup}/cgroup.procs' && ` : '';
-    const script = `${enterCgroup}exec unshare --pid --fork --uts --ipc --time -- /bin/sh -c 'hostname "$0" && exec "$@"' "$@"`;
-    const shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, ...req.command], {
-      log,
-      cwd: req.cwd,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...this.workloadEnv, ...req.env },
-    });
-    const rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
+    // With a workload network, the shim joins the workload's own namespace first (nsenter execs).
+    const net = this.network && req.address ? await createWorkloadNetns(this.network, req.name, req.address) : null;
+    const enterNet = net ? `nsenter --net='${net.path}' -- ` : '';
+    const script = `${enterCgroup}exec ${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c 'hostname "$0" && exec "$@"' "$@"`;
+    let rootPid: number;
+    let shimPid: number;
+    try {
+      shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, ...req.command], {
+        log,
+        cwd: req.cwd,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...this.workloadEnv, ...req.env },
+      });
+      rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
+    } catch (err) {
+      if (this.network && net) await removeWorkloadNetns(this.network, net.path);
+      throw err;
+    }
     const entry: Entry = {
       name: req.name,
       host: this.host,
@@ -114,7 +128,8 @@ export class Workloads {
       shimPid,
       command: req.command,
       startedAt: new Date().toISOString(),
-      address: null,
+      address: net ? (req.address ?? null) : null,
+      netns: net?.path ?? null,
       cgroup,
       log,
     };
@@ -158,8 +173,12 @@ export class Workloads {
     this.#save();
   }
 
-  /** Registers a workload that a migration restored here; shimPid is the parent holding its namespaces. */
-  adopt(w: { name: string; rootPid: number; shimPid: number | null; command: string[] }): WorkloadInfo {
+  /**
+   * Registers a workload that a migration restored here; shimPid is the parent holding its
+   * namespaces; `address` and `netns` when it came with its network namespace (rebuilt here
+   * under the name this host's network config gives it).
+   */
+  adopt(w: { name: string; rootPid: number; shimPid: number | null; command: string[]; address?: string; netns?: string }): WorkloadInfo {
     let cgroup: string | null = null;
     if (this.#cgroupBase) {
       cgroup = path.join(this.#cgroupBase, w.name);
@@ -174,7 +193,8 @@ export class Workloads {
       shimPid: w.shimPid,
       command: w.command,
       startedAt: new Date().toISOString(),
-      address: null,
+      address: w.address ?? null,
+      netns: w.netns ?? null,
       cgroup,
       log: path.join(this.stateDir, 'workloads', `${w.name}.log`),
     };
@@ -183,7 +203,10 @@ export class Workloads {
     return this.#info(entry);
   }
 
-  /** Drops a workload from the registry without touching its processes (it moved away). */
+  /**
+   * Drops a workload from the registry without touching its processes (it moved away). Its
+   * network namespace here is the caller's to remove (removeWorkloadNetns) once it is no longer needed.
+   */
   forget(name: string): void {
     const e = this.#entries.get(name);
     if (!e) return;
@@ -206,6 +229,7 @@ export class Workloads {
     if (alive(e.rootPid) && e.rootPid !== null) process.kill(e.rootPid, 'SIGKILL');
     const deadline = Date.now() + 5_000;
     while ((alive(e.rootPid) || alive(e.shimPid)) && Date.now() < deadline) await sleep(10);
+    if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
     if (e.cgroup) {
       try {
         rmdirSync(e.cgroup);

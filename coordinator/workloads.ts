@@ -1,11 +1,15 @@
 // Cluster-wide workload operations: names are unique across the cluster, and each request
 // goes to the agent of the host that runs (or will run) the workload.
 import { ErrorCode, FerryError } from '../shared/errors.ts';
+import { allocateAddress } from '../shared/netns.ts';
 import type { RunRequest, WorkloadInfo } from '../shared/workload.ts';
 import type { AgentClient } from './agents.ts';
 import type { ClusterView } from './cluster.ts';
 
 export class WorkloadDirectory {
+  /** Addresses handed out to runs still starting (not listed by their agent yet). */
+  readonly #pending = new Set<string>();
+
   constructor(
     private readonly cluster: ClusterView,
     private readonly agents: AgentClient,
@@ -27,9 +31,20 @@ export class WorkloadDirectory {
 
   async run(host: string, req: RunRequest): Promise<WorkloadInfo> {
     this.requireAlive(host);
-    const clash = (await this.list()).find((w) => w.name === req.name && w.state !== 'exited');
+    const all = await this.list();
+    const clash = all.find((w) => w.name === req.name && w.state !== 'exited');
     if (clash) throw new FerryError(ErrorCode.InvalidRequest, `a workload named "${req.name}" already runs on ${clash.host}`);
-    return this.agents.call(host, 'run', req);
+    // Every workload's address is unique in the cluster: the coordinator is the one place that sees them all.
+    const taken = new Set([...all.filter((w) => w.state !== 'exited' && w.address).map((w) => w.address!), ...this.#pending]);
+    if (req.address && taken.has(req.address)) throw new FerryError(ErrorCode.InvalidRequest, `address ${req.address} is taken by another workload`);
+    const address = req.address ?? allocateAddress(taken);
+    if (!address) throw new FerryError(ErrorCode.Unavailable, 'no workload address left in the pool');
+    this.#pending.add(address);
+    try {
+      return await this.agents.call(host, 'run', { ...req, address });
+    } finally {
+      this.#pending.delete(address);
+    }
   }
 
   async stop(name: string): Promise<WorkloadInfo> {

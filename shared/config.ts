@@ -24,6 +24,20 @@ export const AgentConfig = z.strictObject({
   cgroupParent: z.string().regex(/^[a-zA-Z0-9_./-]+$/).optional(),
   /** Variables added to the environment of every workload this agent starts. */
   workloadEnv: z.record(z.string(), z.string()).default({}),
+  /**
+   * Workloads get a network namespace of their own with a veth into this host's bridge and an
+   * address from the coordinator (see agent/net). Absent: workloads share the host's network.
+   */
+  network: z
+    .strictObject({
+      /** The bridge in the agent's network namespace that takes the workloads' veths. */
+      bridge: z.string().min(1).max(15),
+      /** Prefix length of the workloads' addresses on that bridge's segment (an on-link route covers it). */
+      prefixLen: z.number().int().min(8).max(30),
+      /** Workload namespaces are /run/netns/<prefix><workload name>. */
+      netnsPrefix: z.string().regex(/^[a-zA-Z0-9_.-]+$/),
+    })
+    .optional(),
   /** Where the agent keeps its own state (workload registry, images in flight). */
   stateDir: z.string().min(1).default('/var/lib/ferry/agent'),
 });

@@ -57,7 +57,7 @@ export type Vma = z.infer<typeof VmaSchema>;
 
 export const FdSchema = z.object({
   fd: z.number().int().nonnegative(),
-  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
+  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'inet', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
   path: z.string(),
   /** open(2) flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: z.number().int(),
@@ -116,6 +116,79 @@ export const MmSchema = z.object({
 });
 export type MmImage = z.infer<typeof MmSchema>;
 
+/** An IPv4 or IPv6 socket address. */
+export const InetAddrSchema = z.object({ ip: z.string(), port: z.number().int().min(0).max(65535) });
+export type InetAddr = z.infer<typeof InetAddrSchema>;
+
+/** Ordinary socket options that repair mode does not carry; absent = the kernel's default. */
+export const SocketOptsSchema = z.object({
+  reuseaddr: z.boolean(),
+  reuseport: z.boolean(),
+  keepalive: z.boolean(),
+  /** TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT (TCP only). */
+  keepidle: z.number().int().optional(),
+  keepintvl: z.number().int().optional(),
+  keepcnt: z.number().int().optional(),
+  nodelay: z.boolean().optional(),
+  /** IPV6_V6ONLY (IPv6 only). */
+  v6only: z.boolean().optional(),
+  /** SO_LINGER as [onoff, seconds] when on. */
+  linger: z.tuple([z.number().int(), z.number().int()]).optional(),
+  /** SO_RCVBUF/SO_SNDBUF as the kernel reports them (twice what was asked), carried when the workload set them. */
+  rcvbuf: z.number().int().optional(),
+  sndbuf: z.number().int().optional(),
+});
+export type SocketOpts = z.infer<typeof SocketOptsSchema>;
+
+/**
+ * A TCP connection as TCP_REPAIR shows it. Sequence numbers are u32. `sendQueue` holds every byte
+ * not yet acknowledged by the peer, the last `unsent` of them never sent; `recvQueue` what the
+ * workload has not read yet. A FIN the socket sent (fin-wait1/2) is not in the queues.
+ */
+export const TcpRepairSchema = z.object({
+  /** Sequence number of the first byte of sendQueue (snd_una) and of recvQueue (the first unread byte). */
+  sendSeq: z.number().int().nonnegative(),
+  recvSeq: z.number().int().nonnegative(),
+  sendQueue: z.string(),
+  unsent: z.number().int().nonnegative(),
+  recvQueue: z.string(),
+  /** A FIN this side queued (fin-wait1/2): not at all, already sent, or still to send after the unsent bytes. */
+  fin: z.enum(['none', 'sent', 'unsent']),
+  /** The MSS clamp, window scaling (null when not negotiated), SACK and timestamps as negotiated. */
+  mss: z.number().int().positive(),
+  wscale: z.object({ snd: z.number().int(), rcv: z.number().int() }).nullable(),
+  sack: z.boolean(),
+  timestamps: z.boolean(),
+  /** TCP_TIMESTAMP: the socket's timestamp clock (u32) at the dump. */
+  timestamp: z.number().int().nonnegative(),
+  /** TCP_REPAIR_WINDOW. */
+  window: z.object({ sndWl1: z.number().int(), sndWnd: z.number().int(), maxWindow: z.number().int(), rcvWnd: z.number().int(), rcvWup: z.number().int() }),
+});
+export type TcpRepair = z.infer<typeof TcpRepairSchema>;
+
+export const InetStateSchema = z.enum(['closed', 'bound', 'listen', 'established', 'fin-wait1', 'fin-wait2', 'connected']);
+export type InetState = z.infer<typeof InetStateSchema>;
+
+/** A TCP or UDP socket over IPv4 or IPv6. */
+export const InetSocketSchema = z.object({
+  kind: z.literal('inet'),
+  family: z.union([z.literal(2), z.literal(10)]),
+  /** 1 stream (TCP), 2 datagram (UDP). */
+  type: z.union([z.literal(1), z.literal(2)]),
+  protocol: z.number().int(),
+  /** File status flags (O_NONBLOCK...). */
+  flags: z.number().int(),
+  /** TCP: closed (never connected), listen, established, fin-wait1/2. UDP: closed, bound, connected. */
+  state: InetStateSchema,
+  local: InetAddrSchema.nullable(),
+  remote: InetAddrSchema.nullable(),
+  /** listen(2) backlog of a listening socket. */
+  backlog: z.number().int().nonnegative(),
+  opts: SocketOptsSchema,
+  tcp: TcpRepairSchema.optional(),
+});
+export type InetSocketImage = z.infer<typeof InetSocketSchema>;
+
 /**
  * Open file descriptions that live in more than one place: pipes (both ends, with the bytes
  * buffered in them) and files inherited across fork (one shared offset). Restore creates them
@@ -128,6 +201,12 @@ export const SharedSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('fifo'), path: z.string(), inode: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
   /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
   z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
+  InetSocketSchema,
+  /**
+   * A unix socket that is not one end of a pair inside the tree: unconnected, bound (`name`: a
+   * path, "@name" for the abstract namespace, "" for none) or listening (with its backlog).
+   */
+  z.object({ kind: z.literal('unix-socket'), type: z.number().int(), flags: z.number().int(), name: z.string(), listening: z.boolean(), backlog: z.number().int().nonnegative() }),
   /**
    * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (restored as a memfd). Its
    * content lives in `file`; run addresses are offsets into the object.
@@ -216,6 +295,11 @@ export const ImageSchema = z.object({
       boottimeNs: z.string(),
     })
     .optional(),
+  /**
+   * The tree ran in a network namespace of its own (not the checkpointing agent's): restore
+   * needs a target namespace (see agent/net for rebuilding one from its dumped configuration).
+   */
+  ownNetns: z.boolean().optional(),
   /** Parents before children (breadth first from the root). */
   processes: z.array(ProcessSchema).min(1),
   shared: z.array(SharedSchema),

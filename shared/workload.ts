@@ -2,6 +2,7 @@
 // namespaces, and a cgroup) and can move between hosts.
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
+import { isIpv4 } from './netns.ts';
 
 export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited']);
 export type WorkloadState = z.infer<typeof WorkloadState>;
@@ -18,7 +19,7 @@ export const WorkloadInfo = z.strictObject({
   memoryBytes: z.number().nonnegative(),
   command: z.array(z.string()).min(1),
   startedAt: z.string(),
-  /** The workload's own network address (from the networking issue on); null while it shares its host's. */
+  /** The workload's own IPv4 address in its own network namespace; null when it shares its host's (an agent without a workload network). */
   address: z.string().nullable(),
   cgroup: z.string().nullable(),
   log: z.string(),
@@ -30,6 +31,8 @@ export const RunRequest = z.strictObject({
   command: z.array(z.string().min(1)).min(1),
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
+  /** The workload's IPv4 address, unique in the cluster; the coordinator allocates one when it is absent. */
+  address: z.string().refine(isIpv4, 'an IPv4 address').optional(),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 

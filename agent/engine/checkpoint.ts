@@ -2,7 +2,7 @@
 // memory, write the image, then end the original or let it run on. The live-migration path
 // drives the same parts with memory rounds in between.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
@@ -16,7 +16,8 @@ import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
 import { PagesWriter, selectPages } from './memory.ts';
-import { clearUnixTable, preflight, treeOf } from './preflight.ts';
+import { preflight, treeOf } from './preflight.ts';
+import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
 import { listTasks, readMaps } from './procfs.ts';
 
@@ -39,6 +40,10 @@ export class Checkpoint {
   /** The container's clocks at the freeze, when the tree is a container. */
   clocks: { monotonicNs: bigint; boottimeNs: bigint } | null = null;
   private uts: { hostname: string; domainname: string } | null = null;
+  /** The tree runs in a network namespace other than the agent's (read at collect, while it surely exists). */
+  private ownNetns = false;
+  /** TCP connections put into repair mode by collect(): closed silently by kill(), let go by release(). */
+  private sockets = new RepairHold();
   private readonly t0 = performance.now();
 
   private constructor(
@@ -66,7 +71,7 @@ export class Checkpoint {
   /** Everything but pages. Moves the tasks into group-stop first: injected calls cannot run frozen. */
   collect(): ProcessImage[] {
     this.tree.enterGroupStop();
-    clearUnixTable();
+    clearSocketTables();
     this.processes = this.tree.pids.map((pid) => {
       const maps = readMaps(pid);
       const site = findSyscallSite(pid, maps);
@@ -77,6 +82,9 @@ export class Checkpoint {
       return p;
     });
     this.shared = linkShared(this.processes);
+    this.ownNetns = readlinkSync(`/proc/${this.root}/ns/net`) !== readlinkSync('/proc/self/ns/net');
+    this.sockets.release();
+    this.sockets = linkSockets(this.processes, this.shared);
     if (this.clocks) this.uts = readUts(this.root, this.processes[0]!);
     if (chan.hasSubscribers) chan.publish({ kind: 'collected', root: this.root, processes: this.processes.length });
     return this.processes;
@@ -134,6 +142,7 @@ export class Checkpoint {
       createdAt: new Date().toISOString(),
       machine: this.machine,
       root: this.root,
+      ...(this.ownNetns ? { ownNetns: true } : {}),
       processes,
       shared: this.shared,
       ...(this.clocks && this.uts ? { container: { ...this.uts, monotonicNs: String(this.clocks.monotonicNs), boottimeNs: String(this.clocks.boottimeNs) } } : {}),
@@ -145,13 +154,16 @@ export class Checkpoint {
     };
   }
 
-  /** The workload runs on as if nothing happened. */
+  /** The workload runs on as if nothing happened (its TCP connections leave repair mode first). */
   release(): void {
+    this.sockets.release();
     this.tree.release();
   }
 
+  /** Ends the original; its TCP connections close in repair mode, so the peers see no FIN or RST. */
   kill(): void {
     this.tree.kill();
+    this.sockets.close();
   }
 }
 

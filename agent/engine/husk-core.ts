@@ -50,6 +50,9 @@ export const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll']
 export const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
 
+/** A command prefix that starts a husk inside a network namespace (nsenter execs, so the pid stays). */
+export const inNetns = (netns: string | undefined): string[] => (netns ? ['nsenter', `--net=${netns}`, '--'] : []);
+
 export const protOf = (perms: string): number => (perms[0] === 'r' ? PROT.R : 0) | (perms[1] === 'w' ? PROT.W : 0) | (perms[2] === 'x' ? PROT.X : 0);
 
 /** Registers as the thread must resume: interrupted syscalls restart the way the kernel would have restarted them. */
@@ -118,8 +121,9 @@ export class HuskCore {
     vmWrite(tid, this.scratch, Buffer.from([0x0f, 0x05, 0xcc]));
   }
 
-  protected spawn(avoid: readonly Span[]): void {
-    const L = spawnDetached(['sleep', '1000000'], { newSession: false });
+  /** netns: a network namespace file the husk starts in (its sockets are made there). */
+  protected spawn(avoid: readonly Span[], netns?: string): void {
+    const L = spawnDetached([...inNetns(netns), 'sleep', '1000000'], { newSession: false });
     this.launcher = L;
     // The background shell job may not have exec'd yet; an interrupted pre-exec shell works too, but sleep is smaller.
     for (let i = 0; i < 200; i++) {

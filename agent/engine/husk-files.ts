@@ -3,12 +3,17 @@
 // the image in place, eventfd/timerfd/signalfd/epoll made anew with their state.
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type FdImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
+import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
+import { AF } from '../ffi/sockets.ts';
 import { closeFd, pidfdGetfd, pidfdOpen, pwrite, vmRead, writeFd } from '../ffi/syscalls.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
+import { activateConnection, restoreConnection, restoreSocket } from './sockets.ts';
 
 export class HuskFiles extends HuskCore {
+  /** Restored TCP connections, still in repair mode: the agent's duplicates, activated by activateSockets(). */
+  protected connections: { fd: number; img: InetSocketImage }[] = [];
+
   /**
    * Creates every shared description in this (root) husk on fds from `base` up, before any
    * child exists: children inherit them and dup what they use into place. Pipe contents are
@@ -17,6 +22,7 @@ export class HuskFiles extends HuskCore {
   createShared(shared: readonly SharedImage[], base: number, dir: string): void {
     this.parkBase = base;
     let next = base;
+    const pendingConnections: { fd: number; img: InetSocketImage }[] = [];
     for (const sh of shared) {
       if (sh.kind === 'pipe') {
         const fds = this.put(OFF_ARGS, Buffer.alloc(8));
@@ -75,19 +81,35 @@ export class HuskFiles extends HuskCore {
         this.inj(this.pid, 'close', [tmp]);
         this.inj(this.pid, 'ftruncate', [fd, sh.size]);
         const reader = new PagesReader(join(dir, sh.file));
-        const pidfd = pidfdOpen(this.pid);
         try {
-          const mine = pidfdGetfd(pidfd, fd);
+          const mine = this.agentFd(fd);
           try {
             for (const run of sh.runs) pwrite(mine, reader.read(run), Number(fromHex(run.addr)));
           } finally {
             closeFd(mine);
           }
         } finally {
-          closeFd(pidfd);
           reader.close();
         }
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        this.parked.push({ r: fd, w: fd });
+      } else if (sh.kind === 'inet' || sh.kind === 'unix-socket') {
+        // Made by the husk, so it belongs to the husk's network namespace; set up from the agent.
+        const fd = next++;
+        const tmp = this.inj(this.pid, 'socket', [sh.kind === 'inet' ? sh.family : AF.UNIX, sh.type, sh.kind === 'inet' ? sh.protocol : 0]);
+        this.inj(this.pid, 'dup3', [tmp, fd, 0]);
+        this.inj(this.pid, 'close', [tmp]);
+        const mine = this.agentFd(fd);
+        try {
+          restoreSocket(mine, sh);
+        } catch (err) {
+          closeFd(mine);
+          throw err;
+        }
+        if (sh.kind === 'inet' && sh.tcp) {
+          pendingConnections.push({ fd: mine, img: sh });
+          this.connections.push({ fd: mine, img: sh });
+        } else closeFd(mine);
         this.parked.push({ r: fd, w: fd });
       } else {
         const fd = next++;
@@ -98,21 +120,48 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: fd, w: fd });
       }
     }
+    // Connections once every listener is bound: a repair-mode socket may share a listener's port.
+    for (const c of pendingConnections) restoreConnection(c.fd, c.img);
+  }
+
+  /**
+   * Lets restored TCP connections talk: each leaves repair mode (a window probe goes out) and
+   * sends what it had never sent. Call once the namespace is reachable, before the tree runs.
+   */
+  activateSockets(): void {
+    for (const c of this.connections.splice(0)) {
+      try {
+        activateConnection(c.fd, c.img);
+      } finally {
+        closeFd(c.fd);
+      }
+    }
+  }
+
+  /** Besides what HuskCore ends: the agent's duplicates of restored connections (closed in repair mode: silent). */
+  override abort(): void {
+    for (const c of this.connections.splice(0)) closeFd(c.fd);
+    super.abort();
+  }
+
+  /** The agent's own duplicate of one of the husk's descriptors. */
+  protected agentFd(fd: number): number {
+    const pidfd = pidfdOpen(this.pid);
+    try {
+      return pidfdGetfd(pidfd, fd);
+    } finally {
+      closeFd(pidfd);
+    }
   }
 
   /** Writes bytes into one of the husk's descriptors from the agent (pidfd_getfd), e.g. data in flight in a pipe. */
   protected agentWrite(fd: number, data: Buffer): void {
-    const pidfd = pidfdOpen(this.pid);
+    const mine = this.agentFd(fd);
     try {
-      const mine = pidfdGetfd(pidfd, fd);
-      try {
-        let off = 0;
-        while (off < data.length) off += writeFd(mine, data.subarray(off));
-      } finally {
-        closeFd(mine);
-      }
+      let off = 0;
+      while (off < data.length) off += writeFd(mine, data.subarray(off));
     } finally {
-      closeFd(pidfd);
+      closeFd(mine);
     }
   }
 

@@ -16,7 +16,7 @@ import { spawnDetached } from './detached.ts';
 import { type Span } from './layout.ts';
 import { readMaps } from './procfs.ts';
 import { HuskFiles } from './husk-files.ts';
-import { chan, CLONE_THREAD_FLAGS, errOf, nap, OFF_ARGS, OFF_SETTID } from './husk-core.ts';
+import { chan, CLONE_THREAD_FLAGS, errOf, inNetns, nap, OFF_ARGS, OFF_SETTID } from './husk-core.ts';
 
 export { protOf, resumeRegs } from './husk-core.ts';
 
@@ -25,10 +25,10 @@ export class Husk extends HuskFiles {
    * Starts a detached launcher, gives it a scratch page, and clones the husk out of it with the
    * wanted PID; the launcher then dies so the husk belongs to init, not to the caller.
    */
-  static create(pid: number, avoid: readonly Span[]): Husk {
+  static create(pid: number, avoid: readonly Span[], netns?: string): Husk {
     const h = new Husk(pid);
     try {
-      h.spawn(avoid);
+      h.spawn(avoid, netns);
       return h;
     } catch (err) {
       h.abort();
@@ -42,14 +42,14 @@ export class Husk extends HuskFiles {
    * offsets (whole seconds, rounded up: what unshare takes) make its clocks continue from the
    * saved values, at most a second ahead.
    */
-  static createContainer(c: NonNullable<Image['container']>, avoid: readonly Span[]): Husk {
+  static createContainer(c: NonNullable<Image['container']>, avoid: readonly Span[], netns?: string): Husk {
     const nowMono = clockNs(CLOCK_MONOTONIC);
     const nowBoot = clockNs(CLOCK_BOOTTIME);
     // Rounded up: the clock may step forward by under a second, never backwards.
     const sec = (v: bigint) => String(v >= 0n ? (v + 999_999_999n) / 1_000_000_000n : -(-v / 1_000_000_000n));
     const offMono = sec(BigInt(c.monotonicNs) - nowMono);
     const offBoot = sec(BigInt(c.boottimeNs) - nowBoot);
-    const shim = spawnDetached(['unshare', '--pid', '--fork', '--mount-proc', '--ipc', '--uts', '--time', '--monotonic', offMono, '--boottime', offBoot, 'sleep', '1000000']);
+    const shim = spawnDetached([...inNetns(netns), 'unshare', '--pid', '--fork', '--mount-proc', '--ipc', '--uts', '--time', '--monotonic', offMono, '--boottime', offBoot, 'sleep', '1000000']);
     let pid = 0;
     for (let i = 0; i < 400 && pid === 0; i++) {
       try {

@@ -1,7 +1,7 @@
 // A summary of an image directory, with every page checksum verified: what `ferry image inspect` shows.
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import type { Image, Machine } from '../../shared/image-format.ts';
+import type { Image, InetAddr, Machine, SharedImage } from '../../shared/image-format.ts';
 import { readImage } from './image-io.ts';
 import { PagesReader } from './memory.ts';
 
@@ -51,7 +51,7 @@ export function inspectImage(dir: string): ImageSummary {
   }
   return {
     dir,
-    shared: img.shared.map((sh) => (sh.kind === 'pipe' || sh.kind === 'fifo' ? { kind: sh.kind, inode: sh.inode, buffered: Buffer.from(sh.data, 'base64').length } : sh.kind === 'memfd' ? { kind: sh.kind, name: sh.name, size: sh.size } : sh.kind === 'file' ? { kind: sh.kind, path: sh.path, pos: sh.pos } : { kind: sh.kind, type: sh.type, queued: sh.data.map((d) => Buffer.from(d, 'base64').length) })),
+    shared: img.shared.map(summarizeShared),
     version: img.version,
     createdAt: img.createdAt,
     root: img.root,
@@ -70,4 +70,27 @@ export function inspectImage(dir: string): ImageSummary {
     })),
     stats: img.stats,
   };
+}
+
+const b64len = (d: string): number => Buffer.from(d, 'base64').length;
+
+function summarizeShared(sh: SharedImage): Record<string, unknown> {
+  switch (sh.kind) {
+    case 'pipe':
+    case 'fifo':
+      return { kind: sh.kind, inode: sh.inode, buffered: b64len(sh.data) };
+    case 'memfd':
+      return { kind: sh.kind, name: sh.name, size: sh.size };
+    case 'file':
+      return { kind: sh.kind, path: sh.path, pos: sh.pos };
+    case 'socketpair':
+      return { kind: sh.kind, type: sh.type, queued: sh.data.map(b64len) };
+    case 'unix-socket':
+      return { kind: sh.kind, type: sh.type, name: sh.name, listening: sh.listening };
+    case 'inet': {
+      const at = (a: InetAddr | null) => (a ? `${sh.family === 10 ? `[${a.ip}]` : a.ip}:${a.port}` : null);
+      const queued = sh.tcp ? { send: b64len(sh.tcp.sendQueue), unsent: sh.tcp.unsent, receive: b64len(sh.tcp.recvQueue) } : undefined;
+      return { kind: sh.kind, protocol: sh.type === 1 ? 'tcp' : 'udp', state: sh.state, local: at(sh.local), remote: at(sh.remote), ...(queued ? { queued } : {}) };
+    }
+  }
 }

@@ -39,10 +39,9 @@ export function isContainer(root: number, pids: readonly number[]): boolean {
     });
   for (const pid of pids) {
     try {
-      for (const ns of ['user', 'net']) {
-        if (nsOf(pid, ns) !== nsOf('self', ns))
-          throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: ${ns} namespace is not supported`, { details: { pid, where: 'process', kind: `${ns} namespace` } });
-      }
+      // A network namespace of its own is the caller's to rebuild (agent/net); preflight checks the tree shares one.
+      if (nsOf(pid, 'user') !== nsOf('self', 'user'))
+        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: user namespace is not supported`, { details: { pid, where: 'process', kind: 'user namespace' } });
       if (nsOf(pid, 'pid') !== nsOf(root, 'pid'))
         throw new FerryError(ErrorCode.Unsupported, `pid ${pid} process: nested pid namespace is not supported`, { details: { pid, where: 'process', kind: 'pid namespace' } });
     } catch (err) {

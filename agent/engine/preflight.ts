@@ -4,10 +4,10 @@ import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
-import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
+import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf } from './sockets.ts';
+import { fdTarget, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 const KCMP_FILE = 0;
-import { fdTarget, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 type FdKind = FdImage['kind'];
 
@@ -23,26 +23,11 @@ const SUPPORTED_CHR = /^\/dev\/(null|zero|full|random|urandom|tty\d*|pts\/\d+)$/
 
 const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll' };
 
-// The unix socket table is read once per preflight/collect pass; clearUnixTable() starts a new pass.
-let unixCache: Map<number, UnixSock> | null = null;
-export const unixTable = (): Map<number, UnixSock> => (unixCache ??= unixSockets());
-export const clearUnixTable = (): void => {
-  unixCache = null;
-};
-
-export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string } {
+export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string; detail?: string } {
   const t = fdTarget(pid, fd);
   if (t.startsWith('/memfd:')) return { kind: 'memfd' };
   if (t.endsWith(' (deleted)')) return { unsupported: 'deleted file' };
-  if (t.startsWith('socket:')) {
-    const u = unixTable().get(Number(/\d+/.exec(t)?.[0]));
-    if (!u) return { unsupported: 'socket' };
-    if (u.name) return { unsupported: `unix socket bound to ${u.name}` };
-    if (u.state !== 1 || u.peer === 0) return { unsupported: 'unconnected unix socket' };
-    const scm = Number(/^scm_fds:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
-    if (scm > 0) return { unsupported: `unix socket with ${scm} fd(s) in flight (SCM_RIGHTS)` };
-    return { kind: 'unix' };
-  }
+  if (t.startsWith('socket:')) return classifySocket(pid, fd, Number(/\d+/.exec(t)?.[0]));
   if (t.startsWith('pipe:')) return { kind: 'pipe' };
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
   if (anon) {
@@ -95,7 +80,8 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
     if (kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
   }
   // A container brings its own pid/uts/ipc/time/mount namespaces (checked by isContainer); anything else must share ours.
-  for (const ns of opts.container ? [] : ['pid', 'uts', 'ipc', 'time', 'net', 'mnt', 'user']) {
+  // A network namespace of its own is the caller's to rebuild (see agent/net); the tree must share one (treeProblems).
+  for (const ns of opts.container ? [] : ['pid', 'uts', 'ipc', 'time', 'mnt', 'user']) {
     try {
       if (nsOf(pid, ns) !== nsOf(process.pid, ns)) add('process', `${ns} namespace`, `runs in its own ${ns} namespace`);
     } catch {
@@ -104,7 +90,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   }
   for (const fd of listFds(pid)) {
     const k = fdKind(pid, fd);
-    if ('unsupported' in k) add(`fd ${fd}`, k.unsupported, fdTarget(pid, fd));
+    if ('unsupported' in k) add(`fd ${fd}`, k.unsupported, k.detail ?? fdTarget(pid, fd));
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
@@ -118,7 +104,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   return out;
 }
 
-/** A socketpair can travel only when its peer is inside the tree too. */
+/** A connected unix socket can travel only when its peer is inside the tree too. */
 function socketProblems(pids: readonly number[]): Problem[] {
   const held = new Map<number, { pid: number; fd: number }>();
   for (const pid of pids)
@@ -128,8 +114,9 @@ function socketProblems(pids: readonly number[]): Problem[] {
     }
   const out: Problem[] = [];
   for (const [ino, at] of held) {
-    const u = unixTable().get(ino);
-    if (u && !held.has(u.peer)) out.push({ ...at, where: `fd ${at.fd}`, kind: 'unix socket', detail: `socket:[${ino}]: its peer is outside the process tree` });
+    const u = unixTableOf(at.pid).get(ino);
+    const peer = u ? unixPeerOf(at.pid, u) : null;
+    if (peer && !held.has(peer.ino)) out.push({ ...at, where: `fd ${at.fd}`, kind: 'unix socket', detail: `socket:[${ino}]: its peer is outside the process tree` });
   }
   return out;
 }
@@ -152,6 +139,16 @@ function sharedAnonProblems(pids: readonly number[]): Problem[] {
     }
   }
   return out;
+}
+
+/** Every process of the tree in one network namespace: the one that restore is given. */
+function netnsProblems(pids: readonly number[]): Problem[] {
+  const root = pids[0];
+  if (root === undefined) return [];
+  const want = readlinkSync(`/proc/${root}/ns/net`);
+  return pids
+    .filter((pid) => readlinkSync(`/proc/${pid}/ns/net`) !== want)
+    .map((pid) => ({ pid, where: 'process', kind: 'net namespace', detail: `in another network namespace than the tree's root ${root}` }));
 }
 
 /** A pipe can travel only when both of its ends are held inside the tree. */
@@ -192,7 +189,7 @@ export function treeOf(root: number): number[] {
 
 /** Throws Unsupported naming the first problem (all of them in details); NotFound if the pid is gone. */
 export function preflight(pids: readonly number[], opts: PreflightOptions = {}): void {
-  clearUnixTable();
+  clearSocketTables();
   const problems: Problem[] = [];
   for (const pid of pids) {
     try {
@@ -206,7 +203,7 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
   }
   if (problems.length === 0) {
     try {
-      problems.push(...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids));
+      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids));
     } catch {
       // a process exited meanwhile: the freeze re-checks the tree
     }

@@ -62,6 +62,8 @@ export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memory
 
 /** Registers and per-thread state go in last; the process stays stopped until release(). */
 export function finishProcess(husk: Husk, p: ProcessImage): void {
+  // TCP connections talk from here on: the network must be reachable (unlocked) by now.
+  husk.activateSockets();
   husk.queueSharedSignals(p);
   for (const t of p.threads) husk.restoreThreadState(t, p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
@@ -70,16 +72,33 @@ export function finishProcess(husk: Husk, p: ProcessImage): void {
   husk.finishLeader(leader);
 }
 
+export interface RestoreOptions {
+  /**
+   * Network namespace file (/run/netns/NAME, /proc/PID/ns/net) the tree is restored into; its
+   * sockets are created there. Required when the image's tree had a namespace of its own.
+   */
+  netns?: string;
+  /**
+   * restore() only: runs once the tree is built, before its TCP connections leave repair mode
+   * and it runs: the moment to attach the namespace and announce its addresses.
+   */
+  beforeRun?: () => void;
+}
+
 /**
  * Creates every husk of the tree with its PID, parents first, so each child is the child of
- * its own parent; shared descriptions are made in the root before any child exists.
+ * its own parent; shared descriptions (sockets too, TCP connections in repair mode) are made in
+ * the root before any child exists.
  */
-export function createHusks(img: Image, dir: string): Map<number, Husk> {
+export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}): Map<number, Husk> {
   const husks = new Map<number, Husk>();
   const root = img.processes[0]!;
+  if (img.ownNetns && !opts.netns)
+    throw new FerryError(ErrorCode.InvalidRequest, 'the image was taken in a network namespace of its own: restore needs a target namespace (netns)', { details: { root: root.pid } });
+  if (opts.netns && !existsSync(opts.netns)) throw new FerryError(ErrorCode.NotFound, `network namespace ${opts.netns} does not exist`, { details: { netns: opts.netns } });
   const avoid = img.processes.flatMap((p) => p.vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })));
   try {
-    const rh = img.container ? Husk.createContainer(img.container, avoid) : Husk.create(root.pid, avoid);
+    const rh = img.container ? Husk.createContainer(img.container, avoid, opts.netns) : Husk.create(root.pid, avoid, opts.netns);
     husks.set(root.pid, rh);
     if (root.sid === root.pid) rh.leadSession();
     if (img.shared.length > 0) {
@@ -98,15 +117,16 @@ export function createHusks(img: Image, dir: string): Map<number, Husk> {
   }
 }
 
-export function restore(dir: string, opts: { skipMachineCheck?: boolean } = {}): RestoreResult {
+export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
   if (!img.container) for (const p of img.processes) waitPidFree(p.pid);
-  const husks = createHusks(img, dir);
+  const husks = createHusks(img, dir, opts);
   let memoryMs = 0;
   try {
     for (const p of img.processes) memoryMs += buildProcess(husks.get(p.pid)!, p, dir).memoryMs;
+    opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
     // Children first, so a parent never runs while a child it may wait for is still held.
     for (const p of [...img.processes].reverse()) husks.get(p.pid)!.release();

@@ -3,7 +3,7 @@
 // must stay one offset.
 import { statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { unixTable } from './preflight.ts';
+import { unixPeerOf, unixTableOf } from './sockets.ts';
 import { O, closeFd, ioctl, openFile, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
 import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
 
@@ -144,14 +144,16 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       else e.writeFlags = f.flags;
     }
   }
-  // Socketpairs: both ends, each with the bytes it has queued to read.
+  // Connected unix pairs (socketpairs, or both ends of a named connection): each end with the bytes it has queued to read.
   const pairs = new Map<number, number>();
   for (const p of procs) {
     for (const f of p.fds) {
       if (f.kind !== 'unix' || f.dupOf !== undefined) continue;
       const ino = Number(/\d+/.exec(f.path)?.[0]);
-      const u = unixTable().get(ino);
+      const u = unixTableOf(p.pid).get(ino);
       if (!u) throw new FerryError(ErrorCode.Unsupported, `pid ${p.pid} fd ${f.fd}: unix socket ${ino} vanished`, { details: { pid: p.pid, fd: f.fd, kind: 'unix socket' } });
+      // Unconnected and listening unix sockets are single sockets (sockets.ts), not pairs.
+      if (!unixPeerOf(p.pid, u)) continue;
       const key = Math.min(ino, u.peer);
       let idx = pairs.get(key);
       if (idx === undefined) {

@@ -39,10 +39,12 @@ export function registerEngine(program: Command): void {
     .command('restore')
     .description('Restore a process from an image directory; prints its pid (it is not a child of this command)')
     .requiredOption('--images <dir>', 'image directory')
+    .option('--netns <name|path>', 'network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
     .option('--json', 'print JSON', false)
     .action(
-      action(async (opts: { images: string; json: boolean }) => {
-        const r = restore(opts.images);
+      action(async (opts: { images: string; netns?: string; json: boolean }) => {
+        const netns = opts.netns === undefined ? undefined : opts.netns.includes('/') ? opts.netns : `/run/netns/${opts.netns}`;
+        const r = restore(opts.images, { netns });
         printResult(opts.json, r, (v) => `${v.pid}`);
       }),
     );

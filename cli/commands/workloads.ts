@@ -8,7 +8,7 @@ import { withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
 import { action, printResult } from '../output.ts';
 
-const renderOne = (w: WorkloadInfo) => `${w.name} ${w.state} on ${w.host} (pid ${w.rootPid ?? '-'}, ${w.pids.length} processes)`;
+const renderOne = (w: WorkloadInfo) => `${w.name} ${w.state} on ${w.host} (pid ${w.rootPid ?? '-'}, ${w.pids.length} processes${w.address ? `, address ${w.address}` : ''})`;
 
 function renderList(ws: WorkloadInfo[]): string {
   if (ws.length === 0) return 'no workloads';
@@ -27,18 +27,19 @@ function parseEnv(v: string, prev: Record<string, string>): Record<string, strin
 export function registerWorkloads(program: Command): void {
   program
     .command('run')
-    .description('start a workload as a container (own pid, uts, ipc and time namespaces) on a host')
+    .description('start a workload as a container (own pid, uts, ipc, time and network namespaces, an address of its own) on a host')
     .requiredOption('--host <host>', 'the host to run it on')
     .requiredOption('--name <name>', 'a cluster-unique name')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', parseEnv, {})
     .option('--cwd <dir>', 'working directory')
+    .option('--ip <address>', "the workload's IPv4 address (default: the coordinator picks a free one)")
     .option('--json', 'print as JSON')
     .option('--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)')
     .argument('<command...>', 'the command and its arguments (after --)')
     .action(
-      action(async (command: string[], opts: { host: string; name: string; env: Record<string, string>; cwd?: string; json?: boolean; nats?: string }) => {
+      action(async (command: string[], opts: { host: string; name: string; env: Record<string, string>; cwd?: string; ip?: string; json?: boolean; nats?: string }) => {
         const w = await withCluster(opts, (nc) =>
-          call(nc, subjects.coordinator('run'), coordinatorApi.run, { host: opts.host, name: opts.name, command, env: opts.env, cwd: opts.cwd }),
+          call(nc, subjects.coordinator('run'), coordinatorApi.run, { host: opts.host, name: opts.name, command, env: opts.env, cwd: opts.cwd, address: opts.ip }),
         );
         printResult(!!opts.json, w, renderOne);
       }),

@@ -6,7 +6,7 @@ import { cgroup2Root } from '../../agent/probes.ts';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig } from '../../shared/config.ts';
-import { MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
+import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
 import { startAgent, startCoordinator, startNats } from './daemons.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from './processes.ts';
@@ -109,6 +109,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         cgroupParent: labCgroupParent(l, name),
         // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.
         workloadEnv: { [LAB_MEMBER_ENV]: l.name },
+        // Workload namespaces are named like the lab's own, so `lab down` removes them too.
+        network: { bridge: 'br0', prefixLen: LAB_PREFIX_LEN, netnsPrefix: l.workloadNetnsPrefix },
       };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
       const host = { name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig };

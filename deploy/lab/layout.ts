@@ -7,6 +7,9 @@
 //                                         ├─ ferry-<lab>-sw: bridge sw0 10.77.0.1 (NATS, coordinator)
 //   ferry-<lab>-h1  br0 10.77.0.11 ─uplink─┤
 //   ferry-<lab>-h2  br0 10.77.0.12 ─uplink─┘   (each host's br0 also takes its workloads' veths)
+//
+// Workloads live in namespaces ferry-<lab>-w-<name> with addresses from 10.77.1.1 up (allocated
+// by the coordinator), their veths' host ends in their host's br0: one flat L2 segment.
 import path from 'node:path';
 
 export const LAB_SUBNET_PREFIX = '10.77';
@@ -26,6 +29,8 @@ export interface LabLayout {
   hostNamespace(i: number): string;
   hostName(i: number): string;
   hostAddress(i: number): string;
+  /** Workload network namespaces: ferry-<lab>-w-<workload>. */
+  workloadNetnsPrefix: string;
 }
 
 export function labName(): string {
@@ -49,6 +54,7 @@ export function labLayout(name = labName()): LabLayout {
     hostNamespace: (i) => ns(`h${i}`),
     hostName: (i) => `h${i}`,
     hostAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
+    workloadNetnsPrefix: ns('w-'),
   };
 }
 

@@ -27,7 +27,8 @@ describe('containers', () => {
     expect(w.host).toBe('h2');
     expect(w.rootPid).toBeGreaterThan(1);
     const root = w.rootPid!;
-    for (const kind of ['pid', 'uts', 'ipc', 'time']) expect(ns(root, kind)).not.toBe(ns(process.pid, kind));
+    for (const kind of ['pid', 'uts', 'ipc', 'time', 'net']) expect(ns(root, kind)).not.toBe(ns(process.pid, kind));
+    expect(w.address).toMatch(/^10\.77\./);
     // PID 1 inside its own pid namespace, hostname = workload name.
     expect(readFileSync(`/proc/${root}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
     expect(w.cgroup).toContain('/ferry-lab/itcont/h2/ctr');

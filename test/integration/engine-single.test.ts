@@ -7,23 +7,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
 import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { ErrorCode } from '../../shared/errors.ts';
 import { readStatus, startWorkload as startHarnessWorkload, stopAllWorkloads, waitForProgress } from '../workloads/harness.ts';
-import {
-  adopt,
-  alive,
-  buildFixture,
-  cleanup,
-  lastTick,
-  logLines,
-  waitFor,
-  procState,
-  sealInheritedFds,
-  startWorkload,
-  tempDir,
-  waitGone,
-  waitTick,
-} from './engine-fixtures/helpers.ts';
+import { adopt, alive, buildFixture, cleanup, expectFerryError, lastTick, logLines, procState, sealInheritedFds, startWorkload, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
 
 let counter = '';
 beforeAll(() => {
@@ -49,16 +35,6 @@ const husksLeft = () =>
       }
     });
 
-async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {
-  try {
-    await fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(FerryError);
-    expect((err as FerryError).code).toBe(code);
-    return err as FerryError;
-  }
-  throw new Error(`expected ${code}, nothing was thrown`);
-}
 
 describe('engine: single-threaded checkpoint/restore', () => {
   it('restores the counter workload with the same pid and it carries on from its checkpoint', async () => {
@@ -186,13 +162,14 @@ describe('engine: timers', () => {
 
 describe('engine: failure paths', () => {
   it('preflight refuses an unsupported fd before freezing and leaves the workload untouched', async () => {
-    const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nwhile True: time.sleep(0.01)"]);
+    // A netlink socket: sockets the engine carries are TCP, UDP and unix (see engine-sockets).
+    const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\nwhile True: time.sleep(0.01)"]);
     await new Promise((r) => setTimeout(r, 300));
     const images = tempDir('img');
     const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: images }), ErrorCode.Unsupported);
     expect(err.message).toContain(`pid ${w.pid}`);
-    expect(err.message).toMatch(/fd \d+: socket/);
-    expect(err.details).toMatchObject({ pid: w.pid, kind: 'socket' });
+    expect(err.message).toMatch(/fd \d+: netlink socket is not supported/);
+    expect(err.details).toMatchObject({ pid: w.pid, kind: 'netlink socket' });
     expect(readFileSync(`/proc/${w.pid}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
     expect(['S', 'R']).toContain(procState(w.pid));
     expect(readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).not.toMatch(/ferry-ckpt/);

@@ -6,17 +6,21 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { spawnDetached } from '../../../agent/engine/detached.ts';
+import { FerryError } from '../../../shared/errors.ts';
 import { isGone } from '../../../agent/engine/procfs.ts';
 import { sys } from '../../../agent/ffi/syscalls.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binDir = join(tmpdir(), 'ferry-engine-fixtures');
 
-/** Compiles a fixture once per source version (cached by content hash); concurrent builds rename into place. */
+/** Compiles a fixture once per source version (cached by content hash, local headers included); concurrent builds rename into place. */
 export function buildFixture(name: string, flags: string[] = []): string {
   const src = join(here, `${name}.c`);
-  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 12);
+  const h = createHash('sha256').update(readFileSync(src)).update(flags.join(' '));
+  for (const m of readFileSync(src, 'utf8').matchAll(/^#include "([^"]+)"/gm)) h.update(readFileSync(join(here, m[1]!)));
+  const hash = h.digest('hex').slice(0, 12);
   // The hash names the directory, not the binary: tests compare the process name (comm).
   mkdirSync(join(binDir, hash), { recursive: true });
   const out = join(binDir, hash, name);
@@ -126,4 +130,16 @@ export function sealInheritedFds(): void {
       // the directory fd of readdir itself, already closed
     }
   }
+}
+
+/** Runs fn and insists it throws a FerryError with this code; returns it. */
+export async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {
+  try {
+    await fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe(code);
+    return err as FerryError;
+  }
+  throw new Error(`expected ${code}, nothing was thrown`);
 }

@@ -165,6 +165,11 @@ export class Workloads {
     return `/${path.relative(cgroup2Root()!, dir)}`;
   }
 
+  /** The workload's own network namespace file, null when it shares the host's. */
+  netnsOf(name: string): string | null {
+    return this.#entries.get(name)?.netns ?? null;
+  }
+
   /** Marks a workload that a migration holds (frozen) or gives back (running). */
   setState(name: string, state: 'running' | 'frozen'): void {
     const e = this.#entries.get(name);

@@ -29,6 +29,7 @@ import {
 import { closeFd, ioctl, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
 import { CARRIED_TCP_STATES, TCP, activateTcp, dumpTcp, enterRepair, leaveRepair, restoreTcp, tcpInfo } from './tcp-repair.ts';
+import { fdTarget, listFds } from './procfs.ts';
 
 const chan = diagnostics_channel.channel('ferry:sockets');
 const IPPROTO = { TCP: 6, UDP: 17 } as const;
@@ -185,6 +186,34 @@ function dumpInet(s: number, flags: number): InetSocketImage {
     throw new FerryError(ErrorCode.Unsupported, `TCP socket (${describeEnds(s)}) in state ${info.state}`, { details: { kind: `TCP socket in state ${info.state}` } });
   enterRepair(s);
   return { ...img, state: info.state, tcp: dumpTcp(s, info.state) };
+}
+
+/**
+ * Takes every TCP connection of the processes out of repair mode: a restarted agent thawing a
+ * held tree whose checkpoint (and its RepairHold) died with the previous agent. Never throws.
+ */
+export function leaveRepairAll(pids: readonly number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    let fds: number[];
+    try {
+      fds = listFds(pid).filter((fd) => fdTarget(pid, fd).startsWith('socket:'));
+    } catch {
+      continue; // gone
+    }
+    for (const fd of fds) {
+      try {
+        withTheirFd(pid, fd, (mine) => {
+          if (getIntOpt(mine, SOL.TCP, TCP.REPAIR) !== 1) return;
+          leaveRepair(mine);
+          n++;
+        });
+      } catch {
+        // not TCP, or gone
+      }
+    }
+  }
+  return n;
 }
 
 /** Relative unix names are taken from the process's working directory. */

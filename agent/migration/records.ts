@@ -2,6 +2,7 @@
 // agent can still answer every later step (thaw, discard, resume, cleanup) and refuse stale ones.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { NetnsConfig } from '../../shared/netns.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
 
 export interface LocalMigration {
@@ -21,6 +22,11 @@ export interface LocalMigration {
   restoredPid: number | null;
   /** The source agent's registry entry of the workload, carried to the destination's registry. */
   workloadCommand: string[] | null;
+  /** Source: the workload's own network namespace (locked at the freeze) and its configuration. */
+  netns?: string | null;
+  netConfig?: NetnsConfig | null;
+  /** Destination: the name of the namespace rebuilt here, to remove on rollback. */
+  landing?: string | null;
 }
 
 export class MigrationRecords {

@@ -15,12 +15,17 @@ import { buildProcess, createHusks, finishProcess, waitPidFree } from '../engine
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
+import type { NetnsConfig } from '../../shared/netns.ts';
+import { leaveRepairAll } from '../engine/sockets.ts';
+import type { WorkloadNetwork } from '../net/workload.ts';
 import type { Workloads } from '../workloads.ts';
+import { NetworkHandoff, addressOf, type LandedNetns } from './network-handoff.ts';
 import { receiveImageDir, sendImageDir, type TransferStats } from './image-transfer.ts';
 import { MigrationRecords, type LocalMigration } from './records.ts';
 
-/** Beside the image: the workload's registry entry as the source knew it. */
+/** Beside the image: the workload's registry entry as the source knew it, and its network namespace. */
 const WORKLOAD_FILE = 'workload.json';
+const NETNS_FILE = 'netns.json';
 
 export class MigrationSteps {
   readonly records: MigrationRecords;
@@ -28,16 +33,20 @@ export class MigrationSteps {
   readonly #checkpoints = new Map<string, Checkpoint>();
   /** Destination: the image arriving over the data stream. */
   readonly #receiving = new Map<string, Promise<TransferStats>>();
-  /** Destination: the restored tree, stopped, waiting for the commit. */
-  readonly #held = new Map<string, { husks: Map<number, Husk>; image: ReturnType<typeof readImage> }>();
+  /** Destination: the restored tree, stopped, waiting for the commit, with its network namespace. */
+  readonly #held = new Map<string, Built>();
+
+  readonly #network: NetworkHandoff;
 
   constructor(
     private readonly host: string,
     private readonly address: string,
     private readonly workloads: Workloads,
     stateDir: string,
+    network?: WorkloadNetwork,
   ) {
     this.records = new MigrationRecords(stateDir);
+    this.#network = new NetworkHandoff(network);
   }
 
   /** The local record of a migration, created on its first step; `rollingBack` lets thaw/discard repeat. */
@@ -97,11 +106,25 @@ export class MigrationSteps {
   }
 
   freeze(s: StepBase) {
-    return this.#once(s, 'source', (m) => {
-      const c = Checkpoint.begin(this.#rootPid(s.workload));
+    return this.#once(s, 'source', async (m) => {
+      const root = this.#rootPid(s.workload);
+      m.netns = this.workloads.netnsOf(s.workload);
+      // Dumped while the workload still runs: it costs tens of milliseconds.
+      m.netConfig = await this.#network.dump(m.netns);
+      this.records.save(m);
+      // Locked before the freeze: a socket in repair mode would still acknowledge what arrives.
+      this.#network.lock(m.netns);
+      let c: Checkpoint;
+      try {
+        c = Checkpoint.begin(root);
+      } catch (err) {
+        this.#network.unlock(m.netns);
+        throw err;
+      }
       try {
         c.collect();
       } catch (err) {
+        this.#network.unlock(m.netns);
         c.release();
         throw err;
       }
@@ -126,6 +149,7 @@ export class MigrationSteps {
       writeImage(m.imageDir, c.image());
       // The destination registers the workload under the same command line.
       writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
+      if (m.netConfig) writeFileSync(path.join(m.imageDir, NETNS_FILE), JSON.stringify(m.netConfig));
       if (!s.endpoint) throw new FerryError(ErrorCode.InvalidRequest, `${s.migrationId}: no data stream to send on (no endpoint, no pre-copy session)`);
       const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
       try {
@@ -139,11 +163,12 @@ export class MigrationSteps {
 
   /** After commit: the workload now lives on the destination; end the frozen original. */
   cleanup(s: StepBase) {
-    return this.#once(s, 'source', (m) => {
+    return this.#once(s, 'source', async (m) => {
       const c = this.#checkpoints.get(s.migrationId);
       if (c) c.kill();
       else if (m.held) killHeld(m.held);
       this.#checkpoints.delete(s.migrationId);
+      await this.#network.removeSource(m.netns ?? null);
       this.workloads.forget(m.workload);
       rmSync(m.imageDir, { recursive: true, force: true });
       return { done: true as const };
@@ -155,8 +180,13 @@ export class MigrationSteps {
     const m = this.#record(s, 'source', true);
     if (m.fenced) return { done: true as const };
     const c = this.#checkpoints.get(s.migrationId);
+    this.#network.unlock(m.netns ?? null);
     if (c) c.release();
-    else if (m.held) releaseHeld(m.held);
+    else if (m.held) {
+      // The checkpoint died with the previous agent: its TCP connections are still in repair mode.
+      leaveRepairAll(m.held.pids);
+      releaseHeld(m.held);
+    }
     this.#checkpoints.delete(s.migrationId);
     if (m.held) this.workloads.setState(m.workload, 'running');
     rmSync(m.imageDir, { recursive: true, force: true });
@@ -194,12 +224,12 @@ export class MigrationSteps {
     return this.#once(s, 'destination', async () => {
       const receiving = this.#receiving.get(s.migrationId);
       if (receiving) await receiving;
-      return { pid: this.#build(s.migrationId) };
+      return { pid: await this.#build(s.migrationId) };
     });
   }
 
-  /** Builds the held tree once; returns the host pid of its root. */
-  #build(id: string): number {
+  /** Builds the held tree once (in its rebuilt network namespace); returns the host pid of its root. */
+  async #build(id: string): Promise<number> {
     const held = this.#held.get(id);
     if (held) return rootHusk(held).pid;
     const m = this.records.get(id)!;
@@ -209,24 +239,37 @@ export class MigrationSteps {
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
     const cgroup = this.workloads.cgroupFor(m.workload);
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
-    const husks = createHusks(image, m.imageDir);
+    const netConfig = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+    let net: LandedNetns | null = null;
+    if (netConfig) {
+      m.landing = this.#network.landingName(m.workload, id);
+      this.records.save(m);
+      if (!m.landing) throw new FerryError(ErrorCode.Incompatible, `${this.host} has no workload network configured: it cannot take a workload with a network namespace of its own`);
+      net = await this.#network.land(netConfig, m.landing);
+    }
+    let husks: Map<number, Husk> | null = null;
     try {
+      husks = createHusks(image, m.imageDir, net ? { netns: net.handle.path } : {});
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
     } catch (err) {
-      for (const h of [...husks.values()].reverse()) h.abort();
+      for (const h of [...(husks?.values() ?? [])].reverse()) h.abort();
+      await this.#network.discard(net, null);
       throw err;
     }
-    const built = { husks, image };
+    const built: Built = { husks, image, net };
     this.#held.set(id, built);
     return rootHusk(built).pid;
   }
 
   /** After commit: let the restored tree run. Rebuilt from the image if the agent restarted meanwhile. */
   resume(s: StepBase) {
-    return this.#once(s, 'destination', (m) => {
-      const pid = this.#build(s.migrationId);
+    return this.#once(s, 'destination', async (m) => {
+      const pid = await this.#build(s.migrationId);
       const built = this.#held.get(s.migrationId)!;
-      const { husks, image } = built;
+      const { husks, image, net } = built;
+      // Attached and announced first: connections leave repair mode in finishProcess, and their
+      // window probes must find the way.
+      if (net) this.#network.goLive(net);
       for (const p of image.processes) finishProcess(husks.get(p.pid)!, p);
       // Children first, so a parent never runs while a child it may wait for is still held.
       for (const p of [...image.processes].reverse()) husks.get(p.pid)!.release();
@@ -235,19 +278,28 @@ export class MigrationSteps {
       // A container's init is the child of the `unshare` that holds its namespaces open.
       const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
       m.workloadCommand = (JSON.parse(readFileSync(path.join(m.imageDir, WORKLOAD_FILE), 'utf8')) as { command: string[] | null }).command;
-      this.workloads.adopt({ name: m.workload, rootPid: pid, shimPid, command: m.workloadCommand ?? [image.processes[0]!.comm] });
+      const address = net ? addressOf(net.config) : undefined;
+      this.workloads.adopt({
+        name: m.workload,
+        rootPid: pid,
+        shimPid,
+        command: m.workloadCommand ?? [image.processes[0]!.comm],
+        ...(net ? { netns: net.handle.path } : {}),
+        ...(address ? { address } : {}),
+      });
       rmSync(m.imageDir, { recursive: true, force: true });
       return { pid };
     });
   }
 
   /** Rollback: nothing of the migration may run here. Fences the migration. */
-  discard(s: StepBase) {
+  async discard(s: StepBase) {
     const m = this.#record(s, 'destination', true);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
     if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
     this.#held.delete(s.migrationId);
+    await this.#network.discard(held?.net ?? null, m.landing ?? null);
     rmSync(m.imageDir, { recursive: true, force: true });
     rmSync(`${m.imageDir}.partial`, { recursive: true, force: true });
     m.fenced = true;
@@ -256,4 +308,14 @@ export class MigrationSteps {
   }
 }
 
-const rootHusk = (b: { husks: Map<number, Husk>; image: ReturnType<typeof readImage> }): Husk => b.husks.get(b.image.processes[0]!.pid)!;
+interface Built {
+  husks: Map<number, Husk>;
+  image: ReturnType<typeof readImage>;
+  net: LandedNetns | null;
+}
+
+const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;
+
+function readJson<T>(file: string): T | null {
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : null;
+}

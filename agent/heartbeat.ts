@@ -1,7 +1,9 @@
 // Registration (durable, in KV) and heartbeats (liveness, on a subject) of one agent.
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { PROTOCOL_VERSION, type Heartbeat, type HostRecord } from '../shared/protocol.ts';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { PROTOCOL_VERSION, type HostRecord } from '../shared/protocol.ts';
 import { encode } from '../shared/rpc.ts';
 import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
 import type { FactsSource } from './facts.ts';
@@ -12,14 +14,45 @@ export async function register(nc: NatsConnection, host: string, facts: FactsSou
   await kv.put(host, encode(record));
 }
 
-/** Publishes a heartbeat now and every intervalMs until the returned stop() is called. */
-export function startHeartbeats(nc: NatsConnection, host: string, facts: FactsSource, intervalMs: number): () => void {
+// The heartbeat runs on a worker thread with a NATS connection of its own: checkpointing or
+// restoring a large workload keeps the main thread busy for seconds, and a busy agent is not a
+// lost one. (A main thread stuck for good is caught by the phases' timeouts instead.) Plain
+// JavaScript: a TypeScript loader does not reach worker threads.
+const WORKER = `
+const { workerData: w } = require('node:worker_threads');
+const { readFileSync } = require('node:fs');
+const { connect } = require(w.natsModule);
+const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm').exec(info)?.[1] ?? 0) * 1024;
+(async () => {
+  const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   let seq = 0;
   const beat = () => {
-    const hb: Heartbeat = { protocol: PROTOCOL_VERSION, host, seq: ++seq, intervalMs, sentAt: new Date().toISOString(), facts: facts.current() };
-    if (!nc.isClosed()) nc.publish(subjects.heartbeat(host), encode(hb));
+    const info = readFileSync('/proc/meminfo', 'utf8');
+    const facts = { ...w.facts, memory: { totalBytes: kib(info, 'MemTotal'), availableBytes: kib(info, 'MemAvailable') } };
+    nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts }));
   };
   beat();
-  const timer = setInterval(beat, intervalMs);
-  return () => clearInterval(timer);
+  setInterval(beat, w.intervalMs);
+})();
+`;
+
+/** Publishes a heartbeat now and every intervalMs (from a worker thread) until stop() is called. */
+export function startHeartbeats(servers: string[], host: string, facts: FactsSource, intervalMs: number): () => Promise<void> {
+  const worker = new Worker(WORKER, {
+    eval: true,
+    workerData: {
+      natsModule: createRequire(import.meta.url).resolve('@nats-io/transport-node'),
+      servers,
+      name: `ferry-agent-${host}-heartbeat`,
+      subject: subjects.heartbeat(host),
+      protocol: PROTOCOL_VERSION,
+      host,
+      intervalMs,
+      facts: facts.current(),
+    },
+  });
+  worker.on('error', (err) => process.stderr.write(`heartbeat worker: ${err.message}\n`));
+  return async () => {
+    await worker.terminate();
+  };
 }

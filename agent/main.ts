@@ -28,12 +28,12 @@ const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network);
 await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
-const stopHeartbeats = startHeartbeats(nc, config.name, facts, config.heartbeatMs);
+const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
 log.info('registered; heartbeats started');
 
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
-  stopHeartbeats();
+  await stopHeartbeats();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

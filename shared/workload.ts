@@ -28,7 +28,8 @@ export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 
 export const RunRequest = z.strictObject({
   name: WorkloadName,
-  command: z.array(z.string().min(1)).min(1),
+  // Arguments may be empty (`--save ''`); the program name may not.
+  command: z.array(z.string()).min(1).refine((c) => (c[0] ?? '') !== '', 'the command needs a program name'),
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
   /** The workload's IPv4 address, unique in the cluster; the coordinator allocates one when it is absent. */

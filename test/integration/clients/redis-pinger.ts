@@ -3,11 +3,14 @@
 // until SIGTERM, then prints what a user would check as one JSON line: how many commands
 // succeeded, any that failed or came back wrong, whether the connection ever dropped, and the
 // longest pause between two successful replies. Run inside the lab's client namespace.
-//   node --import tsx redis-pinger.ts HOST PORT [INTERVAL_MS]
+//   node --import tsx redis-pinger.ts HOST PORT [INTERVAL_MS [STATUS_FILE]]   (STATUS_FILE: the same JSON, rewritten every 100 ms)
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 
-const [host = '127.0.0.1', port = '6379', interval = '5'] = process.argv.slice(2);
+
+const [host = '127.0.0.1', port = '6379', interval = '5', statusFile] = process.argv.slice(2);
 const stats = { ok: 0, sets: 0, failed: 0, wrong: 0, closed: false, error: null as string | null, maxGapMs: 0, lastKey: '' };
+if (statusFile) setInterval(() => writeFileSync(statusFile, JSON.stringify(stats)), 100).unref();
 const sock = net.connect({ host, port: Number(port) });
 sock.setNoDelay(true);
 let buf = '';

@@ -1,10 +1,11 @@
 // Sends a numbered datagram to a UDP echo service every few milliseconds until SIGTERM and
 // prints one JSON line: datagrams sent, echoes received (and any that came back altered), and
 // the longest pause between two echoes. Run inside the lab's client namespace.
-//   node --import tsx udp-pinger.ts HOST PORT [INTERVAL_MS]
+//   node --import tsx udp-pinger.ts HOST PORT [INTERVAL_MS [STATUS_FILE]]   (STATUS_FILE: the same JSON, rewritten every 100 ms)
 import dgram from 'node:dgram';
+import { writeFileSync } from 'node:fs';
 
-const [host = '127.0.0.1', port = '7', interval = '10'] = process.argv.slice(2);
+const [host = '127.0.0.1', port = '7', interval = '10', statusFile] = process.argv.slice(2);
 const out = { sent: 0, echoed: 0, wrong: 0, maxGapMs: 0, lastEchoAfterStartMs: 0 };
 const sock = dgram.createSocket('udp4');
 const t0 = performance.now();
@@ -17,6 +18,7 @@ sock.on('message', (m) => {
   out.lastEchoAfterStartMs = now - t0;
   out.echoed++;
 });
+if (statusFile) setInterval(() => writeFileSync(statusFile, JSON.stringify(out)), 100).unref();
 const timer = setInterval(() => {
   sock.send(`ferry-udp-${out.sent++}`, Number(port), host);
 }, Number(interval));

@@ -16,7 +16,8 @@ import { ferry, ferryJson } from './helpers/cli.ts';
 import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
 
 const env = { FERRY_LAB: 'itfault' };
-const DOWN_MS = 4_000;
+// Down long enough for the coordinator to see the loss (3 s without heartbeats, checked each second).
+const DOWN_MS = 5_000;
 const STALL = 'sleep:7000';
 
 type Role = 'coordinator' | 'source' | 'destination';
@@ -135,6 +136,8 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     if (s.outcome === 'rolledBack') expect(v.error).toMatchObject({ kind: expect.stringMatching(/^(agentLost|error|timeout)$/) });
 
     at = s.outcome === 'completed' ? to : from;
+    // ps asks every agent: wait until the restarted one answers again.
+    await clusterReady();
     await expectRunsOnceOn(env, w, at);
     // Leave no stalled fault armed for the next scenario.
     if (armed !== victim) await restart(armed);
@@ -143,9 +146,11 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
   it('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
     const from = at;
     const to = from === 'h1' ? 'h2' : 'h1';
-    expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
+    // The leader gets the crash point; the standby starts after it holds the lease.
     await restart('coordinator', 'coordinator:transfer:after');
     await clusterReady();
+    expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
+    await sleep(1_000);
     const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
     while (await running('coordinator')) await sleep(100);
     // Not restarted: the standby must take the lease and carry the migration on.

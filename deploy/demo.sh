@@ -1,43 +1,59 @@
 #!/usr/bin/env bash
-# The main job, end to end in a local lab: bring up three hosts, run a multi-threaded workload
-# as a container on h1, migrate it to h2 and back while it runs, and show after each move that
-# it carries on where it was with its own consistency checks passing. Then bring it all down.
+# The main job, end to end in a local lab: three hosts; redis-server (multi-threaded, loaded
+# with data) as a container with its own address on h1; one client connection from the lab's
+# client namespace issuing SET/GET every 5 ms; live migration to h2 and back while the client
+# keeps going. After each move: where ferry says it runs, what the client saw (commands failed,
+# longest pause, same connection), and the data (DBSIZE, DEBUG DIGEST). Then it all comes down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/bootstrap.sh >&2
 ferry() { node bin/ferry.js "$@"; }
 export FERRY_LAB="${FERRY_LAB:-demo}"
+KEYS="${FERRY_DEMO_KEYS:-300000}"
+MODE="${FERRY_DEMO_MODE:-}"   # empty: ferry's default; --stop-and-copy to compare
 ferry lab down >/dev/null 2>&1 || true
 work=$(mktemp -d /tmp/ferry-demo-XXXXXX)
-trap 'ferry lab down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+pinger=
+cleanup() { [ -n "$pinger" ] && kill "$pinger" 2>/dev/null; ferry lab down >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "a lab of three hosts"
 ferry lab up --hosts 3
 ferry hosts
+client_ns=$(ferry lab status --json | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).clientNamespace)')
+in_client() { ip netns exec "$client_ns" "$@"; }
 
-# python-threads: 3 threads extend SHA-256 hash chains and log every link; the main thread
-# re-verifies the whole log and each thread checks its own id and chain head (test/workloads).
-step "a multi-threaded workload on h1"
-ferry run --host h1 --name chains --cwd "$work" -- /usr/bin/python3 "$PWD/test/workloads/src/python-threads.py" "$work/status.json"
-sleep 1
-show() { node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); console.log(`workload: progress ${s.progress} links, own checks ${s.ok ? "passing" : "FAILED: " + s.error}`)' "$work/status.json"; }
+step "redis-server on h1, with $KEYS keys"
+addr=$(ferry run --host h1 --name redis --json -- /usr/bin/redis-server --port 6379 --save '' --appendonly no --protected-mode no --enable-debug-command yes |
+  node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).address)')
+until [ "$(in_client redis-cli -h "$addr" ping 2>/dev/null)" = PONG ]; do sleep 0.1; done
+in_client redis-cli -h "$addr" debug populate "$KEYS" key 1000 >/dev/null
+digest=$(in_client redis-cli -h "$addr" debug digest)
 ferry ps
-show
+echo "redis at $addr: $(in_client redis-cli -h "$addr" dbsize) keys, digest $digest, $(ls /proc/"$(ferry ps --json | node -e 'process.stdout.write(String(JSON.parse(require("fs").readFileSync(0,"utf8"))[0].rootPid))')"/task | wc -l) threads"
 
-step "migrate it to h2 while it runs"
-ferry migrate chains --to h2
+step "a client in the client namespace: one connection, SET+GET every 5 ms"
+ip netns exec "$client_ns" node --import tsx test/integration/clients/redis-pinger.ts "$addr" 6379 5 "$work/client.json" >"$work/client.final" &
+pinger=$!
 sleep 1
-ferry ps
-show
+client() { node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); console.log(`client: ${s.ok} replies, ${s.failed + s.wrong} failed, connection ${s.closed ? "DROPPED" : "the same one"}, longest pause ${Math.round(s.maxGapMs)} ms`)' "$1"; }
+client "$work/client.json"
 
-step "and back to h1"
-ferry migrate chains --to h1
-sleep 1
-ferry ps
-show
+for to in h2 h1; do
+  step "migrate redis to $to while the client keeps going"
+  ferry migrate redis --to "$to" $MODE
+  sleep 1
+  ferry ps
+  client "$work/client.json"
+done
+
+step "what the client saw, and the data"
+kill -TERM "$pinger"; wait "$pinger" || true; pinger=
+client "$work/client.final"
+in_client redis-cli -h "$addr" -n 1 flushdb >/dev/null   # the client's own keys
+echo "redis: $(in_client redis-cli -h "$addr" dbsize) keys, digest $(in_client redis-cli -h "$addr" debug digest) (before: $digest)"
 ferry history
 
 step "done"
 ferry lab down
-trap 'rm -rf "$work"' EXIT

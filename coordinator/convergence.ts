@@ -47,17 +47,19 @@ export const DEFAULT_FIXED_COSTS: FixedCosts = { freezeMs: 10, dumpMs: 40, resum
 export const DEFAULT_MIN_PROGRESS = 0.1;
 
 /**
- * Downtime if we switched over after this round: the fixed costs plus the time to send the pages
- * that are still dirty (compressed by the round's ratio) at the round's bandwidth.
- * Infinity when the bandwidth is unknown (0).
+ * Downtime if we switched over after this round: the fixed costs (as the agents measured them,
+ * else the configured ones) plus the time to send the pages that are still dirty (the source's
+ * estimate of them, else the round's dirty set), compressed by the round's ratio, at the
+ * round's bandwidth. Infinity when the bandwidth is unknown (0).
  */
 export function predictDowntimeMs(stats: RoundStats, cfg: ConvergenceConfig): number {
-  const { freezeMs, dumpMs, resumeMs } = cfg.fixedCosts;
+  const { freezeMs, dumpMs, resumeMs } = stats.fixedCosts ?? cfg.fixedCosts;
   const fixed = freezeMs + dumpMs + resumeMs;
-  if (stats.pagesDirty <= 0) return fixed;
+  const pages = stats.remainingPages ?? stats.pagesDirty;
+  if (pages <= 0) return fixed;
   if (!(stats.bandwidthBps > 0)) return Number.POSITIVE_INFINITY;
   const ratio = stats.compressionRatio > 0 ? stats.compressionRatio : 1;
-  const bytes = (stats.pagesDirty * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
+  const bytes = (pages * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
   return fixed + (bytes / stats.bandwidthBps) * 1000;
 }
 

@@ -436,13 +436,20 @@ export class PageReceiver {
   constructor(
     private readonly conn: DataConnection,
     private readonly sink: PageSink,
+    /** Frames the sender puts between rounds (a live migration's `layout`), handled before the next round. */
+    private readonly onControl?: (f: Frame) => Promise<void> | void,
   ) {}
 
   /** Applies the next round into the sink; null once the sender ended the stream. */
   async receiveRound(): Promise<ReceivedRound | null> {
     try {
-      const start = await this.conn.next();
+      let start = await this.conn.next();
+      while (start && this.onControl && start.header.t !== 'pages-round' && start.header.t !== 'pages-done' && start.header.t !== 'error') {
+        await this.onControl(start);
+        start = await this.conn.next();
+      }
       if (!start) throw new FerryError(ErrorCode.Unavailable, 'data stream closed before the page stream ended');
+      if (start.header.t === 'error') throw new FerryError(ErrorCode.Internal, `page sender failed: ${String(start.header.message)}`);
       if (start.header.t === 'pages-done') {
         await this.conn.send({ t: 'pages-done-ack' });
         return null;

@@ -96,8 +96,8 @@ export function registerMigrations(program: Command): void {
     .description('move a running workload to another host; exits 0 when it runs there, 3 when it rolled back and still runs on its source, 2 for an invalid request')
     .argument('<workload>', 'workload name')
     .requiredOption('--to <host>', 'destination host')
-    .option('--precopy', 'live: copy memory in rounds while the workload runs, freeze only for the last delta')
-    .option('--stop-and-copy', 'freeze first, then copy everything (the default until pre-copy is the default)')
+    .option('--precopy', 'live migration (the default): copy memory in rounds while the workload runs, build it on the destination meanwhile, freeze only for the last delta')
+    .option('--stop-and-copy', 'freeze first, then copy everything')
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
     .option('--json', 'print the final report as JSON (progress goes to stderr)')
@@ -105,7 +105,7 @@ export function registerMigrations(program: Command): void {
     .action(
       action(async (workload: string, opts: { to: string; precopy?: boolean; stopAndCopy?: boolean; downtimeBudget: number; maxRounds: number; json?: boolean; nats?: string }) => {
         if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-        const request = { workload, to: opts.to, precopy: !!opts.precopy && !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
+        const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
         const t0 = Date.now();
         const progress = (e: MigrationEventWire) => {
           const text = describeEvent(e);

@@ -8,7 +8,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
-import { probeKernelSync } from '../probes.ts';
+import { sealedSystemMappings } from '../probes.ts';
 import { collectProcess } from './collect.ts';
 import { machineFromProcess } from './compat.ts';
 import { FrozenTree } from './freeze.ts';
@@ -78,7 +78,7 @@ export class Checkpoint {
       const tids = listTasks(pid);
       const p = collectProcess(pid, tids, site, maps);
       p.cgroup = this.tree.originalCgroup(pid) ?? p.cgroup;
-      if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, probeKernelSync().sealedSystemMappings);
+      if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, sealedSystemMappings());
       return p;
     });
     this.shared = linkShared(this.processes);

@@ -53,6 +53,8 @@ export interface SessionOptions {
   method: MethodRequest;
   /** The workload's network namespace configuration (null: it shares its host's). */
   netConfig: NetnsConfig | null;
+  /** Dumps the namespace's configuration again (every round after the first). */
+  dumpNetns?: () => Promise<NetnsConfig | null>;
   /** The workload's cgroup v2 directory (throttling). */
   cgroupDir: string | null;
   /** Persists the throttle record before it takes effect (a restarted agent must undo it). */
@@ -80,6 +82,7 @@ export class PrecopySource {
   #wire = { bytes: 0, ms: 0 };
   #throttle: ThrottleRecord | null = null;
   #stopped = false;
+  #netConfig: NetnsConfig | null;
   readonly reports: RoundReport[] = [];
 
   private constructor(
@@ -89,6 +92,7 @@ export class PrecopySource {
   ) {
     this.#sender = new PageSender(conn);
     this.#container = isContainer(root, treeOf(root));
+    this.#netConfig = opts.netConfig;
   }
 
   /** Round 1: connects to the destination and starts tracking the tree. */
@@ -107,6 +111,11 @@ export class PrecopySource {
       throw err;
     }
     return s;
+  }
+
+  /** The workload's network namespace configuration as the last round dumped it (null: none of its own). */
+  get netConfig(): NetnsConfig | null {
+    return this.#netConfig;
   }
 
   get throttleRecord(): ThrottleRecord | null {
@@ -135,7 +144,10 @@ export class PrecopySource {
     const scan = await tracker.round();
     const scanAt = performance.now();
     const layoutBytes = await this.#sendLayout(n, this.#liveLayout(n, n === 1));
+    // The namespace is dumped again while the pages go, so the freeze need not wait for it.
+    const dumping = n > 1 && this.opts.dumpNetns ? this.opts.dumpNetns() : null;
     const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data));
+    if (dumping) this.#netConfig = await dumping;
     const end = performance.now();
     const sinceLast = this.#lastScanAt > 0 ? scanAt - this.#lastScanAt : 0;
     this.#lastScanAt = scanAt;

@@ -154,6 +154,7 @@ export class MigrationSteps {
           endpoint: s.endpoint,
           method: this.tracking,
           netConfig,
+          dumpNetns: () => this.#network.dump(m.netns ?? null),
           cgroupDir: this.workloads.get(s.workload).cgroup ?? null,
           onThrottle: (rec) => {
             const cur = this.records.get(s.migrationId);
@@ -183,8 +184,8 @@ export class MigrationSteps {
       if (m.precopy && !session) throw new FerryError(ErrorCode.Unavailable, `the pre-copy session of ${s.migrationId} was lost (agent restarted): roll back`);
       const root = this.#rootPid(s.workload);
       m.netns = this.workloads.netnsOf(s.workload);
-      // Dumped while the workload still runs: it costs tens of milliseconds.
-      m.netConfig = await this.#network.dump(m.netns);
+      // Dumped while the workload still runs: it costs tens of milliseconds (a live migration's last round did it).
+      m.netConfig = session ? session.netConfig : await this.#network.dump(m.netns);
       this.records.save(m);
       // Locked before the freeze: a socket in repair mode would still acknowledge what arrives.
       this.#network.lock(m.netns);

@@ -79,6 +79,11 @@ export function buildState(husk: Husk, p: ProcessImage): void {
 export function finishProcess(husk: Husk, p: ProcessImage): void {
   // TCP connections talk from here on: the network must be reachable (unlocked) by now.
   husk.activateSockets();
+  finishThreads(husk, p);
+}
+
+/** finishProcess without the sockets: a tree held for a commit keeps its connections in repair mode. */
+export function finishThreads(husk: Husk, p: ProcessImage): void {
   husk.queueSharedSignals(p);
   for (const t of p.threads) husk.restoreThreadState(t, p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);

@@ -19,11 +19,15 @@ export interface FixedCosts {
   resumeMs: number;
 }
 
-/** Costs seen on the lab (2 vCPU): per process and per thread, plus a base. */
+/**
+ * Costs seen on the lab (2 contended vCPU), per process and per thread, plus a base: freeze
+ * (network lock, cgroup freeze, seize), dump (state collection, the final scan, the image),
+ * resume (the coordinator's calls, finishing the warm tree, commit, thaw).
+ */
 const MODEL = {
-  freeze: { base: 3, process: 1, thread: 0.3, netns: 1 },
-  dump: { base: 8, process: 6, thread: 1.5, netns: 0 },
-  resume: { base: 25, process: 8, thread: 1.5, netns: 5 },
+  freeze: { base: 15, process: 3, thread: 0.5, netns: 1 },
+  dump: { base: 25, process: 10, thread: 2, netns: 0 },
+  resume: { base: 55, process: 10, thread: 2, netns: 5 },
 } as const;
 
 type Part = keyof typeof MODEL;

@@ -83,6 +83,8 @@ export class PrecopySource {
   #throttle: ThrottleRecord | null = null;
   #stopped = false;
   #netConfig: NetnsConfig | null;
+  /** CPU time the tree used (clock ticks) at the last sample, and the CPUs it used since the one before. */
+  #cpuUse = { ticks: 0, at: 0, cpus: 0 };
   readonly reports: RoundReport[] = [];
 
   private constructor(
@@ -141,6 +143,7 @@ export class PrecopySource {
     if (!tracker || this.#stopped) throw new FerryError(ErrorCode.Unavailable, 'pre-copy session is closed');
     const t0 = performance.now();
     if (wantThrottle) this.#applyThrottle();
+    this.#sampleCpu();
     const scan = await tracker.round();
     const scanAt = performance.now();
     const layoutBytes = await this.#sendLayout(n, this.#liveLayout(n, n === 1));
@@ -196,7 +199,7 @@ export class PrecopySource {
 
   #applyThrottle(): void {
     const last = this.reports.at(-1);
-    const cpus = throttleCpus(last?.dirtyRateBps ?? 0, last?.bandwidthBps ?? 0, this.#throttle?.cpus ?? null);
+    const cpus = throttleCpus(last?.dirtyRateBps ?? 0, last?.bandwidthBps ?? 0, this.#cpuUse.cpus, this.#throttle?.cpus ?? null);
     const pids = treeOf(this.root).filter((p) => !isGone(p));
     const rec = planThrottle(this.opts.migrationId, cpus, this.opts.cgroupDir, this.#throttle, this.root);
     if (!rec) return; // no cpu controller on this host: the round runs at full speed
@@ -204,6 +207,23 @@ export class PrecopySource {
     this.opts.onThrottle(rec);
     this.#throttle = rec;
     applyThrottle(rec, pids);
+  }
+
+  /** How many CPUs the tree used since the previous sample (user + system time of every process). */
+  #sampleCpu(): void {
+    let ticks = 0;
+    for (const pid of treeOf(this.root)) {
+      try {
+        const st = readStat(pid);
+        ticks += Number(st.f(14)) + Number(st.f(15));
+      } catch {
+        // exited meanwhile
+      }
+    }
+    const now = performance.now();
+    if (this.#cpuUse.at > 0 && now > this.#cpuUse.at) this.#cpuUse.cpus = Math.max(0, (ticks - this.#cpuUse.ticks) / 100 / ((now - this.#cpuUse.at) / 1000));
+    this.#cpuUse.ticks = ticks;
+    this.#cpuUse.at = now;
   }
 
   /** Full speed again (at the freeze: the frozen tree's injected calls must not crawl). */

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFile
 import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
+import type { HeldTree } from '../engine/hold.ts';
 import type { ThrottleRecord } from './throttle.ts';
 
 export interface LocalMigration {
@@ -35,7 +36,7 @@ export interface LocalMigration {
   /** Destination: the tree was built (or is being built) during pre-copy (warm restore). */
   warm?: boolean;
   /** Destination: the built tree, held frozen for the commit so that it outlives the agent. */
-  heldTree?: { pids: number[]; cgroup: string } | null;
+  heldTree?: HeldTree | null;
 }
 
 export class MigrationRecords {

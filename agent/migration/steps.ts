@@ -11,7 +11,9 @@ import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { killHeld, releaseHeld } from '../engine/freeze.ts';
 import { listTasks, readStat } from '../engine/procfs.ts';
 import { prepareImageDir, readImage, writeImage } from '../engine/image-io.ts';
-import { buildProcess, createHusks, finishProcess, waitPidFree } from '../engine/restore.ts';
+import { buildProcess, createHusks, finishProcess, finishThreads, waitPidFree } from '../engine/restore.ts';
+import { activateHeldConnections, freezeCgroup, killHeldTree, thawHeldTree } from '../engine/hold.ts';
+import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
@@ -98,9 +100,14 @@ export class MigrationSteps {
     const running = this.#running.get(s.idempotencyKey);
     if (running) return running as Promise<T>;
     const p = (async () => {
+      const before = JSON.parse(JSON.stringify(m)) as Record<string, unknown>;
       const result = await fn(m);
-      m.done[s.idempotencyKey] = result;
-      this.records.save(m);
+      // Merged into the record as it is now: other code may have put fields on record meanwhile.
+      const now = (this.records.get(m.id) ?? m) as unknown as Record<string, unknown>;
+      for (const [k, v] of Object.entries(m)) if (JSON.stringify(v) !== JSON.stringify(before[k])) now[k] = v;
+      const merged = now as unknown as LocalMigration;
+      merged.done[s.idempotencyKey] = result;
+      this.records.save(merged);
       return result;
     })();
     this.#running.set(s.idempotencyKey, p);
@@ -395,8 +402,34 @@ export class MigrationSteps {
       throw err;
     }
     const built: Built = { husks, image, net };
+    this.#hold(id, built);
     this.#held.set(id, built);
     return rootHusk(built).pid;
+  }
+
+  /**
+   * Holds a built tree for the commit so that it outlives this agent: registers in, its cgroup
+   * frozen, on record, then untraced. Without a cgroup of its own here it stays in ptrace-stop
+   * (and dies with the agent).
+   */
+  #hold(id: string, b: Built): void {
+    const m = this.records.get(id)!;
+    const rel = this.workloads.cgroupFor(m.workload);
+    const root = cgroup2Root();
+    if (!rel || !root) return;
+    const dir = path.join(root, rel);
+    try {
+      for (const p of b.image.processes) finishThreads(b.husks.get(p.pid)!, p);
+      freezeCgroup(dir);
+    } catch (err) {
+      thawHeldTree({ pids: [], cgroup: dir });
+      for (const h of [...b.husks.values()].reverse()) h.abort();
+      throw err;
+    }
+    m.heldTree = { pids: b.image.processes.map((p) => b.husks.get(p.pid)!.pid), cgroup: dir };
+    this.records.save(m);
+    for (const p of [...b.image.processes].reverse()) b.husks.get(p.pid)!.release();
+    b.frozen = true;
   }
 
   /** Warm restore: the husks built during pre-copy get what only the image carries. */
@@ -414,6 +447,12 @@ export class MigrationSteps {
     warm.detach();
     this.#warm.delete(id);
     const built: Built = { husks, image, net: warm.net };
+    try {
+      this.#hold(id, built);
+    } catch (err) {
+      void this.#network.discard(warm.net, null);
+      throw err;
+    }
     this.#held.set(id, built);
     return rootHusk(built).pid;
   }
@@ -421,16 +460,37 @@ export class MigrationSteps {
   /** After commit: let the restored tree run. Rebuilt from the image if the agent restarted meanwhile. */
   resume(s: StepBase) {
     return this.#once(s, 'destination', async (m) => {
-      const pid = await this.#build(s.migrationId);
-      const built = this.#held.get(s.migrationId)!;
-      const { husks, image, net } = built;
-      // Attached and announced first: connections leave repair mode in finishProcess, and their
-      // window probes must find the way.
-      if (net) this.#network.goLive(net);
-      for (const p of image.processes) finishProcess(husks.get(p.pid)!, p);
-      // Children first, so a parent never runs while a child it may wait for is still held.
-      for (const p of [...image.processes].reverse()) husks.get(p.pid)!.release();
+      let pid: number;
+      let image: ReturnType<typeof readImage>;
+      let net: LandedNetns | null;
+      const built = this.#held.get(s.migrationId);
+      if (!built && m.heldTree) {
+        // The agent restarted while the tree waited, frozen, for this: it is all there.
+        image = readImage(m.imageDir);
+        const cfg = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+        net = cfg && m.landing ? this.#network.landed(cfg, m.landing) : null;
+        if (net) this.#network.goLive(net);
+        activateHeldConnections(image, m.heldTree);
+        thawHeldTree(m.heldTree);
+        pid = m.heldTree.pids[0]!;
+      } else {
+        pid = await this.#build(s.migrationId);
+        const b = this.#held.get(s.migrationId)!;
+        ({ image, net } = b);
+        // Attached and announced first: connections leave repair mode now, and their window
+        // probes must find the way.
+        if (net) this.#network.goLive(net);
+        if (b.frozen && m.heldTree) {
+          for (const h of b.husks.values()) h.activateSockets();
+          thawHeldTree(m.heldTree);
+        } else {
+          for (const p of image.processes) finishProcess(b.husks.get(p.pid)!, p);
+          // Children first, so a parent never runs while a child it may wait for is still held.
+          for (const p of [...image.processes].reverse()) b.husks.get(p.pid)!.release();
+        }
+      }
       this.#held.delete(s.migrationId);
+      m.heldTree = null;
       m.restoredPid = pid;
       // A container's init is the child of the `unshare` that holds its namespaces open.
       const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
@@ -454,6 +514,7 @@ export class MigrationSteps {
     const m = this.#record(s, 'destination', true);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
+    if (m.heldTree) killHeldTree(m.heldTree);
     if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
     this.#held.delete(s.migrationId);
     await this.#warm.get(s.migrationId)?.discard();
@@ -471,6 +532,8 @@ interface Built {
   husks: Map<number, Husk>;
   image: ReturnType<typeof readImage>;
   net: LandedNetns | null;
+  /** Held frozen and untraced (see engine/hold.ts), not in ptrace-stop. */
+  frozen?: boolean;
 }
 
 const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;

@@ -90,12 +90,13 @@ export function unthrottle(rec: ThrottleRecord | null | undefined): void {
 }
 
 /**
- * How many CPUs to allow: enough to dirty at a quarter of what the link carries, given the
- * dirty rate seen at `cpusNow` CPUs; halved again on every throttled round that did not help.
- * Between 0.02 and 1.
+ * How many CPUs to allow: the CPU the tree used (`usedCpus`) scaled so it dirties memory at a
+ * quarter of what the link carries; halved again on every further throttled round. At least
+ * 0.02, at most 4.
  */
-export function throttleCpus(dirtyRateBps: number, bandwidthBps: number, previous: number | null): number {
+export function throttleCpus(dirtyRateBps: number, bandwidthBps: number, usedCpus: number, previous: number | null): number {
   if (previous !== null) return Math.max(0.02, previous / 2);
-  if (!(dirtyRateBps > 0) || !(bandwidthBps > 0)) return 0.5;
-  return Math.min(1, Math.max(0.02, (0.25 * bandwidthBps) / dirtyRateBps));
+  const used = usedCpus > 0 ? usedCpus : 1;
+  if (!(dirtyRateBps > 0) || !(bandwidthBps > 0)) return Math.max(0.02, used / 2);
+  return Math.min(4, Math.max(0.02, used * Math.min(0.5, (0.25 * bandwidthBps) / dirtyRateBps)));
 }

@@ -88,7 +88,7 @@ export function planRelayout(current: readonly MapSpec[], next: readonly MapSpec
     if (n && (!o || o.key !== n.key)) {
       const last = plan.map.at(-1);
       if (last && lastMapFrom === n.v && last.end === lo) last.end = hi;
-      else plan.map.push({ ...n.v, start: lo, end: hi, fileOffset: n.v.fileOffset + (lo - n.v.start) });
+      else plan.map.push({ ...n.v, start: lo, end: hi, fileOffset: n.v.kind.startsWith('file') ? n.v.fileOffset + (lo - n.v.start) : n.v.fileOffset });
       lastMapFrom = n.v;
     } else if (n && o && o.v.perms !== n.v.perms) {
       const last = plan.protect.at(-1);

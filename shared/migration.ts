@@ -112,6 +112,7 @@ export const RoundStatsWire = z.strictObject({
   /** CPUs the throttled workload was allowed (cgroup CPU quota) during the round. */
   throttleCpus: z.number().positive().optional(),
 });
+export type RoundStatsWire = z.infer<typeof RoundStatsWire>;
 /** Round 1 names the destination's stream endpoint; later rounds reuse the connection. */
 export const PrecopyRequest = StepBase.extend({ round: z.number().int().positive(), throttle: z.boolean(), endpoint: StreamEndpoint.optional() });
 export const DoneReply = z.strictObject({ done: z.literal(true) });

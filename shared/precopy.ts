@@ -4,32 +4,15 @@
 // workload still runs (warm restore). Sent over the migration's data stream as a `layout` frame
 // whose payload is this JSON, before the pages of the round it describes. See docs/precopy.md.
 import { z } from 'zod';
-import { VmaKind } from './image-format.ts';
+import { ProcessSchema, VmaSchema } from './image-format.ts';
 import { NetnsConfig } from './netns.ts';
 
-const hex = z.string().regex(/^0x[0-9a-f]+$/);
-
 /** A mapping as /proc/PID/maps shows it (kind as the image names it). */
-export const LayoutVma = z.strictObject({
-  start: hex,
-  end: hex,
-  perms: z.string().length(4),
-  kind: VmaKind,
-  path: z.string().optional(),
-  fileOffset: hex,
-});
+export const LayoutVma = z.strictObject(VmaSchema.pick({ start: true, end: true, perms: true, kind: true, path: true, fileOffset: true }).shape);
 export type LayoutVma = z.infer<typeof LayoutVma>;
 
-export const LayoutProcess = z.strictObject({
-  /** As the workload sees it (inside its pid namespace for a container): the pid its husk gets. */
-  pid: z.number().int().positive(),
-  /** The pid on the source host: the page stream names processes by it. */
-  hostPid: z.number().int().positive(),
-  /** Parent, as the workload sees it (0: outside the tree). */
-  ppid: z.number().int().nonnegative(),
-  sid: z.number().int().nonnegative(),
-  vmas: z.array(LayoutVma),
-});
+/** A process: its ids as the image has them (hostPid: the source's pid, which the page stream names), its mappings. */
+export const LayoutProcess = z.strictObject({ ...ProcessSchema.pick({ pid: true, hostPid: true, ppid: true, sid: true }).shape, vmas: z.array(LayoutVma) });
 export type LayoutProcess = z.infer<typeof LayoutProcess>;
 
 export const PrecopyLayout = z.strictObject({

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { Image } from '../../shared/image-format.ts';
 import type { NetnsConfig } from '../../shared/netns.ts';
+import type { RoundStatsWire } from '../../shared/migration.ts';
 import type { LayoutProcess, LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
 import type { Checkpoint } from '../engine/checkpoint.ts';
 import { vmaKind } from '../engine/collect.ts';
@@ -27,24 +28,8 @@ import { sendImageDir } from './image-transfer.ts';
 import { type FixedCosts, costModel, type TreeSize } from './precopy-costs.ts';
 import { type ThrottleRecord, applyThrottle, planThrottle, throttleCpus, unthrottle } from './throttle.ts';
 
-export interface RoundReport {
-  round: number;
-  pagesScanned: number;
-  pagesDirty: number;
-  pagesSent: number;
-  pagesZero: number;
-  bytesOnWire: number;
-  compressionRatio: number;
-  durationMs: number;
-  dirtyRateBps: number;
-  bandwidthBps: number;
-  predictedDowntimeMs: number;
-  remainingPages: number;
-  fixedCosts: FixedCosts;
-  tracker: string;
-  throttled?: boolean;
-  throttleCpus?: number;
-}
+/** What a round reports (shared/migration.ts RoundStatsWire), with the source's own figures always there. */
+export type RoundReport = RoundStatsWire & { pagesZero: number; remainingPages: number; fixedCosts: FixedCosts; tracker: string };
 
 export interface SessionOptions {
   migrationId: string;

@@ -96,19 +96,8 @@ describe('throttleCpus', () => {
 
 describe('switchover with measured figures', () => {
   const cfg: ConvergenceConfig = { downtimeBudgetMs: 100, fixedCosts: { freezeMs: 10, dumpMs: 10, resumeMs: 10 }, maxRounds: 10 };
-  const round = (n: number, over: Partial<RoundStats> = {}): RoundStats => ({
-    round: n,
-    pagesScanned: 100_000,
-    pagesDirty: 1000,
-    pagesSent: 1000,
-    bytesOnWire: 4_096_000,
-    compressionRatio: 1,
-    durationMs: 100,
-    dirtyRateBps: 1e6,
-    bandwidthBps: 1e8,
-    predictedDowntimeMs: 0,
-    ...over,
-  });
+  const base = { pagesScanned: 100_000, pagesDirty: 1000, pagesSent: 1000, bytesOnWire: 4_096_000, compressionRatio: 1, durationMs: 100 };
+  const round = (n: number, over: Partial<RoundStats> = {}): RoundStats => ({ round: n, ...base, dirtyRateBps: 1e6, bandwidthBps: 1e8, predictedDowntimeMs: 0, ...over });
 
   it('uses the source estimate of remaining pages and its fixed costs', () => {
     expect(predictDowntimeMs(round(1, { remainingPages: 0 }), cfg)).toBe(30);

@@ -149,6 +149,7 @@ interface Run {
   switchover: string | null;
   throttled: boolean;
   round1Bps: number;
+  phases: Record<string, number>;
 }
 
 async function migrate(name: string, to: string, extra: string[] = []): Promise<Run> {
@@ -164,6 +165,7 @@ async function migrate(name: string, to: string, extra: string[] = []): Promise<
     switchover: v.switchover,
     throttled: v.rounds.some((x) => x.throttled === true),
     round1Bps: Number(v.rounds[0]?.bandwidthBps ?? 0),
+    phases: Object.fromEntries(v.phases.map((p) => [p.phase, p.durationMs ?? Number.NaN])),
   };
 }
 
@@ -209,6 +211,8 @@ interface Row {
   stopAndCopyMs: number;
   improvement: number;
   dataPlaneMBps: number;
+  /** Median duration of the phases inside the downtime (ms). */
+  phasesMedianMs: Record<string, number>;
 }
 
 async function bench(label: string, kind: WorkloadName, args: string[], repeats: number): Promise<Row> {
@@ -241,6 +245,7 @@ async function bench(label: string, kind: WorkloadName, args: string[], repeats:
       stopAndCopyMs: sc.downtimeMs,
       improvement: r1(sc.downtimeMs / median(d)),
       dataPlaneMBps: r1(Math.max(...runs.map((r) => r.round1Bps)) / 1e6),
+      phasesMedianMs: Object.fromEntries(['freeze', 'transfer', 'restore', 'commit', 'resume'].map((p) => [p, median(runs.map((r) => r.phases[p] ?? Number.NaN))])),
     };
     process.stderr.write(`${JSON.stringify(row)}\n`);
     return row;
@@ -304,12 +309,13 @@ async function main(): Promise<void> {
 }
 
 function printTable(res: { memcpyGBps: number; rawTcpMBps: number; speed: { ratio: number }; rows: Row[]; targets: { target: string; value: string; met: boolean }[] }): void {
-  const head = ['workload', 'MiB', 'downtime min/med/p99 ms', 'pred', 'stop&copy', 'gain', 'total', 'wire/res', 'rounds', 'switch', 'link MB/s'];
+  const head = ['workload', 'MiB', 'downtime min/med/p99 ms', 'pred', 'frz/xfer/rest/res', 'stop&copy', 'gain', 'total', 'wire/res', 'rounds', 'switch', 'link MB/s'];
   const body = res.rows.map((r) => [
     r.workload,
     String(r.residentMiB),
     `${r.downtime.min}/${r.downtime.median}/${r.downtime.p99}`,
     r.predictedMedian === null || Number.isNaN(r.predictedMedian) ? '-' : String(r1(r.predictedMedian)),
+    ['freeze', 'transfer', 'restore', 'resume'].map((p) => String(r.phasesMedianMs[p] ?? '-')).join('/'),
     String(r.stopAndCopyMs),
     `${r.improvement}x`,
     String(r.totalMedianMs),

@@ -25,7 +25,8 @@ const nc = await connectNats({ servers: config.nats.servers, name: `${config.nat
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
-const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network);
+const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
+const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
 await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
 const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);

@@ -139,6 +139,14 @@ export function cgroup2Root(): string | null {
   return null;
 }
 
+let sealedCache: boolean | null = null;
+
+/** Whether the kernel seals its special mappings (cached: it cannot change while the agent runs). */
+export function sealedSystemMappings(): boolean {
+  sealedCache ??= probeKernelSync().sealedSystemMappings;
+  return sealedCache;
+}
+
 export function probeKernelSync(): KernelProbes {
   const smaps = safe('', () => readFileSync('/proc/self/smaps', 'utf8'));
   const xsave = probeXsave();

@@ -28,6 +28,7 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, withFaultPoints('agent:preflight', (r) => steps.preflight(r))) });
   mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, withFaultPoints('agent:freeze', (r) => steps.freeze(r))) });
   mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, withFaultPoints('agent:receive', (r) => steps.receive(r))) });
+  mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, withFaultPoints('agent:precopy', (r) => steps.precopy(r))) });
   mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, withFaultPoints('agent:send', (r) => steps.send(r))) });
   mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, withFaultPoints('agent:restore', (r) => steps.restore(r))) });
   mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, withFaultPoints('agent:resume', (r) => steps.resume(r))) });

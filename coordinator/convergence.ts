@@ -30,7 +30,12 @@ export interface ConvergenceConfig {
   allowThrottle?: boolean;
 }
 
-export type SwitchoverReason = 'budget' | 'no-progress' | 'round-limit';
+/**
+ * budget: the predicted downtime fits; fixed-costs: it does not, but the fixed costs alone
+ * exceed the budget and the last delta adds little to them (another round cannot help);
+ * no-progress: rounds stopped shrinking the dirty set (after throttling); round-limit.
+ */
+export type SwitchoverReason = 'budget' | 'fixed-costs' | 'no-progress' | 'round-limit';
 
 export type ConvergenceDecision =
   | { action: 'continue'; predictedDowntimeMs: number | null }
@@ -45,19 +50,28 @@ export const DEFAULT_PAGE_SIZE = 4096;
  */
 export const DEFAULT_FIXED_COSTS: FixedCosts = { freezeMs: 10, dumpMs: 40, resumeMs: 40 };
 export const DEFAULT_MIN_PROGRESS = 0.1;
+/** When the fixed costs alone exceed the budget: switch over once the delta adds at most this share to them. */
+export const FIXED_COST_SLACK = 0.1;
+
+/** The fixed part of a prediction: the agents' measured costs, else the configured ones. */
+export const fixedCostsMs = (stats: RoundStats, cfg: ConvergenceConfig): number => {
+  const c = stats.fixedCosts ?? cfg.fixedCosts;
+  return c.freezeMs + c.dumpMs + c.resumeMs;
+};
 
 /**
- * Downtime if we switched over after this round: the fixed costs plus the time to send the pages
- * that are still dirty (compressed by the round's ratio) at the round's bandwidth.
- * Infinity when the bandwidth is unknown (0).
+ * Downtime if we switched over after this round: the fixed costs (as the agents measured them,
+ * else the configured ones) plus the time to send the pages that are still dirty (the source's
+ * estimate of them, else the round's dirty set), compressed by the round's ratio, at the
+ * round's bandwidth. Infinity when the bandwidth is unknown (0).
  */
 export function predictDowntimeMs(stats: RoundStats, cfg: ConvergenceConfig): number {
-  const { freezeMs, dumpMs, resumeMs } = cfg.fixedCosts;
-  const fixed = freezeMs + dumpMs + resumeMs;
-  if (stats.pagesDirty <= 0) return fixed;
+  const fixed = fixedCostsMs(stats, cfg);
+  const pages = stats.remainingPages ?? stats.pagesDirty;
+  if (pages <= 0) return fixed;
   if (!(stats.bandwidthBps > 0)) return Number.POSITIVE_INFINITY;
   const ratio = stats.compressionRatio > 0 ? stats.compressionRatio : 1;
-  const bytes = (stats.pagesDirty * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
+  const bytes = (pages * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
   return fixed + (bytes / stats.bandwidthBps) * 1000;
 }
 
@@ -67,6 +81,8 @@ export function decideSwitchover(rounds: readonly RoundStats[], cfg: Convergence
   if (last === undefined) return { action: 'continue', predictedDowntimeMs: null };
   const predicted = predictDowntimeMs(last, cfg);
   if (predicted <= cfg.downtimeBudgetMs) return { action: 'switchover', reason: 'budget', predictedDowntimeMs: predicted };
+  const fixed = fixedCostsMs(last, cfg);
+  if (fixed >= cfg.downtimeBudgetMs && predicted <= fixed * (1 + FIXED_COST_SLACK)) return { action: 'switchover', reason: 'fixed-costs', predictedDowntimeMs: predicted };
   if (rounds.length >= Math.max(1, cfg.maxRounds)) return { action: 'switchover', reason: 'round-limit', predictedDowntimeMs: predicted };
   const prev = rounds.at(-2);
   if (prev !== undefined) {

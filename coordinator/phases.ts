@@ -94,6 +94,19 @@ export interface RoundStats {
   predictedDowntimeMs: number;
   /** Whether the workload was throttled (CPU-limited) during this round. */
   throttled?: boolean;
+  /** CPUs the throttled workload was allowed. */
+  throttleCpus?: number;
+  /** Of the pages sent, those that were all zeros. */
+  pagesZero?: number;
+  /** Dirty tracking used (uffd-wp, hash). */
+  tracker?: string;
+  /**
+   * The source's estimate of the pages dirty when the round ended (dirtied while it ran): what
+   * a switchover now would send. Absent: pagesDirty stands for it.
+   */
+  remainingPages?: number;
+  /** Fixed costs of a switchover as the agents measured them; absent: the configured ones. */
+  fixedCosts?: { freezeMs: number; dumpMs: number; resumeMs: number };
 }
 
 export interface PrecopyRoundInput extends PhaseInputBase<'precopy'> {

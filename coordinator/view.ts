@@ -13,6 +13,20 @@ export function stateName(value: unknown): string {
 
 const errorView = (e: MigrationContext['error']) => (e ? { code: e.code, message: e.message, phase: e.phase, kind: e.kind } : null);
 
+const finite = (v: number | null | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.round(v * 10) / 10 : null);
+
+/** The pre-copy summary: the last prediction, the trackers used, why it switched over. */
+function precopyView(ctx: MigrationContext): Pick<MigrationView, 'predictedDowntimeMs' | 'tracker' | 'switchover'> {
+  const last = ctx.rounds.at(-1);
+  const trackers = [...new Set(ctx.rounds.map((r) => r.tracker).filter((t): t is string => !!t))];
+  const d = ctx.lastDecision;
+  return {
+    predictedDowntimeMs: finite(d?.predictedDowntimeMs ?? last?.predictedDowntimeMs),
+    tracker: trackers.length === 0 ? null : trackers.length === 1 ? trackers[0]! : `mixed: ${trackers.join(', ')}`,
+    switchover: d?.action === 'switchover' ? d.reason : null,
+  };
+}
+
 export function viewOf(ctx: MigrationContext, value: unknown, status: string, needsOperator = false): MigrationView {
   return {
     id: ctx.migrationId,
@@ -27,6 +41,7 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
       return { phase: p, attempts: r.attempts, startedAt: iso(r.startedAt), durationMs: r.startedAt !== null && r.endedAt !== null ? r.endedAt - r.startedAt : null };
     }),
     downtimeMs: ctx.downtimeMs,
+    ...precopyView(ctx),
     totalMs: ctx.startedAt !== null && ctx.endedAt !== null ? ctx.endedAt - ctx.startedAt : null,
     bytesTransferred: ctx.bytesTransferred,
     bytesOnWire: ctx.bytesOnWire,

@@ -40,6 +40,12 @@ export const AgentConfig = z.strictObject({
     .optional(),
   /** Where the agent keeps its own state (workload registry, images in flight). */
   stateDir: z.string().min(1).default('/var/lib/ferry/agent'),
+  /**
+   * Dirty tracking of live migrations: auto (userfaultfd write-protect where the kernel and the
+   * workload allow it, else content hashing), or one method forced. FERRY_DIRTY_TRACKING in the
+   * agent's environment overrides it (`ferry lab start h1 --env FERRY_DIRTY_TRACKING=hash`).
+   */
+  dirtyTracking: z.enum(['auto', 'uffd-wp', 'hash']).default('auto'),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 

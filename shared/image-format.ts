@@ -52,6 +52,8 @@ export const VmaSchema = z.object({
   inode: z.number().int().optional(),
   /** Only pages that must travel: present anonymous pages that are not all zero, and copied-on-write pages of private file mappings. */
   runs: z.array(PageRunSchema),
+  /** Live migration: the content already reached the destination through pre-copy rounds (runs stay empty). */
+  precopied: z.boolean().optional(),
 });
 export type Vma = z.infer<typeof VmaSchema>;
 

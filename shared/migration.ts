@@ -10,8 +10,8 @@ export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration 
 export const MigrateRequest = z.strictObject({
   workload: WorkloadName,
   to: HostName,
-  /** Live migration: pre-copy rounds while the workload runs; false for stop-and-copy. */
-  precopy: z.boolean().default(false),
+  /** Live migration: pre-copy rounds while the workload runs (warm restore); false for stop-and-copy. */
+  precopy: z.boolean().default(true),
   /** Target for the downtime (ms), used by the pre-copy switchover rule. */
   downtimeBudgetMs: z.number().int().positive().max(60_000).default(100),
   /** Switch over after this many pre-copy rounds whatever the prediction. */
@@ -37,7 +37,14 @@ export const MigrationView = z.strictObject({
   outcome: z.enum(['completed', 'rolledBack', 'failed']).nullable(),
   committed: z.boolean(),
   phases: z.array(PhaseSummary),
+  /** Freeze to resume, as the coordinator saw it. */
   downtimeMs: z.number().nullable(),
+  /** What the switchover rule predicted for the downtime after the last pre-copy round (null: stop-and-copy). */
+  predictedDowntimeMs: z.number().nullable(),
+  /** The dirty tracking pre-copy used (uffd-wp, hash, or "mixed: ..."); null for stop-and-copy. */
+  tracker: z.string().nullable(),
+  /** Why pre-copy switched over: budget, no-progress or round-limit; null for stop-and-copy. */
+  switchover: z.string().nullable(),
   totalMs: z.number().nullable(),
   bytesTransferred: z.number(),
   bytesOnWire: z.number(),
@@ -98,7 +105,14 @@ export const RoundStatsWire = z.strictObject({
   throttled: z.boolean().optional(),
   /** Dirty tracking used: uffd-wp (userfaultfd write-protect + PAGEMAP_SCAN), hash, or soft-dirty. */
   tracker: z.string().optional(),
+  /** The source's estimate of the pages dirty at the end of the round (what a switchover now would send). */
+  remainingPages: z.number().int().nonnegative().optional(),
+  /** What a switchover costs besides the last delta, as the agents measured it (ms). */
+  fixedCosts: z.strictObject({ freezeMs: z.number().nonnegative(), dumpMs: z.number().nonnegative(), resumeMs: z.number().nonnegative() }).optional(),
+  /** CPUs the throttled workload was allowed (cgroup CPU quota) during the round. */
+  throttleCpus: z.number().positive().optional(),
 });
+export type RoundStatsWire = z.infer<typeof RoundStatsWire>;
 /** Round 1 names the destination's stream endpoint; later rounds reuse the connection. */
 export const PrecopyRequest = StepBase.extend({ round: z.number().int().positive(), throttle: z.boolean(), endpoint: StreamEndpoint.optional() });
 export const DoneReply = z.strictObject({ done: z.literal(true) });

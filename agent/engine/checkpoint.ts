@@ -8,7 +8,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
-import { probeKernelSync } from '../probes.ts';
+import { sealedSystemMappings } from '../probes.ts';
 import { collectProcess } from './collect.ts';
 import { machineFromProcess } from './compat.ts';
 import { FrozenTree } from './freeze.ts';
@@ -78,7 +78,7 @@ export class Checkpoint {
       const tids = listTasks(pid);
       const p = collectProcess(pid, tids, site, maps);
       p.cgroup = this.tree.originalCgroup(pid) ?? p.cgroup;
-      if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, probeKernelSync().sealedSystemMappings);
+      if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, sealedSystemMappings());
       return p;
     });
     this.shared = linkShared(this.processes);
@@ -99,8 +99,12 @@ export class Checkpoint {
     vmRead(pid, addr, into);
   }
 
-  /** Copies every page that must travel into the image directory and fills in the runs. */
-  dumpMemory(dir: string): number {
+  /**
+   * Copies every page that must travel into the image directory and fills in the runs.
+   * `precopied(pid, start, end)`: the mapping's content already reached the destination (live
+   * migration); it is marked so and its pages stay out.
+   */
+  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean): number {
     let total = 0;
     for (const p of this.processes) {
       const w = new PagesWriter(join(dir, p.pagesFile));
@@ -109,6 +113,11 @@ export class Checkpoint {
         for (const v of p.vmas) {
           if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
           if (v.perms[0] !== 'r' && v.perms[1] !== 'w') continue; // PROT_NONE guard: nothing readable
+          if (precopied?.(p.pid, Number(v.start), Number(v.end))) {
+            v.runs = [];
+            v.precopied = true;
+            continue;
+          }
           const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private');
           v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private');
         }

@@ -4,7 +4,7 @@
 import diagnostics_channel from 'node:diagnostics_channel';
 import { readlinkSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type ProcessImage, type ThreadImage, type Vma, fromHex } from '../../shared/image-format.ts';
+import { type ProcessImage, type ThreadImage, type Vma, fromHex, toHex } from '../../shared/image-format.ts';
 import { SYS } from '../ffi/libc.ts';
 import {
   NT_X86_XSTATE,
@@ -28,9 +28,10 @@ import {
 } from '../ffi/ptrace.ts';
 import { SyscallError, WALL, WNOHANG, killPid, vmWrite, waitpid } from '../ffi/syscalls.ts';
 import { spawnDetached } from './detached.ts';
-import { type Span, findFree, gaps } from './layout.ts';
+import { type Span, findFar, findFree, gaps } from './layout.ts';
 import { PagesReader } from './memory.ts';
 import { readMaps } from './procfs.ts';
+import { type MapSpec, planRelayout } from './relayout.ts';
 
 export const chan = diagnostics_channel.channel('ferry:husk');
 
@@ -52,6 +53,16 @@ export const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
 
 /** A command prefix that starts a husk inside a network namespace (nsenter execs, so the pid stays). */
 export const inNetns = (netns: string | undefined): string[] => (netns ? ['nsenter', `--net=${netns}`, '--'] : []);
+
+/** Mappings a live migration writes pages into: mapped writable until the final step. */
+export const PRIVATE_KINDS = new Set(['anon', 'heap', 'stack', 'file-private']);
+
+/** A warm husk's protection for a mapping: its own, plus write where pages may still arrive. */
+export const warmProt = (v: { kind: string; perms: string }): number => protOf(v.perms) | (PRIVATE_KINDS.has(v.kind) ? PROT.W : 0);
+
+type LayoutLike = Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset'>;
+
+const mapSpec = (v: LayoutLike): MapSpec => ({ start: fromHex(v.start), end: fromHex(v.end), perms: v.perms, kind: v.kind, ...(v.path !== undefined ? { path: v.path } : {}), fileOffset: fromHex(v.fileOffset) });
 
 export const protOf = (perms: string): number => (perms[0] === 'r' ? PROT.R : 0) | (perms[1] === 'w' ? PROT.W : 0) | (perms[2] === 'x' ? PROT.X : 0);
 
@@ -111,7 +122,8 @@ export class HuskCore {
 
   /** A scratch page holding `syscall; int3`, made by patching the word at the task's rip for one mmap. */
   protected makeScratch(tid: number, occupied: readonly Span[]): void {
-    this.scratch = findFree(occupied, SCRATCH_SIZE);
+    // Far from everything: a husk built during pre-copy must stay clear of mappings the workload makes meanwhile.
+    this.scratch = findFar(occupied, SCRATCH_SIZE);
     const rip = getRegs(tid).get('rip');
     const orig = peek(tid, rip);
     poke(tid, rip, (orig & ~0xffffffn) | 0xcc050fn); // syscall; int3
@@ -168,23 +180,38 @@ export class HuskCore {
   }
 
   /** Empties the husk: its own rseq, fds and mappings go; the vDSO/vvar move to the image's addresses. */
-  clear(vmas: readonly Vma[]): void {
+  clear(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind'>[]): void {
     const pid = this.pid;
     const rs = getRseq(pid);
     if (rs.ptr !== 0n) this.inj(pid, 'rseq', [rs.ptr, rs.size, 1, rs.sig]);
     this.inj(pid, 'close_range', [0, this.parkBase > 0 ? this.parkBase - 1 : 0xffffffff, 0]);
-    const maps = readMaps(pid);
-    const keep = maps.filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
+    const keep = readMaps(pid).filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
     for (const g of gaps(keep)) this.inj(pid, 'munmap', [g.start, g.end - g.start]);
-    const mine = keep.filter((m) => MOVABLE.has(m.path));
+    this.placeSpecials(vmas);
+  }
+
+  /** The scratch area, which no mapping of the image may cover. */
+  get scratchSpan(): Span {
+    return { start: this.scratch, end: this.scratch + SCRATCH_SIZE };
+  }
+
+  /**
+   * Moves the husk's [vvar]/[vvar_vclock]/[vdso] to where the image has them (through a parking
+   * spot, so a move never lands on one that has not moved yet). The image's other mappings must
+   * not be in the way. Nothing moves when they are in place already.
+   */
+  placeSpecials(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind'>[]): void {
+    const pid = this.pid;
+    const maps = readMaps(pid);
+    const mine = maps.filter((m) => MOVABLE.has(m.path));
     const theirs = vmas.filter((v) => v.kind === 'vdso' || v.kind === 'vvar' || v.kind === 'vvar_vclock');
     const sig = (l: { name: string; size: bigint }[]) => l.map((x) => `${x.name}:${x.size}`).join(' ');
     if (sig(mine.map((m) => ({ name: m.path, size: m.end - m.start }))) !== sig(theirs.map((v) => ({ name: `[${v.kind}]`, size: fromHex(v.end) - fromHex(v.start) }))))
       throw new FerryError(ErrorCode.Incompatible, 'vDSO layout of this machine differs from the image', { details: { pid } });
-    // Park first so a move never lands on a special mapping that has not moved yet.
+    if (mine.every((m, i) => m.start === fromHex(theirs[i]!.start))) return;
     const lo = mine.reduce((a, m) => (m.start < a ? m.start : a), mine[0]?.start ?? 0n);
     const hi = mine.reduce((a, m) => (m.end > a ? m.end : a), 0n);
-    const occupied = [...vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })), ...keep];
+    const occupied = [...vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })), ...maps];
     const park = findFree(occupied, hi - lo);
     for (const m of mine) this.inj(pid, 'mremap', [m.start, m.end - m.start, m.end - m.start, 3, park + (m.start - lo)]);
     mine.forEach((m, i) => {
@@ -197,26 +224,54 @@ export class HuskCore {
   mapAll(vmas: readonly Vma[]): void {
     for (const v of vmas) {
       if (SPECIAL_KINDS.has(v.kind)) continue;
-      const start = fromHex(v.start);
-      const len = fromHex(v.end) - start;
-      const prot = protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0);
-      if (v.kind === 'shm') {
-        const slot = v.shared === undefined ? undefined : this.parked[v.shared];
-        if (!slot) throw new FerryError(ErrorCode.BadImage, `shared mapping ${v.start} of pid ${this.pid} has no shared object in the image`);
-        this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
-      } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
-        const shared = v.kind === 'file-shared';
-        const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && v.perms[1] === 'w' ? 2 : 0, 0]);
-        try {
-          this.inj(this.pid, 'mmap', [start, len, prot, (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, fd, fromHex(v.fileOffset)]);
-        } finally {
-          this.inj(this.pid, 'close', [fd]);
-        }
-      } else {
-        const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' ? MAP.GROWSDOWN : 0);
-        this.inj(this.pid, 'mmap', [start, len, prot, flags, -1, 0]);
-      }
+      this.mapOne(v, protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0));
     }
+  }
+
+  /** One mapping, with protection `prot`; shared memory maps the parked shared object it names. */
+  mapOne(v: Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset' | 'shared'>, prot: number): void {
+    const start = fromHex(v.start);
+    const len = fromHex(v.end) - start;
+    if (v.kind === 'shm') {
+      const slot = v.shared === undefined ? undefined : this.parked[v.shared];
+      if (!slot) throw new FerryError(ErrorCode.BadImage, `shared mapping ${v.start} of pid ${this.pid} has no shared object in the image`);
+      this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
+    } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
+      const shared = v.kind === 'file-shared';
+      const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && v.perms[1] === 'w' ? 2 : 0, 0]);
+      try {
+        this.inj(this.pid, 'mmap', [start, len, prot, (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, fd, fromHex(v.fileOffset)]);
+      } finally {
+        this.inj(this.pid, 'close', [fd]);
+      }
+    } else {
+      const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' ? MAP.GROWSDOWN : 0);
+      this.inj(this.pid, 'mmap', [start, len, prot, flags, -1, 0]);
+    }
+  }
+
+  /**
+   * Warm restore: reshapes the husk from the layout it has (`current`) to `next`, keeping the
+   * content of every range whose backing stays (relayout.ts); special mappings move along.
+   * Shared memory is left to the final step.
+   */
+  relayout(current: readonly LayoutLike[], next: readonly LayoutLike[]): void {
+    const sc = this.scratchSpan;
+    const hit = next.find((v) => fromHex(v.start) < sc.end && sc.start < fromHex(v.end));
+    if (hit) throw new FerryError(ErrorCode.Unsupported, `pid ${this.pid}: the workload mapped ${hit.start}-${hit.end} over the husk's scratch area`, { details: { pid: this.pid } });
+    const plan = planRelayout(current.map(mapSpec), next.map(mapSpec));
+    for (const u of plan.unmap) this.unmapRange(u.start, u.end);
+    this.placeSpecials(next);
+    for (const m of plan.map) this.mapOne({ ...m, start: toHex(m.start), end: toHex(m.end), fileOffset: toHex(m.fileOffset), kind: m.kind as Vma['kind'] }, warmProt(m));
+    for (const p of plan.protect) this.protectRange(p.start, p.end, warmProt({ kind: next.find((v) => fromHex(v.start) <= p.start && p.start < fromHex(v.end))?.kind ?? 'anon', perms: p.perms }));
+  }
+
+  unmapRange(start: bigint, end: bigint): void {
+    this.inj(this.pid, 'munmap', [start, end - start]);
+  }
+
+  protectRange(start: bigint, end: bigint, prot: number): void {
+    this.inj(this.pid, 'mprotect', [start, end - start, prot]);
   }
 
   /** One range of memory straight into the husk (pre-copy rounds write here before the freeze ends). */

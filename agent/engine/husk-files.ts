@@ -125,6 +125,29 @@ export class HuskFiles extends HuskCore {
   }
 
   /**
+   * A husk cloned before the shared descriptions existed (warm restore) takes them from the
+   * root that made them, on the same fd numbers, as if it had inherited them: pidfd_getfd from
+   * inside, so each is the same open file description. `rootPid` as this husk sees the root.
+   */
+  inheritParked(root: HuskFiles, rootPid: number): void {
+    this.parkBase = root.parkBase;
+    this.parked = root.parked;
+    const fds = [...new Set(root.parked.flatMap((s) => [s.r, s.w]))];
+    if (fds.length === 0) return;
+    const pidfd = Number(this.inj(this.pid, 'pidfd_open', [rootPid, 0]));
+    try {
+      for (const fd of fds) {
+        const got = Number(this.inj(this.pid, 'pidfd_getfd', [pidfd, fd, 0]));
+        if (got === fd) continue;
+        this.inj(this.pid, 'dup3', [got, fd, 0]);
+        this.inj(this.pid, 'close', [got]);
+      }
+    } finally {
+      this.inj(this.pid, 'close', [pidfd]);
+    }
+  }
+
+  /**
    * Lets restored TCP connections talk: each leaves repair mode (a window probe goes out) and
    * sends what it had never sent. Call once the namespace is reachable, before the tree runs.
    */

@@ -77,14 +77,29 @@ export class Husk extends HuskFiles {
       interrupt(pid);
       expectStop(pid, { event: PTEV.STOP });
       h.makeScratch(pid, [...avoid, ...readMaps(pid)]);
-      if (c.hostname) h.inj(pid, 'sethostname', [h.putStr(c.hostname), Buffer.byteLength(c.hostname)]);
-      if (c.domainname && c.domainname !== '(none)') h.inj(pid, 'setdomainname', [h.putStr(c.domainname), Buffer.byteLength(c.domainname)]);
+      h.setUts(c);
       if (chan.hasSubscribers) chan.publish({ kind: 'container', pid, shim, offsets: { monotonic: offMono, boottime: offBoot } });
       return h;
     } catch (err) {
       h.abort();
       throw err;
     }
+  }
+
+  /** The container's host and domain names (its root husk, which holds the uts namespace). */
+  setUts(c: { hostname: string; domainname: string }): void {
+    if (c.hostname) this.inj(this.pid, 'sethostname', [this.putStr(c.hostname), Buffer.byteLength(c.hostname)]);
+    if (c.domainname && c.domainname !== '(none)') this.inj(this.pid, 'setdomainname', [this.putStr(c.domainname), Buffer.byteLength(c.domainname)]);
+  }
+
+  /** Collects a child husk that was killed (its pid as this husk sees it), so the workload never waits for it. */
+  reap(pid: number): void {
+    injectAt(this.pid, this.scratch, SYS.wait4, [pid, 0, 0x40000000, 0]); // __WALL; an error means nothing to collect
+    // Its SIGCHLD is pending in this husk (a traced task queues even ignored signals): take it back.
+    const b = Buffer.alloc(24);
+    b.writeBigUInt64LE(1n << 16n, 0); // SIGCHLD (17)
+    const set = this.put(OFF_ARGS, b);
+    injectAt(this.pid, this.scratch, SYS.rt_sigtimedwait, [set, 0, set + 8n, 8]); // zero timeout: EAGAIN when none
   }
 
   /** Clones a child husk with the wanted PID out of this one; it shares the scratch address and the parked fds. */

@@ -41,3 +41,14 @@ export function findFree(occupied: readonly Span[], size: bigint): bigint {
   if (!g) throw new FerryError(ErrorCode.Internal, 'no free address range for a scratch area');
   return (g.start + margin + 0xfffn) & ~0xfffn;
 }
+
+/**
+ * A free, aligned spot of `size` bytes in the middle of the largest free stretch: the place a
+ * workload's later mappings (brk growing up, mmap growing down) reach last. Husks that live
+ * through a live migration's pre-copy keep their scratch page there.
+ */
+export function findFar(occupied: readonly Span[], size: bigint): bigint {
+  const g = gaps(occupied).reduce<Span | null>((best, x) => (!best || x.end - x.start > best.end - best.start ? x : best), null);
+  if (!g || g.end - g.start < size + 0x200000n) throw new FerryError(ErrorCode.Internal, 'no free address range for a scratch area');
+  return (g.start + (g.end - g.start - size) / 2n) & ~0xfffn;
+}

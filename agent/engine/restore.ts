@@ -36,8 +36,15 @@ export function waitPidFree(pid: number, timeoutMs = 5000): void {
   }
 }
 
-/** Builds one process in its husk up to the point where only registers are missing (the migration path fills memory here). */
+/** Builds one process in its husk up to the point where only registers are missing. */
 export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memoryMs: number } {
+  const r = buildMemory(husk, p, dir);
+  buildState(husk, p);
+  return r;
+}
+
+/** The memory part of a cold build: the husk emptied, the image's mappings made and filled from its pages files. */
+export function buildMemory(husk: Husk, p: ProcessImage, dir: string): { memoryMs: number } {
   husk.clear(p.vmas);
   husk.mapAll(p.vmas);
   const t = performance.now();
@@ -50,6 +57,15 @@ export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memory
   const memoryMs = performance.now() - t;
   husk.protectAll(p.vmas);
   husk.adviseAll(p.vmas);
+  return { memoryMs };
+}
+
+/**
+ * Everything but memory and registers: cgroup, mm fields, descriptors, process state, threads,
+ * timers, credentials (last). A live migration's warm restore fills memory its own way, then
+ * calls this.
+ */
+export function buildState(husk: Husk, p: ProcessImage): void {
   husk.joinCgroup(p);
   husk.setMm(p);
   husk.restoreFds(p.fds);
@@ -57,13 +73,17 @@ export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memory
   husk.createThreads(p);
   husk.restoreTimers(p);
   husk.restoreCreds(p);
-  return { memoryMs };
 }
 
 /** Registers and per-thread state go in last; the process stays stopped until release(). */
 export function finishProcess(husk: Husk, p: ProcessImage): void {
   // TCP connections talk from here on: the network must be reachable (unlocked) by now.
   husk.activateSockets();
+  finishThreads(husk, p);
+}
+
+/** finishProcess without the sockets: a tree held for a commit keeps its connections in repair mode. */
+export function finishThreads(husk: Husk, p: ProcessImage): void {
   husk.queueSharedSignals(p);
   for (const t of p.threads) husk.restoreThreadState(t, p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);

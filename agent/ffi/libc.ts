@@ -114,6 +114,8 @@ export const SYS = {
   rt_tgsigqueueinfo: 297,
   get_robust_list: 274,
   mremap: 25,
+  wait4: 61,
+  rt_sigtimedwait: 128,
   pipe2: 293,
   dup3: 292,
   prlimit64: 302,

@@ -59,6 +59,13 @@ export class NetworkHandoff {
     return { handle, config, announcer: openAnnouncer(handle, config) };
   }
 
+  /** A namespace landed by this agent before it restarted, found again by name. */
+  landed(config: NetnsConfig, name: string): LandedNetns {
+    if (!this.net) throw new Error('no workload network configured on this host');
+    const handle = workloadNetns(this.net, name);
+    return { handle, config, announcer: openAnnouncer(handle, config) };
+  }
+
   /** The tree is about to run: plug the namespace into the bridge and tell the fabric where it is. */
   goLive(l: LandedNetns): void {
     attachNetns(l.handle);

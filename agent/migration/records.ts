@@ -4,6 +4,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFile
 import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
+import type { HeldTree } from '../engine/hold.ts';
+import type { ThrottleRecord } from './throttle.ts';
 
 export interface LocalMigration {
   id: string;
@@ -27,6 +29,14 @@ export interface LocalMigration {
   netConfig?: NetnsConfig | null;
   /** Destination: the name of the namespace rebuilt here, to remove on rollback. */
   landing?: string | null;
+  /** Source: pre-copy rounds ran (live migration); the session lives in the agent's memory only. */
+  precopy?: boolean;
+  /** Source: the CPU throttle put on the workload during pre-copy, to undo even after a restart. */
+  throttle?: ThrottleRecord | null;
+  /** Destination: the tree was built (or is being built) during pre-copy (warm restore). */
+  warm?: boolean;
+  /** Destination: the built tree, held frozen for the commit so that it outlives the agent. */
+  heldTree?: HeldTree | null;
 }
 
 export class MigrationRecords {

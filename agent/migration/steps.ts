@@ -11,7 +11,9 @@ import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { killHeld, releaseHeld } from '../engine/freeze.ts';
 import { listTasks, readStat } from '../engine/procfs.ts';
 import { prepareImageDir, readImage, writeImage } from '../engine/image-io.ts';
-import { buildProcess, createHusks, finishProcess, waitPidFree } from '../engine/restore.ts';
+import { buildProcess, createHusks, finishProcess, finishThreads, waitPidFree } from '../engine/restore.ts';
+import { activateHeldConnections, freezeCgroup, killHeldTree, thawHeldTree } from '../engine/hold.ts';
+import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
@@ -22,6 +24,11 @@ import type { Workloads } from '../workloads.ts';
 import { NetworkHandoff, addressOf, type LandedNetns } from './network-handoff.ts';
 import { receiveImageDir, sendImageDir, type TransferStats } from './image-transfer.ts';
 import { MigrationRecords, type LocalMigration } from './records.ts';
+import type { MethodRequest } from '../engine/dirty/choose.ts';
+import { PrecopySource, type RoundReport } from './precopy-source.ts';
+import { PrecopyDestination } from './precopy-destination.ts';
+import { costModel } from './precopy-costs.ts';
+import { unthrottle } from './throttle.ts';
 
 /** Beside the image: the workload's registry entry as the source knew it, and its network namespace. */
 const WORKLOAD_FILE = 'workload.json';
@@ -35,6 +42,17 @@ export class MigrationSteps {
   readonly #receiving = new Map<string, Promise<TransferStats>>();
   /** Destination: the restored tree, stopped, waiting for the commit, with its network namespace. */
   readonly #held = new Map<string, Built>();
+  /** Destination: the data stream endpoint handed out for each migration. */
+  readonly #endpoints = new Map<string, StreamEndpoint>();
+  /** Destination: live migrations' trees being built during pre-copy (warm restore). */
+  readonly #warm = new Map<string, PrecopyDestination>();
+
+  /** Source: live migrations' pre-copy sessions (stream, tracker), lost if the agent restarts. */
+  readonly #sessions = new Map<string, PrecopySource>();
+  /** Source: how long the freeze and the state dump took, per migration, to learn the costs from. */
+  readonly #frozeMs = new Map<string, { freezeMs: number; collectMs: number }>();
+  /** Steps still running, by idempotency key: a duplicate request joins the first. */
+  readonly #running = new Map<string, Promise<unknown>>();
 
   readonly #network: NetworkHandoff;
 
@@ -44,6 +62,8 @@ export class MigrationSteps {
     private readonly workloads: Workloads,
     stateDir: string,
     network?: WorkloadNetwork,
+    /** Dirty tracking for live migration: auto (uffd-wp where it works, else hashing), or one forced. */
+    private readonly tracking: MethodRequest = 'auto',
   ) {
     this.records = new MigrationRecords(stateDir);
     this.#network = new NetworkHandoff(network);
@@ -73,14 +93,29 @@ export class MigrationSteps {
     return m;
   }
 
-  /** Runs `fn` once per idempotency key; a replay returns the recorded result. */
+  /** Runs `fn` once per idempotency key; a replay returns the recorded result, a duplicate joins the running one. */
   async #once<T>(s: StepBase, role: LocalMigration['role'], fn: (m: LocalMigration) => Promise<T> | T): Promise<T> {
     const m = this.#record(s, role);
     if (s.idempotencyKey in m.done) return m.done[s.idempotencyKey] as T;
-    const result = await fn(m);
-    m.done[s.idempotencyKey] = result;
-    this.records.save(m);
-    return result;
+    const running = this.#running.get(s.idempotencyKey);
+    if (running) return running as Promise<T>;
+    const p = (async () => {
+      const before = JSON.parse(JSON.stringify(m)) as Record<string, unknown>;
+      const result = await fn(m);
+      // Merged into the record as it is now: other code may have put fields on record meanwhile.
+      const now = (this.records.get(m.id) ?? m) as unknown as Record<string, unknown>;
+      for (const [k, v] of Object.entries(m)) if (JSON.stringify(v) !== JSON.stringify(before[k])) now[k] = v;
+      const merged = now as unknown as LocalMigration;
+      merged.done[s.idempotencyKey] = result;
+      this.records.save(merged);
+      return result;
+    })();
+    this.#running.set(s.idempotencyKey, p);
+    try {
+      return await p;
+    } finally {
+      this.#running.delete(s.idempotencyKey);
+    }
   }
 
   #rootPid(name: string): number {
@@ -105,24 +140,76 @@ export class MigrationSteps {
     return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0) };
   }
 
+  /**
+   * One pre-copy round of a live migration. Round 1 opens the session (the stream to the
+   * destination's endpoint, the tracker); later rounds reuse it. A restarted agent has lost it:
+   * the round fails and the migration rolls back.
+   */
+  precopy(s: StepBase & { round: number; throttle: boolean; endpoint?: StreamEndpoint }): Promise<RoundReport> {
+    return this.#once(s, 'source', async (m) => {
+      let session = this.#sessions.get(s.migrationId);
+      if (!session && s.round === 1 && !m.precopy) {
+        if (!s.endpoint) throw new FerryError(ErrorCode.InvalidRequest, `${s.migrationId}: pre-copy round 1 needs the destination's endpoint`);
+        const root = this.#rootPid(s.workload);
+        m.precopy = true;
+        m.netns = this.workloads.netnsOf(s.workload);
+        this.records.save(m);
+        const netConfig = await this.#network.dump(m.netns);
+        session = await PrecopySource.open(root, {
+          migrationId: s.migrationId,
+          secret: s.streamSecret,
+          endpoint: s.endpoint,
+          method: this.tracking,
+          netConfig,
+          dumpNetns: () => this.#network.dump(m.netns ?? null),
+          cgroupDir: this.workloads.get(s.workload).cgroup ?? null,
+          onThrottle: (rec) => {
+            const cur = this.records.get(s.migrationId);
+            if (cur) this.records.save({ ...cur, throttle: rec });
+          },
+        });
+        this.#sessions.set(s.migrationId, session);
+      }
+      if (!session) throw new FerryError(ErrorCode.Unavailable, `the pre-copy session of ${s.migrationId} was lost (agent restarted): roll back`);
+      try {
+        const report = await session.round(s.round, s.throttle);
+        // This step's record is saved last: it must carry what the round put on record.
+        m.throttle = session.throttleRecord;
+        return report;
+      } catch (err) {
+        // A round that failed leaves the stream in an unknown state: the migration rolls back.
+        session.stop();
+        this.#sessions.delete(s.migrationId);
+        throw err;
+      }
+    });
+  }
+
   freeze(s: StepBase) {
     return this.#once(s, 'source', async (m) => {
+      const session = this.#sessions.get(s.migrationId);
+      if (m.precopy && !session) throw new FerryError(ErrorCode.Unavailable, `the pre-copy session of ${s.migrationId} was lost (agent restarted): roll back`);
       const root = this.#rootPid(s.workload);
       m.netns = this.workloads.netnsOf(s.workload);
-      // Dumped while the workload still runs: it costs tens of milliseconds.
-      m.netConfig = await this.#network.dump(m.netns);
+      // Dumped while the workload still runs: it costs tens of milliseconds (a live migration's last round did it).
+      m.netConfig = session ? session.netConfig : await this.#network.dump(m.netns);
       this.records.save(m);
       // Locked before the freeze: a socket in repair mode would still acknowledge what arrives.
       this.#network.lock(m.netns);
       let c: Checkpoint;
+      const t0 = performance.now();
       try {
         c = Checkpoint.begin(root);
       } catch (err) {
         this.#network.unlock(m.netns);
         throw err;
       }
+      const t1 = performance.now();
+      // Frozen: the throttle goes (the injected calls of collect must not crawl under it).
+      session?.unthrottle();
       try {
         c.collect();
+        this.#frozeMs.set(s.migrationId, { freezeMs: t1 - t0, collectMs: performance.now() - t1 });
       } catch (err) {
         this.#network.unlock(m.netns);
         c.release();
@@ -144,6 +231,17 @@ export class MigrationSteps {
       const c = this.#checkpoints.get(s.migrationId);
       if (!c) throw new FerryError(ErrorCode.Unavailable, `the frozen state of ${s.migrationId} was lost (agent restarted): roll back`);
       rmSync(m.imageDir, { recursive: true, force: true });
+      const session = this.#sessions.get(s.migrationId);
+      if (m.precopy) {
+        if (!session) throw new FerryError(ErrorCode.Unavailable, `the pre-copy session of ${s.migrationId} was lost (agent restarted): roll back`);
+        const t = performance.now();
+        const extra: Record<string, string> = { [WORKLOAD_FILE]: JSON.stringify({ command: m.workloadCommand }) };
+        if (m.netConfig) extra[NETNS_FILE] = JSON.stringify(m.netConfig);
+        const out = await session.final(c, m.imageDir, extra);
+        this.#sessions.delete(s.migrationId);
+        this.#learn(s.migrationId, c, performance.now() - t - out.report.durationMs);
+        return { bytesTransferred: out.bytesTransferred, bytesOnWire: out.bytesOnWire };
+      }
       prepareImageDir(m.imageDir);
       c.dumpMemory(m.imageDir);
       writeImage(m.imageDir, c.image());
@@ -161,9 +259,21 @@ export class MigrationSteps {
     });
   }
 
+  /** Folds this migration's measured freeze and dump into the cost model of later predictions. */
+  #learn(id: string, c: Checkpoint, finalExtraMs: number): void {
+    const f = this.#frozeMs.get(id);
+    this.#frozeMs.delete(id);
+    if (!f) return;
+    const size = { processes: c.tree.pids.length, threads: c.tree.tasks.size, netns: false };
+    costModel.learn('freeze', size, f.freezeMs);
+    costModel.learn('dump', size, f.collectMs + Math.max(0, finalExtraMs));
+  }
+
   /** After commit: the workload now lives on the destination; end the frozen original. */
   cleanup(s: StepBase) {
     return this.#once(s, 'source', async (m) => {
+      this.#sessions.get(s.migrationId)?.stop();
+      this.#sessions.delete(s.migrationId);
       const c = this.#checkpoints.get(s.migrationId);
       if (c) c.kill();
       else if (m.held) killHeld(m.held);
@@ -179,6 +289,11 @@ export class MigrationSteps {
   thaw(s: StepBase) {
     const m = this.#record(s, 'source', true);
     if (m.fenced) return { done: true as const };
+    // Tracking ends (the uffds close), the stream drops, the CPU quota goes: full speed again.
+    const session = this.#sessions.get(s.migrationId);
+    session?.stop();
+    this.#sessions.delete(s.migrationId);
+    unthrottle(m.throttle);
     const c = this.#checkpoints.get(s.migrationId);
     this.#network.unlock(m.netns ?? null);
     if (c) c.release();
@@ -199,6 +314,9 @@ export class MigrationSteps {
 
   async receive(s: StepBase) {
     const m = this.#record(s, 'destination');
+    // A replay while the pre-copy session runs (the coordinator restarted): the source is connected already.
+    const open = this.#endpoints.get(s.migrationId);
+    if (open && this.#warm.has(s.migrationId)) return { endpoint: open };
     const listener = await DataListener.open(this.address, { migrationId: s.migrationId, secret: s.streamSecret });
     if (existsSync(path.join(m.imageDir, IMAGE_JSON))) {
       // A replayed transfer (the coordinator restarted after it): the image is here already and
@@ -209,6 +327,10 @@ export class MigrationSteps {
     }
     const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
       try {
+        // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
+        const first = await conn.next();
+        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m).run(conn);
+        else if (first) conn.unshift(first);
         return await receiveImageDir(conn, m.imageDir);
       } finally {
         conn.destroy();
@@ -216,7 +338,26 @@ export class MigrationSteps {
     });
     receiving.catch(() => undefined);
     this.#receiving.set(s.migrationId, receiving);
+    this.#endpoints.set(s.migrationId, listener.endpoint);
     return { endpoint: listener.endpoint };
+  }
+
+  /** The warm restore of a live migration, its namespace's name on record before it is built. */
+  #warmSession(id: string, m: LocalMigration): PrecopyDestination {
+    if (this.#warm.has(id)) throw new FerryError(ErrorCode.Conflict, `${id}: a second pre-copy stream`);
+    const warm = new PrecopyDestination({
+      network: this.#network,
+      landing: () => {
+        const name = this.#network.landingName(m.workload, id);
+        const cur = this.records.get(id) ?? m;
+        this.records.save({ ...cur, landing: name, warm: true });
+        return name;
+      },
+    });
+    this.#warm.set(id, warm);
+    const cur = this.records.get(id) ?? m;
+    this.records.save({ ...cur, warm: true });
+    return warm;
   }
 
   /** Builds the tree from the received image and holds it stopped: it runs only after commit. */
@@ -235,11 +376,15 @@ export class MigrationSteps {
     const m = this.records.get(id)!;
     const image = readImage(m.imageDir);
     assertCompatible(image.machine);
-    if (!image.container) for (const p of image.processes) waitPidFree(p.pid);
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
     const cgroup = this.workloads.cgroupFor(m.workload);
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
     const netConfig = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+    const warm = this.#warm.get(id);
+    if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig);
+    if (image.processes.some((p) => p.vmas.some((v) => v.precopied)))
+      throw new FerryError(ErrorCode.Unavailable, `${id}: the memory pre-copied into this host's husks was lost (agent restarted): roll back`);
+    if (!image.container) for (const p of image.processes) waitPidFree(p.pid);
     let net: LandedNetns | null = null;
     if (netConfig) {
       m.landing = this.#network.landingName(m.workload, id);
@@ -257,6 +402,57 @@ export class MigrationSteps {
       throw err;
     }
     const built: Built = { husks, image, net };
+    this.#hold(id, built);
+    this.#held.set(id, built);
+    return rootHusk(built).pid;
+  }
+
+  /**
+   * Holds a built tree for the commit so that it outlives this agent: registers in, its cgroup
+   * frozen, on record, then untraced. Without a cgroup of its own here it stays in ptrace-stop
+   * (and dies with the agent).
+   */
+  #hold(id: string, b: Built): void {
+    const m = this.records.get(id)!;
+    const rel = this.workloads.cgroupFor(m.workload);
+    const root = cgroup2Root();
+    if (!rel || !root) return;
+    const dir = path.join(root, rel);
+    try {
+      for (const p of b.image.processes) finishThreads(b.husks.get(p.pid)!, p);
+      freezeCgroup(dir);
+    } catch (err) {
+      thawHeldTree({ pids: [], cgroup: dir });
+      for (const h of [...b.husks.values()].reverse()) h.abort();
+      throw err;
+    }
+    m.heldTree = { pids: b.image.processes.map((p) => b.husks.get(p.pid)!.pid), cgroup: dir };
+    this.records.save(m);
+    for (const p of [...b.image.processes].reverse()) b.husks.get(p.pid)!.release();
+    b.frozen = true;
+  }
+
+  /** Warm restore: the husks built during pre-copy get what only the image carries. */
+  #buildWarm(id: string, warm: PrecopyDestination, image: ReturnType<typeof readImage>, dir: string, netConfig: NetnsConfig | null): number {
+    let husks: Map<number, Husk>;
+    try {
+      if (JSON.stringify(netConfig) !== JSON.stringify(warm.net?.config ?? null))
+        throw new FerryError(ErrorCode.Unsupported, `${id}: the workload's network configuration changed during pre-copy; the namespace rebuilt here no longer matches`);
+      husks = warm.finalize(image, dir);
+    } catch (err) {
+      void warm.discard();
+      this.#warm.delete(id);
+      throw err;
+    }
+    warm.detach();
+    this.#warm.delete(id);
+    const built: Built = { husks, image, net: warm.net };
+    try {
+      this.#hold(id, built);
+    } catch (err) {
+      void this.#network.discard(warm.net, null);
+      throw err;
+    }
     this.#held.set(id, built);
     return rootHusk(built).pid;
   }
@@ -264,16 +460,37 @@ export class MigrationSteps {
   /** After commit: let the restored tree run. Rebuilt from the image if the agent restarted meanwhile. */
   resume(s: StepBase) {
     return this.#once(s, 'destination', async (m) => {
-      const pid = await this.#build(s.migrationId);
-      const built = this.#held.get(s.migrationId)!;
-      const { husks, image, net } = built;
-      // Attached and announced first: connections leave repair mode in finishProcess, and their
-      // window probes must find the way.
-      if (net) this.#network.goLive(net);
-      for (const p of image.processes) finishProcess(husks.get(p.pid)!, p);
-      // Children first, so a parent never runs while a child it may wait for is still held.
-      for (const p of [...image.processes].reverse()) husks.get(p.pid)!.release();
+      let pid: number;
+      let image: ReturnType<typeof readImage>;
+      let net: LandedNetns | null;
+      const built = this.#held.get(s.migrationId);
+      if (!built && m.heldTree) {
+        // The agent restarted while the tree waited, frozen, for this: it is all there.
+        image = readImage(m.imageDir);
+        const cfg = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+        net = cfg && m.landing ? this.#network.landed(cfg, m.landing) : null;
+        if (net) this.#network.goLive(net);
+        activateHeldConnections(image, m.heldTree);
+        thawHeldTree(m.heldTree);
+        pid = m.heldTree.pids[0]!;
+      } else {
+        pid = await this.#build(s.migrationId);
+        const b = this.#held.get(s.migrationId)!;
+        ({ image, net } = b);
+        // Attached and announced first: connections leave repair mode now, and their window
+        // probes must find the way.
+        if (net) this.#network.goLive(net);
+        if (b.frozen && m.heldTree) {
+          for (const h of b.husks.values()) h.activateSockets();
+          thawHeldTree(m.heldTree);
+        } else {
+          for (const p of image.processes) finishProcess(b.husks.get(p.pid)!, p);
+          // Children first, so a parent never runs while a child it may wait for is still held.
+          for (const p of [...image.processes].reverse()) b.husks.get(p.pid)!.release();
+        }
+      }
       this.#held.delete(s.migrationId);
+      m.heldTree = null;
       m.restoredPid = pid;
       // A container's init is the child of the `unshare` that holds its namespaces open.
       const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
@@ -297,8 +514,11 @@ export class MigrationSteps {
     const m = this.#record(s, 'destination', true);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
+    if (m.heldTree) killHeldTree(m.heldTree);
     if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
     this.#held.delete(s.migrationId);
+    await this.#warm.get(s.migrationId)?.discard();
+    this.#warm.delete(s.migrationId);
     await this.#network.discard(held?.net ?? null, m.landing ?? null);
     rmSync(m.imageDir, { recursive: true, force: true });
     rmSync(`${m.imageDir}.partial`, { recursive: true, force: true });
@@ -312,6 +532,8 @@ interface Built {
   husks: Map<number, Husk>;
   image: ReturnType<typeof readImage>;
   net: LandedNetns | null;
+  /** Held frozen and untraced (see engine/hold.ts), not in ptrace-stop. */
+  frozen?: boolean;
 }
 
 const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;

@@ -89,18 +89,51 @@ export class ProcessSink implements PageSink {
   private readonly pagemaps = new Map<number, number>();
   private scratch = Buffer.alloc(0);
   bytesWritten = 0;
+  /** Pages that could not be written (tolerant sinks only). */
+  pagesSkipped = 0;
 
-  constructor(private readonly target: (pid: number) => number = (pid) => pid) {}
+  /**
+   * `target`: the local pid for a sender's pid, or 0 to skip that process's pages. `tolerant`:
+   * pages that land outside the process's mappings are skipped instead of failing (a live
+   * migration's layout is read a moment after the scan; the final round's is exact).
+   */
+  constructor(
+    private readonly target: (pid: number) => number = (pid) => pid,
+    private readonly tolerant = false,
+  ) {}
 
   write(pid: number, addr: number, data: Buffer): void {
     const dst = this.target(pid);
-    const n = vmWriteSpans(dst, [{ addr, len: data.length }], data);
-    if (n !== data.length) throw new FerryError(ErrorCode.Syscall, `process_vm_writev into ${dst} at 0x${addr.toString(16)}: ${n} of ${data.length} bytes`, { details: { pid: dst, addr } });
+    if (dst <= 0) return;
+    const n = this.tolerant ? this.writeSome(dst, addr, data) : vmWriteSpans(dst, [{ addr, len: data.length }], data);
+    if (n !== data.length && !this.tolerant) throw new FerryError(ErrorCode.Syscall, `process_vm_writev into ${dst} at 0x${addr.toString(16)}: ${n} of ${data.length} bytes`, { details: { pid: dst, addr } });
     this.bytesWritten += n;
+  }
+
+  /** Writes what it can, page by page past a failure; returns the bytes written. */
+  private writeSome(dst: number, addr: number, data: Buffer): number {
+    let done = 0;
+    for (let off = 0; off < data.length; ) {
+      let n = 0;
+      try {
+        n = vmWriteSpans(dst, [{ addr: addr + off, len: data.length - off }], data.subarray(off));
+      } catch {
+        n = 0;
+      }
+      done += n;
+      off += n;
+      if (off < data.length) {
+        // The page at `off` is not mapped there: skip it.
+        off += PAGE - (off % PAGE);
+        this.pagesSkipped++;
+      }
+    }
+    return done;
   }
 
   zero(pid: number, addr: number, pages: number): void {
     const dst = this.target(pid);
+    if (dst <= 0) return;
     let pm = this.pagemaps.get(dst);
     if (pm === undefined) this.pagemaps.set(dst, (pm = openFile(`/proc/${dst}/pagemap`, O.RDONLY | O.CLOEXEC)));
     for (const r of selectPages(pm, BigInt(addr), BigInt(addr + pages * PAGE), false)) {

@@ -28,6 +28,22 @@ import type { PageSink } from './page-sinks.ts';
 import type { Frame } from './frames.ts';
 import type { DataConnection } from './stream.ts';
 
+/**
+ * Lets timers and I/O run (heartbeats, NATS) at least this often while a round streams: frames
+ * the kernel takes at once resolve without ever leaving the microtask queue, and a multi-GiB
+ * round would otherwise hold the agent's event loop for seconds (its host then looks lost).
+ */
+const YIELD_MS = 20;
+
+class Yielder {
+  #last = performance.now();
+  async maybe(): Promise<void> {
+    if (performance.now() - this.#last < YIELD_MS) return;
+    await new Promise<void>((r) => setImmediate(r));
+    this.#last = performance.now();
+  }
+}
+
 const ENTRY = 16;
 const MAX_ENTRIES = 2048;
 const TABLE_BYTES = MAX_ENTRIES * ENTRY;
@@ -203,9 +219,11 @@ export class PageSender {
     this.policy.resume(t0);
     const st: FrameStats = { frames: 0, lz4Frames: 0, pagesSent: 0, zeroPages: 0, pagesSkipped: 0, bytesRaw: 0, payload: 0, peakInflight: 0 };
     await this.conn.send({ t: 'pages-round', round: round.round, exited: round.exited });
+    const y = new Yielder();
     for (const p of round.processes) {
       for (const entries of frameRuns(p.runs, this.frameBytes)) {
         await this.sendFrame(p.pid, entries, st, noteSent);
+        await y.maybe();
       }
     }
     await this.conn.send({ t: 'pages-end', round: round.round, frames: st.frames, pages: st.pagesSent, zero: st.zeroPages });
@@ -436,13 +454,20 @@ export class PageReceiver {
   constructor(
     private readonly conn: DataConnection,
     private readonly sink: PageSink,
+    /** Frames the sender puts between rounds (a live migration's `layout`), handled before the next round. */
+    private readonly onControl?: (f: Frame) => Promise<void> | void,
   ) {}
 
   /** Applies the next round into the sink; null once the sender ended the stream. */
   async receiveRound(): Promise<ReceivedRound | null> {
     try {
-      const start = await this.conn.next();
+      let start = await this.conn.next();
+      while (start && this.onControl && start.header.t !== 'pages-round' && start.header.t !== 'pages-done' && start.header.t !== 'error') {
+        await this.onControl(start);
+        start = await this.conn.next();
+      }
       if (!start) throw new FerryError(ErrorCode.Unavailable, 'data stream closed before the page stream ended');
+      if (start.header.t === 'error') throw new FerryError(ErrorCode.Internal, `page sender failed: ${String(start.header.message)}`);
       if (start.header.t === 'pages-done') {
         await this.conn.send({ t: 'pages-done-ack' });
         return null;
@@ -460,7 +485,9 @@ export class PageReceiver {
     const wire0 = this.conn.bytesReceived;
     const r: ReceivedRound = { round: Number(start.header.round), exited: (start.header.exited as number[]) ?? [], frames: 0, pagesWritten: 0, zeroPages: 0, bytesRaw: 0, bytesOnWire: 0, durationMs: 0 };
     for (const pid of r.exited) this.sink.drop?.(pid);
+    const y = new Yielder();
     for (;;) {
+      await y.maybe();
       const f = await this.conn.next();
       if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream closed inside round ${r.round}`);
       const h = f.header;

@@ -93,6 +93,12 @@ export class DataConnection {
     return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
   }
 
+  /** Puts a frame taken with next() back in front of the queue (a receiver that looked before deciding who reads on). */
+  unshift(f: Frame): void {
+    this.#queue.unshift(f);
+    this.#queuedBytes += f.payload.length;
+  }
+
   /** The next frame, which must be of type `t` (an `error` frame from the peer is thrown). */
   async expect<H = Record<string, unknown>>(t: string): Promise<Frame<H>> {
     const f = await this.next();

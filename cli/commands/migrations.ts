@@ -12,12 +12,48 @@ import { ExitCode, action, printResult } from '../output.ts';
 
 const natsOpt = ['--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)'] as const;
 
+const ms = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
+const rate = (bps: unknown): string => (typeof bps === 'number' && bps > 0 ? `${bytes(bps)}/s` : '-');
+
+/** One pre-copy round in a line (events, watch). */
+function describeRound(s: Record<string, unknown>): string {
+  const n = (k: string) => Number(s[k] ?? 0);
+  const ratio = n('compressionRatio');
+  return (
+    `round ${n('round')}: ${n('pagesDirty')} of ${n('pagesScanned')} pages dirty, ${n('pagesSent')} sent` +
+    `${n('pagesZero') ? ` (+${n('pagesZero')} zero)` : ''}, ${bytes(n('bytesOnWire'))} on the wire${ratio > 1.01 ? ` (${ratio.toFixed(1)}x lz4)` : ''} in ${ms(s.durationMs)}; ` +
+    `dirtying ${rate(s.dirtyRateBps)}, link ${rate(s.bandwidthBps)}, predicted downtime ${ms(s.predictedDowntimeMs)}` +
+    `${s.tracker ? ` [${String(s.tracker)}]` : ''}${s.throttled ? ` THROTTLED to ${String(s.throttleCpus ?? '?')} CPU` : ''}`
+  );
+}
+
 function renderView(v: MigrationView): string {
   const lines = [
     `migration ${v.id}: ${v.workload} ${v.from} -> ${v.to}: ${v.outcome ?? v.state}${v.committed ? ' (committed)' : ''}`,
     ...v.phases.map((p) => `  ${p.phase.padEnd(10)} ${p.durationMs === null ? 'running' : `${p.durationMs} ms`}${p.attempts > 1 ? ` (${p.attempts} attempts)` : ''}`),
-    `  downtime ${v.downtimeMs ?? '-'} ms, total ${v.totalMs ?? '-'} ms, ${bytes(v.bytesTransferred)} transferred`,
+    `  downtime ${v.downtimeMs ?? '-'} ms${v.rounds.length > 0 ? ` (predicted ${ms(v.predictedDowntimeMs)})` : ''}, total ${v.totalMs ?? '-'} ms, ${bytes(v.bytesTransferred)} transferred after the freeze, ${bytes(v.bytesOnWire)} on the wire in all`,
   ];
+  if (v.rounds.length > 0) {
+    const throttled = v.rounds.some((r) => r.throttled);
+    lines.push(`  live: ${v.rounds.length} pre-copy round(s), tracker ${v.tracker ?? '-'}, switched over: ${v.switchover ?? '-'}${throttled ? '; the workload was THROTTLED (it dirtied memory faster than the link carries it)' : ''}`);
+    const n = (r: Record<string, unknown>, k: string) => Number(r[k] ?? 0);
+    const t = table(
+      ['ROUND', 'SCANNED', 'DIRTY', 'SENT', 'WIRE', 'LZ4', 'TIME', 'DIRTY RATE', 'BANDWIDTH', 'PREDICTED'],
+      v.rounds.map((r) => [
+        String(n(r, 'round')),
+        String(n(r, 'pagesScanned')),
+        String(n(r, 'pagesDirty')),
+        String(n(r, 'pagesSent')),
+        bytes(n(r, 'bytesOnWire')),
+        `${n(r, 'compressionRatio').toFixed(2)}x`,
+        ms(r.durationMs),
+        rate(r.dirtyRateBps),
+        rate(r.bandwidthBps),
+        `${ms(r.predictedDowntimeMs)}${r.throttled ? ' (throttled)' : ''}`,
+      ]),
+    );
+    lines.push(...t.split('\n').map((l) => `    ${l}`));
+  }
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
   if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
   return lines.join('\n');
@@ -26,8 +62,8 @@ function renderView(v: MigrationView): string {
 function renderList(vs: MigrationView[]): string {
   if (vs.length === 0) return 'no migrations';
   return table(
-    ['ID', 'WORKLOAD', 'FROM', 'TO', 'STATE', 'DOWNTIME', 'TOTAL', 'BYTES', 'STARTED'],
-    vs.map((v) => [v.id, v.workload, v.from, v.to, v.outcome ?? v.state, v.downtimeMs === null ? '-' : `${v.downtimeMs} ms`, v.totalMs === null ? '-' : `${v.totalMs} ms`, bytes(v.bytesTransferred), v.startedAt ?? '-']),
+    ['ID', 'WORKLOAD', 'FROM', 'TO', 'STATE', 'ROUNDS', 'DOWNTIME', 'PREDICTED', 'TOTAL', 'BYTES', 'STARTED'],
+    vs.map((v) => [v.id, v.workload, v.from, v.to, v.outcome ?? v.state, String(v.rounds.length), v.downtimeMs === null ? '-' : `${v.downtimeMs} ms`, ms(v.predictedDowntimeMs), v.totalMs === null ? '-' : `${v.totalMs} ms`, bytes(v.bytesTransferred), v.startedAt ?? '-']),
   );
 }
 
@@ -41,8 +77,9 @@ function describeEvent(e: MigrationEventWire): string | null {
     case 'phase.failed':
       return `${String(d.phase)} failed: ${String((d.error as { message?: string })?.message)} -> ${String(d.next)}`;
     case 'round': {
-      const s = d.stats as Record<string, number>;
-      return `round ${s.round}: ${s.pagesDirty} dirty pages, ${bytes(s.bytesOnWire ?? 0)} sent, predicted downtime ${s.predictedDowntimeMs} ms`;
+      const dec = d.decision as { action?: string; reason?: string } | undefined;
+      const next = dec?.action === 'switchover' ? `switch over (${dec.reason ?? ''})` : dec?.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
+      return `${describeRound(d.stats as Record<string, unknown>)} -> ${next}`;
     }
     case 'migration.ended':
       return `ended: ${String(d.outcome)}`;
@@ -96,8 +133,8 @@ export function registerMigrations(program: Command): void {
     .description('move a running workload to another host; exits 0 when it runs there, 3 when it rolled back and still runs on its source, 2 for an invalid request')
     .argument('<workload>', 'workload name')
     .requiredOption('--to <host>', 'destination host')
-    .option('--precopy', 'live: copy memory in rounds while the workload runs, freeze only for the last delta')
-    .option('--stop-and-copy', 'freeze first, then copy everything (the default until pre-copy is the default)')
+    .option('--precopy', 'live migration (the default): copy memory in rounds while the workload runs, build it on the destination meanwhile, freeze only for the last delta')
+    .option('--stop-and-copy', 'freeze first, then copy everything')
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
     .option('--json', 'print the final report as JSON (progress goes to stderr)')
@@ -105,7 +142,7 @@ export function registerMigrations(program: Command): void {
     .action(
       action(async (workload: string, opts: { to: string; precopy?: boolean; stopAndCopy?: boolean; downtimeBudget: number; maxRounds: number; json?: boolean; nats?: string }) => {
         if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-        const request = { workload, to: opts.to, precopy: !!opts.precopy && !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
+        const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
         const t0 = Date.now();
         const progress = (e: MigrationEventWire) => {
           const text = describeEvent(e);

@@ -34,6 +34,11 @@ export async function buildFabric(l: LabLayout, hosts: number): Promise<void> {
     await ip(l.switchNamespace, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', ns);
     await ip(l.switchNamespace, 'link', 'set', port, 'master', 'sw0', 'up');
     await ip(ns, 'link', 'set', 'uplink', 'master', 'br0', 'up');
+    // A bridge takes the lowest MAC of its ports unless given one: a workload's veth joining and
+    // leaving would change the host's MAC under its peers' ARP caches (connections to it then
+    // stall until their entries expire). Pinned to the uplink's.
+    const mac = (JSON.parse(await ip(ns, '-j', 'link', 'show', 'uplink')) as { address: string }[])[0]!.address;
+    await ip(ns, 'link', 'set', 'br0', 'address', mac);
     await ip(ns, 'addr', 'add', `${l.hostAddress(i)}/${LAB_PREFIX_LEN}`, 'dev', 'br0');
   }
 }

@@ -39,14 +39,19 @@ const scenarios: Scenario[] = [
   // The source agent. Before commit its loss rolls back: the freeze it left held is thawed by
   // its successor. After commit the migration rolls forward and the held original is ended.
   { phase: 'preflight', victim: 'source', fault: 'agent:preflight:before', outcome: 'rolledBack' },
+  // Live migration: the source dies with a pre-copy round done (its tracker's uffds close with
+  // it); the destination dies holding husks it built during pre-copy (they die with it, its
+  // successor removes the namespace it rebuilt).
+  { phase: 'precopy', victim: 'source', fault: 'agent:precopy:after', outcome: 'rolledBack' },
+  { phase: 'precopy', victim: 'destination', armed: 'source', fault: `agent:precopy:after=${STALL}`, outcome: 'rolledBack' },
   { phase: 'freeze', victim: 'source', fault: 'agent:freeze:after', outcome: 'rolledBack' },
   { phase: 'transfer', victim: 'source', fault: 'agent:send:before', outcome: 'rolledBack' },
   { phase: 'restore', victim: 'source', armed: 'destination', fault: `agent:restore:before=${STALL}`, outcome: 'rolledBack' },
   { phase: 'commit', victim: 'source', armed: 'coordinator', fault: `coordinator:recordCommit:before=${STALL}`, outcome: 'rolledBack' },
   { phase: 'resume', victim: 'source', armed: 'destination', fault: `agent:resume:before=${STALL}`, outcome: 'completed' },
   { phase: 'cleanup', victim: 'source', fault: 'agent:cleanup:before', outcome: 'completed' },
-  // The destination agent. Its half-built tree dies with it (PTRACE_O_EXITKILL); after commit
-  // its successor rebuilds the tree from the image it kept.
+  // The destination agent. Its half-built tree dies with it (PTRACE_O_EXITKILL); a built one is
+  // held frozen in its cgroup, untraced, so after commit its successor thaws it.
   { phase: 'preflight', victim: 'destination', armed: 'source', fault: `agent:preflight:before=${STALL}`, outcome: 'rolledBack' },
   { phase: 'freeze', victim: 'destination', armed: 'source', fault: `agent:freeze:after=${STALL}`, outcome: 'rolledBack' },
   { phase: 'transfer', victim: 'destination', fault: 'agent:receive:after', outcome: 'rolledBack' },

@@ -36,7 +36,7 @@ describe('migration through the coordinator', () => {
     const before = status(w)!;
     const there = await migrate('avx', 'h2');
     expect(there).toMatchObject({ from: 'h1', to: 'h2', committed: true, error: null, agentsLost: [] });
-    expect(there.phases.map((p) => p.phase)).toEqual(['preflight', 'freeze', 'transfer', 'restore', 'commit', 'resume', 'cleanup']);
+    expect(there.phases.map((p) => p.phase)).toEqual(['preflight', 'precopy', 'freeze', 'transfer', 'restore', 'commit', 'resume', 'cleanup']);
     expect(there.downtimeMs).toBeGreaterThan(0);
     expect(there.bytesTransferred).toBeGreaterThan(0);
     await expectRunsOnceOn(env, w, 'h2');

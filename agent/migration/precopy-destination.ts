@@ -1,0 +1,197 @@
+// The destination's side of a live migration (docs/precopy.md): warm restore. From the first
+// layout on, the tree's husks exist (with their pids, in a rebuilt network namespace, a
+// container's time namespace offset so its clocks run on), their mappings follow the source's
+// layout round by round, and arriving pages go straight into them. After the freeze only the
+// last delta arrives, with the image of everything else; finalize() reconciles what the layouts
+// could not carry (shared objects, shared memory, mappings that were not pre-copied) and builds
+// the rest of each process, which then waits stopped for the commit like a cold-built one.
+import diagnostics_channel from 'node:diagnostics_channel';
+import { join } from 'node:path';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { type Image, type ProcessImage, fromHex } from '../../shared/image-format.ts';
+import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
+import { Husk } from '../engine/husk.ts';
+import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
+import { PagesReader } from '../engine/memory.ts';
+import { buildState } from '../engine/restore.ts';
+import type { Frame } from '../transfer/frames.ts';
+import { ProcessSink } from '../transfer/page-sinks.ts';
+import { PageReceiver, type ReceivedRound } from '../transfer/pages.ts';
+import type { DataConnection } from '../transfer/stream.ts';
+import type { LandedNetns, NetworkHandoff } from './network-handoff.ts';
+
+const chan = diagnostics_channel.channel('ferry:precopy');
+
+export interface WarmDeps {
+  network: NetworkHandoff;
+  /** The name the workload's namespace gets here, put on record before it is built (rollback after a restart removes it). */
+  landing: () => string | null;
+}
+
+interface Member {
+  husk: Husk;
+  ppid: number;
+  /** The layout this husk has now. */
+  vmas: LayoutVma[];
+}
+
+export class PrecopyDestination {
+  readonly #members = new Map<number, Member>();
+  /** Source host pid -> the pid the tree knows (the page stream names processes by the former). */
+  readonly #byHost = new Map<number, number>();
+  #root: number | null = null;
+  #container = false;
+  net: LandedNetns | null = null;
+  readonly rounds: ReceivedRound[] = [];
+  readonly #sink = new ProcessSink((hostPid) => {
+    const pid = this.#byHost.get(hostPid);
+    return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
+  }, true);
+  #closed = false;
+
+  constructor(private readonly d: WarmDeps) {}
+
+  /** Applies layouts and rounds until the source ends the page stream. */
+  async run(conn: DataConnection): Promise<void> {
+    const receiver = new PageReceiver(conn, this.#sink, (f) => this.#onControl(f));
+    for (;;) {
+      const r = await receiver.receiveRound();
+      if (!r) break;
+      this.rounds.push(r);
+      if (chan.hasSubscribers) chan.publish({ kind: 'round', round: r.round, pages: r.pagesWritten, zero: r.zeroPages, skipped: this.#sink.pagesSkipped });
+    }
+    this.#sink.close();
+  }
+
+  async #onControl(f: Frame): Promise<void> {
+    if (f.header.t !== 'layout') throw new FerryError(ErrorCode.BadMessage, `pre-copy stream: unexpected "${f.header.t}"`);
+    const parsed = PrecopyLayout.safeParse(JSON.parse(f.payload.toString('utf8')));
+    if (!parsed.success) throw new FerryError(ErrorCode.BadMessage, `pre-copy layout: ${parsed.error.message}`);
+    await this.apply(parsed.data);
+  }
+
+  /** Brings the husks to a layout: new processes get a husk, exited ones lose theirs, mappings follow. */
+  async apply(l: PrecopyLayout): Promise<void> {
+    if (this.#closed) throw new FerryError(ErrorCode.Unavailable, 'warm restore was discarded');
+    const t0 = performance.now();
+    const root = l.processes[0]!;
+    if (this.#root === null) await this.#start(l);
+    else if (root.pid !== this.#root) throw new FerryError(ErrorCode.Unsupported, `the tree's root changed during pre-copy (${this.#root} -> ${root.pid})`);
+    const present = new Set(l.processes.map((p) => p.pid));
+    // Gone at the source: children first, each collected by its parent so the workload never sees it.
+    for (const [pid, m] of [...this.#members].reverse()) {
+      if (present.has(pid)) continue;
+      if (pid === this.#root) throw new FerryError(ErrorCode.NotFound, 'the workload exited during pre-copy');
+      m.husk.abort();
+      this.#members.delete(pid);
+      (this.#members.get(m.ppid) ?? this.#members.get(this.#root!))?.husk.reap(pid);
+    }
+    this.#byHost.clear();
+    for (const p of l.processes) {
+      this.#byHost.set(p.hostPid, p.pid);
+      let m = this.#members.get(p.pid);
+      if (!m) {
+        const parent = this.#members.get(p.ppid);
+        // Re-parented out of the tree's reach (to an init outside it): a cold build would refuse it too.
+        if (!parent) throw new FerryError(ErrorCode.Unsupported, `process ${p.pid}: its parent ${p.ppid} is not in the tree`);
+        m = { husk: parent.husk.fork(p.pid), ppid: p.ppid, vmas: parent.vmas };
+        this.#members.set(p.pid, m);
+      }
+      m.husk.relayout(m.vmas, p.vmas);
+      m.vmas = p.vmas;
+      m.ppid = p.ppid;
+    }
+    if (chan.hasSubscribers) chan.publish({ kind: 'layout', round: l.round, processes: l.processes.length, ms: performance.now() - t0 });
+  }
+
+  /** The first layout: the namespace is rebuilt and the root husk made, emptied and shaped. */
+  async #start(l: PrecopyLayout): Promise<void> {
+    const root = l.processes[0]!;
+    if (l.netns) {
+      const name = this.d.landing();
+      if (!name) throw new FerryError(ErrorCode.Incompatible, 'this host has no workload network configured: it cannot take a workload with a network namespace of its own');
+      this.net = await this.d.network.land(l.netns, name);
+    }
+    const avoid = l.processes.flatMap((p) => p.vmas.map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) })));
+    const netns = this.net?.handle.path;
+    this.#container = l.container !== null;
+    const husk = l.container ? Husk.createContainer(l.container, avoid, netns) : Husk.create(root.pid, avoid, netns);
+    this.#root = root.pid;
+    this.#members.set(root.pid, { husk, ppid: root.ppid, vmas: [] });
+    if (root.sid === root.pid) husk.leadSession();
+    husk.clear(root.vmas);
+  }
+
+  get started(): boolean {
+    return this.#root !== null;
+  }
+
+  /**
+   * After the last delta: every process of the image built in its husk up to its registers.
+   * Mappings that were not pre-copied are made afresh and filled from the image, shared objects
+   * are made in the root and handed to every other husk, then the rest of each process.
+   */
+  finalize(img: Image, dir: string): Map<number, Husk> {
+    if (this.#root !== img.processes[0]!.pid || this.#container !== !!img.container)
+      throw new FerryError(ErrorCode.Internal, 'the image does not describe the tree built during pre-copy');
+    for (const p of img.processes) if (!this.#members.has(p.pid)) throw new FerryError(ErrorCode.Internal, `process ${p.pid} of the image has no husk`);
+    const husks = new Map(img.processes.map((p) => [p.pid, this.#members.get(p.pid)!.husk]));
+    const root = husks.get(this.#root)!;
+    if (img.container) root.setUts(img.container);
+    // Shapes first (the last layout was the image's own, so this changes nothing unless a process
+    // was missed), then what travelled in the image.
+    for (const p of img.processes) {
+      const m = this.#members.get(p.pid)!;
+      m.husk.relayout(m.vmas, p.vmas);
+      m.vmas = p.vmas;
+      this.#coldParts(m.husk, p, dir);
+    }
+    if (img.shared.length > 0) {
+      const maxFd = Math.max(0, ...img.processes.flatMap((p) => p.fds.map((f) => f.fd)));
+      root.createShared(img.shared, maxFd + 64, dir);
+      for (const p of img.processes.slice(1)) husks.get(p.pid)!.inheritParked(root, img.processes[0]!.pid);
+    }
+    for (const p of img.processes) {
+      const h = husks.get(p.pid)!;
+      for (const v of p.vmas) if (v.kind === 'shm') h.mapOne(v, protOf(v.perms));
+      // Back to the image's protections where pages could still be written.
+      for (const v of p.vmas) if (PRIVATE_KINDS.has(v.kind) && warmProt(v) !== protOf(v.perms)) h.protectRange(fromHex(v.start), fromHex(v.end), protOf(v.perms));
+      h.adviseAll(p.vmas);
+      buildState(h, p);
+    }
+    return husks;
+  }
+
+  /** Private mappings whose content did not come through pre-copy: made afresh, filled from the image. */
+  #coldParts(h: Husk, p: ProcessImage, dir: string): void {
+    const cold = p.vmas.filter((v) => PRIVATE_KINDS.has(v.kind) && !v.precopied && !SPECIAL_KINDS.has(v.kind));
+    if (cold.length === 0) return;
+    for (const v of cold) {
+      h.unmapRange(fromHex(v.start), fromHex(v.end));
+      h.mapOne(v, warmProt(v));
+    }
+    if (!cold.some((v) => v.runs.length > 0)) return;
+    const reader = new PagesReader(join(dir, p.pagesFile));
+    try {
+      h.writePages(cold, reader);
+    } finally {
+      reader.close();
+    }
+  }
+
+  /** Hands the husks over (finalize's result now belongs to the caller). */
+  detach(): void {
+    this.#members.clear();
+    this.#closed = true;
+  }
+
+  /** Rollback: every husk dies, the rebuilt namespace goes. Never throws. */
+  async discard(): Promise<void> {
+    this.#closed = true;
+    this.#sink.close();
+    for (const m of [...this.#members.values()].reverse()) m.husk.abort();
+    this.#members.clear();
+    await this.d.network.discard(this.net, null).catch(() => undefined);
+    this.net = null;
+  }
+}

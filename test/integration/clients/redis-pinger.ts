@@ -50,10 +50,17 @@ sock.on('close', () => {
 sock.on('error', (e) => {
   stats.error = e.message;
 });
-process.on('SIGTERM', () => {
+// Stops after the command in flight has its reply, so every acknowledged SET is counted.
+let stopping = false;
+const stop = () => {
   sock.removeAllListeners('close');
   sock.destroy();
   finish();
+};
+process.on('SIGTERM', () => {
+  stopping = true;
+  if (!pending) stop();
+  else setTimeout(stop, 10_000).unref(); // a reply that never comes still ends it
 });
 
 const cmd = (...args: string[]): Promise<string> =>
@@ -77,11 +84,14 @@ sock.once('connect', async () => {
     replied();
     if (set !== '+OK') stats.failed++;
     else stats.sets++;
+    if (stopping) return stop();
     const got = await cmd('GET', key);
     replied();
     if (got !== String(i)) stats.wrong++;
     else stats.ok += 2;
     stats.lastKey = key;
+    if (stopping) return stop();
     await new Promise((r) => setTimeout(r, Number(interval)));
+    if (stopping) return stop();
   }
 });

@@ -49,19 +49,38 @@ function tailOf(file: string, lines = 15): string {
 /** Each lab's workloads get cgroups of their own, so labs never share one. */
 const labCgroupParent = (l: LabLayout, host: string) => path.join('ferry-lab', l.name, host);
 
-/** Removes the lab's (by now empty) cgroups, deepest first. */
-function removeLabCgroups(l: LabLayout): void {
+/** The lab's cgroup directories, parents first (none without cgroup2). */
+function labCgroups(l: LabLayout): string[] {
   const root = cgroup2Root();
-  if (!root) return;
-  const top = path.join(root, 'ferry-lab', l.name);
+  const top = root ? path.join(root, 'ferry-lab', l.name) : null;
+  if (!top || !existsSync(top)) return [];
   const dirs: string[] = [];
   const walk = (d: string) => {
     dirs.push(d);
     for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
   };
-  if (!existsSync(top)) return;
   walk(top);
-  for (const d of dirs.reverse()) {
+  return dirs;
+}
+
+/**
+ * Processes in the lab's cgroups: only the lab's agents put workloads there. This finds the ones
+ * whose environment no longer shows the lab's mark (redis-server, for one, overwrites it with its
+ * process title).
+ */
+function labCgroupProcesses(l: LabLayout): number[] {
+  return labCgroups(l).flatMap((d) => {
+    try {
+      return readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Removes the lab's (by now empty) cgroups, deepest first. */
+function removeLabCgroups(l: LabLayout): void {
+  for (const d of labCgroups(l).reverse()) {
     try {
       rmdirSync(d);
     } catch {
@@ -183,7 +202,7 @@ export async function labDown(): Promise<DownReport> {
     }
   }
   const namespaces = await labNamespaces(l);
-  const leftovers = labProcessesInNamespaces(l.name, namespaces);
+  const leftovers = [...new Set([...labProcessesInNamespaces(l.name, namespaces), ...labCgroupProcesses(l)])];
   await killAll(leftovers);
   await removeNamespaces(namespaces);
   removeLabCgroups(l);

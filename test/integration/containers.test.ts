@@ -69,10 +69,15 @@ describe('containers', () => {
     expect(await ferryJson<WorkloadInfo[]>(['ps'], env)).toEqual([]);
   });
 
-  it('lab down ends workloads the lab started', async () => {
+  it('lab down ends workloads the lab started, also one that overwrote its environment', async () => {
     const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'left', '--', 'sleep', '1000'], env);
+    // redis-server writes its process title over its environment, the lab's mark included.
+    const r = await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'titled', '--', '/usr/bin/redis-server', '--port', '6390', '--save', ''], env);
+    await sleep(300);
+    expect(readFileSync(`/proc/${r.rootPid}/environ`, 'latin1')).not.toContain('FERRY_LAB_MEMBER');
     await ferry(['lab', 'down'], env);
     expect(isGone(w.rootPid!)).toBe(true);
+    expect(isGone(r.rootPid!)).toBe(true);
     expect(existsSync(w.cgroup!.split('/itcont/')[0] + '/itcont')).toBe(false);
   });
 });

@@ -4,13 +4,17 @@
 // succeeded, any that failed or came back wrong, whether the connection ever dropped, and the
 // longest pause between two successful replies. Run inside the lab's client namespace.
 //   node --import tsx redis-pinger.ts HOST PORT [INTERVAL_MS [STATUS_FILE]]   (STATUS_FILE: the same JSON, rewritten every 100 ms)
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 
 
 const [host = '127.0.0.1', port = '6379', interval = '5', statusFile] = process.argv.slice(2);
 const stats = { ok: 0, sets: 0, failed: 0, wrong: 0, closed: false, error: null as string | null, maxGapMs: 0, lastKey: '' };
-if (statusFile) setInterval(() => writeFileSync(statusFile, JSON.stringify(stats)), 100).unref();
+// Written whole and renamed into place, so a reader never sees half of it.
+if (statusFile) setInterval(() => {
+  writeFileSync(`${statusFile}.tmp`, JSON.stringify(stats));
+  renameSync(`${statusFile}.tmp`, statusFile);
+}, 100).unref();
 const sock = net.connect({ host, port: Number(port) });
 sock.setNoDelay(true);
 let buf = '';

@@ -3,7 +3,7 @@
 // the longest pause between two echoes. Run inside the lab's client namespace.
 //   node --import tsx udp-pinger.ts HOST PORT [INTERVAL_MS [STATUS_FILE]]   (STATUS_FILE: the same JSON, rewritten every 100 ms)
 import dgram from 'node:dgram';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 
 const [host = '127.0.0.1', port = '7', interval = '10', statusFile] = process.argv.slice(2);
 const out = { sent: 0, echoed: 0, wrong: 0, maxGapMs: 0, lastEchoAfterStartMs: 0 };
@@ -18,7 +18,11 @@ sock.on('message', (m) => {
   out.lastEchoAfterStartMs = now - t0;
   out.echoed++;
 });
-if (statusFile) setInterval(() => writeFileSync(statusFile, JSON.stringify(out)), 100).unref();
+// Written whole and renamed into place, so a reader never sees half of it.
+if (statusFile) setInterval(() => {
+  writeFileSync(`${statusFile}.tmp`, JSON.stringify(out));
+  renameSync(`${statusFile}.tmp`, statusFile);
+}, 100).unref();
 const timer = setInterval(() => {
   sock.send(`ferry-udp-${out.sent++}`, Number(port), host);
 }, Number(interval));

@@ -5,9 +5,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
 import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { ErrorCode } from '../../shared/errors.ts';
 import { parentPid, readRoleStatus, readStatus, startWorkload, stopAllWorkloads, waitForProgress, workloadPids } from '../workloads/harness.ts';
-import { adopt, alive, buildFixture, cleanup, lastTick, sealInheritedFds, startWorkload as startFixture, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
+import { adopt, alive, buildFixture, cleanup, expectFerryError, lastTick, sealInheritedFds, startWorkload as startFixture, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
 
 const startPlain = (argv: string[]): number => startFixture(argv).pid;
 
@@ -135,14 +135,8 @@ describe('engine: process trees', () => {
   it('refuses an inotify fd in the preflight, naming pid, fd and kind, and leaves the workload running', async () => {
     const w = startPlain(['python3', '-c', 'import ctypes,time\nctypes.CDLL(None).inotify_init()\nwhile True: time.sleep(0.01)']);
     await new Promise((r) => setTimeout(r, 300));
-    try {
-      checkpoint(w, { imagesDir: tempDir('img') });
-      throw new Error('checkpoint should have been refused');
-    } catch (err) {
-      expect(err).toBeInstanceOf(FerryError);
-      expect((err as FerryError).code).toBe(ErrorCode.Unsupported);
-      expect((err as FerryError).message).toMatch(new RegExp(`pid ${w} fd \\d+: inotify`));
-    }
+    const err = await expectFerryError(() => checkpoint(w, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
+    expect(err.message).toMatch(new RegExp(`pid ${w} fd \\d+: inotify`));
     expect(alive(w)).toBe(true);
     expect(readFileSync(`/proc/${w}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);
   });
@@ -152,14 +146,8 @@ describe('engine: process trees', () => {
     await new Promise((r) => setTimeout(r, 300));
     const child = Number(readFileSync(`/proc/${w}/task/${w}/children`, 'utf8').trim());
     expect(child).toBeGreaterThan(0);
-    try {
-      checkpoint(w, { imagesDir: tempDir('img') });
-      throw new Error('checkpoint should have been refused');
-    } catch (err) {
-      expect(err).toBeInstanceOf(FerryError);
-      expect((err as FerryError).code).toBe(ErrorCode.Unsupported);
-      expect((err as FerryError).message).toMatch(new RegExp(`pid ${child} fd \\d+: eventfd is not supported \\(shared with pid ${w} fd \\d+`));
-    }
+    const err = await expectFerryError(() => checkpoint(w, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
+    expect(err.message).toMatch(new RegExp(`pid ${child} fd \\d+: eventfd is not supported \\(shared with pid ${w} fd \\d+`));
     for (const p of [w, child]) {
       expect(alive(p)).toBe(true);
       expect(readFileSync(`/proc/${p}/status`, 'utf8')).toMatch(/TracerPid:\s+0\n/);

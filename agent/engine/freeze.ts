@@ -138,12 +138,7 @@ export class FrozenTree {
     for (let round = 0; ; round++) {
       for (const pid of this.list) if (!this.origCgroup.has(pid)) this.moveIn(pid);
       this.list = this.list.filter((p) => this.origCgroup.has(p));
-      writeFileSync(join(dir, 'cgroup.freeze'), '1');
-      const deadline = performance.now() + 2000;
-      while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
-        if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `cgroup freeze of ${this.list.join(',')} did not complete`);
-        nap(0.05);
-      }
+      freezeCgroup(dir, `cgroup freeze of ${this.list.join(',')}`);
       if (this.root === null) break;
       // Everything moved in is frozen now; a child forked by a process before it moved is not.
       const now = liveTree(this.root);
@@ -264,7 +259,7 @@ export class FrozenTree {
   }
 
   private thawCgroup(): void {
-    if (this.cgroup) writeQuiet(join(this.cgroup, 'cgroup.freeze'), '0');
+    if (this.cgroup) thawCgroup(this.cgroup);
   }
 
   private signalAll(sig: number): void {
@@ -316,7 +311,7 @@ export class FrozenTree {
 
 /** Rollback by a restarted agent: the held workload runs on as before. Never throws. */
 export function releaseHeld(h: HeldFreeze): void {
-  if (h.cgroup) writeQuiet(join(h.cgroup, 'cgroup.freeze'), '0');
+  if (h.cgroup) thawCgroup(h.cgroup);
   signalQuiet(h.pids, SIGCONT);
   if (h.cgroupRoot) for (const [pid, cg] of Object.entries(h.origCgroups)) writeQuiet(join(h.cgroupRoot, cg, 'cgroup.procs'), pid);
   removeCgroup(h.cgroup);
@@ -325,9 +320,22 @@ export function releaseHeld(h: HeldFreeze): void {
 /** After commit, by a restarted agent: the held original ends. Never throws. */
 export function killHeld(h: HeldFreeze): void {
   signalQuiet(h.pids, SIGKILL);
-  if (h.cgroup) writeQuiet(join(h.cgroup, 'cgroup.freeze'), '0');
+  if (h.cgroup) thawCgroup(h.cgroup);
   removeCgroup(h.cgroup);
 }
+
+/** Freezes a cgroup v2 and waits until every task in it is frozen (`what` names it in the timeout error). */
+export function freezeCgroup(dir: string, what = `cgroup ${dir}`, timeoutMs = 2000): void {
+  writeFileSync(join(dir, 'cgroup.freeze'), '1');
+  const deadline = performance.now() + timeoutMs;
+  while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
+    if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `${what} did not complete`);
+    nap(0.05);
+  }
+}
+
+/** Thaws a cgroup v2. Never throws. */
+export const thawCgroup = (dir: string): void => writeQuiet(join(dir, 'cgroup.freeze'), '0');
 
 function writeQuiet(file: string, v: string): void {
   try {
@@ -337,7 +345,8 @@ function writeQuiet(file: string, v: string): void {
   }
 }
 
-function signalQuiet(pids: readonly number[], sig: number): void {
+/** Signals each pid; one that is gone is skipped. */
+export function signalQuiet(pids: readonly number[], sig: number): void {
   for (const pid of pids) {
     try {
       killPid(pid, sig);

@@ -4,13 +4,9 @@
 // before the commit, yet it no longer dies with the agent (PTRACE_O_EXITKILL applies only while
 // traced): a restarted agent can still thaw it after a commit, or kill it on rollback, from the
 // plain record.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { Image, InetSocketImage } from '../../shared/image-format.ts';
-import { killPid } from '../ffi/syscalls.ts';
-import { withTheirFd } from './sockets.ts';
-import { activateConnection } from './sockets.ts';
+import { signalQuiet, thawCgroup } from './freeze.ts';
+import { activateConnection, withTheirFd } from './sockets.ts';
 
 export interface HeldTree {
   /** Host pids of the image's processes, in the image's order. */
@@ -19,35 +15,12 @@ export interface HeldTree {
   cgroup: string;
 }
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
-export function freezeCgroup(dir: string, timeoutMs = 2000): void {
-  writeFileSync(join(dir, 'cgroup.freeze'), '1');
-  const deadline = performance.now() + timeoutMs;
-  while (!/^frozen 1$/m.test(readFileSync(join(dir, 'cgroup.events'), 'utf8'))) {
-    if (performance.now() > deadline) throw new FerryError(ErrorCode.Timeout, `cgroup ${dir} did not freeze`);
-    Atomics.wait(sleeper, 0, 0, 0.2);
-  }
-}
-
 /** The tree runs. Never throws. */
-export function thawHeldTree(h: HeldTree): void {
-  try {
-    writeFileSync(join(h.cgroup, 'cgroup.freeze'), '0');
-  } catch {
-    // gone
-  }
-}
+export const thawHeldTree = (h: HeldTree): void => thawCgroup(h.cgroup);
 
 /** Rollback: the held tree dies. Never throws. */
 export function killHeldTree(h: HeldTree): void {
-  for (const pid of [...h.pids].reverse()) {
-    try {
-      killPid(pid, 9);
-    } catch {
-      // gone
-    }
-  }
+  signalQuiet([...h.pids].reverse(), 9);
   thawHeldTree(h);
 }
 

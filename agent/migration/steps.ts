@@ -8,11 +8,11 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_JSON } from '../../shared/image-format.ts';
 import type { StepBase } from '../../shared/migration.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
-import { killHeld, releaseHeld } from '../engine/freeze.ts';
+import { freezeCgroup, killHeld, releaseHeld } from '../engine/freeze.ts';
 import { listTasks, readStat } from '../engine/procfs.ts';
 import { prepareImageDir, readImage, writeImage } from '../engine/image-io.ts';
 import { buildProcess, createHusks, finishProcess, finishThreads, waitPidFree } from '../engine/restore.ts';
-import { activateHeldConnections, freezeCgroup, killHeldTree, thawHeldTree } from '../engine/hold.ts';
+import { activateHeldConnections, killHeldTree, thawHeldTree } from '../engine/hold.ts';
 import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
@@ -242,13 +242,13 @@ export class MigrationSteps {
         this.#learn(s.migrationId, c, performance.now() - t - out.report.durationMs);
         return { bytesTransferred: out.bytesTransferred, bytesOnWire: out.bytesOnWire };
       }
+      if (!s.endpoint) throw new FerryError(ErrorCode.InvalidRequest, `${s.migrationId}: no data stream to send on (no endpoint, no pre-copy session)`);
       prepareImageDir(m.imageDir);
       c.dumpMemory(m.imageDir);
       writeImage(m.imageDir, c.image());
       // The destination registers the workload under the same command line.
       writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
       if (m.netConfig) writeFileSync(path.join(m.imageDir, NETNS_FILE), JSON.stringify(m.netConfig));
-      if (!s.endpoint) throw new FerryError(ErrorCode.InvalidRequest, `${s.migrationId}: no data stream to send on (no endpoint, no pre-copy session)`);
       const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
       try {
         const stats = await sendImageDir(conn, m.imageDir);

@@ -61,6 +61,8 @@ export function runningCopies(w: LabWorkload): number[] {
     try {
       if (!readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(w.statusPath)) continue;
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      // The container's `unshare` shim carries the command line too; it holds namespaces, it is no copy.
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'unshare') continue;
       const state = stat.slice(stat.lastIndexOf(')') + 2)[0];
       if (state !== 'T' && state !== 't' && state !== 'Z') out.push(Number(d));
     } catch {

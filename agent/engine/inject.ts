@@ -3,11 +3,9 @@
 // page holds `syscall; int3`.
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { SYS } from '../ffi/libc.ts';
-import { type RegName, getRegs, getSigmask, setRegs, setSigmask, syscallStep, waitStop } from '../ffi/ptrace.ts';
+import { getRegs, loadSyscall, setRegs, syscallStep, waitStop, withSignalsBlocked } from '../ffi/ptrace.ts';
 import { SyscallError, vmRead } from '../ffi/syscalls.ts';
 import type { MapEntry } from './procfs.ts';
-
-const ARG_REGS: RegName[] = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'];
 
 /** Address of a `0f 05` (syscall) byte pair inside the task's [vdso]. */
 export function findSyscallSite(pid: number, maps: readonly MapEntry[]): bigint {
@@ -19,21 +17,13 @@ export function findSyscallSite(pid: number, maps: readonly MapEntry[]): bigint 
   throw new FerryError(ErrorCode.Unsupported, `pid ${pid}: no syscall instruction in [vdso]`, { details: { pid } });
 }
 
-const ALL_SIGNALS = (1n << 64n) - 1n;
-
 /**
  * One syscall by single-stepping the site; registers are restored afterwards. Returns the raw
  * result. Every signal is blocked meanwhile so a pending one (a timer firing during the
  * checkpoint) stays pending for the workload instead of being delivered into injected code.
  */
 export function injectStep(tid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number> = []): bigint {
-  const mask = getSigmask(tid);
-  setSigmask(tid, ALL_SIGNALS);
-  try {
-    return injectStepUnmasked(tid, site, nr, args);
-  } finally {
-    setSigmask(tid, mask);
-  }
+  return withSignalsBlocked(tid, () => injectStepUnmasked(tid, site, nr, args));
 }
 
 /**
@@ -43,13 +33,7 @@ export function injectStep(tid: number, site: bigint, nr: number, args: Readonly
  * the registers already restored, so an abandoned checkpoint cannot kill the workload.
  */
 function injectStepUnmasked(tid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number>): bigint {
-  const saved = getRegs(tid);
-  const r = saved.clone();
-  r.set('rip', site);
-  r.set('rax', nr);
-  r.set('orig_rax', -1);
-  ARG_REGS.forEach((name, i) => r.set(name, BigInt(args[i] ?? 0)));
-  setRegs(tid, r);
+  const saved = loadSyscall(tid, site, nr, args);
   try {
     for (const phase of ['entry', 'exit']) {
       syscallStep(tid);

@@ -205,25 +205,38 @@ export const poke = (pid: number, addr: bigint, word: bigint): void => void pt(P
  * afterwards. orig_rax = -1 stops the kernel from applying restart logic to the injected call.
  */
 export function injectAt(pid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number> = []): bigint {
-  // Pending signals stay pending: a signal-delivery stop in the middle would otherwise run handlers on injected state.
-  const mask = getSigmask(pid);
-  setSigmask(pid, (1n << 64n) - 1n);
+  return withSignalsBlocked(pid, () => injectUnmasked(pid, site, nr, args));
+}
+
+/**
+ * Runs fn with every signal of the task blocked, then puts its mask back: pending signals stay
+ * pending, since a signal-delivery stop in the middle would run handlers on injected state.
+ */
+export function withSignalsBlocked<T>(tid: number, fn: () => T): T {
+  const mask = getSigmask(tid);
+  setSigmask(tid, (1n << 64n) - 1n);
   try {
-    return injectUnmasked(pid, site, nr, args);
+    return fn();
   } finally {
-    setSigmask(pid, mask);
+    setSigmask(tid, mask);
   }
 }
 
-function injectUnmasked(pid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number>): bigint {
-  const saved = getRegs(pid);
+/** The task's registers set up to make syscall nr with args at site; returns the originals to put back. */
+export function loadSyscall(tid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number>): Regs {
+  const saved = getRegs(tid);
   const r = saved.clone();
   r.set('rip', site);
   r.set('rax', nr);
   r.set('orig_rax', -1);
   const argRegs: RegName[] = ['rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'];
   argRegs.forEach((name, i) => r.set(name, BigInt(args[i] ?? 0)));
-  setRegs(pid, r);
+  setRegs(tid, r);
+  return saved;
+}
+
+function injectUnmasked(pid: number, site: bigint, nr: number, args: ReadonlyArray<bigint | number>): bigint {
+  const saved = loadSyscall(pid, site, nr, args);
   try {
     cont(pid);
     for (;;) {

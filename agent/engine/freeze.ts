@@ -214,7 +214,16 @@ export class FrozenTree {
           if (err instanceof FerryError && err.code === ErrorCode.Timeout) continue;
           throw err;
         }
-        if (s.exited || s.signaled) throw new FerryError(ErrorCode.Internal, `task ${tid} died while stopping`, { details: { tid } });
+        if (s.exited || s.signaled) {
+          // A thread that was already on its way out (a worker being joined) finishes exiting once
+          // the cgroup thaws: it is simply not part of the checkpoint. A whole process is.
+          if (tid !== this.tasks.get(tid) && s.exited) {
+            this.tasks.delete(tid);
+            pending.delete(tid);
+            continue;
+          }
+          throw new FerryError(ErrorCode.Internal, `task ${tid} died while stopping`, { details: { tid } });
+        }
         if (s.event === PTEV.STOP && (s.sig === SIGSTOP || s.sig === 20 || s.sig === 21 || s.sig === 22)) pending.delete(tid);
         else if (s.event === PTEV.STOP) cont(tid);
         else cont(tid, s.sig); // signal-delivery stop: deliver (SIGSTOP starts the group stop)

@@ -6,19 +6,21 @@
 // A daemon is stopped at an exact step by a fault point (FERRY_FAULT, shared/fault.ts): it
 // crashes itself there, or, to kill a daemon that is idle in a phase, the busy one stalls at its
 // step while the test kills the idle one. Victims stay down longer than the coordinator's
-// host-lost threshold (3 s), so their loss is always seen.
+// host-lost threshold (3 s), so their loss is always seen; a stall lasts long enough for the test
+// to kill the victim and see the coordinator notice it before the stalled step goes on.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { HostView } from '../../shared/protocol.ts';
+import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
 
 const env = { FERRY_LAB: 'itfault' };
 // Down long enough for the coordinator to see the loss (3 s without heartbeats, checked each second).
 const DOWN_MS = 5_000;
-const STALL = 'sleep:7000';
+const STALL = 'sleep:15000';
 
 type Role = 'coordinator' | 'source' | 'destination';
 interface Scenario {
@@ -63,7 +65,6 @@ const scenarios: Scenario[] = [
 
 describe('fault injection: a daemon killed in every phase of a migration', () => {
   let w: LabWorkload;
-  let at = 'h1';
 
   const daemonOf = (r: Role, from: string, to: string) => (r === 'coordinator' ? 'coordinator' : r === 'source' ? from : to);
 
@@ -89,6 +90,25 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     }
   }
 
+  /** The coordinator's view says the host's agent is lost. */
+  async function seenLost(host: string): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const r = await ferry(['hosts', '--json'], env);
+      if (r.code === 0 && (JSON.parse(r.stdout) as HostView[]).some((h) => h.name === host && !h.alive)) return;
+      if (Date.now() > deadline) throw new Error(`coordinator never saw ${host} lost: ${r.stderr}`);
+      await sleep(200);
+    }
+  }
+
+  /** Where the workload runs now, so that one failed scenario does not mislead the next ones. */
+  async function hostOfWorkload(): Promise<string> {
+    const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
+    const mine = ps.filter((p) => p.name === w.name && p.state === 'running');
+    expect(mine.length, `${w.name} runs on ${mine.map((p) => p.host).join(',') || 'no host'}`).toBe(1);
+    return mine[0]!.host;
+  }
+
   async function current(): Promise<MigrationView | undefined> {
     const r = await ferry(['history', '--json'], env);
     return r.code === 0 ? (JSON.parse(r.stdout) as MigrationView[]).find((v) => v.workload === w.name && v.outcome === null) : undefined;
@@ -104,7 +124,8 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
   });
 
   it.each(scenarios)('$victim killed in $phase ($fault): $outcome', async (s) => {
-    const from = at;
+    await clusterReady();
+    const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
     const victim = daemonOf(s.victim, from, to);
     const armed = daemonOf(s.armed ?? s.victim, from, to);
@@ -127,6 +148,7 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
         await sleep(100);
       }
       await ferry(['lab', 'kill', victim], env);
+      await seenLost(victim);
     }
     await sleep(DOWN_MS);
     expect((await ferry(['lab', 'start', victim], env)).code).toBe(0);
@@ -140,16 +162,16 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     if (s.victim !== 'coordinator') expect(v.agentsLost.map((a) => a.role)).toContain(s.victim);
     if (s.outcome === 'rolledBack') expect(v.error).toMatchObject({ kind: expect.stringMatching(/^(agentLost|error|timeout)$/) });
 
-    at = s.outcome === 'completed' ? to : from;
     // ps asks every agent: wait until the restarted one answers again.
     await clusterReady();
-    await expectRunsOnceOn(env, w, at);
+    await expectRunsOnceOn(env, w, s.outcome === 'completed' ? to : from);
     // Leave no stalled fault armed for the next scenario.
     if (armed !== victim) await restart(armed);
   });
 
   it('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
-    const from = at;
+    await clusterReady();
+    const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
     // The leader gets the crash point; the standby starts after it holds the lease.
     await restart('coordinator', 'coordinator:transfer:after');
@@ -163,7 +185,6 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     const v = JSON.parse(r.stdout) as MigrationView;
     expect(v.outcome, JSON.stringify(v.error)).toBe('completed');
     expect((await ferryJson<LabStatus>(['lab', 'status'], env)).coordinator2?.running).toBe(true);
-    at = to;
-    await expectRunsOnceOn(env, w, at);
+    await expectRunsOnceOn(env, w, to);
   });
 });

@@ -2,7 +2,7 @@
 // goes to the agent of the host that runs (or will run) the workload.
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { allocateAddress } from '../shared/netns.ts';
-import type { RunRequest, WorkloadInfo } from '../shared/workload.ts';
+import type { RunRequest, WorkloadInfo, WorkloadListing } from '../shared/workload.ts';
 import type { AgentClient } from './agents.ts';
 import type { ClusterView } from './cluster.ts';
 
@@ -15,15 +15,35 @@ export class WorkloadDirectory {
     private readonly agents: AgentClient,
   ) {}
 
-  /** Every workload on every live host, sorted by name. */
-  async list(): Promise<WorkloadInfo[]> {
+  /** Every workload on every live host, sorted by name, and the live hosts that did not answer. */
+  async list(): Promise<WorkloadListing> {
     const live = this.cluster.hosts().filter((h) => h.alive);
-    const lists = await Promise.all(live.map((h) => this.agents.call(h.name, 'workloads', {}).catch(() => [] as WorkloadInfo[])));
-    return lists.flat().sort((a, b) => a.name.localeCompare(b.name));
+    const answers = await Promise.allSettled(live.map((h) => this.agents.call(h.name, 'workloads', {})));
+    const listing: WorkloadListing = { workloads: [], unanswered: [] };
+    answers.forEach((a, i) => {
+      if (a.status === 'fulfilled') listing.workloads.push(...a.value);
+      else listing.unanswered.push({ host: live[i]!.name, error: FerryError.from(a.reason).message });
+    });
+    listing.workloads.sort((a, b) => a.name.localeCompare(b.name));
+    return listing;
+  }
+
+  /** The whole list, or an error naming the hosts that did not answer: a decision must not rest on part of the cluster. */
+  async #complete(purpose: string): Promise<WorkloadInfo[]> {
+    const { workloads, unanswered } = await this.list();
+    if (unanswered.length > 0) {
+      const who = unanswered.map((u) => `${u.host} (${u.error})`).join(', ');
+      throw new FerryError(ErrorCode.Unavailable, `cannot ${purpose}: ${unanswered.length === 1 ? 'host' : 'hosts'} ${who} did not answer`);
+    }
+    return workloads;
   }
 
   async find(name: string): Promise<WorkloadInfo> {
-    const found = (await this.list()).filter((w) => w.name === name && w.state !== 'exited');
+    const { workloads, unanswered } = await this.list();
+    const found = workloads.filter((w) => w.name === name && w.state !== 'exited');
+    if (found.length === 0 && unanswered.length > 0) {
+      throw new FerryError(ErrorCode.Unavailable, `no live host that answered runs "${name}"; ${unanswered.map((u) => u.host).join(', ')} did not answer`);
+    }
     if (found.length === 0) throw new FerryError(ErrorCode.NotFound, `no running workload named "${name}"`);
     if (found.length > 1) throw new FerryError(ErrorCode.Internal, `workload "${name}" runs on ${found.map((w) => w.host).join(' and ')}`);
     return found[0]!;
@@ -31,7 +51,7 @@ export class WorkloadDirectory {
 
   async run(host: string, req: RunRequest): Promise<WorkloadInfo> {
     this.requireAlive(host);
-    const all = await this.list();
+    const all = await this.#complete(`check that "${req.name}" and its address are unique`);
     const clash = all.find((w) => w.name === req.name && w.state !== 'exited');
     if (clash) throw new FerryError(ErrorCode.InvalidRequest, `a workload named "${req.name}" already runs on ${clash.host}`);
     // Every workload's address is unique in the cluster: the coordinator is the one place that sees them all.

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
-import { RunOnHost, RunRequest, WorkloadInfo, WorkloadRef } from './workload.ts';
+import { RunOnHost, RunRequest, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
   DoneReply,
   FreezeReply,
@@ -108,7 +108,7 @@ export const agentApi = {
 export const coordinatorApi = {
   hosts: endpoint(Empty, z.array(HostView)),
   run: endpoint(RunOnHost, WorkloadInfo, 20_000),
-  ps: endpoint(Empty, z.array(WorkloadInfo), 10_000),
+  ps: endpoint(Empty, WorkloadListing, 10_000),
   stop: endpoint(WorkloadRef, WorkloadInfo, 15_000),
   migrate: endpoint(MigrateRequest, MigrationView, 10_000),
   status: endpoint(StatusRequest, z.array(MigrationView)),

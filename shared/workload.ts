@@ -26,6 +26,13 @@ export const WorkloadInfo = z.strictObject({
 });
 export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 
+/** Every workload the live hosts reported, and the live hosts that did not answer (their workloads are missing from the list). */
+export const WorkloadListing = z.strictObject({
+  workloads: z.array(WorkloadInfo),
+  unanswered: z.array(z.strictObject({ host: HostName, error: z.string() })),
+});
+export type WorkloadListing = z.infer<typeof WorkloadListing>;
+
 export const RunRequest = z.strictObject({
   name: WorkloadName,
   // Arguments may be empty (`--save ''`); the program name may not.

@@ -6,7 +6,7 @@ import { subjects } from '../../shared/subjects.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
-import { action, printResult } from '../output.ts';
+import { action, ExitCode, printResult } from '../output.ts';
 
 const renderOne = (w: WorkloadInfo) => `${w.name} ${w.state} on ${w.host} (pid ${w.rootPid ?? '-'}, ${w.pids.length} processes${w.address ? `, address ${w.address}` : ''})`;
 
@@ -47,13 +47,16 @@ export function registerWorkloads(program: Command): void {
 
   program
     .command('ps')
-    .description('list workloads on every live host')
+    .description('list workloads on every live host (exit code 4 when a live host did not answer: the list lacks its workloads)')
     .option('--json', 'print as JSON')
     .option('--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)')
     .action(
       action(async (opts: { json?: boolean; nats?: string }) => {
-        const ws = await withCluster(opts, (nc) => call(nc, subjects.coordinator('ps'), coordinatorApi.ps, {}));
-        printResult(!!opts.json, ws, renderList);
+        const { workloads, unanswered } = await withCluster(opts, (nc) => call(nc, subjects.coordinator('ps'), coordinatorApi.ps, {}));
+        printResult(!!opts.json, workloads, renderList);
+        // The list stays what scripts parse; a partial one says so on stderr and in the exit code.
+        for (const u of unanswered) process.stderr.write(`ferry: host ${u.host} did not answer, its workloads are missing: ${u.error}\n`);
+        if (unanswered.length > 0) process.exitCode = ExitCode.Unavailable;
       }),
     );
 

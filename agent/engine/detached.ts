@@ -18,10 +18,11 @@ export function spawnDetached(argv: readonly string[], opts: DetachedOptions = {
   // The background job is not a process-group leader, so setsid execs in place and $! stays right.
   // Descriptors the agent inherited from its own parent must not leak into the workload or husk.
   const closeInherited = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; ';
-  const script = `${closeInherited}${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$FERRY_LOG" 2>&1 & echo $!`;
-  const r = spawnSync('/bin/bash', ['-c', script, 'ferry-spawn', ...argv], {
+  // The log path travels as $1, not in the environment, so that the workload's environment is exactly what it was given.
+  const script = `${closeInherited}log=$1; shift; ${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$log" 2>&1 & echo $!`;
+  const r = spawnSync('/bin/bash', ['-c', script, 'ferry-spawn', out, ...argv], {
     cwd: opts.cwd,
-    env: { ...(opts.env ?? process.env), FERRY_LOG: out },
+    env: opts.env ?? process.env,
     encoding: 'utf8',
   });
   const pid = Number.parseInt(r.stdout.trim(), 10);

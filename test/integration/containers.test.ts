@@ -23,7 +23,7 @@ describe('containers', () => {
   it('runs a workload in its own namespaces, lists it, and stops it', async () => {
     // The workload counts into a file of its own; its progress proves it runs.
     const out = `/tmp/ferry-it-counter-${process.pid}`;
-    const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'ctr', '--', '/bin/sh', '-c', `i=0; while :; do i=$((i+1)); echo $i > ${out}; sleep 0.05; done`], env);
+    const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'ctr', '--env', 'GREETING=hi', '--', '/bin/sh', '-c', `i=0; while :; do i=$((i+1)); echo $i > ${out}; sleep 0.05; done`], env);
     expect(w.host).toBe('h2');
     expect(w.rootPid).toBeGreaterThan(1);
     const root = w.rootPid!;
@@ -33,6 +33,10 @@ describe('containers', () => {
     expect(readFileSync(`/proc/${root}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
     expect(w.cgroup).toContain('/ferry-lab/itcont/h2/ctr');
     expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain('/ferry-lab/itcont/h2/ctr');
+    // Its environment is what it was given (and the lab's mark), nothing of the agent's.
+    const environ = readFileSync(`/proc/${root}/environ`, 'latin1').split('\0');
+    expect(environ).toContain('GREETING=hi');
+    expect(environ.filter((v) => v.startsWith('FERRY_')).map((v) => v.split('=')[0])).toEqual(['FERRY_LAB_MEMBER']);
 
     await sleep(300);
     const first = Number(readFileSync(out, 'utf8'));

@@ -5,7 +5,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
 import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf } from './sockets.ts';
-import { fdTarget, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
+import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 const KCMP_FILE = 0;
 
@@ -38,7 +38,9 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
   let st;
   try {
     st = statSync(`/proc/${pid}/fd/${fd}`);
-  } catch {
+  } catch (err) {
+    // ENOENT: the fd itself is gone (closed under the look); the caller knows whether that can happen.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
     return { unsupported: 'unreachable file' };
   }
   if (st.isFile()) return { kind: 'file' };
@@ -89,8 +91,19 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
     }
   }
   for (const fd of listFds(pid)) {
-    const k = fdKind(pid, fd);
-    if ('unsupported' in k) add(`fd ${fd}`, k.unsupported, k.detail ?? fdTarget(pid, fd));
+    // A running workload opens and closes fds while we look: one that was closed (or replaced)
+    // under the look is skipped, since the check after the freeze sees the fds as they stay.
+    const target = targetOrNull(pid, fd);
+    if (target === null) continue;
+    let k: ReturnType<typeof fdKind>;
+    try {
+      k = fdKind(pid, fd);
+    } catch (err) {
+      // ENOENT from /proc of a live process: this fd was closed under the look (maybe reopened).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !isGone(pid)) continue;
+      throw err;
+    }
+    if ('unsupported' in k && targetOrNull(pid, fd) === target) add(`fd ${fd}`, k.unsupported, k.detail ?? target);
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
@@ -102,6 +115,15 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
     else if (m.path.startsWith('[') && !SPECIAL.has(m.path) && !m.path.startsWith('[anon:') && !m.path.startsWith('[stack:')) add(where, 'special mapping', m.path);
   }
   return out;
+}
+
+/** Where the fd points, or null once it is closed. */
+function targetOrNull(pid: number, fd: number): string | null {
+  try {
+    return fdTarget(pid, fd);
+  } catch {
+    return null;
+  }
 }
 
 /** A connected unix socket can travel only when its peer is inside the tree too. */
@@ -197,7 +219,7 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
     } catch (err) {
       // A child that exited meanwhile is no problem (the freeze lists the tree again); the root is.
       if (pid !== pids[0] && vanished(err, pid)) continue;
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && isGone(pid)) throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
       throw err;
     }
   }

@@ -1,8 +1,8 @@
 // Process trees: every process restored with its pid under its own parent, process groups and
 // sessions as they were, and pipes between them carrying the bytes that were in flight.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { checkpoint } from '../../agent/engine/checkpoint.ts';
+import { checkpoint, preflightTree } from '../../agent/engine/checkpoint.ts';
 import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode } from '../../shared/errors.ts';
@@ -130,6 +130,14 @@ describe('engine: process trees', () => {
       await waitTick(w, at + 60);
       expect(kids()).toEqual([child]);
     }
+  });
+
+  it('preflight of a workload that opens and closes files all the time passes (fds closed under the look are skipped)', async () => {
+    // Several threads so that fds come and go while preflight walks /proc/PID/fd.
+    const w = startPlain(['python3', '-c', "import threading\ndef churn():\n  while True: open('/dev/null').close()\nfor _ in range(3): threading.Thread(target=churn).start()"]);
+    await waitFor('4 threads', () => readdirSync(`/proc/${w}/task`).length === 4);
+    for (let i = 0; i < 300; i++) expect(preflightTree(w).pids).toEqual([w]);
+    expect(alive(w)).toBe(true);
   });
 
   it('refuses an inotify fd in the preflight, naming pid, fd and kind, and leaves the workload running', async () => {

@@ -217,10 +217,10 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
     try {
       problems.push(...preflightProcess(pid, opts));
     } catch (err) {
+      if (!vanished(err, pid)) throw err;
       // A child that exited meanwhile is no problem (the freeze lists the tree again); the root is.
-      if (pid !== pids[0] && vanished(err, pid)) continue;
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && isGone(pid)) throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
-      throw err;
+      if (pid !== pids[0]) continue;
+      throw new FerryError(ErrorCode.NotFound, `process ${pid} does not exist`, { details: { pid } });
     }
   }
   if (problems.length === 0) {

@@ -2,23 +2,18 @@
 // ipc and time namespaces, registered with their host's agent.
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { useLab } from './helpers/lab.ts';
 
 const env = { FERRY_LAB: 'itcont' };
 const ns = (pid: number, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
 
 
 describe('containers', () => {
-  beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
-  });
-  afterAll(async () => {
-    await ferry(['lab', 'down'], env);
-  });
+  useLab(env);
 
   it('runs a workload in its own namespaces, lists it, and stops it', async () => {
     // The workload counts into a file of its own; its progress proves it runs.

@@ -16,6 +16,7 @@ import { agentApi, replyEnvelope, type HostView } from '../../shared/protocol.ts
 import { decode, encode } from '../../shared/rpc.ts';
 import { serviceNames, subjects } from '../../shared/subjects.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { freshLab } from './helpers/lab.ts';
 
 const env = { FERRY_LAB: 'itlab' };
 // The machine's own namespace, held open before this test's main thread joins the lab's.
@@ -31,8 +32,7 @@ describe('lab and cluster membership', () => {
   const addrsBefore = rootAddrs();
 
   beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    lab = await ferryJson<LabStatus>(['lab', 'up', '--hosts', '3'], env);
+    lab = await freshLab(env, 3);
     joinNetns(lab.clientNamespace);
     nc = await connectNats({ servers: [lab.natsUrl], name: 'lab-test', persistent: false });
   });

@@ -6,11 +6,12 @@
 // speed.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { allAlive, useLab } from './helpers/lab.ts';
 import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
 import { uffdRegistered } from './helpers/precopy.ts';
 
@@ -60,13 +61,7 @@ function expectUntracked(pid: number): void {
 }
 
 describe('live migration', () => {
-  beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
-  });
-  afterAll(async () => {
-    await ferry(['lab', 'down'], env);
-  });
+  useLab(env);
 
   const kinds: [WorkloadName, string[]][] = [
     ['threads-avx', []],
@@ -115,7 +110,7 @@ describe('live migration', () => {
       await ferry(['lab', 'kill', h], env);
       expect((await ferry(['lab', 'start', h, '--env', 'FERRY_DIRTY_TRACKING=hash'], env)).code).toBe(0);
     }
-    await waitAlive();
+    await allAlive(env);
     try {
       const w = await runOnLab(env, 'h1', 'memwriter', 'hashed', ['64', '20', 'hotset']);
       while (status(w)?.phase !== 'running') await sleep(100);
@@ -129,7 +124,7 @@ describe('live migration', () => {
         await ferry(['lab', 'kill', h], env);
         await ferry(['lab', 'start', h], env);
       }
-      await waitAlive();
+      await allAlive(env);
     }
   });
 
@@ -183,12 +178,3 @@ describe('live migration', () => {
   });
 });
 
-async function waitAlive(): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const r = await ferry(['hosts', '--json'], env);
-    if (r.code === 0 && (JSON.parse(r.stdout) as { alive: boolean }[]).every((h) => h.alive)) return;
-    if (Date.now() > deadline) throw new Error(`lab not ready: ${r.stderr}`);
-    await sleep(200);
-  }
-}

@@ -12,9 +12,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { MigrationView } from '../../shared/migration.ts';
-import type { HostView } from '../../shared/protocol.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { allAlive, freshLab, untilHosts } from './helpers/lab.ts';
 import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
 
 const env = { FERRY_LAB: 'itfault' };
@@ -79,28 +79,6 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     return daemon === 'coordinator' ? s.coordinator.running : (s.hosts.find((h) => h.name === daemon)?.agent.running ?? false);
   }
 
-  /** Both agents alive in the coordinator's view (which also means a coordinator leads). */
-  async function clusterReady(): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const r = await ferry(['hosts', '--json'], env);
-      if (r.code === 0 && (JSON.parse(r.stdout) as HostView[]).every((h) => h.alive)) return;
-      if (Date.now() > deadline) throw new Error(`lab not ready: ${r.stderr}`);
-      await sleep(200);
-    }
-  }
-
-  /** The coordinator's view says the host's agent is lost. */
-  async function seenLost(host: string): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const r = await ferry(['hosts', '--json'], env);
-      if (r.code === 0 && (JSON.parse(r.stdout) as HostView[]).some((h) => h.name === host && !h.alive)) return;
-      if (Date.now() > deadline) throw new Error(`coordinator never saw ${host} lost: ${r.stderr}`);
-      await sleep(200);
-    }
-  }
-
   /** Where the workload runs now, so that one failed scenario does not mislead the next ones. */
   async function hostOfWorkload(): Promise<string> {
     const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
@@ -115,8 +93,7 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
   }
 
   beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
+    await freshLab(env);
     w = await runOnLab(env, 'h1', 'memwriter', 'mw', ['16', '10', 'random']);
   });
   afterAll(async () => {
@@ -124,13 +101,13 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
   });
 
   it.each(scenarios)('$victim killed in $phase ($fault): $outcome', async (s) => {
-    await clusterReady();
+    await allAlive(env);
     const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
     const victim = daemonOf(s.victim, from, to);
     const armed = daemonOf(s.armed ?? s.victim, from, to);
     await restart(armed, s.fault);
-    await clusterReady();
+    await allAlive(env);
 
     const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
     if (armed === victim) {
@@ -148,7 +125,7 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
         await sleep(100);
       }
       await ferry(['lab', 'kill', victim], env);
-      await seenLost(victim);
+      await untilHosts(env, `the coordinator sees ${victim} lost`, (hs) => hs.some((h) => h.name === victim && !h.alive));
     }
     await sleep(DOWN_MS);
     expect((await ferry(['lab', 'start', victim], env)).code).toBe(0);
@@ -163,19 +140,19 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     if (s.outcome === 'rolledBack') expect(v.error).toMatchObject({ kind: expect.stringMatching(/^(agentLost|error|timeout)$/) });
 
     // ps asks every agent: wait until the restarted one answers again.
-    await clusterReady();
+    await allAlive(env);
     await expectRunsOnceOn(env, w, s.outcome === 'completed' ? to : from);
     // Leave no stalled fault armed for the next scenario.
     if (armed !== victim) await restart(armed);
   });
 
   it('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
-    await clusterReady();
+    await allAlive(env);
     const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
     // The leader gets the crash point; the standby starts after it holds the lease.
     await restart('coordinator', 'coordinator:transfer:after');
-    await clusterReady();
+    await allAlive(env);
     expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
     await sleep(1_000);
     const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { freshLab } from './helpers/lab.ts';
 import { LabClient, clientNamespace, inClient } from './helpers/lab-clients.ts';
 
 const env = { FERRY_LAB: 'itnetmig' };
@@ -49,8 +50,7 @@ describe('network handoff: services keep their address and their connections', (
   let ns: string;
 
   beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
+    await freshLab(env);
     ns = await clientNamespace(env);
   });
   afterAll(async () => {

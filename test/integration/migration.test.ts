@@ -3,11 +3,12 @@
 // cannot carry is refused at preflight, before anything is frozen, and the workload runs on.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { useLab } from './helpers/lab.ts';
 import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
 
 const env = { FERRY_LAB: 'itmig' };
@@ -21,13 +22,7 @@ async function migrate(name: string, to: string): Promise<MigrationView> {
 }
 
 describe('migration through the coordinator', () => {
-  beforeAll(async () => {
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
-  });
-  afterAll(async () => {
-    await ferry(['lab', 'down'], env);
-  });
+  useLab(env);
 
   it('moves a multi-threaded workload (AVX state in every thread) to h2 and back, its own checks passing', async () => {
     const w = await runOnLab(env, 'h1', 'threads-avx', 'avx', ['4']);

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../agent/net/handle.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { freshLab } from './helpers/lab.ts';
 
 const env = { FERRY_LAB: 'itnet' };
 const execFileP = promisify(execFile);
@@ -62,8 +63,7 @@ describe('workload networks', () => {
 
   beforeAll(async () => {
     writeFileSync(join(site, 'hello.txt'), 'hello from a workload\n');
-    await ferry(['lab', 'down'], env);
-    await ferryJson(['lab', 'up', '--hosts', '2'], env);
+    await freshLab(env);
   });
   afterAll(async () => {
     await ferry(['lab', 'down'], env);

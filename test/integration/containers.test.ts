@@ -6,9 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { useLab } from './helpers/lab.ts';
+import { useLab, labEnv } from './helpers/lab.ts';
 
-const env = { FERRY_LAB: 'itcont' };
+const env = labEnv('itcont');
 const ns = (pid: number, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
 
 

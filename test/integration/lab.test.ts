@@ -16,9 +16,9 @@ import { agentApi, replyEnvelope, type HostView } from '../../shared/protocol.ts
 import { decode, encode } from '../../shared/rpc.ts';
 import { serviceNames, subjects } from '../../shared/subjects.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { freshLab } from './helpers/lab.ts';
+import { freshLab, labEnv } from './helpers/lab.ts';
 
-const env = { FERRY_LAB: 'itlab' };
+const env = labEnv('itlab');
 // The machine's own namespace, held open before this test's main thread joins the lab's.
 const ownNetns = `/proc/${process.pid}/fd/${openSync('/proc/thread-self/ns/net', 'r')}`;
 const inOwnNetns = (...args: string[]) => execFileSync('nsenter', [`--net=${ownNetns}`, 'ip', ...args], { encoding: 'utf8' });

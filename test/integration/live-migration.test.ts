@@ -11,11 +11,11 @@ import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { allAlive, useLab } from './helpers/lab.ts';
+import { allAlive, useLab, labEnv } from './helpers/lab.ts';
 import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
 import { uffdRegistered } from './helpers/precopy.ts';
 
-const env = { FERRY_LAB: 'itlive' };
+const env = labEnv('itlive');
 
 async function migrate(name: string, to: string, extra: string[] = []): Promise<MigrationView> {
   const r = await ferry(['migrate', name, '--to', to, '--json', ...extra], env);

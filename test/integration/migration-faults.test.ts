@@ -14,10 +14,10 @@ import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { allAlive, freshLab, untilHosts } from './helpers/lab.ts';
+import { allAlive, freshLab, untilHosts, labEnv } from './helpers/lab.ts';
 import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
 
-const env = { FERRY_LAB: 'itfault' };
+const env = labEnv('itfault');
 // Down long enough for the coordinator to see the loss (3 s without heartbeats, checked each second).
 const DOWN_MS = 5_000;
 const STALL = 'sleep:15000';

@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { freshLab } from './helpers/lab.ts';
+import { freshLab, labEnv } from './helpers/lab.ts';
 import { LabClient, clientNamespace, inClient } from './helpers/lab-clients.ts';
 
-const env = { FERRY_LAB: 'itnetmig' };
+const env = labEnv('itnetmig');
 
 interface RedisStats {
   ok: number;

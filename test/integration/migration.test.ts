@@ -8,10 +8,10 @@ import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { useLab } from './helpers/lab.ts';
+import { useLab, labEnv } from './helpers/lab.ts';
 import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
 
-const env = { FERRY_LAB: 'itmig' };
+const env = labEnv('itmig');
 
 async function migrate(name: string, to: string): Promise<MigrationView> {
   const r = await ferry(['migrate', name, '--to', to, '--json'], env);

@@ -11,9 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostVethName } from '../../agent/net/handle.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { freshLab } from './helpers/lab.ts';
+import { freshLab, labEnv } from './helpers/lab.ts';
 
-const env = { FERRY_LAB: 'itnet' };
+const env = labEnv('itnet');
 const execFileP = promisify(execFile);
 const PY = '/usr/bin/python3';
 const netnsOf = (pid: number) => readlinkSync(`/proc/${pid}/ns/net`);

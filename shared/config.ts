@@ -13,12 +13,24 @@ const Nats = z.strictObject({
   name: z.string().optional(),
 });
 
+/** PEM files of one identity issued by the operator's CA (see deploy/pki/certs.ts). */
+export const TlsFiles = z.strictObject({
+  /** The CA certificate that every peer's certificate must chain to. */
+  ca: z.string().min(1),
+  cert: z.string().min(1),
+  /** Private key; readable by this daemon alone. */
+  key: z.string().min(1),
+});
+export type TlsFiles = z.infer<typeof TlsFiles>;
+
 export const AgentConfig = z.strictObject({
   /** This host's name in the cluster. */
   name: HostName,
   /** This host's address on the cluster network (data-plane listeners bind here). */
   address: z.string().min(1),
   nats: Nats.prefault({}),
+  /** This agent's identity (certificate CN agent.<name>), which it shows to peer agents on the data stream. */
+  tls: TlsFiles.optional(),
   heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
   /** Where this agent's workload cgroups live, relative to the cgroup v2 root (default ferry/<name>). */
   cgroupParent: z.string().regex(/^[a-zA-Z0-9_./-]+$/).optional(),

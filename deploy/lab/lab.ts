@@ -7,6 +7,7 @@ import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig } from '../../shared/config.ts';
 import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
+import { labAgentTls } from './pki.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
 import { startAgent, startCoordinator, startNats } from './daemons.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from './processes.ts';
@@ -124,6 +125,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         name,
         address: l.hostAddress(i),
         nats: { servers: [l.natsUrl] },
+        tls: labAgentTls(l, name, l.hostAddress(i)),
         stateDir: path.join(l.dir, 'agents', name),
         cgroupParent: labCgroupParent(l, name),
         // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.

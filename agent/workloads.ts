@@ -7,7 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/workload.ts';
+import { parseRecord } from '../shared/records.ts';
 import { spawnDetached } from './engine/detached.ts';
+import { setAsideFile } from './quarantine.ts';
 import { isGone, listChildren } from './engine/procfs.ts';
 import { cgroup2Root } from './probes.ts';
 import { type WorkloadNetwork, createWorkloadNetns, removeWorkloadNetns } from './net/workload.ts';
@@ -19,7 +21,6 @@ const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: 
   netns: z.string().nullable().default(null),
 });
 type Entry = z.infer<typeof Entry>;
-const Registry = z.array(Entry);
 
 const alive = (pid: number | null): boolean => pid !== null && !isGone(pid);
 
@@ -61,9 +62,34 @@ export class Workloads {
   ) {
     mkdirSync(path.join(stateDir, 'workloads'), { recursive: true });
     this.#file = path.join(stateDir, 'workloads.json');
-    if (existsSync(this.#file)) for (const e of Registry.parse(JSON.parse(readFileSync(this.#file, 'utf8')))) this.#entries.set(e.name, e);
+    if (existsSync(this.#file)) this.#load();
     const root = cgroup2Root();
     this.#cgroupBase = root ? path.join(root, cgroupParent) : null;
+  }
+
+  /**
+   * Reads the registry, each entry validated on its own: a bad entry is left out, a file that is
+   * no list at all is set aside whole (agent/quarantine.ts). The agent starts either way; what
+   * was left out is reported, and its workloads are no longer this agent's.
+   */
+  #load(): void {
+    const parsed = parseRecord(z.array(z.unknown()), readFileSync(this.#file, 'utf8'));
+    if (!parsed.ok) {
+      setAsideFile(path.dirname(this.#file), path.basename(this.#file), parsed.reason, 'the registry starts empty');
+      return;
+    }
+    const bad: unknown[] = [];
+    for (const raw of parsed.value) {
+      const e = Entry.safeParse(raw);
+      if (e.success) this.#entries.set(e.data.name, e.data);
+      else bad.push(raw);
+    }
+    if (bad.length === 0) return;
+    // The bad entries are kept in a file of their own beside it, then reported and left out.
+    const file = `${path.basename(this.#file)}.bad-entries`;
+    writeFileSync(path.join(path.dirname(this.#file), file), JSON.stringify(bad, null, 2));
+    setAsideFile(path.dirname(this.#file), file, `${bad.length} registry entr${bad.length === 1 ? 'y' : 'ies'} failed the schema`, 'left out of the registry');
+    this.#save();
   }
 
   #save(): void {

@@ -15,6 +15,8 @@ export interface ActorDeps {
   agents: AgentClient;
   store: MigrationStore;
   facts: (host: string) => HostFacts | undefined;
+  /** Whether a host's agent heartbeats (the cluster view). */
+  alive: (host: string) => boolean;
   now: () => number;
 }
 
@@ -116,8 +118,15 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       // The source first: its workload must run again. The destination's copy is stopped and can
       // never be resumed now that the decision says aborted, so discarding it may wait for a retry.
       await d.agents.call(input.source, 'mig.thaw', step(input, input.destination), { signal });
-      await d.agents.call(input.destination, 'mig.discard', step(input, input.source), { signal });
-      return { decision: 'aborted' };
+      try {
+        await d.agents.call(input.destination, 'mig.discard', step(input, input.source), { signal });
+      } catch (err) {
+        // A lost destination is not waited for: the decision says aborted, and the agent, when it
+        // returns, discards its half on its own once it reads that (agent/migration/reconcile.ts).
+        if (d.alive(input.destination) || signal.aborted) throw err;
+        return { decision: 'aborted', destination: 'leftToItself' };
+      }
+      return { decision: 'aborted', destination: 'discarded' };
     },
   };
   // Each actor can be made to crash its coordinator before or after its work (shared/fault.ts).

@@ -4,7 +4,10 @@
 import { EventEmitter } from 'node:events';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HostName } from '../shared/names.ts';
 import { Heartbeat, HostRecord, type HostView } from '../shared/protocol.ts';
+import { parseRecord } from '../shared/records.ts';
 import { decode } from '../shared/rpc.ts';
 import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
 import type { Logger } from '../shared/log.ts';
@@ -21,6 +24,8 @@ interface HostState {
 export interface ClusterEvents {
   hostAlive: [host: string];
   hostLost: [host: string];
+  /** A host record that failed its schema: skipped and left in place (its agent rewrites it when it starts). */
+  badRecord: [bad: { key: string; revision: number; raw: Uint8Array; reason: string }];
 }
 
 export class ClusterView extends EventEmitter<ClusterEvents> {
@@ -28,6 +33,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   #kv: KV | null = null;
   #sub: Subscription | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -56,6 +62,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   }
 
   stop(): void {
+    this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#sub?.unsubscribe();
   }
@@ -73,21 +80,31 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     return this.#hosts.get(host)?.alive ?? false;
   }
 
+  /** Follows the hosts bucket for as long as the view runs, watching again after a NATS outage ends the watch. */
   async #watchRecords(kv: KV): Promise<void> {
-    for await (const e of await kv.watch()) {
-      if (e.operation === 'PUT') this.#onRecord(e.key, e.value);
-      else this.#hosts.delete(e.key);
+    while (!this.#stopped) {
+      try {
+        for await (const e of await kv.watch()) {
+          if (this.#stopped) return;
+          if (e.operation === 'PUT') this.#onRecord(e.key, e.revision, e.value);
+          else this.#hosts.delete(e.key);
+        }
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'watch of the hosts bucket failed; watching again');
+      }
+      await sleep(1_000);
     }
   }
 
-  #onRecord(key: string, value: Uint8Array): void {
-    try {
-      const record = decode(HostRecord, value, `host record ${key}`);
-      const prev = this.#hosts.get(key);
-      this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false });
-    } catch (e) {
-      this.log.warn({ key, err: (e as Error).message }, 'ignored malformed host record');
+  #onRecord(key: string, revision: number, value: Uint8Array): void {
+    const parsed = parseRecord(HostRecord, value);
+    if (!parsed.ok || !HostName.safeParse(key).success) {
+      this.emit('badRecord', { key, revision, raw: value, reason: parsed.ok ? 'the key is not a host name' : parsed.reason });
+      return;
     }
+    const record = parsed.value;
+    const prev = this.#hosts.get(key);
+    this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false });
   }
 
   #onHeartbeat(hb: Heartbeat): void {

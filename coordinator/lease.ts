@@ -1,43 +1,48 @@
 // The leader lease: one coordinator drives migrations at a time. The lease is a KV record
-// renewed with compare-and-swap; a coordinator that fails to renew (another took over after
-// expiry, or KV is unreachable past the expiry) steps down at once.
+// renewed with compare-and-swap. A coordinator loses it when another took it over (its CAS
+// fails) or when it could not renew it before it expired (KV unreachable: NATS down, or this
+// process cut off); it then stops driving migrations (`lost`) and keeps trying to take the
+// lease again, as a standby does. A lease that expired unclaimed, or one still naming this
+// coordinator, is taken back at once (`acquired` again): after an outage the same process
+// carries on, without a restart.
 import { EventEmitter } from 'node:events';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LeaseRecord, parseRecord } from '../shared/records.ts';
 import { bucketOptions, buckets } from '../shared/subjects.ts';
+import type { RecordQuarantine } from './quarantine.ts';
 
 const KEY = 'coordinator';
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
-interface LeaseValue {
-  holder: string;
-  expiresAt: number;
-}
+type Renewal = 'renewed' | 'taken' | 'unreachable';
 
 export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: string] }> {
   #revision = 0;
   #held = false;
   #stopped = false;
+  /** When the lease we last wrote expires (our clock). */
+  #expiresAt = 0;
 
-  private constructor(
+  constructor(
     private readonly kv: KV,
     readonly holder: string,
     private readonly ttlMs: number,
+    private readonly quarantine: RecordQuarantine | null = null,
   ) {
     super();
   }
 
-  static async open(nc: NatsConnection, holder: string, ttlMs: number): Promise<LeaderLease> {
-    return new LeaderLease(await new Kvm(nc).create(buckets.leases, bucketOptions.leases), holder, ttlMs);
+  static async open(nc: NatsConnection, holder: string, ttlMs: number, quarantine: RecordQuarantine | null = null): Promise<LeaderLease> {
+    return new LeaderLease(await new Kvm(nc).create(buckets.leases, bucketOptions.leases), holder, ttlMs, quarantine);
   }
 
   get held(): boolean {
     return this.#held;
   }
 
-  /** Waits until this process holds the lease, then keeps renewing it until stop(). */
+  /** Waits until this process holds the lease and keeps it, taking it again after losing it, until stop(). */
   async run(): Promise<void> {
     while (!this.#stopped) {
       if (!this.#held) {
@@ -45,9 +50,13 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: str
           this.#held = true;
           this.emit('acquired');
         }
-      } else if (!(await this.#renew())) {
-        this.#held = false;
-        this.emit('lost', 'lease renewal failed');
+      } else {
+        const r = await this.#renew();
+        // A failed renewal is not yet a lost lease: KV may come back before it expires.
+        if (r === 'taken' || (r === 'unreachable' && Date.now() >= this.#expiresAt)) {
+          this.#held = false;
+          this.emit('lost', r === 'taken' ? 'another coordinator holds the lease' : 'the lease expired while KV was unreachable');
+        }
       }
       await sleep(Math.max(100, Math.floor(this.ttlMs / 3)));
     }
@@ -57,21 +66,35 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: str
     this.#stopped = true;
   }
 
-  #value(): Uint8Array {
-    return enc.encode(JSON.stringify({ holder: this.holder, expiresAt: Date.now() + this.ttlMs } satisfies LeaseValue));
+  /** Lets the lease go without deleting it (deposed by a write conflict): it is sought again. */
+  relinquish(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.emit('lost', 'relinquished');
+  }
+
+  /** Writes the lease with `write` (create or CAS update); only a write that landed moves our expiry. */
+  async #write(write: (value: Uint8Array) => Promise<number>): Promise<void> {
+    const expiresAt = Date.now() + this.ttlMs;
+    this.#revision = await write(enc.encode(JSON.stringify({ holder: this.holder, expiresAt } satisfies LeaseRecord)));
+    this.#expiresAt = expiresAt;
   }
 
   async #tryAcquire(): Promise<boolean> {
     try {
       const e = await this.kv.get(KEY);
       if (!e || e.operation !== 'PUT') {
-        this.#revision = await this.kv.create(KEY, this.#value());
+        await this.#write((v) => this.kv.create(KEY, v));
         return true;
       }
-      const v = JSON.parse(dec.decode(e.value)) as LeaseValue;
-      // Our own lease from before a restart, or an expired one: take it over with CAS.
-      if (v.holder === this.holder || v.expiresAt < Date.now()) {
-        this.#revision = await this.kv.update(KEY, this.#value(), e.revision);
+      const parsed = parseRecord(LeaseRecord, e.value);
+      if (!parsed.ok) {
+        // Nobody holds an unreadable lease: report it, then overwrite it with CAS like an expired one.
+        await this.quarantine?.setAside({ bucket: buckets.leases, key: KEY, revision: e.revision, raw: e.value, reason: parsed.reason }, { effect: 'overwritten by the next holder' });
+      }
+      // Our own lease from before a restart or an outage, an expired one, or an unreadable one: take it over with CAS.
+      if (!parsed.ok || parsed.value.holder === this.holder || parsed.value.expiresAt < Date.now()) {
+        await this.#write((v) => this.kv.update(KEY, v, e.revision));
         return true;
       }
       return false;
@@ -80,12 +103,12 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: str
     }
   }
 
-  async #renew(): Promise<boolean> {
+  async #renew(): Promise<Renewal> {
     try {
-      this.#revision = await this.kv.update(KEY, this.#value(), this.#revision);
-      return true;
-    } catch {
-      return false;
+      await this.#write((v) => this.kv.update(KEY, v, this.#revision));
+      return 'renewed';
+    } catch (err) {
+      return /wrong last sequence|10071/.test((err as Error)?.message ?? '') ? 'taken' : 'unreachable';
     }
   }
 

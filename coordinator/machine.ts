@@ -170,6 +170,8 @@ export interface MigrationContext {
     endedAt: number | null;
     lastError: MigrationError | null;
     decision: RollbackOutput['decision'] | null;
+    /** Set when the rollback ended without the lost destination: it discards its half by itself when it returns. */
+    destinationLeftToItself?: boolean;
   };
   /** Last error of a post-commit attempt (retried). */
   lastRetryError: MigrationError | null;
@@ -562,8 +564,9 @@ export const migrationMachine = setup({
       const at = nowOf(system);
       const out = outputOf<'rollback'>(event);
       const thawed = context.freezeAt !== null && out.decision === 'aborted';
+      const leftToItself = out.decision === 'aborted' && out.destination === 'leftToItself';
       return {
-        rollback: { ...context.rollback, endedAt: at, decision: out.decision },
+        rollback: { ...context.rollback, endedAt: at, decision: out.decision, ...(leftToItself ? { destinationLeftToItself: true } : {}) },
         ...(thawed ? { resumeAt: at, downtimeMs: at - (context.freezeAt ?? at) } : {}),
         ...(out.decision === 'committed' ? { committed: true, commit: { revision: out.revision, committedAt: out.committedAt } } : {}),
       };

@@ -1,16 +1,19 @@
 // The ferry coordinator: keeps the cluster view and drives migrations through their statechart.
 // Several may run; the one holding the lease serves requests and drives migrations, the others
-// wait and take over (rehydrating every migration in flight) when it goes.
+// wait and take over (rehydrating every migration in flight) when it goes. A NATS outage is
+// waited out: the connection is retried forever, and the lease taken back afterwards.
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { CoordinatorConfig, loadConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/log.ts';
-import { connectNats } from '../shared/nats.ts';
+import { connectNats, logConnectionStatus } from '../shared/nats.ts';
+import { buckets } from '../shared/subjects.ts';
 import { AgentClient } from './agents.ts';
 import { ClusterView } from './cluster.ts';
 import { LeaderLease } from './lease.ts';
 import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
+import { RecordQuarantine } from './quarantine.ts';
 import { MigrationStore } from './store.ts';
 import { WorkloadDirectory } from './workloads.ts';
 
@@ -25,35 +28,65 @@ const log = createLogger('ferry-coordinator', { coordinator: id });
 
 const nc = await connectNats({ servers: config.nats.servers, name: config.nats.name ?? `ferry-coordinator-${id}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
+void logConnectionStatus(nc, log);
 
+const quarantine = await RecordQuarantine.open(nc, log, `coordinator ${id}`);
 const cluster = new ClusterView(nc, config.hostLostAfterMs, log);
+cluster.on('badRecord', (bad) => void quarantine.setAside({ bucket: buckets.hosts, ...bad }, { effect: 'skipped: the host is known from its heartbeats until its agent registers again' }));
 await cluster.start();
 const agents = new AgentClient(nc);
 const workloads = new WorkloadDirectory(cluster, agents);
-const store = await MigrationStore.open(nc);
-const lease = await LeaderLease.open(nc, id, config.leaseTtlMs);
+const store = await MigrationStore.open(nc, quarantine);
+const lease = await LeaderLease.open(nc, id, config.leaseTtlMs, quarantine);
 
-// Losing the lease (another coordinator took over, or our writes are refused) means stepping down
-// at once: the process exits and its supervisor starts it again as a standby.
-const stepDown = (reason: string) => {
-  log.error({ reason }, 'no longer the leader: stepping down');
+// Leading: the service answers and migrations are driven. Losing the lease (another coordinator
+// took over, a write found its record moved on, or NATS was unreachable until the lease expired)
+// means standing by at once: migrations stop being driven (their records stay, for whoever leads
+// next), the service stops answering, and the lease is sought again. Nothing exits: after an
+// outage this process takes the lease back and rehydrates the migrations it was driving.
+let service: Awaited<ReturnType<typeof startCoordinatorService>> | null = null;
+let leading: Promise<void> = Promise.resolve();
+const standBy = (reason: string) => {
+  log.error({ reason }, 'no longer the leader: standing by');
   migrations.stopAll();
-  process.exit(1);
+  const s = service;
+  service = null;
+  void s?.stop().catch(() => undefined);
 };
-const migrations = new MigrationManager({ nc, store, cluster, workloads, actorDeps: { agents }, timeouts: config.timeouts, log, onDeposed: stepDown });
+const migrations = new MigrationManager({
+  nc,
+  store,
+  cluster,
+  workloads,
+  actorDeps: { agents },
+  timeouts: config.timeouts,
+  log,
+  // Another coordinator wrote a migration's record: let the lease go (standing by, via `lost`).
+  onDeposed: () => lease.relinquish(),
+});
 
 lease.on('acquired', () => {
-  void (async () => {
-    log.info('leader lease acquired');
-    // Give the cluster view one heartbeat round so that live agents are not taken for lost.
-    await new Promise((r) => setTimeout(r, Math.min(config.hostLostAfterMs, 1_500)));
-    const n = await migrations.rehydrate();
-    if (n) log.warn({ migrations: n }, 'took over migrations in flight');
-    await startCoordinatorService(nc, cluster, workloads, migrations);
-    log.info('coordinator ready');
-  })().catch((err: unknown) => stepDown(`start as leader failed: ${(err as Error).message}`));
+  leading = leading.then(async () => {
+    try {
+      log.info('leader lease acquired');
+      // Give the cluster view one heartbeat round so that live agents are not taken for lost.
+      await new Promise((r) => setTimeout(r, Math.min(config.hostLostAfterMs, 1_500)));
+      if (!lease.held) return;
+      const n = await migrations.rehydrate();
+      if (n) log.warn({ migrations: n }, 'took over migrations in flight');
+      if (!lease.held) return migrations.stopAll();
+      service = await startCoordinatorService(nc, cluster, workloads, migrations);
+      log.info('coordinator ready');
+    } catch (err) {
+      // KV or NATS failed while taking over: stand by and try again.
+      log.error({ err: (err as Error).message }, 'start as leader failed');
+      lease.relinquish();
+    }
+  });
 });
-lease.on('lost', stepDown);
+lease.on('lost', (reason) => {
+  leading = leading.then(() => standBy(reason));
+});
 void lease.run();
 log.info('waiting for the leader lease');
 

@@ -47,7 +47,7 @@ export interface ManagerDeps {
   store: MigrationStore;
   cluster: ClusterView;
   workloads: WorkloadDirectory;
-  actorDeps: Omit<ActorDeps, 'store' | 'facts' | 'now'>;
+  actorDeps: Omit<ActorDeps, 'store' | 'facts' | 'alive' | 'now'>;
   timeouts: Record<Phase, number>;
   log: Logger;
   /** Called when a write finds that another coordinator owns the migration: step down. */
@@ -63,6 +63,7 @@ export class MigrationManager {
       ...d.actorDeps,
       store: d.store,
       facts: (host) => d.cluster.hosts().find((h) => h.name === host)?.facts,
+      alive: (host) => d.cluster.isAlive(host),
       now: () => Date.now(),
     });
     this.#machine = migrationMachine.provide({ actors: migrationActors(fns) });

@@ -186,7 +186,13 @@ export interface RollbackInput extends PhaseInputBase<'rollback'> {
  * request is refused) and the source to thaw (a no-op if never frozen), and returns
  * `{ decision: 'aborted' }`. Throwing means "try again later"; the machine retries with backoff.
  */
-export type RollbackOutput = { decision: 'aborted' } | { decision: 'committed'; revision: number; committedAt: number };
+export type RollbackOutput =
+  /**
+   * `destination`: whether the destination discarded its half (absent: as good as `discarded`),
+   * or was lost and is left to discard it by itself when it returns (fenced by the decision).
+   */
+  | { decision: 'aborted'; destination?: 'discarded' | 'leftToItself' }
+  | { decision: 'committed'; revision: number; committedAt: number };
 
 // ---- the actors, by name ---------------------------------------------------------------------
 

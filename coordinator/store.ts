@@ -1,14 +1,16 @@
 // Durable state of the coordinators in JetStream KV: each migration's statechart snapshot
 // (written with compare-and-swap on its revision, so a deposed leader cannot overwrite its
 // successor), and each migration's commit decision, written once (create-if-absent): the one
-// record that says whether a migration committed.
-import { Kvm, type KV } from '@nats-io/kv';
+// record that says whether a migration committed. Every record read is validated
+// (shared/records.ts); one that fails is set aside (coordinator/quarantine.ts), never trusted.
+import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
+import { DecisionRecord, MigrationStateRecord, migrationKey, parseRecord } from '../shared/records.ts';
 import { bucketOptions, buckets } from '../shared/subjects.ts';
+import type { RecordQuarantine } from './quarantine.ts';
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 export interface MigrationRecord {
   /** MIGRATION_MACHINE_VERSION of the snapshot's writer. */
@@ -33,16 +35,43 @@ function isCasFailure(err: unknown): boolean {
 }
 
 export class MigrationStore {
-  private constructor(private readonly kv: KV) {}
+  constructor(
+    private readonly kv: KV,
+    private readonly quarantine: RecordQuarantine,
+  ) {}
 
-  static async open(nc: NatsConnection): Promise<MigrationStore> {
-    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, bucketOptions.migrations));
+  static async open(nc: NatsConnection, quarantine: RecordQuarantine): Promise<MigrationStore> {
+    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, bucketOptions.migrations), quarantine);
   }
 
+  /**
+   * The record of a migration, or null when there is none, or none that can be trusted: a record
+   * that fails its schema is set aside, and a migration it leaves undecided is recorded aborted,
+   * so that its agents release what they hold for it (agent/migration/reconcile.ts) and nothing
+   * waits for a record that will never be read again.
+   */
   async load(id: string): Promise<{ record: MigrationRecord; revision: number } | null> {
     const e = await this.kv.get(stateKey(id));
     if (!e || e.operation !== 'PUT') return null;
-    return { record: JSON.parse(dec.decode(e.value)) as MigrationRecord, revision: e.revision };
+    const parsed = parseRecord(MigrationStateRecord, e.value);
+    if (!parsed.ok) {
+      await this.#setAside(e, parsed.reason, id);
+      return null;
+    }
+    return { record: parsed.value as MigrationRecord, revision: e.revision };
+  }
+
+  async #setAside(e: KvEntry, reason: string, id: string | null): Promise<void> {
+    let effect: string | undefined;
+    if (id) {
+      try {
+        const d = await this.decide(id, 'aborted', Date.now());
+        effect = d.decision === 'aborted' ? `migration ${id} recorded aborted: its agents release their halves` : `migration ${id} had committed: its destination must be resumed by an operator`;
+      } catch (err) {
+        effect = `the decision of ${id} could not be recorded: ${(err as Error).message}`;
+      }
+    }
+    await this.quarantine.setAside({ bucket: buckets.migrations, key: e.key, revision: e.revision, raw: e.value, reason }, { removeFrom: this.kv, ...(effect ? { effect } : {}) });
   }
 
   /** Creates the record of a new migration; fails if the id exists. Returns the revision. */
@@ -60,17 +89,39 @@ export class MigrationStore {
     }
   }
 
+  /** Ids of every recorded migration; a key that names none is set aside. */
   async ids(): Promise<string[]> {
     const out: string[] = [];
-    for await (const k of await this.kv.keys()) if (k.endsWith('.state')) out.push(k.slice(0, -'.state'.length));
+    const strangers: string[] = [];
+    for await (const k of await this.kv.keys()) {
+      const mk = migrationKey(k);
+      if (!mk) strangers.push(k);
+      else if (mk.kind === 'state') out.push(mk.id);
+    }
+    for (const k of strangers) {
+      const e = await this.kv.get(k).catch(() => null);
+      if (e && e.operation === 'PUT') await this.#setAside(e, 'not a key of the migrations bucket (<migration id>.state or .decision)', null);
+    }
     return out.sort();
   }
 
+  /**
+   * The decision, if one was recorded. An unreadable one is reported and left in place (it still
+   * fences the key: no other decision can be written), and the caller gets an error: the
+   * migration cannot be settled without an operator.
+   */
   async decision(id: string): Promise<Decision | null> {
     const e = await this.kv.get(decisionKey(id));
     if (!e || e.operation !== 'PUT') return null;
-    const v = JSON.parse(dec.decode(e.value)) as { decision: Decision['decision']; at: number };
-    return { ...v, revision: e.revision };
+    const parsed = parseRecord(DecisionRecord, e.value);
+    if (!parsed.ok) {
+      await this.quarantine.setAside(
+        { bucket: buckets.migrations, key: e.key, revision: e.revision, raw: e.value, reason: parsed.reason },
+        { effect: `left in place: the decision of ${id} is unknown; an operator must settle it` },
+      );
+      throw new FerryError(ErrorCode.BadMessage, `the decision record ${e.key} is unreadable (${parsed.reason})`, { retryable: false });
+    }
+    return { ...parsed.value, revision: e.revision };
   }
 
   /**

@@ -49,6 +49,7 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     error: errorView(ctx.error),
     needsOperator: needsOperator || ctx.outcome === 'failed',
     agentsLost: ctx.agentsLost.map((a) => ({ role: a.role, host: a.host, during: a.during, effect: a.effect })),
+    destinationDiscardPending: ctx.rollback.destinationLeftToItself === true,
     lastRetryError: errorView(ctx.lastRetryError),
     startedAt: iso(ctx.startedAt),
     endedAt: iso(ctx.endedAt),

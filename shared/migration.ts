@@ -53,6 +53,11 @@ export const MigrationView = z.strictObject({
   needsOperator: z.boolean(),
   /** Agents seen lost during the migration, and whether that rolled it back. */
   agentsLost: z.array(z.strictObject({ role: z.enum(['source', 'destination']), host: HostName, during: z.string(), effect: z.enum(['rollback', 'none']) })),
+  /**
+   * Rolled back without the destination, which was lost: it discards what it holds of the
+   * migration by itself when it returns (it reads the recorded abort first).
+   */
+  destinationDiscardPending: z.boolean(),
   /** The last error of a step retried after commit (the migration rolls forward regardless). */
   lastRetryError: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
   startedAt: z.string().nullable(),

@@ -16,6 +16,8 @@ export const subjects = {
   /** Events of one migration (MigrationEventWire in shared/migration.ts); `*` for all of them. */
   migrationEvents: (id: string) => `${SUBJECT_ROOT}.events.migration.${id}`,
   migrationEventsAll: `${SUBJECT_ROOT}.events.migration.*`,
+  /** A stored record that failed its schema and was set aside (RecordSetAside in shared/records.ts). */
+  recordEvents: `${SUBJECT_ROOT}.events.record`,
 } as const;
 
 export type AgentEndpoint = keyof typeof import('./protocol.ts').agentApi;
@@ -29,6 +31,8 @@ export const buckets = {
   migrations: 'ferry_migrations',
   /** key = `coordinator`: the leader lease. */
   leases: 'ferry_leases',
+  /** key = `<bucket>.<key>` of a record that failed its schema; value = what it held and why it was set aside. */
+  quarantine: 'ferry_quarantine',
 } as const;
 
 /** NATS micro service names (discoverable with `$SRV.INFO`). */
@@ -42,4 +46,5 @@ export const bucketOptions = {
   hosts: { history: 1, description: 'ferry cluster membership: one record per registered host' },
   migrations: { history: 1, description: 'ferry migrations: statechart snapshots and commit decisions' },
   leases: { history: 1, description: 'ferry leader lease of the coordinators' },
+  quarantine: { history: 5, description: 'ferry records set aside because they failed their schema' },
 } as const;

@@ -1,10 +1,14 @@
 // What an agent remembers of each migration it takes part in, on disk, so that a restarted
 // agent can still answer every later step (thaw, discard, resume, cleanup) and refuse stale ones.
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+// Each file is validated when read (shared/records.ts LocalMigrationRecord); one that fails is
+// set aside (agent/quarantine.ts) and the migration is unknown here from then on.
+import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
+import { LocalMigrationRecord, parseRecord } from '../../shared/records.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
 import type { HeldTree } from '../engine/hold.ts';
+import { setAsideFile } from '../quarantine.ts';
 import type { ThrottleRecord } from './throttle.ts';
 
 export interface LocalMigration {
@@ -52,8 +56,22 @@ export class MigrationRecords {
   }
 
   get(id: string): LocalMigration | null {
-    const f = path.join(this.#dir, `${id}.json`);
-    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as LocalMigration) : null;
+    return this.#read(`${id}.json`);
+  }
+
+  /** A record file, validated; a bad one is set aside and reads as absent. */
+  #read(file: string): LocalMigration | null {
+    const f = path.join(this.#dir, file);
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      return null;
+    }
+    const parsed = parseRecord(LocalMigrationRecord, text);
+    if (parsed.ok && `${parsed.value.id}.json` === file) return parsed.value as LocalMigration;
+    setAsideFile(this.#dir, file, parsed.ok ? `it names migration ${parsed.value.id}` : parsed.reason, 'the migration is unknown on this host from now on: its later steps start afresh or are refused');
+    return null;
   }
 
   save(m: LocalMigration): void {
@@ -65,6 +83,7 @@ export class MigrationRecords {
   all(): LocalMigration[] {
     return readdirSync(this.#dir)
       .filter((f) => f.endsWith('.json'))
-      .map((f) => JSON.parse(readFileSync(path.join(this.#dir, f), 'utf8')) as LocalMigration);
+      .map((f) => this.#read(f))
+      .filter((m): m is LocalMigration => m !== null);
   }
 }

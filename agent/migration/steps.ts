@@ -17,7 +17,9 @@ import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
-import type { NetnsConfig } from '../../shared/netns.ts';
+import { NetnsConfig } from '../../shared/netns.ts';
+import { WorkloadCommandFile, parseRecord } from '../../shared/records.ts';
+import type { z } from 'zod';
 import { leaveRepairAll } from '../engine/sockets.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
 import type { Workloads } from '../workloads.ts';
@@ -379,7 +381,7 @@ export class MigrationSteps {
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
     const cgroup = this.workloads.cgroupFor(m.workload);
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
-    const netConfig = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+    const netConfig = readJson(path.join(m.imageDir, NETNS_FILE), NetnsConfig);
     const warm = this.#warm.get(id);
     if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig);
     if (image.processes.some((p) => p.vmas.some((v) => v.precopied)))
@@ -467,7 +469,7 @@ export class MigrationSteps {
       if (!built && m.heldTree) {
         // The agent restarted while the tree waited, frozen, for this: it is all there.
         image = readImage(m.imageDir);
-        const cfg = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
+        const cfg = readJson(path.join(m.imageDir, NETNS_FILE), NetnsConfig);
         net = cfg && m.landing ? this.#network.landed(cfg, m.landing) : null;
         if (net) this.#network.goLive(net);
         activateHeldConnections(image, m.heldTree);
@@ -494,7 +496,7 @@ export class MigrationSteps {
       m.restoredPid = pid;
       // A container's init is the child of the `unshare` that holds its namespaces open.
       const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
-      m.workloadCommand = (JSON.parse(readFileSync(path.join(m.imageDir, WORKLOAD_FILE), 'utf8')) as { command: string[] | null }).command;
+      m.workloadCommand = readJson(path.join(m.imageDir, WORKLOAD_FILE), WorkloadCommandFile)?.command ?? null;
       const address = net ? addressOf(net.config) : undefined;
       this.workloads.adopt({
         name: m.workload,
@@ -538,6 +540,10 @@ interface Built {
 
 const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;
 
-function readJson<T>(file: string): T | null {
-  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as T) : null;
+/** A file the source sent beside the image, validated; a bad one fails the step (BadImage), never the agent. */
+function readJson<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
+  if (!existsSync(file)) return null;
+  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
+  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
+  return parsed.value;
 }

@@ -55,6 +55,7 @@ function renderView(v: MigrationView): string {
     lines.push(...t.split('\n').map((l) => `    ${l}`));
   }
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
+  if (v.destinationDiscardPending) lines.push(`  ${v.to} was lost: it discards its half of the migration by itself when it returns`);
   if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
   return lines.join('\n');
 }

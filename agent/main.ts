@@ -3,12 +3,17 @@
 import { parseArgs } from 'node:util';
 import { AgentConfig, loadConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/log.ts';
-import { connectNats } from '../shared/nats.ts';
+import { connectNats, logConnectionStatus } from '../shared/nats.ts';
+import type { RecordSetAside } from '../shared/records.ts';
+import { encode } from '../shared/rpc.ts';
+import { subjects } from '../shared/subjects.ts';
 import { gatherFacts } from './facts.ts';
 import { register, startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
 import { MigrationSteps } from './migration/steps.ts';
+import { AbortReconciler } from './migration/reconcile.ts';
+import { recordsChannel } from './quarantine.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -23,6 +28,13 @@ log.info({ facts: facts.current() }, 'host facts gathered');
 
 const nc = await connectNats({ servers: config.nats.servers, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
+void logConnectionStatus(nc, log);
+// Record files that failed their schema (agent/quarantine.ts): logged, and published for operators.
+recordsChannel.subscribe((m) => {
+  const event = { ...(m as RecordSetAside), by: `agent ${config.name}` };
+  log.error(event, 'bad record set aside');
+  nc.publish(subjects.recordEvents, encode(event));
+});
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
@@ -31,9 +43,13 @@ await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
 const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
 log.info('registered; heartbeats started');
+// Migrations recorded aborted while this agent was away (or could not be told): settled here.
+const reconciler = new AbortReconciler(nc, steps, log);
+reconciler.start();
 
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
+  reconciler.stop();
   await stopHeartbeats();
   await nc.drain().catch(() => undefined);
   process.exit(0);

@@ -106,16 +106,24 @@ export class MigrationManager {
     let n = 0;
     for (const id of await this.d.store.ids()) {
       if (this.#running.has(id)) continue;
+      // store.load sets a bad record aside (and returns null); KV failing here fails the takeover, retried as a whole.
       const loaded = await this.d.store.load(id);
       if (!loaded || loaded.record.final) continue;
       if (loaded.record.machineVersion !== MIGRATION_MACHINE_VERSION) {
         this.d.log.error({ migration: id, version: loaded.record.machineVersion }, 'cannot rehydrate a migration written by another statechart version');
         continue;
       }
-      const actor = restoreMigrationActor(this.#machine, loaded.record.snapshot, { clock: systemClock });
       this.d.log.warn({ migration: id }, 'rehydrating in-flight migration');
-      this.#run(id, actor, loaded.record, loaded.revision);
-      n++;
+      try {
+        const actor = restoreMigrationActor(this.#machine, loaded.record.snapshot, { clock: systemClock });
+        this.#run(id, actor, loaded.record, loaded.revision);
+        n++;
+      } catch (err) {
+        // Valid by its schema yet not a snapshot this statechart can resume: set aside like any bad record.
+        this.#running.get(id)?.actor.stop();
+        this.#running.delete(id);
+        await this.d.store.setAside(id, `not a snapshot this statechart can resume: ${(err as Error).message}`);
+      }
     }
     return n;
   }
@@ -199,7 +207,17 @@ export class MigrationManager {
       const v = await this.view(id);
       throw new FerryError(ErrorCode.InvalidRequest, `migration ${id} has already ended (${v.outcome ?? v.state})`);
     }
+    const refusedBefore = r.actor.getSnapshot().context.refused.length;
     r.actor.send({ type: 'CANCEL', reason: 'cancelled by user', at: Date.now() });
+    const ctx = r.actor.getSnapshot().context;
+    // Accepted: it rolls back. Refused (committed: it can only roll forward; or already rolling back): say so, as the record does.
+    const refused = ctx.refused.length > refusedBefore ? ctx.refused.at(-1)! : null;
+    if (refused || ctx.cancelRequested === null) {
+      const v = await this.view(id);
+      throw new FerryError(ErrorCode.InvalidRequest, `cancel refused: ${refused?.reason ?? `migration ${id} cannot be cancelled now`} (${v.state})`, {
+        details: { migration: id, state: v.state },
+      });
+    }
     return this.view(id);
   }
 

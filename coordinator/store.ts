@@ -61,6 +61,12 @@ export class MigrationStore {
     return { record: parsed.value as MigrationRecord, revision: e.revision };
   }
 
+  /** Sets a migration's state record aside although it passed its schema (it cannot be resumed). */
+  async setAside(id: string, reason: string): Promise<void> {
+    const e = await this.kv.get(stateKey(id));
+    if (e && e.operation === 'PUT') await this.#setAside(e, reason, id);
+  }
+
   async #setAside(e: KvEntry, reason: string, id: string | null): Promise<void> {
     let effect: string | undefined;
     if (id) {

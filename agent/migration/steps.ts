@@ -32,6 +32,9 @@ import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
 
+/** What a rollback step needs: the coordinator sends a whole StepBase, this agent's own reconciler only these. */
+export type RollbackStep = Pick<StepBase, 'migrationId' | 'workload' | 'peer'>;
+
 /** Beside the image: the workload's registry entry as the source knew it, and its network namespace. */
 const WORKLOAD_FILE = 'workload.json';
 const NETNS_FILE = 'netns.json';
@@ -53,6 +56,8 @@ export class MigrationSteps {
   readonly #sessions = new Map<string, PrecopySource>();
   /** Source: how long the freeze and the state dump took, per migration, to learn the costs from. */
   readonly #frozeMs = new Map<string, { freezeMs: number; collectMs: number }>();
+  /** Destination: discards running, by migration (the coordinator's and this agent's own, see reconcile.ts). */
+  readonly #discarding = new Map<string, Promise<{ done: true }>>();
   /** Steps still running, by idempotency key: a duplicate request joins the first. */
   readonly #running = new Map<string, Promise<unknown>>();
 
@@ -72,7 +77,7 @@ export class MigrationSteps {
   }
 
   /** The local record of a migration, created on its first step; `rollingBack` lets thaw/discard repeat. */
-  #record(s: StepBase, role: LocalMigration['role'], rollingBack = false): LocalMigration {
+  #record(s: RollbackStep, role: LocalMigration['role'], rollingBack = false): LocalMigration {
     const existing = this.records.get(s.migrationId);
     if (existing) {
       if (existing.fenced && !rollingBack) throw new FerryError(ErrorCode.InvalidRequest, `migration ${s.migrationId} was rolled back on ${this.host}: step refused`);
@@ -288,7 +293,7 @@ export class MigrationSteps {
   }
 
   /** Rollback: the workload runs on here, as before. Fences the migration. */
-  thaw(s: StepBase) {
+  thaw(s: RollbackStep) {
     const m = this.#record(s, 'source', true);
     if (m.fenced) return { done: true as const };
     // Tracking ends (the uffds close), the stream drops, the CPU quota goes: full speed again.
@@ -511,8 +516,16 @@ export class MigrationSteps {
     });
   }
 
-  /** Rollback: nothing of the migration may run here. Fences the migration. */
-  async discard(s: StepBase) {
+  /** Rollback: nothing of the migration may run here. Fences the migration. A second call joins the first. */
+  discard(s: RollbackStep): Promise<{ done: true }> {
+    const running = this.#discarding.get(s.migrationId);
+    if (running) return running;
+    const p = this.#discard(s).finally(() => this.#discarding.delete(s.migrationId));
+    this.#discarding.set(s.migrationId, p);
+    return p;
+  }
+
+  async #discard(s: RollbackStep): Promise<{ done: true }> {
     const m = this.#record(s, 'destination', true);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);

@@ -222,14 +222,14 @@ export function registerMigrations(program: Command): void {
 
   program
     .command('cancel')
-    .description('cancel a migration: before its commit point it rolls back; after, it completes')
+    .description('cancel a migration: before its commit point it rolls back (exit 0); after it, or once it ended, the cancel is refused (exit 2) and it completes')
     .argument('<id>', 'migration id')
     .option('--json', 'print as JSON')
     .option(...natsOpt)
     .action(
       action(async (id: string, opts: { json?: boolean; nats?: string }) => {
         const v = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cancel'), coordinatorApi.cancel, { id }));
-        printResult(!!opts.json, v, (x) => `cancel requested: ${x.id} is ${x.state}`);
+        printResult(!!opts.json, v, (x) => `cancel accepted: ${x.id} rolls back (${x.state})`);
       }),
     );
 }

@@ -31,11 +31,13 @@ export function startAgent(l: LabLayout, host: { name: string; namespace: string
   return start(l, host.namespace, [...tsEntry('agent/main.ts'), '--config', host.agentConfig], `agent-${host.name}.log`, host.agentConfig, env);
 }
 
+export const natsConfPath = (l: LabLayout): string => path.join(l.dir, 'nats.conf');
+
 export function startNats(l: LabLayout, conf: string): StartedProcess {
   return start(l, l.switchNamespace, ['nats-server', '-c', conf], 'nats.log', conf);
 }
 
-export const DAEMONS_HELP = 'coordinator, coordinator2 or a host name (its agent)';
+export const DAEMONS_HELP = 'nats (the nats-server), coordinator, coordinator2 or a host name (its agent)';
 
 function stateOf(): { l: LabLayout; s: LabState } {
   const l = labLayout();
@@ -45,6 +47,7 @@ function stateOf(): { l: LabLayout; s: LabState } {
 }
 
 function current(s: LabState, daemon: string): StartedProcess | undefined {
+  if (daemon === 'nats') return s.nats;
   if (daemon === 'coordinator') return s.coordinator;
   if (daemon === 'coordinator2') return s.coordinator2;
   const h = s.hosts.find((x) => x.name === daemon);
@@ -68,7 +71,11 @@ export function labStart(daemon: string, env: Record<string, string> = {}): { da
   const p = current(s, daemon);
   if (p && isRunning(p)) throw new FerryError(ErrorCode.InvalidRequest, `${daemon} is already running (pid ${p.pid}): kill it first`);
   let started: StartedProcess;
-  if (daemon === 'coordinator' || daemon === 'coordinator2') {
+  if (daemon === 'nats') {
+    // The same configuration and JetStream store: KV comes back with what it held.
+    started = startNats(l, natsConfPath(l));
+    s.nats = started;
+  } else if (daemon === 'coordinator' || daemon === 'coordinator2') {
     started = startCoordinator(l, daemon, env);
     s[daemon] = started;
   } else {

@@ -9,7 +9,7 @@ import type { AgentConfig } from '../../shared/config.ts';
 import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
 import { labAgentTls } from './pki.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
-import { startAgent, startCoordinator, startNats } from './daemons.ts';
+import { natsConfPath, startAgent, startCoordinator, startNats } from './daemons.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
@@ -112,7 +112,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
     progress(`building fabric: switch, client and ${o.hosts} hosts`);
     await buildFabric(l, o.hosts);
 
-    const natsConf = path.join(l.dir, 'nats.conf');
+    const natsConf = natsConfPath(l);
     writeFileSync(natsConf, natsConfig(l));
     const nats = startNats(l, natsConf);
     const coordinator = startCoordinator(l, 'coordinator');

@@ -10,9 +10,9 @@ export interface ConnectOptions {
   persistent: boolean;
 }
 
-/** Delay before reconnect attempt `n` (0-based) of one outage: 250 ms doubling up to 5 s, with jitter. */
+/** Delay before reconnect attempt `n` (0-based) of one outage: 250 ms doubling up to 2 s, with jitter. */
 export function reconnectDelayMs(n: number, random: () => number = Math.random): number {
-  const base = Math.min(5_000, 250 * 2 ** Math.min(n, 5));
+  const base = Math.min(2_000, 250 * 2 ** Math.min(n, 3));
   return Math.round(base * (0.75 + random() * 0.5));
 }
 

@@ -5,10 +5,11 @@
 // accepted. Asserted as a user would check: the workload's own state, exactly one running copy,
 // what the record says, and that no daemon was restarted by hand.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
@@ -19,6 +20,8 @@ import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-work
 import { REPO } from './helpers/cli.ts';
 
 const env = labEnv('itheal');
+// Each scenario waits out a fault (a 20 s outage, a dead agent) and then a whole migration.
+vi.setConfig({ testTimeout: 300_000 });
 /** Holds the source in each pre-copy round, so that a test acts while the migration is in it. */
 const PRECOPY_STALL = 'agent:precopy:after=sleep:8000';
 const NATS_DOWN_MS = 20_000;
@@ -88,6 +91,8 @@ describe('a control plane that heals without a human', () => {
     w = await runOnLab(env, 'h1', 'memwriter', 'mwheal', ['16', '10', 'random']);
   });
   afterAll(async () => {
+    // The daemons' logs outlive the lab: they say what healed and what did not.
+    if (lab) cpSync(path.join(lab.dir, 'logs'), path.join(tmpdir(), `ferry-${env.FERRY_LAB}-logs`), { recursive: true });
     await ferry(['lab', 'down'], env);
   });
 

@@ -823,6 +823,35 @@ describe('migration machine: persistence and rehydration', () => {
     if (before.committed) expect(after.committed).toBe(true);
   });
 
+  it('a rollback that left a lost destination to itself says so, and the flag survives rehydration', async () => {
+    const h = start({ script: { transfer: ['fail'], rollback: [{ output: { decision: 'aborted', destination: 'leftToItself' } }] } });
+    await settle();
+    expect(top(h)).toBe('rolledBack');
+    expect(h.actor.getSnapshot().context.rollback.destinationLeftToItself).toBe(true);
+    const r = restore(JSON.parse(JSON.stringify(h.actor.getPersistedSnapshot())));
+    await settle();
+    expect(r.actor.getSnapshot().context.rollback.destinationLeftToItself).toBe(true);
+  });
+
+  it('rehydrated in rollingBack.backoff, a retry that leaves the lost destination to itself ends rolledBack with the flag', async () => {
+    const h = await reach(RESTING.find((x) => x.name === 'rollingBack.backoff')!);
+    const json = JSON.stringify(h.actor.getPersistedSnapshot());
+    h.actor.stop();
+    const r = restore(JSON.parse(json), { rollback: [{ output: { decision: 'aborted', destination: 'leftToItself' } }] });
+    await settle();
+    r.clock.increment(1_000);
+    await settle();
+    expect(topState(r.actor.getSnapshot().value)).toBe('rolledBack');
+    expect(r.actor.getSnapshot().context.rollback).toMatchObject({ decision: 'aborted', destinationLeftToItself: true });
+  });
+
+  it('a rollback whose destination discarded its half leaves no flag', async () => {
+    const h = start({ script: { transfer: ['fail'], rollback: [{ output: { decision: 'aborted', destination: 'discarded' } }] } });
+    await settle();
+    expect(top(h)).toBe('rolledBack');
+    expect(h.actor.getSnapshot().context.rollback.destinationLeftToItself).toBeUndefined();
+  });
+
   it('re-arms the phase timeout after rehydration', async () => {
     const h = await reach(RESTING[2]!);
     const json = JSON.stringify(h.actor.getPersistedSnapshot());

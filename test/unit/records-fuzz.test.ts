@@ -6,7 +6,7 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { KV, KvEntry } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import pino from 'pino';
@@ -20,45 +20,13 @@ import { recordsChannel } from '../../agent/quarantine.ts';
 import { MigrationRecords, type LocalMigration } from '../../agent/migration/records.ts';
 import { Workloads } from '../../agent/workloads.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { FakeKv } from './fake-kv.ts';
 import { LeaseRecord, MigrationStateRecord, type RecordSetAside, parseRecord } from '../../shared/records.ts';
 
 // Hundreds of runs each: generous on a loaded machine.
 vi.setConfig({ testTimeout: 60_000 });
 
 const enc = new TextEncoder();
-
-/** An in-memory JetStream KV with the operations ferry uses, CAS included. */
-class FakeKv {
-  readonly entries = new Map<string, { value: Uint8Array; revision: number }>();
-  #seq = 0;
-  constructor(readonly bucket: string) {}
-  async get(key: string): Promise<KvEntry | null> {
-    const e = this.entries.get(key);
-    return e ? ({ key, value: e.value, revision: e.revision, operation: 'PUT', bucket: this.bucket } as unknown as KvEntry) : null;
-  }
-  async put(key: string, value: Uint8Array): Promise<number> {
-    this.entries.set(key, { value, revision: ++this.#seq });
-    return this.#seq;
-  }
-  async create(key: string, value: Uint8Array): Promise<number> {
-    if (this.entries.has(key)) throw new Error('wrong last sequence: key exists');
-    return this.put(key, value);
-  }
-  async update(key: string, value: Uint8Array, revision: number): Promise<number> {
-    if (this.entries.get(key)?.revision !== revision) throw new Error('wrong last sequence: 10071');
-    return this.put(key, value);
-  }
-  async delete(key: string, opts?: { previousSeq?: number }): Promise<void> {
-    if (opts?.previousSeq !== undefined && this.entries.get(key)?.revision !== opts.previousSeq) throw new Error('wrong last sequence');
-    this.entries.delete(key);
-  }
-  async keys(): Promise<AsyncIterable<string>> {
-    const ks = [...this.entries.keys()];
-    return (async function* () {
-      yield* ks;
-    })();
-  }
-}
 
 const silent = pino({ level: 'silent' });
 

@@ -21,9 +21,12 @@ import { REPO } from './helpers/cli.ts';
 
 const env = labEnv('itheal');
 // Each scenario waits out a fault (a 20 s outage, a dead agent) and then a whole migration.
-vi.setConfig({ testTimeout: 300_000 });
-/** Holds the source in each pre-copy round, so that a test acts while the migration is in it. */
-const PRECOPY_STALL = 'agent:precopy:after=sleep:8000';
+vi.setConfig({ testTimeout: 600_000 });
+/**
+ * Armed on both agents for the whole file (restarting agents is slow): a source holds each
+ * pre-copy round, and a destination its resume, so that a test acts while the migration is there.
+ */
+const FAULTS = 'agent:precopy:after=sleep:8000,agent:resume:before=sleep:20000';
 const NATS_DOWN_MS = 20_000;
 
 let lab: LabStatus;
@@ -47,9 +50,10 @@ async function kv<T>(...args: string[]): Promise<T> {
   return JSON.parse(out) as T;
 }
 
-async function restart(daemon: string, fault?: string): Promise<void> {
-  await ferry(['lab', 'kill', daemon], env);
-  const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`] : [])], env);
+/** Starts an agent (killed first if it runs) with the file's fault points armed. */
+async function startAgent(host: string): Promise<void> {
+  await ferry(['lab', 'kill', host], env);
+  const r = await ferry(['lab', 'start', host, '--env', `FERRY_FAULT=${FAULTS}`], env);
   expect(r.code, r.stderr).toBe(0);
 }
 
@@ -88,6 +92,8 @@ const pids = (s: LabStatus) => ({ coordinator: s.coordinator.pid, agents: s.host
 describe('a control plane that heals without a human', () => {
   beforeAll(async () => {
     lab = await freshLab(env);
+    await Promise.all(['h1', 'h2'].map(startAgent));
+    await allAlive(env);
     w = await runOnLab(env, 'h1', 'memwriter', 'mwheal', ['16', '10', 'random']);
   });
   afterAll(async () => {
@@ -105,9 +111,10 @@ describe('a control plane that heals without a human', () => {
     writeFileSync(path.join(recordDir, 'm-poisoned-0002.json'), '{not json');
 
     // Both coordinators start on the poisoned bucket: the leader sets it aside, the standby waits.
-    await restart('coordinator');
+    await ferry(['lab', 'kill', 'coordinator'], env);
+    expect((await ferry(['lab', 'start', 'coordinator'], env)).code).toBe(0);
     expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
-    await restart('h2');
+    await startAgent('h2');
     await allAlive(env);
 
     const quarantined = await kv<{ keys: string[] }>('keys', 'ferry_quarantine');
@@ -134,9 +141,8 @@ describe('a control plane that heals without a human', () => {
   });
 
   it('a coordinator that loses NATS for 20 s in the middle of a migration carries on by itself', async () => {
-    const { from, to } = await hostOfWorkload();
-    await restart(from, PRECOPY_STALL);
     await allAlive(env);
+    const { from, to } = await hostOfWorkload();
     const before = pids(await status());
     const { cli, view } = await migrateUntil(to, 'precopy', ['--max-rounds', '2']);
 
@@ -151,14 +157,11 @@ describe('a control plane that heals without a human', () => {
     expect(v.needsOperator).toBe(false);
     await allAlive(env);
     await expectRunsOnceOn(env, w, v.outcome === 'completed' ? to : from);
-    await restart(from);
   });
 
   it('a rollback does not wait for a dead destination, which discards its half by itself when it returns', async () => {
     await allAlive(env);
     const { from, to } = await hostOfWorkload();
-    await restart(from, PRECOPY_STALL);
-    await allAlive(env);
     const { cli, view } = await migrateUntil(to, 'precopy', ['--max-rounds', '2']);
     await ferry(['lab', 'kill', to], env);
 
@@ -174,14 +177,13 @@ describe('a control plane that heals without a human', () => {
     await expectRunsOnceOn(env, w, from);
 
     // The destination returns and discards its half, fenced by the recorded abort.
-    expect((await ferry(['lab', 'start', to], env)).code).toBe(0);
+    await startAgent(to);
     const record = path.join(lab.dir, 'agents', to, 'migrations', `${view.id}.json`);
     await untilTrue(`${to} fences ${view.id}`, () => existsSync(record) && (JSON.parse(readFileSync(record, 'utf8')) as { fenced: boolean }).fenced);
     const landing = (JSON.parse(readFileSync(record, 'utf8')) as { landing?: string | null }).landing;
     if (landing) expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(landing);
     await allAlive(env);
     await expectRunsOnceOn(env, w, from);
-    await restart(from);
   });
 
   it('cancel says whether it was accepted, with a matching exit code', async () => {
@@ -189,8 +191,6 @@ describe('a control plane that heals without a human', () => {
     const { from, to } = await hostOfWorkload();
 
     // Before the commit point: accepted (exit 0), and the migration rolls back.
-    await restart(from, PRECOPY_STALL);
-    await allAlive(env);
     const { cli, view } = await migrateUntil(to, 'precopy', ['--max-rounds', '2']);
     const c = await ferry(['cancel', view.id], env);
     expect(c.code, c.stderr).toBe(0);
@@ -204,11 +204,8 @@ describe('a control plane that heals without a human', () => {
     const ended = await ferry(['cancel', view.id, '--json'], env);
     expect(ended.code).toBe(2);
     expect(JSON.parse(ended.stdout).error.message).toContain('already ended');
-    await restart(from);
 
     // After the commit point: refused (exit 2), and the migration completes.
-    await restart(to, 'agent:resume:before=sleep:8000');
-    await allAlive(env);
     const late = await migrateUntil(to, 'resume', ['--max-rounds', '2']);
     const refused = await ferry(['cancel', late.view.id], env);
     expect(refused.code).toBe(2);
@@ -216,7 +213,6 @@ describe('a control plane that heals without a human', () => {
     const done = JSON.parse((await late.cli).stdout) as MigrationView;
     expect(done.outcome).toBe('completed');
     await expectRunsOnceOn(env, w, to);
-    await restart(to);
   });
 });
 

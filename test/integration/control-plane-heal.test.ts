@@ -21,7 +21,7 @@ import { REPO } from './helpers/cli.ts';
 
 const env = labEnv('itheal');
 // Each scenario waits out a fault (a 20 s outage, a dead agent) and then a whole migration.
-vi.setConfig({ testTimeout: 600_000 });
+vi.setConfig({ testTimeout: 600_000, hookTimeout: 600_000 });
 /**
  * Armed on both agents for the whole file (restarting agents is slow): a source holds each
  * pre-copy round, and a destination its resume, so that a test acts while the migration is there.

@@ -75,6 +75,11 @@ export const FdSchema = z.object({
   /** Remaining time and interval as [seconds, nanoseconds]; unread expirations (ticks) come back as one expiration at once. */
   timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]), ticks: z.number().int() }).optional(),
   signalfd: z.object({ mask: hex }).optional(),
+  /**
+   * Locks held through this description: POSIX record locks (owned by the process), OFD locks,
+   * flock() locks and leases (owned by the description). Ranges are inclusive; end null = to EOF.
+   */
+  locks: z.array(z.object({ kind: z.enum(['posix', 'ofd', 'flock', 'lease']), write: z.boolean(), start: z.number().nonnegative(), end: z.number().nonnegative().nullable() })).optional(),
   /** Every registration: target fd number (in this process), events, data. */
   epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex })).optional(),
 });
@@ -188,6 +193,8 @@ export const InetSocketSchema = z.object({
   backlog: z.number().int().nonnegative(),
   opts: SocketOptsSchema,
   tcp: TcpRepairSchema.optional(),
+  /** UDP: shutdown(2) already done (1 SHUT_RD, 2 SHUT_WR, 3 both). */
+  shutdown: z.number().int().optional(),
 });
 export type InetSocketImage = z.infer<typeof InetSocketSchema>;
 
@@ -200,7 +207,16 @@ export const SharedSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('pipe'), inode: z.number().int(), capacity: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
   z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int() }),
   /** A named pipe: reopened by path (read end first, non-blocking), then the bytes in flight written back. */
-  z.object({ kind: z.literal('fifo'), path: z.string(), inode: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
+  z.object({
+    kind: z.literal('fifo'),
+    path: z.string(),
+    inode: z.number().int(),
+    readFlags: z.number().int(),
+    writeFlags: z.number().int(),
+    data: z.string(),
+    /** One O_RDWR description of the FIFO (its own reader and writer), reopened so; its flags. */
+    rdwr: z.number().int().optional(),
+  }),
   /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
   z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
   InetSocketSchema,
@@ -208,12 +224,33 @@ export const SharedSchema = z.discriminatedUnion('kind', [
    * A unix socket that is not one end of a pair inside the tree: unconnected, bound (`name`: a
    * path, "@name" for the abstract namespace, "" for none) or listening (with its backlog).
    */
-  z.object({ kind: z.literal('unix-socket'), type: z.number().int(), flags: z.number().int(), name: z.string(), listening: z.boolean(), backlog: z.number().int().nonnegative() }),
+  z.object({
+    kind: z.literal('unix-socket'),
+    type: z.number().int(),
+    flags: z.number().int(),
+    name: z.string(),
+    listening: z.boolean(),
+    backlog: z.number().int().nonnegative(),
+    /** The socket file's owner and mode (a path name), given back after the bind. */
+    file: z.object({ uid: z.number().int(), gid: z.number().int(), mode: z.number().int() }).optional(),
+  }),
   /**
    * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (restored as a memfd). Its
    * content lives in `file`; run addresses are offsets into the object.
    */
-  z.object({ kind: z.literal('memfd'), name: z.string(), inode: z.number().int(), size: z.number().int(), flags: z.number().int(), pos: z.number().int(), file: z.string(), bytes: z.number().int(), runs: z.array(PageRunSchema) }),
+  z.object({
+    kind: z.literal('memfd'),
+    name: z.string(),
+    inode: z.number().int(),
+    size: z.number().int(),
+    flags: z.number().int(),
+    pos: z.number().int(),
+    file: z.string(),
+    bytes: z.number().int(),
+    runs: z.array(PageRunSchema),
+    /** F_GET_SEALS; absent or 1 (F_SEAL_SEAL alone) = created without MFD_ALLOW_SEALING. */
+    seals: z.number().int().optional(),
+  }),
 ]);
 export type SharedImage = z.infer<typeof SharedSchema>;
 

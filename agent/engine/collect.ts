@@ -5,6 +5,7 @@ import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, typ
 import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask, peekSiginfo } from '../ffi/ptrace.ts';
 import { sys, vmRead } from '../ffi/syscalls.ts';
 import { injectStepOk } from './inject.ts';
+import { parseLocks } from './locks.ts';
 import { fdKind, isShm } from './preflight.ts';
 import { type MapEntry, fdTarget, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
 
@@ -148,6 +149,11 @@ function collectFds(pid: number): FdImage[] {
         img.dupOf = prev.fd;
         break;
       }
+    }
+    // A dup shows the same lock lines as its first fd: they are taken once, through that one.
+    if (img.dupOf === undefined && ['file', 'dir', 'chr', 'memfd'].includes(img.kind)) {
+      const { locks } = parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (locks.length > 0) img.locks = locks;
     }
     fds.push(img);
   }

@@ -6,6 +6,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
 import { closeFd, pidfdGetfd, pidfdOpen, pwrite, vmRead, writeFd } from '../ffi/syscalls.ts';
+import { lockCall } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
 import { activateConnection, restoreConnection, restoreSocket } from './sockets.ts';
@@ -219,6 +220,18 @@ export class HuskFiles extends HuskCore {
       if (f.kind === 'file' && f.pos > 0) this.inj(this.pid, 'lseek', [f.fd, f.pos, 0]);
     }
     if (this.parkBase > 0) this.inj(this.pid, 'close_range', [this.parkBase, 0xffffffff, 0]);
+    // Locks once the parked duplicates are closed: a write lease needs its description to be the file's only opener.
+    for (const f of fds) {
+      if (f.dupOf !== undefined) continue;
+      for (const l of f.locks ?? []) {
+        const [call, args] = lockCall(f.fd, l, (b) => this.put(OFF_ARGS, b));
+        try {
+          this.inj(this.pid, call, args);
+        } catch (err) {
+          throw new FerryError(ErrorCode.Conflict, `pid ${this.pid} fd ${f.fd} (${f.path}): cannot take its ${l.kind} lock again`, { details: { pid: this.pid, fd: f.fd, lock: l }, cause: err });
+        }
+      }
+    }
     // Registrations name fd numbers, so they go in once every fd is in place.
     for (const f of fds) {
       if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;

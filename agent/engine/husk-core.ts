@@ -91,7 +91,8 @@ export class HuskCore {
   protected finished = false;
   /** First fd of the parked shared descriptions (0 when there are none). */
   protected parkBase = 0;
-  protected parked: { r: number; w: number }[] = [];
+  /** Per shared entry: its read and write ends (the same fd for one description), and a FIFO's O_RDWR description. */
+  protected parked: { r: number; w: number; rw?: number }[] = [];
   protected sessionDone = false;
   /** Thread ids as the image knows them -> as the agent sees them (they differ inside a container). */
   protected readonly hostTid = new Map<number, number>();

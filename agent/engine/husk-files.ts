@@ -53,11 +53,19 @@ export class HuskFiles extends HuskCore {
         const tw = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000 | 1, 0]);
         this.inj(this.pid, 'dup3', [tw, w, 0]);
         this.inj(this.pid, 'close', [tw]);
+        let rw: number | undefined;
+        if (sh.rdwr !== undefined) {
+          rw = next++;
+          const t = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000 | 2, 0]);
+          this.inj(this.pid, 'dup3', [t, rw, 0]);
+          this.inj(this.pid, 'close', [t]);
+          this.inj(this.pid, 'fcntl', [rw, 4, sh.rdwr & ~3]);
+        }
         const data = Buffer.from(sh.data, 'base64');
         if (data.length > 0) this.agentWrite(w, data);
         if (sh.readFlags >= 0) this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]);
         if (sh.writeFlags >= 0) this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
-        this.parked.push({ r, w });
+        this.parked.push({ r, w, ...(rw === undefined ? {} : { rw }) });
       } else if (sh.kind === 'socketpair') {
         const sv = this.put(OFF_ARGS, Buffer.alloc(8));
         this.inj(this.pid, 'socketpair', [1, sh.type, 0, sv]);
@@ -77,7 +85,8 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: ends[0]!, w: ends[1]! });
       } else if (sh.kind === 'memfd') {
         const fd = next++;
-        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), 0]);
+        const sealing = sh.seals !== undefined && sh.seals !== 1; // F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
+        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         this.inj(this.pid, 'ftruncate', [fd, sh.size]);
@@ -93,6 +102,9 @@ export class HuskFiles extends HuskCore {
           reader.close();
         }
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        // Seals once the content is in (F_SEAL_WRITE would refuse it); status flags live on the description.
+        if (sealing && sh.seals) this.inj(this.pid, 'fcntl', [fd, 1033, sh.seals]); // F_ADD_SEALS
+        this.inj(this.pid, 'fcntl', [fd, 4, sh.flags & ~3]);
         this.parked.push({ r: fd, w: fd });
       } else if (sh.kind === 'inet' || sh.kind === 'unix-socket') {
         // Made by the husk, so it belongs to the husk's network namespace; set up from the agent.
@@ -133,7 +145,7 @@ export class HuskFiles extends HuskCore {
   inheritParked(root: HuskFiles, rootPid: number): void {
     this.parkBase = root.parkBase;
     this.parked = root.parked;
-    const fds = [...new Set(root.parked.flatMap((s) => [s.r, s.w]))];
+    const fds = [...new Set(root.parked.flatMap((s) => [s.r, s.w, ...(s.rw === undefined ? [] : [s.rw])]))];
     if (fds.length === 0) return;
     const pidfd = Number(this.inj(this.pid, 'pidfd_open', [rootPid, 0]));
     try {
@@ -195,7 +207,8 @@ export class HuskFiles extends HuskCore {
       if (f.shared !== undefined && f.dupOf === undefined) {
         const slot = this.parked[f.shared];
         if (!slot) throw new FerryError(ErrorCode.BadImage, `fd ${f.fd} of pid ${this.pid} names shared description ${f.shared}, which the image lacks`);
-        this.inj(this.pid, 'dup3', [(f.end ?? ((f.flags & 3) === 0 ? 0 : 1)) === 0 ? slot.r : slot.w, f.fd, cloexec]);
+        const end = f.end ?? ((f.flags & 3) === 0 ? 0 : 1);
+        this.inj(this.pid, 'dup3', [end === 2 && slot.rw !== undefined ? slot.rw : end === 0 ? slot.r : slot.w, f.fd, cloexec]);
         continue;
       }
       if (f.dupOf === undefined && ANON_FD_KINDS.has(f.kind)) {

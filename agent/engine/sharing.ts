@@ -3,7 +3,7 @@
 // must stay one offset.
 import { statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { unixPeerOf, unixTableOf } from './sockets.ts';
+import { unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
 import { O, closeFd, ioctl, openFile, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
 import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
 
@@ -87,6 +87,9 @@ function peekSocket(pid: number, fd: number, type: number): Buffer {
   }
 }
 
+/** F_GET_SEALS of a memfd, through a duplicate of the workload's descriptor. */
+const memfdSeals = (pid: number, fd: number): number => withTheirFd(pid, fd, (mine) => sys('fcntl', mine, 1034));
+
 /** Where each shared memory object's content is read from at dump time (not part of the image). */
 export const shmSources = new Map<number, string>();
 
@@ -127,7 +130,7 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
   const fifos = new Map<number, number>();
   for (const p of procs) {
     for (const f of p.fds) {
-      if (f.kind !== 'fifo' || f.dupOf !== undefined || (f.flags & 3) === 2) continue;
+      if (f.kind !== 'fifo' || f.dupOf !== undefined) continue;
       const src = `/proc/${p.pid}/fd/${f.fd}`;
       const ino = statSync(src).ino;
       let idx = fifos.get(ino);
@@ -139,9 +142,11 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       const e = shared[idx]!;
       if (e.kind !== 'fifo') continue;
       f.shared = idx;
-      f.end = (f.flags & 3) === 0 ? 0 : 1;
+      // An O_RDWR description (end 2) is its own reader and writer: reopened so, not split in two.
+      f.end = [0, 1, 2][f.flags & 3] ?? 1;
       if (f.end === 0) e.readFlags = f.flags;
-      else e.writeFlags = f.flags;
+      else if (f.end === 1) e.writeFlags = f.flags;
+      else e.rdwr = f.flags;
     }
   }
   // Connected unix pairs (socketpairs, or both ends of a named connection): each end with the bytes it has queued to read.
@@ -192,6 +197,7 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       if (e.kind === 'memfd') {
         e.flags = f.flags;
         e.pos = f.pos;
+        e.seals = memfdSeals(p.pid, f.fd);
       }
       f.shared = idx;
     }
@@ -205,7 +211,8 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
   const seen: { pid: number; fd: number; idx: number | undefined; path: string; flags: number; pos: number }[] = [];
   for (const p of procs) {
     for (const f of p.fds) {
-      if (f.kind !== 'file' || f.dupOf !== undefined) continue;
+      // Directories and devices too: their status flags (and a directory's read position) are one.
+      if (!['file', 'dir', 'chr'].includes(f.kind) || f.dupOf !== undefined) continue;
       const twin = seen.find((s) => s.pid !== p.pid && s.path === f.path && sys('kcmp', s.pid, p.pid, KCMP_FILE, s.fd, f.fd) === 0);
       if (twin) {
         if (twin.idx === undefined) {

@@ -3,7 +3,7 @@
 // (pidfd_getfd), which works whatever network namespace the socket lives in. TCP connections
 // are put into repair mode and stay there until the checkpoint ends: killed, they close
 // without a FIN or RST; released, they carry on.
-import { lstatSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
@@ -247,6 +247,17 @@ export class RepairHold {
   }
 }
 
+/** Owner and mode of a bound unix socket's file, seen from the process's root; null for abstract or unnamed ones. */
+function socketFileOf(pid: number, name: string): { uid: number; gid: number; mode: number } | null {
+  if (!isAbsolute(name)) return null;
+  try {
+    const st = lstatSync(`/proc/${pid}/root${name}`);
+    return st.isSocket() ? { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 } : null;
+  } catch {
+    return null; // unlinked since the bind
+  }
+}
+
 const socketIno = (f: FdImage): number => Number(/\d+/.exec(f.path)?.[0] ?? 0);
 
 /**
@@ -275,7 +286,9 @@ export function linkSockets(procs: readonly ProcessImage[], shared: SharedImage[
                 retryable: true,
                 details: { pid: p.pid, fd: f.fd, kind: 'unix listening socket with pending connections' },
               });
-            entry = { kind: 'unix-socket', type: u.type, flags: f.flags, name: unixName(p.pid, u.name), listening: u.state === UNIX_LISTEN, backlog: u.state === UNIX_LISTEN ? u.wqueue : 0 };
+            const name = unixName(p.pid, u.name);
+            const file = socketFileOf(p.pid, name);
+            entry = { kind: 'unix-socket', type: u.type, flags: f.flags, name, listening: u.state === UNIX_LISTEN, backlog: u.state === UNIX_LISTEN ? u.wqueue : 0, ...(file ? { file } : {}) };
           } else {
             entry = withTheirFd(p.pid, f.fd, (s) => {
               const img = dumpInet(s, f.flags);
@@ -341,6 +354,11 @@ export function restoreSocket(s: number, sh: SharedImage): void {
     if (sh.name) {
       if (!sh.name.startsWith('@')) removeStaleSocketFile(sh.name);
       bindTo(s, { family: AF.UNIX, name: sh.name });
+      // The agent made the file: give it the workload's owner and mode, or connecting to it may be refused.
+      if (sh.file) {
+        chownSync(sh.name, sh.file.uid, sh.file.gid);
+        chmodSync(sh.name, sh.file.mode);
+      }
     }
     if (sh.listening) listenOn(s, sh.backlog);
   } else if (sh.kind === 'inet') {

@@ -26,7 +26,8 @@ import {
   setOpt,
   type SockAddr,
 } from '../ffi/sockets.ts';
-import { closeFd, ioctl, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
+import { closeFd, ioctl, isErrno, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
+import { inetShutdowns } from '../ffi/inetdiag.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
 import { CARRIED_TCP_STATES, TCP, activateTcp, dumpTcp, enterRepair, leaveRepair, restoreTcp, tcpInfo } from './tcp-repair.ts';
 import { fdTarget, listFds } from './procfs.ts';
@@ -58,7 +59,10 @@ const netnsOf = (pid: number | 'self'): string => readlinkSync(`/proc/${pid}/ns/
 
 // The unix socket table is per network namespace and read once per preflight/collect pass.
 const unixTables = new Map<string, Map<number, UnixSock>>();
-export const clearSocketTables = (): void => unixTables.clear();
+export const clearSocketTables = (): void => {
+  unixTables.clear();
+  shutdownTables.clear();
+};
 
 /** The AF_UNIX sockets of the network namespace `pid` is in. */
 export function unixTableOf(pid: number): Map<number, UnixSock> {
@@ -69,6 +73,19 @@ export function unixTableOf(pid: number): Map<number, UnixSock> {
     unixTables.set(ns, t);
   }
   return t;
+}
+
+const shutdownTables = new Map<string, Map<number, number>>();
+
+/** shutdown(2) bits (1 receive, 2 send) of an IP socket of the namespace `pid` is in; 0 when it was never shut down. */
+function shutdownOf(pid: number, ino: number, family: number, protocol: number): number {
+  const key = `${netnsOf(pid)}/${family}/${protocol}`;
+  let t = shutdownTables.get(key);
+  if (!t) {
+    t = inetShutdowns(family, protocol, netnsOf(pid) === netnsOf('self') ? undefined : socketIn(`/proc/${pid}/ns/net`, AF.NETLINK, SOCK.DGRAM, 4));
+    shutdownTables.set(key, t);
+  }
+  return t.get(ino) ?? 0;
 }
 
 /** Both ends of a connected unix pair know each other (a datagram socket may be connected one way only). */
@@ -293,6 +310,10 @@ export function linkSockets(procs: readonly ProcessImage[], shared: SharedImage[
             entry = withTheirFd(p.pid, f.fd, (s) => {
               const img = dumpInet(s, f.flags);
               if (img.tcp) hold.add(sys('fcntl', s, 1030, 0)); // F_DUPFD_CLOEXEC: keep the repair-mode socket
+              if (img.type === SOCK.DGRAM) {
+                const sd = shutdownOf(p.pid, ino, img.family, img.protocol);
+                if (sd !== 0) img.shutdown = sd;
+              }
               return img;
             });
           }
@@ -367,10 +388,20 @@ export function restoreSocket(s: number, sh: SharedImage): void {
       if (sh.local && (sh.local.port !== 0 || sh.state === 'listen')) bindFree(s, sh, sh.local);
       if (sh.state === 'listen') listenOn(s, sh.backlog);
       if (sh.state === 'connected' && sh.remote) connectTo(s, sockAddr(sh.family, sh.remote));
+      if (sh.shutdown) shutdownAgain(s, sh.shutdown);
     }
     if (sh.opts.nodelay) setIntOpt(s, SOL.TCP, TCP.NODELAY, 1);
   } else return;
   sys('fcntl', s, 4, sh.flags & ~3); // F_SETFL: O_NONBLOCK and friends live on the description
+}
+
+/** shutdown(2) once more; an unconnected datagram socket answers ENOTCONN but keeps the flag all the same. */
+function shutdownAgain(s: number, bits: number): void {
+  try {
+    sys('shutdown', s, bits - 1); // 1 -> SHUT_RD 0, 2 -> SHUT_WR 1, 3 -> SHUT_RDWR 2
+  } catch (err) {
+    if (!isErrno(err, 'ENOTCONN')) throw err;
+  }
 }
 
 /** A TCP connection into its fresh socket, in repair mode until activateConnection(). */

@@ -80,8 +80,11 @@ export const FdSchema = z.object({
    * flock() locks and leases (owned by the description). Ranges are inclusive; end null = to EOF.
    */
   locks: z.array(z.object({ kind: z.enum(['posix', 'ofd', 'flock', 'lease']), write: z.boolean(), start: z.number().nonnegative(), end: z.number().nonnegative().nullable() })).optional(),
-  /** Every registration: target fd number (in this process), events, data. */
-  epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex })).optional(),
+  /**
+   * Every registration: the fd number it was made through (its key with the file), events,
+   * data; `via`: the fd that holds the registered file now, when that number was closed or reused.
+   */
+  epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex, via: z.number().int().optional() })).optional(),
 });
 export type FdImage = z.infer<typeof FdSchema>;
 

@@ -4,6 +4,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, type ThreadImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask, peekSiginfo } from '../ffi/ptrace.ts';
 import { sys, vmRead } from '../ffi/syscalls.ts';
+import { epollEntries } from './epoll.ts';
 import { injectStepOk } from './inject.ts';
 import { parseLocks } from './locks.ts';
 import { fdKind, isShm } from './preflight.ts';
@@ -126,11 +127,7 @@ function anonDetails(pid: number, fd: number, img: FdImage): void {
       img.signalfd = { mask: toHex(BigInt(`0x${info.get('sigmask') ?? '0'}`)) };
       break;
     case 'epoll':
-      img.epoll = [...raw.matchAll(/^tfd:\s*(\d+) events:\s*([0-9a-f]+) data:\s*([0-9a-f]+)/gm)].map((m) => ({
-        tfd: Number(m[1]),
-        events: Number.parseInt(m[2]!, 16),
-        data: toHex(BigInt(`0x${m[3]}`)),
-      }));
+      img.epoll = epollEntries(pid, fd).entries;
       break;
   }
 }

@@ -233,7 +233,13 @@ export class HuskFiles extends HuskCore {
       if (f.kind === 'file' && f.pos > 0) this.inj(this.pid, 'lseek', [f.fd, f.pos, 0]);
     }
     if (this.parkBase > 0) this.inj(this.pid, 'close_range', [this.parkBase, 0xffffffff, 0]);
-    // Locks once the parked duplicates are closed: a write lease needs its description to be the file's only opener.
+    // Registrations name fd numbers, so they go in once every fd is in place.
+    for (const f of fds) {
+      if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;
+      for (const it of f.epoll ?? []) this.register(f.fd, it, fds);
+    }
+    // Locks last: a write lease needs its description to be the file's only opener (parked duplicates closed),
+    // and register() closes fds, which would drop the process's POSIX locks on their files.
     for (const f of fds) {
       if (f.dupOf !== undefined) continue;
       for (const l of f.locks ?? []) {
@@ -245,16 +251,29 @@ export class HuskFiles extends HuskCore {
         }
       }
     }
-    // Registrations name fd numbers, so they go in once every fd is in place.
-    for (const f of fds) {
-      if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;
-      for (const it of f.epoll ?? []) {
-        const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
-        ev.writeUInt32LE(it.events >>> 0, 0);
-        ev.writeBigUInt64LE(fromHex(it.data), 4);
-        this.inj(this.pid, 'epoll_ctl', [f.fd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
-      }
+  }
+
+  /**
+   * One epoll registration under its own key (file, fd number). When that number now holds
+   * another file (or nothing), the registered file is put there just for the epoll_ctl.
+   */
+  private register(efd: number, it: NonNullable<FdImage['epoll']>[number], fds: readonly FdImage[]): void {
+    const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
+    ev.writeUInt32LE(it.events >>> 0, 0);
+    ev.writeBigUInt64LE(fromHex(it.data), 4);
+    const add = () => this.inj(this.pid, 'epoll_ctl', [efd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
+    if (it.via === undefined) {
+      add();
+      return;
     }
+    const occupant = fds.find((g) => g.fd === it.tfd);
+    const parked = occupant ? Number(this.inj(this.pid, 'fcntl', [it.tfd, 1030, 0])) : -1; // F_DUPFD_CLOEXEC
+    this.inj(this.pid, 'dup3', [it.via, it.tfd, 0]);
+    add();
+    if (occupant) {
+      this.inj(this.pid, 'dup3', [parked, it.tfd, occupant.cloexec ? 0o2000000 : 0]);
+      this.inj(this.pid, 'close', [parked]);
+    } else this.inj(this.pid, 'close', [it.tfd]);
   }
 
   /** eventfd, timerfd, signalfd and epoll instances are made anew with their state. */

@@ -4,7 +4,9 @@ import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
-import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf } from './sockets.ts';
+import { epollEntries } from './epoll.ts';
+import { parseLocks } from './locks.ts';
+import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
 import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
 
 const KCMP_FILE = 0;
@@ -104,6 +106,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
       throw err;
     }
     if ('unsupported' in k && targetOrNull(pid, fd) === target) add(`fd ${fd}`, k.unsupported, k.detail ?? target);
+    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind)) add(`fd ${fd} (${target})`, kind, detail);
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
@@ -115,6 +118,19 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
     else if (m.path.startsWith('[') && !SPECIAL.has(m.path) && !m.path.startsWith('[anon:') && !m.path.startsWith('[stack:')) add(where, 'special mapping', m.path);
   }
   return out;
+}
+
+/** What a carried kind of fd may still hold that the engine cannot carry: odd lock states, epoll registrations out of reach. */
+function fdStateProblems(pid: number, fd: number, kind: FdKind): [string, string][] {
+  try {
+    if (kind === 'epoll')
+      return epollEntries(pid, fd).lost.map((tfd) => ['epoll registration', `fd ${tfd} it watches was closed here; only another process holds that file now`]);
+    if (kind === 'file' || kind === 'dir' || kind === 'chr' || kind === 'memfd')
+      return parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')).odd.map((line) => ['file lock', `in a state the engine cannot take again: ${line}`]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // closed under the look
+  }
+  return [];
 }
 
 /** Where the fd points, or null once it is closed. */
@@ -188,8 +204,22 @@ function pipeProblems(pids: readonly number[]): Problem[] {
     }
   }
   return [...ends]
-    .filter(([, e]) => !(e.r && e.w))
-    .map(([t, e]) => ({ pid: e.pid, where: `fd ${e.fd}`, kind: 'pipe', detail: `${t}: its ${e.r ? 'write' : 'read'} end is outside the process tree` }));
+    .filter(([, e]) => !(e.r && e.w) && !otherEndClosed(e.pid, e.fd, e.r))
+    .map(([t, e]) => ({ pid: e.pid, where: `fd ${e.fd}`, kind: 'pipe', detail: `${t}: its ${e.r ? 'write' : 'read'} end is held outside the process tree` }));
+}
+
+/**
+ * A pipe whose other end nobody holds any more travels fine (restore closes that end too):
+ * poll on a duplicate shows POLLHUP on a read end without writers, POLLERR on a write end without readers.
+ */
+function otherEndClosed(pid: number, fd: number, readEnd: boolean): boolean {
+  const pfd = Buffer.alloc(8); // struct pollfd { int fd; short events, revents }
+  return withTheirFd(pid, fd, (mine) => {
+    pfd.writeInt32LE(mine, 0);
+    pfd.writeInt16LE(readEnd ? 1 : 4, 4); // POLLIN / POLLOUT
+    sys('poll', pfd, 1, 0);
+    return (pfd.readInt16LE(6) & (readEnd ? 0x10 : 0x8)) !== 0; // POLLHUP / POLLERR
+  });
 }
 
 /** The root and all its descendants, parents before children. */

@@ -120,6 +120,8 @@ export function classifySocket(pid: number, fd: number, ino: number): { kind: 'u
     if (type === SOCK.STREAM && proto === IPPROTO.TCP) {
       const st = tcpInfo(s);
       if (!CARRIED_TCP_STATES.has(st.state)) return { unsupported: `TCP${v} socket in state ${st.state}`, detail: `socket:[${ino}] ${describeEnds(s)}` };
+      // Closed after a connection: it reads end of file and cannot send, which a fresh socket would not do.
+      if (st.state === 'closed' && st.segments > 0) return { unsupported: `TCP${v} socket whose connection has ended (closed)`, detail: `socket:[${ino}] ${describeEnds(s)}` };
       if (st.state === 'listen' && st.acceptQueue > 0)
         return { unsupported: `TCP${v} listening socket with ${st.acceptQueue} connection(s) waiting to be accepted`, detail: `socket:[${ino}] ${describeEnds(s)}` };
       return { kind: 'inet' };

@@ -43,6 +43,7 @@ export const SYS = {
   write: 1,
   open: 2,
   close: 3,
+  poll: 7,
   lseek: 8,
   mmap: 9,
   mprotect: 10,

@@ -1,7 +1,7 @@
 // Runs ferry's conformance programs (programs/<feature>.c, contract in programs/conformance.h):
 // start one detached in a fresh directory, wait for `ready`, checkpoint its tree with the engine
 // (the original is killed), restore it, create `go`, and read the program's own verdict.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -117,6 +117,7 @@ export async function runFeature(feature: string, opts: RunOptions = {}): Promis
   const row = (outcome: Outcome, message: string): Row => ({ feature, outcome, message, ms: Math.round(performance.now() - t0) });
   const bin = await buildProgram(feature);
   const dir = mkdtempSync(join(tmpdir(), `ferry-cf-${feature}-`));
+  chmodSync(dir, 0o777); // programs may drop to another uid and still write their result
   const images = join(dir, 'images');
   try {
     const root = spawnDetached([bin, dir], { log: join(dir, 'out.log'), cwd: dir });

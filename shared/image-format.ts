@@ -48,6 +48,12 @@ export const VmaSchema = z.object({
   shared: z.number().int().optional(),
   /** madvise state the kernel shows in smaps VmFlags and restore re-applies: dc (DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP). */
   advice: z.array(z.enum(['dc', 'wf', 'hg', 'nh', 'dd'])).optional(),
+  /** MAP_GROWSDOWN (smaps gd): the mapping extends downwards on a fault below it. */
+  growsDown: z.boolean().optional(),
+  /** File mappings: the file was open for writing (smaps mw), so the mapping may be made writable later. */
+  mayWrite: z.boolean().optional(),
+  /** Guard regions (MADV_GUARD_INSTALL) inside the mapping: pages that fault on any access. */
+  guards: z.array(z.object({ addr: hex, pages: z.number().int().positive() })).optional(),
   /** shmem inode, to find the same object in other processes. */
   inode: z.number().int().optional(),
   /** Only pages that must travel: present anonymous pages that are not all zero, and copied-on-write pages of private file mappings. */
@@ -238,12 +244,14 @@ export const SharedSchema = z.discriminatedUnion('kind', [
     file: z.object({ uid: z.number().int(), gid: z.number().int(), mode: z.number().int() }).optional(),
   }),
   /**
-   * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (restored as a memfd). Its
+   * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (anon). Its
    * content lives in `file`; run addresses are offsets into the object.
    */
   z.object({
     kind: z.literal('memfd'),
     name: z.string(),
+    /** MAP_SHARED|MAP_ANONYMOUS memory (the kernel's /dev/zero object), not a memfd. */
+    anon: z.boolean().optional(),
     inode: z.number().int(),
     size: z.number().int(),
     flags: z.number().int(),
@@ -288,6 +296,12 @@ export const ProcessSchema = z.object({
   pendingShared: z.array(PendingSignalSchema),
   /** PR_SET_PDEATHSIG signal, 0 for none. */
   pdeathsig: z.number().int(),
+  /** prctl state beyond pdeathsig: PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE, PR_GET_DUMPABLE. */
+  prctl: z.object({ subreaper: z.boolean(), thpDisable: z.boolean(), dumpable: z.number().int() }).optional(),
+  /** membarrier registrations found by probing (private expedited, its sync-core and rseq variants). */
+  membarrier: z.array(z.enum(['private-expedited', 'private-expedited-sync-core', 'private-expedited-rseq'])).optional(),
+  /** Exited children not yet waited for: restored as zombies with the same pid and wait status. */
+  zombies: z.array(z.object({ pid: z.number().int().positive(), status: z.number().int() })).optional(),
   mm: MmSchema,
   /** The saved auxv, base64, given back through PR_SET_MM_MAP. */
   auxv: z.string(),

@@ -5,7 +5,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { sealedSystemMappings } from '../probes.ts';
@@ -15,7 +15,7 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, selectPages } from './memory.ts';
+import { PagesWriter, type Range, selectPages } from './memory.ts';
 import { preflight, treeOf } from './preflight.ts';
 import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
@@ -109,19 +109,25 @@ export class Checkpoint {
     for (const p of this.processes) {
       const w = new PagesWriter(join(dir, p.pagesFile));
       const pm = openFile(`/proc/${p.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      let mem = -1;
       try {
         for (const v of p.vmas) {
           if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
-          if (v.perms[0] !== 'r' && v.perms[1] !== 'w') continue; // PROT_NONE guard: nothing readable
           if (precopied?.(p.pid, Number(v.start), Number(v.end))) {
             v.runs = [];
             v.precopied = true;
             continue;
           }
-          const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private');
-          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private');
+          const guards: Range[] = [];
+          const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private', guards);
+          if (guards.length > 0) v.guards = guards.map((g) => ({ addr: toHex(g.addr), pages: g.pages }));
+          // PROT_NONE pages keep data too; only /proc/PID/mem (which may force access) reads them.
+          const unreadable = v.perms[0] !== 'r';
+          if (unreadable && ranges.length > 0 && mem < 0) mem = openFile(`/proc/${p.pid}/mem`, O.RDONLY | O.CLOEXEC);
+          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private', unreadable ? mem : undefined);
         }
       } finally {
+        if (mem >= 0) closeFd(mem);
         closeFd(pm);
         w.close();
       }
@@ -199,7 +205,7 @@ function readUts(root: number, p: ProcessImage): { hostname: string; domainname:
 
 /** Ids as the container sees them; the pages file names follow. */
 function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
-  const m = nsIdMap(procs.map((p) => p.hostPid));
+  const m = nsIdMap(procs.flatMap((p) => [p.hostPid, ...(p.zombies ?? []).map((z) => z.pid)]));
   const tr = (id: number) => m.get(id) ?? 0; // outside the container: invisible to it
   return procs.map((p) => ({
     ...p,
@@ -207,6 +213,7 @@ function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
     ppid: tr(p.ppid),
     pgid: tr(p.pgid),
     sid: tr(p.sid),
+    zombies: (p.zombies ?? []).map((z) => ({ ...z, pid: tr(z.pid) })).filter((z) => z.pid > 0),
     threads: p.threads.map((t) => ({ ...t, tid: tr(t.tid) })),
     posixTimers: p.posixTimers.map((t) => ({ ...t, tid: t.notify === 4 ? tr(t.tid) : t.tid })),
   }));

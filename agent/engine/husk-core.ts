@@ -230,7 +230,7 @@ export class HuskCore {
   }
 
   /** One mapping, with protection `prot`; shared memory maps the parked shared object it names. */
-  mapOne(v: Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset' | 'shared'>, prot: number): void {
+  mapOne(v: Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset' | 'shared' | 'growsDown' | 'mayWrite'>, prot: number): void {
     const start = fromHex(v.start);
     const len = fromHex(v.end) - start;
     if (v.kind === 'shm') {
@@ -239,14 +239,15 @@ export class HuskCore {
       this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
     } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
       const shared = v.kind === 'file-shared';
-      const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && v.perms[1] === 'w' ? 2 : 0, 0]);
+      // A shared mapping of a file open for writing may be made writable later: open it the same way.
+      const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && (v.perms[1] === 'w' || v.mayWrite) ? 2 : 0, 0]);
       try {
         this.inj(this.pid, 'mmap', [start, len, prot, (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, fd, fromHex(v.fileOffset)]);
       } finally {
         this.inj(this.pid, 'close', [fd]);
       }
     } else {
-      const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' ? MAP.GROWSDOWN : 0);
+      const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' || v.growsDown ? MAP.GROWSDOWN : 0);
       this.inj(this.pid, 'mmap', [start, len, prot, flags, -1, 0]);
     }
   }

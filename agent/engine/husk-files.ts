@@ -16,6 +16,19 @@ export class HuskFiles extends HuskCore {
   protected connections: { fd: number; img: InetSocketImage }[] = [];
 
   /**
+   * A descriptor for a new MAP_SHARED|MAP_ANONYMOUS object (the kernel names it /dev/zero, as the
+   * workload's mapping was named): mapped once by the husk, opened through map_files, unmapped.
+   */
+  private sharedAnonFd(size: number): bigint {
+    const addr = this.inj(this.pid, 'mmap', [0, size, 3, 0x21, -1, 0]); // PROT_READ|WRITE, MAP_SHARED|ANONYMOUS
+    try {
+      return this.inj(this.pid, 'open', [this.putStr(`/proc/self/map_files/${addr.toString(16)}-${(addr + BigInt(size)).toString(16)}`), 2, 0]);
+    } finally {
+      this.inj(this.pid, 'munmap', [addr, size]);
+    }
+  }
+
+  /**
    * Creates every shared description in this (root) husk on fds from `base` up, before any
    * child exists: children inherit them and dup what they use into place. Pipe contents are
    * written from the agent through pidfd_getfd.
@@ -85,8 +98,8 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: ends[0]!, w: ends[1]! });
       } else if (sh.kind === 'memfd') {
         const fd = next++;
-        const sealing = sh.seals !== undefined && sh.seals !== 1; // F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
-        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
+        const sealing = !sh.anon && sh.seals !== undefined && sh.seals !== 1; // F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
+        const tmp = sh.anon ? this.sharedAnonFd(sh.size) : this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         this.inj(this.pid, 'ftruncate', [fd, sh.size]);

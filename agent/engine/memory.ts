@@ -4,7 +4,7 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type PageRun, toHex } from '../../shared/image-format.ts';
-import { vmRead, vmWrite } from '../ffi/syscalls.ts';
+import { pread, vmRead, vmWrite } from '../ffi/syscalls.ts';
 
 export const PAGE = 4096;
 const PAGE_N = BigInt(PAGE);
@@ -19,8 +19,10 @@ export interface Range {
 /**
  * Pages of [start, end) that hold data of their own: present or swapped, and for private file
  * mappings only the anonymous (copied-on-write) ones; file pages are re-read from the file.
+ * Guard regions (MADV_GUARD_INSTALL markers: bit 58, shown as swapped too) hold no data; they go
+ * to `guards` when given.
  */
-export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyAnon: boolean): Range[] {
+export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyAnon: boolean, guards?: Range[]): Range[] {
   const n = Number((end - start) / PAGE_N);
   const raw = Buffer.alloc(n * 8);
   const got = readSync(pagemapFd, raw, 0, raw.length, Number((start / PAGE_N) * 8n));
@@ -33,8 +35,15 @@ export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyA
   };
   for (let i = 0; i < got / 8; i++) {
     const hi = words[i * 2 + 1]!;
-    // bit 63 present, 62 swapped, 61 file-page or shared-anon
-    const has = (hi & 0xc0000000) !== 0 && (!onlyAnon || (hi & 0x20000000) === 0);
+    // bit 63 present, 62 swapped, 61 file-page or shared-anon, 58 guard region
+    const guard = (hi & 0x04000000) !== 0;
+    if (guard && guards) {
+      const last = guards[guards.length - 1];
+      const addr = start + BigInt(i) * PAGE_N;
+      if (last && last.addr + BigInt(last.pages) * PAGE_N === addr) last.pages++;
+      else guards.push({ addr, pages: 1 });
+    }
+    const has = !guard && (hi & 0xc0000000) !== 0 && (!onlyAnon || (hi & 0x20000000) === 0);
     if (has && runStart < 0) runStart = i;
     else if (!has && runStart >= 0) flush(i);
   }
@@ -53,13 +62,17 @@ export class PagesWriter {
     this.fd = openSync(path, 'w');
   }
 
-  /** Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled. */
-  dump(pid: number, ranges: readonly Range[], skipZero: boolean): PageRun[] {
+  /**
+   * Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled.
+   * memFd: the task's /proc/PID/mem, for mappings process_vm_readv cannot read (PROT_NONE).
+   */
+  dump(pid: number, ranges: readonly Range[], skipZero: boolean, memFd?: number): PageRun[] {
     const runs: PageRun[] = [];
     for (const r of ranges) {
       const len = r.pages * PAGE;
       const view = this.buf.subarray(0, len);
-      vmRead(pid, r.addr, view);
+      if (memFd === undefined) vmRead(pid, r.addr, view);
+      else if (pread(memFd, view, Number(r.addr)) !== len) throw new FerryError(ErrorCode.Internal, `pid ${pid}: short read of /proc/${pid}/mem at ${toHex(r.addr)}`);
       let s = -1;
       const emit = (from: number, to: number) => {
         const chunk = view.subarray(from * PAGE, to * PAGE);

@@ -73,6 +73,7 @@ export function buildState(husk: Husk, p: ProcessImage): void {
   husk.createThreads(p);
   husk.restoreTimers(p);
   husk.restoreCreds(p);
+  husk.restoreProcessFlags(p);
 }
 
 /** Registers and per-thread state go in last; the process stays stopped until release(). */
@@ -86,6 +87,7 @@ export function finishProcess(husk: Husk, p: ProcessImage): void {
 export function finishThreads(husk: Husk, p: ProcessImage): void {
   husk.queueSharedSignals(p);
   for (const t of p.threads) husk.restoreThreadState(t, p);
+  husk.restoreTrapAction(p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
   const leader = p.threads.find((t) => t.tid === p.pid);
   if (!leader) throw new FerryError(ErrorCode.BadImage, `process ${p.pid} has no leader thread in the image`);
@@ -130,6 +132,7 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
       if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
       husks.set(p.pid, parent.fork(p.pid));
     }
+    for (const p of img.processes) for (const z of p.zombies ?? []) husks.get(p.pid)!.zombie(z.pid, z.status);
     return husks;
   } catch (err) {
     for (const h of [...husks.values()].reverse()) h.abort();
@@ -141,7 +144,7 @@ export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?:
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
-  if (!img.container) for (const p of img.processes) waitPidFree(p.pid);
+  if (!img.container) for (const p of img.processes) for (const pid of [p.pid, ...(p.zombies ?? []).map((z) => z.pid)]) waitPidFree(pid);
   const husks = createHusks(img, dir, opts);
   let memoryMs = 0;
   try {

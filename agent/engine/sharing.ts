@@ -178,12 +178,12 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
   }
   // Shared memory: one object per shmem inode, whether reached through fds or mappings.
   const objs = new Map<number, number>();
-  const objFor = (inode: number, name: string, source: string): number => {
+  const objFor = (inode: number, name: string, source: string, anon = false): number => {
     let idx = objs.get(inode);
     if (idx === undefined) {
       idx = shared.length;
       objs.set(inode, idx);
-      shared.push({ kind: 'memfd', name, inode, size: statSync(source).size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
+      shared.push({ kind: 'memfd', name, ...(anon ? { anon } : {}), inode, size: statSync(source).size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
       shmSources.set(idx, source);
     }
     return idx;
@@ -204,7 +204,8 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
     for (const v of p.vmas) {
       if (v.kind !== 'shm' || v.inode === undefined) continue;
       const src = `/proc/${p.pid}/map_files/${v.start.slice(2)}-${v.end.slice(2)}`;
-      v.shared = objFor(v.inode, v.path?.startsWith('/memfd:') ? memfdName(v.path) : 'ferry-shared-anon', src);
+      const memfd = v.path?.startsWith('/memfd:') === true;
+      v.shared = objFor(v.inode, memfd ? memfdName(v.path!) : 'shared-anon', src, !memfd);
     }
   }
   // Files: a description seen in an earlier process (inherited across fork) is shared.

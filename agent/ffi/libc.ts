@@ -126,6 +126,7 @@ export const SYS = {
   setns: 308,
   kcmp: 312,
   memfd_create: 319,
+  membarrier: 324,
   userfaultfd: 323,
   rseq: 334,
   pidfd_send_signal: 424,

@@ -226,8 +226,19 @@ export const SharedSchema = z.discriminatedUnion('kind', [
     /** One O_RDWR description of the FIFO (its own reader and writer), reopened so; its flags. */
     rdwr: z.number().int().optional(),
   }),
-  /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
-  z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
+  /**
+   * A connected pair of AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM),
+   * messages[i] the datagrams (SOCK_DGRAM, SOCK_SEQPACKET), base64 each. inodes[1] = 0: a
+   * stream whose peer closed; only end 0 is held, end 1 is closed once its bytes are written.
+   */
+  z.object({
+    kind: z.literal('socketpair'),
+    type: z.number().int(),
+    inodes: z.tuple([z.number(), z.number()]),
+    flags: z.tuple([z.number(), z.number()]),
+    data: z.tuple([z.string(), z.string()]),
+    messages: z.tuple([z.array(z.string()), z.array(z.string())]).optional(),
+  }),
   InetSocketSchema,
   /**
    * A unix socket that is not one end of a pair inside the tree: unconnected, bound (`name`: a

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
-import { closeFd, pidfdGetfd, pidfdOpen, pwrite, vmRead, writeFd } from '../ffi/syscalls.ts';
+import { closeFd, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, writeFd } from '../ffi/syscalls.ts';
 import { lockCall } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
@@ -93,6 +93,8 @@ export class HuskFiles extends HuskCore {
         for (let i = 0; i < 2; i++) {
           const data = Buffer.from(sh.data[i]!, 'base64');
           if (data.length > 0) this.agentWrite(ends[1 - i]!, data);
+          const msgs = sh.messages?.[i] ?? [];
+          if (msgs.length > 0) this.agentSend(ends[1 - i]!, msgs.map((m) => Buffer.from(m, 'base64')));
         }
         for (let i = 0; i < 2; i++) this.inj(this.pid, 'fcntl', [ends[i]!, 4, sh.flags[i]! & ~3]);
         this.parked.push({ r: ends[0]!, w: ends[1]! });
@@ -209,6 +211,16 @@ export class HuskFiles extends HuskCore {
     try {
       let off = 0;
       while (off < data.length) off += writeFd(mine, data.subarray(off));
+    } finally {
+      closeFd(mine);
+    }
+  }
+
+  /** Sends datagrams, one by one, through one of the husk's sockets from the agent. */
+  protected agentSend(fd: number, messages: readonly Buffer[]): void {
+    const mine = this.agentFd(fd);
+    try {
+      for (const m of messages) sys('sendto', mine, m, m.length, 0x40, 0, 0); // MSG_DONTWAIT
     } finally {
       closeFd(mine);
     }

@@ -3,7 +3,8 @@
 // must stay one offset.
 import { statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
+import { isWidowed, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
+import { peekUnix } from './unix-queues.ts';
 import { O, closeFd, ioctl, openFile, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
 import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
 
@@ -61,29 +62,6 @@ function peekFifo(src: string): Buffer {
     return data;
   } finally {
     for (const f of [...priv, fd]) closeFd(f);
-  }
-}
-
-/** Bytes queued for reading on a socket, peeked so they stay there. Only stream sockets keep byte order across messages. */
-function peekSocket(pid: number, fd: number, type: number): Buffer {
-  const pidfd = pidfdOpen(pid);
-  try {
-    const mine = pidfdGetfd(pidfd, fd);
-    try {
-      const n = Buffer.alloc(4);
-      ioctl(mine, FIONREAD, n);
-      const pending = n.readInt32LE(0);
-      if (pending === 0) return Buffer.alloc(0);
-      if (type !== 1)
-        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} fd ${fd}: unix datagram socket with queued messages`, { details: { pid, fd, kind: 'unix datagram socket' } });
-      const buf = Buffer.alloc(pending);
-      const got = sys('recvfrom', mine, buf, pending, 2 | 0x40, 0, 0); // MSG_PEEK | MSG_DONTWAIT
-      return buf.subarray(0, got);
-    } finally {
-      closeFd(mine);
-    }
-  } finally {
-    closeFd(pidfd);
   }
 }
 
@@ -149,7 +127,8 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       else e.rdwr = f.flags;
     }
   }
-  // Connected unix pairs (socketpairs, or both ends of a named connection): each end with the bytes it has queued to read.
+  // Connected unix pairs (socketpairs, or both ends of a named connection): each end with what it has queued to read.
+  // A stream whose peer closed is a pair with one end held: restore closes the other end after writing the bytes.
   const pairs = new Map<number, number>();
   for (const p of procs) {
     for (const f of p.fds) {
@@ -158,13 +137,14 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       const u = unixTableOf(p.pid).get(ino);
       if (!u) throw new FerryError(ErrorCode.Unsupported, `pid ${p.pid} fd ${f.fd}: unix socket ${ino} vanished`, { details: { pid: p.pid, fd: f.fd, kind: 'unix socket' } });
       // Unconnected and listening unix sockets are single sockets (sockets.ts), not pairs.
-      if (!unixPeerOf(p.pid, u)) continue;
-      const key = Math.min(ino, u.peer);
+      const peer = unixPeerOf(p.pid, u)?.ino ?? (isWidowed(u) ? 0 : null);
+      if (peer === null) continue;
+      const key = peer === 0 ? ino : Math.min(ino, peer);
       let idx = pairs.get(key);
       if (idx === undefined) {
         idx = shared.length;
         pairs.set(key, idx);
-        shared.push({ kind: 'socketpair', type: u.type, inodes: [key, Math.max(ino, u.peer)], flags: [2, 2], data: ['', ''] });
+        shared.push({ kind: 'socketpair', type: u.type, inodes: [key, peer === 0 ? 0 : Math.max(ino, peer)], flags: [2, 2], data: ['', ''] });
       }
       const e = shared[idx]!;
       if (e.kind !== 'socketpair') continue;
@@ -172,8 +152,12 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       f.shared = idx;
       f.end = end;
       e.flags[end] = f.flags;
-      const queued = peekSocket(p.pid, f.fd, u.type);
-      e.data[end] = queued.toString('base64');
+      const queued = peekUnix(p.pid, f.fd, u.type);
+      if ('data' in queued) e.data[end] = queued.data.toString('base64');
+      else if (queued.messages.length > 0) {
+        e.messages ??= [[], []];
+        e.messages[end] = queued.messages.map((m) => m.toString('base64'));
+      }
     }
   }
   // Shared memory: one object per shmem inode, whether reached through fds or mappings.

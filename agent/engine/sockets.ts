@@ -39,6 +39,7 @@ const IP_FREEBIND = 15;
 const IPV6_FREEBIND = 78;
 const FIONREAD = 0x541b;
 const UNIX_LISTEN = 10;
+const UNIX_ESTABLISHED = 1;
 
 /** Runs fn on a duplicate of another process's descriptor. */
 export function withTheirFd<T>(pid: number, fd: number, fn: (mine: number) => T): T {
@@ -88,6 +89,9 @@ function shutdownOf(pid: number, ino: number, family: number, protocol: number):
   return t.get(ino) ?? 0;
 }
 
+/** A connected stream or seqpacket unix socket whose peer has closed: it still reads what is left, then end of file. */
+export const isWidowed = (u: UnixSock): boolean => u.peer === 0 && u.state === UNIX_ESTABLISHED && u.type !== 2;
+
 /** Both ends of a connected unix pair know each other (a datagram socket may be connected one way only). */
 export function unixPeerOf(pid: number, u: UnixSock): UnixSock | null {
   if (u.peer === 0) return null;
@@ -103,8 +107,9 @@ function classifyUnix(pid: number, fd: number, ino: number): { kind: 'unix' } | 
   const scm = Number(/^scm_fds:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
   if (scm > 0) return { unsupported: `unix socket with ${scm} fd(s) in flight (SCM_RIGHTS)` };
   if (u.state === UNIX_LISTEN) return u.rqueue > 0 ? { unsupported: `unix listening socket with ${u.rqueue} connection(s) waiting to be accepted` } : { kind: 'unix' };
-  if (u.peer !== 0 && !unixPeerOf(pid, u)) return { unsupported: `unix socket whose peer ${u.peer} is gone or connected elsewhere` };
-  if (u.peer === 0 && u.rqueue > 0) return { unsupported: 'unconnected unix socket with queued messages' };
+  if (u.peer !== 0 && !unixPeerOf(pid, u)) return { unsupported: `unix socket whose peer ${u.peer} is connected elsewhere` };
+  if (isWidowed(u)) return { kind: 'unix' };
+  if (u.peer === 0 && u.rqueue > 0) return { unsupported: `unconnected unix ${u.type === 2 ? 'datagram' : 'seqpacket'} socket with queued messages` };
   return { kind: 'unix' };
 }
 

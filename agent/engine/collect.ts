@@ -155,7 +155,6 @@ const pair = (v: string | undefined): [number, number] => {
 
 /** State of anon-inode descriptors, as their fdinfo shows it. */
 function anonDetails(pid: number, fd: number, img: FdImage): void {
-  const raw = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
   const info = readFdinfo(pid, fd);
   switch (img.kind) {
     case 'eventfd':

@@ -1,7 +1,7 @@
 // What a unix socket of a frozen tree has queued to read, copied without consuming it. Stream
 // sockets give their bytes to one peek; datagram and seqpacket sockets keep message boundaries,
 // so each message is peeked in turn by stepping SO_PEEK_OFF across the queue (then set back).
-import { getIntOpt, setIntOpt, SO, SOL } from '../ffi/sockets.ts';
+import { SOL, getIntOpt, setIntOpt } from '../ffi/sockets.ts';
 import { SyscallError, ioctl, sys } from '../ffi/syscalls.ts';
 import { withTheirFd } from './sockets.ts';
 

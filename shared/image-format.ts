@@ -44,7 +44,7 @@ export const VmaSchema = z.object({
   kind: VmaKind,
   path: z.string().optional(),
   fileOffset: hex,
-  /** For kind shm (shared anonymous memory or a memfd): index into Image.shared. */
+  /** For kind shm (shared anonymous memory or a memfd), and file mappings of a deleted file: index into Image.shared. */
   shared: z.number().int().optional(),
   /** madvise state the kernel shows in smaps VmFlags and restore re-applies: dc (DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP). */
   advice: z.array(z.enum(['dc', 'wf', 'hg', 'nh', 'dd'])).optional(),
@@ -75,6 +75,8 @@ export const FdSchema = z.object({
   dupOf: z.number().int().optional(),
   /** Index into Image.shared when the open file description is a pipe end or shared with another process of the tree. */
   shared: z.number().int().optional(),
+  /** A file deleted while open: index into Image.shared of the entry carrying its content, reopened through it. */
+  content: z.number().int().optional(),
   /** Which end of a shared pipe (0 read, 1 write) or socketpair (0 first, 1 second). */
   end: z.number().int().optional(),
   eventfd: z.object({ count: hex, semaphore: z.boolean() }).optional(),
@@ -214,7 +216,8 @@ export type InetSocketImage = z.infer<typeof InetSocketSchema>;
  */
 export const SharedSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('pipe'), inode: z.number().int(), capacity: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
-  z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int() }),
+  /** `content`: a deleted file, reopened through the shared entry that carries its content. */
+  z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int(), content: z.number().int().optional() }),
   /** A named pipe: reopened by path (read end first, non-blocking), then the bytes in flight written back. */
   z.object({
     kind: z.literal('fifo'),
@@ -272,6 +275,8 @@ export const SharedSchema = z.discriminatedUnion('kind', [
     runs: z.array(PageRunSchema),
     /** F_GET_SEALS; absent or 1 (F_SEAL_SEAL alone) = created without MFD_ALLOW_SEALING. */
     seals: z.number().int().optional(),
+    /** Not a memfd: the content of a file deleted while open or mapped, made again as an unnamed file (O_TMPFILE) beside its old path. */
+    deleted: z.object({ path: z.string(), mode: z.number().int(), uid: z.number().int(), gid: z.number().int() }).optional(),
   }),
 ]);
 export type SharedImage = z.infer<typeof SharedSchema>;

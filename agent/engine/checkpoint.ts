@@ -52,13 +52,13 @@ export class Checkpoint {
   ) {}
 
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
-  static begin(root: number): Checkpoint {
-    const { container } = preflightTree(root);
+  static begin(root: number, opts: { migration?: boolean } = {}): Checkpoint {
+    const { container } = preflightTree(root, opts);
     const tree = FrozenTree.freezeTree(root);
     const clocks = container ? containerClocks(root) : null;
     // Children forked while the freeze landed were not in the first check.
     try {
-      preflight(tree.pids, { allowChildren: true, container, tracedByUs: true });
+      preflight(tree.pids, { allowChildren: true, container, tracedByUs: true, ...opts });
     } catch (err) {
       tree.release();
       throw err;
@@ -183,10 +183,10 @@ export class Checkpoint {
 }
 
 /** Everything the engine would refuse about the tree under root, before anything is frozen. */
-export function preflightTree(root: number): { pids: number[]; container: boolean } {
+export function preflightTree(root: number, opts: { migration?: boolean } = {}): { pids: number[]; container: boolean } {
   const pids = treeOf(root);
   const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
-  preflight(pids, { allowChildren: true, container });
+  preflight(pids, { allowChildren: true, container, ...opts });
   return { pids, container };
 }
 

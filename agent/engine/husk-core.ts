@@ -237,6 +237,11 @@ export class HuskCore {
       const slot = v.shared === undefined ? undefined : this.parked[v.shared];
       if (!slot) throw new FerryError(ErrorCode.BadImage, `shared mapping ${v.start} of pid ${this.pid} has no shared object in the image`);
       this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
+    } else if ((v.kind === 'file-private' || v.kind === 'file-shared') && v.shared !== undefined) {
+      // A deleted file: mapped from the parked unnamed file that carries its content.
+      const slot = this.parked[v.shared];
+      if (!slot) throw new FerryError(ErrorCode.BadImage, `mapping ${v.start} of pid ${this.pid} (deleted file) has no content in the image`);
+      this.inj(this.pid, 'mmap', [start, len, prot, (v.kind === 'file-shared' ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
     } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
       const shared = v.kind === 'file-shared';
       // A shared mapping of a file open for writing may be made writable later: open it the same way.

@@ -1,7 +1,7 @@
 // Descriptors of a husk: shared descriptions created once in the root before any child exists
 // (pipes with their data, socketpairs, memfds, files inherited across fork), then every fd of
 // the image in place, eventfd/timerfd/signalfd/epoll made anew with their state.
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
@@ -26,6 +26,30 @@ export class HuskFiles extends HuskCore {
     } finally {
       this.inj(this.pid, 'munmap', [addr, size]);
     }
+  }
+
+  /**
+   * A deleted file made again: unnamed (O_TMPFILE) in its old directory, with its owner and
+   * mode, so it stays on the same filesystem and shows as deleted; a memfd where that fails.
+   */
+  private unnamedFile(d: { path: string; mode: number; uid: number; gid: number }, name: string): bigint {
+    let fd: bigint;
+    try {
+      fd = this.inj(this.pid, 'open', [this.putStr(dirname(d.path)), 0o20200000 | 2, d.mode]); // O_TMPFILE | O_RDWR
+    } catch {
+      return this.inj(this.pid, 'memfd_create', [this.putStr(name), 0]);
+    }
+    this.inj(this.pid, 'fchown', [fd, d.uid, d.gid]);
+    this.inj(this.pid, 'fchmod', [fd, d.mode]);
+    return fd;
+  }
+
+  /** Where a file description is opened from: its path, or the parked unnamed file that carries a deleted file's content. */
+  protected openPath(path: string, content: number | undefined): string {
+    if (content === undefined) return path;
+    const slot = this.parked[content];
+    if (!slot) throw new FerryError(ErrorCode.BadImage, `pid ${this.pid}: ${path} names shared content ${content}, which the image lacks`);
+    return `/proc/self/fd/${slot.r}`;
   }
 
   /**
@@ -101,7 +125,11 @@ export class HuskFiles extends HuskCore {
       } else if (sh.kind === 'memfd') {
         const fd = next++;
         const sealing = !sh.anon && sh.seals !== undefined && sh.seals !== 1; // F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
-        const tmp = sh.anon ? this.sharedAnonFd(sh.size) : this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
+        const tmp = sh.anon
+          ? this.sharedAnonFd(sh.size)
+          : sh.deleted
+            ? this.unnamedFile(sh.deleted, sh.name)
+            : this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         this.inj(this.pid, 'ftruncate', [fd, sh.size]);
@@ -116,6 +144,8 @@ export class HuskFiles extends HuskCore {
         } finally {
           reader.close();
         }
+        // Runs are whole pages: the last one may have written past the end.
+        this.inj(this.pid, 'ftruncate', [fd, sh.size]);
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
         // Seals once the content is in (F_SEAL_WRITE would refuse it); status flags live on the description.
         if (sealing && sh.seals) this.inj(this.pid, 'fcntl', [fd, 1033, sh.seals]); // F_ADD_SEALS
@@ -141,7 +171,7 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: fd, w: fd });
       } else {
         const fd = next++;
-        const tmp = this.inj(this.pid, 'open', [this.putStr(sh.path), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
+        const tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(sh.path, sh.content)), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
@@ -247,7 +277,7 @@ export class HuskFiles extends HuskCore {
       const flags = (f.flags & ~(0o100 | 0o200 | 0o1000)) | (f.kind === 'dir' ? 0o200000 : 0);
       let tmp: bigint;
       try {
-        tmp = this.inj(this.pid, 'open', [this.putStr(f.path), flags, 0]);
+        tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(f.path, f.content)), flags, 0]);
       } catch (err) {
         throw new FerryError(ErrorCode.NotFound, `cannot reopen fd ${f.fd} of pid ${this.pid}: ${f.path}`, { details: { pid: this.pid, fd: f.fd, path: f.path }, cause: err });
       }

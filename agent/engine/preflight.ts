@@ -28,7 +28,7 @@ const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timer
 export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string; detail?: string } {
   const t = fdTarget(pid, fd);
   if (t.startsWith('/memfd:')) return { kind: 'memfd' };
-  if (t.endsWith(' (deleted)')) return { unsupported: 'deleted file' };
+  if (t.endsWith(' (deleted)')) return deletedKind(pid, fd);
   if (t.startsWith('socket:')) return classifySocket(pid, fd, Number(/\d+/.exec(t)?.[0]));
   if (t.startsWith('pipe:')) return { kind: 'pipe' };
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
@@ -52,6 +52,18 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
   return { unsupported: `device ${t}` };
 }
 
+/** A regular file deleted while open travels with its content; anything else deleted does not. */
+function deletedKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string } {
+  let st;
+  try {
+    st = statSync(`/proc/${pid}/fd/${fd}`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
+    return { unsupported: 'unreachable deleted file' };
+  }
+  return st.isFile() ? { kind: 'file' } : { unsupported: `deleted ${st.isDirectory() ? 'directory' : 'special file'}` };
+}
+
 /** Shared memory the engine carries: MAP_SHARED anonymous memory and shared memfd mappings. */
 export const isShm = (m: { perms: string; path: string; inode: number }): boolean =>
   m.perms[3] === 's' && m.inode !== 0 && (m.path.startsWith('/dev/zero') || m.path.startsWith('/memfd:') || m.path === '[anon_shmem]');
@@ -68,6 +80,8 @@ export interface PreflightOptions {
   container?: boolean;
   /** The tree is already seized by this agent (a re-check after the freeze). */
   tracedByUs?: boolean;
+  /** A live migration: its pre-copy maps files by path, so a deleted file's mapping cannot take part. */
+  migration?: boolean;
 }
 
 export function preflightProcess(pid: number, opts: PreflightOptions = {}): Problem[] {
@@ -113,7 +127,8 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
     if (m.path.startsWith('/SYSV')) add(where, 'SysV shared memory', m.path);
     else if (isShm(m)) continue;
     else if (m.path.startsWith('/memfd:')) add(where, 'private memfd mapping', m.path);
-    else if (m.path.endsWith(' (deleted)')) add(where, 'deleted file mapping', m.path);
+    else if (m.path.endsWith(' (deleted)') && (opts.migration || !m.path.startsWith('/')))
+      add(where, 'deleted file mapping', `${m.path}${opts.migration ? ': a live migration cannot carry it yet (checkpoint/restore can)' : ''}`);
     else if (m.perms[3] === 's' && m.inode === 0) add(where, 'shared anonymous memory', m.path || '[anon shared]');
     else if (m.path.startsWith('[') && !SPECIAL.has(m.path) && !m.path.startsWith('[anon:') && !m.path.startsWith('[stack:')) add(where, 'special mapping', m.path);
   }

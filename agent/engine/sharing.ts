@@ -2,6 +2,7 @@
 // flight must travel without being consumed, and files inherited across fork, whose one offset
 // must stay one offset.
 import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { isWidowed, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
 import { peekUnix } from './unix-queues.ts';
@@ -64,6 +65,8 @@ function peekFifo(src: string): Buffer {
     for (const f of [...priv, fd]) closeFd(f);
   }
 }
+
+const isDeleted = (path: string): boolean => path.startsWith('/') && path.endsWith(' (deleted)');
 
 /** F_GET_SEALS of a memfd, through a duplicate of the workload's descriptor. */
 const memfdSeals = (pid: number, fd: number): number => withTheirFd(pid, fd, (mine) => sys('fcntl', mine, 1034));
@@ -167,7 +170,8 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
     if (idx === undefined) {
       idx = shared.length;
       objs.set(inode, idx);
-      shared.push({ kind: 'memfd', name, ...(anon ? { anon } : {}), inode, size: statSync(source).size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
+      const st = statSync(source);
+      shared.push({ kind: 'memfd', name, ...(anon ? { anon } : {}), inode, size: st.size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
       shmSources.set(idx, source);
     }
     return idx;
@@ -192,6 +196,20 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       v.shared = objFor(v.inode, memfd ? memfdName(v.path!) : 'shared-anon', src, !memfd);
     }
   }
+  // Files deleted while open or mapped: their content travels in a shared entry that restore makes again unnamed.
+  const contentOf = (source: string, path: string): number => {
+    const st = statSync(source);
+    const fresh = !objs.has(st.ino);
+    const idx = objFor(st.ino, basename(path), source);
+    const e = shared[idx]!;
+    if (fresh && e.kind === 'memfd') e.deleted = { path: path.replace(/ \(deleted\)$/, ''), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    return idx;
+  };
+  for (const p of procs) {
+    for (const f of p.fds) if (f.kind === 'file' && f.dupOf === undefined && isDeleted(f.path)) f.content = contentOf(`/proc/${p.pid}/fd/${f.fd}`, f.path);
+    for (const v of p.vmas)
+      if ((v.kind === 'file-private' || v.kind === 'file-shared') && v.path && isDeleted(v.path)) v.shared = contentOf(`/proc/${p.pid}/map_files/${v.start.slice(2)}-${v.end.slice(2)}`, v.path);
+  }
   // Files: a description seen in an earlier process (inherited across fork) is shared.
   const seen: { pid: number; fd: number; idx: number | undefined; path: string; flags: number; pos: number }[] = [];
   for (const p of procs) {
@@ -202,7 +220,8 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       if (twin) {
         if (twin.idx === undefined) {
           twin.idx = shared.length;
-          shared.push({ kind: 'file', path: twin.path, flags: twin.flags, pos: twin.pos });
+          const content = procs.find((q) => q.pid === twin.pid)?.fds.find((g) => g.fd === twin.fd)?.content;
+          shared.push({ kind: 'file', path: twin.path, flags: twin.flags, pos: twin.pos, ...(content === undefined ? {} : { content }) });
           const owner = procs.find((q) => q.pid === twin.pid)?.fds.find((g) => g.fd === twin.fd);
           if (owner) owner.shared = twin.idx;
         }

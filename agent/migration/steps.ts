@@ -128,7 +128,7 @@ export class MigrationSteps {
 
   preflight(s: StepBase) {
     // Not recorded: checking twice is harmless, and nothing here changes the workload.
-    const { pids } = preflightTree(this.#rootPid(s.workload));
+    const { pids } = preflightTree(this.#rootPid(s.workload), { migration: true });
     const w = this.workloads.get(s.workload);
     const threads = (pid: number) => {
       try {
@@ -199,7 +199,7 @@ export class MigrationSteps {
       let c: Checkpoint;
       const t0 = performance.now();
       try {
-        c = Checkpoint.begin(root);
+        c = Checkpoint.begin(root, { migration: true });
       } catch (err) {
         this.#network.unlock(m.netns);
         throw err;

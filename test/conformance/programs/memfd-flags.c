@@ -23,6 +23,8 @@ int main(int argc, char **argv) {
   CF_CHECK(p2 == plainSeals, "memfd fd %d (no sealing): F_GET_SEALS expected 0x%x, got 0x%x", plain, plainSeals, p2);
   char b[8] = {0};
   CF_CHECK(pread(fd, b, 7, 0) == 7 && memcmp(b, "sealed!", 7) == 0, "memfd content: expected 'sealed!', got '%s'", b);
+  struct stat st;
+  CF_CHECK(fstat(fd, &st) == 0 && st.st_size == 7, "memfd fd %d: size expected 7, got %ld", fd, (long)st.st_size);
   CF_CHECK(ftruncate(fd, 1) == -1 && errno == EPERM, "memfd seal: a shrink was allowed");
   cf_pass();
 }

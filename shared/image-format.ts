@@ -65,7 +65,7 @@ export type Vma = z.infer<typeof VmaSchema>;
 
 export const FdSchema = z.object({
   fd: z.number().int().nonnegative(),
-  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'inet', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
+  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'inet', 'eventfd', 'timerfd', 'signalfd', 'epoll', 'pidfd']),
   path: z.string(),
   /** open(2) flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: z.number().int(),
@@ -83,6 +83,8 @@ export const FdSchema = z.object({
   /** Remaining time and interval as [seconds, nanoseconds]; unread expirations (ticks) come back as one expiration at once. */
   timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]), ticks: z.number().int() }).optional(),
   signalfd: z.object({ mask: hex }).optional(),
+  /** The process a pidfd names (a process of the tree; its pid as the workload sees it). */
+  pidfd: z.object({ pid: z.number().int().positive() }).optional(),
   /**
    * Locks held through this description: POSIX record locks (owned by the process), OFD locks,
    * flock() locks and leases (owned by the description). Ranges are inclusive; end null = to EOF.

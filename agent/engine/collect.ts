@@ -8,7 +8,7 @@ import { SYS } from '../ffi/libc.ts';
 import { epollEntries } from './epoll.ts';
 import { injectStep, injectStepOk } from './inject.ts';
 import { parseLocks } from './locks.ts';
-import { fdKind, isShm } from './preflight.ts';
+import { fdKind, isShm, pidfdTarget } from './preflight.ts';
 import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
 
 export function vmaKind(m: MapEntry): VmaKind {
@@ -162,6 +162,9 @@ function anonDetails(pid: number, fd: number, img: FdImage): void {
       break;
     case 'timerfd':
       img.timerfd = { clockid: Number(info.get('clockid') ?? 1), value: pair(info.get('it_value')), interval: pair(info.get('it_interval')), ticks: Number(info.get('ticks') ?? 0) };
+      break;
+    case 'pidfd':
+      img.pidfd = { pid: pidfdTarget(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')).inner };
       break;
     case 'signalfd':
       img.signalfd = { mask: toHex(BigInt(`0x${info.get('sigmask') ?? '0'}`)) };

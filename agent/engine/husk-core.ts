@@ -46,7 +46,7 @@ export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANON: 0x20, GROWSDOWN: 
 export const CLONE_THREAD_FLAGS = 0x50f00n; // VM|FS|FILES|SIGHAND|THREAD|SYSVSEM
 export const SPECIAL_KINDS = new Set(['vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
 export const MOVABLE = new Set(['[vvar]', '[vvar_vclock]', '[vdso]']);
-export const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll']);
+export const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll', 'pidfd']);
 
 export const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);

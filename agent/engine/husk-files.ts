@@ -348,6 +348,10 @@ export class HuskFiles extends HuskCore {
         tmp = this.inj(this.pid, 'signalfd4', [-1, this.put(OFF_ARGS, m), 8, nb]);
         break;
       }
+      case 'pidfd':
+        // The process it names is a husk already: every husk of the tree exists before any process is built.
+        tmp = this.inj(this.pid, 'pidfd_open', [f.pidfd?.pid ?? 0, nb]);
+        break;
       default:
         tmp = this.inj(this.pid, 'epoll_create1', [0]);
     }

@@ -23,7 +23,7 @@ export interface Problem {
 
 const SUPPORTED_CHR = /^\/dev\/(null|zero|full|random|urandom|tty\d*|pts\/\d+)$/;
 
-const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll' };
+const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll', pidfd: 'pidfd' };
 
 export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string; detail?: string } {
   const t = fdTarget(pid, fd);
@@ -194,6 +194,27 @@ function sharedAnonProblems(pids: readonly number[]): Problem[] {
   return out;
 }
 
+/** A pidfd travels when it names a live process of the tree: restore opens one on that process's husk. */
+function pidfdProblems(pids: readonly number[]): Problem[] {
+  const out: Problem[] = [];
+  for (const pid of pids) {
+    for (const fd of listFds(pid)) {
+      if (!/^anon_inode:\[?pidfd\]?$/.test(fdTarget(pid, fd))) continue;
+      const target = pidfdTarget(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (target.host <= 0) out.push({ pid, where: `fd ${fd}`, kind: 'pidfd', detail: 'the process it names has exited and been reaped' });
+      else if (!pids.includes(target.host)) out.push({ pid, where: `fd ${fd}`, kind: 'pidfd', detail: `it names pid ${target.host}, outside the process tree` });
+    }
+  }
+  return out;
+}
+
+/** The pid a pidfd names, on the host and in its innermost pid namespace (fdinfo Pid and NSpid). */
+export function pidfdTarget(fdinfo: string): { host: number; inner: number } {
+  const host = Number(/^Pid:\s*(-?\d+)/m.exec(fdinfo)?.[1] ?? -1);
+  const ns = /^NSpid:\s*([-\d\s]+)$/m.exec(fdinfo)?.[1]?.trim().split(/\s+/) ?? [];
+  return { host, inner: Number(ns[ns.length - 1] ?? host) };
+}
+
 /** Every process of the tree in one network namespace: the one that restore is given. */
 function netnsProblems(pids: readonly number[]): Problem[] {
   const root = pids[0];
@@ -270,7 +291,7 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
   }
   if (problems.length === 0) {
     try {
-      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids));
+      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids), ...pidfdProblems(pids));
     } catch {
       // a process exited meanwhile: the freeze re-checks the tree
     }

@@ -2,7 +2,7 @@
 // children of the test process), read their self-checks, and clean up only what was started.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -131,6 +131,25 @@ export function sealInheritedFds(): void {
     }
   }
 }
+
+/**
+ * Waits until pid holds an fd whose target matches: a workload started through a shell or an
+ * interpreter shim holds other fds (the shim's own pipes) until the program proper runs.
+ */
+export const waitForFd = (pid: number, target: RegExp, timeoutMs = 10_000): Promise<boolean> =>
+  waitFor(`pid ${pid} to hold an fd matching ${target}`, () => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return target.test(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        } catch {
+          return false;
+        }
+      });
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
 
 /** Runs fn and insists it throws a FerryError with this code; returns it. */
 export async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {

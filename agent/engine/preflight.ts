@@ -28,7 +28,6 @@ const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timer
 export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string; detail?: string } {
   const t = fdTarget(pid, fd);
   if (t.startsWith('/memfd:')) return { kind: 'memfd' };
-  if (t.endsWith(' (deleted)')) return deletedKind(pid, fd);
   if (t.startsWith('socket:')) return classifySocket(pid, fd, Number(/\d+/.exec(t)?.[0]));
   if (t.startsWith('pipe:')) return { kind: 'pipe' };
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
@@ -45,23 +44,13 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
     return { unsupported: 'unreachable file' };
   }
+  // A regular file deleted while open travels with its content; anything else deleted does not.
+  if (t.endsWith(' (deleted)')) return st.isFile() ? { kind: 'file' } : { unsupported: `deleted ${st.isDirectory() ? 'directory' : 'special file'}` };
   if (st.isFile()) return { kind: 'file' };
   if (st.isDirectory()) return { kind: 'dir' };
   if (st.isCharacterDevice() && SUPPORTED_CHR.test(t)) return { kind: 'chr' };
   if (st.isFIFO()) return { kind: 'fifo' };
   return { unsupported: `device ${t}` };
-}
-
-/** A regular file deleted while open travels with its content; anything else deleted does not. */
-function deletedKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string } {
-  let st;
-  try {
-    st = statSync(`/proc/${pid}/fd/${fd}`);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
-    return { unsupported: 'unreachable deleted file' };
-  }
-  return st.isFile() ? { kind: 'file' } : { unsupported: `deleted ${st.isDirectory() ? 'directory' : 'special file'}` };
 }
 
 /** Shared memory the engine carries: MAP_SHARED anonymous memory and shared memfd mappings. */

@@ -8,22 +8,9 @@
 
 #define PAGES 256
 
-static long field_kb(void *addr, const char *name) {
-  FILE *f = fopen("/proc/self/smaps", "r");
-  char line[512];
-  unsigned long lo, hi;
-  int in = 0;
-  long v = -1;
-  size_t n = strlen(name);
-  while (f && fgets(line, sizeof line, f)) {
-    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) in = lo == (unsigned long)addr;
-    else if (in && strncmp(line, name, n) == 0 && line[n] == ':') {
-      v = strtol(line + n + 1, NULL, 10);
-      break;
-    }
-  }
-  if (f) fclose(f);
-  return v;
+static long field_kb(void *addr, const char *key) {
+  char v[128];
+  return cf_smaps_value(addr, key, v, sizeof v) ? strtol(v, NULL, 10) : -1;
 }
 
 int main(int argc, char **argv) {

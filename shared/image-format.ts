@@ -52,6 +52,12 @@ export const VmaSchema = z.object({
   growsDown: z.boolean().optional(),
   /** File mappings: the file was open for writing (smaps mw), so the mapping may be made writable later. */
   mayWrite: z.boolean().optional(),
+  /**
+   * The mapping is the parent's, inherited at fork: restore forks this process from its built
+   * parent and keeps it. Pages still shared copy-on-write with the parent are not in runs;
+   * `zero` lists pages this process lacks where the parent has one.
+   */
+  inherit: z.object({ zero: z.array(z.object({ addr: hex, pages: z.number().int().positive() })) }).optional(),
   /** Guard regions (MADV_GUARD_INSTALL) inside the mapping: pages that fault on any access. */
   guards: z.array(z.object({ addr: hex, pages: z.number().int().positive() })).optional(),
   /** shmem inode, to find the same object in other processes. */

@@ -5,7 +5,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, type Vma, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { sealedSystemMappings } from '../probes.ts';
@@ -15,7 +15,7 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, type Range, selectPages } from './memory.ts';
+import { PagesWriter, type Range, selectCowPages, selectPages } from './memory.ts';
 import { preflight, treeOf } from './preflight.ts';
 import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
@@ -103,13 +103,25 @@ export class Checkpoint {
    * Copies every page that must travel into the image directory and fills in the runs.
    * `precopied(pid, start, end)`: the mapping's content already reached the destination (live
    * migration); it is marked so and its pages stay out.
+   * `cow`: a child's mapping inherited from its parent keeps the pages it still shares with it
+   * out of its own runs (Vma.inherit); only restore() rebuilds such an image, forking each child
+   * from its built parent.
    */
-  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean): number {
+  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean, opts: { cow?: boolean } = {}): number {
     let total = 0;
+    // A parent's mapping a child inherits keeps its zero pages: a child sharing one must find it there.
+    const inherited = new Set<string>();
+    if (opts.cow && !precopied)
+      for (const c of this.processes) {
+        const q = this.processes.find((x) => x.pid === c.ppid);
+        if (q) for (const v of c.vmas) if (inheritable(v, q.vmas)) inherited.add(`${q.pid}:${v.start}`);
+      }
     for (const p of this.processes) {
       const w = new PagesWriter(join(dir, p.pagesFile));
       const pm = openFile(`/proc/${p.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
-      let mem = -1;
+      const parent = opts.cow && !precopied ? this.processes.find((q) => q.pid === p.ppid) : undefined;
+      const ppm = parent ? openFile(`/proc/${parent.pid}/pagemap`, O.RDONLY | O.CLOEXEC) : -1;
+      const mem = openFile(`/proc/${p.pid}/mem`, O.RDONLY | O.CLOEXEC);
       try {
         for (const v of p.vmas) {
           if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
@@ -119,15 +131,21 @@ export class Checkpoint {
             continue;
           }
           const guards: Range[] = [];
-          const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private', guards);
+          const twin = parent && inheritable(v, parent.vmas);
+          const cow = twin ? selectCowPages(pm, ppm, BigInt(v.start), BigInt(v.end)) : null;
+          if (cow && cow.shared > 0) {
+            v.inherit = { zero: cow.zero.map((z) => ({ addr: toHex(z.addr), pages: z.pages })) };
+            guards.push(...cow.guards);
+          }
+          const ranges = v.inherit && cow ? cow.own : selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private', guards);
           if (guards.length > 0) v.guards = guards.map((g) => ({ addr: toHex(g.addr), pages: g.pages }));
-          // PROT_NONE pages keep data too; only /proc/PID/mem (which may force access) reads them.
-          const unreadable = v.perms[0] !== 'r';
-          if (unreadable && ranges.length > 0 && mem < 0) mem = openFile(`/proc/${p.pid}/mem`, O.RDONLY | O.CLOEXEC);
-          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private', unreadable ? mem : undefined);
+          // An inherited mapping's zero pages are data too: skipping one would leave the parent's there.
+          // Through /proc/PID/mem: PROT_NONE pages keep data too, and pages shared copy-on-write stay shared.
+          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private' && !v.inherit && !inherited.has(`${p.pid}:${v.start}`), mem);
         }
       } finally {
-        if (mem >= 0) closeFd(mem);
+        closeFd(mem);
+        if (ppm >= 0) closeFd(ppm);
         closeFd(pm);
         w.close();
       }
@@ -180,6 +198,18 @@ export class Checkpoint {
     this.tree.kill();
     this.sockets.close();
   }
+}
+
+/**
+ * A child's anonymous mapping that fork gave it: the parent has one with the same range, kind
+ * and mapping flags (a DONTFORK or WIPEONFORK one is not inherited as it is).
+ */
+function inheritable(v: Vma, parentVmas: readonly Vma[]): boolean {
+  if (!['anon', 'heap', 'stack'].includes(v.kind)) return false;
+  const u = parentVmas.find((x) => x.start === v.start && x.end === v.end);
+  if (!u || u.kind !== v.kind || u.precopied) return false;
+  const flags = (x: Vma) => JSON.stringify([x.advice ?? [], x.growsDown ?? false]);
+  return flags(u) === flags(v) && !(u.advice ?? []).some((a) => a === 'dc' || a === 'wf');
 }
 
 /** Everything the engine would refuse about the tree under root, before anything is frozen. */
@@ -238,7 +268,7 @@ export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?
   let img: Image;
   try {
     c.collect();
-    c.dumpMemory(opts.imagesDir);
+    c.dumpMemory(opts.imagesDir, undefined, { cow: true });
     img = c.image();
     writeImage(opts.imagesDir, img);
   } catch (err) {

@@ -94,6 +94,10 @@ export class HuskCore {
   /** Per shared entry: its read and write ends (the same fd for one description), and a FIFO's O_RDWR description. */
   protected parked: { r: number; w: number; rw?: number }[] = [];
   protected sessionDone = false;
+  /** This husk was forked from a parent whose memory was already built: it holds the parent's mappings. */
+  inheritsMemory = false;
+  /** buildMemory has run: a child forked now inherits this husk's mappings. */
+  memoryBuilt = false;
   /** Thread ids as the image knows them -> as the agent sees them (they differ inside a container). */
   protected readonly hostTid = new Map<number, number>();
 
@@ -180,13 +184,20 @@ export class HuskCore {
     this.sessionDone = true;
   }
 
-  /** Empties the husk: its own rseq, fds and mappings go; the vDSO/vvar move to the image's addresses. */
-  clear(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind'>[]): void {
+  /**
+   * Empties the husk: its own rseq, fds and mappings go (except mappings the image says it
+   * inherits from its parent); the vDSO/vvar move to the image's addresses.
+   */
+  clear(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind' | 'inherit'>[]): void {
     const pid = this.pid;
+    const inherited = vmas.filter((v) => v.inherit).map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) }));
+    if (inherited.length > 0 && !this.inheritsMemory)
+      throw new FerryError(ErrorCode.BadImage, `pid ${pid}: the image shares memory with its parent; only a restore that forks it from its built parent (restore()) can rebuild it`, { details: { pid } });
     const rs = getRseq(pid);
     if (rs.ptr !== 0n) this.inj(pid, 'rseq', [rs.ptr, rs.size, 1, rs.sig]);
     this.inj(pid, 'close_range', [0, this.parkBase > 0 ? this.parkBase - 1 : 0xffffffff, 0]);
-    const keep = readMaps(pid).filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
+    const own = readMaps(pid).filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
+    const keep = [...own, ...inherited];
     for (const g of gaps(keep)) this.inj(pid, 'munmap', [g.start, g.end - g.start]);
     this.placeSpecials(vmas);
   }
@@ -225,8 +236,17 @@ export class HuskCore {
   mapAll(vmas: readonly Vma[]): void {
     for (const v of vmas) {
       if (SPECIAL_KINDS.has(v.kind)) continue;
-      this.mapOne(v, protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0));
+      const prot = protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0);
+      if (v.inherit) this.keepInherited(v, prot);
+      else this.mapOne(v, prot);
     }
+  }
+
+  /** An inherited mapping stays (pages shared with the parent stay shared); pages the process did not have are dropped. */
+  private keepInherited(v: Vma, prot: number): void {
+    const start = fromHex(v.start);
+    this.inj(this.pid, 'mprotect', [start, fromHex(v.end) - start, prot]);
+    for (const z of v.inherit?.zero ?? []) this.inj(this.pid, 'madvise', [fromHex(z.addr), BigInt(z.pages) * 4096n, 4]); // MADV_DONTNEED
   }
 
   /** One mapping, with protection `prot`; shared memory maps the parked shared object it names. */

@@ -153,6 +153,7 @@ export class Husk extends HuskFiles {
     child.parkBase = this.parkBase;
     child.parked = this.parked;
     child.sessionDone = this.sessionDone;
+    child.inheritsMemory = this.memoryBuilt;
     child.tids.push(hostPid);
     child.hostTid.set(pid, hostPid);
     try {

@@ -64,7 +64,9 @@ export class PagesWriter {
 
   /**
    * Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled.
-   * memFd: the task's /proc/PID/mem, for mappings process_vm_readv cannot read (PROT_NONE).
+   * memFd: the task's /proc/PID/mem, read instead of process_vm_readv: it reads PROT_NONE pages
+   * too, and it does not pin pages (a read-only pin un-shares a page a parent shares with its
+   * child copy-on-write, so the workload would grow and the sharing could not be restored).
    */
   dump(pid: number, ranges: readonly Range[], skipZero: boolean, memFd?: number): PageRun[] {
     const runs: PageRun[] = [];
@@ -164,4 +166,49 @@ export class PagesReader {
   close(): void {
     closeSync(this.fd);
   }
+}
+
+const PFN_MASK = (1n << 55n) - 1n;
+
+function readPagemap(pagemapFd: number, start: bigint, end: bigint): BigUint64Array {
+  const n = Number((end - start) / PAGE_N);
+  const raw = Buffer.alloc(n * 8);
+  const got = readSync(pagemapFd, raw, 0, raw.length, Number((start / PAGE_N) * 8n));
+  return new BigUint64Array(raw.buffer, raw.byteOffset, got / 8);
+}
+
+function pushPage(out: Range[], addr: bigint, maxPages = Number.MAX_SAFE_INTEGER): void {
+  const last = out[out.length - 1];
+  if (last && last.pages < maxPages && last.addr + BigInt(last.pages) * PAGE_N === addr) last.pages++;
+  else out.push({ addr, pages: 1 });
+}
+
+/**
+ * A child's mapping that is its parent's, inherited at fork, page by page (needs the PFNs of
+ * pagemap, i.e. CAP_SYS_ADMIN): pages still shared copy-on-write with the parent (same frame)
+ * travel with the parent only; `own` are the child's own pages; `zero` the pages the child does
+ * not have where the parent has one (the restored child must drop what it inherits there).
+ */
+export function selectCowPages(childPm: number, parentPm: number, start: bigint, end: bigint): { own: Range[]; zero: Range[]; guards: Range[]; shared: number } {
+  const c = readPagemap(childPm, start, end);
+  const p = readPagemap(parentPm, start, end);
+  const own: Range[] = [];
+  const zero: Range[] = [];
+  const guards: Range[] = [];
+  let shared = 0;
+  for (let i = 0; i < c.length; i++) {
+    const addr = start + BigInt(i) * PAGE_N;
+    const ce = c[i]!;
+    const pe = p[i] ?? 0n;
+    const has = (e: bigint) => (e >> 62n) !== 0n; // present or swapped
+    if ((ce >> 58n) & 1n) {
+      pushPage(guards, addr);
+      continue;
+    }
+    const pfn = ce & PFN_MASK;
+    if (ce >> 63n && pe >> 63n && pfn !== 0n && pfn === (pe & PFN_MASK)) shared++;
+    else if (has(ce)) pushPage(own, addr, MAX_RUN_PAGES);
+    else if (has(pe) && !((pe >> 58n) & 1n)) pushPage(zero, addr);
+  }
+  return { own, zero, guards, shared };
 }

@@ -57,6 +57,7 @@ export function buildMemory(husk: Husk, p: ProcessImage, dir: string): { memoryM
   const memoryMs = performance.now() - t;
   husk.protectAll(p.vmas);
   husk.adviseAll(p.vmas);
+  husk.memoryBuilt = true;
   return { memoryMs };
 }
 
@@ -112,7 +113,7 @@ export interface RestoreOptions {
  * its own parent; shared descriptions (sockets too, TCP connections in repair mode) are made in
  * the root before any child exists.
  */
-export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}): Map<number, Husk> {
+export function createHusks(img: Image, dir: string, opts: RestoreOptions & { rootOnly?: boolean } = {}): Map<number, Husk> {
   const husks = new Map<number, Husk>();
   const root = img.processes[0]!;
   if (img.ownNetns && !opts.netns)
@@ -127,12 +128,9 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
       const maxFd = Math.max(0, ...img.processes.flatMap((p) => p.fds.map((f) => f.fd)));
       rh.createShared(img.shared, maxFd + 64, dir);
     }
-    for (const p of img.processes.slice(1)) {
-      const parent = husks.get(p.ppid);
-      if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
-      husks.set(p.pid, parent.fork(p.pid));
-    }
-    for (const p of img.processes) for (const z of p.zombies ?? []) husks.get(p.pid)!.zombie(z.pid, z.status);
+    if (opts.rootOnly) return husks;
+    for (const p of img.processes.slice(1)) husks.set(p.pid, forkChild(husks, p));
+    addZombies(husks, img);
     return husks;
   } catch (err) {
     for (const h of [...husks.values()].reverse()) h.abort();
@@ -140,15 +138,40 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
   }
 }
 
+function forkChild(husks: Map<number, Husk>, p: ProcessImage): Husk {
+  const parent = husks.get(p.ppid);
+  if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
+  return parent.fork(p.pid);
+}
+
+function addZombies(husks: Map<number, Husk>, img: Image): void {
+  for (const p of img.processes) for (const z of p.zombies ?? []) husks.get(p.pid)!.zombie(z.pid, z.status);
+}
+
+/**
+ * The whole tree's memory, parents first; each child is forked from its parent once the
+ * parent's memory is built, so memory they shared copy-on-write is shared again (Vma.inherit).
+ */
+function buildTreeMemory(husks: Map<number, Husk>, img: Image, dir: string): number {
+  let memoryMs = 0;
+  for (const p of img.processes) {
+    if (!husks.has(p.pid)) husks.set(p.pid, forkChild(husks, p));
+    memoryMs += buildMemory(husks.get(p.pid)!, p, dir).memoryMs;
+  }
+  addZombies(husks, img);
+  return memoryMs;
+}
+
 export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
   if (!img.container) for (const p of img.processes) for (const pid of [p.pid, ...(p.zombies ?? []).map((z) => z.pid)]) waitPidFree(pid);
-  const husks = createHusks(img, dir, opts);
+  const husks = createHusks(img, dir, { ...opts, rootOnly: true });
   let memoryMs = 0;
   try {
-    for (const p of img.processes) memoryMs += buildProcess(husks.get(p.pid)!, p, dir).memoryMs;
+    memoryMs = buildTreeMemory(husks, img, dir);
+    for (const p of img.processes) buildState(husks.get(p.pid)!, p);
     opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
     // Children first, so a parent never runs while a child it may wait for is still held.

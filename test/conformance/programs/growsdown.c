@@ -8,22 +8,6 @@
 static sigjmp_buf jb;
 static void on_segv(int sig) { (void)sig; siglongjmp(jb, 1); }
 
-static int gd_at(uintptr_t addr) {
-  FILE *f = fopen("/proc/self/smaps", "r");
-  char line[512];
-  int in = 0, found = -1;
-  unsigned long lo, hi;
-  while (f && fgets(line, sizeof line, f)) {
-    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) in = lo <= addr && addr < hi;
-    else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-      found = strstr(line, " gd") != NULL;
-      break;
-    }
-  }
-  if (f) fclose(f);
-  return found;
-}
-
 int main(int argc, char **argv) {
   cf_init(argc, argv);
   /* Free room below: reserve 64 MiB, give it back, and put the growing area at its top. */
@@ -34,10 +18,10 @@ int main(int argc, char **argv) {
   uint8_t *g = mmap(r + room - 2 * 4096, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_FIXED, -1, 0);
   if (g == MAP_FAILED) cf_skip("mmap(MAP_GROWSDOWN): %s", strerror(errno));
   memset(g, 0x5c, 2 * 4096);
-  if (gd_at((uintptr_t)g) != 1) cf_skip("smaps shows no gd flag on a MAP_GROWSDOWN mapping");
+  if (cf_vmflag(g, "gd") != 1) cf_skip("smaps shows no gd flag on a MAP_GROWSDOWN mapping");
   cf_ready();
   cf_wait_restored();
-  int gd = gd_at((uintptr_t)g);
+  int gd = cf_vmflag(g, "gd");
   CF_CHECK(gd == 1, "mapping %p: VmFlags gd expected set, got %s", (void *)g, gd < 0 ? "no mapping" : "unset");
   for (int i = 0; i < 2 * 4096; i++) CF_CHECK(g[i] == 0x5c, "growsdown mapping: byte %d expected 0x5c, got 0x%x", i, g[i]);
   struct sigaction sa = {0};
@@ -46,6 +30,6 @@ int main(int argc, char **argv) {
   if (sigsetjmp(jb, 1) != 0) cf_fail("growsdown mapping %p: touching the page below expected growth, got SIGSEGV", (void *)g);
   volatile uint8_t *below = g - 4096;
   *below = 1;
-  CF_CHECK(gd_at((uintptr_t)(g - 4096)) == 1, "growsdown mapping: after growth the page below expected part of it, got %d", gd_at((uintptr_t)(g - 4096)));
+  CF_CHECK(cf_vmflag(g - 4096, "gd") == 1, "growsdown mapping: after growth the page below expected part of it, got %d", cf_vmflag(g - 4096, "gd"));
   cf_pass();
 }

@@ -5,24 +5,6 @@
 
 struct area { const char *flag; int advice; uint8_t *addr; };
 
-static int has_flag(uint8_t *addr, const char *flag) {
-  FILE *f = fopen("/proc/self/smaps", "r");
-  char line[512];
-  int in = 0, found = -1;
-  unsigned long lo, hi;
-  while (f && fgets(line, sizeof line, f)) {
-    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) in = lo == (unsigned long)addr;
-    else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-      char want[8];
-      snprintf(want, sizeof want, " %s", flag);
-      found = strstr(line, want) != NULL;
-      break;
-    }
-  }
-  if (f) fclose(f);
-  return found;
-}
-
 int main(int argc, char **argv) {
   cf_init(argc, argv);
   struct area areas[] = {{"dc", MADV_DONTFORK, 0}, {"dd", MADV_DONTDUMP, 0}, {"hg", MADV_HUGEPAGE, 0}, {"nh", MADV_NOHUGEPAGE, 0}, {"wf", MADV_WIPEONFORK, 0}};
@@ -39,13 +21,13 @@ int main(int argc, char **argv) {
       cf_fail("madvise(%s): %s", areas[i].flag, strerror(errno));
     }
     areas[i].addr = a;
-    if (has_flag(a, areas[i].flag) != 1) cf_skip("VmFlags does not show %s after madvise", areas[i].flag);
+    if (cf_vmflag(a, areas[i].flag) != 1) cf_skip("VmFlags does not show %s after madvise", areas[i].flag);
   }
   cf_ready();
   cf_wait_restored();
   for (int i = 0; i < n; i++) {
     if (!areas[i].flag) continue;
-    int f = has_flag(areas[i].addr, areas[i].flag);
+    int f = cf_vmflag(areas[i].addr, areas[i].flag);
     CF_CHECK(f == 1, "mapping %p: VmFlags %s expected set, got %s", (void *)areas[i].addr, areas[i].flag, f < 0 ? "no such mapping start" : "unset");
     for (int j = 0; j < 4 * 4096; j++) CF_CHECK(areas[i].addr[j] == 0x30 + i, "mapping %p (%s): byte %d expected 0x%x, got 0x%x", (void *)areas[i].addr, areas[i].flag, j, 0x30 + i, areas[i].addr[j]);
   }

@@ -73,6 +73,22 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
 
 export const alive = (pid: number): boolean => !isGone(pid);
 
+/** Waits until one of pid's descriptors points at a target matching re (python3 may be a slow shim script first). */
+export const waitFdTarget = (pid: number, re: RegExp, timeoutMs = 20_000): Promise<true> =>
+  waitFor(`pid ${pid} to hold an fd like ${re}`, () => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return re.test(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        } catch {
+          return false;
+        }
+      }) || undefined;
+    } catch {
+      return undefined;
+    }
+  }, timeoutMs);
+
 export const procState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '?';
 
 /** Lines of a workload's log; throws with the log if the workload reported a failed self-check. */
@@ -131,25 +147,6 @@ export function sealInheritedFds(): void {
     }
   }
 }
-
-/**
- * Waits until pid holds an fd whose target matches: a workload started through a shell or an
- * interpreter shim holds other fds (the shim's own pipes) until the program proper runs.
- */
-export const waitForFd = (pid: number, target: RegExp, timeoutMs = 10_000): Promise<boolean> =>
-  waitFor(`pid ${pid} to hold an fd matching ${target}`, () => {
-    try {
-      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-        try {
-          return target.test(readlinkSync(`/proc/${pid}/fd/${fd}`));
-        } catch {
-          return false;
-        }
-      });
-    } catch {
-      return false;
-    }
-  }, timeoutMs);
 
 /** Runs fn and insists it throws a FerryError with this code; returns it. */
 export async function expectFerryError(fn: () => unknown, code: string): Promise<FerryError> {

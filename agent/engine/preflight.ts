@@ -49,6 +49,7 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
   if (st.isFile()) return { kind: 'file' };
   if (st.isDirectory()) return { kind: 'dir' };
   if (st.isCharacterDevice() && SUPPORTED_CHR.test(t)) return { kind: 'chr' };
+  if (st.isCharacterDevice() && /^\/dev\/(pts\/)?ptmx$/.test(t)) return { unsupported: 'pseudo-terminal master', detail: `${t}: pseudo-terminals are not carried yet` };
   if (st.isFIFO()) return { kind: 'fifo' };
   return { unsupported: `device ${t}` };
 }

@@ -159,7 +159,7 @@ export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?:
     corruptIfArmed(img, husks);
     opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
-    if (opts.verify) verify = verifyTree(img, img.processes.map((p) => husks.get(p.pid)!.pid));
+    if (opts.verify) verify = verifyTree(img, img.processes.map((p) => husks.get(p.pid)!.pid), { dir });
     // Children first, so a parent never runs while a child it may wait for is still held.
     for (const p of [...img.processes].reverse()) husks.get(p.pid)!.release();
   } catch (err) {

@@ -391,7 +391,7 @@ export class MigrationSteps {
     if (!b) throw new FerryError(ErrorCode.Internal, `${id}: no restored tree to verify`);
     const pids = b.image.processes.map((p) => b.husks.get(p.pid)!.pid);
     try {
-      return verifyTree(b.image, pids, landing ? { landing } : {});
+      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}) });
     } catch (err) {
       const e = FerryError.from(err);
       this.#verifyFailed.set(id, e);

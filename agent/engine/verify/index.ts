@@ -26,6 +26,8 @@ export interface VerifyOptions {
   read?: (hostPid: number) => ProcessReading;
   /** Compare memory that travelled in the image (default true; needs the real process). */
   imageMemory?: boolean;
+  /** The image directory: its pages files settle runs that differ only where the kernel writes (rseq areas). */
+  dir?: string;
 }
 
 type Comparator = (img: Image, readings: ProcessReading[], hostPids: readonly number[]) => Check[];
@@ -65,7 +67,7 @@ export function verifyTree(img: Image, hostPids: readonly number[], opts: Verify
   if (opts.imageMemory !== false)
     timed('memory', () =>
       img.processes.forEach((p, i) => {
-        const r = compareImageRuns(p, { pid: p.pid, hostPid: hostPids[i]! });
+        const r = compareImageRuns(p, { pid: p.pid, hostPid: hostPids[i]! }, opts.dir ?? null);
         checks.push(r.check);
         imagePages += r.pages;
       }),

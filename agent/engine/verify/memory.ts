@@ -6,6 +6,7 @@
 // - image runs: pages that travelled in the image (a cold restore, or what pre-copy did not
 //   carry) are read back through /proc/PID/mem (which reads PROT_NONE pages too) and their CRC32
 //   compared with the run's in the image.
+import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../../shared/errors.ts';
 import type { ProcessImage } from '../../../shared/image-format.ts';
@@ -13,6 +14,7 @@ import { fromHex } from '../../../shared/image-format.ts';
 import { faultArmed } from '../../../shared/fault.ts';
 import { O, closeFd, openFile, pread, pwrite, vmWrite } from '../../ffi/syscalls.ts';
 import { readPages } from '../dirty/read.ts';
+import { PagesReader } from '../memory.ts';
 import { PAGE } from '../dirty/types.ts';
 import { Check, type ProcessRef } from './check.ts';
 
@@ -91,13 +93,36 @@ export function mismatchError(m: { pid: number; hostPid: number; resource: strin
   );
 }
 
-/** Pages that travelled in the image, read back from the restored process, against the image's CRC32 per run. */
-export function compareImageRuns(p: ProcessImage, ref: ProcessRef): { check: Check; pages: number } {
+/**
+ * Bytes the kernel rewrites on its own once a thread is back: its rseq area (cpu_id_start,
+ * cpu_id, node_id, mm_cid follow the CPU the restored thread runs on).
+ */
+export function kernelOwned(p: ProcessImage): Array<{ start: bigint; end: bigint }> {
+  return p.threads.flatMap((t) => (t.rseq ? [{ start: fromHex(t.rseq.ptr), end: fromHex(t.rseq.ptr) + BigInt(t.rseq.size) }] : []));
+}
+
+/** Whether two copies of a run differ outside the kernel-owned spans. */
+export function differsOutside(want: Buffer, got: Buffer, base: bigint, owned: ReadonlyArray<{ start: bigint; end: bigint }>): boolean {
+  for (let i = 0; i < want.length; i++) {
+    if (want[i] === got[i]) continue;
+    const a = base + BigInt(i);
+    if (!owned.some((o) => a >= o.start && a < o.end)) return true;
+  }
+  return false;
+}
+
+/**
+ * Pages that travelled in the image, read back from the restored process, against the image's
+ * CRC32 per run; a run whose CRC differs is compared byte by byte with the pages file, leaving
+ * out what the kernel owns (kernelOwned).
+ */
+export function compareImageRuns(p: ProcessImage, ref: ProcessRef, dir: string | null): { check: Check; pages: number } {
   const c = new Check('memory');
   const runs = p.vmas.filter((v) => !v.precopied).flatMap((v) => v.runs);
   if (runs.length === 0) return { check: c, pages: 0 };
   c.compared('image pages (crc32)');
   const fd = openFile(`/proc/${ref.hostPid}/mem`, O.RDONLY | O.CLOEXEC);
+  const owned = kernelOwned(p);
   let pages = 0;
   let buf = Buffer.alloc(0);
   try {
@@ -112,6 +137,17 @@ export function compareImageRuns(p: ProcessImage, ref: ProcessRef): { check: Che
         got = 0;
       }
       const sum = got === len ? crc32(view) : -1;
+      if (sum !== r.crc32 && got === len && dir !== null && owned.length > 0) {
+        const reader = new PagesReader(join(dir, p.pagesFile));
+        try {
+          if (!differsOutside(reader.read(r), view, fromHex(r.addr), owned)) {
+            pages += r.pages;
+            continue;
+          }
+        } finally {
+          reader.close();
+        }
+      }
       if (sum !== r.crc32) c.differ(ref, `pages 0x${fromHex(r.addr).toString(16)}+${r.pages}`, `crc32 ${r.crc32.toString(16)}`, got === len ? `crc32 ${sum.toString(16)}` : `unreadable (${got} of ${len} bytes)`);
       pages += r.pages;
     }

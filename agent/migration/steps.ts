@@ -391,7 +391,9 @@ export class MigrationSteps {
     if (!b) throw new FerryError(ErrorCode.Internal, `${id}: no restored tree to verify`);
     const pids = b.image.processes.map((p) => b.husks.get(p.pid)!.pid);
     try {
-      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}) });
+      // Not held (no cgroup here): the husks are traced and still have their scratch page.
+      const scratch = new Map([...b.husks.values()].map((h) => [h.pid, [h.scratchSpan]]));
+      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
     } catch (err) {
       const e = FerryError.from(err);
       this.#verifyFailed.set(id, e);

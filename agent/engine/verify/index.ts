@@ -28,9 +28,11 @@ export interface VerifyOptions {
   imageMemory?: boolean;
   /** The image directory: its pages files settle runs that differ only where the kernel writes (rseq areas). */
   dir?: string;
+  /** Ranges of ferry's own still mapped in a process (by host pid): a husk's scratch page while it is not finished. */
+  ferryOwn?: (hostPid: number) => Array<{ start: bigint; end: bigint }>;
 }
 
-type Comparator = (img: Image, readings: ProcessReading[], hostPids: readonly number[]) => Check[];
+type Comparator = (img: Image, readings: ProcessReading[], hostPids: readonly number[], opts: VerifyOptions) => Check[];
 
 /** One entry per resource: what it compares, over the whole tree. */
 const comparators: Record<string, Comparator> = {
@@ -39,7 +41,7 @@ const comparators: Record<string, Comparator> = {
       const parent = img.processes.findIndex((q) => q.pid === p.ppid);
       return compareStatus(p, rs[i]!, i === 0 || parent < 0 ? null : hostPids[parent]!);
     }),
-  mappings: (img, rs) => img.processes.map((p, i) => compareMappings(p.vmas, rs[i]!, { pid: p.pid, hostPid: rs[i]!.hostPid })),
+  mappings: (img, rs, _pids, opts) => img.processes.map((p, i) => compareMappings(p.vmas, rs[i]!, { pid: p.pid, hostPid: rs[i]!.hostPid }, opts.ferryOwn?.(rs[i]!.hostPid) ?? [])),
   fds: (img, rs) => [compareFds(img, rs)],
 };
 
@@ -62,7 +64,7 @@ export function verifyTree(img: Image, hostPids: readonly number[], opts: Verify
   const read = opts.read ?? ((pid: number) => readProcess(pid));
   const readings = timed('read', () => hostPids.map((pid) => read(pid)));
   const checks: Check[] = [];
-  for (const [name, fn] of Object.entries(comparators)) checks.push(...timed(name, () => fn(img, readings, hostPids)));
+  for (const [name, fn] of Object.entries(comparators)) checks.push(...timed(name, () => fn(img, readings, hostPids, opts)));
   let imagePages = 0;
   if (opts.imageMemory !== false)
     timed('memory', () =>

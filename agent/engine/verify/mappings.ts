@@ -72,13 +72,14 @@ function at(segs: readonly Seg[], a: bigint): Seg | null {
   return null;
 }
 
-export function compareMappings(vmas: readonly Vma[], r: ProcessReading, ref: ProcessRef): Check {
+/** `ferryOwn`: ranges of ferry's own still mapped in the process (a husk's scratch page before its finish). */
+export function compareMappings(vmas: readonly Vma[], r: ProcessReading, ref: ProcessRef, ferryOwn: ReadonlyArray<{ start: bigint; end: bigint }> = []): Check {
   const c = new Check('mappings');
   c.compared('range');
   c.compared('perms');
   c.compared('backing');
   const want = imageSegs(vmas).sort((x, y) => (x.start < y.start ? -1 : 1));
-  const got = liveSegs(r.maps).sort((x, y) => (x.start < y.start ? -1 : 1));
+  const got = liveSegs(r.maps.filter((m) => !ferryOwn.some((o) => m.start >= o.start && m.end <= o.end))).sort((x, y) => (x.start < y.start ? -1 : 1));
   const cuts = [...new Set([...want, ...got].flatMap((s) => [s.start, s.end]))].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
   // Adjacent differing pieces of the same kind are reported as one range.
   let open: { start: bigint; end: bigint; field: string; e: string; a: string } | null = null;

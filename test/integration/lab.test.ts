@@ -121,7 +121,7 @@ describe('lab and cluster membership', () => {
 
   it('lab down removes every namespace, process and file, leaves the machine untouched, and is safe twice', async () => {
     const before = await ferryJson<LabStatus>(['lab', 'status'], env);
-    const pids = [before.nats.pid, before.coordinator.pid, ...before.hosts.map((h) => h.agent.pid)].filter((p): p is number => p !== null);
+    const pids = [...before.natsServers.map((n) => n.pid), before.coordinator.pid, ...before.hosts.map((h) => h.agent.pid)].filter((p): p is number => p !== null);
     await nc.close();
     const down = await ferry(['lab', 'down'], env);
     expect(down.code).toBe(0);

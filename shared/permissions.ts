@@ -85,3 +85,35 @@ export function permissionsMarkdown(): string {
   });
   return ['| identity | may publish | may subscribe | may reply to requests |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }
+
+/** Whether a NATS subject pattern (`*` one token, `>` the rest) covers a concrete subject. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Whether an allow list (as in NatsPermissions) covers a subject. */
+export const allows = (allow: string[], subject: string): boolean => allow.some((p) => subjectMatches(p, subject));
+
+/**
+ * Every concrete subject ferry uses in a cluster of these hosts, with these bucket keys: each
+ * endpoint of each agent and of the coordinator, heartbeats, migration events, the services
+ * framework's discovery, the JetStream API and KV writes of every bucket. What the hostile-client
+ * tests try, and what the unit tests hold the table against.
+ */
+export function everySubject(hosts: string[], sample = { migrationId: 'm-1', key: 'k' }): string[] {
+  const srv = (['agent', 'coordinator'] as const).flatMap((k) => ['PING', 'INFO', 'STATS'].flatMap((v) => [`$SRV.${v}`, `$SRV.${v}.${serviceNames[k]}`]));
+  return [
+    ...hosts.flatMap((h) => [...agentEndpoints(h), subjects.heartbeat(h)]),
+    ...coordinatorEndpoints(),
+    subjects.migrationEvents(sample.migrationId),
+    ...new Set(srv),
+    ...Object.values(buckets).flatMap((b) => [`$JS.API.STREAM.INFO.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.$KV.${b}.${sample.key}`, `$KV.${b}.${sample.key}`]),
+    '$JS.API.INFO',
+  ];
+}

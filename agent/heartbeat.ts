@@ -21,7 +21,7 @@ const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm'
 (async () => {
   const security = {};
   // The same check as shared/nats.ts isNatsServer: the server shows a nats.* identity.
-  const checkServerIdentity = (_h, cert) => (/^nats\.[a-z0-9][a-z0-9-]*$/.test(String(cert.subject?.CN)) ? undefined : new Error('not a nats.* server certificate'));
+  const checkServerIdentity = (_h, cert) => (/^nats\\.[a-z0-9][a-z0-9-]*$/.test(String(cert.subject?.CN)) ? undefined : new Error('not a nats.* server certificate'));
   if (w.tls) Object.assign(security, { tls: { caFile: w.tls.ca, certFile: w.tls.cert, keyFile: w.tls.key, checkServerIdentity }, inboxPrefix: w.inboxPrefix });
   if (w.credentials) security.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFileSync(w.credentials, 'utf8').trim()));
   const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...security });

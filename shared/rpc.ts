@@ -57,7 +57,8 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
     reply = await abortable(nc.request(subject, encode(request), { timeout: opts.timeoutMs ?? spec.timeoutMs }), opts.signal, subject);
   } catch (err) {
     if (err instanceof FerryError) throw err;
-    if (err instanceof PermissionViolationError) throw forbidden(err);
+    const violation = permissionViolation(err);
+    if (violation) throw forbidden(violation);
     throw new FerryError(ErrorCode.Unavailable, `no reply on ${subject}: ${(err as Error).message}`, { cause: err });
   }
   const env = decode(AnyReply, reply.data, `reply on ${subject}`);
@@ -65,6 +66,12 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
   const result = spec.reply.safeParse(env.result);
   if (!result.success) throw new FerryError(ErrorCode.BadMessage, `reply on ${subject}: ${describeZodError(result.error)}`);
   return result.data;
+}
+
+/** The permissions violation behind a NATS error (requests wrap it as their cause), if that is what it is. */
+export function permissionViolation(err: unknown): PermissionViolationError | null {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
+  return null;
 }
 
 /** NATS refused a subject to this identity: a permission error, never retried. */

@@ -14,7 +14,7 @@ import { ErrorCode } from '../../shared/errors.ts';
 import { securityOptions } from '../../shared/nats.ts';
 import { allows, everySubject, inboxPrefix, permissionsFor } from '../../shared/permissions.ts';
 import { agentApi, coordinatorApi, type HostRecord } from '../../shared/protocol.ts';
-import { call, encode } from '../../shared/rpc.ts';
+import { call, encode, permissionViolation } from '../../shared/rpc.ts';
 import { buckets, subjects } from '../../shared/subjects.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
@@ -50,7 +50,8 @@ async function publishRefused(nc: NatsConnection, subject: string): Promise<bool
     await nc.request(subject, encode({}), { timeout: 5_000 });
     return false;
   } catch (err) {
-    return err instanceof PermissionViolationError && err.operation === 'publish' && err.subject === subject;
+    const v = permissionViolation(err);
+    return v?.operation === 'publish' && v.subject === subject;
   }
 }
 

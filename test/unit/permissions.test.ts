@@ -76,7 +76,8 @@ describe('permissions table', () => {
   });
 });
 
-describe('nats-server authorization config', () => {
+// openssl runs: slow on a loaded machine.
+describe('nats-server authorization config', { timeout: 120_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-perm-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -5,7 +5,7 @@ import { AgentConfig, loadConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/log.ts';
 import { connectNats } from '../shared/nats.ts';
 import { gatherFacts } from './facts.ts';
-import { register, startHeartbeats } from './heartbeat.ts';
+import { startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
 import { MigrationSteps } from './migration/steps.ts';
@@ -21,16 +21,15 @@ const log = createLogger('ferry-agent', { host: config.name });
 const facts = await gatherFacts(config.name, config.address);
 log.info({ facts: facts.current() }, 'host facts gathered');
 
-const nc = await connectNats({ servers: config.nats.servers, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
+const nc = await connectNats({ ...config.nats, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
 await startAgentService(nc, config.name, facts, workloads, steps);
-await register(nc, config.name, facts);
-const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
-log.info('registered; heartbeats started');
+const stopHeartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs);
+log.info('serving; heartbeats started');
 
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');

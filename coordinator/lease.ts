@@ -29,8 +29,8 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: str
     super();
   }
 
-  static async open(nc: NatsConnection, holder: string, ttlMs: number): Promise<LeaderLease> {
-    return new LeaderLease(await new Kvm(nc).create(buckets.leases, bucketOptions.leases), holder, ttlMs);
+  static async open(nc: NatsConnection, holder: string, ttlMs: number, replicas = 1): Promise<LeaderLease> {
+    return new LeaderLease(await new Kvm(nc).create(buckets.leases, { ...bucketOptions.leases, replicas }), holder, ttlMs);
   }
 
   get held(): boolean {

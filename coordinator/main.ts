@@ -13,6 +13,7 @@ import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
 import { MigrationStore } from './store.ts';
 import { WorkloadDirectory } from './workloads.ts';
+import { untilJetStream } from './jetstream-ready.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -23,15 +24,15 @@ const config = loadConfig(CoordinatorConfig, values.config);
 const id = config.id ?? `${os.hostname()}-${process.pid}`;
 const log = createLogger('ferry-coordinator', { coordinator: id });
 
-const nc = await connectNats({ servers: config.nats.servers, name: config.nats.name ?? `ferry-coordinator-${id}`, persistent: true });
+const nc = await connectNats({ ...config.nats, name: config.nats.name ?? `ferry-coordinator-${id}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 
-const cluster = new ClusterView(nc, config.hostLostAfterMs, log);
-await cluster.start();
+const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, config.kvReplicas);
+await untilJetStream(() => cluster.start(), log);
 const agents = new AgentClient(nc);
 const workloads = new WorkloadDirectory(cluster, agents);
-const store = await MigrationStore.open(nc);
-const lease = await LeaderLease.open(nc, id, config.leaseTtlMs);
+const store = await untilJetStream(() => MigrationStore.open(nc, config.kvReplicas), log);
+const lease = await untilJetStream(() => LeaderLease.open(nc, id, config.leaseTtlMs, config.kvReplicas), log);
 
 // Losing the lease (another coordinator took over, or our writes are refused) means stepping down
 // at once: the process exits and its supervisor starts it again as a standby.

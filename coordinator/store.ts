@@ -35,8 +35,8 @@ function isCasFailure(err: unknown): boolean {
 export class MigrationStore {
   private constructor(private readonly kv: KV) {}
 
-  static async open(nc: NatsConnection): Promise<MigrationStore> {
-    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, bucketOptions.migrations));
+  static async open(nc: NatsConnection, replicas = 1): Promise<MigrationStore> {
+    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, { ...bucketOptions.migrations, replicas }));
   }
 
   async load(id: string): Promise<{ record: MigrationRecord; revision: number } | null> {

@@ -6,13 +6,6 @@ import { ErrorCode, FerryError } from './errors.ts';
 import { HostName } from './names.ts';
 import { describeZodError } from './rpc.ts';
 
-const Nats = z.strictObject({
-  /** One or more server URLs of the NATS cluster. */
-  servers: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
-  /** Connection name prefix shown in the server's monitoring. */
-  name: z.string().optional(),
-});
-
 /** PEM files of one identity issued by the operator's CA (see deploy/pki/certs.ts). */
 export const TlsFiles = z.strictObject({
   /** The CA certificate that every peer's certificate must chain to. */
@@ -22,6 +15,20 @@ export const TlsFiles = z.strictObject({
   key: z.string().min(1),
 });
 export type TlsFiles = z.infer<typeof TlsFiles>;
+
+/** How a process reaches NATS and whom it shows itself as (`ferry pki issue` makes the files). */
+export const NatsAccess = z.strictObject({
+  /** One or more server URLs of the NATS cluster (tls:// or nats://; TLS is used either way when `tls` is set). */
+  servers: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
+  /** Connection name prefix shown in the server's monitoring. */
+  name: z.string().optional(),
+  /** This identity's certificate (CN names the identity) and the CA the servers' certificates chain to. */
+  tls: TlsFiles.optional(),
+  /** This identity's nkey seed file (mode 0600), which authenticates it to nats-server. */
+  credentials: z.string().min(1).optional(),
+});
+export type NatsAccess = z.infer<typeof NatsAccess>;
+const Nats = NatsAccess;
 
 export const AgentConfig = z.strictObject({
   /** This host's name in the cluster. */
@@ -71,6 +78,8 @@ export const CoordinatorConfig = z.strictObject({
   id: z.string().min(1).optional(),
   /** A leader that cannot renew its lease for this long is replaced by a standby. */
   leaseTtlMs: z.number().int().min(1_000).default(5_000),
+  /** Replicas of each KV bucket this coordinator creates (3 on a 3-node NATS cluster; at most the number of nodes). */
+  kvReplicas: z.number().int().min(1).max(5).default(1),
   /** Time allowed for one attempt of each phase. */
   timeouts: z
     .strictObject({

@@ -25,6 +25,8 @@ export const ErrorCode = {
   Cancelled: 'FERRY_CANCELLED',
   /** A peer (agent, coordinator, NATS) could not be reached. */
   Unavailable: 'FERRY_UNAVAILABLE',
+  /** NATS refused this identity the subject (shared/permissions.ts): acting outside its role. */
+  Forbidden: 'FERRY_FORBIDDEN',
   /** A compare-and-swap lost against a concurrent writer. */
   Conflict: 'FERRY_CONFLICT',
   /** The lab (local multi-host test bed) is missing or broken. */

@@ -1,15 +1,63 @@
-// One way to connect to the NATS cluster for every ferry process.
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+// One way to connect to the NATS cluster for every ferry process: TLS with the identity's own
+// certificate, authenticated by its nkey, replies on an inbox of its own (shared/permissions.ts).
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect, nkeyAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import type { NatsAccess } from './config.ts';
 import { ErrorCode, FerryError } from './errors.ts';
+import { inboxPrefix } from './permissions.ts';
 
 export interface ConnectOptions {
   servers: string[];
   name: string;
   /** Daemons wait for the server and reconnect forever; the CLI fails fast. */
   persistent: boolean;
+  /** Certificate and nkey of this identity; without them the connection is anonymous (servers refuse it). */
+  tls?: NatsAccess['tls'];
+  credentials?: string;
+}
+
+/** The identity a certificate was issued to (its CN). */
+export function certificateIdentity(certPath: string): string {
+  const subject = new X509Certificate(readFileSync(certPath)).subject;
+  const cn = /^CN=(.+)$/m.exec(subject)?.[1];
+  if (!cn) throw new FerryError(ErrorCode.BadConfig, `certificate ${certPath} names no identity (CN)`);
+  return cn;
+}
+
+/**
+ * The server must show a certificate from the operator's CA issued to a nats.* identity. Its role,
+ * not its address, is what is checked: servers are reached by IP (no SNI), and any node of the
+ * cluster will do. Node's checkServerIdentity contract: undefined when fine.
+ */
+export function isNatsServer(_host: string, cert: { subject?: { CN?: string | string[] } }): Error | undefined {
+  const cn = cert.subject?.CN;
+  return typeof cn === 'string' && NATS_SERVER_IDENTITY.test(cn) ? undefined : new Error(`the server's certificate names ${String(cn)}, not a nats.* identity`);
+}
+export const NATS_SERVER_IDENTITY = /^nats\.[a-z0-9][a-z0-9-]*$/;
+
+function readFile(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FerryError(ErrorCode.BadConfig, `cannot read ${what} ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** The security part of the connection options: TLS files, nkey, inbox prefix. Also used by worker threads. */
+export function securityOptions(o: Pick<ConnectOptions, 'tls' | 'credentials'>): Partial<NodeConnectionOptions> {
+  const out: Partial<NodeConnectionOptions> = {};
+  if (o.tls) {
+    readFile(o.tls.key, 'TLS key');
+    out.tls = { caFile: o.tls.ca, certFile: o.tls.cert, keyFile: o.tls.key, checkServerIdentity: isNatsServer } as NodeConnectionOptions['tls'];
+    out.inboxPrefix = inboxPrefix(certificateIdentity(o.tls.cert));
+  }
+  if (o.credentials) out.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFile(o.credentials, 'nkey seed file').trim()));
+  return out;
 }
 
 export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
+  const security = securityOptions(o);
   try {
     return await connect({
       servers: o.servers,
@@ -18,8 +66,11 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
       maxReconnectAttempts: o.persistent ? -1 : 0,
       reconnectTimeWait: 250,
       timeout: o.persistent ? 20_000 : 3_000,
+      ...security,
     });
   } catch (err) {
-    throw new FerryError(ErrorCode.Unavailable, `cannot reach NATS at ${o.servers.join(', ')}: ${(err as Error).message}`, { cause: err });
+    const e = err as Error;
+    if (/authoriz|authentic/i.test(e.message)) throw new FerryError(ErrorCode.Unavailable, `NATS at ${o.servers.join(', ')} refused this identity: ${e.message}`, { cause: err });
+    throw new FerryError(ErrorCode.Unavailable, `cannot reach NATS at ${o.servers.join(', ')}: ${e.message}`, { cause: err });
   }
 }

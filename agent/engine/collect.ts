@@ -9,7 +9,7 @@ import { epollEntries } from './epoll.ts';
 import { injectStep, injectStepOk } from './inject.ts';
 import { parseLocks } from './locks.ts';
 import { fdKind, isShm, pidfdTarget } from './preflight.ts';
-import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
+import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus, zombieStatus } from './procfs.ts';
 
 export function vmaKind(m: MapEntry): VmaKind {
   switch (m.path) {
@@ -137,12 +137,8 @@ function collectMembarrier(pid: number, site: bigint): NonNullable<ProcessImage[
 /** Exited children not waited for yet, with their wait status (/proc/PID/stat field 52). */
 function collectZombies(pid: number): NonNullable<ProcessImage['zombies']> {
   return listChildren(pid).flatMap((c) => {
-    try {
-      const st = readStat(c);
-      return st.f(3) === 'Z' ? [{ pid: c, status: Number(st.f(52)) }] : [];
-    } catch {
-      return [];
-    }
+    const status = zombieStatus(c);
+    return status === null ? [] : [{ pid: c, status }];
   });
 }
 

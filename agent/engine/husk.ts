@@ -15,7 +15,7 @@ import { injectStep } from './inject.ts';
 import { killPid, sys, vmRead } from '../ffi/syscalls.ts';
 import { spawnDetached } from './detached.ts';
 import { type Span } from './layout.ts';
-import { readMaps } from './procfs.ts';
+import { readMaps, readStatus } from './procfs.ts';
 import { HuskFiles } from './husk-files.ts';
 import { chan, CLONE_THREAD_FLAGS, errOf, inNetns, nap, OFF_ARGS, OFF_SETTID } from './husk-core.ts';
 
@@ -108,17 +108,15 @@ export class Husk extends HuskFiles {
     const child = this.fork(pid);
     const t = child.pid;
     const sig = status & 0x7f;
-    if (sig === 0) {
-      loadSyscall(t, this.scratch, SYS.exit_group, [(status >> 8) & 0xff]);
-      cont(t);
-    } else {
-      killPid(t, sig);
-      cont(t);
-    }
+    // At the scratch page's syscall: exit_group, or pause until the signal it died of arrives.
+    loadSyscall(t, this.scratch, sig === 0 ? SYS.exit_group : SYS.pause, sig === 0 ? [(status >> 8) & 0xff] : []);
+    setSigmask(t, 0n); // forked while its parent had every signal blocked for the injection
+    if (sig !== 0) killPid(t, sig);
+    cont(t);
     for (;;) {
       const s = waitStop(t);
       if (s.exited || s.signaled) break;
-      cont(t, s.event === 0 ? s.sig : 0); // the signal being delivered goes on and ends it
+      cont(t, s.event === 0 && s.sig === sig ? sig : 0); // that signal goes on and ends it
     }
     child.finished = true;
     this.dropSigchld();
@@ -203,9 +201,12 @@ export class Husk extends HuskFiles {
     this.inj(pid, 'chdir', [this.putStr(p.cwd)]);
     this.inj(pid, 'umask', [p.umask]);
     this.inj(pid, 'personality', [p.personality]);
-    // Every signal: one the image has no action for is default, whatever the husk started with.
+    // The image's actions; a signal it has none for is default, whatever the husk started with.
+    const st = readStatus(pid);
+    const husks = BigInt(`0x${st.get('SigCgt') ?? '0'}`) | BigInt(`0x${st.get('SigIgn') ?? '0'}`);
     for (let sig = 1; sig <= 64; sig++) {
       if (sig === 9 || sig === 19) continue;
+      if (!p.sigactions.some((a) => a.sig === sig) && ((husks >> BigInt(sig - 1)) & 1n) === 0n) continue;
       this.inj(pid, 'rt_sigaction', [sig, this.put(OFF_ARGS, sigactionBytes(p, sig)), 0, 8]);
     }
     const lim = Buffer.alloc(16);
@@ -276,7 +277,8 @@ export class Husk extends HuskFiles {
     if (!p.prctl) return;
     if (p.prctl.subreaper) this.inj(pid, 'prctl', [36, 1]); // PR_SET_CHILD_SUBREAPER
     if (p.prctl.thpDisable) this.inj(pid, 'prctl', [41, 1, 0, 0, 0]); // PR_SET_THP_DISABLE
-    this.inj(pid, 'prctl', [4, p.prctl.dumpable]); // PR_SET_DUMPABLE
+    // 2 (suid_dumpable) cannot be set; the credential change above already gave this host's value.
+    if (p.prctl.dumpable === 0 || p.prctl.dumpable === 1) this.inj(pid, 'prctl', [4, p.prctl.dumpable]); // PR_SET_DUMPABLE
   }
 
   /**

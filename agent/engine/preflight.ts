@@ -7,7 +7,7 @@ import { sys } from '../ffi/syscalls.ts';
 import { epollEntries } from './epoll.ts';
 import { parseLocks } from './locks.ts';
 import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
-import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
+import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './procfs.ts';
 
 const KCMP_FILE = 0;
 
@@ -83,9 +83,12 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
   const root = readlinkSync(`/proc/${pid}/root`);
   if (root !== '/') add('process', 'chroot', `root directory is ${root}`);
-  if (!opts.allowChildren) {
-    const kids = listChildren(pid);
-    if (kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
+  const kids = listChildren(pid);
+  if (!opts.allowChildren && kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
+  for (const k of kids) {
+    // A zombie comes back by exiting again the same way; a core dump cannot be made again without writing one.
+    const st = zombieStatus(k);
+    if (st !== null && (st & 0x80) !== 0) add('process', 'zombie child', `child ${k} was killed by signal ${st & 0x7f} with a core dump and is not waited for yet`);
   }
   // A container brings its own pid/uts/ipc/time/mount namespaces (checked by isContainer); anything else must share ours.
   // A network namespace of its own is the caller's to rebuild (see agent/net); the tree must share one (treeProblems).

@@ -55,6 +55,7 @@ export const SYS = {
   ioctl: 16,
   pread64: 17,
   madvise: 28,
+  pause: 34,
   epoll_ctl: 233,
   getitimer: 36,
   setitimer: 38,

@@ -1,5 +1,6 @@
-/* An exited child not yet waited for stays a zombie with its exit status. */
+/* Exited children not yet waited for stay zombies with their wait status: one exited with 42, one killed by SIGTERM. */
 #include "conformance.h"
+#include <signal.h>
 #include <sys/wait.h>
 
 static char state_of(pid_t pid) {
@@ -18,8 +19,12 @@ int main(int argc, char **argv) {
   cf_init(argc, argv);
   pid_t child = fork();
   if (child == 0) _exit(42);
-  for (int i = 0; i < 5000 && state_of(child) != 'Z'; i++) usleep(1000);
-  if (state_of(child) != 'Z') cf_skip("child %d never became a zombie", child);
+  pid_t killed = fork();
+  if (killed == 0)
+    for (;;) pause();
+  kill(killed, SIGTERM);
+  for (int i = 0; i < 5000 && (state_of(child) != 'Z' || state_of(killed) != 'Z'); i++) usleep(1000);
+  if (state_of(child) != 'Z' || state_of(killed) != 'Z') cf_skip("children %d, %d never became zombies", child, killed);
   cf_ready();
   cf_wait_restored();
   char st = state_of(child);
@@ -28,5 +33,8 @@ int main(int argc, char **argv) {
   pid_t r = waitpid(child, &status, WNOHANG);
   CF_CHECK(r == child, "waitpid(%d): expected the zombie, got %d (%s)", child, r, r < 0 ? strerror(errno) : "nothing");
   CF_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 42, "child %d: exit status expected 42, got raw %#x", child, status);
+  CF_CHECK(state_of(killed) == 'Z', "child %d: state expected Z, got %c", killed, state_of(killed) ? state_of(killed) : '-');
+  r = waitpid(killed, &status, WNOHANG);
+  CF_CHECK(r == killed && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "child %d: wait status expected killed by SIGTERM, got raw %#x (waitpid %d)", killed, status, r);
   cf_pass();
 }

@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import { trackTree } from '../agent/engine/dirty/tree.ts';
 import { PageReceiver, PageSender } from '../agent/transfer/pages.ts';
 import type { PageSink } from '../agent/transfer/page-sinks.ts';
-import { DataListener, connectStream } from '../agent/transfer/stream.ts';
+import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
 import type { MigrationView } from '../shared/migration.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type WorkloadName } from '../test/workloads/harness.ts';
@@ -101,9 +101,7 @@ async function speedUnderPrecopy(): Promise<{ normal: number; precopy: number; r
     const normal = await rate(4000);
     // Rounds into a sink that drops the pages, over a real stream on loopback: the tracker's and
     // the sender's cost on the workload, not the network's.
-    const auth = { migrationId: 'm-bench-speed', secret: 'x'.repeat(32) };
-    const listener = await DataListener.open('127.0.0.1', auth);
-    const [out, inc] = await Promise.all([connectStream(listener.endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+    const { out, inc } = await loopbackPair({ migrationId: 'm-bench-speed' });
     const sink: PageSink = { write: () => undefined, zero: () => undefined };
     const receiver = new PageReceiver(inc, sink);
     const recv = (async () => {

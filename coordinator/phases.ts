@@ -47,8 +47,6 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   source: string;
   destination: string;
   workload: WorkloadRef;
-  /** Shared secret that authenticates the source->destination data stream. */
-  streamSecret: string;
 }
 
 // ---- preflight -------------------------------------------------------------------------------

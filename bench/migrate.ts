@@ -8,6 +8,8 @@
 //   BENCH_QUICK=1       a quick subset (256 MiB and 1 GiB, 0 and 50 MB/s, hot-set; 2 repeats)
 //   BENCH_REPEATS=N     live migrations per configuration (default 3; 4 GiB: 1)
 //   BENCH_SIZES=256,1024,4096  BENCH_RATES=0,10,50,200  BENCH_PATTERNS=random,hotset
+//   BENCH_STREAM=1      only the data stream's encryption cost (bench/stream.ts): encrypted vs clear
+//                       stream throughput next to raw TCP, and downtime with each, in the same run
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +21,7 @@ import { trackTree } from '../agent/engine/dirty/tree.ts';
 import { PageReceiver, PageSender } from '../agent/transfer/pages.ts';
 import type { PageSink } from '../agent/transfer/page-sinks.ts';
 import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
+import { streamBench } from './stream.ts';
 import type { MigrationView } from '../shared/migration.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type WorkloadName } from '../test/workloads/harness.ts';
@@ -330,4 +333,15 @@ function printTable(res: { memcpyGBps: number; rawTcpMBps: number; speed: { rati
   for (const t of res.targets) console.log(`${t.met ? 'MET   ' : 'MISSED'} ${t.target}: ${t.value}`);
 }
 
-await main();
+async function streamMain(): Promise<void> {
+  await ferry(['lab', 'down']);
+  const up = await ferry(['lab', 'up', '--hosts', '2']);
+  if (up.code !== 0) throw new Error(`lab up: ${up.stderr}`);
+  try {
+    await streamBench({ repo: REPO, lab: LAB, ferry, migrate, runWorkload, rawTcpMBps, median });
+  } finally {
+    await ferry(['lab', 'down']);
+  }
+}
+
+await (process.env.BENCH_STREAM === '1' ? streamMain() : main());

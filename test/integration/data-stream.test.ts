@@ -6,13 +6,25 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { joinNetns } from '../../deploy/lab/join.ts';
+import type { LabStatus } from '../../deploy/lab/lab.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import { connectNats } from '../../shared/nats.ts';
+import type { WorkloadInfo } from '../../shared/workload.ts';
+import { ferry, ferryJson } from './helpers/cli.ts';
+import { allAlive, freshLab, labEnv, untilHosts } from './helpers/lab.ts';
+import { expectRunsOnceOn, progresses, runOnLab } from './helpers/lab-workloads.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { CLEAR_PREAMBLE, connectStream, type StreamAuth, type StreamEndpoint } from '../../agent/transfer/stream.ts';
 import { TLS_OPTIONS, type StreamCredentials } from '../../agent/transfer/auth.ts';
 import { StreamServer } from '../../agent/transfer/stream-server.ts';
 import { encodeFrame, FrameDecoder } from '../../agent/transfer/frames.ts';
-import { agentCredentials, agentFiles, loopbackPair, loopbackServer } from './helpers/stream-peers.ts';
+import { agentCredentials, loopbackPair, loopbackServer } from './helpers/stream-peers.ts';
 
 /** agent.<host> by name, issued by a CA the cluster does not trust, but trusting the cluster's CA itself. */
 function foreign(host: string): StreamCredentials {
@@ -261,7 +273,119 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
   });
 });
 
-// Keeps agentFiles referenced for the lab part below.
-void agentFiles;
-void beforeAll;
-void afterAll;
+// --- in a real lab ------------------------------------------------------------------------------
+
+const env = labEnv('dstream');
+
+/** Every JSON object key in a message or record, at any depth. */
+function jsonKeys(text: string): string[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  const walk = (x: unknown) => {
+    if (Array.isArray(x)) x.forEach(walk);
+    else if (x && typeof x === 'object') for (const [k, y] of Object.entries(x)) out.push(k), walk(y);
+  };
+  walk(v);
+  return out;
+}
+
+/**
+ * What a sniffer with everything it read can do at the destination's stream port, for the
+ * migration it saw: a TLS client without a certificate, a clear `bind` with every long hex string
+ * it read as the token, a bare `open`. Returns each attempt's first answer.
+ */
+async function sniffAttack(endpoint: StreamEndpoint, migrationId: string, harvested: string[], ca: Buffer): Promise<string[]> {
+  const tries: Promise<string>[] = [
+    rawAttempt(endpoint, { t: 'open', migrationId, clear: true }, { tls: { ca, minVersion: 'TLSv1.3' } }),
+    rawAttempt(endpoint, { t: 'open', migrationId, clear: true }),
+    ...harvested.slice(0, 20).map((token) => rawAttempt(endpoint, { t: 'bind', migrationId, token }, { preamble: true })),
+  ];
+  return Promise.all(tries);
+}
+
+describe('in a lab: a sniffer who reads every NATS message and KV bucket', () => {
+  let lab: LabStatus;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    lab = await freshLab(env, 2);
+    joinNetns(lab.clientNamespace);
+    nc = await connectNats({ servers: [lab.natsUrl], name: 'sniffer', persistent: false });
+  });
+
+  afterAll(async () => {
+    await nc?.close();
+    await ferry(['lab', 'down'], env);
+  });
+
+  it('finds no secret to read, cannot win the accept, and the stream is on the configured port', async () => {
+    const w = await runOnLab(env, 'h1', 'memwriter', 'sniffed', ['64', '20', 'hotset']);
+    await progresses(w);
+    const seen: { where: string; data: string }[] = [];
+    const endpoints: StreamEndpoint[] = [];
+    const attacks: Promise<string[]>[] = [];
+    const sub = nc.subscribe('>');
+    const ca = readFileSync(path.join(lab.dir, 'pki', 'ca.crt'));
+    void (async () => {
+      for await (const m of sub) {
+        const data = m.string();
+        seen.push({ where: m.subject, data });
+        const ep = /"endpoint":\{"host":"([^"]+)","port":(\d+)\}/.exec(data);
+        if (!ep) continue;
+        const endpoint = { host: ep[1]!, port: Number(ep[2]) };
+        endpoints.push(endpoint);
+        const id = [...seen].reverse().map((x) => /"migrationId":"(m-[a-z0-9-]+)"/.exec(x.data)?.[1]).find(Boolean)!;
+        const harvested = [...new Set(seen.flatMap((x) => x.data.match(/[0-9a-f]{32,}/g) ?? []))];
+        // At once, racing the real source for the destination's one-shot accept.
+        attacks.push(sniffAttack(endpoint, id, harvested, ca));
+      }
+    })();
+    const r = await ferry(['migrate', 'sniffed', '--to', 'h2', '--json'], env);
+    const v = JSON.parse(r.stdout) as MigrationView;
+    expect(v.outcome, v.error?.message).toBe('completed');
+    await expectRunsOnceOn(env, w, 'h2');
+    sub.unsubscribe();
+
+    // Every KV record, as the sniffer reads them after the fact.
+    const kvm = new Kvm(nc);
+    for await (const st of kvm.list()) {
+      const kv = await kvm.open(st.bucket);
+      for await (const k of await kv.keys()) seen.push({ where: `kv ${st.bucket} ${k}`, data: (await kv.get(k))?.string() ?? '' });
+    }
+    expect(seen.some((x) => x.where.startsWith('kv ') && x.data.includes(v.id))).toBe(true);
+    expect(seen.some((x) => x.data.includes('"mig.receive"') || x.where.includes('mig.receive') || x.data.includes('"endpoint"'))).toBe(true);
+    // Nothing secret travels or rests where the sniffer reads.
+    const secretish = seen.flatMap((x) => jsonKeys(x.data).filter((k) => /secret|token|passw|nonce|^mac$|privatekey/i.test(k)).map((k) => `${x.where}: ${k}`));
+    expect(secretish).toEqual([]);
+    // The sniffer's tries during the migration were all turned away; the real source got in.
+    expect(attacks.length).toBeGreaterThan(0);
+    for (const answers of await Promise.all(attacks)) expect(new Set(answers)).toEqual(new Set(['closed']));
+    // The fixed port from the agent's config (default 7410), on the destination's address.
+    expect(endpoints).toContainEqual({ host: lab.hosts.find((h) => h.name === 'h2')!.address, port: 7410 });
+  });
+
+  it('an agent without a TLS identity takes no part: refused at preflight, nothing frozen, the workload runs on', async () => {
+    const cfgPath = path.join(lab.dir, 'agents', 'h2.json');
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
+    delete cfg.tls;
+    writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+    await ferryJson(['lab', 'kill', 'h2'], env);
+    await untilHosts(env, 'h2 is lost', (hs) => hs.some((h) => h.name === 'h2' && !h.alive));
+    await ferryJson(['lab', 'start', 'h2'], env);
+    await allAlive(env);
+    const before = await ferryJson<WorkloadInfo[]>(['ps'], env);
+    const r = await ferry(['migrate', 'sniffed', '--to', 'h1', '--json'], env);
+    expect(r.code).toBe(3);
+    const v = JSON.parse(r.stdout) as MigrationView;
+    expect(v).toMatchObject({ outcome: 'rolledBack', committed: false, downtimeMs: null, bytesTransferred: 0 });
+    expect(v.error).toMatchObject({ code: 'FERRY_BAD_CONFIG', phase: 'preflight' });
+    expect(v.error?.message).toMatch(/h2 has no TLS identity/);
+    const after = await ferryJson<WorkloadInfo[]>(['ps'], env);
+    expect(after.filter((p) => p.name === 'sniffed')).toMatchObject([{ host: 'h2', state: 'running', rootPid: before.find((p) => p.name === 'sniffed')!.rootPid }]);
+  });
+});

@@ -22,7 +22,7 @@ function pkiRoot(): string {
 }
 
 /** The files of agent.<host>'s identity, issued by the test CA (`ca: 'other'`: by a CA nobody trusts). */
-export function agentFiles(host: string, ca: 'ferry' | 'other' = 'ferry'): TlsFiles {
+function agentFiles(host: string, ca: 'ferry' | 'other' = 'ferry'): TlsFiles {
   const dir = path.join(pkiRoot(), ca);
   const caCert = ensureCa(dir, `${ca} test CA`).cert;
   const { cert, key } = issueCert(dir, `agent.${host}`, { dns: [host], ips: ['127.0.0.1'] });

@@ -28,7 +28,8 @@ import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type Worklo
 
 const execFileP = promisify(execFile);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const LAB = 'bench';
+// BENCH_LAB names the lab (default bench), so that two checkouts can bench side by side.
+const LAB = process.env.BENCH_LAB ?? 'bench';
 const env = { ...process.env, FERRY_LAB: LAB };
 const quick = process.env.BENCH_QUICK === '1';
 const list = (v: string | undefined, d: string): string[] => (v ?? d).split(',').filter(Boolean);

@@ -288,7 +288,12 @@ function jsonKeys(text: string): string[] {
   const out: string[] = [];
   const walk = (x: unknown) => {
     if (Array.isArray(x)) x.forEach(walk);
-    else if (x && typeof x === 'object') for (const [k, y] of Object.entries(x)) out.push(k), walk(y);
+    else if (x && typeof x === 'object') {
+      for (const [k, y] of Object.entries(x)) {
+        out.push(k);
+        walk(y);
+      }
+    }
   };
   walk(v);
   return out;

@@ -22,7 +22,7 @@ import { expectRunsOnceOn, progresses, runOnLab } from './helpers/lab-workloads.
 import { ErrorCode } from '../../shared/errors.ts';
 import { CLEAR_PREAMBLE, connectStream, type StreamAuth, type StreamEndpoint } from '../../agent/transfer/stream.ts';
 import { TLS_OPTIONS, type StreamCredentials } from '../../agent/transfer/auth.ts';
-import { StreamServer } from '../../agent/transfer/stream-server.ts';
+import { type ExpectedStream, StreamServer } from '../../agent/transfer/stream-server.ts';
 import { encodeFrame, FrameDecoder } from '../../agent/transfer/frames.ts';
 import { agentCredentials, loopbackPair, loopbackServer } from './helpers/stream-peers.ts';
 
@@ -65,6 +65,18 @@ async function rawAttempt(endpoint: StreamEndpoint, first: Record<string, unknow
   });
 }
 
+/** The migration's real source connects; returns whether a frame went through, and encrypted or not. */
+async function realSource(server: StreamServer, expected: ExpectedStream, id: string, encrypt = true): Promise<{ carried: boolean; encrypted: boolean }> {
+  const [out, inc] = await Promise.all([connectStream(server.endpoint, auth(id, { encrypt })), expected.accept({ timeoutMs: 5000 })]);
+  try {
+    await out.send({ t: 'ping' });
+    return { carried: (await inc.expect('ping')).header.t === 'ping', encrypted: out.encrypted && inc.encrypted };
+  } finally {
+    out.destroy();
+    inc.destroy();
+  }
+}
+
 describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
   it('carries frames both ways, intact and in order, encrypted', async () => {
     const { out: sender, inc: receiver } = await loopbackPair();
@@ -105,11 +117,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
       await expect(connectStream(server.endpoint, stranger, { timeoutMs: 5000 })).rejects.toThrow(/certificate/);
       // No client certificate at all: the same.
       expect(await rawAttempt(server.endpoint, { t: 'open', migrationId: 'm-other-ca' }, { tls: { ca: agentCredentials('h1').ca, minVersion: 'TLSv1.3' } })).toBe('closed');
-      const [out, inc] = await Promise.all([connectStream(server.endpoint, auth('m-other-ca')), expected.accept({ timeoutMs: 5000 })]);
-      await out.send({ t: 'ping' });
-      expect((await inc.expect('ping')).header.t).toBe('ping');
-      out.destroy();
-      inc.destroy();
+      expect(await realSource(server, expected, 'm-other-ca')).toEqual({ carried: true, encrypted: true });
     } finally {
       server.close();
     }
@@ -123,9 +131,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
         code: ErrorCode.InvalidRequest,
         message: expect.stringMatching(/refused by agent\.h2: .*agent\.h3, not agent\.h1/),
       });
-      const [out, inc] = await Promise.all([connectStream(server.endpoint, auth('m-wrong-id')), expected.accept({ timeoutMs: 5000 })]);
-      out.destroy();
-      inc.destroy();
+      expect(await realSource(server, expected, 'm-wrong-id')).toEqual({ carried: true, encrypted: true });
     } finally {
       server.close();
     }
@@ -213,10 +219,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
         expect(await rawAttempt(server.endpoint, { t: 'bind', migrationId: 'm-clear', token: '00'.repeat(32) })).toBe('closed');
         expect(await rawAttempt(server.endpoint, { t: 'bind', migrationId: 'm-clear', token: '00'.repeat(32) }, { preamble: true })).toBe('closed');
         expect(await rawAttempt(server.endpoint, { t: 'open', migrationId: 'm-clear', clear: true })).toBe('closed');
-        const [out, inc] = await Promise.all([connectStream(server.endpoint, auth('m-clear', { encrypt: false })), expected.accept({ timeoutMs: 5000 })]);
-        expect(out.encrypted).toBe(false);
-        out.destroy();
-        inc.destroy();
+        expect(await realSource(server, expected, 'm-clear', false)).toEqual({ carried: true, encrypted: false });
       } finally {
         server.close();
       }
@@ -226,10 +229,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
       const server = await loopbackServer({ encrypt: true });
       try {
         const expected = server.expect('m-half', 'h1');
-        const [out, inc] = await Promise.all([connectStream(server.endpoint, auth('m-half', { encrypt: false })), expected.accept({ timeoutMs: 5000 })]);
-        expect([out.encrypted, inc.encrypted]).toEqual([true, true]);
-        out.destroy();
-        inc.destroy();
+        expect(await realSource(server, expected, 'm-half', false)).toEqual({ carried: true, encrypted: true });
       } finally {
         server.close();
       }

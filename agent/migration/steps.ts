@@ -354,8 +354,10 @@ export class MigrationSteps {
     // Only the source of this migration, by its certificate, may connect for it.
     const listener = server.expect(s.migrationId, s.peer);
     this.#expected.set(s.migrationId, listener);
-    const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
-      this.#expected.delete(s.migrationId);
+    const forget = () => {
+      if (this.#expected.get(s.migrationId) === listener) this.#expected.delete(s.migrationId);
+    };
+    const receiving = listener.accept({ timeoutMs: 60_000 }).finally(forget).then(async (conn) => {
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();

@@ -18,6 +18,8 @@ const chan = diagnostics_channel.channel('ferry:transfer');
 
 /** A TLS connection's first byte: the handshake record type. */
 const TLS_HANDSHAKE = 0x16;
+/** Bytes a connection may send before it is authenticated and bound to a migration (its first frame is small). */
+const PRE_AUTH_BYTES = 16 * 1024;
 /** Migrations remembered as claimed (a second claim is refused); the oldest are forgotten past this. */
 const CLAIMED_KEPT = 10_000;
 
@@ -155,7 +157,12 @@ export class StreamServer {
     const timer = setTimeout(() => socket.destroy(), this.#handshakeMs);
     socket.once('close', () => clearTimeout(timer));
     const conn = new DataConnection(socket);
-    void this.#open(conn, socket, () => clearTimeout(timer)).catch(async (err: unknown) => {
+    const unguard = guardPreAuth(socket, conn);
+    const done = () => {
+      clearTimeout(timer);
+      unguard();
+    };
+    void this.#open(conn, socket, done).catch(async (err: unknown) => {
       await conn.send({ t: 'error', message: FerryError.from(err).message }).catch(() => undefined);
       conn.destroy();
     });
@@ -193,6 +200,7 @@ export class StreamServer {
   async #clear(socket: net.Socket, done: () => void): Promise<void> {
     if (!(await readBytes(socket, CLEAR_PREAMBLE.length)).equals(CLEAR_PREAMBLE)) return void socket.destroy();
     const conn = new DataConnection(socket);
+    const unguard = guardPreAuth(socket, conn);
     socket.resume();
     const f = await conn.expect<{ migrationId: unknown; token: unknown }>('bind');
     const id = f.header.migrationId;
@@ -204,6 +212,7 @@ export class StreamServer {
     this.#bindings.delete(id as string);
     conn.bindControl(b.control);
     await conn.send({ t: 'bound' });
+    unguard();
     done();
     b.controlDone();
     b.pending.resolve(conn);
@@ -233,4 +242,13 @@ function readBytes(socket: net.Socket, n: number): Promise<Buffer> {
     socket.once('close', closed);
     tryRead();
   });
+}
+
+/** Drops a connection that sends more than a handshake's worth before it is taken; returns the release. */
+function guardPreAuth(socket: net.Socket, conn: DataConnection): () => void {
+  const check = () => {
+    if (conn.bytesReceived > PRE_AUTH_BYTES) socket.destroy();
+  };
+  socket.on('data', check);
+  return () => socket.off('data', check);
 }

@@ -30,18 +30,22 @@ async function measureStream(d: StreamBenchDeps, encrypt: boolean): Promise<numb
   const e = encrypt ? '1' : '0';
   const ns = (h: string) => `ferry-${d.lab}-${h}`;
   const recv = spawn('ip', ['netns', 'exec', ns('h2'), process.execPath, '--import', 'tsx', peer, 'recv', pki, '10.77.0.12', String(PORT), e, String(REPEATS)], { cwd: d.repo, stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve) => recv.stdout.once('data', () => resolve()));
+  const exited = new Promise((r) => recv.once('exit', r));
+  await new Promise<void>((resolve, reject) => {
+    recv.stdout.once('data', () => resolve());
+    void exited.then(() => reject(new Error('the stream receiver exited before it was ready')));
+  });
   const out: number[] = [];
   for (let i = 1; i <= REPEATS; i++) {
     const child = spawn('ip', ['netns', 'exec', ns('h1'), process.execPath, '--import', 'tsx', peer, 'send', pki, '10.77.0.12', String(PORT), e, String(i), String(MIB)], { cwd: d.repo, stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     child.stdout.on('data', (b: Buffer) => (text += b.toString()));
-    await new Promise((r) => child.once('exit', r));
+    await new Promise((r) => child.once('close', r));
     const r = JSON.parse(text.trim()) as { encrypted: boolean; MBps: number };
     if (r.encrypted !== encrypt) throw new Error(`stream ${i} was ${r.encrypted ? 'encrypted' : 'clear'}, asked ${encrypt ? 'encrypted' : 'clear'}`);
     out.push(r.MBps);
   }
-  await new Promise((r) => recv.once('exit', r));
+  await exited;
   return out;
 }
 

@@ -18,7 +18,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -27,6 +27,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   attempt: i.attempt,
   workload: i.workload.name,
   peer,
+  ...(i.verify === false ? { verify: false } : {}),
 });
 
 const check = (fn: () => void): PreflightCheck => {

@@ -85,6 +85,7 @@ export class MigrationManager {
       workload: { name: w.name },
       timeouts: this.d.timeouts,
       precopy: req.precopy ? convergenceFor(req) : false,
+      verify: req.verify,
     };
     const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
     const record: MigrationRecord = {

@@ -8,7 +8,8 @@ import { gatherFacts } from './facts.ts';
 import { startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
-import { MigrationSteps } from './migration/steps.ts';
+import { MigrationSteps, type DataStreamSettings } from './migration/steps.ts';
+import { loadCredentials } from './transfer/auth.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -18,7 +19,12 @@ if (!values.config) {
 const config = loadConfig(AgentConfig, values.config);
 const log = createLogger('ferry-agent', { host: config.name });
 
-const facts = await gatherFacts(config.name, config.address);
+// The data stream's identity, read once: a broken one stops the agent here rather than mid-migration.
+const stream: DataStreamSettings | null = config.tls ? { credentials: loadCredentials(config.name, config.tls), port: config.stream.port, encrypt: config.stream.encrypt } : null;
+if (!stream) log.warn('no tls identity in the config: this agent runs workloads but takes no part in migrations');
+else if (!stream.encrypt) log.warn({ port: stream.port }, 'data streams may go unencrypted (stream.encrypt false): only for a fabric every host on it trusts');
+
+const facts = await gatherFacts(config.name, config.address, stream ? { port: stream.port, encrypt: stream.encrypt } : null);
 log.info({ facts: facts.current() }, 'host facts gathered');
 
 const nc = await connectNats({ ...config.nats, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
@@ -26,7 +32,7 @@ log.info({ server: nc.getServer() }, 'connected to NATS');
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
-const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
+const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
 await startAgentService(nc, config.name, facts, workloads, steps);
 const stopHeartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs);
 log.info('serving; heartbeats started');

@@ -8,6 +8,8 @@
 //   BENCH_QUICK=1       a quick subset (256 MiB and 1 GiB, 0 and 50 MB/s, hot-set; 2 repeats)
 //   BENCH_REPEATS=N     live migrations per configuration (default 3; 4 GiB: 1)
 //   BENCH_SIZES=256,1024,4096  BENCH_RATES=0,10,50,200  BENCH_PATTERNS=random,hotset
+//   BENCH_STREAM=1      only the data stream's encryption cost (bench/stream.ts): encrypted vs clear
+//                       stream throughput next to raw TCP, and downtime with each, in the same run
 //   BENCH_VERIFY_SIZES=256     sizes at which verification before the commit is measured on vs off
 //   BENCH_VERIFY_ONLY=1        only that comparison (writes bench/results/verify.json)
 import { execFile, spawn } from 'node:child_process';
@@ -20,7 +22,8 @@ import { promisify } from 'node:util';
 import { trackTree } from '../agent/engine/dirty/tree.ts';
 import { PageReceiver, PageSender } from '../agent/transfer/pages.ts';
 import type { PageSink } from '../agent/transfer/page-sinks.ts';
-import { DataListener, connectStream } from '../agent/transfer/stream.ts';
+import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
+import { streamBench } from './stream.ts';
 import type { MigrationView } from '../shared/migration.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type WorkloadName } from '../test/workloads/harness.ts';
@@ -103,9 +106,7 @@ async function speedUnderPrecopy(): Promise<{ normal: number; precopy: number; r
     const normal = await rate(4000);
     // Rounds into a sink that drops the pages, over a real stream on loopback: the tracker's and
     // the sender's cost on the workload, not the network's.
-    const auth = { migrationId: 'm-bench-speed', secret: 'x'.repeat(32) };
-    const listener = await DataListener.open('127.0.0.1', auth);
-    const [out, inc] = await Promise.all([connectStream(listener.endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+    const { out, inc } = await loopbackPair({ migrationId: 'm-bench-speed' });
     const sink: PageSink = { write: () => undefined, zero: () => undefined };
     const receiver = new PageReceiver(inc, sink);
     const recv = (async () => {
@@ -424,5 +425,18 @@ function printTable(res: { memcpyGBps: number; rawTcpMBps: number; speed: { rati
   for (const t of res.targets) console.log(`${t.met ? 'MET   ' : 'MISSED'} ${t.target}: ${t.value}`);
 }
 
-if (process.env.BENCH_VERIFY_ONLY === '1') await verifyOnly();
+async function streamMain(): Promise<void> {
+  await ferry(['lab', 'down']);
+  const up = await ferry(['lab', 'up', '--hosts', '2']);
+  if (up.code !== 0) throw new Error(`lab up: ${up.stderr}`);
+  try {
+    await streamBench({ repo: REPO, lab: LAB, ferry, migrate, runWorkload, rawTcpMBps, median });
+  } finally {
+    await ferry(['lab', 'down']);
+  }
+}
+
+if (process.env.BENCH_STREAM === '1') await streamMain();
+else if (process.env.BENCH_VERIFY_ONLY === '1') await verifyOnly();
 else await main();
+

@@ -85,8 +85,6 @@ export interface MigrationInput {
   source: string;
   destination: string;
   workload: WorkloadRef;
-  /** Secret for the source->destination data stream; handed to every actor. */
-  streamSecret: string;
   /** Timeout of one attempt of each phase (ms); for precopy, of one round. */
   timeouts: Record<Phase, number>;
   /** Pre-copy rounds driven by the switchover rule, or `false` for stop-and-copy. */
@@ -131,7 +129,6 @@ export interface MigrationContext {
   source: string;
   destination: string;
   workload: WorkloadRef;
-  streamSecret: string;
   timeouts: Record<Phase, number>;
   precopy: ConvergenceConfig | false;
   rollbackPolicy: RollbackPolicy;
@@ -316,7 +313,6 @@ function baseInput<P extends Phase | 'rollback'>(context: MigrationContext, phas
     source: context.source,
     destination: context.destination,
     workload: context.workload,
-    streamSecret: context.streamSecret,
     verify: context.verify !== false,
   };
 }
@@ -348,7 +344,6 @@ function initialContext(input: MigrationInput): MigrationContext {
     source: input.source,
     destination: input.destination,
     workload: input.workload,
-    streamSecret: input.streamSecret,
     timeouts: { ...input.timeouts },
     precopy: input.precopy,
     rollbackPolicy: { ...DEFAULT_ROLLBACK_POLICY, ...input.rollback },

@@ -48,8 +48,6 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   source: string;
   destination: string;
   workload: WorkloadRef;
-  /** Shared secret that authenticates the source->destination data stream. */
-  streamSecret: string;
   /** The destination verifies the restored tree before the commit (absent: true). */
   verify?: boolean;
 }

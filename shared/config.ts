@@ -38,6 +38,18 @@ export const AgentConfig = z.strictObject({
   nats: Nats.prefault({}),
   /** This agent's identity (certificate CN agent.<name>), which it shows to peer agents on the data stream. */
   tls: TlsFiles.optional(),
+  /**
+   * The agent-to-agent data stream of migrations (docs/security.md "Data stream"): one listener on
+   * `address`:`port`, mutual TLS with `tls`. `encrypt: false` (only for a fabric every host on it
+   * trusts) still authenticates both agents but sends memory in clear; a stream goes in clear
+   * only when both of its agents say so.
+   */
+  stream: z
+    .strictObject({
+      port: z.number().int().min(1).max(65535).default(7410),
+      encrypt: z.boolean().default(true),
+    })
+    .prefault({}),
   heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
   /** Where this agent's workload cgroups live, relative to the cgroup v2 root (default ferry/<name>). */
   cgroupParent: z.string().regex(/^[a-zA-Z0-9_./-]+$/).optional(),

@@ -77,10 +77,8 @@ export const StepBase = z.strictObject({
   idempotencyKey: z.string().min(1),
   attempt: z.number().int().positive(),
   workload: WorkloadName,
-  /** The other agent of the migration. */
+  /** The other agent of the migration: the only identity (agent.<peer>) its data stream is taken from or sent to. */
   peer: HostName,
-  /** Authenticates the data stream between the two agents of this migration. */
-  streamSecret: z.string().min(32),
   /** The destination verifies the restored tree against the image before the commit (default true). */
   verify: z.boolean().optional(),
 });

@@ -16,7 +16,9 @@ import { activateHeldConnections, killHeldTree, thawHeldTree } from '../engine/h
 import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
-import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
+import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
+import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
+import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import { leaveRepairAll } from '../engine/sockets.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
@@ -47,6 +49,8 @@ export class MigrationSteps {
   readonly #held = new Map<string, Built>();
   /** Destination: the data stream endpoint handed out for each migration. */
   readonly #endpoints = new Map<string, StreamEndpoint>();
+  /** Destination: streams registered at the listener and not yet connected. */
+  readonly #expected = new Map<string, ExpectedStream>();
   /** Destination: live migrations' trees being built during pre-copy (warm restore). */
   readonly #warm = new Map<string, PrecopyDestination>();
   /** Destination: a tree that failed verification stays failed (a replayed restore must not commit it). */
@@ -60,6 +64,8 @@ export class MigrationSteps {
   readonly #running = new Map<string, Promise<unknown>>();
 
   readonly #network: NetworkHandoff;
+  /** Destination: this agent's one stream listener, opened on the first migration it receives. */
+  #server: Promise<StreamServer> | null = null;
 
   constructor(
     private readonly host: string,
@@ -69,6 +75,8 @@ export class MigrationSteps {
     network?: WorkloadNetwork,
     /** Dirty tracking for live migration: auto (uffd-wp where it works, else hashing), or one forced. */
     private readonly tracking: MethodRequest = 'auto',
+    /** This agent's identity and stream settings; null (no tls configured): it takes no part in migrations. */
+    private readonly stream: DataStreamSettings | null = null,
   ) {
     this.records = new MigrationRecords(stateDir);
     this.#network = new NetworkHandoff(network);
@@ -129,10 +137,29 @@ export class MigrationSteps {
     return w.rootPid;
   }
 
+  /** How this agent opens the stream of a migration it sends; refused without an identity. */
+  #streamAuth(s: StepBase): StreamAuth {
+    if (!this.stream) throw noIdentity(this.host);
+    return { migrationId: s.migrationId, peer: s.peer, credentials: this.stream.credentials, encrypt: this.stream.encrypt };
+  }
+
+  /** The listener, opened once; a failed open is tried again by the next migration. */
+  #listener(): Promise<StreamServer> {
+    const st = this.stream;
+    if (!st) return Promise.reject(noIdentity(this.host));
+    this.#server ??= StreamServer.open({ address: this.address, port: st.port, credentials: st.credentials, encrypt: st.encrypt }).catch((err: unknown) => {
+      this.#server = null;
+      throw err;
+    });
+    return this.#server;
+  }
+
   // --- source ---------------------------------------------------------------------------------
 
   preflight(s: StepBase) {
     // Not recorded: checking twice is harmless, and nothing here changes the workload.
+    // Before anything is frozen: without an identity this agent cannot send the workload anywhere.
+    if (!this.stream) throw noIdentity(this.host);
     const { pids } = preflightTree(this.#rootPid(s.workload), { migration: true });
     const w = this.workloads.get(s.workload);
     const threads = (pid: number) => {
@@ -161,8 +188,7 @@ export class MigrationSteps {
         this.records.save(m);
         const netConfig = await this.#network.dump(m.netns);
         session = await PrecopySource.open(root, {
-          migrationId: s.migrationId,
-          secret: s.streamSecret,
+          stream: this.#streamAuth(s),
           endpoint: s.endpoint,
           method: this.tracking,
           netConfig,
@@ -254,7 +280,7 @@ export class MigrationSteps {
       // The destination registers the workload under the same command line.
       writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
       if (m.netConfig) writeFileSync(path.join(m.imageDir, NETNS_FILE), JSON.stringify(m.netConfig));
-      const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
+      const conn = await connectStream(s.endpoint, this.#streamAuth(s));
       try {
         const stats = await sendImageDir(conn, m.imageDir);
         return { bytesTransferred: stats.bytes, bytesOnWire: stats.bytesOnWire };
@@ -321,16 +347,22 @@ export class MigrationSteps {
     const m = this.#record(s, 'destination');
     // A replay while the pre-copy session runs (the coordinator restarted): the source is connected already.
     const open = this.#endpoints.get(s.migrationId);
-    if (open && this.#warm.has(s.migrationId)) return { endpoint: open };
-    const listener = await DataListener.open(this.address, { migrationId: s.migrationId, secret: s.streamSecret });
+    const server = await this.#listener();
+    // Its source connected already (one chance per migration): what it sends arrives as before.
+    if (open && (this.#warm.has(s.migrationId) || server.claimed(s.migrationId))) return { endpoint: open };
     if (existsSync(path.join(m.imageDir, IMAGE_JSON))) {
       // A replayed transfer (the coordinator restarted after it): the image is here already and
       // the source's send answers from its record without connecting.
-      listener.close();
       this.#receiving.set(s.migrationId, Promise.resolve({ files: 0, bytes: 0, bytesOnWire: 0, ms: 0 }));
-      return { endpoint: listener.endpoint };
+      return { endpoint: server.endpoint };
     }
-    const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
+    // Only the source of this migration, by its certificate, may connect for it.
+    const listener = server.expect(s.migrationId, s.peer);
+    this.#expected.set(s.migrationId, listener);
+    const forget = () => {
+      if (this.#expected.get(s.migrationId) === listener) this.#expected.delete(s.migrationId);
+    };
+    const receiving = listener.accept({ timeoutMs: 60_000 }).finally(forget).then(async (conn) => {
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
@@ -546,6 +578,9 @@ export class MigrationSteps {
   /** Rollback: nothing of the migration may run here. Fences the migration. */
   async discard(s: StepBase) {
     const m = this.#record(s, 'destination', true);
+    // Fenced: nobody may connect for this migration any more.
+    this.#expected.get(s.migrationId)?.close();
+    this.#expected.delete(s.migrationId);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
     if (m.heldTree) killHeldTree(m.heldTree);
@@ -560,6 +595,13 @@ export class MigrationSteps {
     this.records.save(m);
     return { done: true as const };
   }
+}
+
+/** This agent's part of the data stream (AgentConfig.stream with its identity). */
+export interface DataStreamSettings {
+  credentials: StreamCredentials;
+  port: number;
+  encrypt: boolean;
 }
 
 interface Built {

@@ -26,7 +26,7 @@ export interface FactsSource {
   current(): HostFacts;
 }
 
-export async function gatherFacts(name: string, address: string): Promise<FactsSource> {
+export async function gatherFacts(name: string, address: string, dataStream: HostFacts['dataStream'] = null): Promise<FactsSource> {
   const probes = await probeKernel();
   const features: KernelFeatures = {
     uffdWpAsync: probes.uffdWpAsync,
@@ -46,6 +46,7 @@ export async function gatherFacts(name: string, address: string): Promise<FactsS
     cpu: { model: cpuModel(), count: os.availableParallelism(), xsave: probes.xsave },
     features,
     agent: { version: AGENT_VERSION, pid: process.pid, startedAt: new Date().toISOString() },
+    dataStream,
   };
   return { current: () => ({ ...fixed, memory: memory() }) };
 }

@@ -1,18 +1,13 @@
-// Registration (durable, in KV) and heartbeats (liveness, on a subject) of one agent.
-import { Kvm } from '@nats-io/kv';
-import type { NatsConnection } from '@nats-io/transport-node';
+// Heartbeats of one agent: liveness and facts on the agent's own subject. The coordinators keep
+// the durable registration in KV from them (an agent may not write KV: shared/permissions.ts).
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { PROTOCOL_VERSION, type HostRecord } from '../shared/protocol.ts';
-import { encode } from '../shared/rpc.ts';
-import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
+import type { NatsAccess } from '../shared/config.ts';
+import { certificateIdentity } from '../shared/nats.ts';
+import { inboxPrefix } from '../shared/permissions.ts';
+import { PROTOCOL_VERSION } from '../shared/protocol.ts';
+import { subjects } from '../shared/subjects.ts';
 import type { FactsSource } from './facts.ts';
-
-export async function register(nc: NatsConnection, host: string, facts: FactsSource): Promise<void> {
-  const kv = await new Kvm(nc).create(buckets.hosts, bucketOptions.hosts);
-  const record: HostRecord = { protocol: PROTOCOL_VERSION, registeredAt: new Date().toISOString(), facts: facts.current() };
-  await kv.put(host, encode(record));
-}
 
 // The heartbeat runs on a worker thread with a NATS connection of its own: checkpointing or
 // restoring a large workload keeps the main thread busy for seconds, and a busy agent is not a
@@ -21,10 +16,15 @@ export async function register(nc: NatsConnection, host: string, facts: FactsSou
 const WORKER = `
 const { workerData: w } = require('node:worker_threads');
 const { readFileSync } = require('node:fs');
-const { connect } = require(w.natsModule);
+const { connect, nkeyAuthenticator } = require(w.natsModule);
 const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm').exec(info)?.[1] ?? 0) * 1024;
 (async () => {
-  const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const security = {};
+  // The same check as shared/nats.ts isNatsServer: the server shows a nats.* identity.
+  const checkServerIdentity = (_h, cert) => (/^nats\\.[a-z0-9][a-z0-9-]*$/.test(String(cert.subject?.CN)) ? undefined : new Error('not a nats.* server certificate'));
+  if (w.tls) Object.assign(security, { tls: { caFile: w.tls.ca, certFile: w.tls.cert, keyFile: w.tls.key, checkServerIdentity }, inboxPrefix: w.inboxPrefix });
+  if (w.credentials) security.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFileSync(w.credentials, 'utf8').trim()));
+  const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...security });
   let seq = 0;
   const beat = () => {
     const info = readFileSync('/proc/meminfo', 'utf8');
@@ -37,12 +37,15 @@ const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm'
 `;
 
 /** Publishes a heartbeat now and every intervalMs (from a worker thread) until stop() is called. */
-export function startHeartbeats(servers: string[], host: string, facts: FactsSource, intervalMs: number): () => Promise<void> {
+export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSource, intervalMs: number): () => Promise<void> {
   const worker = new Worker(WORKER, {
     eval: true,
     workerData: {
       natsModule: createRequire(import.meta.url).resolve('@nats-io/transport-node'),
-      servers,
+      servers: nats.servers,
+      tls: nats.tls,
+      inboxPrefix: nats.tls ? inboxPrefix(certificateIdentity(nats.tls.cert)) : undefined,
+      credentials: nats.credentials,
       name: `ferry-agent-${host}-heartbeat`,
       subject: subjects.heartbeat(host),
       protocol: PROTOCOL_VERSION,

@@ -8,11 +8,12 @@ import type { RecordSetAside } from '../shared/records.ts';
 import { encode } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
 import { gatherFacts } from './facts.ts';
-import { register, startHeartbeats } from './heartbeat.ts';
+import { startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
-import { MigrationSteps } from './migration/steps.ts';
+import { MigrationSteps, type DataStreamSettings } from './migration/steps.ts';
 import { AbortReconciler } from './migration/reconcile.ts';
+import { loadCredentials } from './transfer/auth.ts';
 import { recordsChannel } from './quarantine.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
@@ -23,10 +24,15 @@ if (!values.config) {
 const config = loadConfig(AgentConfig, values.config);
 const log = createLogger('ferry-agent', { host: config.name });
 
-const facts = await gatherFacts(config.name, config.address);
+// The data stream's identity, read once: a broken one stops the agent here rather than mid-migration.
+const stream: DataStreamSettings | null = config.tls ? { credentials: loadCredentials(config.name, config.tls), port: config.stream.port, encrypt: config.stream.encrypt } : null;
+if (!stream) log.warn('no tls identity in the config: this agent runs workloads but takes no part in migrations');
+else if (!stream.encrypt) log.warn({ port: stream.port }, 'data streams may go unencrypted (stream.encrypt false): only for a fabric every host on it trusts');
+
+const facts = await gatherFacts(config.name, config.address, stream ? { port: stream.port, encrypt: stream.encrypt } : null);
 log.info({ facts: facts.current() }, 'host facts gathered');
 
-const nc = await connectNats({ servers: config.nats.servers, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
+const nc = await connectNats({ ...config.nats, name: `${config.nats.name ?? 'ferry-agent'}-${config.name}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 void logConnectionStatus(nc, log);
 // Record files that failed their schema (agent/quarantine.ts): logged, and published for operators.
@@ -38,11 +44,10 @@ recordsChannel.subscribe((m) => {
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
-const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
+const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
 await startAgentService(nc, config.name, facts, workloads, steps);
-await register(nc, config.name, facts);
-const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
-log.info('registered; heartbeats started');
+const stopHeartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs);
+log.info('serving; heartbeats started');
 // Migrations recorded aborted while this agent was away (or could not be told): settled here.
 const reconciler = new AbortReconciler(nc, steps, log);
 reconciler.start();

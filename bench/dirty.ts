@@ -4,7 +4,7 @@
 //  2. the trackers against a live 1 GiB target (uffd-wp and hashing): start, first round, and
 //     a round after 1 % / 10 % of the pages were written (written from here with
 //     process_vm_writev, which the kernel tracks like the target's own writes);
-//  3. the page stream over loopback (DataListener/connectStream) into a second process at the
+//  3. the page stream over loopback (an authenticated, encrypted stream) into a second process at the
 //     same addresses, random and text content, lz4 off / on / auto, next to raw TCP between two
 //     Node sockets on the same machine; and through a proxy throttled to 100 MB/s (a slow link),
 //     where the automatic choice should turn lz4 on for compressible data.
@@ -25,7 +25,8 @@ import { PAGE_IS, PM_SCAN, PagemapScanner, type ScanRegion, UFFD_FEATURE, UFFD_O
 import { ProcessSink, type PageSink } from '../agent/transfer/page-sinks.ts';
 import { PageReceiver, PageSender, type PageRoundStats } from '../agent/transfer/pages.ts';
 import type { CompressionMode } from '../agent/transfer/compression.ts';
-import { DataListener, connectStream } from '../agent/transfer/stream.ts';
+import type { StreamEndpoint } from '../agent/transfer/stream.ts';
+import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const trackMiB = Number(process.argv[2] ?? 1024);
@@ -229,11 +230,13 @@ async function throttledProxy(target: { host: string; port: number }, rate: numb
 }
 
 async function pageStream(src: number, sink: PageSink, addr: number, pages: number, compression: CompressionMode, throttle?: number): Promise<PageRoundStats & { rawMBps: number }> {
-  const auth = { migrationId: 'bench', secret: randomBytes(32).toString('hex') };
-  const listener = await DataListener.open('127.0.0.1', auth);
-  const proxy = throttle ? await throttledProxy(listener.endpoint, throttle) : null;
-  const endpoint = proxy ? { host: '127.0.0.1', port: proxy.port } : listener.endpoint;
-  const [out, inc] = await Promise.all([connectStream(endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+  const proxies: { close: () => void }[] = [];
+  const via = async (e: StreamEndpoint) => {
+    const proxy = await throttledProxy(e, throttle!);
+    proxies.push(proxy);
+    return { host: '127.0.0.1', port: proxy.port };
+  };
+  const { out, inc } = await loopbackPair({ migrationId: 'm-bench-pages', ...(throttle ? { via } : {}) });
   const receiver = new PageReceiver(inc, sink);
   const loop = (async () => {
     while (await receiver.receiveRound());
@@ -253,7 +256,7 @@ async function pageStream(src: number, sink: PageSink, addr: number, pages: numb
   } finally {
     out.destroy();
     inc.destroy();
-    proxy?.close();
+    for (const p of proxies) p.close();
   }
 }
 

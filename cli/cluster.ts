@@ -1,6 +1,12 @@
-// How the CLI reaches the cluster: --nats URL, FERRY_NATS_URL, or the local lab (whose NATS is
-// inside the lab's network: the CLI's main thread joins the lab's client namespace first).
+// How the CLI reaches the cluster and whom it shows itself as: --nats URL / FERRY_NATS_URL / the
+// config file with the operator's certificate and nkey (--tls-*, --creds), or the local lab (whose
+// NATS is on the lab's management network: the CLI's main thread joins the lab's client
+// namespace first, and acts as the lab's operator identity from the lab's pki directory).
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { z } from 'zod';
+import { NatsAccess, loadConfig } from '../shared/config.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { connectNats } from '../shared/nats.ts';
@@ -10,20 +16,67 @@ import { subjects } from '../shared/subjects.ts';
 import { joinNetns } from '../deploy/lab/join.ts';
 import { labLayout, type LabLayout } from '../deploy/lab/layout.ts';
 import { readState } from '../deploy/lab/state.ts';
+import { LAB_OPERATOR, labNatsAccess } from '../deploy/lab/pki.ts';
 
 export interface ClusterOptions {
   nats?: string;
+  creds?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  config?: string;
+}
+
+/** Where an operator's CLI config lives unless --config or FERRY_CONFIG names another. */
+export const DEFAULT_CLI_CONFIG = '/etc/ferry/cli.json';
+
+const CliConfig = z.strictObject({ nats: NatsAccess });
+
+/** The options every command that talks to the cluster takes, next to its --nats. */
+export function addClusterAccessOptions(cmd: Command): void {
+  for (const sub of cmd.commands) addClusterAccessOptions(sub);
+  if (!cmd.options.some((o) => o.long === '--nats')) return;
+  cmd
+    .option('--creds <file>', "this operator's nkey seed file (default: FERRY_NATS_CREDS, the config file, or the local lab's operator)")
+    .option('--tls-ca <file>', 'CA certificate of the cluster (default: FERRY_NATS_CA or the config file)')
+    .option('--tls-cert <file>', "this operator's certificate (default: FERRY_NATS_CERT or the config file)")
+    .option('--tls-key <file>', "this operator's private key (default: FERRY_NATS_KEY or the config file)")
+    .option('--config <file>', `CLI config, {"nats": {servers, tls, credentials}} (default: FERRY_CONFIG or ${DEFAULT_CLI_CONFIG} if present)`);
+}
+
+/** The operator's access from flags, environment, then the config file; null when none is given (the local lab). */
+function explicitAccess(o: ClusterOptions): NatsAccess | null {
+  const configPath = o.config ?? process.env.FERRY_CONFIG ?? (existsSync(DEFAULT_CLI_CONFIG) ? DEFAULT_CLI_CONFIG : undefined);
+  const fromFile = configPath ? loadConfig(CliConfig, configPath).nats : undefined;
+  const servers = o.nats ?? process.env.FERRY_NATS_URL;
+  if (!servers && !fromFile) return null;
+  const ca = o.tlsCa ?? process.env.FERRY_NATS_CA ?? fromFile?.tls?.ca;
+  const cert = o.tlsCert ?? process.env.FERRY_NATS_CERT ?? fromFile?.tls?.cert;
+  const key = o.tlsKey ?? process.env.FERRY_NATS_KEY ?? fromFile?.tls?.key;
+  if ((ca || cert || key) && !(ca && cert && key)) {
+    throw new FerryError(ErrorCode.BadConfig, 'TLS needs all three of --tls-ca, --tls-cert and --tls-key (or FERRY_NATS_CA/CERT/KEY, or nats.tls in the config file)');
+  }
+  return {
+    servers: servers ? servers.split(',') : fromFile!.servers,
+    tls: ca && cert && key ? { ca, cert, key } : undefined,
+    credentials: o.creds ?? process.env.FERRY_NATS_CREDS ?? fromFile?.credentials,
+  };
+}
+
+/** The local lab's NATS as its operator, from inside the lab's client namespace. */
+function labAccess(l: LabLayout): NatsAccess {
+  joinNetns(l.clientNamespace);
+  return labNatsAccess(l, LAB_OPERATOR);
 }
 
 export async function connectCluster(o: ClusterOptions): Promise<NatsConnection> {
-  const explicit = o.nats ?? process.env.FERRY_NATS_URL;
-  if (explicit) return connectNats({ servers: explicit.split(','), name: 'ferry-cli', persistent: false });
+  const explicit = explicitAccess(o);
+  if (explicit) return connectNats({ ...explicit, name: 'ferry-cli', persistent: false });
   const l = labLayout();
   if (!readState(l.dir)) {
-    throw new FerryError(ErrorCode.Unavailable, `no cluster given and lab "${l.name}" is not up: pass --nats URL, set FERRY_NATS_URL, or run \`ferry lab up\``);
+    throw new FerryError(ErrorCode.Unavailable, `no cluster given and lab "${l.name}" is not up: pass --nats URL (with --creds and --tls-*), set FERRY_NATS_URL, write ${DEFAULT_CLI_CONFIG}, or run \`ferry lab up\``);
   }
-  joinNetns(l.clientNamespace);
-  return connectNats({ servers: [l.natsUrl], name: 'ferry-cli', persistent: false });
+  return connectNats({ ...labAccess(l), name: 'ferry-cli', persistent: false });
 }
 
 export async function withCluster<T>(o: ClusterOptions, fn: (nc: NatsConnection) => Promise<T>): Promise<T> {
@@ -37,12 +90,12 @@ export async function withCluster<T>(o: ClusterOptions, fn: (nc: NatsConnection)
 
 /** Polls the coordinator until `hosts` agents are alive; used by `lab up` before it returns. */
 export async function waitForLab(l: LabLayout, hosts: number, timeoutMs: number): Promise<void> {
-  joinNetns(l.clientNamespace);
+  const access = labAccess(l);
   const deadline = Date.now() + timeoutMs;
   let last = 'nats-server not reachable yet';
   while (Date.now() < deadline) {
     try {
-      const nc = await connectNats({ servers: [l.natsUrl], name: 'ferry-lab-up', persistent: false });
+      const nc = await connectNats({ ...access, name: 'ferry-lab-up', persistent: false });
       try {
         while (Date.now() < deadline) {
           try {

@@ -6,6 +6,8 @@ import { registerHosts } from './commands/hosts.ts';
 import { registerWorkloads } from './commands/workloads.ts';
 import { registerMigrations } from './commands/migrations.ts';
 import { registerEngine } from './commands/engine.ts';
+import { registerPki } from './commands/pki.ts';
+import { addClusterAccessOptions } from './cluster.ts';
 
 const program = new Command('ferry')
   .description('Live migration of running Linux processes and containers between hosts')
@@ -19,6 +21,8 @@ registerHosts(program);
 registerWorkloads(program);
 registerMigrations(program);
 registerEngine(program);
+registerPki(program);
+addClusterAccessOptions(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -6,7 +6,7 @@ import type { HostFacts } from '../shared/facts.ts';
 import { withFaultPoints } from '../shared/fault.ts';
 import type { StepBase } from '../shared/migration.ts';
 import type { AgentClient } from './agents.ts';
-import { assertCompatible, memoryNeeded } from './compatibility.ts';
+import { assertCompatible, assertDataStreams, memoryNeeded } from './compatibility.ts';
 import type { MigrationActorFns } from './machine.ts';
 import type { Phase, PhaseInputBase, PreflightCheck } from './phases.ts';
 import type { MigrationStore } from './store.ts';
@@ -20,7 +20,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'streamSecret'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -29,7 +29,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   attempt: i.attempt,
   workload: i.workload.name,
   peer,
-  streamSecret: i.streamSecret,
+  ...(i.verify === false ? { verify: false } : {}),
 });
 
 const check = (fn: () => void): PreflightCheck => {
@@ -61,7 +61,10 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       );
       return {
         workloadSupported,
-        destinationCompatible: check(() => assertCompatible(src, dst)),
+        destinationCompatible: check(() => {
+          assertDataStreams(src, dst);
+          assertCompatible(src, dst);
+        }),
         destinationHasMemory: check(() => {
           const need = memoryNeeded(workloadBytes);
           if (dst.memory.availableBytes < need)

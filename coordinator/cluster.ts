@@ -1,5 +1,6 @@
 // The coordinator's view of the cluster: registered hosts (from the hosts bucket) and their
-// liveness (from heartbeats). Liveness is judged on the coordinator's own monotonic clock at
+// liveness (from heartbeats). The coordinators write the registrations themselves, from the first
+// heartbeat of each agent process: agents may not write KV (shared/permissions.ts). Liveness is judged on the coordinator's own monotonic clock at
 // receipt, so agents' wall clocks may disagree without harm.
 import { EventEmitter } from 'node:events';
 import { Kvm, type KV } from '@nats-io/kv';
@@ -9,7 +10,8 @@ import { HostName } from '../shared/names.ts';
 import { Heartbeat, HostRecord, type HostView } from '../shared/protocol.ts';
 import { parseRecord } from '../shared/records.ts';
 import { decode } from '../shared/rpc.ts';
-import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
+import { bucketOptions, buckets, heartbeatHost, subjects } from '../shared/subjects.ts';
+import { encode } from '../shared/rpc.ts';
 import type { Logger } from '../shared/log.ts';
 
 interface HostState {
@@ -24,7 +26,7 @@ interface HostState {
 export interface ClusterEvents {
   hostAlive: [host: string];
   hostLost: [host: string];
-  /** A host record that failed its schema: skipped and left in place (its agent rewrites it when it starts). */
+  /** A host record that failed its schema: skipped and left in place (recorded again from the first heartbeat of the host's next agent process). */
   badRecord: [bad: { key: string; revision: number; raw: Uint8Array; reason: string }];
 }
 
@@ -40,19 +42,23 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     private readonly lostAfterMs: number,
     private readonly log: Logger,
     private readonly now: () => number = () => performance.now(),
+    private readonly kvReplicas = 1,
   ) {
     super();
   }
 
   async start(): Promise<void> {
-    this.#kv = await new Kvm(this.nc).create(buckets.hosts, bucketOptions.hosts);
+    this.#kv = await new Kvm(this.nc).create(buckets.hosts, { ...bucketOptions.hosts, replicas: this.kvReplicas });
     // The watch delivers every current record first, then each change.
     void this.#watchRecords(this.#kv);
     this.#sub = this.nc.subscribe(subjects.heartbeatAll, {
       callback: (err, msg) => {
         if (err) return;
         try {
-          this.#onHeartbeat(decode(Heartbeat, msg.data, `heartbeat on ${msg.subject}`));
+          const hb = decode(Heartbeat, msg.data, `heartbeat on ${msg.subject}`);
+          // Only agent.<host> may publish on its subject; a payload naming another host is forged.
+          if (heartbeatHost(msg.subject) !== hb.host) throw new Error(`heartbeat on ${msg.subject} claims host ${hb.host}`);
+          this.#onHeartbeat(hb);
         } catch (e) {
           this.log.warn({ err: (e as Error).message }, 'ignored malformed heartbeat');
         }
@@ -110,13 +116,20 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   #onHeartbeat(hb: Heartbeat): void {
     const prev = this.#hosts.get(hb.host);
     // A heartbeat before (or without) the KV registration still makes the host known.
-    const record = prev?.record ?? { protocol: hb.protocol, registeredAt: hb.sentAt, facts: hb.facts };
+    // A new agent process (first heartbeat, or a restart) registers; the KV watch confirms it.
+    const fresh = prev?.record.facts.agent.pid !== hb.facts.agent.pid;
+    const record: HostRecord = fresh ? { protocol: hb.protocol, registeredAt: hb.sentAt, facts: hb.facts } : prev.record;
+    if (fresh) this.#register(record, hb.host);
     const wasAlive = prev?.alive ?? false;
     this.#hosts.set(hb.host, { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: true });
     if (!wasAlive) {
       this.log.info({ host: hb.host }, 'host alive');
       this.emit('hostAlive', hb.host);
     }
+  }
+
+  #register(record: HostRecord, host: string): void {
+    this.#kv?.put(host, encode(record)).catch((err: unknown) => this.log.warn({ host, err: (err as Error).message }, 'could not record host registration'));
   }
 
   #sweep(): void {

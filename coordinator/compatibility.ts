@@ -28,6 +28,15 @@ export function assertCompatible(src: HostFacts, dst: HostFacts): void {
   if (problems.length) throw new FerryError(ErrorCode.Incompatible, `${dst.name} cannot run what ${src.name} runs: ${problems.join('; ')}`, { details: { problems } });
 }
 
+/** Both agents must be able to open an authenticated data stream (an identity each) before anything is frozen. */
+export function assertDataStreams(src: HostFacts, dst: HostFacts): void {
+  const missing = [src, dst].filter((h) => !h.dataStream).map((h) => h.name);
+  if (missing.length)
+    throw new FerryError(ErrorCode.BadConfig, `${missing.join(' and ')} ${missing.length > 1 ? 'have' : 'has'} no TLS identity (tls in the agent config): no data stream, no migration`, {
+      details: { hosts: missing },
+    });
+}
+
 /** Memory the destination must have free: the workload plus a margin for page tables and the agent. */
 export function memoryNeeded(workloadBytes: number): number {
   return Math.ceil(workloadBytes * 1.1) + 64 * 1024 * 1024;

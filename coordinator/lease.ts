@@ -34,8 +34,8 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [reason: str
     super();
   }
 
-  static async open(nc: NatsConnection, holder: string, ttlMs: number, quarantine: RecordQuarantine | null = null): Promise<LeaderLease> {
-    return new LeaderLease(await new Kvm(nc).create(buckets.leases, bucketOptions.leases), holder, ttlMs, quarantine);
+  static async open(nc: NatsConnection, holder: string, ttlMs: number, replicas = 1, quarantine: RecordQuarantine | null = null): Promise<LeaderLease> {
+    return new LeaderLease(await new Kvm(nc).create(buckets.leases, { ...bucketOptions.leases, replicas }), holder, ttlMs, quarantine);
   }
 
   get held(): boolean {

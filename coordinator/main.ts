@@ -16,6 +16,7 @@ import { startCoordinatorService } from './services.ts';
 import { RecordQuarantine } from './quarantine.ts';
 import { MigrationStore } from './store.ts';
 import { WorkloadDirectory } from './workloads.ts';
+import { untilJetStream } from './jetstream-ready.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -26,18 +27,18 @@ const config = loadConfig(CoordinatorConfig, values.config);
 const id = config.id ?? `${os.hostname()}-${process.pid}`;
 const log = createLogger('ferry-coordinator', { coordinator: id });
 
-const nc = await connectNats({ servers: config.nats.servers, name: config.nats.name ?? `ferry-coordinator-${id}`, persistent: true });
+const nc = await connectNats({ ...config.nats, name: config.nats.name ?? `ferry-coordinator-${id}`, persistent: true });
 log.info({ server: nc.getServer() }, 'connected to NATS');
 void logConnectionStatus(nc, log);
 
-const quarantine = await RecordQuarantine.open(nc, log, `coordinator ${id}`);
-const cluster = new ClusterView(nc, config.hostLostAfterMs, log);
-cluster.on('badRecord', (bad) => void quarantine.setAside({ bucket: buckets.hosts, ...bad }, { effect: 'skipped: the host is known from its heartbeats until its agent registers again' }));
-await cluster.start();
+const quarantine = await untilJetStream(() => RecordQuarantine.open(nc, log, `coordinator ${id}`, config.kvReplicas), log);
+const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, config.kvReplicas);
+cluster.on('badRecord', (bad) => void quarantine.setAside({ bucket: buckets.hosts, ...bad }, { effect: "skipped: the host is known from its heartbeats, and recorded again from its agent's next start" }));
+await untilJetStream(() => cluster.start(), log);
 const agents = new AgentClient(nc);
 const workloads = new WorkloadDirectory(cluster, agents);
-const store = await MigrationStore.open(nc, quarantine);
-const lease = await LeaderLease.open(nc, id, config.leaseTtlMs, quarantine);
+const store = await untilJetStream(() => MigrationStore.open(nc, quarantine, config.kvReplicas), log);
+const lease = await untilJetStream(() => LeaderLease.open(nc, id, config.leaseTtlMs, config.kvReplicas, quarantine), log);
 
 // Leading: the service answers and migrations are driven. Losing the lease (another coordinator
 // took over, a write found its record moved on, or NATS was unreachable until the lease expired)

@@ -84,9 +84,9 @@ export class MigrationManager {
       source: w.host,
       destination: req.to,
       workload: { name: w.name },
-      streamSecret: randomBytes(32).toString('hex'),
       timeouts: this.d.timeouts,
       precopy: req.precopy ? convergenceFor(req) : false,
+      verify: req.verify,
     };
     const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
     const record: MigrationRecord = {

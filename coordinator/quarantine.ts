@@ -35,8 +35,8 @@ export class RecordQuarantine {
     private readonly by: string,
   ) {}
 
-  static async open(nc: NatsConnection, log: Logger, by: string): Promise<RecordQuarantine> {
-    return new RecordQuarantine(nc, await new Kvm(nc).create(buckets.quarantine, bucketOptions.quarantine), log, by);
+  static async open(nc: NatsConnection, log: Logger, by: string, replicas = 1): Promise<RecordQuarantine> {
+    return new RecordQuarantine(nc, await new Kvm(nc).create(buckets.quarantine, { ...bucketOptions.quarantine, replicas }), log, by);
   }
 
   /** Sets a bad record aside; returns the quarantine key it was copied to (null if that failed). */

@@ -40,8 +40,8 @@ export class MigrationStore {
     private readonly quarantine: RecordQuarantine,
   ) {}
 
-  static async open(nc: NatsConnection, quarantine: RecordQuarantine): Promise<MigrationStore> {
-    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, bucketOptions.migrations), quarantine);
+  static async open(nc: NatsConnection, quarantine: RecordQuarantine, replicas = 1): Promise<MigrationStore> {
+    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, { ...bucketOptions.migrations, replicas }), quarantine);
   }
 
   /**

@@ -6,13 +6,6 @@ import { ErrorCode, FerryError } from './errors.ts';
 import { HostName } from './names.ts';
 import { describeZodError } from './rpc.ts';
 
-const Nats = z.strictObject({
-  /** One or more server URLs of the NATS cluster. */
-  servers: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
-  /** Connection name prefix shown in the server's monitoring. */
-  name: z.string().optional(),
-});
-
 /** PEM files of one identity issued by the operator's CA (see deploy/pki/certs.ts). */
 export const TlsFiles = z.strictObject({
   /** The CA certificate that every peer's certificate must chain to. */
@@ -23,6 +16,20 @@ export const TlsFiles = z.strictObject({
 });
 export type TlsFiles = z.infer<typeof TlsFiles>;
 
+/** How a process reaches NATS and whom it shows itself as (`ferry pki issue` makes the files). */
+export const NatsAccess = z.strictObject({
+  /** One or more server URLs of the NATS cluster (tls:// or nats://; TLS is used either way when `tls` is set). */
+  servers: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
+  /** Connection name prefix shown in the server's monitoring. */
+  name: z.string().optional(),
+  /** This identity's certificate (CN names the identity) and the CA the servers' certificates chain to. */
+  tls: TlsFiles.optional(),
+  /** This identity's nkey seed file (mode 0600), which authenticates it to nats-server. */
+  credentials: z.string().min(1).optional(),
+});
+export type NatsAccess = z.infer<typeof NatsAccess>;
+const Nats = NatsAccess;
+
 export const AgentConfig = z.strictObject({
   /** This host's name in the cluster. */
   name: HostName,
@@ -31,6 +38,18 @@ export const AgentConfig = z.strictObject({
   nats: Nats.prefault({}),
   /** This agent's identity (certificate CN agent.<name>), which it shows to peer agents on the data stream. */
   tls: TlsFiles.optional(),
+  /**
+   * The agent-to-agent data stream of migrations (docs/security.md "Data stream"): one listener on
+   * `address`:`port`, mutual TLS with `tls`. `encrypt: false` (only for a fabric every host on it
+   * trusts) still authenticates both agents but sends memory in clear; a stream goes in clear
+   * only when both of its agents say so.
+   */
+  stream: z
+    .strictObject({
+      port: z.number().int().min(1).max(65535).default(7410),
+      encrypt: z.boolean().default(true),
+    })
+    .prefault({}),
   heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
   /** Where this agent's workload cgroups live, relative to the cgroup v2 root (default ferry/<name>). */
   cgroupParent: z.string().regex(/^[a-zA-Z0-9_./-]+$/).optional(),
@@ -71,6 +90,8 @@ export const CoordinatorConfig = z.strictObject({
   id: z.string().min(1).optional(),
   /** A leader that cannot renew its lease for this long is replaced by a standby. */
   leaseTtlMs: z.number().int().min(1_000).default(5_000),
+  /** Replicas of each KV bucket this coordinator creates (3 on a 3-node NATS cluster; at most the number of nodes). */
+  kvReplicas: z.number().int().min(1).max(5).default(1),
   /** Time allowed for one attempt of each phase. */
   timeouts: z
     .strictObject({

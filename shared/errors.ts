@@ -25,10 +25,17 @@ export const ErrorCode = {
   Cancelled: 'FERRY_CANCELLED',
   /** A peer (agent, coordinator, NATS) could not be reached. */
   Unavailable: 'FERRY_UNAVAILABLE',
+  /** NATS refused this identity the subject (shared/permissions.ts): acting outside its role. */
+  Forbidden: 'FERRY_FORBIDDEN',
   /** A compare-and-swap lost against a concurrent writer. */
   Conflict: 'FERRY_CONFLICT',
   /** The lab (local multi-host test bed) is missing or broken. */
   Lab: 'FERRY_LAB',
+  /**
+   * Verification before the commit point found the restored tree differs from its image
+   * (details: pid, hostPid, resource, field, expected, actual). The migration rolls back.
+   */
+  VerifyMismatch: 'FERRY_VERIFY_MISMATCH',
   /** A bug: an invariant of ferry's own did not hold. */
   Internal: 'FERRY_INTERNAL',
 } as const;

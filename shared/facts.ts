@@ -41,5 +41,7 @@ export const HostFacts = z.strictObject({
   memory: z.strictObject({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }),
   features: KernelFeatures,
   agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: z.string() }),
+  /** The agent's data stream listener (port, encrypted or not); null: it has no identity and takes no part in migrations. */
+  dataStream: z.strictObject({ port: z.number().int().min(1).max(65535), encrypt: z.boolean() }).nullable(),
 });
 export type HostFacts = z.infer<typeof HostFacts>;

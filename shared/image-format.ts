@@ -44,10 +44,22 @@ export const VmaSchema = z.object({
   kind: VmaKind,
   path: z.string().optional(),
   fileOffset: hex,
-  /** For kind shm (shared anonymous memory or a memfd): index into Image.shared. */
+  /** For kind shm (shared anonymous memory or a memfd), and file mappings of a deleted file: index into Image.shared. */
   shared: z.number().int().optional(),
   /** madvise state the kernel shows in smaps VmFlags and restore re-applies: dc (DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP). */
   advice: z.array(z.enum(['dc', 'wf', 'hg', 'nh', 'dd'])).optional(),
+  /** MAP_GROWSDOWN (smaps gd): the mapping extends downwards on a fault below it. */
+  growsDown: z.boolean().optional(),
+  /** File mappings: the file was open for writing (smaps mw), so the mapping may be made writable later. */
+  mayWrite: z.boolean().optional(),
+  /**
+   * The mapping is the parent's, inherited at fork: restore forks this process from its built
+   * parent and keeps it. Pages still shared copy-on-write with the parent are not in runs;
+   * `zero` lists pages this process lacks where the parent has one.
+   */
+  inherit: z.object({ zero: z.array(z.object({ addr: hex, pages: z.number().int().positive() })) }).optional(),
+  /** Guard regions (MADV_GUARD_INSTALL) inside the mapping: pages that fault on any access. */
+  guards: z.array(z.object({ addr: hex, pages: z.number().int().positive() })).optional(),
   /** shmem inode, to find the same object in other processes. */
   inode: z.number().int().optional(),
   /** Only pages that must travel: present anonymous pages that are not all zero, and copied-on-write pages of private file mappings. */
@@ -59,7 +71,7 @@ export type Vma = z.infer<typeof VmaSchema>;
 
 export const FdSchema = z.object({
   fd: z.number().int().nonnegative(),
-  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'inet', 'eventfd', 'timerfd', 'signalfd', 'epoll']),
+  kind: z.enum(['file', 'chr', 'dir', 'pipe', 'fifo', 'memfd', 'unix', 'inet', 'eventfd', 'timerfd', 'signalfd', 'epoll', 'pidfd']),
   path: z.string(),
   /** open(2) flags from fdinfo (access mode, O_APPEND, O_NONBLOCK...), without O_CLOEXEC. */
   flags: z.number().int(),
@@ -69,14 +81,26 @@ export const FdSchema = z.object({
   dupOf: z.number().int().optional(),
   /** Index into Image.shared when the open file description is a pipe end or shared with another process of the tree. */
   shared: z.number().int().optional(),
+  /** A file deleted while open: index into Image.shared of the entry carrying its content, reopened through it. */
+  content: z.number().int().optional(),
   /** Which end of a shared pipe (0 read, 1 write) or socketpair (0 first, 1 second). */
   end: z.number().int().optional(),
   eventfd: z.object({ count: hex, semaphore: z.boolean() }).optional(),
   /** Remaining time and interval as [seconds, nanoseconds]; unread expirations (ticks) come back as one expiration at once. */
   timerfd: z.object({ clockid: z.number().int(), value: z.tuple([z.number(), z.number()]), interval: z.tuple([z.number(), z.number()]), ticks: z.number().int() }).optional(),
   signalfd: z.object({ mask: hex }).optional(),
-  /** Every registration: target fd number (in this process), events, data. */
-  epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex })).optional(),
+  /** The process a pidfd names (a process of the tree; its pid as the workload sees it). */
+  pidfd: z.object({ pid: z.number().int().positive() }).optional(),
+  /**
+   * Locks held through this description: POSIX record locks (owned by the process), OFD locks,
+   * flock() locks and leases (owned by the description). Ranges are inclusive; end null = to EOF.
+   */
+  locks: z.array(z.object({ kind: z.enum(['posix', 'ofd', 'flock', 'lease']), write: z.boolean(), start: z.number().nonnegative(), end: z.number().nonnegative().nullable() })).optional(),
+  /**
+   * Every registration: the fd number it was made through (its key with the file), events,
+   * data; `via`: the fd that holds the registered file now, when that number was closed or reused.
+   */
+  epoll: z.array(z.object({ tfd: z.number().int(), events: z.number(), data: hex, via: z.number().int().optional() })).optional(),
 });
 export type FdImage = z.infer<typeof FdSchema>;
 
@@ -188,6 +212,8 @@ export const InetSocketSchema = z.object({
   backlog: z.number().int().nonnegative(),
   opts: SocketOptsSchema,
   tcp: TcpRepairSchema.optional(),
+  /** UDP: shutdown(2) already done (1 SHUT_RD, 2 SHUT_WR, 3 both). */
+  shutdown: z.number().int().optional(),
 });
 export type InetSocketImage = z.infer<typeof InetSocketSchema>;
 
@@ -198,22 +224,68 @@ export type InetSocketImage = z.infer<typeof InetSocketSchema>;
  */
 export const SharedSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('pipe'), inode: z.number().int(), capacity: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
-  z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int() }),
+  /** `content`: a deleted file, reopened through the shared entry that carries its content. */
+  z.object({ kind: z.literal('file'), path: z.string(), flags: z.number().int(), pos: z.number().int(), content: z.number().int().optional() }),
   /** A named pipe: reopened by path (read end first, non-blocking), then the bytes in flight written back. */
-  z.object({ kind: z.literal('fifo'), path: z.string(), inode: z.number().int(), readFlags: z.number().int(), writeFlags: z.number().int(), data: z.string() }),
-  /** A connected pair of unnamed AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM). */
-  z.object({ kind: z.literal('socketpair'), type: z.number().int(), inodes: z.tuple([z.number(), z.number()]), flags: z.tuple([z.number(), z.number()]), data: z.tuple([z.string(), z.string()]) }),
+  z.object({
+    kind: z.literal('fifo'),
+    path: z.string(),
+    inode: z.number().int(),
+    readFlags: z.number().int(),
+    writeFlags: z.number().int(),
+    data: z.string(),
+    /** One O_RDWR description of the FIFO (its own reader and writer), reopened so; its flags. */
+    rdwr: z.number().int().optional(),
+  }),
+  /**
+   * A connected pair of AF_UNIX sockets; data[i] is what end i had queued to read (SOCK_STREAM),
+   * messages[i] the datagrams (SOCK_DGRAM, SOCK_SEQPACKET), base64 each. inodes[1] = 0: a
+   * stream whose peer closed; only end 0 is held, end 1 is closed once its bytes are written.
+   */
+  z.object({
+    kind: z.literal('socketpair'),
+    type: z.number().int(),
+    inodes: z.tuple([z.number(), z.number()]),
+    flags: z.tuple([z.number(), z.number()]),
+    data: z.tuple([z.string(), z.string()]),
+    messages: z.tuple([z.array(z.string()), z.array(z.string())]).optional(),
+  }),
   InetSocketSchema,
   /**
    * A unix socket that is not one end of a pair inside the tree: unconnected, bound (`name`: a
    * path, "@name" for the abstract namespace, "" for none) or listening (with its backlog).
    */
-  z.object({ kind: z.literal('unix-socket'), type: z.number().int(), flags: z.number().int(), name: z.string(), listening: z.boolean(), backlog: z.number().int().nonnegative() }),
+  z.object({
+    kind: z.literal('unix-socket'),
+    type: z.number().int(),
+    flags: z.number().int(),
+    name: z.string(),
+    listening: z.boolean(),
+    backlog: z.number().int().nonnegative(),
+    /** The socket file's owner and mode (a path name), given back after the bind. */
+    file: z.object({ uid: z.number().int(), gid: z.number().int(), mode: z.number().int() }).optional(),
+  }),
   /**
-   * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (restored as a memfd). Its
+   * Shared memory: a memfd, or MAP_SHARED|MAP_ANONYMOUS memory (anon). Its
    * content lives in `file`; run addresses are offsets into the object.
    */
-  z.object({ kind: z.literal('memfd'), name: z.string(), inode: z.number().int(), size: z.number().int(), flags: z.number().int(), pos: z.number().int(), file: z.string(), bytes: z.number().int(), runs: z.array(PageRunSchema) }),
+  z.object({
+    kind: z.literal('memfd'),
+    name: z.string(),
+    /** MAP_SHARED|MAP_ANONYMOUS memory (the kernel's /dev/zero object), not a memfd. */
+    anon: z.boolean().optional(),
+    inode: z.number().int(),
+    size: z.number().int(),
+    flags: z.number().int(),
+    pos: z.number().int(),
+    file: z.string(),
+    bytes: z.number().int(),
+    runs: z.array(PageRunSchema),
+    /** F_GET_SEALS; absent or 1 (F_SEAL_SEAL alone) = created without MFD_ALLOW_SEALING. */
+    seals: z.number().int().optional(),
+    /** Not a memfd: the content of a file deleted while open or mapped, made again as an unnamed file (O_TMPFILE) beside its old path. */
+    deleted: z.object({ path: z.string(), mode: z.number().int(), uid: z.number().int(), gid: z.number().int() }).optional(),
+  }),
 ]);
 export type SharedImage = z.infer<typeof SharedSchema>;
 
@@ -248,6 +320,12 @@ export const ProcessSchema = z.object({
   pendingShared: z.array(PendingSignalSchema),
   /** PR_SET_PDEATHSIG signal, 0 for none. */
   pdeathsig: z.number().int(),
+  /** prctl state beyond pdeathsig: PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE, PR_GET_DUMPABLE. */
+  prctl: z.object({ subreaper: z.boolean(), thpDisable: z.boolean(), dumpable: z.number().int() }).optional(),
+  /** membarrier registrations found by probing (private expedited, its sync-core and rseq variants). */
+  membarrier: z.array(z.enum(['private-expedited', 'private-expedited-sync-core', 'private-expedited-rseq'])).optional(),
+  /** Exited children not yet waited for: restored as zombies with the same pid and wait status. */
+  zombies: z.array(z.object({ pid: z.number().int().positive(), status: z.number().int() })).optional(),
   mm: MmSchema,
   /** The saved auxv, base64, given back through PR_SET_MM_MAP. */
   auxv: z.string(),

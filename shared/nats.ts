@@ -1,13 +1,60 @@
-// One way to connect to the NATS cluster for every ferry process.
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+// One way to connect to the NATS cluster for every ferry process: TLS with the identity's own
+// certificate, authenticated by its nkey, replies on an inbox of its own (shared/permissions.ts).
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect, nkeyAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import type { NatsAccess } from './config.ts';
 import { ErrorCode, FerryError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { inboxPrefix } from './permissions.ts';
 
 export interface ConnectOptions {
   servers: string[];
   name: string;
   /** Daemons wait for the server and reconnect forever, with backoff; the CLI fails fast. */
   persistent: boolean;
+  /** Certificate and nkey of this identity; without them the connection is anonymous (servers refuse it). */
+  tls?: NatsAccess['tls'];
+  credentials?: string;
+}
+
+/** The identity a certificate was issued to (its CN). */
+export function certificateIdentity(certPath: string): string {
+  const subject = new X509Certificate(readFileSync(certPath)).subject;
+  const cn = /^CN=(.+)$/m.exec(subject)?.[1];
+  if (!cn) throw new FerryError(ErrorCode.BadConfig, `certificate ${certPath} names no identity (CN)`);
+  return cn;
+}
+
+/**
+ * The server must show a certificate from the operator's CA issued to a nats.* identity. Its role,
+ * not its address, is what is checked: servers are reached by IP (no SNI), and any node of the
+ * cluster will do. Node's checkServerIdentity contract: undefined when fine.
+ */
+export function isNatsServer(_host: string, cert: { subject?: { CN?: string | string[] } }): Error | undefined {
+  const cn = cert.subject?.CN;
+  return typeof cn === 'string' && NATS_SERVER_IDENTITY.test(cn) ? undefined : new Error(`the server's certificate names ${String(cn)}, not a nats.* identity`);
+}
+export const NATS_SERVER_IDENTITY = /^nats\.[a-z0-9][a-z0-9-]*$/;
+
+function readFile(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FerryError(ErrorCode.BadConfig, `cannot read ${what} ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** The security part of the connection options: TLS files, nkey, inbox prefix. Also used by worker threads. */
+export function securityOptions(o: Pick<ConnectOptions, 'tls' | 'credentials'>): Partial<NodeConnectionOptions> {
+  const out: Partial<NodeConnectionOptions> = {};
+  if (o.tls) {
+    readFile(o.tls.key, 'TLS key');
+    out.tls = { caFile: o.tls.ca, certFile: o.tls.cert, keyFile: o.tls.key, checkServerIdentity: isNatsServer } as NodeConnectionOptions['tls'];
+    out.inboxPrefix = inboxPrefix(certificateIdentity(o.tls.cert));
+  }
+  if (o.credentials) out.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFile(o.credentials, 'nkey seed file').trim()));
+  return out;
 }
 
 /** Delay before reconnect attempt `n` (0-based) of one outage: 250 ms doubling up to 2 s, with jitter. */
@@ -17,6 +64,7 @@ export function reconnectDelayMs(n: number, random: () => number = Math.random):
 }
 
 export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
+  const security = securityOptions(o);
   // Attempts of the current outage; the status loop resets it once the connection is back.
   const attempts = { n: 0 };
   try {
@@ -28,6 +76,7 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
       reconnectTimeWait: 250,
       reconnectDelayHandler: () => reconnectDelayMs(attempts.n++),
       timeout: o.persistent ? 20_000 : 3_000,
+      ...security,
     });
     if (o.persistent) {
       void (async () => {
@@ -36,7 +85,9 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
     }
     return nc;
   } catch (err) {
-    throw new FerryError(ErrorCode.Unavailable, `cannot reach NATS at ${o.servers.join(', ')}: ${(err as Error).message}`, { cause: err });
+    const e = err as Error;
+    if (/authoriz|authentic/i.test(e.message)) throw new FerryError(ErrorCode.Unavailable, `NATS at ${o.servers.join(', ')} refused this identity: ${e.message}`, { cause: err });
+    throw new FerryError(ErrorCode.Unavailable, `cannot reach NATS at ${o.servers.join(', ')}: ${e.message}`, { cause: err });
   }
 }
 

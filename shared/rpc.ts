@@ -1,6 +1,6 @@
 // Request/reply over NATS with validation on both ends. A server never runs a handler on a
 // message that fails its schema: it answers FERRY_BAD_MESSAGE naming the offending fields.
-import type { Msg, NatsConnection } from '@nats-io/transport-node';
+import { PermissionViolationError, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { ErrorCode, FerryError } from './errors.ts';
 import { replyEnvelope, type EndpointSpec } from './protocol.ts';
@@ -57,6 +57,8 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
     reply = await abortable(nc.request(subject, encode(request), { timeout: opts.timeoutMs ?? spec.timeoutMs }), opts.signal, subject);
   } catch (err) {
     if (err instanceof FerryError) throw err;
+    const violation = permissionViolation(err);
+    if (violation) throw forbidden(violation);
     throw new FerryError(ErrorCode.Unavailable, `no reply on ${subject}: ${(err as Error).message}`, { cause: err });
   }
   const env = decode(AnyReply, reply.data, `reply on ${subject}`);
@@ -65,6 +67,19 @@ export async function call<Req extends z.ZodType, Res extends z.ZodType>(
   if (!result.success) throw new FerryError(ErrorCode.BadMessage, `reply on ${subject}: ${describeZodError(result.error)}`);
   return result.data;
 }
+
+/** The permissions violation behind a NATS error (requests wrap it as their cause), if that is what it is. */
+export function permissionViolation(err: unknown): PermissionViolationError | null {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof PermissionViolationError) return e;
+  return null;
+}
+
+/** NATS refused a subject to this identity: a permission error, never retried. */
+export const forbidden = (err: PermissionViolationError): FerryError =>
+  new FerryError(ErrorCode.Forbidden, `not permitted to ${err.operation === 'publish' ? 'publish to' : 'subscribe to'} ${err.subject}: this identity's role does not allow it`, {
+    cause: err,
+    details: { subject: err.subject, operation: err.operation },
+  });
 
 /** Stops waiting when the signal fires; the request itself is idempotent on the server side. */
 function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {

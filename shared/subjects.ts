@@ -41,7 +41,10 @@ export const serviceNames = {
   coordinator: 'ferry-coordinator',
 } as const;
 
-/** Options every process uses when it creates a bucket, so creators never disagree. */
+/** The host named by a heartbeat subject (ferry.agent.<host>.heartbeat), or null for any other subject. */
+export const heartbeatHost = (subject: string): string | null => /^ferry\.agent\.([^.]+)\.heartbeat$/.exec(subject)?.[1] ?? null;
+
+/** Options every process uses when it creates a bucket, so creators never disagree (plus the coordinator's kvReplicas). */
 export const bucketOptions = {
   hosts: { history: 1, description: 'ferry cluster membership: one record per registered host' },
   migrations: { history: 1, description: 'ferry migrations: statechart snapshots and commit decisions' },

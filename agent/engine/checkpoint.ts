@@ -5,7 +5,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage } from '../../shared/image-format.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, type Vma, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { sealedSystemMappings } from '../probes.ts';
@@ -15,7 +15,7 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, selectPages } from './memory.ts';
+import { PagesWriter, type Range, selectCowPages, selectPages } from './memory.ts';
 import { preflight, treeOf } from './preflight.ts';
 import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
@@ -52,13 +52,13 @@ export class Checkpoint {
   ) {}
 
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
-  static begin(root: number): Checkpoint {
-    const { container } = preflightTree(root);
+  static begin(root: number, opts: { migration?: boolean } = {}): Checkpoint {
+    const { container } = preflightTree(root, opts);
     const tree = FrozenTree.freezeTree(root);
     const clocks = container ? containerClocks(root) : null;
     // Children forked while the freeze landed were not in the first check.
     try {
-      preflight(tree.pids, { allowChildren: true, container, tracedByUs: true });
+      preflight(tree.pids, { allowChildren: true, container, tracedByUs: true, ...opts });
     } catch (err) {
       tree.release();
       throw err;
@@ -103,25 +103,49 @@ export class Checkpoint {
    * Copies every page that must travel into the image directory and fills in the runs.
    * `precopied(pid, start, end)`: the mapping's content already reached the destination (live
    * migration); it is marked so and its pages stay out.
+   * `cow`: a child's mapping inherited from its parent keeps the pages it still shares with it
+   * out of its own runs (Vma.inherit); only restore() rebuilds such an image, forking each child
+   * from its built parent.
    */
-  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean): number {
+  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean, opts: { cow?: boolean } = {}): number {
     let total = 0;
+    // A parent's mapping a child inherits keeps its zero pages: a child sharing one must find it there.
+    const inherited = new Set<string>();
+    if (opts.cow && !precopied)
+      for (const c of this.processes) {
+        const q = this.processes.find((x) => x.pid === c.ppid);
+        if (q) for (const v of c.vmas) if (inheritable(v, q.vmas)) inherited.add(`${q.pid}:${v.start}`);
+      }
     for (const p of this.processes) {
       const w = new PagesWriter(join(dir, p.pagesFile));
       const pm = openFile(`/proc/${p.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+      const parent = opts.cow && !precopied ? this.processes.find((q) => q.pid === p.ppid) : undefined;
+      const ppm = parent ? openFile(`/proc/${parent.pid}/pagemap`, O.RDONLY | O.CLOEXEC) : -1;
+      const mem = openFile(`/proc/${p.pid}/mem`, O.RDONLY | O.CLOEXEC);
       try {
         for (const v of p.vmas) {
           if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
-          if (v.perms[0] !== 'r' && v.perms[1] !== 'w') continue; // PROT_NONE guard: nothing readable
           if (precopied?.(p.pid, Number(v.start), Number(v.end))) {
             v.runs = [];
             v.precopied = true;
             continue;
           }
-          const ranges = selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private');
-          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private');
+          const guards: Range[] = [];
+          const twin = parent && inheritable(v, parent.vmas);
+          const cow = twin ? selectCowPages(pm, ppm, BigInt(v.start), BigInt(v.end)) : null;
+          if (cow && cow.shared > 0) {
+            v.inherit = { zero: cow.zero.map((z) => ({ addr: toHex(z.addr), pages: z.pages })) };
+            guards.push(...cow.guards);
+          }
+          const ranges = v.inherit && cow ? cow.own : selectPages(pm, BigInt(v.start), BigInt(v.end), v.kind === 'file-private', guards);
+          if (guards.length > 0) v.guards = guards.map((g) => ({ addr: toHex(g.addr), pages: g.pages }));
+          // An inherited mapping's zero pages are data too: skipping one would leave the parent's there.
+          // Through /proc/PID/mem: PROT_NONE pages keep data too, and pages shared copy-on-write stay shared.
+          v.runs = w.dump(p.pid, ranges, v.kind !== 'file-private' && !v.inherit && !inherited.has(`${p.pid}:${v.start}`), mem);
         }
       } finally {
+        closeFd(mem);
+        if (ppm >= 0) closeFd(ppm);
         closeFd(pm);
         w.close();
       }
@@ -176,11 +200,23 @@ export class Checkpoint {
   }
 }
 
+/**
+ * A child's anonymous mapping that fork gave it: the parent has one with the same range, kind
+ * and mapping flags (a DONTFORK or WIPEONFORK one is not inherited as it is).
+ */
+function inheritable(v: Vma, parentVmas: readonly Vma[]): boolean {
+  if (!['anon', 'heap', 'stack'].includes(v.kind)) return false;
+  const u = parentVmas.find((x) => x.start === v.start && x.end === v.end);
+  if (!u || u.kind !== v.kind || u.precopied) return false;
+  const flags = (x: Vma) => JSON.stringify([x.advice ?? [], x.growsDown ?? false]);
+  return flags(u) === flags(v) && !(u.advice ?? []).some((a) => a === 'dc' || a === 'wf');
+}
+
 /** Everything the engine would refuse about the tree under root, before anything is frozen. */
-export function preflightTree(root: number): { pids: number[]; container: boolean } {
+export function preflightTree(root: number, opts: { migration?: boolean } = {}): { pids: number[]; container: boolean } {
   const pids = treeOf(root);
   const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
-  preflight(pids, { allowChildren: true, container });
+  preflight(pids, { allowChildren: true, container, ...opts });
   return { pids, container };
 }
 
@@ -199,7 +235,7 @@ function readUts(root: number, p: ProcessImage): { hostname: string; domainname:
 
 /** Ids as the container sees them; the pages file names follow. */
 function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
-  const m = nsIdMap(procs.map((p) => p.hostPid));
+  const m = nsIdMap(procs.flatMap((p) => [p.hostPid, ...(p.zombies ?? []).map((z) => z.pid)]));
   const tr = (id: number) => m.get(id) ?? 0; // outside the container: invisible to it
   return procs.map((p) => ({
     ...p,
@@ -207,6 +243,7 @@ function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
     ppid: tr(p.ppid),
     pgid: tr(p.pgid),
     sid: tr(p.sid),
+    zombies: (p.zombies ?? []).map((z) => ({ ...z, pid: tr(z.pid) })).filter((z) => z.pid > 0),
     threads: p.threads.map((t) => ({ ...t, tid: tr(t.tid) })),
     posixTimers: p.posixTimers.map((t) => ({ ...t, tid: t.notify === 4 ? tr(t.tid) : t.tid })),
   }));
@@ -231,7 +268,7 @@ export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?
   let img: Image;
   try {
     c.collect();
-    c.dumpMemory(opts.imagesDir);
+    c.dumpMemory(opts.imagesDir, undefined, { cow: true });
     img = c.image();
     writeImage(opts.imagesDir, img);
   } catch (err) {

@@ -4,9 +4,12 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, type ThreadImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask, peekSiginfo } from '../ffi/ptrace.ts';
 import { sys, vmRead } from '../ffi/syscalls.ts';
-import { injectStepOk } from './inject.ts';
-import { fdKind, isShm } from './preflight.ts';
-import { type MapEntry, fdTarget, listFds, readComm, readFdinfo, readStat, readStatus } from './procfs.ts';
+import { SYS } from '../ffi/libc.ts';
+import { epollEntries } from './epoll.ts';
+import { injectStep, injectStepOk } from './inject.ts';
+import { parseLocks } from './locks.ts';
+import { fdKind, isShm, pidfdTarget } from './preflight.ts';
+import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus, zombieStatus } from './procfs.ts';
 
 export function vmaKind(m: MapEntry): VmaKind {
   switch (m.path) {
@@ -89,18 +92,54 @@ export function collectThread(pid: number, tid: number, site: bigint, maps: read
   };
 }
 
+/**
+ * Every disposition that is not all zero: a default one keeps its flags, restorer and mask too
+ * (glibc's sigaction sets SA_RESTORER even for SIG_DFL), so SigCgt/SigIgn are not enough.
+ */
 function collectSigactions(pid: number, site: bigint, maps: readonly MapEntry[]): SigActionImage[] {
-  const st = readStatus(pid);
-  const bits = BigInt(`0x${st.get('SigCgt') ?? '0'}`) | BigInt(`0x${st.get('SigIgn') ?? '0'}`);
   const out = outArea(pid, maps);
   const acts: SigActionImage[] = [];
   for (let sig = 1; sig <= 64; sig++) {
-    if (((bits >> BigInt(sig - 1)) & 1n) === 0n || sig === 9 || sig === 19) continue;
+    if (sig === 9 || sig === 19) continue;
     injectStepOk(pid, site, 'rt_sigaction', [sig, 0, out, 8]);
     const a = readOut(pid, out, 32);
+    if (a.equals(ZERO_ACTION)) continue;
     acts.push({ sig, handler: toHex(a.readBigUInt64LE(0)), flags: toHex(a.readBigUInt64LE(8)), restorer: toHex(a.readBigUInt64LE(16)), mask: toHex(a.readBigUInt64LE(24)) });
   }
   return acts;
+}
+const ZERO_ACTION = Buffer.alloc(32);
+
+/** prctl state the kernel keeps per process (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE, PR_GET_DUMPABLE). */
+function collectPrctl(pid: number, site: bigint, maps: readonly MapEntry[]): NonNullable<ProcessImage['prctl']> {
+  const out = outArea(pid, maps);
+  injectStepOk(pid, site, 'prctl', [37, out]);
+  const subreaper = readOut(pid, out, 4).readInt32LE(0) !== 0;
+  const thpDisable = injectStepOk(pid, site, 'prctl', [42, 0, 0, 0, 0]) !== 0n;
+  const dumpable = Number(injectStepOk(pid, site, 'prctl', [3]));
+  return { subreaper, thpDisable, dumpable };
+}
+
+/**
+ * membarrier has no query for registrations; a private expedited barrier (of each kind) fails
+ * with EPERM unless the process registered for it, so issuing one tells. The global expedited
+ * registration cannot be probed; it only makes the process a target of others' barriers.
+ */
+function collectMembarrier(pid: number, site: bigint): NonNullable<ProcessImage['membarrier']> {
+  const probes = [
+    ['private-expedited', 8],
+    ['private-expedited-sync-core', 32],
+    ['private-expedited-rseq', 128],
+  ] as const;
+  return probes.filter(([, cmd]) => injectStep(pid, site, SYS.membarrier, [cmd, 0, 0]) === 0n).map(([name]) => name);
+}
+
+/** Exited children not waited for yet, with their wait status (/proc/PID/stat field 52). */
+function collectZombies(pid: number): NonNullable<ProcessImage['zombies']> {
+  return listChildren(pid).flatMap((c) => {
+    const status = zombieStatus(c);
+    return status === null ? [] : [{ pid: c, status }];
+  });
 }
 
 const KCMP_FILE = 0;
@@ -112,7 +151,6 @@ const pair = (v: string | undefined): [number, number] => {
 
 /** State of anon-inode descriptors, as their fdinfo shows it. */
 function anonDetails(pid: number, fd: number, img: FdImage): void {
-  const raw = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
   const info = readFdinfo(pid, fd);
   switch (img.kind) {
     case 'eventfd':
@@ -121,15 +159,14 @@ function anonDetails(pid: number, fd: number, img: FdImage): void {
     case 'timerfd':
       img.timerfd = { clockid: Number(info.get('clockid') ?? 1), value: pair(info.get('it_value')), interval: pair(info.get('it_interval')), ticks: Number(info.get('ticks') ?? 0) };
       break;
+    case 'pidfd':
+      img.pidfd = { pid: pidfdTarget(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')).inner };
+      break;
     case 'signalfd':
       img.signalfd = { mask: toHex(BigInt(`0x${info.get('sigmask') ?? '0'}`)) };
       break;
     case 'epoll':
-      img.epoll = [...raw.matchAll(/^tfd:\s*(\d+) events:\s*([0-9a-f]+) data:\s*([0-9a-f]+)/gm)].map((m) => ({
-        tfd: Number(m[1]),
-        events: Number.parseInt(m[2]!, 16),
-        data: toHex(BigInt(`0x${m[3]}`)),
-      }));
+      img.epoll = epollEntries(pid, fd).entries;
       break;
   }
 }
@@ -148,6 +185,11 @@ function collectFds(pid: number): FdImage[] {
         img.dupOf = prev.fd;
         break;
       }
+    }
+    // A dup shows the same lock lines as its first fd: they are taken once, through that one.
+    if (img.dupOf === undefined && ['file', 'dir', 'chr', 'memfd'].includes(img.kind)) {
+      const { locks } = parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (locks.length > 0) img.locks = locks;
     }
     fds.push(img);
   }
@@ -230,18 +272,26 @@ function collectMm(pid: number, brk: bigint): MmImage {
 const ADVICE = new Set(['dc', 'wf', 'hg', 'nh', 'dd']);
 
 /** VmFlags per mapping start, from smaps. */
-function adviceByStart(pid: number): Map<bigint, NonNullable<Vma['advice']>> {
-  const out = new Map<bigint, NonNullable<Vma['advice']>>();
+function vmFlagsByStart(pid: number): Map<bigint, string[]> {
+  const out = new Map<bigint, string[]>();
   let cur: bigint | null = null;
   for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
     const m = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
     if (m) cur = BigInt(`0x${m[1]}`);
-    else if (cur !== null && line.startsWith('VmFlags:')) {
-      const a = line.slice(8).trim().split(/\s+/).filter((f) => ADVICE.has(f)) as NonNullable<Vma['advice']>;
-      if (a.length > 0) out.set(cur, a);
-    }
+    else if (cur !== null && line.startsWith('VmFlags:')) out.set(cur, line.slice(8).trim().split(/\s+/));
   }
   return out;
+}
+
+/** What smaps VmFlags say about a mapping that restore must set again: madvise state, growing down, may-write of shared files. */
+function flagsOf(m: MapEntry, flags: readonly string[]): Pick<Vma, 'advice' | 'growsDown' | 'mayWrite'> {
+  if (['[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]'].includes(m.path)) return {};
+  const advice = flags.filter((f) => ADVICE.has(f)) as NonNullable<Vma['advice']>;
+  return {
+    ...(advice.length > 0 ? { advice } : {}),
+    ...(flags.includes('gd') && m.path !== '[stack]' ? { growsDown: true } : {}),
+    ...(m.path.startsWith('/') && m.perms[3] === 's' && flags.includes('mw') ? { mayWrite: true } : {}),
+  };
 }
 
 /** Everything about a process except page contents; vmas come back with empty runs. */
@@ -253,9 +303,9 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
   const stat = readStat(pid);
   const st = readStatus(pid);
   const threads = [pid, ...tids.filter((t) => t !== pid)].map((tid) => collectThread(pid, tid, site, maps));
-  const advice = adviceByStart(pid);
+  const vmFlags = vmFlagsByStart(pid);
   const vmas: Vma[] = maps.map((m) => ({
-    ...(advice.has(m.start) && !['[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]'].includes(m.path) ? { advice: advice.get(m.start) } : {}),
+    ...flagsOf(m, vmFlags.get(m.start) ?? []),
     start: toHex(m.start),
     end: toHex(m.end),
     perms: m.perms,
@@ -277,6 +327,9 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     umask: Number.parseInt(st.get('Umask') ?? '022', 8),
     personality: Number.parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
     pdeathsig,
+    prctl: collectPrctl(pid, site, maps),
+    membarrier: collectMembarrier(pid, site),
+    zombies: collectZombies(pid),
     pendingShared: pendingOf(pid, true),
     cgroup: readFileSync(`/proc/${pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1] ?? '/',
     creds: {

@@ -19,7 +19,8 @@ export function spawnDetached(argv: readonly string[], opts: DetachedOptions = {
   // Descriptors the agent inherited from its own parent must not leak into the workload or husk.
   const closeInherited = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null; fi; done; ';
   // The log path travels as $1, not in the environment, so that the workload's environment is exactly what it was given.
-  const script = `${closeInherited}log=$1; shift; ${opts.newSession === false ? '' : 'setsid '}"$@" </dev/null >>"$log" 2>&1 & echo $!`;
+  // A shell's background job starts with SIGINT and SIGQUIT ignored; env (which execs) puts them back to default.
+  const script = `${closeInherited}log=$1; shift; ${opts.newSession === false ? '' : 'setsid '}env --default-signal=INT,QUIT "$@" </dev/null >>"$log" 2>&1 & echo $!`;
   const r = spawnSync('/bin/bash', ['-c', script, 'ferry-spawn', out, ...argv], {
     cwd: opts.cwd,
     env: opts.env ?? process.env,

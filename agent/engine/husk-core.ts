@@ -46,7 +46,7 @@ export const MAP = { SHARED: 1, PRIVATE: 2, FIXED: 0x10, ANON: 0x20, GROWSDOWN: 
 export const CLONE_THREAD_FLAGS = 0x50f00n; // VM|FS|FILES|SIGHAND|THREAD|SYSVSEM
 export const SPECIAL_KINDS = new Set(['vdso', 'vvar', 'vvar_vclock', 'vsyscall']);
 export const MOVABLE = new Set(['[vvar]', '[vvar_vclock]', '[vdso]']);
-export const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll']);
+export const ANON_FD_KINDS = new Set(['eventfd', 'timerfd', 'signalfd', 'epoll', 'pidfd']);
 
 export const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export const nap = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
@@ -91,8 +91,13 @@ export class HuskCore {
   protected finished = false;
   /** First fd of the parked shared descriptions (0 when there are none). */
   protected parkBase = 0;
-  protected parked: { r: number; w: number }[] = [];
+  /** Per shared entry: its read and write ends (the same fd for one description), and a FIFO's O_RDWR description. */
+  protected parked: { r: number; w: number; rw?: number }[] = [];
   protected sessionDone = false;
+  /** This husk was forked from a parent whose memory was already built: it holds the parent's mappings. */
+  inheritsMemory = false;
+  /** buildMemory has run: a child forked now inherits this husk's mappings. */
+  memoryBuilt = false;
   /** Thread ids as the image knows them -> as the agent sees them (they differ inside a container). */
   protected readonly hostTid = new Map<number, number>();
 
@@ -179,13 +184,20 @@ export class HuskCore {
     this.sessionDone = true;
   }
 
-  /** Empties the husk: its own rseq, fds and mappings go; the vDSO/vvar move to the image's addresses. */
-  clear(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind'>[]): void {
+  /**
+   * Empties the husk: its own rseq, fds and mappings go (except mappings the image says it
+   * inherits from its parent); the vDSO/vvar move to the image's addresses.
+   */
+  clear(vmas: readonly Pick<Vma, 'start' | 'end' | 'kind' | 'inherit'>[]): void {
     const pid = this.pid;
+    const inherited = vmas.filter((v) => v.inherit).map((v) => ({ start: fromHex(v.start), end: fromHex(v.end) }));
+    if (inherited.length > 0 && !this.inheritsMemory)
+      throw new FerryError(ErrorCode.BadImage, `pid ${pid}: the image shares memory with its parent; only a restore that forks it from its built parent (restore()) can rebuild it`, { details: { pid } });
     const rs = getRseq(pid);
     if (rs.ptr !== 0n) this.inj(pid, 'rseq', [rs.ptr, rs.size, 1, rs.sig]);
     this.inj(pid, 'close_range', [0, this.parkBase > 0 ? this.parkBase - 1 : 0xffffffff, 0]);
-    const keep = readMaps(pid).filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
+    const own = readMaps(pid).filter((m) => MOVABLE.has(m.path) || m.path === '[vsyscall]' || m.start === this.scratch);
+    const keep = [...own, ...inherited];
     for (const g of gaps(keep)) this.inj(pid, 'munmap', [g.start, g.end - g.start]);
     this.placeSpecials(vmas);
   }
@@ -224,28 +236,43 @@ export class HuskCore {
   mapAll(vmas: readonly Vma[]): void {
     for (const v of vmas) {
       if (SPECIAL_KINDS.has(v.kind)) continue;
-      this.mapOne(v, protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0));
+      const prot = protOf(v.perms) | (v.runs.length > 0 ? PROT.W : 0);
+      if (v.inherit) this.keepInherited(v, prot);
+      else this.mapOne(v, prot);
     }
   }
 
+  /** An inherited mapping stays (pages shared with the parent stay shared); pages the process did not have are dropped. */
+  private keepInherited(v: Vma, prot: number): void {
+    const start = fromHex(v.start);
+    this.inj(this.pid, 'mprotect', [start, fromHex(v.end) - start, prot]);
+    for (const z of v.inherit?.zero ?? []) this.inj(this.pid, 'madvise', [fromHex(z.addr), BigInt(z.pages) * 4096n, 4]); // MADV_DONTNEED
+  }
+
   /** One mapping, with protection `prot`; shared memory maps the parked shared object it names. */
-  mapOne(v: Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset' | 'shared'>, prot: number): void {
+  mapOne(v: Pick<Vma, 'start' | 'end' | 'perms' | 'kind' | 'path' | 'fileOffset' | 'shared' | 'growsDown' | 'mayWrite'>, prot: number): void {
     const start = fromHex(v.start);
     const len = fromHex(v.end) - start;
     if (v.kind === 'shm') {
       const slot = v.shared === undefined ? undefined : this.parked[v.shared];
       if (!slot) throw new FerryError(ErrorCode.BadImage, `shared mapping ${v.start} of pid ${this.pid} has no shared object in the image`);
       this.inj(this.pid, 'mmap', [start, len, protOf(v.perms), MAP.SHARED | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
+    } else if ((v.kind === 'file-private' || v.kind === 'file-shared') && v.shared !== undefined) {
+      // A deleted file: mapped from the parked unnamed file that carries its content.
+      const slot = this.parked[v.shared];
+      if (!slot) throw new FerryError(ErrorCode.BadImage, `mapping ${v.start} of pid ${this.pid} (deleted file) has no content in the image`);
+      this.inj(this.pid, 'mmap', [start, len, prot, (v.kind === 'file-shared' ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, slot.r, fromHex(v.fileOffset)]);
     } else if (v.kind === 'file-private' || v.kind === 'file-shared') {
       const shared = v.kind === 'file-shared';
-      const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && v.perms[1] === 'w' ? 2 : 0, 0]);
+      // A shared mapping of a file open for writing may be made writable later: open it the same way.
+      const fd = this.inj(this.pid, 'open', [this.putStr(v.path ?? ''), shared && (v.perms[1] === 'w' || v.mayWrite) ? 2 : 0, 0]);
       try {
         this.inj(this.pid, 'mmap', [start, len, prot, (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED, fd, fromHex(v.fileOffset)]);
       } finally {
         this.inj(this.pid, 'close', [fd]);
       }
     } else {
-      const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' ? MAP.GROWSDOWN : 0);
+      const flags = MAP.PRIVATE | MAP.ANON | MAP.FIXED | (v.kind === 'stack' || v.growsDown ? MAP.GROWSDOWN : 0);
       this.inj(this.pid, 'mmap', [start, len, prot, flags, -1, 0]);
     }
   }

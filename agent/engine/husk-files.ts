@@ -1,11 +1,12 @@
 // Descriptors of a husk: shared descriptions created once in the root before any child exists
 // (pipes with their data, socketpairs, memfds, files inherited across fork), then every fd of
 // the image in place, eventfd/timerfd/signalfd/epoll made anew with their state.
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
-import { closeFd, pidfdGetfd, pidfdOpen, pwrite, vmRead, writeFd } from '../ffi/syscalls.ts';
+import { closeFd, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, writeFd } from '../ffi/syscalls.ts';
+import { lockCall } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
 import { activateConnection, restoreConnection, restoreSocket } from './sockets.ts';
@@ -13,6 +14,43 @@ import { activateConnection, restoreConnection, restoreSocket } from './sockets.
 export class HuskFiles extends HuskCore {
   /** Restored TCP connections, still in repair mode: the agent's duplicates, activated by activateSockets(). */
   protected connections: { fd: number; img: InetSocketImage }[] = [];
+
+  /**
+   * A descriptor for a new MAP_SHARED|MAP_ANONYMOUS object (the kernel names it /dev/zero, as the
+   * workload's mapping was named): mapped once by the husk, opened through map_files, unmapped.
+   */
+  private sharedAnonFd(size: number): bigint {
+    const addr = this.inj(this.pid, 'mmap', [0, size, 3, 0x21, -1, 0]); // PROT_READ|WRITE, MAP_SHARED|ANONYMOUS
+    try {
+      return this.inj(this.pid, 'open', [this.putStr(`/proc/self/map_files/${addr.toString(16)}-${(addr + BigInt(size)).toString(16)}`), 2, 0]);
+    } finally {
+      this.inj(this.pid, 'munmap', [addr, size]);
+    }
+  }
+
+  /**
+   * A deleted file made again: unnamed (O_TMPFILE) in its old directory, with its owner and
+   * mode, so it stays on the same filesystem and shows as deleted; a memfd where that fails.
+   */
+  private unnamedFile(d: { path: string; mode: number; uid: number; gid: number }, name: string): bigint {
+    let fd: bigint;
+    try {
+      fd = this.inj(this.pid, 'open', [this.putStr(dirname(d.path)), 0o20200000 | 2, d.mode]); // O_TMPFILE | O_RDWR
+    } catch {
+      return this.inj(this.pid, 'memfd_create', [this.putStr(name), 0]);
+    }
+    this.inj(this.pid, 'fchown', [fd, d.uid, d.gid]);
+    this.inj(this.pid, 'fchmod', [fd, d.mode]);
+    return fd;
+  }
+
+  /** Where a file description is opened from: its path, or the parked unnamed file that carries a deleted file's content. */
+  protected openPath(path: string, content: number | undefined): string {
+    if (content === undefined) return path;
+    const slot = this.parked[content];
+    if (!slot) throw new FerryError(ErrorCode.BadImage, `pid ${this.pid}: ${path} names shared content ${content}, which the image lacks`);
+    return `/proc/self/fd/${slot.r}`;
+  }
 
   /**
    * Creates every shared description in this (root) husk on fds from `base` up, before any
@@ -52,11 +90,19 @@ export class HuskFiles extends HuskCore {
         const tw = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000 | 1, 0]);
         this.inj(this.pid, 'dup3', [tw, w, 0]);
         this.inj(this.pid, 'close', [tw]);
+        let rw: number | undefined;
+        if (sh.rdwr !== undefined) {
+          rw = next++;
+          const t = this.inj(this.pid, 'open', [this.putStr(sh.path), 0o4000 | 2, 0]);
+          this.inj(this.pid, 'dup3', [t, rw, 0]);
+          this.inj(this.pid, 'close', [t]);
+          this.inj(this.pid, 'fcntl', [rw, 4, sh.rdwr & ~3]);
+        }
         const data = Buffer.from(sh.data, 'base64');
         if (data.length > 0) this.agentWrite(w, data);
         if (sh.readFlags >= 0) this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]);
         if (sh.writeFlags >= 0) this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
-        this.parked.push({ r, w });
+        this.parked.push({ r, w, ...(rw === undefined ? {} : { rw }) });
       } else if (sh.kind === 'socketpair') {
         const sv = this.put(OFF_ARGS, Buffer.alloc(8));
         this.inj(this.pid, 'socketpair', [1, sh.type, 0, sv]);
@@ -71,12 +117,19 @@ export class HuskFiles extends HuskCore {
         for (let i = 0; i < 2; i++) {
           const data = Buffer.from(sh.data[i]!, 'base64');
           if (data.length > 0) this.agentWrite(ends[1 - i]!, data);
+          const msgs = sh.messages?.[i] ?? [];
+          if (msgs.length > 0) this.agentSend(ends[1 - i]!, msgs.map((m) => Buffer.from(m, 'base64')));
         }
         for (let i = 0; i < 2; i++) this.inj(this.pid, 'fcntl', [ends[i]!, 4, sh.flags[i]! & ~3]);
         this.parked.push({ r: ends[0]!, w: ends[1]! });
       } else if (sh.kind === 'memfd') {
         const fd = next++;
-        const tmp = this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), 0]);
+        const sealing = !sh.anon && sh.seals !== undefined && sh.seals !== 1; // F_SEAL_SEAL alone: made without MFD_ALLOW_SEALING
+        const tmp = sh.anon
+          ? this.sharedAnonFd(sh.size)
+          : sh.deleted
+            ? this.unnamedFile(sh.deleted, sh.name)
+            : this.inj(this.pid, 'memfd_create', [this.putStr(sh.name), sealing ? 2 : 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         this.inj(this.pid, 'ftruncate', [fd, sh.size]);
@@ -91,7 +144,12 @@ export class HuskFiles extends HuskCore {
         } finally {
           reader.close();
         }
+        // Runs are whole pages: the last one may have written past the end.
+        this.inj(this.pid, 'ftruncate', [fd, sh.size]);
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
+        // Seals once the content is in (F_SEAL_WRITE would refuse it); status flags live on the description.
+        if (sealing && sh.seals) this.inj(this.pid, 'fcntl', [fd, 1033, sh.seals]); // F_ADD_SEALS
+        this.inj(this.pid, 'fcntl', [fd, 4, sh.flags & ~3]);
         this.parked.push({ r: fd, w: fd });
       } else if (sh.kind === 'inet' || sh.kind === 'unix-socket') {
         // Made by the husk, so it belongs to the husk's network namespace; set up from the agent.
@@ -113,7 +171,7 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: fd, w: fd });
       } else {
         const fd = next++;
-        const tmp = this.inj(this.pid, 'open', [this.putStr(sh.path), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
+        const tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(sh.path, sh.content)), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
         if (sh.pos > 0) this.inj(this.pid, 'lseek', [fd, sh.pos, 0]);
@@ -132,7 +190,7 @@ export class HuskFiles extends HuskCore {
   inheritParked(root: HuskFiles, rootPid: number): void {
     this.parkBase = root.parkBase;
     this.parked = root.parked;
-    const fds = [...new Set(root.parked.flatMap((s) => [s.r, s.w]))];
+    const fds = [...new Set(root.parked.flatMap((s) => [s.r, s.w, ...(s.rw === undefined ? [] : [s.rw])]))];
     if (fds.length === 0) return;
     const pidfd = Number(this.inj(this.pid, 'pidfd_open', [rootPid, 0]));
     try {
@@ -188,13 +246,24 @@ export class HuskFiles extends HuskCore {
     }
   }
 
+  /** Sends datagrams, one by one, through one of the husk's sockets from the agent. */
+  protected agentSend(fd: number, messages: readonly Buffer[]): void {
+    const mine = this.agentFd(fd);
+    try {
+      for (const m of messages) sys('sendto', mine, m, m.length, 0x40, 0, 0); // MSG_DONTWAIT
+    } finally {
+      closeFd(mine);
+    }
+  }
+
   restoreFds(fds: readonly FdImage[]): void {
     for (const f of fds) {
       const cloexec = f.cloexec ? 0o2000000 : 0;
       if (f.shared !== undefined && f.dupOf === undefined) {
         const slot = this.parked[f.shared];
         if (!slot) throw new FerryError(ErrorCode.BadImage, `fd ${f.fd} of pid ${this.pid} names shared description ${f.shared}, which the image lacks`);
-        this.inj(this.pid, 'dup3', [(f.end ?? ((f.flags & 3) === 0 ? 0 : 1)) === 0 ? slot.r : slot.w, f.fd, cloexec]);
+        const end = f.end ?? ((f.flags & 3) === 0 ? 0 : 1);
+        this.inj(this.pid, 'dup3', [end === 2 && slot.rw !== undefined ? slot.rw : end === 0 ? slot.r : slot.w, f.fd, cloexec]);
         continue;
       }
       if (f.dupOf === undefined && ANON_FD_KINDS.has(f.kind)) {
@@ -208,7 +277,7 @@ export class HuskFiles extends HuskCore {
       const flags = (f.flags & ~(0o100 | 0o200 | 0o1000)) | (f.kind === 'dir' ? 0o200000 : 0);
       let tmp: bigint;
       try {
-        tmp = this.inj(this.pid, 'open', [this.putStr(f.path), flags, 0]);
+        tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(f.path, f.content)), flags, 0]);
       } catch (err) {
         throw new FerryError(ErrorCode.NotFound, `cannot reopen fd ${f.fd} of pid ${this.pid}: ${f.path}`, { details: { pid: this.pid, fd: f.fd, path: f.path }, cause: err });
       }
@@ -222,13 +291,44 @@ export class HuskFiles extends HuskCore {
     // Registrations name fd numbers, so they go in once every fd is in place.
     for (const f of fds) {
       if (f.kind !== 'epoll' || f.dupOf !== undefined) continue;
-      for (const it of f.epoll ?? []) {
-        const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
-        ev.writeUInt32LE(it.events >>> 0, 0);
-        ev.writeBigUInt64LE(fromHex(it.data), 4);
-        this.inj(this.pid, 'epoll_ctl', [f.fd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
+      for (const it of f.epoll ?? []) this.register(f.fd, it, fds);
+    }
+    // Locks last: a write lease needs its description to be the file's only opener (parked duplicates closed),
+    // and register() closes fds, which would drop the process's POSIX locks on their files.
+    for (const f of fds) {
+      if (f.dupOf !== undefined) continue;
+      for (const l of f.locks ?? []) {
+        const [call, args] = lockCall(f.fd, l, (b) => this.put(OFF_ARGS, b));
+        try {
+          this.inj(this.pid, call, args);
+        } catch (err) {
+          throw new FerryError(ErrorCode.Conflict, `pid ${this.pid} fd ${f.fd} (${f.path}): cannot take its ${l.kind} lock again`, { details: { pid: this.pid, fd: f.fd, lock: l }, cause: err });
+        }
       }
     }
+  }
+
+  /**
+   * One epoll registration under its own key (file, fd number). When that number now holds
+   * another file (or nothing), the registered file is put there just for the epoll_ctl.
+   */
+  private register(efd: number, it: NonNullable<FdImage['epoll']>[number], fds: readonly FdImage[]): void {
+    const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
+    ev.writeUInt32LE(it.events >>> 0, 0);
+    ev.writeBigUInt64LE(fromHex(it.data), 4);
+    const add = () => this.inj(this.pid, 'epoll_ctl', [efd, 1, it.tfd, this.put(OFF_ARGS, ev)]);
+    if (it.via === undefined) {
+      add();
+      return;
+    }
+    const occupant = fds.find((g) => g.fd === it.tfd);
+    const parked = occupant ? Number(this.inj(this.pid, 'fcntl', [it.tfd, 1030, 0])) : -1; // F_DUPFD_CLOEXEC
+    this.inj(this.pid, 'dup3', [it.via, it.tfd, 0]);
+    add();
+    if (occupant) {
+      this.inj(this.pid, 'dup3', [parked, it.tfd, occupant.cloexec ? 0o2000000 : 0]);
+      this.inj(this.pid, 'close', [parked]);
+    } else this.inj(this.pid, 'close', [it.tfd]);
   }
 
   /** eventfd, timerfd, signalfd and epoll instances are made anew with their state. */
@@ -248,6 +348,10 @@ export class HuskFiles extends HuskCore {
         tmp = this.inj(this.pid, 'signalfd4', [-1, this.put(OFF_ARGS, m), 8, nb]);
         break;
       }
+      case 'pidfd':
+        // The process it names is a husk already: every husk of the tree exists before any process is built.
+        tmp = this.inj(this.pid, 'pidfd_open', [f.pidfd?.pid ?? 0, nb]);
+        break;
       default:
         tmp = this.inj(this.pid, 'epoll_create1', [0]);
     }

@@ -10,11 +10,12 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, type ThreadImage, type Vma, fromHex } from '../../shared/image-format.ts';
 import { CLOCK_BOOTTIME, CLOCK_MONOTONIC, clockNs } from './namespaces.ts';
 import { SYS } from '../ffi/libc.ts';
-import { PTEV, PTO, expectStop, injectAt, interrupt, seize, setSigmask, takeEvents } from '../ffi/ptrace.ts';
+import { PTEV, PTO, cont, expectStop, injectAt, interrupt, loadSyscall, seize, setSigmask, takeEvents, waitStop } from '../ffi/ptrace.ts';
+import { injectStep } from './inject.ts';
 import { killPid, sys, vmRead } from '../ffi/syscalls.ts';
 import { spawnDetached } from './detached.ts';
 import { type Span } from './layout.ts';
-import { readMaps } from './procfs.ts';
+import { readMaps, readStatus } from './procfs.ts';
 import { HuskFiles } from './husk-files.ts';
 import { chan, CLONE_THREAD_FLAGS, errOf, inNetns, nap, OFF_ARGS, OFF_SETTID } from './husk-core.ts';
 
@@ -95,7 +96,34 @@ export class Husk extends HuskFiles {
   /** Collects a child husk that was killed (its pid as this husk sees it), so the workload never waits for it. */
   reap(pid: number): void {
     injectAt(this.pid, this.scratch, SYS.wait4, [pid, 0, 0x40000000, 0]); // __WALL; an error means nothing to collect
-    // Its SIGCHLD is pending in this husk (a traced task queues even ignored signals): take it back.
+    this.dropSigchld();
+  }
+
+  /**
+   * A child of this husk that exits at once with the wait status it had when checkpointed, and
+   * stays a zombie until the workload waits for it. A death by signal comes back as that signal
+   * (a core-dump bit is not reproduced).
+   */
+  zombie(pid: number, status: number): void {
+    const child = this.fork(pid);
+    const t = child.pid;
+    const sig = status & 0x7f;
+    // At the scratch page's syscall: exit_group, or pause until the signal it died of arrives.
+    loadSyscall(t, this.scratch, sig === 0 ? SYS.exit_group : SYS.pause, sig === 0 ? [(status >> 8) & 0xff] : []);
+    setSigmask(t, 0n); // forked while its parent had every signal blocked for the injection
+    if (sig !== 0) killPid(t, sig);
+    cont(t);
+    for (;;) {
+      const s = waitStop(t);
+      if (s.exited || s.signaled) break;
+      cont(t, s.event === 0 && s.sig === sig ? sig : 0); // that signal goes on and ends it
+    }
+    child.finished = true;
+    this.dropSigchld();
+  }
+
+  /** The SIGCHLD of an exited child husk is pending in this husk (a traced task queues even ignored signals): take it back. */
+  private dropSigchld(): void {
     const b = Buffer.alloc(24);
     b.writeBigUInt64LE(1n << 16n, 0); // SIGCHLD (17)
     const set = this.put(OFF_ARGS, b);
@@ -123,6 +151,7 @@ export class Husk extends HuskFiles {
     child.parkBase = this.parkBase;
     child.parked = this.parked;
     child.sessionDone = this.sessionDone;
+    child.inheritsMemory = this.memoryBuilt;
     child.tids.push(hostPid);
     child.hostTid.set(pid, hostPid);
     try {
@@ -135,10 +164,11 @@ export class Husk extends HuskFiles {
   }
 
 
-  /** madvise flags that live on the mapping (fork and THP behaviour, core dumps). */
+  /** madvise flags that live on the mapping (fork and THP behaviour, core dumps), and guard regions. */
   adviseAll(vmas: readonly Vma[]): void {
     const code = { dc: 10, wf: 18, hg: 14, nh: 15, dd: 16 } as const; // DONTFORK WIPEONFORK HUGEPAGE NOHUGEPAGE DONTDUMP
     for (const v of vmas) {
+      for (const g of v.guards ?? []) this.inj(this.pid, 'madvise', [fromHex(g.addr), BigInt(g.pages) * 4096n, 102]); // MADV_GUARD_INSTALL
       for (const a of v.advice ?? []) {
         const start = fromHex(v.start);
         // Best effort: e.g. HUGEPAGE is refused where THP is compiled out; the data is intact either way.
@@ -146,6 +176,13 @@ export class Husk extends HuskFiles {
         if (r < 0n && chan.hasSubscribers) chan.publish({ kind: 'madvise-failed', pid: this.pid, addr: v.start, advice: a, errno: Number(-r) });
       }
     }
+  }
+
+  /** Sets one signal's disposition to SIG_DFL (0) or SIG_IGN (1): the corrupt-flag test hook (verify/corrupt.ts). */
+  setDisposition(sig: number, handler: 0n | 1n): void {
+    const b = Buffer.alloc(32);
+    b.writeBigUInt64LE(handler, 0);
+    this.inj(this.pid, 'rt_sigaction', [sig, this.put(OFF_ARGS, b), 0, 8]);
   }
 
   /** Back into its cgroup (v2) when that group exists here; otherwise it stays where the husk started. */
@@ -164,13 +201,13 @@ export class Husk extends HuskFiles {
     this.inj(pid, 'chdir', [this.putStr(p.cwd)]);
     this.inj(pid, 'umask', [p.umask]);
     this.inj(pid, 'personality', [p.personality]);
-    for (const a of p.sigactions) {
-      const b = Buffer.alloc(32);
-      b.writeBigUInt64LE(fromHex(a.handler), 0);
-      b.writeBigUInt64LE(fromHex(a.flags), 8);
-      b.writeBigUInt64LE(fromHex(a.restorer), 16);
-      b.writeBigUInt64LE(fromHex(a.mask), 24);
-      this.inj(pid, 'rt_sigaction', [a.sig, this.put(OFF_ARGS, b), 0, 8]);
+    // The image's actions; a signal it has none for is default, whatever the husk started with.
+    const st = readStatus(pid);
+    const husks = BigInt(`0x${st.get('SigCgt') ?? '0'}`) | BigInt(`0x${st.get('SigIgn') ?? '0'}`);
+    for (let sig = 1; sig <= 64; sig++) {
+      if (sig === 9 || sig === 19) continue;
+      if (!p.sigactions.some((a) => a.sig === sig) && ((husks >> BigInt(sig - 1)) & 1n) === 0n) continue;
+      this.inj(pid, 'rt_sigaction', [sig, this.put(OFF_ARGS, sigactionBytes(p, sig)), 0, 8]);
     }
     const lim = Buffer.alloc(16);
     for (const l of p.rlimits) {
@@ -190,7 +227,6 @@ export class Husk extends HuskFiles {
       if (t.value[0] === 0 && t.value[1] === 0) b.writeBigInt64LE(1n, 24);
       this.inj(pid, 'setitimer', [t.which, this.put(OFF_ARGS, b), 0]);
     }
-    if (p.pdeathsig !== 0) this.inj(pid, 'prctl', [1, p.pdeathsig]); // PR_SET_PDEATHSIG
     if (p.sid === p.pid) {
       if (!this.sessionDone) this.leadSession();
     } else if (p.pgid === p.pid) this.inj(pid, 'setpgid', [0, 0]);
@@ -227,6 +263,34 @@ export class Husk extends HuskFiles {
     const amb = fromHex(c.capAmb);
     for (let cap = 0; cap <= lastCap; cap++) if (((amb >> BigInt(cap)) & 1n) !== 0n) this.inj(pid, 'prctl', [47, 2, cap, 0, 0]); // PR_CAP_AMBIENT_RAISE
     if (c.noNewPrivs) this.inj(pid, 'prctl', [38, 1, 0, 0, 0]);
+  }
+
+  /**
+   * prctl state and membarrier registrations, after the credentials: a credential change clears
+   * the parent-death signal and resets the dumpable flag.
+   */
+  restoreProcessFlags(p: ProcessImage): void {
+    const pid = this.pid;
+    if (p.pdeathsig !== 0) this.inj(pid, 'prctl', [1, p.pdeathsig]); // PR_SET_PDEATHSIG
+    const mb = { 'private-expedited': 16, 'private-expedited-sync-core': 64, 'private-expedited-rseq': 256 } as const;
+    for (const r of p.membarrier ?? []) this.inj(pid, 'membarrier', [mb[r], 0, 0]);
+    if (!p.prctl) return;
+    if (p.prctl.subreaper) this.inj(pid, 'prctl', [36, 1]); // PR_SET_CHILD_SUBREAPER
+    if (p.prctl.thpDisable) this.inj(pid, 'prctl', [41, 1, 0, 0, 0]); // PR_SET_THP_DISABLE
+    // 2 (suid_dumpable) cannot be set; the credential change above already gave this host's value.
+    if (p.prctl.dumpable === 0 || p.prctl.dumpable === 1) this.inj(pid, 'prctl', [4, p.prctl.dumpable]); // PR_SET_DUMPABLE
+  }
+
+  /**
+   * Every injection into a husk ends on an int3 with all signals blocked, and the kernel resets
+   * the handler of a blocked SIGTRAP it forces to SIG_DFL. So SIGTRAP's action goes in once more
+   * after the last of them, through syscall stops (no trap).
+   */
+  restoreTrapAction(p: ProcessImage): void {
+    if (!p.sigactions.some((a) => a.sig === 5)) return;
+    const r = injectStep(this.pid, this.scratch, SYS.rt_sigaction, [5, this.put(OFF_ARGS, sigactionBytes(p, 5)), 0, 8]);
+    const e = errOf('injected rt_sigaction(SIGTRAP)', r, { pid: this.pid });
+    if (e) throw e;
   }
 
   /**
@@ -310,4 +374,16 @@ export class Husk extends HuskFiles {
     setSigmask(tid, fromHex(t.sigmask));
   }
 
+}
+
+/** The kernel's struct sigaction for sig as the image has it; all zero (SIG_DFL) when it has none. */
+function sigactionBytes(p: ProcessImage, sig: number): Buffer {
+  const b = Buffer.alloc(32);
+  const a = p.sigactions.find((x) => x.sig === sig);
+  if (!a) return b;
+  b.writeBigUInt64LE(fromHex(a.handler), 0);
+  b.writeBigUInt64LE(fromHex(a.flags), 8);
+  b.writeBigUInt64LE(fromHex(a.restorer), 16);
+  b.writeBigUInt64LE(fromHex(a.mask), 24);
+  return b;
 }

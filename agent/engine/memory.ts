@@ -4,7 +4,7 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type PageRun, toHex } from '../../shared/image-format.ts';
-import { vmRead, vmWrite } from '../ffi/syscalls.ts';
+import { pread, vmRead, vmWrite } from '../ffi/syscalls.ts';
 
 export const PAGE = 4096;
 const PAGE_N = BigInt(PAGE);
@@ -19,8 +19,10 @@ export interface Range {
 /**
  * Pages of [start, end) that hold data of their own: present or swapped, and for private file
  * mappings only the anonymous (copied-on-write) ones; file pages are re-read from the file.
+ * Guard regions (MADV_GUARD_INSTALL markers: bit 58, shown as swapped too) hold no data; they go
+ * to `guards` when given.
  */
-export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyAnon: boolean): Range[] {
+export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyAnon: boolean, guards?: Range[]): Range[] {
   const n = Number((end - start) / PAGE_N);
   const raw = Buffer.alloc(n * 8);
   const got = readSync(pagemapFd, raw, 0, raw.length, Number((start / PAGE_N) * 8n));
@@ -33,8 +35,15 @@ export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyA
   };
   for (let i = 0; i < got / 8; i++) {
     const hi = words[i * 2 + 1]!;
-    // bit 63 present, 62 swapped, 61 file-page or shared-anon
-    const has = (hi & 0xc0000000) !== 0 && (!onlyAnon || (hi & 0x20000000) === 0);
+    // bit 63 present, 62 swapped, 61 file-page or shared-anon, 58 guard region
+    const guard = (hi & 0x04000000) !== 0;
+    if (guard && guards) {
+      const last = guards[guards.length - 1];
+      const addr = start + BigInt(i) * PAGE_N;
+      if (last && last.addr + BigInt(last.pages) * PAGE_N === addr) last.pages++;
+      else guards.push({ addr, pages: 1 });
+    }
+    const has = !guard && (hi & 0xc0000000) !== 0 && (!onlyAnon || (hi & 0x20000000) === 0);
     if (has && runStart < 0) runStart = i;
     else if (!has && runStart >= 0) flush(i);
   }
@@ -53,13 +62,19 @@ export class PagesWriter {
     this.fd = openSync(path, 'w');
   }
 
-  /** Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled. */
-  dump(pid: number, ranges: readonly Range[], skipZero: boolean): PageRun[] {
+  /**
+   * Copies ranges out of the task; all-zero pages are left out when the mapping starts zero-filled.
+   * memFd: the task's /proc/PID/mem, read instead of process_vm_readv: it reads PROT_NONE pages
+   * too, and it does not pin pages (a read-only pin un-shares a page a parent shares with its
+   * child copy-on-write, so the workload would grow and the sharing could not be restored).
+   */
+  dump(pid: number, ranges: readonly Range[], skipZero: boolean, memFd?: number): PageRun[] {
     const runs: PageRun[] = [];
     for (const r of ranges) {
       const len = r.pages * PAGE;
       const view = this.buf.subarray(0, len);
-      vmRead(pid, r.addr, view);
+      if (memFd === undefined) vmRead(pid, r.addr, view);
+      else if (pread(memFd, view, Number(r.addr)) !== len) throw new FerryError(ErrorCode.Internal, `pid ${pid}: short read of /proc/${pid}/mem at ${toHex(r.addr)}`);
       let s = -1;
       const emit = (from: number, to: number) => {
         const chunk = view.subarray(from * PAGE, to * PAGE);
@@ -151,4 +166,49 @@ export class PagesReader {
   close(): void {
     closeSync(this.fd);
   }
+}
+
+const PFN_MASK = (1n << 55n) - 1n;
+
+function readPagemap(pagemapFd: number, start: bigint, end: bigint): BigUint64Array {
+  const n = Number((end - start) / PAGE_N);
+  const raw = Buffer.alloc(n * 8);
+  const got = readSync(pagemapFd, raw, 0, raw.length, Number((start / PAGE_N) * 8n));
+  return new BigUint64Array(raw.buffer, raw.byteOffset, got / 8);
+}
+
+function pushPage(out: Range[], addr: bigint, maxPages = Number.MAX_SAFE_INTEGER): void {
+  const last = out[out.length - 1];
+  if (last && last.pages < maxPages && last.addr + BigInt(last.pages) * PAGE_N === addr) last.pages++;
+  else out.push({ addr, pages: 1 });
+}
+
+/**
+ * A child's mapping that is its parent's, inherited at fork, page by page (needs the PFNs of
+ * pagemap, i.e. CAP_SYS_ADMIN): pages still shared copy-on-write with the parent (same frame)
+ * travel with the parent only; `own` are the child's own pages; `zero` the pages the child does
+ * not have where the parent has one (the restored child must drop what it inherits there).
+ */
+export function selectCowPages(childPm: number, parentPm: number, start: bigint, end: bigint): { own: Range[]; zero: Range[]; guards: Range[]; shared: number } {
+  const c = readPagemap(childPm, start, end);
+  const p = readPagemap(parentPm, start, end);
+  const own: Range[] = [];
+  const zero: Range[] = [];
+  const guards: Range[] = [];
+  let shared = 0;
+  for (let i = 0; i < c.length; i++) {
+    const addr = start + BigInt(i) * PAGE_N;
+    const ce = c[i]!;
+    const pe = p[i] ?? 0n;
+    const has = (e: bigint) => (e >> 62n) !== 0n; // present or swapped
+    if ((ce >> 58n) & 1n) {
+      pushPage(guards, addr);
+      continue;
+    }
+    const pfn = ce & PFN_MASK;
+    if (ce >> 63n && pe >> 63n && pfn !== 0n && pfn === (pe & PFN_MASK)) shared++;
+    else if (has(ce)) pushPage(own, addr, MAX_RUN_PAGES);
+    else if (has(pe) && !((pe >> 58n) & 1n)) pushPage(zero, addr);
+  }
+  return { own, zero, guards, shared };
 }

@@ -4,8 +4,10 @@ import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
-import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf } from './sockets.ts';
-import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished } from './procfs.ts';
+import { epollEntries } from './epoll.ts';
+import { parseLocks } from './locks.ts';
+import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
+import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './procfs.ts';
 
 const KCMP_FILE = 0;
 
@@ -21,12 +23,11 @@ export interface Problem {
 
 const SUPPORTED_CHR = /^\/dev\/(null|zero|full|random|urandom|tty\d*|pts\/\d+)$/;
 
-const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll' };
+const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll', pidfd: 'pidfd' };
 
 export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupported: string; detail?: string } {
   const t = fdTarget(pid, fd);
   if (t.startsWith('/memfd:')) return { kind: 'memfd' };
-  if (t.endsWith(' (deleted)')) return { unsupported: 'deleted file' };
   if (t.startsWith('socket:')) return classifySocket(pid, fd, Number(/\d+/.exec(t)?.[0]));
   if (t.startsWith('pipe:')) return { kind: 'pipe' };
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
@@ -43,9 +44,12 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
     return { unsupported: 'unreachable file' };
   }
+  // A regular file deleted while open travels with its content; anything else deleted does not.
+  if (t.endsWith(' (deleted)')) return st.isFile() ? { kind: 'file' } : { unsupported: `deleted ${st.isDirectory() ? 'directory' : 'special file'}` };
   if (st.isFile()) return { kind: 'file' };
   if (st.isDirectory()) return { kind: 'dir' };
   if (st.isCharacterDevice() && SUPPORTED_CHR.test(t)) return { kind: 'chr' };
+  if (st.isCharacterDevice() && /^\/dev\/(pts\/)?ptmx$/.test(t)) return { unsupported: 'pseudo-terminal master', detail: `${t}: pseudo-terminals are not carried yet` };
   if (st.isFIFO()) return { kind: 'fifo' };
   return { unsupported: `device ${t}` };
 }
@@ -66,6 +70,8 @@ export interface PreflightOptions {
   container?: boolean;
   /** The tree is already seized by this agent (a re-check after the freeze). */
   tracedByUs?: boolean;
+  /** A live migration: its pre-copy maps files by path, so a deleted file's mapping cannot take part. */
+  migration?: boolean;
 }
 
 export function preflightProcess(pid: number, opts: PreflightOptions = {}): Problem[] {
@@ -77,9 +83,12 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
   const root = readlinkSync(`/proc/${pid}/root`);
   if (root !== '/') add('process', 'chroot', `root directory is ${root}`);
-  if (!opts.allowChildren) {
-    const kids = listChildren(pid);
-    if (kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
+  const kids = listChildren(pid);
+  if (!opts.allowChildren && kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
+  for (const k of kids) {
+    // A zombie comes back by exiting again the same way; a core dump cannot be made again without writing one.
+    const st = zombieStatus(k);
+    if (st !== null && (st & 0x80) !== 0) add('process', 'zombie child', `child ${k} was killed by signal ${st & 0x7f} with a core dump and is not waited for yet`);
   }
   // A container brings its own pid/uts/ipc/time/mount namespaces (checked by isContainer); anything else must share ours.
   // A network namespace of its own is the caller's to rebuild (see agent/net); the tree must share one (treeProblems).
@@ -104,17 +113,32 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
       throw err;
     }
     if ('unsupported' in k && targetOrNull(pid, fd) === target) add(`fd ${fd}`, k.unsupported, k.detail ?? target);
+    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind)) add(`fd ${fd} (${target})`, kind, detail);
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
     if (m.path.startsWith('/SYSV')) add(where, 'SysV shared memory', m.path);
     else if (isShm(m)) continue;
     else if (m.path.startsWith('/memfd:')) add(where, 'private memfd mapping', m.path);
-    else if (m.path.endsWith(' (deleted)')) add(where, 'deleted file mapping', m.path);
+    else if (m.path.endsWith(' (deleted)') && (opts.migration || !m.path.startsWith('/')))
+      add(where, 'deleted file mapping', `${m.path}${opts.migration ? ': a live migration cannot carry it yet (checkpoint/restore can)' : ''}`);
     else if (m.perms[3] === 's' && m.inode === 0) add(where, 'shared anonymous memory', m.path || '[anon shared]');
     else if (m.path.startsWith('[') && !SPECIAL.has(m.path) && !m.path.startsWith('[anon:') && !m.path.startsWith('[stack:')) add(where, 'special mapping', m.path);
   }
   return out;
+}
+
+/** What a carried kind of fd may still hold that the engine cannot carry: odd lock states, epoll registrations out of reach. */
+function fdStateProblems(pid: number, fd: number, kind: FdKind): [string, string][] {
+  try {
+    if (kind === 'epoll')
+      return epollEntries(pid, fd).lost.map((tfd) => ['epoll registration', `fd ${tfd} it watches was closed here; only another process holds that file now`]);
+    if (kind === 'file' || kind === 'dir' || kind === 'chr' || kind === 'memfd')
+      return parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')).odd.map((line) => ['file lock', `in a state the engine cannot take again: ${line}`]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // closed under the look
+  }
+  return [];
 }
 
 /** Where the fd points, or null once it is closed. */
@@ -163,6 +187,27 @@ function sharedAnonProblems(pids: readonly number[]): Problem[] {
   return out;
 }
 
+/** A pidfd travels when it names a live process of the tree: restore opens one on that process's husk. */
+function pidfdProblems(pids: readonly number[]): Problem[] {
+  const out: Problem[] = [];
+  for (const pid of pids) {
+    for (const fd of listFds(pid)) {
+      if (!/^anon_inode:\[?pidfd\]?$/.test(fdTarget(pid, fd))) continue;
+      const target = pidfdTarget(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (target.host <= 0) out.push({ pid, where: `fd ${fd}`, kind: 'pidfd', detail: 'the process it names has exited and been reaped' });
+      else if (!pids.includes(target.host)) out.push({ pid, where: `fd ${fd}`, kind: 'pidfd', detail: `it names pid ${target.host}, outside the process tree` });
+    }
+  }
+  return out;
+}
+
+/** The pid a pidfd names, on the host and in its innermost pid namespace (fdinfo Pid and NSpid). */
+export function pidfdTarget(fdinfo: string): { host: number; inner: number } {
+  const host = Number(/^Pid:\s*(-?\d+)/m.exec(fdinfo)?.[1] ?? -1);
+  const ns = /^NSpid:\s*([-\d\s]+)$/m.exec(fdinfo)?.[1]?.trim().split(/\s+/) ?? [];
+  return { host, inner: Number(ns[ns.length - 1] ?? host) };
+}
+
 /** Every process of the tree in one network namespace: the one that restore is given. */
 function netnsProblems(pids: readonly number[]): Problem[] {
   const root = pids[0];
@@ -188,8 +233,22 @@ function pipeProblems(pids: readonly number[]): Problem[] {
     }
   }
   return [...ends]
-    .filter(([, e]) => !(e.r && e.w))
-    .map(([t, e]) => ({ pid: e.pid, where: `fd ${e.fd}`, kind: 'pipe', detail: `${t}: its ${e.r ? 'write' : 'read'} end is outside the process tree` }));
+    .filter(([, e]) => !(e.r && e.w) && !otherEndClosed(e.pid, e.fd, e.r))
+    .map(([t, e]) => ({ pid: e.pid, where: `fd ${e.fd}`, kind: 'pipe', detail: `${t}: its ${e.r ? 'write' : 'read'} end is held outside the process tree` }));
+}
+
+/**
+ * A pipe whose other end nobody holds any more travels fine (restore closes that end too):
+ * poll on a duplicate shows POLLHUP on a read end without writers, POLLERR on a write end without readers.
+ */
+function otherEndClosed(pid: number, fd: number, readEnd: boolean): boolean {
+  const pfd = Buffer.alloc(8); // struct pollfd { int fd; short events, revents }
+  return withTheirFd(pid, fd, (mine) => {
+    pfd.writeInt32LE(mine, 0);
+    pfd.writeInt16LE(readEnd ? 1 : 4, 4); // POLLIN / POLLOUT
+    sys('poll', pfd, 1, 0);
+    return (pfd.readInt16LE(6) & (readEnd ? 0x10 : 0x8)) !== 0; // POLLHUP / POLLERR
+  });
 }
 
 /** The root and all its descendants, parents before children. */
@@ -225,7 +284,7 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
   }
   if (problems.length === 0) {
     try {
-      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids));
+      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids), ...pidfdProblems(pids));
     } catch {
       // a process exited meanwhile: the freeze re-checks the tree
     }

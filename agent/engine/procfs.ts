@@ -88,6 +88,16 @@ export function isGone(pid: number): boolean {
   }
 }
 
+/** The wait status of a zombie (/proc/PID/stat field 52), or null when pid is not one (or gone). */
+export function zombieStatus(pid: number): number | null {
+  try {
+    const st = readStat(pid);
+    return st.f(3) === 'Z' ? Number(st.f(52)) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Whether err came from reading /proc of a process that has exited meanwhile. */
 export function vanished(err: unknown, pid: number): boolean {
   const code = (err as NodeJS.ErrnoException).code;

@@ -10,6 +10,9 @@ import { Husk } from './husk.ts';
 import { readImage } from './image-io.ts';
 import { PagesReader } from './memory.ts';
 import { isGone } from './procfs.ts';
+import type { VerifyReport } from '../../shared/verify.ts';
+import { verifyTree } from './verify/index.ts';
+import { corruptIfArmed } from './verify/corrupt.ts';
 
 const chan = diagnostics_channel.channel('ferry:restore');
 
@@ -20,6 +23,8 @@ export interface RestoreResult {
   pagesBytes: number;
   totalMs: number;
   memoryMs: number;
+  /** With `verify`: what the comparison with the image covered. */
+  verify?: VerifyReport;
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -57,6 +62,7 @@ export function buildMemory(husk: Husk, p: ProcessImage, dir: string): { memoryM
   const memoryMs = performance.now() - t;
   husk.protectAll(p.vmas);
   husk.adviseAll(p.vmas);
+  husk.memoryBuilt = true;
   return { memoryMs };
 }
 
@@ -73,6 +79,7 @@ export function buildState(husk: Husk, p: ProcessImage): void {
   husk.createThreads(p);
   husk.restoreTimers(p);
   husk.restoreCreds(p);
+  husk.restoreProcessFlags(p);
 }
 
 /** Registers and per-thread state go in last; the process stays stopped until release(). */
@@ -86,6 +93,7 @@ export function finishProcess(husk: Husk, p: ProcessImage): void {
 export function finishThreads(husk: Husk, p: ProcessImage): void {
   husk.queueSharedSignals(p);
   for (const t of p.threads) husk.restoreThreadState(t, p);
+  husk.restoreTrapAction(p);
   for (const t of p.threads) if (t.tid !== p.pid) husk.setThreadRegs(t);
   const leader = p.threads.find((t) => t.tid === p.pid);
   if (!leader) throw new FerryError(ErrorCode.BadImage, `process ${p.pid} has no leader thread in the image`);
@@ -110,7 +118,7 @@ export interface RestoreOptions {
  * its own parent; shared descriptions (sockets too, TCP connections in repair mode) are made in
  * the root before any child exists.
  */
-export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}): Map<number, Husk> {
+export function createHusks(img: Image, dir: string, opts: RestoreOptions & { rootOnly?: boolean } = {}): Map<number, Husk> {
   const husks = new Map<number, Husk>();
   const root = img.processes[0]!;
   if (img.ownNetns && !opts.netns)
@@ -125,11 +133,9 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
       const maxFd = Math.max(0, ...img.processes.flatMap((p) => p.fds.map((f) => f.fd)));
       rh.createShared(img.shared, maxFd + 64, dir);
     }
-    for (const p of img.processes.slice(1)) {
-      const parent = husks.get(p.ppid);
-      if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
-      husks.set(p.pid, parent.fork(p.pid));
-    }
+    if (opts.rootOnly) return husks;
+    for (const p of img.processes.slice(1)) husks.set(p.pid, forkChild(husks, p));
+    addZombies(husks, img);
     return husks;
   } catch (err) {
     for (const h of [...husks.values()].reverse()) h.abort();
@@ -137,17 +143,49 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
   }
 }
 
-export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean } = {}): RestoreResult {
+function forkChild(husks: Map<number, Husk>, p: ProcessImage): Husk {
+  const parent = husks.get(p.ppid);
+  if (!parent) throw new FerryError(ErrorCode.BadImage, `process ${p.pid}: its parent ${p.ppid} is not in the image before it`);
+  return parent.fork(p.pid);
+}
+
+function addZombies(husks: Map<number, Husk>, img: Image): void {
+  for (const p of img.processes) for (const z of p.zombies ?? []) husks.get(p.pid)!.zombie(z.pid, z.status);
+}
+
+/**
+ * The whole tree's memory, parents first; each child is forked from its parent once the
+ * parent's memory is built, so memory they shared copy-on-write is shared again (Vma.inherit).
+ */
+function buildTreeMemory(husks: Map<number, Husk>, img: Image, dir: string): number {
+  let memoryMs = 0;
+  for (const p of img.processes) {
+    if (!husks.has(p.pid)) husks.set(p.pid, forkChild(husks, p));
+    memoryMs += buildMemory(husks.get(p.pid)!, p, dir).memoryMs;
+  }
+  addZombies(husks, img);
+  return memoryMs;
+}
+
+/**
+ * `verify`: before the tree runs, it is compared with the image (verify/); a difference kills it
+ * and throws FERRY_VERIFY_MISMATCH.
+ */
+export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean; verify?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
-  if (!img.container) for (const p of img.processes) waitPidFree(p.pid);
-  const husks = createHusks(img, dir, opts);
+  if (!img.container) for (const p of img.processes) for (const pid of [p.pid, ...(p.zombies ?? []).map((z) => z.pid)]) waitPidFree(pid);
+  const husks = createHusks(img, dir, { ...opts, rootOnly: true });
   let memoryMs = 0;
+  let verify: VerifyReport | undefined;
   try {
-    for (const p of img.processes) memoryMs += buildProcess(husks.get(p.pid)!, p, dir).memoryMs;
+    memoryMs = buildTreeMemory(husks, img, dir);
+    for (const p of img.processes) buildState(husks.get(p.pid)!, p);
+    corruptIfArmed(img, husks);
     opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
+    if (opts.verify) verify = verifyTree(img, img.processes.map((p) => husks.get(p.pid)!.pid), { dir });
     // Children first, so a parent never runs while a child it may wait for is still held.
     for (const p of [...img.processes].reverse()) husks.get(p.pid)!.release();
   } catch (err) {
@@ -162,6 +200,7 @@ export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?:
     pagesBytes: img.processes.reduce((a, p) => a + p.pagesBytes, 0),
     totalMs: performance.now() - t0,
     memoryMs,
+    ...(verify ? { verify } : {}),
   };
   if (chan.hasSubscribers) chan.publish({ kind: 'done', ...result });
   return result;

@@ -2,8 +2,10 @@
 // flight must travel without being consumed, and files inherited across fork, whose one offset
 // must stay one offset.
 import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { unixPeerOf, unixTableOf } from './sockets.ts';
+import { isWidowed, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
+import { peekUnix } from './unix-queues.ts';
 import { O, closeFd, ioctl, openFile, pidfdGetfd, pidfdOpen, readFd, sys } from '../ffi/syscalls.ts';
 import type { ProcessImage, SharedImage } from '../../shared/image-format.ts';
 
@@ -64,28 +66,10 @@ function peekFifo(src: string): Buffer {
   }
 }
 
-/** Bytes queued for reading on a socket, peeked so they stay there. Only stream sockets keep byte order across messages. */
-function peekSocket(pid: number, fd: number, type: number): Buffer {
-  const pidfd = pidfdOpen(pid);
-  try {
-    const mine = pidfdGetfd(pidfd, fd);
-    try {
-      const n = Buffer.alloc(4);
-      ioctl(mine, FIONREAD, n);
-      const pending = n.readInt32LE(0);
-      if (pending === 0) return Buffer.alloc(0);
-      if (type !== 1)
-        throw new FerryError(ErrorCode.Unsupported, `pid ${pid} fd ${fd}: unix datagram socket with queued messages`, { details: { pid, fd, kind: 'unix datagram socket' } });
-      const buf = Buffer.alloc(pending);
-      const got = sys('recvfrom', mine, buf, pending, 2 | 0x40, 0, 0); // MSG_PEEK | MSG_DONTWAIT
-      return buf.subarray(0, got);
-    } finally {
-      closeFd(mine);
-    }
-  } finally {
-    closeFd(pidfd);
-  }
-}
+const isDeleted = (path: string): boolean => path.startsWith('/') && path.endsWith(' (deleted)');
+
+/** F_GET_SEALS of a memfd, through a duplicate of the workload's descriptor. */
+const memfdSeals = (pid: number, fd: number): number => withTheirFd(pid, fd, (mine) => sys('fcntl', mine, 1034));
 
 /** Where each shared memory object's content is read from at dump time (not part of the image). */
 export const shmSources = new Map<number, string>();
@@ -127,7 +111,7 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
   const fifos = new Map<number, number>();
   for (const p of procs) {
     for (const f of p.fds) {
-      if (f.kind !== 'fifo' || f.dupOf !== undefined || (f.flags & 3) === 2) continue;
+      if (f.kind !== 'fifo' || f.dupOf !== undefined) continue;
       const src = `/proc/${p.pid}/fd/${f.fd}`;
       const ino = statSync(src).ino;
       let idx = fifos.get(ino);
@@ -139,12 +123,15 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       const e = shared[idx]!;
       if (e.kind !== 'fifo') continue;
       f.shared = idx;
-      f.end = (f.flags & 3) === 0 ? 0 : 1;
+      // An O_RDWR description (end 2) is its own reader and writer: reopened so, not split in two.
+      f.end = [0, 1, 2][f.flags & 3] ?? 1;
       if (f.end === 0) e.readFlags = f.flags;
-      else e.writeFlags = f.flags;
+      else if (f.end === 1) e.writeFlags = f.flags;
+      else e.rdwr = f.flags;
     }
   }
-  // Connected unix pairs (socketpairs, or both ends of a named connection): each end with the bytes it has queued to read.
+  // Connected unix pairs (socketpairs, or both ends of a named connection): each end with what it has queued to read.
+  // A stream whose peer closed is a pair with one end held: restore closes the other end after writing the bytes.
   const pairs = new Map<number, number>();
   for (const p of procs) {
     for (const f of p.fds) {
@@ -153,13 +140,14 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       const u = unixTableOf(p.pid).get(ino);
       if (!u) throw new FerryError(ErrorCode.Unsupported, `pid ${p.pid} fd ${f.fd}: unix socket ${ino} vanished`, { details: { pid: p.pid, fd: f.fd, kind: 'unix socket' } });
       // Unconnected and listening unix sockets are single sockets (sockets.ts), not pairs.
-      if (!unixPeerOf(p.pid, u)) continue;
-      const key = Math.min(ino, u.peer);
+      const peer = unixPeerOf(p.pid, u)?.ino ?? (isWidowed(u) ? 0 : null);
+      if (peer === null) continue;
+      const key = peer === 0 ? ino : Math.min(ino, peer);
       let idx = pairs.get(key);
       if (idx === undefined) {
         idx = shared.length;
         pairs.set(key, idx);
-        shared.push({ kind: 'socketpair', type: u.type, inodes: [key, Math.max(ino, u.peer)], flags: [2, 2], data: ['', ''] });
+        shared.push({ kind: 'socketpair', type: u.type, inodes: [key, peer === 0 ? 0 : Math.max(ino, peer)], flags: [2, 2], data: ['', ''] });
       }
       const e = shared[idx]!;
       if (e.kind !== 'socketpair') continue;
@@ -167,18 +155,23 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       f.shared = idx;
       f.end = end;
       e.flags[end] = f.flags;
-      const queued = peekSocket(p.pid, f.fd, u.type);
-      e.data[end] = queued.toString('base64');
+      const queued = peekUnix(p.pid, f.fd, u.type);
+      if ('data' in queued) e.data[end] = queued.data.toString('base64');
+      else if (queued.messages.length > 0) {
+        e.messages ??= [[], []];
+        e.messages[end] = queued.messages.map((m) => m.toString('base64'));
+      }
     }
   }
   // Shared memory: one object per shmem inode, whether reached through fds or mappings.
   const objs = new Map<number, number>();
-  const objFor = (inode: number, name: string, source: string): number => {
+  const objFor = (inode: number, name: string, source: string, anon = false): number => {
     let idx = objs.get(inode);
     if (idx === undefined) {
       idx = shared.length;
       objs.set(inode, idx);
-      shared.push({ kind: 'memfd', name, inode, size: statSync(source).size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
+      const st = statSync(source);
+      shared.push({ kind: 'memfd', name, ...(anon ? { anon } : {}), inode, size: st.size, flags: 2, pos: 0, file: `shm-${idx}.img`, bytes: 0, runs: [] });
       shmSources.set(idx, source);
     }
     return idx;
@@ -192,25 +185,43 @@ export function linkShared(procs: ProcessImage[]): SharedImage[] {
       if (e.kind === 'memfd') {
         e.flags = f.flags;
         e.pos = f.pos;
+        e.seals = memfdSeals(p.pid, f.fd);
       }
       f.shared = idx;
     }
     for (const v of p.vmas) {
       if (v.kind !== 'shm' || v.inode === undefined) continue;
       const src = `/proc/${p.pid}/map_files/${v.start.slice(2)}-${v.end.slice(2)}`;
-      v.shared = objFor(v.inode, v.path?.startsWith('/memfd:') ? memfdName(v.path) : 'ferry-shared-anon', src);
+      const memfd = v.path?.startsWith('/memfd:') === true;
+      v.shared = objFor(v.inode, memfd ? memfdName(v.path!) : 'shared-anon', src, !memfd);
     }
+  }
+  // Files deleted while open or mapped: their content travels in a shared entry that restore makes again unnamed.
+  const contentOf = (source: string, path: string): number => {
+    const st = statSync(source);
+    const fresh = !objs.has(st.ino);
+    const idx = objFor(st.ino, basename(path), source);
+    const e = shared[idx]!;
+    if (fresh && e.kind === 'memfd') e.deleted = { path: path.replace(/ \(deleted\)$/, ''), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    return idx;
+  };
+  for (const p of procs) {
+    for (const f of p.fds) if (f.kind === 'file' && f.dupOf === undefined && isDeleted(f.path)) f.content = contentOf(`/proc/${p.pid}/fd/${f.fd}`, f.path);
+    for (const v of p.vmas)
+      if ((v.kind === 'file-private' || v.kind === 'file-shared') && v.path && isDeleted(v.path)) v.shared = contentOf(`/proc/${p.pid}/map_files/${v.start.slice(2)}-${v.end.slice(2)}`, v.path);
   }
   // Files: a description seen in an earlier process (inherited across fork) is shared.
   const seen: { pid: number; fd: number; idx: number | undefined; path: string; flags: number; pos: number }[] = [];
   for (const p of procs) {
     for (const f of p.fds) {
-      if (f.kind !== 'file' || f.dupOf !== undefined) continue;
+      // Directories and devices too: their status flags (and a directory's read position) are one.
+      if (!['file', 'dir', 'chr'].includes(f.kind) || f.dupOf !== undefined) continue;
       const twin = seen.find((s) => s.pid !== p.pid && s.path === f.path && sys('kcmp', s.pid, p.pid, KCMP_FILE, s.fd, f.fd) === 0);
       if (twin) {
         if (twin.idx === undefined) {
           twin.idx = shared.length;
-          shared.push({ kind: 'file', path: twin.path, flags: twin.flags, pos: twin.pos });
+          const content = procs.find((q) => q.pid === twin.pid)?.fds.find((g) => g.fd === twin.fd)?.content;
+          shared.push({ kind: 'file', path: twin.path, flags: twin.flags, pos: twin.pos, ...(content === undefined ? {} : { content }) });
           const owner = procs.find((q) => q.pid === twin.pid)?.fds.find((g) => g.fd === twin.fd);
           if (owner) owner.shared = twin.idx;
         }

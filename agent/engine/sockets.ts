@@ -3,7 +3,7 @@
 // (pidfd_getfd), which works whatever network namespace the socket lives in. TCP connections
 // are put into repair mode and stay there until the checkpoint ends: killed, they close
 // without a FIN or RST; released, they carry on.
-import { lstatSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, readFileSync, readlinkSync, unlinkSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
@@ -26,7 +26,8 @@ import {
   setOpt,
   type SockAddr,
 } from '../ffi/sockets.ts';
-import { closeFd, ioctl, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
+import { closeFd, ioctl, isErrno, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
+import { inetShutdowns } from '../ffi/inetdiag.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
 import { CARRIED_TCP_STATES, TCP, activateTcp, dumpTcp, enterRepair, leaveRepair, restoreTcp, tcpInfo } from './tcp-repair.ts';
 import { fdTarget, listFds } from './procfs.ts';
@@ -38,6 +39,7 @@ const IP_FREEBIND = 15;
 const IPV6_FREEBIND = 78;
 const FIONREAD = 0x541b;
 const UNIX_LISTEN = 10;
+const UNIX_ESTABLISHED = 1;
 
 /** Runs fn on a duplicate of another process's descriptor. */
 export function withTheirFd<T>(pid: number, fd: number, fn: (mine: number) => T): T {
@@ -58,7 +60,10 @@ const netnsOf = (pid: number | 'self'): string => readlinkSync(`/proc/${pid}/ns/
 
 // The unix socket table is per network namespace and read once per preflight/collect pass.
 const unixTables = new Map<string, Map<number, UnixSock>>();
-export const clearSocketTables = (): void => unixTables.clear();
+export const clearSocketTables = (): void => {
+  unixTables.clear();
+  shutdownTables.clear();
+};
 
 /** The AF_UNIX sockets of the network namespace `pid` is in. */
 export function unixTableOf(pid: number): Map<number, UnixSock> {
@@ -70,6 +75,22 @@ export function unixTableOf(pid: number): Map<number, UnixSock> {
   }
   return t;
 }
+
+const shutdownTables = new Map<string, Map<number, number>>();
+
+/** shutdown(2) bits (1 receive, 2 send) of an IP socket of the namespace `pid` is in; 0 when it was never shut down. */
+function shutdownOf(pid: number, ino: number, family: number, protocol: number): number {
+  const key = `${netnsOf(pid)}/${family}/${protocol}`;
+  let t = shutdownTables.get(key);
+  if (!t) {
+    t = inetShutdowns(family, protocol, netnsOf(pid) === netnsOf('self') ? undefined : socketIn(`/proc/${pid}/ns/net`, AF.NETLINK, SOCK.DGRAM, 4));
+    shutdownTables.set(key, t);
+  }
+  return t.get(ino) ?? 0;
+}
+
+/** A connected stream or seqpacket unix socket whose peer has closed: it still reads what is left, then end of file. */
+export const isWidowed = (u: UnixSock): boolean => u.peer === 0 && u.state === UNIX_ESTABLISHED && u.type !== 2;
 
 /** Both ends of a connected unix pair know each other (a datagram socket may be connected one way only). */
 export function unixPeerOf(pid: number, u: UnixSock): UnixSock | null {
@@ -86,8 +107,9 @@ function classifyUnix(pid: number, fd: number, ino: number): { kind: 'unix' } | 
   const scm = Number(/^scm_fds:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
   if (scm > 0) return { unsupported: `unix socket with ${scm} fd(s) in flight (SCM_RIGHTS)` };
   if (u.state === UNIX_LISTEN) return u.rqueue > 0 ? { unsupported: `unix listening socket with ${u.rqueue} connection(s) waiting to be accepted` } : { kind: 'unix' };
-  if (u.peer !== 0 && !unixPeerOf(pid, u)) return { unsupported: `unix socket whose peer ${u.peer} is gone or connected elsewhere` };
-  if (u.peer === 0 && u.rqueue > 0) return { unsupported: 'unconnected unix socket with queued messages' };
+  if (u.peer !== 0 && !unixPeerOf(pid, u)) return { unsupported: `unix socket whose peer ${u.peer} is connected elsewhere` };
+  if (isWidowed(u)) return { kind: 'unix' };
+  if (u.peer === 0 && u.rqueue > 0) return { unsupported: `unconnected unix ${u.type === 2 ? 'datagram' : 'seqpacket'} socket with queued messages` };
   return { kind: 'unix' };
 }
 
@@ -103,6 +125,8 @@ export function classifySocket(pid: number, fd: number, ino: number): { kind: 'u
     if (type === SOCK.STREAM && proto === IPPROTO.TCP) {
       const st = tcpInfo(s);
       if (!CARRIED_TCP_STATES.has(st.state)) return { unsupported: `TCP${v} socket in state ${st.state}`, detail: `socket:[${ino}] ${describeEnds(s)}` };
+      // Closed after a connection: it reads end of file and cannot send, which a fresh socket would not do.
+      if (st.state === 'closed' && st.segments > 0) return { unsupported: `TCP${v} socket whose connection has ended (closed)`, detail: `socket:[${ino}] ${describeEnds(s)}` };
       if (st.state === 'listen' && st.acceptQueue > 0)
         return { unsupported: `TCP${v} listening socket with ${st.acceptQueue} connection(s) waiting to be accepted`, detail: `socket:[${ino}] ${describeEnds(s)}` };
       return { kind: 'inet' };
@@ -247,6 +271,17 @@ export class RepairHold {
   }
 }
 
+/** Owner and mode of a bound unix socket's file, seen from the process's root; null for abstract or unnamed ones. */
+function socketFileOf(pid: number, name: string): { uid: number; gid: number; mode: number } | null {
+  if (!isAbsolute(name)) return null;
+  try {
+    const st = lstatSync(`/proc/${pid}/root${name}`);
+    return st.isSocket() ? { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 } : null;
+  } catch {
+    return null; // unlinked since the bind
+  }
+}
+
 const socketIno = (f: FdImage): number => Number(/\d+/.exec(f.path)?.[0] ?? 0);
 
 /**
@@ -275,11 +310,17 @@ export function linkSockets(procs: readonly ProcessImage[], shared: SharedImage[
                 retryable: true,
                 details: { pid: p.pid, fd: f.fd, kind: 'unix listening socket with pending connections' },
               });
-            entry = { kind: 'unix-socket', type: u.type, flags: f.flags, name: unixName(p.pid, u.name), listening: u.state === UNIX_LISTEN, backlog: u.state === UNIX_LISTEN ? u.wqueue : 0 };
+            const name = unixName(p.pid, u.name);
+            const file = socketFileOf(p.pid, name);
+            entry = { kind: 'unix-socket', type: u.type, flags: f.flags, name, listening: u.state === UNIX_LISTEN, backlog: u.state === UNIX_LISTEN ? u.wqueue : 0, ...(file ? { file } : {}) };
           } else {
             entry = withTheirFd(p.pid, f.fd, (s) => {
               const img = dumpInet(s, f.flags);
               if (img.tcp) hold.add(sys('fcntl', s, 1030, 0)); // F_DUPFD_CLOEXEC: keep the repair-mode socket
+              if (img.type === SOCK.DGRAM) {
+                const sd = shutdownOf(p.pid, ino, img.family, img.protocol);
+                if (sd !== 0) img.shutdown = sd;
+              }
               return img;
             });
           }
@@ -341,6 +382,11 @@ export function restoreSocket(s: number, sh: SharedImage): void {
     if (sh.name) {
       if (!sh.name.startsWith('@')) removeStaleSocketFile(sh.name);
       bindTo(s, { family: AF.UNIX, name: sh.name });
+      // The agent made the file: give it the workload's owner and mode, or connecting to it may be refused.
+      if (sh.file) {
+        chownSync(sh.name, sh.file.uid, sh.file.gid);
+        chmodSync(sh.name, sh.file.mode);
+      }
     }
     if (sh.listening) listenOn(s, sh.backlog);
   } else if (sh.kind === 'inet') {
@@ -349,10 +395,20 @@ export function restoreSocket(s: number, sh: SharedImage): void {
       if (sh.local && (sh.local.port !== 0 || sh.state === 'listen')) bindFree(s, sh, sh.local);
       if (sh.state === 'listen') listenOn(s, sh.backlog);
       if (sh.state === 'connected' && sh.remote) connectTo(s, sockAddr(sh.family, sh.remote));
+      if (sh.shutdown) shutdownAgain(s, sh.shutdown);
     }
     if (sh.opts.nodelay) setIntOpt(s, SOL.TCP, TCP.NODELAY, 1);
   } else return;
   sys('fcntl', s, 4, sh.flags & ~3); // F_SETFL: O_NONBLOCK and friends live on the description
+}
+
+/** shutdown(2) once more; an unconnected datagram socket answers ENOTCONN but keeps the flag all the same. */
+function shutdownAgain(s: number, bits: number): void {
+  try {
+    sys('shutdown', s, bits - 1); // 1 -> SHUT_RD 0, 2 -> SHUT_WR 1, 3 -> SHUT_RDWR 2
+  } catch (err) {
+    if (!isErrno(err, 'ENOTCONN')) throw err;
+  }
 }
 
 /** A TCP connection into its fresh socket, in repair mode until activateConnection(). */

@@ -53,12 +53,14 @@ export interface TcpInfo {
   /** For a listener: connections waiting to be accepted, and its backlog. */
   acceptQueue: number;
   backlog: number;
+  /** Segments sent and received over the socket's life (tcpi_segs_out/in): 0 for one that never took part in a connection. */
+  segments: number;
 }
 
 export function tcpInfo(fd: number): TcpInfo {
   const b = getOpt(fd, SOL.TCP, TCP.INFO, 232);
   const ws = b[6] ?? 0;
-  return { state: TCP_STATES[b[0] ?? 0] ?? `state ${b[0]}`, options: b[5] ?? 0, sndWscale: ws & 0xf, rcvWscale: ws >> 4, acceptQueue: b.readUInt32LE(24), backlog: b.readUInt32LE(28) };
+  return { state: TCP_STATES[b[0] ?? 0] ?? `state ${b[0]}`, options: b[5] ?? 0, sndWscale: ws & 0xf, rcvWscale: ws >> 4, acceptQueue: b.readUInt32LE(24), backlog: b.readUInt32LE(28), segments: b.readUInt32LE(136) + b.readUInt32LE(140) };
 }
 
 const queueLen = (fd: number, req: number): number => {

@@ -21,7 +21,7 @@ import { prepareImageDir, writeImage } from '../engine/image-io.ts';
 import { containerClocks, isContainer, nsIds } from '../engine/namespaces.ts';
 import { treeOf } from '../engine/preflight.ts';
 import { isGone, listTasks, readMaps, readStat } from '../engine/procfs.ts';
-import { type DataConnection, type StreamEndpoint, connectStream } from '../transfer/stream.ts';
+import { type DataConnection, type StreamAuth, type StreamEndpoint, connectStream } from '../transfer/stream.ts';
 import { PageSender, type PageRoundStats } from '../transfer/pages.ts';
 import { toHex } from '../../shared/image-format.ts';
 import { sendImageDir } from './image-transfer.ts';
@@ -32,8 +32,8 @@ import { type ThrottleRecord, applyThrottle, planThrottle, throttleCpus, unthrot
 export type RoundReport = RoundStatsWire & { pagesZero: number; remainingPages: number; fixedCosts: FixedCosts; tracker: string };
 
 export interface SessionOptions {
-  migrationId: string;
-  secret: string;
+  /** Whom the stream goes to and how it is authenticated (the migration, the destination, our identity). */
+  stream: StreamAuth;
   endpoint: StreamEndpoint;
   method: MethodRequest;
   /** The workload's network namespace configuration (null: it shares its host's). */
@@ -84,7 +84,7 @@ export class PrecopySource {
 
   /** Round 1: connects to the destination and starts tracking the tree. */
   static async open(root: number, opts: SessionOptions): Promise<PrecopySource> {
-    const conn = await connectStream(opts.endpoint, { migrationId: opts.migrationId, secret: opts.secret });
+    const conn = await connectStream(opts.endpoint, opts.stream);
     let s: PrecopySource;
     try {
       s = new PrecopySource(root, conn, opts);
@@ -186,7 +186,7 @@ export class PrecopySource {
     const last = this.reports.at(-1);
     const cpus = throttleCpus(last?.dirtyRateBps ?? 0, last?.bandwidthBps ?? 0, this.#cpuUse.cpus, this.#throttle?.cpus ?? null);
     const pids = treeOf(this.root).filter((p) => !isGone(p));
-    const rec = planThrottle(this.opts.migrationId, cpus, this.opts.cgroupDir, this.#throttle, this.root);
+    const rec = planThrottle(this.opts.stream.migrationId, cpus, this.opts.cgroupDir, this.#throttle, this.root);
     if (!rec) return; // no cpu controller on this host: the round runs at full speed
     // On record before it takes effect: whatever happens next, it can be undone.
     this.opts.onThrottle(rec);

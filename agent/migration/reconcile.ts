@@ -72,7 +72,9 @@ export class AbortReconciler {
 
   /** The recorded decision; null when there is none yet, or none that can be read. */
   async #decision(id: string): Promise<DecisionRecord['decision'] | null> {
-    this.#kv ??= await new Kvm(this.nc).open(buckets.migrations);
+    // Direct get names the key in its API subject, which is all an agent may ask for
+    // (decisionRead in shared/permissions.ts): never a write, never another key.
+    this.#kv ??= await new Kvm(this.nc).open(buckets.migrations, { allow_direct: true });
     const e = await this.#kv.get(`${id}.decision`);
     if (!e || e.operation !== 'PUT') return null;
     const parsed = parseRecord(DecisionRecord, e.value);

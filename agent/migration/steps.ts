@@ -16,7 +16,9 @@ import { activateHeldConnections, killHeldTree, thawHeldTree } from '../engine/h
 import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
-import { DataListener, connectStream, type StreamEndpoint } from '../transfer/stream.ts';
+import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
+import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
+import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
 import { WorkloadCommandFile, parseRecord } from '../../shared/records.ts';
 import type { z } from 'zod';
@@ -31,6 +33,9 @@ import { PrecopySource, type RoundReport } from './precopy-source.ts';
 import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
+import { verifyTree } from '../engine/verify/index.ts';
+import { corruptIfArmed } from '../engine/verify/corrupt.ts';
+import type { VerifyReport } from '../../shared/verify.ts';
 
 /** What a rollback step needs: the coordinator sends a whole StepBase, this agent's own reconciler only these. */
 export type RollbackStep = Pick<StepBase, 'migrationId' | 'workload' | 'peer'>;
@@ -49,8 +54,12 @@ export class MigrationSteps {
   readonly #held = new Map<string, Built>();
   /** Destination: the data stream endpoint handed out for each migration. */
   readonly #endpoints = new Map<string, StreamEndpoint>();
+  /** Destination: streams registered at the listener and not yet connected. */
+  readonly #expected = new Map<string, ExpectedStream>();
   /** Destination: live migrations' trees being built during pre-copy (warm restore). */
   readonly #warm = new Map<string, PrecopyDestination>();
+  /** Destination: a tree that failed verification stays failed (a replayed restore must not commit it). */
+  readonly #verifyFailed = new Map<string, FerryError>();
 
   /** Source: live migrations' pre-copy sessions (stream, tracker), lost if the agent restarts. */
   readonly #sessions = new Map<string, PrecopySource>();
@@ -62,6 +71,8 @@ export class MigrationSteps {
   readonly #running = new Map<string, Promise<unknown>>();
 
   readonly #network: NetworkHandoff;
+  /** Destination: this agent's one stream listener, opened on the first migration it receives. */
+  #server: Promise<StreamServer> | null = null;
 
   constructor(
     private readonly host: string,
@@ -71,6 +82,8 @@ export class MigrationSteps {
     network?: WorkloadNetwork,
     /** Dirty tracking for live migration: auto (uffd-wp where it works, else hashing), or one forced. */
     private readonly tracking: MethodRequest = 'auto',
+    /** This agent's identity and stream settings; null (no tls configured): it takes no part in migrations. */
+    private readonly stream: DataStreamSettings | null = null,
   ) {
     this.records = new MigrationRecords(stateDir);
     this.#network = new NetworkHandoff(network);
@@ -131,11 +144,30 @@ export class MigrationSteps {
     return w.rootPid;
   }
 
+  /** How this agent opens the stream of a migration it sends; refused without an identity. */
+  #streamAuth(s: StepBase): StreamAuth {
+    if (!this.stream) throw noIdentity(this.host);
+    return { migrationId: s.migrationId, peer: s.peer, credentials: this.stream.credentials, encrypt: this.stream.encrypt };
+  }
+
+  /** The listener, opened once; a failed open is tried again by the next migration. */
+  #listener(): Promise<StreamServer> {
+    const st = this.stream;
+    if (!st) return Promise.reject(noIdentity(this.host));
+    this.#server ??= StreamServer.open({ address: this.address, port: st.port, credentials: st.credentials, encrypt: st.encrypt }).catch((err: unknown) => {
+      this.#server = null;
+      throw err;
+    });
+    return this.#server;
+  }
+
   // --- source ---------------------------------------------------------------------------------
 
   preflight(s: StepBase) {
     // Not recorded: checking twice is harmless, and nothing here changes the workload.
-    const { pids } = preflightTree(this.#rootPid(s.workload));
+    // Before anything is frozen: without an identity this agent cannot send the workload anywhere.
+    if (!this.stream) throw noIdentity(this.host);
+    const { pids } = preflightTree(this.#rootPid(s.workload), { migration: true });
     const w = this.workloads.get(s.workload);
     const threads = (pid: number) => {
       try {
@@ -163,8 +195,7 @@ export class MigrationSteps {
         this.records.save(m);
         const netConfig = await this.#network.dump(m.netns);
         session = await PrecopySource.open(root, {
-          migrationId: s.migrationId,
-          secret: s.streamSecret,
+          stream: this.#streamAuth(s),
           endpoint: s.endpoint,
           method: this.tracking,
           netConfig,
@@ -206,7 +237,7 @@ export class MigrationSteps {
       let c: Checkpoint;
       const t0 = performance.now();
       try {
-        c = Checkpoint.begin(root);
+        c = Checkpoint.begin(root, { migration: true });
       } catch (err) {
         this.#network.unlock(m.netns);
         throw err;
@@ -256,7 +287,7 @@ export class MigrationSteps {
       // The destination registers the workload under the same command line.
       writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
       if (m.netConfig) writeFileSync(path.join(m.imageDir, NETNS_FILE), JSON.stringify(m.netConfig));
-      const conn = await connectStream(s.endpoint, { migrationId: s.migrationId, secret: s.streamSecret });
+      const conn = await connectStream(s.endpoint, this.#streamAuth(s));
       try {
         const stats = await sendImageDir(conn, m.imageDir);
         return { bytesTransferred: stats.bytes, bytesOnWire: stats.bytesOnWire };
@@ -323,20 +354,26 @@ export class MigrationSteps {
     const m = this.#record(s, 'destination');
     // A replay while the pre-copy session runs (the coordinator restarted): the source is connected already.
     const open = this.#endpoints.get(s.migrationId);
-    if (open && this.#warm.has(s.migrationId)) return { endpoint: open };
-    const listener = await DataListener.open(this.address, { migrationId: s.migrationId, secret: s.streamSecret });
+    const server = await this.#listener();
+    // Its source connected already (one chance per migration): what it sends arrives as before.
+    if (open && (this.#warm.has(s.migrationId) || server.claimed(s.migrationId))) return { endpoint: open };
     if (existsSync(path.join(m.imageDir, IMAGE_JSON))) {
       // A replayed transfer (the coordinator restarted after it): the image is here already and
       // the source's send answers from its record without connecting.
-      listener.close();
       this.#receiving.set(s.migrationId, Promise.resolve({ files: 0, bytes: 0, bytesOnWire: 0, ms: 0 }));
-      return { endpoint: listener.endpoint };
+      return { endpoint: server.endpoint };
     }
-    const receiving = listener.accept({ timeoutMs: 60_000 }).then(async (conn) => {
+    // Only the source of this migration, by its certificate, may connect for it.
+    const listener = server.expect(s.migrationId, s.peer);
+    this.#expected.set(s.migrationId, listener);
+    const forget = () => {
+      if (this.#expected.get(s.migrationId) === listener) this.#expected.delete(s.migrationId);
+    };
+    const receiving = listener.accept({ timeoutMs: 60_000 }).finally(forget).then(async (conn) => {
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
-        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m).run(conn);
+        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
         return await receiveImageDir(conn, m.imageDir);
       } finally {
@@ -350,10 +387,11 @@ export class MigrationSteps {
   }
 
   /** The warm restore of a live migration, its namespace's name on record before it is built. */
-  #warmSession(id: string, m: LocalMigration): PrecopyDestination {
+  #warmSession(id: string, m: LocalMigration, verify: boolean): PrecopyDestination {
     if (this.#warm.has(id)) throw new FerryError(ErrorCode.Conflict, `${id}: a second pre-copy stream`);
     const warm = new PrecopyDestination({
       network: this.#network,
+      verify,
       landing: () => {
         const name = this.#network.landingName(m.workload, id);
         const cur = this.records.get(id) ?? m;
@@ -367,13 +405,39 @@ export class MigrationSteps {
     return warm;
   }
 
-  /** Builds the tree from the received image and holds it stopped: it runs only after commit. */
+  /**
+   * Builds the tree from the received image and holds it stopped: it runs only after commit.
+   * Then (unless the migration turned it off) verifies it against the image: a difference fails
+   * the step, so the migration rolls back before its commit point.
+   */
   restore(s: StepBase) {
     return this.#once(s, 'destination', async () => {
       const receiving = this.#receiving.get(s.migrationId);
+      // The landing checks of a live migration ran in here: their figures are wanted below.
+      const warmLanding = this.#warm.get(s.migrationId)?.landing?.rounds ?? null;
       if (receiving) await receiving;
-      return { pid: await this.#build(s.migrationId) };
+      const pid = await this.#build(s.migrationId);
+      if (s.verify === false) return { pid };
+      return { pid, verify: this.#verify(s.migrationId, warmLanding) };
     });
+  }
+
+  /** Compares the held tree with its image; on a difference the tree is torn down and stays failed. */
+  #verify(id: string, landing: readonly { pages: number; ms: number }[] | null): VerifyReport {
+    const failed = this.#verifyFailed.get(id);
+    if (failed) throw failed;
+    const b = this.#held.get(id);
+    if (!b) throw new FerryError(ErrorCode.Internal, `${id}: no restored tree to verify`);
+    const pids = b.image.processes.map((p) => b.husks.get(p.pid)!.pid);
+    try {
+      // Not held (no cgroup here): the husks are traced and still have their scratch page.
+      const scratch = new Map([...b.husks.values()].map((h) => [h.pid, [h.scratchSpan]]));
+      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
+    } catch (err) {
+      const e = FerryError.from(err);
+      this.#verifyFailed.set(id, e);
+      throw e;
+    }
   }
 
   /** Builds the held tree once (in its rebuilt network namespace); returns the host pid of its root. */
@@ -403,6 +467,7 @@ export class MigrationSteps {
     try {
       husks = createHusks(image, m.imageDir, net ? { netns: net.handle.path } : {});
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
+      corruptIfArmed(image, husks);
     } catch (err) {
       for (const h of [...(husks?.values() ?? [])].reverse()) h.abort();
       await this.#network.discard(net, null);
@@ -446,6 +511,7 @@ export class MigrationSteps {
       if (JSON.stringify(netConfig) !== JSON.stringify(warm.net?.config ?? null))
         throw new FerryError(ErrorCode.Unsupported, `${id}: the workload's network configuration changed during pre-copy; the namespace rebuilt here no longer matches`);
       husks = warm.finalize(image, dir);
+      corruptIfArmed(image, husks);
     } catch (err) {
       void warm.discard();
       this.#warm.delete(id);
@@ -527,6 +593,9 @@ export class MigrationSteps {
 
   async #discard(s: RollbackStep): Promise<{ done: true }> {
     const m = this.#record(s, 'destination', true);
+    // Fenced: nobody may connect for this migration any more.
+    this.#expected.get(s.migrationId)?.close();
+    this.#expected.delete(s.migrationId);
     if (m.fenced) return { done: true as const };
     const held = this.#held.get(s.migrationId);
     if (m.heldTree) killHeldTree(m.heldTree);
@@ -541,6 +610,13 @@ export class MigrationSteps {
     this.records.save(m);
     return { done: true as const };
   }
+}
+
+/** This agent's part of the data stream (AgentConfig.stream with its identity). */
+export interface DataStreamSettings {
+  credentials: StreamCredentials;
+  port: number;
+  encrypt: boolean;
 }
 
 interface Built {

@@ -1,25 +1,35 @@
-// The direct agent-to-agent data stream of one migration: a TCP connection negotiated over NATS,
-// mutually authenticated with the migration's secret, carrying frames (frames.ts) both ways.
+// The direct agent-to-agent data stream of one migration: a connection to the destination's
+// stream listener (stream-server.ts), mutually authenticated with the two agents' certificates
+// (TLS 1.3, auth.ts, identity.ts), carrying frames (frames.ts) both ways. Encrypted unless both
+// agents are configured for a trusted fabric: then the frames go over a second, clear TCP
+// connection bound to the authenticated one (docs/security.md "Data stream").
 // Back-pressure is end to end: a sender waits while the kernel's buffer is full, and a receiver
 // stops reading the socket while its consumer lags, so neither side buffers more than a bound.
 import net from 'node:net';
+import tls from 'node:tls';
 import { once } from 'node:events';
-import diagnostics_channel from 'node:diagnostics_channel';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { newNonce, proof, verify } from './auth.ts';
+import { TLS_OPTIONS, bindingToken, type StreamCredentials } from './auth.ts';
 import { FrameDecoder, encodeFrame, type Frame } from './frames.ts';
-
-const chan = diagnostics_channel.channel('ferry:transfer');
+import { agentIdentity, assertAgentIdentity } from './identity.ts';
 
 export interface StreamEndpoint {
   host: string;
   port: number;
 }
 
-interface Auth {
+/** What the sending agent needs to open a migration's stream. */
+export interface StreamAuth {
   migrationId: string;
-  secret: string;
+  /** The destination's host name: its certificate must be agent.<peer>. */
+  peer: string;
+  credentials: StreamCredentials;
+  /** This agent's setting; the stream goes in clear only if the destination's says so too. */
+  encrypt: boolean;
 }
+
+/** What a clear data connection starts with: never the first byte of TLS (0x16), and says what follows. */
+export const CLEAR_PREAMBLE = Buffer.from('ferry-clear-stream/1\n');
 
 /** Incoming frames buffered at most this many bytes before the socket is paused. */
 const RECEIVE_HIGH_WATER = 32 * 1024 * 1024;
@@ -33,6 +43,8 @@ export class DataConnection {
   #error: Error | null = null;
   bytesSent = 0;
   bytesReceived = 0;
+  /** In clear mode: the authenticated TLS connection this one is bound to; each dies with the other. */
+  #control: net.Socket | null = null;
 
   constructor(readonly socket: net.Socket) {
     socket.setNoDelay(true);
@@ -52,6 +64,19 @@ export class DataConnection {
     socket.on('end', () => this.#finish());
     socket.on('close', () => this.#finish());
     socket.on('error', (err) => this.#fail(new FerryError(ErrorCode.Unavailable, `data stream: ${err.message}`, { cause: err })));
+  }
+
+  /** Whether the frames travel encrypted (TLS) or in clear (bound to a TLS connection). */
+  get encrypted(): boolean {
+    return this.socket instanceof tls.TLSSocket;
+  }
+
+  /** Ties this clear connection's life to the TLS connection that authenticated it. */
+  bindControl(control: net.Socket): void {
+    this.#control = control;
+    control.on('error', () => undefined);
+    control.once('close', () => this.socket.destroy());
+    this.socket.once('close', () => control.destroy());
   }
 
   #deliver(f: Frame): void {
@@ -112,10 +137,13 @@ export class DataConnection {
   async send(header: { t: string } & Record<string, unknown>, payload?: Buffer): Promise<void> {
     if (this.#error) throw this.#error;
     let flushed = true;
+    // One write per frame part, corked so that TLS makes records of the whole frame, not of its 8-byte prefix.
+    this.socket.cork();
     for (const part of encodeFrame(header, payload)) {
       this.bytesSent += part.length;
       flushed = this.socket.write(part);
     }
+    this.socket.uncork();
     if (!flushed) await this.#drained();
     if (this.#error) throw this.#error;
   }
@@ -137,14 +165,16 @@ export class DataConnection {
     if (this.socket.destroyed) return;
     this.socket.end();
     await once(this.socket, 'close').catch(() => undefined);
+    this.#control?.destroy();
   }
 
   destroy(): void {
     this.socket.destroy();
+    this.#control?.destroy();
   }
 }
 
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => void): Promise<T> {
   if (!signal) return p;
   if (signal.aborted) {
     onAbort();
@@ -160,90 +190,69 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: (
   });
 }
 
-/** The receiving side: listens on this host's address for the one sender of a migration. */
-export class DataListener {
-  readonly #server: net.Server;
-  readonly #accepted: Promise<DataConnection>;
-
-  private constructor(
-    server: net.Server,
-    accepted: Promise<DataConnection>,
-    readonly endpoint: StreamEndpoint,
-  ) {
-    this.#server = server;
-    this.#accepted = accepted;
-  }
-
-  static async open(host: string, auth: Auth): Promise<DataListener> {
-    const server = net.createServer();
-    let resolveAccepted!: (c: DataConnection) => void;
-    const accepted = new Promise<DataConnection>((r) => (resolveAccepted = r));
-    let done = false;
-    server.on('connection', (socket) => {
-      if (done) return socket.destroy();
-      const conn = new DataConnection(socket);
-      void handshakeAsReceiver(conn, auth).then(
-        () => {
-          if (done) return conn.destroy();
-          done = true;
-          server.close();
-          resolveAccepted(conn);
-          if (chan.hasSubscribers) chan.publish({ kind: 'accepted', migrationId: auth.migrationId, peer: socket.remoteAddress });
-        },
-        () => conn.destroy(), // a stranger or a wrong secret: drop it and keep waiting for the real sender
-      );
-    });
-    server.listen(0, host);
-    await once(server, 'listening');
-    const addr = server.address() as net.AddressInfo;
-    return new DataListener(server, accepted, { host, port: addr.port });
-  }
-
-  accept(opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<DataConnection> {
-    const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s): s is AbortSignal => !!s);
-    return abortable(this.#accepted, signals.length ? AbortSignal.any(signals) : undefined, () => this.close());
-  }
-
-  close(): void {
-    this.#server.close();
-  }
+/** The next frame of a handshake: a refusal by the peer says so. */
+async function handshakeFrame<H>(conn: DataConnection, t: string, peer: string): Promise<Frame<H>> {
+  const f = await conn.next();
+  if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream: ${peer} closed the connection during the handshake`);
+  if (f.header.t === 'error') throw new FerryError(ErrorCode.InvalidRequest, `data stream refused by ${peer}: ${String(f.header.message)}`);
+  if (f.header.t !== t) throw new FerryError(ErrorCode.BadMessage, `data stream: expected "${t}" from ${peer}, got "${f.header.t}"`);
+  return f as Frame<H>;
 }
 
-async function handshakeAsReceiver(conn: DataConnection, auth: Auth): Promise<void> {
-  const nonce = newNonce();
-  await conn.send({ t: 'hello', migrationId: auth.migrationId, nonce });
-  const a = await conn.expect<{ migrationId: string; mac: string; nonce: string }>('auth');
-  if (a.header.migrationId !== auth.migrationId || !verify(proof(auth.secret, auth.migrationId, 'sender', nonce), a.header.mac)) {
-    await conn.send({ t: 'error', message: 'authentication failed' }).catch(() => undefined);
-    throw new FerryError(ErrorCode.InvalidRequest, 'data stream: sender failed authentication');
-  }
-  await conn.send({ t: 'welcome', mac: proof(auth.secret, auth.migrationId, 'receiver', String(a.header.nonce)) });
+function connected(socket: net.Socket, event: 'connect' | 'secureConnect', endpoint: StreamEndpoint): Promise<void> {
+  return Promise.race([
+    once(socket, event).then(() => undefined),
+    once(socket, 'error').then(([e]) => {
+      throw new FerryError(ErrorCode.Unavailable, `cannot reach data stream at ${endpoint.host}:${endpoint.port}: ${(e as Error).message}`);
+    }),
+  ]);
 }
 
-/** The sending side: connects to the receiver's endpoint and proves it holds the migration's secret. */
-export async function connectStream(endpoint: StreamEndpoint, auth: Auth, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<DataConnection> {
-  const socket = net.connect(endpoint.port, endpoint.host);
-  const conn = new DataConnection(socket);
+/**
+ * The sending side: opens the migration's stream at the destination's listener. TLS checks the
+ * destination's certificate against the CA, then this that it is agent.<peer>; the destination
+ * checks ours the same way. In clear mode a second, plain TCP connection carries the frames.
+ */
+export async function connectStream(endpoint: StreamEndpoint, auth: StreamAuth, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<DataConnection> {
+  const peerName = agentIdentity(auth.peer);
+  const socket = tls.connect({
+    host: endpoint.host,
+    port: endpoint.port,
+    secureContext: auth.credentials.context,
+    servername: peerName,
+    ...TLS_OPTIONS,
+    // The name check is ours (identity.ts): exactly agent.<peer>, whatever address we dialled.
+    checkServerIdentity: () => undefined,
+  });
+  const control = new DataConnection(socket);
+  let data: DataConnection | null = null;
   const run = async () => {
-    await Promise.race([
-      once(socket, 'connect'),
-      once(socket, 'error').then(([e]) => {
-        throw new FerryError(ErrorCode.Unavailable, `cannot reach data stream at ${endpoint.host}:${endpoint.port}: ${(e as Error).message}`);
-      }),
-    ]);
-    const hello = await conn.expect<{ migrationId: string; nonce: string }>('hello');
-    if (hello.header.migrationId !== auth.migrationId) throw new FerryError(ErrorCode.InvalidRequest, 'data stream: receiver serves another migration');
-    const nonce = newNonce();
-    await conn.send({ t: 'auth', migrationId: auth.migrationId, nonce, mac: proof(auth.secret, auth.migrationId, 'sender', hello.header.nonce) });
-    const w = await conn.expect<{ mac: string }>('welcome');
-    if (!verify(proof(auth.secret, auth.migrationId, 'receiver', nonce), w.header.mac)) throw new FerryError(ErrorCode.InvalidRequest, 'data stream: receiver failed authentication');
-    return conn;
+    await connected(socket, 'secureConnect', endpoint);
+    assertAgentIdentity(socket.getPeerX509Certificate(), auth.peer, 'destination');
+    await control.send({ t: 'open', migrationId: auth.migrationId, clear: !auth.encrypt });
+    const w = await handshakeFrame<{ migrationId: string; clear: boolean }>(control, 'welcome', peerName);
+    if (w.header.migrationId !== auth.migrationId) throw new FerryError(ErrorCode.InvalidRequest, `data stream: ${peerName} welcomed another migration`);
+    if (w.header.clear !== true) return control;
+    if (auth.encrypt) throw new FerryError(ErrorCode.InvalidRequest, `data stream: ${peerName} offered a clear stream this agent did not ask for`);
+    const token = bindingToken(socket, auth.migrationId);
+    const plain = net.connect(endpoint.port, endpoint.host);
+    data = new DataConnection(plain);
+    data.bindControl(socket);
+    await connected(plain, 'connect', endpoint);
+    plain.write(CLEAR_PREAMBLE);
+    await data.send({ t: 'bind', migrationId: auth.migrationId, token: token.toString('hex') });
+    await handshakeFrame(data, 'bound', peerName);
+    return data;
   };
   const signals = [opts.signal, AbortSignal.timeout(opts.timeoutMs ?? 10_000)].filter((s): s is AbortSignal => !!s);
+  const destroy = () => {
+    control.destroy();
+    (data as DataConnection | null)?.destroy();
+  };
   try {
-    return await abortable(run(), AbortSignal.any(signals), () => conn.destroy());
+    return await abortable(run(), AbortSignal.any(signals), destroy);
   } catch (err) {
-    conn.destroy();
+    destroy();
     throw err;
   }
 }

@@ -12,14 +12,14 @@ function renderStatus(s: LabStatus): string {
   const mark = (running: boolean) => (running ? 'running' : 'STOPPED');
   return [
     `lab "${s.name}" is up (state in ${s.dir})`,
-    `  nats          ${s.natsUrl}  ${mark(s.nats.running)}  (namespace ${s.switchNamespace})`,
-    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}`,
+    ...s.natsServers.map((n) => `  ${n.name.padEnd(12)}  ${n.url}  ${mark(n.running)}  pid ${n.pid}  (namespace ${n.namespace})`),
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})`,
     ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}`] : []),
     `  client        namespace ${s.clientNamespace}`,
     '',
     table(
-      ['HOST', 'NAMESPACE', 'ADDRESS', 'AGENT'],
-      s.hosts.map((h) => [h.name, h.namespace, h.address, `${mark(h.agent.running)} (pid ${h.agent.pid})`]),
+      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT'],
+      s.hosts.map((h) => [h.name, h.namespace, h.address, h.fabricAddress, `${mark(h.agent.running)} (pid ${h.agent.pid})`]),
     ),
   ].join('\n');
 }
@@ -29,7 +29,7 @@ export function registerLab(program: Command): void {
 
   lab
     .command('up')
-    .description('build the lab (switch, client and host namespaces), start nats-server, the coordinator and one agent per host')
+    .description('build the lab (fabric, management network, client, nats and host namespaces), issue its identities, start a 3-node nats-server cluster, the coordinator and one agent per host')
     .option('--hosts <n>', 'number of hosts', (v) => Number(v), 3)
     .option('--json', 'print the lab status as JSON')
     .action(

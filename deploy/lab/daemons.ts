@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { CoordinatorConfig } from '../../shared/config.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { labLayout, type LabLayout } from './layout.ts';
+import { NATS_NODES, labLayout, type LabLayout } from './layout.ts';
+import { labCoordinatorIdentity, labNatsAccess } from './pki.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
@@ -21,8 +22,9 @@ const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker
 /** A coordinator: `coordinator` leads first; `coordinator2` is a standby that takes over. */
 export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {
   const conf = path.join(l.dir, `${name}.json`);
+  const identity = labCoordinatorIdentity(name);
   // A short lease: in the lab a killed leader is replaced within about two seconds.
-  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] }, leaseTtlMs: 2_000 };
+  const cfg: Partial<CoordinatorConfig> = { id: identity, nats: labNatsAccess(l, identity), leaseTtlMs: 2_000, kvReplicas: NATS_NODES };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
 }
@@ -31,13 +33,15 @@ export function startAgent(l: LabLayout, host: { name: string; namespace: string
   return start(l, host.namespace, [...tsEntry('agent/main.ts'), '--config', host.agentConfig], `agent-${host.name}.log`, host.agentConfig, env);
 }
 
-export const natsConfPath = (l: LabLayout): string => path.join(l.dir, 'nats.conf');
-
-export function startNats(l: LabLayout, conf: string): StartedProcess {
-  return start(l, l.switchNamespace, ['nats-server', '-c', conf], 'nats.log', conf);
+/** nats-server node n in its own namespace; its config is written by lab up (nats/nats-<n>.conf). */
+export function startNats(l: LabLayout, n: number): StartedProcess {
+  const conf = natsConfigFile(l, n);
+  return start(l, l.natsNamespace(n), ['nats-server', '-c', conf], `${l.natsName(n)}.log`, conf);
 }
 
-export const DAEMONS_HELP = 'nats (the nats-server), coordinator, coordinator2 or a host name (its agent)';
+export const natsConfigFile = (l: LabLayout, n: number): string => path.join(l.dir, 'nats', `${l.natsName(n)}.conf`);
+
+export const DAEMONS_HELP = `coordinator, coordinator2, nats-1..nats-${NATS_NODES} or a host name (its agent)`;
 
 function stateOf(): { l: LabLayout; s: LabState } {
   const l = labLayout();
@@ -47,9 +51,10 @@ function stateOf(): { l: LabLayout; s: LabState } {
 }
 
 function current(s: LabState, daemon: string): StartedProcess | undefined {
-  if (daemon === 'nats') return s.nats;
   if (daemon === 'coordinator') return s.coordinator;
   if (daemon === 'coordinator2') return s.coordinator2;
+  const node = s.natsServers.find((x) => x.name === daemon);
+  if (node) return node;
   const h = s.hosts.find((x) => x.name === daemon);
   if (!h) throw new FerryError(ErrorCode.InvalidRequest, `no daemon "${daemon}" in this lab: name ${DAEMONS_HELP}`);
   return h.agent;
@@ -71,13 +76,13 @@ export function labStart(daemon: string, env: Record<string, string> = {}): { da
   const p = current(s, daemon);
   if (p && isRunning(p)) throw new FerryError(ErrorCode.InvalidRequest, `${daemon} is already running (pid ${p.pid}): kill it first`);
   let started: StartedProcess;
-  if (daemon === 'nats') {
-    // The same configuration and JetStream store: KV comes back with what it held.
-    started = startNats(l, natsConfPath(l));
-    s.nats = started;
-  } else if (daemon === 'coordinator' || daemon === 'coordinator2') {
+  if (daemon === 'coordinator' || daemon === 'coordinator2') {
     started = startCoordinator(l, daemon, env);
     s[daemon] = started;
+  } else if (s.natsServers.some((x) => x.name === daemon)) {
+    const i = s.natsServers.findIndex((x) => x.name === daemon);
+    started = startNats(l, i + 1);
+    s.natsServers[i] = { ...s.natsServers[i]!, ...started };
   } else {
     const h = s.hosts.find((x) => x.name === daemon)!;
     started = startAgent(l, h, env);

@@ -5,9 +5,11 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 
 const execFileP = promisify(execFile);
 
-export async function run(cmd: string, args: string[], opts: { allowFail?: boolean } = {}): Promise<string> {
+export async function run(cmd: string, args: string[], opts: { allowFail?: boolean; input?: string } = {}): Promise<string> {
   try {
-    const { stdout } = await execFileP(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+    const child = execFileP(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+    if (opts.input !== undefined) child.child.stdin!.end(opts.input);
+    const { stdout } = await child;
     return stdout;
   } catch (err) {
     if (opts.allowFail) return '';

@@ -1,15 +1,17 @@
-// The local lab: several ferry hosts on one machine. `up` builds the fabric, starts nats-server,
-// the coordinator and one agent per host, and returns once every host is registered and alive;
+// The local lab: several ferry hosts on one machine. `up` builds the fabric and the management
+// network, issues every identity, starts a 3-node nats-server cluster, the coordinator and one
+// agent per host, and returns once every host is registered and alive;
 // `down` removes everything a lab made, also after a crash, and is safe to run twice.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { cgroup2Root } from '../../agent/probes.ts';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig } from '../../shared/config.ts';
-import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_PORT, labLayout, type LabLayout } from './layout.ts';
-import { labAgentTls } from './pki.ts';
+import { natsServerConfig } from '../pki/nats-auth.ts';
+import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_NODES, NATS_PORT, NATS_ROUTE_PORT, labLayout, type LabLayout } from './layout.ts';
+import { issueLabIdentities, labNatsAccess, labNatsIdentity, labPkiDir } from './pki.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
-import { natsConfPath, startAgent, startCoordinator, startNats } from './daemons.ts';
+import { natsConfigFile, startAgent, startCoordinator, startNats } from './daemons.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
@@ -22,21 +24,33 @@ export interface LabStatus {
   natsUrl: string;
   switchNamespace: string;
   clientNamespace: string;
-  nats: { pid: number | null; running: boolean };
+  /** The nats-server cluster's nodes (`ferry lab kill|start nats-N`). */
+  natsServers: { name: string; url: string; namespace: string; pid: number; running: boolean }[];
   coordinator: { pid: number | null; running: boolean };
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
   coordinator2: { pid: number | null; running: boolean } | null;
-  hosts: { name: string; namespace: string; address: string; agent: { pid: number; running: boolean; log: string } }[];
+  /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
+  hosts: { name: string; namespace: string; address: string; fabricAddress: string; agent: { pid: number; running: boolean; log: string } }[];
 }
 
-function natsConfig(l: LabLayout): string {
-  return [
-    `server_name: ferry-${l.name}`,
-    `listen: "${l.controlAddress}:${NATS_PORT}"`,
-    `http: "${l.controlAddress}:${NATS_MONITOR_PORT}"`,
-    `jetstream { store_dir: "${path.join(l.dir, 'nats')}", max_memory_store: 256MB, max_file_store: 2GB }`,
-    '',
-  ].join('\n');
+function writeNatsConfigs(l: LabLayout, authFile: string): void {
+  const pki = labPkiDir(l);
+  for (let n = 1; n <= NATS_NODES; n++) {
+    const id = labNatsIdentity(n);
+    const conf = natsServerConfig({
+      serverName: `ferry-${l.name}-${l.natsName(n)}`,
+      clusterName: `ferry-${l.name}`,
+      host: l.natsAddress(n),
+      clientPort: NATS_PORT,
+      routePort: NATS_ROUTE_PORT,
+      monitorPort: NATS_MONITOR_PORT,
+      routes: Array.from({ length: NATS_NODES }, (_, k) => `nats-route://${l.natsAddress(k + 1)}:${NATS_ROUTE_PORT}`).filter((_, k) => k + 1 !== n),
+      storeDir: path.join(l.dir, 'nats', `store-${n}`),
+      tls: { ca: path.join(pki, 'ca.crt'), cert: path.join(pki, `${id}.crt`), key: path.join(pki, `${id}.key`) },
+      authFile: path.relative(path.dirname(natsConfigFile(l, n)), authFile),
+    });
+    writeFileSync(natsConfigFile(l, n), conf);
+  }
 }
 
 function tailOf(file: string, lines = 15): string {
@@ -109,12 +123,16 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
   const progress = o.onProgress ?? (() => undefined);
   try {
     for (const d of ['nats', 'agents', 'logs']) mkdirSync(path.join(l.dir, d), { recursive: true });
-    progress(`building fabric: switch, client and ${o.hosts} hosts`);
-    await buildFabric(l, o.hosts);
-
-    const natsConf = natsConfPath(l);
-    writeFileSync(natsConf, natsConfig(l));
-    const nats = startNats(l, natsConf);
+    progress(`building fabric and management network: switch, client, ${NATS_NODES} nats nodes and ${o.hosts} hosts; issuing identities`);
+    const [{ authFile }] = await Promise.all([Promise.resolve().then(() => issueLabIdentities(l, o.hosts, NATS_NODES)), buildFabric(l, o.hosts)]);
+    writeNatsConfigs(l, authFile);
+    const natsServers = Array.from({ length: NATS_NODES }, (_, k) => ({
+      name: l.natsName(k + 1),
+      namespace: l.natsNamespace(k + 1),
+      url: l.natsUrls[k]!,
+      config: natsConfigFile(l, k + 1),
+      ...startNats(l, k + 1),
+    }));
     const coordinator = startCoordinator(l, 'coordinator');
 
     const hosts: LabState['hosts'] = [];
@@ -124,8 +142,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
       const cfg: Partial<AgentConfig> = {
         name,
         address: l.hostAddress(i),
-        nats: { servers: [l.natsUrl] },
-        tls: labAgentTls(l, name, l.hostAddress(i)),
+        nats: labNatsAccess(l, `agent.${name}`),
+        tls: labNatsAccess(l, `agent.${name}`).tls,
         stateDir: path.join(l.dir, 'agents', name),
         cgroupParent: labCgroupParent(l, name),
         // Workloads carry the lab's mark too, so that `lab down` ends them even after a crash.
@@ -134,7 +152,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         network: { bridge: 'br0', prefixLen: LAB_PREFIX_LEN, netnsPrefix: l.workloadNetnsPrefix },
       };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
-      const host = { name, namespace: l.hostNamespace(i), address: l.hostAddress(i), agentConfig };
+      const host = { name, namespace: l.hostNamespace(i), address: l.hostAddress(i), fabricAddress: l.hostFabricAddress(i), agentConfig };
       hosts.push({ ...host, agent: startAgent(l, host) });
     }
     writeState(l.dir, {
@@ -144,7 +162,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
       natsUrl: l.natsUrl,
       switchNamespace: l.switchNamespace,
       clientNamespace: l.clientNamespace,
-      nats,
+      natsServers,
       coordinator,
       hosts,
     });
@@ -152,7 +170,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
     await o.waitReady(l, o.hosts, 60_000);
     return await labStatus();
   } catch (err) {
-    const logs = ['nats', 'coordinator', 'agent-h1']
+    const logs = [l.natsName(1), 'coordinator', 'agent-h1']
       .map((n) => `--- ${n}.log ---\n${tailOf(path.join(l.dir, 'logs', `${n}.log`))}`)
       .join('\n');
     await labDown();
@@ -173,13 +191,14 @@ export async function labStatus(): Promise<LabStatus> {
     natsUrl: l.natsUrl,
     switchNamespace: l.switchNamespace,
     clientNamespace: l.clientNamespace,
-    nats: procStatus(s?.nats),
+    natsServers: (s?.natsServers ?? []).map((n) => ({ name: n.name, url: n.url, namespace: n.namespace, pid: n.pid, running: isRunning(n) })),
     coordinator: procStatus(s?.coordinator),
     coordinator2: s?.coordinator2 ? procStatus(s.coordinator2) : null,
     hosts: (s?.hosts ?? []).map((h) => ({
       name: h.name,
       namespace: h.namespace,
       address: h.address,
+      fabricAddress: h.fabricAddress,
       agent: { pid: h.agent.pid, running: isRunning(h.agent), log: h.agent.log },
     })),
   };
@@ -198,7 +217,7 @@ export async function labDown(): Promise<DownReport> {
   let stopped = 0;
   if (s) {
     // Daemons first, gracefully, so that they leave NATS cleanly; the server last.
-    for (const p of [s.coordinator, ...(s.coordinator2 ? [s.coordinator2] : []), ...s.hosts.map((h) => h.agent), s.nats]) {
+    for (const p of [s.coordinator, ...(s.coordinator2 ? [s.coordinator2] : []), ...s.hosts.map((h) => h.agent), ...s.natsServers]) {
       if (isRunning(p)) stopped++;
       await stopProcess(p);
     }

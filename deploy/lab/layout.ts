@@ -1,12 +1,17 @@
 // Where everything of a lab lives: names, addresses and paths, derived from the lab's name
 // alone so that `lab down` can find all of it again after a crash.
 //
-// Topology (every box is a network namespace; nothing is created in the machine's own):
+// Topology (every box is a network namespace; nothing is created in the machine's own). Two
+// networks that do not route to each other: the fabric (10.77/16), where workloads live, and the
+// management network (10.78.0/24), where NATS, the coordinators and the agents' control
+// connections live. No namespace forwards between them, so a workload cannot reach NATS.
 //
-//   ferry-<lab>-client  eth0 10.77.0.2 ─┐
-//                                         ├─ ferry-<lab>-sw: bridge sw0 10.77.0.1 (NATS, coordinator)
-//   ferry-<lab>-h1  br0 10.77.0.11 ─uplink─┤
-//   ferry-<lab>-h2  br0 10.77.0.12 ─uplink─┘   (each host's br0 also takes its workloads' veths)
+//                                       ferry-<lab>-sw: bridge sw0 (fabric, no address)
+//   ferry-<lab>-client  eth0 10.77.0.2 ──sw0      bridge mgmt0 10.78.0.1 (coordinators)
+//                       mgmt 10.78.0.2 ──mgmt0
+//   ferry-<lab>-nats1..3 mgmt 10.78.0.3-5 ──mgmt0   (one nats-server each: a 3-node cluster)
+//   ferry-<lab>-h1  br0 10.77.0.11 ─uplink── sw0    (br0 also takes h1's workloads' veths)
+//                   mgmt 10.78.0.11 ──────── mgmt0  (the agent's address)
 //
 // Workloads live in namespaces ferry-<lab>-w-<name> with addresses from 10.77.1.1 up (allocated
 // by the coordinator), their veths' host ends in their host's br0: one flat L2 segment.
@@ -14,8 +19,13 @@ import path from 'node:path';
 
 export const LAB_SUBNET_PREFIX = '10.77';
 export const LAB_PREFIX_LEN = 16;
+export const MGMT_SUBNET_PREFIX = '10.78.0';
+export const MGMT_PREFIX_LEN = 24;
 export const NATS_PORT = 4222;
+export const NATS_ROUTE_PORT = 6222;
 export const NATS_MONITOR_PORT = 8222;
+/** nats-server nodes of every lab: enough for JetStream to keep a quorum with one of them down. */
+export const NATS_NODES = 3;
 export const MAX_HOSTS = 50;
 
 export interface LabLayout {
@@ -23,12 +33,23 @@ export interface LabLayout {
   dir: string;
   switchNamespace: string;
   clientNamespace: string;
+  /** The coordinators' address on the management network (switch namespace). */
   controlAddress: string;
   clientAddress: string;
+  clientMgmtAddress: string;
+  /** Every nats-server's client URL, comma-joined (what `--nats` takes). */
   natsUrl: string;
+  natsUrls: string[];
+  /** nats-server n (1..NATS_NODES): lab daemon name nats-<n>, namespace, address. */
+  natsName(n: number): string;
+  natsNamespace(n: number): string;
+  natsAddress(n: number): string;
   hostNamespace(i: number): string;
   hostName(i: number): string;
+  /** The host's management address: where its agent connects from and its peers reach it. */
   hostAddress(i: number): string;
+  /** The host's address on the workload fabric (its br0). */
+  hostFabricAddress(i: number): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
 }
@@ -42,7 +63,9 @@ export function labName(): string {
 export function labLayout(name = labName()): LabLayout {
   const root = process.env.FERRY_LAB_ROOT ?? '/var/tmp/ferry';
   const ns = (suffix: string) => `ferry-${name}-${suffix}`;
-  const controlAddress = `${LAB_SUBNET_PREFIX}.0.1`;
+  const controlAddress = `${MGMT_SUBNET_PREFIX}.1`;
+  const natsAddress = (n: number) => `${MGMT_SUBNET_PREFIX}.${2 + n}`;
+  const natsUrls = Array.from({ length: NATS_NODES }, (_, k) => `tls://${natsAddress(k + 1)}:${NATS_PORT}`);
   return {
     name,
     dir: path.join(root, name),
@@ -50,10 +73,16 @@ export function labLayout(name = labName()): LabLayout {
     clientNamespace: ns('client'),
     controlAddress,
     clientAddress: `${LAB_SUBNET_PREFIX}.0.2`,
-    natsUrl: `nats://${controlAddress}:${NATS_PORT}`,
+    clientMgmtAddress: `${MGMT_SUBNET_PREFIX}.2`,
+    natsUrl: natsUrls.join(','),
+    natsUrls,
+    natsName: (n) => `nats-${n}`,
+    natsNamespace: (n) => ns(`nats${n}`),
+    natsAddress,
     hostNamespace: (i) => ns(`h${i}`),
     hostName: (i) => `h${i}`,
-    hostAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
+    hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
+    hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
     workloadNetnsPrefix: ns('w-'),
   };
 }

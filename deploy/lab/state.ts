@@ -12,11 +12,14 @@ export const LabState = z.strictObject({
   natsUrl: z.string(),
   switchNamespace: z.string(),
   clientNamespace: z.string(),
-  nats: Proc,
+  /** The lab's nats-server nodes (lab daemons nats-1..3), each in a namespace of its own. */
+  natsServers: z.array(Proc.extend({ name: z.string(), namespace: z.string(), url: z.string(), config: z.string() })),
   coordinator: Proc,
   /** A standby coordinator, when one was started. */
   coordinator2: Proc.optional(),
-  hosts: z.array(z.strictObject({ name: z.string(), namespace: z.string(), address: z.string(), agentConfig: z.string(), agent: Proc })),
+  hosts: z.array(
+    z.strictObject({ name: z.string(), namespace: z.string(), address: z.string(), fabricAddress: z.string(), agentConfig: z.string(), agent: Proc }),
+  ),
 });
 export type LabState = z.infer<typeof LabState>;
 

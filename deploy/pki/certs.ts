@@ -1,9 +1,10 @@
 // The operator's certificate authority and the certificates it issues: one per identity (an
-// agent, a coordinator, an operator, a nats-server). Built on the openssl command, not on
-// cryptography of our own. Keys are EC P-256 and never leave the directory they are made in
+// agent, a coordinator, an operator, a nats-server). Built on the openssl command and Node's
+// crypto (key generation), not on cryptography of our own. Keys are EC P-256 and never leave the directory they are made in
 // (mode 0600); certificates are public.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 
@@ -34,8 +35,10 @@ function openssl(args: string[]): string {
   }
 }
 
+/** A new EC P-256 private key (Node's crypto), PKCS#8 PEM, mode 0600. */
 function newKey(path: string): void {
-  openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path]);
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   chmodSync(path, 0o600);
 }
 
@@ -62,22 +65,25 @@ export function issueCert(dir: string, identity: string, o: IssueOptions = {}): 
   const out = identityFiles(dir, identity);
   const tmp = mkdtempSync(join(dir, '.issue-'));
   try {
-    const csr = join(tmp, 'req.csr');
-    const ext = join(tmp, 'ext.cnf');
+    const conf = join(tmp, 'req.cnf');
     const san = [identity, ...(o.dns ?? [])].map((d) => `DNS:${d}`).concat((o.ips ?? []).map((ip) => `IP:${ip}`));
-    writeFileSync(ext, [
-      'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth,clientAuth',
-      `subjectAltName=${san.join(',')}`,
+    // A config of our own, so that nothing of the system's openssl.cnf (e.g. CA:true) gets in.
+    writeFileSync(conf, [
+      '[req]', 'distinguished_name = dn', 'prompt = no', '[dn]', `CN = ${identity}`, '[ext]',
+      'basicConstraints = critical,CA:FALSE',
+      'keyUsage = critical,digitalSignature,keyEncipherment',
+      'extendedKeyUsage = serverAuth,clientAuth',
+      `subjectAltName = ${san.join(',')}`,
+      'subjectKeyIdentifier = hash',
+      'authorityKeyIdentifier = keyid',
     ].join('\n'));
     newKey(join(tmp, 'key.pem'));
-    openssl(['req', '-new', '-key', join(tmp, 'key.pem'), '-subj', `/CN=${identity}`, '-out', csr]);
-    openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-sha256',
-      '-days', String(o.days ?? 825), '-extfile', ext, '-out', join(tmp, 'cert.pem')]);
+    // One openssl run: request and signature by the CA together (openssl 3's req -CA).
+    openssl(['req', '-new', '-config', conf, '-key', join(tmp, 'key.pem'), '-CA', ca.cert, '-CAkey', ca.key, '-extensions', 'ext',
+      '-sha256', '-days', String(o.days ?? 825), '-out', join(tmp, 'cert.pem')]);
     // Key first, then certificate: a reader that sees the new certificate finds its key.
-    execFileSync('mv', ['-f', join(tmp, 'key.pem'), out.key]);
-    execFileSync('mv', ['-f', join(tmp, 'cert.pem'), out.cert]);
+    renameSync(join(tmp, 'key.pem'), out.key);
+    renameSync(join(tmp, 'cert.pem'), out.cert);
     chmodSync(out.key, 0o600);
     return out;
   } finally {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
+import { labCoordinatorIdentity } from '../../deploy/lab/pki.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson, type CliResult } from './helpers/cli.ts';
@@ -35,18 +36,24 @@ let w: LabWorkload;
 const status = () => ferryJson<LabStatus>(['lab', 'status'], env);
 
 /**
- * Takes the lab's NATS down for `ms`, then starts it again. The one place this file touches the
- * NATS servers: with a NATS cluster in the lab, this is where a node (or all of them) goes.
+ * Takes the lab's whole NATS cluster down for `ms` (every nats-N, SIGKILL as a crash), then
+ * starts every node again on its own JetStream store. The coordinator may connect to any node,
+ * and a cluster that keeps a quorum keeps KV, so losing NATS means losing all of them.
  */
 async function natsOutage(ms: number): Promise<void> {
-  expect((await ferry(['lab', 'kill', 'nats'], env)).code).toBe(0);
+  const nodes = (await status()).natsServers.map((n) => n.name);
+  expect(nodes.length).toBeGreaterThan(0);
+  for (const n of nodes) expect((await ferry(['lab', 'kill', n], env)).code).toBe(0);
   await sleep(ms);
-  expect((await ferry(['lab', 'start', 'nats'], env)).code).toBe(0);
+  for (const n of nodes) expect((await ferry(['lab', 'start', n], env)).code).toBe(0);
 }
 
-/** A raw KV operation from the client namespace (test/integration/clients/kv.ts). */
+/**
+ * A raw KV operation from the client namespace (test/integration/clients/kv.ts), as the lab's
+ * standby coordinator identity: the only role that may write KV, as a buggy or older coordinator would.
+ */
 async function kv<T>(...args: string[]): Promise<T> {
-  const out = await inClient(lab.clientNamespace, [process.execPath, '--import', 'tsx', path.join(REPO, 'test/integration/clients/kv.ts'), lab.natsUrl, ...args]);
+  const out = await inClient(lab.clientNamespace, [process.execPath, '--import', 'tsx', path.join(REPO, 'test/integration/clients/kv.ts'), env.FERRY_LAB, labCoordinatorIdentity('coordinator2'), ...args]);
   return JSON.parse(out) as T;
 }
 

@@ -9,7 +9,7 @@ import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { readStatus, startWorkload as startHarnessWorkload, stopAllWorkloads, waitForProgress } from '../workloads/harness.ts';
-import { adopt, alive, buildFixture, cleanup, expectFerryError, lastTick, logLines, procState, sealInheritedFds, startWorkload, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
+import { adopt, alive, buildFixture, waitFdTarget, cleanup, expectFerryError, lastTick, logLines, procState, sealInheritedFds, startWorkload, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
 
 let counter = '';
 beforeAll(() => {
@@ -164,7 +164,7 @@ describe('engine: failure paths', () => {
   it('preflight refuses an unsupported fd before freezing and leaves the workload untouched', async () => {
     // A netlink socket: sockets the engine carries are TCP, UDP and unix (see engine-sockets).
     const w = startWorkload(['python3', '-c', "import socket,time\ns=socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\nwhile True: time.sleep(0.01)"]);
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFdTarget(w.pid, /^socket:/);
     const images = tempDir('img');
     const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: images }), ErrorCode.Unsupported);
     expect(err.message).toContain(`pid ${w.pid}`);

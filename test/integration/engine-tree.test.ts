@@ -7,7 +7,7 @@ import { readImage } from '../../agent/engine/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { parentPid, readRoleStatus, readStatus, startWorkload, stopAllWorkloads, waitForProgress, workloadPids } from '../workloads/harness.ts';
-import { adopt, alive, buildFixture, cleanup, expectFerryError, lastTick, sealInheritedFds, startWorkload as startFixture, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
+import { adopt, alive, buildFixture, cleanup, waitFdTarget, expectFerryError, lastTick, sealInheritedFds, startWorkload as startFixture, tempDir, waitFor, waitGone, waitTick } from './engine-fixtures/helpers.ts';
 
 const startPlain = (argv: string[]): number => startFixture(argv).pid;
 
@@ -142,7 +142,7 @@ describe('engine: process trees', () => {
 
   it('refuses an inotify fd in the preflight, naming pid, fd and kind, and leaves the workload running', async () => {
     const w = startPlain(['python3', '-c', 'import ctypes,time\nctypes.CDLL(None).inotify_init()\nwhile True: time.sleep(0.01)']);
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFdTarget(w, /inotify/);
     const err = await expectFerryError(() => checkpoint(w, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
     expect(err.message).toMatch(new RegExp(`pid ${w} fd \\d+: inotify`));
     expect(alive(w)).toBe(true);
@@ -151,8 +151,9 @@ describe('engine: process trees', () => {
 
   it('refuses an eventfd shared by parent and child, naming both, and leaves both running', async () => {
     const w = startPlain(['python3', '-c', 'import os,time\ne=os.eventfd(0)\nos.fork()\nwhile True: time.sleep(0.01)']);
-    await new Promise((r) => setTimeout(r, 300));
-    const child = Number(readFileSync(`/proc/${w}/task/${w}/children`, 'utf8').trim());
+    await waitFdTarget(w, /eventfd/);
+    const child = await waitFor('the forked child', () => Number(readFileSync(`/proc/${w}/task/${w}/children`, 'utf8').trim()) || undefined);
+    await waitFdTarget(child, /eventfd/);
     expect(child).toBeGreaterThan(0);
     const err = await expectFerryError(() => checkpoint(w, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
     expect(err.message).toMatch(new RegExp(`pid ${child} fd \\d+: eventfd is not supported \\(shared with pid ${w} fd \\d+`));

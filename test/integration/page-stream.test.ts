@@ -1,4 +1,4 @@
-// The page stream over a real authenticated DataListener/connectStream pair: every page arrives
+// The page stream over a real authenticated (mutual TLS) stream pair: every page arrives
 // intact (data, zero pages, explicit zero runs) with lz4 off, forced on and automatic; pages go
 // straight into another process; the window holds a sender whose receiver is slow; and a
 // corrupted frame is refused.
@@ -10,7 +10,7 @@ import { readPages } from '../../agent/engine/dirty/read.ts';
 import { type DirtyRound, type DirtyRun, PAGE } from '../../agent/engine/dirty/types.ts';
 import { ProcessSink, ShadowSink, type PageSink } from '../../agent/transfer/page-sinks.ts';
 import { PageReceiver } from '../../agent/transfer/pages.ts';
-import { DataListener, connectStream } from '../../agent/transfer/stream.ts';
+import { loopbackPair } from './helpers/stream-peers.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { buildFixture, cleanup, logLines, sealInheritedFds, startWorkload, waitFor } from './engine-fixtures/helpers.ts';
 import { streamPair } from './helpers/precopy.ts';
@@ -160,9 +160,7 @@ describe('page stream', () => {
   });
 
   it('a frame whose data does not match its checksum or its runs is refused', async () => {
-    const auth = { migrationId: 'm-pages-bad', secret: randomBytes(32).toString('hex') };
-    const listener = await DataListener.open('127.0.0.1', auth);
-    const [out, inc] = await Promise.all([connectStream(listener.endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+    const { out, inc } = await loopbackPair({ migrationId: 'm-pages-bad' });
     try {
       const table = Buffer.alloc(16);
       table.writeUInt32LE(0x1000, 0);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { assertCompatible, incompatibilities, memoryNeeded } from '../../coordinator/compatibility.ts';
+import { assertCompatible, assertDataStreams, incompatibilities, memoryNeeded } from '../../coordinator/compatibility.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import type { HostFacts } from '../../shared/facts.ts';
 
-const host = (name: string, patch: Partial<{ release: string; xcr0: string; size: number; sealed: boolean; setTid: boolean }> = {}): HostFacts => ({
+const host = (name: string, patch: Partial<{ release: string; xcr0: string; size: number; sealed: boolean; setTid: boolean; noIdentity: boolean }> = {}): HostFacts => ({
   name,
   hostname: name,
   address: '10.0.0.1',
@@ -21,9 +21,18 @@ const host = (name: string, patch: Partial<{ release: string; xcr0: string; size
     ptrace: true,
   },
   agent: { version: '0', pid: 1, startedAt: 'x' },
+  dataStream: patch.noIdentity ? null : { port: 7410, encrypt: true },
 });
 
 describe('destination compatibility', () => {
+  it('refuses a migration when either agent has no identity for the data stream, naming it', () => {
+    expect(() => assertDataStreams(host('a'), host('b'))).not.toThrow();
+    expect(() => assertDataStreams(host('a'), host('b', { noIdentity: true }))).toThrow(
+      expect.objectContaining({ code: ErrorCode.BadConfig, message: expect.stringMatching(/^b has no TLS identity/) }),
+    );
+    expect(() => assertDataStreams(host('a', { noIdentity: true }), host('b', { noIdentity: true }))).toThrow(/a and b have no TLS identity/);
+  });
+
   it('accepts identical hosts, and a destination with more XSAVE features', () => {
     expect(incompatibilities(host('a'), host('b'))).toEqual([]);
     expect(incompatibilities(host('a', { xcr0: '0x7' }), host('b', { xcr0: '0xe7', size: 2432 }))).toEqual([]);

@@ -14,7 +14,7 @@ import { z } from 'zod';
 // Hundreds of runs each: generous on a loaded machine.
 vi.setConfig({ testTimeout: 60_000 });
 
-const step = { migrationId: 'm-abc123-00ff', idempotencyKey: 'm-abc123-00ff/freeze', attempt: 1, workload: 'web', peer: 'h2', streamSecret: 'x'.repeat(64) };
+const step = { migrationId: 'm-abc123-00ff', idempotencyKey: 'm-abc123-00ff/freeze', attempt: 1, workload: 'web', peer: 'h2' };
 const run = { name: 'web', command: ['/bin/sleep', '100'], env: { A: 'b' }, cwd: '/tmp', address: '10.77.1.5' };
 
 /** One valid request per endpoint: the seed of the mutations. */

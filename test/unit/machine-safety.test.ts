@@ -132,7 +132,6 @@ async function run(seed: number, opts: { faultRate: number; eventRate: number; r
     source: 'a',
     destination: 'b',
     workload: { name: 'w' },
-    streamSecret: 'x',
     timeouts: TIMEOUTS,
     precopy: sim.r() < 0.5 ? (false as const) : { downtimeBudgetMs: 10, fixedCosts: { freezeMs: 1, dumpMs: 1, resumeMs: 1 }, maxRounds: 3 },
     rollback: { initialMs: 10, maxMs: 40, factor: 2, timeoutMs: 100, maxAttempts: 4 },

@@ -39,7 +39,6 @@ const baseInput = (over: Partial<MigrationInput> = {}): MigrationInput => ({
   source: 'host-a',
   destination: 'host-b',
   workload: { name: 'web' },
-  streamSecret: 's3cret',
   timeouts: TIMEOUTS,
   precopy: PRECOPY,
   rollback: { initialMs: 1_000, maxMs: 8_000, factor: 2, timeoutMs: 15_000, maxAttempts: 4 },
@@ -338,7 +337,6 @@ describe('migration machine: actor inputs', () => {
           source: 'host-a',
           destination: 'host-b',
           workload: { name: 'web' },
-          streamSecret: 's3cret',
         });
         const key = name === 'precopyRound' ? `mig-1/precopy/${String(input.round)}` : `mig-1/${phaseOf[name]}`;
         expect(input.idempotencyKey).toBe(key);

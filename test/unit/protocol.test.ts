@@ -26,6 +26,7 @@ const facts = (): HostFacts => ({
     ptrace: true,
   },
   agent: { version: '0.1.0', pid: 42, startedAt: '2026-01-01T00:00:00.000Z' },
+  dataStream: { port: 7410, encrypt: true },
 });
 const heartbeat = (): Heartbeat => ({ protocol: 1, host: 'h1', seq: 1, intervalMs: 1000, sentAt: '2026-01-01T00:00:00.000Z', facts: facts() });
 

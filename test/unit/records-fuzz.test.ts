@@ -47,7 +47,6 @@ const input = (): MigrationInput => ({
   source: 'h1',
   destination: 'h2',
   workload: { name: 'web' },
-  streamSecret: 'x'.repeat(64),
   timeouts: { preflight: 1e4, precopy: 1e4, freeze: 1e4, transfer: 1e4, restore: 1e4, commit: 1e4, resume: 1e4, cleanup: 1e4 },
   precopy: { downtimeBudgetMs: 100, maxRounds: 2, fixedCosts: { freezeMs: 1, dumpMs: 1, resumeMs: 1 } },
 });

@@ -70,7 +70,7 @@ export const WORKLOAD_SPECS = {
 export type WorkloadName = keyof typeof WORKLOAD_SPECS;
 export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SPECS) as WorkloadName[];
 
-const BASE_CFLAGS = ['-O2', '-g', '-std=gnu11'];
+export const BASE_CFLAGS = ['-O2', '-g', '-std=gnu11'];
 const COMMON_HEADER = 'wl_common.h';
 
 export interface Workload {
@@ -133,36 +133,39 @@ function pythonPath(): string | null {
 }
 
 /**
+ * Compiles C sources into BIN_DIR/<name>-<hash>, cached by a hash of the sources, the headers they
+ * depend on and the flags; returns the binary's path. Safe when several processes build at once:
+ * each compiles to its own temp file and renames it into place.
+ */
+export async function compileCached(c: { name: string; source: string; headers?: string[]; flags: string[]; ldflags?: string[]; cwd?: string }): Promise<string> {
+  const ldflags = c.ldflags ?? [];
+  const h = createHash('sha256').update(readFileSync(c.source));
+  for (const f of c.headers ?? []) h.update('\0').update(readFileSync(f));
+  const hash = h.update('\0').update(JSON.stringify([c.flags, ldflags])).digest('hex').slice(0, 16);
+  const out = join(BIN_DIR, `${c.name}-${hash}`);
+  if (existsSync(out)) return out;
+  mkdirSync(BIN_DIR, { recursive: true });
+  const tmp = join(BIN_DIR, `.${c.name}-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await execFileP('gcc', [...c.flags, '-o', tmp, c.source, ...ldflags], c.cwd ? { cwd: c.cwd } : {});
+    renameSync(tmp, out);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`building ${c.name} failed: ${e.stderr || e.message}`);
+  }
+  return out;
+}
+
+/**
  * Compile a C workload (cached by a hash of the sources and flags) into test/workloads/bin/ and
- * return the binary's path. Python workloads return their script's path. Safe when several
- * processes build at once: each compiles to its own temp file and renames it into place.
+ * return the binary's path. Python workloads return their script's path.
  */
 export async function buildWorkload(name: WorkloadName): Promise<string> {
   const spec = specOf(name);
   const src = join(SRC_DIR, spec.source);
   if (spec.kind === 'python') return src;
-  const flags = [...BASE_CFLAGS, ...spec.cflags];
-  const hash = createHash('sha256')
-    .update(readFileSync(src))
-    .update('\0')
-    .update(readFileSync(join(SRC_DIR, COMMON_HEADER)))
-    .update('\0')
-    .update(JSON.stringify([flags, spec.ldflags]))
-    .digest('hex')
-    .slice(0, 16);
-  const out = join(BIN_DIR, `${name}-${hash}`);
-  if (existsSync(out)) return out;
-  mkdirSync(BIN_DIR, { recursive: true });
-  const tmp = join(BIN_DIR, `.${name}-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    await execFileP('gcc', [...flags, '-o', tmp, src, ...spec.ldflags], { cwd: SRC_DIR });
-    renameSync(tmp, out);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`building workload ${name} failed: ${e.stderr || e.message}`);
-  }
-  return out;
+  return compileCached({ name, source: src, headers: [join(SRC_DIR, COMMON_HEADER)], flags: [...BASE_CFLAGS, ...spec.cflags], ldflags: spec.ldflags, cwd: SRC_DIR });
 }
 
 export const TOOLS_DIR = join(WORKLOADS_DIR, 'tools');
@@ -173,22 +176,7 @@ export const TOOLS_DIR = join(WORKLOADS_DIR, 'tools');
  */
 export async function buildTool(name: string): Promise<string> {
   if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`bad tool name '${name}'`);
-  const src = join(TOOLS_DIR, `${name}.c`);
-  const flags = [...BASE_CFLAGS];
-  const hash = createHash('sha256').update(readFileSync(src)).update(JSON.stringify(flags)).digest('hex').slice(0, 16);
-  const out = join(BIN_DIR, `tool-${name}-${hash}`);
-  if (existsSync(out)) return out;
-  mkdirSync(BIN_DIR, { recursive: true });
-  const tmp = join(BIN_DIR, `.tool-${name}-${hash}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    await execFileP('gcc', [...flags, '-o', tmp, src]);
-    renameSync(tmp, out);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`building tool ${name} failed: ${e.stderr || e.message}`);
-  }
-  return out;
+  return compileCached({ name: `tool-${name}`, source: join(TOOLS_DIR, `${name}.c`), flags: [...BASE_CFLAGS] });
 }
 
 export interface StartOptions {

@@ -77,6 +77,37 @@ __attribute__((format(printf, 2, 3), noreturn)) static void cf_end(const char *k
   exit(kind[0] == 's' ? 0 : 1);
 }
 
+/* The value of `key` ("VmFlags", "Shared_Dirty"...) in /proc/self/smaps for the mapping that
+ * holds addr; 0 and an empty out when there is no such mapping. */
+static int cf_smaps_value(const void *addr, const char *key, char *out, size_t n) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  char line[512];
+  unsigned long lo, hi, a = (unsigned long)addr;
+  int in = 0, found = 0;
+  size_t k = strlen(key);
+  out[0] = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    char *dash = strchr(line, '-'), *sp = strchr(line, ' ');
+    if (dash && sp && dash < sp && sscanf(line, "%lx-%lx ", &lo, &hi) == 2) in = lo <= a && a < hi;
+    else if (in && strncmp(line, key, k) == 0 && line[k] == ':') {
+      snprintf(out, n, "%s", line + k + 1);
+      out[strcspn(out, "\n")] = 0;
+      found = 1;
+      break;
+    }
+  }
+  if (f) fclose(f);
+  return found;
+}
+
+/* Whether the mapping holding addr shows VmFlags flag (1), not (0), or there is no mapping (-1). */
+static int cf_vmflag(const void *addr, const char *flag) {
+  char v[512], want[8];
+  if (!cf_smaps_value(addr, "VmFlags", v, sizeof v)) return -1;
+  snprintf(want, sizeof want, " %s", flag);
+  return strstr(v, want) != NULL;
+}
+
 #define cf_fail(...) cf_end("wrong", __VA_ARGS__)
 #define cf_skip(...) cf_end("skip", __VA_ARGS__)
 /* A check that ends the program with "wrong" naming the expression and errno. */

@@ -1,13 +1,17 @@
 // A raw JetStream KV client for tests, run in the lab's client namespace: writes what ferry never
-// would (a poisoned record), and reads what a user would check. Prints one JSON line.
-//   kv.ts <nats url> put <bucket> <key> <value>   -> { revision }
-//   kv.ts <nats url> get <bucket> <key>           -> { value } (null when absent)
-//   kv.ts <nats url> keys <bucket>                -> { keys }
+// would (a poisoned record), and reads what a user would check. It connects as one of the lab's
+// identities (nothing anonymous reaches the lab's NATS; only a coordinator may write KV).
+// Prints one JSON line.
+//   kv.ts <lab> <identity> put <bucket> <key> <value>   -> { revision }
+//   kv.ts <lab> <identity> get <bucket> <key>           -> { value } (null when absent)
+//   kv.ts <lab> <identity> keys <bucket>                -> { keys }
 import { Kvm } from '@nats-io/kv';
-import { connect } from '@nats-io/transport-node';
+import { labLayout } from '../../../deploy/lab/layout.ts';
+import { labNatsAccess } from '../../../deploy/lab/pki.ts';
+import { connectNats } from '../../../shared/nats.ts';
 
-const [url, op, bucket, key, value] = process.argv.slice(2);
-const nc = await connect({ servers: url!, timeout: 5_000 });
+const [lab, identity, op, bucket, key, value] = process.argv.slice(2);
+const nc = await connectNats({ ...labNatsAccess(labLayout(lab!), identity!), name: `test-kv-${identity}`, persistent: false });
 const kvm = new Kvm(nc);
 let out: unknown;
 if (op === 'put') {

@@ -2,7 +2,7 @@
 // children of the test process), read their self-checks, and clean up only what was started.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,22 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false, 
 }
 
 export const alive = (pid: number): boolean => !isGone(pid);
+
+/** Waits until one of pid's descriptors points at a target matching re (python3 may be a slow shim script first). */
+export const waitFdTarget = (pid: number, re: RegExp, timeoutMs = 20_000): Promise<true> =>
+  waitFor(`pid ${pid} to hold an fd like ${re}`, () => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+        try {
+          return re.test(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        } catch {
+          return false;
+        }
+      }) || undefined;
+    } catch {
+      return undefined;
+    }
+  }, timeoutMs);
 
 export const procState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] ?? '?';
 

@@ -1,10 +1,10 @@
 // Shared by the pre-copy tests: a real authenticated stream pair carrying the page stream into a
 // shadow, stopping a process tree for the final round, and looking at its mappings.
-import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { PageReceiver, PageSender, type PageStreamOptions, type ReceivedRound } from '../../../agent/transfer/pages.ts';
 import { type PageSink, ShadowSink } from '../../../agent/transfer/page-sinks.ts';
-import { type DataConnection, DataListener, connectStream } from '../../../agent/transfer/stream.ts';
+import type { DataConnection } from '../../../agent/transfer/stream.ts';
+import { loopbackPair } from './stream-peers.ts';
 
 export interface StreamPair {
   sender: PageSender;
@@ -14,11 +14,9 @@ export interface StreamPair {
   close(): void;
 }
 
-/** A sender and a receiver (applying into `sink`) over a DataListener/connectStream pair on loopback. */
+/** A sender and a receiver (applying into `sink`) over an authenticated stream pair on loopback. */
 export async function streamPair(sink: PageSink = new ShadowSink(), opts: PageStreamOptions = {}): Promise<StreamPair> {
-  const auth = { migrationId: `m-pages-${randomBytes(4).toString('hex')}`, secret: randomBytes(32).toString('hex') };
-  const listener = await DataListener.open('127.0.0.1', auth);
-  const [out, inc] = await Promise.all([connectStream(listener.endpoint, auth), listener.accept({ timeoutMs: 5000 })]);
+  const { out, inc } = await loopbackPair();
   const receiver = new PageReceiver(inc, sink);
   const received = (async () => {
     const rounds: ReceivedRound[] = [];

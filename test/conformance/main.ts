@@ -1,0 +1,15 @@
+// npm run conformance [-- --json] [feature...]: one row per feature program; exit 1 on any wrong row.
+import { formatTable, listFeatures, runAll } from './runner.ts';
+
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const asked = args.filter((a) => !a.startsWith('--'));
+const known = listFeatures();
+const unknown = asked.filter((f) => !known.includes(f));
+if (unknown.length > 0) {
+  console.error(`unknown feature(s): ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  process.exit(2);
+}
+const rows = await runAll(asked.length > 0 ? asked : known);
+console.log(json ? JSON.stringify(rows, null, 2) : formatTable(rows));
+process.exit(rows.some((r) => r.outcome === 'wrong') ? 1 : 0);

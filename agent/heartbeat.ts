@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { PROTOCOL_VERSION, type HostRecord } from '../shared/protocol.ts';
 import { encode } from '../shared/rpc.ts';
+import type { WorkloadClaim } from '../shared/workload.ts';
 import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
 import type { FactsSource } from './facts.ts';
 
@@ -19,25 +20,34 @@ export async function register(nc: NatsConnection, host: string, facts: FactsSou
 // lost one. (A main thread stuck for good is caught by the phases' timeouts instead.) Plain
 // JavaScript: a TypeScript loader does not reach worker threads.
 const WORKER = `
-const { workerData: w } = require('node:worker_threads');
+const { workerData: w, parentPort } = require('node:worker_threads');
 const { readFileSync } = require('node:fs');
 const { connect } = require(w.natsModule);
 const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm').exec(info)?.[1] ?? 0) * 1024;
 (async () => {
   const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   let seq = 0;
+  let workloads = w.workloads;
   const beat = () => {
     const info = readFileSync('/proc/meminfo', 'utf8');
     const facts = { ...w.facts, memory: { totalBytes: kib(info, 'MemTotal'), availableBytes: kib(info, 'MemAvailable') } };
-    nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts }));
+    nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts, workloads }));
   };
   beat();
   setInterval(beat, w.intervalMs);
+  // A change of what this host holds goes out at once: a coordinator must know it before the host can be lost.
+  parentPort.on('message', (claims) => { workloads = claims; beat(); });
 })();
 `;
 
-/** Publishes a heartbeat now and every intervalMs (from a worker thread) until stop() is called. */
-export function startHeartbeats(servers: string[], host: string, facts: FactsSource, intervalMs: number): () => Promise<void> {
+export interface Heartbeats {
+  /** The names and addresses this host holds now (sent with this and every later heartbeat). */
+  claims(c: WorkloadClaim[]): void;
+  stop(): Promise<void>;
+}
+
+/** Publishes a heartbeat now and every intervalMs (from a worker thread), and at once when the claims change, until stop() is called. */
+export function startHeartbeats(servers: string[], host: string, facts: FactsSource, intervalMs: number, claims: WorkloadClaim[]): Heartbeats {
   const worker = new Worker(WORKER, {
     eval: true,
     workerData: {
@@ -49,10 +59,14 @@ export function startHeartbeats(servers: string[], host: string, facts: FactsSou
       host,
       intervalMs,
       facts: facts.current(),
+      workloads: claims,
     },
   });
   worker.on('error', (err) => process.stderr.write(`heartbeat worker: ${err.message}\n`));
-  return async () => {
-    await worker.terminate();
+  return {
+    claims: (c) => worker.postMessage(c),
+    stop: async () => {
+      await worker.terminate();
+    },
   };
 }

@@ -29,12 +29,19 @@ const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_T
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
 await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
-const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
+const heartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs, workloads.claims());
+workloads.onClaims = (c) => heartbeats.claims(c);
 log.info('registered; heartbeats started');
+
+// A workload that exits gives back its namespace and address within a second, not when someone asks.
+const reaper = setInterval(() => {
+  workloads.reap().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'reaping exited workloads failed'));
+}, 1_000);
 
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
-  await stopHeartbeats();
+  clearInterval(reaper);
+  await heartbeats.stop();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

@@ -8,6 +8,7 @@ import { Heartbeat, HostRecord, type HostView } from '../shared/protocol.ts';
 import { decode } from '../shared/rpc.ts';
 import { bucketOptions, buckets, subjects } from '../shared/subjects.ts';
 import type { Logger } from '../shared/log.ts';
+import type { WorkloadClaim } from '../shared/workload.ts';
 
 interface HostState {
   record: HostRecord;
@@ -67,6 +68,16 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
         const facts = s.lastHeartbeat?.facts ?? s.record.facts;
         return { name, alive: s.alive, kernel: facts.kernel.release, lastSeen: s.lastSeenWall, registeredAt: s.record.registeredAt, facts };
       });
+  }
+
+  /**
+   * The names and addresses a host said it holds in its last heartbeat, with the receipt time on
+   * this.now()'s clock; null when this coordinator has not heard it say (since it started).
+   */
+  lastClaims(host: string): { claims: WorkloadClaim[]; seenMono: number } | null {
+    const s = this.#hosts.get(host);
+    if (!s?.lastHeartbeat?.workloads || s.lastSeenMono === null) return null;
+    return { claims: s.lastHeartbeat.workloads, seenMono: s.lastSeenMono };
   }
 
   isAlive(host: string): boolean {

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
-import { RunOnHost, RunRequest, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
+import { RunOnHost, RunRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
   DoneReply,
   FreezeReply,
@@ -47,6 +47,8 @@ export const Heartbeat = z.strictObject({
   intervalMs: z.number().int().positive(),
   sentAt: z.string(),
   facts: HostFacts,
+  /** The names and addresses this host holds: a coordinator keeps them reserved while the host is lost. */
+  workloads: z.array(WorkloadClaim).optional(),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 

@@ -47,16 +47,21 @@ export function registerWorkloads(program: Command): void {
 
   program
     .command('ps')
-    .description('list workloads on every live host (exit code 4 when a live host did not answer: the list lacks its workloads)')
+    .description('list workloads on every live host (exit code 4 when a live host did not answer or a lost host may still run workloads: the list lacks them)')
     .option('--json', 'print as JSON')
     .option('--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)')
     .action(
       action(async (opts: { json?: boolean; nats?: string }) => {
-        const { workloads, unanswered } = await withCluster(opts, (nc) => call(nc, subjects.coordinator('ps'), coordinatorApi.ps, {}));
+        const { workloads, unanswered, lost } = await withCluster(opts, (nc) => call(nc, subjects.coordinator('ps'), coordinatorApi.ps, {}));
         printResult(!!opts.json, workloads, renderList);
         // The list stays what scripts parse; a partial one says so on stderr and in the exit code.
         for (const u of unanswered) process.stderr.write(`ferry: host ${u.host} did not answer, its workloads are missing: ${u.error}\n`);
-        if (unanswered.length > 0) process.exitCode = ExitCode.Unavailable;
+        const holding = lost.filter((l) => l.workloads === null || l.workloads.length > 0);
+        for (const l of holding) {
+          const what = l.workloads === null ? 'unknown workloads' : l.workloads.map((c) => `${c.name}${c.address ? ` (${c.address})` : ''}`).join(', ');
+          process.stderr.write(`ferry: host ${l.host} is lost; it may still run ${what}, missing from this list\n`);
+        }
+        if (unanswered.length > 0 || holding.length > 0) process.exitCode = ExitCode.Unavailable;
       }),
     );
 

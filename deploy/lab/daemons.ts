@@ -22,7 +22,7 @@ const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker
 export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {
   const conf = path.join(l.dir, `${name}.json`);
   // A short lease: in the lab a killed leader is replaced within about two seconds.
-  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] }, leaseTtlMs: 2_000 };
+  const cfg: Partial<CoordinatorConfig> = { nats: { servers: [l.natsUrl] }, leaseTtlMs: 2_000, workloadNetwork: l.workloadNetwork };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
 }

@@ -11,6 +11,7 @@
 // Workloads live in namespaces ferry-<lab>-w-<name> with addresses from 10.77.1.1 up (allocated
 // by the coordinator), their veths' host ends in their host's br0: one flat L2 segment.
 import path from 'node:path';
+import type { WorkloadSubnet } from '../../shared/subnet.ts';
 
 export const LAB_SUBNET_PREFIX = '10.77';
 export const LAB_PREFIX_LEN = 16;
@@ -31,6 +32,8 @@ export interface LabLayout {
   hostAddress(i: number): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
+  /** The coordinators' workload subnet: the fabric's prefix, addresses from .1.1 up (.0.x is the lab's own). */
+  workloadNetwork: WorkloadSubnet;
 }
 
 export function labName(): string {
@@ -55,6 +58,7 @@ export function labLayout(name = labName()): LabLayout {
     hostName: (i) => `h${i}`,
     hostAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
     workloadNetnsPrefix: ns('w-'),
+    workloadNetwork: { subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`, first: `${LAB_SUBNET_PREFIX}.1.1`, reserved: [controlAddress, `${LAB_SUBNET_PREFIX}.0.2`] },
   };
 }
 

@@ -2,6 +2,7 @@
 // for one phase, and what a migration looks like to someone watching it.
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
+import { isoTime } from './time.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
 
@@ -129,3 +130,11 @@ export const MigrationEventWire = z.strictObject({
   view: MigrationView,
 });
 export type MigrationEventWire = z.infer<typeof MigrationEventWire>;
+
+/**
+ * An event as the CLI prints it (`watch --json`; `migrate --json` on stderr): the wire form with
+ * `at` as an ISO 8601 time, like every other time ferry prints.
+ */
+export const MigrationEvent = MigrationEventWire.extend({ at: z.iso.datetime() });
+export type MigrationEvent = z.infer<typeof MigrationEvent>;
+export const eventForUser = (e: MigrationEventWire): MigrationEvent => ({ ...e, at: isoTime(e.at) });

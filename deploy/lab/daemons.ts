@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { CoordinatorConfig } from '../../shared/config.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { labLayout, type LabLayout } from './layout.ts';
+import { DAEMONS_HELP, labLayout, type LabLayout } from './layout.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
@@ -35,7 +35,6 @@ export function startNats(l: LabLayout, conf: string): StartedProcess {
   return start(l, l.switchNamespace, ['nats-server', '-c', conf], 'nats.log', conf);
 }
 
-export const DAEMONS_HELP = 'coordinator, coordinator2 or a host name (its agent)';
 
 function stateOf(): { l: LabLayout; s: LabState } {
   const l = labLayout();

@@ -19,6 +19,9 @@ export const NATS_PORT = 4222;
 export const NATS_MONITOR_PORT = 8222;
 export const MAX_HOSTS = 50;
 
+/** What `lab kill` and `lab start` take. */
+export const DAEMONS_HELP = 'coordinator, coordinator2 or a host name (its agent)';
+
 export interface LabLayout {
   name: string;
   dir: string;

@@ -1,6 +1,7 @@
 // The facts an agent reports about its host: what a coordinator needs to decide whether a
 // workload checkpointed on one host can be restored on another.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { HostName } from './names.ts';
 
 export const KernelFeatures = z.strictObject({
@@ -40,6 +41,6 @@ export const HostFacts = z.strictObject({
   cpu: z.strictObject({ model: z.string(), count: z.number().int().positive(), xsave: Xsave.nullable() }),
   memory: z.strictObject({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }),
   features: KernelFeatures,
-  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: z.string() }),
+  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: IsoTime }),
 });
 export type HostFacts = z.infer<typeof HostFacts>;

@@ -1,6 +1,7 @@
 // A workload: a process tree that ferry started as a container (its own pid, uts, ipc and time
 // namespaces, and a cgroup) and can move between hosts.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { Ipv4 } from './subnet.ts';
 
@@ -18,7 +19,7 @@ export const WorkloadInfo = z.strictObject({
   /** Resident memory of the whole tree. */
   memoryBytes: z.number().nonnegative(),
   command: z.array(z.string()).min(1),
-  startedAt: z.string(),
+  startedAt: IsoTime,
   /** The workload's own IPv4 address in its own network namespace; null when it shares its host's (an agent without a workload network). */
   address: z.string().nullable(),
   cgroup: z.string().nullable(),

@@ -15,8 +15,8 @@ export function registerMeta(program: Command): void {
       action(async (opts: { json?: boolean }) => {
         const version = ferryVersion();
         if (!opts.json) return void process.stdout.write(`ferry ${version}\n`);
-        const [{ PROTOCOL_VERSION }, { IMAGE_VERSION }] = await Promise.all([import('../../shared/protocol.ts'), import('../../shared/image-format.ts')]);
-        printResult(true, { name: 'ferry', version, node: process.version, protocol: PROTOCOL_VERSION, imageFormat: IMAGE_VERSION }, () => '');
+        const [{ PROTOCOL_VERSION }, { IMAGE_VERSION }, { Version }] = await Promise.all([import('../../shared/protocol.ts'), import('../../shared/image-format.ts'), import('../schemas.ts')]);
+        printResult(true, Version.parse({ name: 'ferry', version, node: process.version, protocol: PROTOCOL_VERSION, imageFormat: IMAGE_VERSION }), () => '');
       }),
     );
 

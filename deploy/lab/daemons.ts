@@ -12,7 +12,9 @@ import { DAEMONS_HELP, labLayout, type LabLayout } from './layout.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+// The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): the daemons
+// always run their TypeScript sources through tsx.
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..').replace(/\/dist$/, '');
 const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
 
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>

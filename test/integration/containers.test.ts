@@ -27,8 +27,8 @@ describe('containers', () => {
     expect(w.address).toMatch(/^10\.77\./);
     // PID 1 inside its own pid namespace, hostname = workload name.
     expect(readFileSync(`/proc/${root}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
-    expect(w.cgroup).toContain('/ferry-lab/itcont/h2/ctr');
-    expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain('/ferry-lab/itcont/h2/ctr');
+    expect(w.cgroup).toContain(`/ferry-lab/${env.FERRY_LAB}/h2/ctr`);
+    expect(readFileSync(`/proc/${root}/cgroup`, 'utf8')).toContain(`/ferry-lab/${env.FERRY_LAB}/h2/ctr`);
     // Its environment is what it was given (and the lab's mark), nothing of the agent's.
     const environ = readFileSync(`/proc/${root}/environ`, 'latin1').split('\0');
     expect(environ).toContain('GREETING=hi');
@@ -106,6 +106,6 @@ describe('containers', () => {
     await ferry(['lab', 'down'], env);
     expect(isGone(w.rootPid!)).toBe(true);
     expect(isGone(r.rootPid!)).toBe(true);
-    expect(existsSync(w.cgroup!.split('/itcont/')[0] + '/itcont')).toBe(false);
+    expect(existsSync(w.cgroup!.split(`/${env.FERRY_LAB}/`)[0] + `/${env.FERRY_LAB}`)).toBe(false);
   });
 });

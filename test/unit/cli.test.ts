@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ferry, REPO } from '../integration/helpers/cli.ts';
 
-const T = { timeout: 60_000 };
+const T = { timeout: 180_000 };
 
 describe('ferry usage errors exit 2', () => {
   it.each([

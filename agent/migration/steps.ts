@@ -29,6 +29,9 @@ import { PrecopySource, type RoundReport } from './precopy-source.ts';
 import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
+import { verifyTree } from '../engine/verify/index.ts';
+import { corruptIfArmed } from '../engine/verify/corrupt.ts';
+import type { VerifyReport } from '../../shared/verify.ts';
 
 /** Beside the image: the workload's registry entry as the source knew it, and its network namespace. */
 const WORKLOAD_FILE = 'workload.json';
@@ -46,6 +49,8 @@ export class MigrationSteps {
   readonly #endpoints = new Map<string, StreamEndpoint>();
   /** Destination: live migrations' trees being built during pre-copy (warm restore). */
   readonly #warm = new Map<string, PrecopyDestination>();
+  /** Destination: a tree that failed verification stays failed (a replayed restore must not commit it). */
+  readonly #verifyFailed = new Map<string, FerryError>();
 
   /** Source: live migrations' pre-copy sessions (stream, tracker), lost if the agent restarts. */
   readonly #sessions = new Map<string, PrecopySource>();
@@ -329,7 +334,7 @@ export class MigrationSteps {
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
-        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m).run(conn);
+        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
         return await receiveImageDir(conn, m.imageDir);
       } finally {
@@ -343,10 +348,11 @@ export class MigrationSteps {
   }
 
   /** The warm restore of a live migration, its namespace's name on record before it is built. */
-  #warmSession(id: string, m: LocalMigration): PrecopyDestination {
+  #warmSession(id: string, m: LocalMigration, verify: boolean): PrecopyDestination {
     if (this.#warm.has(id)) throw new FerryError(ErrorCode.Conflict, `${id}: a second pre-copy stream`);
     const warm = new PrecopyDestination({
       network: this.#network,
+      verify,
       landing: () => {
         const name = this.#network.landingName(m.workload, id);
         const cur = this.records.get(id) ?? m;
@@ -360,13 +366,39 @@ export class MigrationSteps {
     return warm;
   }
 
-  /** Builds the tree from the received image and holds it stopped: it runs only after commit. */
+  /**
+   * Builds the tree from the received image and holds it stopped: it runs only after commit.
+   * Then (unless the migration turned it off) verifies it against the image: a difference fails
+   * the step, so the migration rolls back before its commit point.
+   */
   restore(s: StepBase) {
     return this.#once(s, 'destination', async () => {
       const receiving = this.#receiving.get(s.migrationId);
+      // The landing checks of a live migration ran in here: their figures are wanted below.
+      const warmLanding = this.#warm.get(s.migrationId)?.landing?.rounds ?? null;
       if (receiving) await receiving;
-      return { pid: await this.#build(s.migrationId) };
+      const pid = await this.#build(s.migrationId);
+      if (s.verify === false) return { pid };
+      return { pid, verify: this.#verify(s.migrationId, warmLanding) };
     });
+  }
+
+  /** Compares the held tree with its image; on a difference the tree is torn down and stays failed. */
+  #verify(id: string, landing: readonly { pages: number; ms: number }[] | null): VerifyReport {
+    const failed = this.#verifyFailed.get(id);
+    if (failed) throw failed;
+    const b = this.#held.get(id);
+    if (!b) throw new FerryError(ErrorCode.Internal, `${id}: no restored tree to verify`);
+    const pids = b.image.processes.map((p) => b.husks.get(p.pid)!.pid);
+    try {
+      // Not held (no cgroup here): the husks are traced and still have their scratch page.
+      const scratch = new Map([...b.husks.values()].map((h) => [h.pid, [h.scratchSpan]]));
+      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
+    } catch (err) {
+      const e = FerryError.from(err);
+      this.#verifyFailed.set(id, e);
+      throw e;
+    }
   }
 
   /** Builds the held tree once (in its rebuilt network namespace); returns the host pid of its root. */
@@ -396,6 +428,7 @@ export class MigrationSteps {
     try {
       husks = createHusks(image, m.imageDir, net ? { netns: net.handle.path } : {});
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
+      corruptIfArmed(image, husks);
     } catch (err) {
       for (const h of [...(husks?.values() ?? [])].reverse()) h.abort();
       await this.#network.discard(net, null);
@@ -439,6 +472,7 @@ export class MigrationSteps {
       if (JSON.stringify(netConfig) !== JSON.stringify(warm.net?.config ?? null))
         throw new FerryError(ErrorCode.Unsupported, `${id}: the workload's network configuration changed during pre-copy; the namespace rebuilt here no longer matches`);
       husks = warm.finalize(image, dir);
+      corruptIfArmed(image, husks);
     } catch (err) {
       void warm.discard();
       this.#warm.delete(id);

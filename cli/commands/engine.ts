@@ -26,8 +26,9 @@ export function registerEngine(program: Command): void {
     .description('Restore a process from an image directory; prints its pid (it is not a child of this command)')
     .requiredOption('--images <dir>', 'image directory')
     .option('--netns <name|path>', 'network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
+    .option('--verify', 'before the tree runs, compare it with the image (status, mappings, descriptors, memory); a difference kills it and fails with FERRY_VERIFY_MISMATCH', false)
     .option('--json', 'print JSON', false)
-    .action(action(async (opts: { images: string; netns?: string; json: boolean }) => (await impl()).restore(opts)));
+    .action(action(async (opts: { images: string; netns?: string; verify: boolean; json: boolean }) => (await impl()).restore(opts)));
 
   const image = program.command('image').description('Checkpoint images');
   image

@@ -2,6 +2,7 @@
 import { checkpoint as checkpointTree } from '../../agent/engine/checkpoint.ts';
 import { inspectImage } from '../../agent/engine/inspect.ts';
 import { restore as restoreTree } from '../../agent/engine/restore.ts';
+import { describeVerification } from '../format.ts';
 import { printResult } from '../output.ts';
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
@@ -17,10 +18,10 @@ export async function checkpoint(pid: number, opts: { images: string; leaveRunni
   );
 }
 
-export async function restore(opts: { images: string; netns?: string; json: boolean }): Promise<void> {
+export async function restore(opts: { images: string; netns?: string; verify: boolean; json: boolean }): Promise<void> {
   const netns = opts.netns === undefined ? undefined : opts.netns.includes('/') ? opts.netns : `/run/netns/${opts.netns}`;
-  const r = restoreTree(opts.images, { netns });
-  printResult(opts.json, r, (v) => `${v.pid}`);
+  const r = restoreTree(opts.images, { netns, verify: opts.verify });
+  printResult(opts.json, r, (v) => (v.verify ? `${v.pid}\n${describeVerification(v.verify)}` : `${v.pid}`));
 }
 
 export async function inspect(dir: string, opts: { json: boolean }): Promise<void> {

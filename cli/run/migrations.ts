@@ -7,7 +7,7 @@ import { coordinatorApi } from '../../shared/protocol.ts';
 import { call, decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
 import { withCluster } from '../cluster.ts';
-import { bytes, table } from '../format.ts';
+import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
 
 const ms = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
@@ -52,6 +52,8 @@ function renderView(v: MigrationView): string {
     );
     lines.push(...t.split('\n').map((l) => `    ${l}`));
   }
+  if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
+  else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
   if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
   return lines.join('\n');
@@ -134,13 +136,14 @@ export interface MigrateOptions {
   stopAndCopy?: boolean;
   downtimeBudget: number;
   maxRounds: number;
+  verify: boolean;
   json?: boolean;
   nats?: string;
 }
 
 export async function migrate(workload: string, opts: MigrateOptions): Promise<void> {
   if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
+  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify };
   const t0 = Date.now();
   // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
   // the migration); stdout keeps the final report alone, one JSON document with --json.

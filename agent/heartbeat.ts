@@ -7,6 +7,7 @@ import { certificateIdentity } from '../shared/nats.ts';
 import { inboxPrefix } from '../shared/permissions.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { subjects } from '../shared/subjects.ts';
+import type { WorkloadClaim } from '../shared/workload.ts';
 import type { FactsSource } from './facts.ts';
 
 // The heartbeat runs on a worker thread with a NATS connection of its own: checkpointing or
@@ -14,7 +15,7 @@ import type { FactsSource } from './facts.ts';
 // lost one. (A main thread stuck for good is caught by the phases' timeouts instead.) Plain
 // JavaScript: a TypeScript loader does not reach worker threads.
 const WORKER = `
-const { workerData: w } = require('node:worker_threads');
+const { workerData: w, parentPort } = require('node:worker_threads');
 const { readFileSync } = require('node:fs');
 const { connect, nkeyAuthenticator } = require(w.natsModule);
 const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm').exec(info)?.[1] ?? 0) * 1024;
@@ -26,18 +27,27 @@ const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm'
   if (w.credentials) security.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFileSync(w.credentials, 'utf8').trim()));
   const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...security });
   let seq = 0;
+  let workloads = w.workloads;
   const beat = () => {
     const info = readFileSync('/proc/meminfo', 'utf8');
     const facts = { ...w.facts, memory: { totalBytes: kib(info, 'MemTotal'), availableBytes: kib(info, 'MemAvailable') } };
-    nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts }));
+    nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts, workloads }));
   };
   beat();
   setInterval(beat, w.intervalMs);
+  // A change of what this host holds goes out at once: a coordinator must know it before the host can be lost.
+  parentPort.on('message', (claims) => { workloads = claims; beat(); });
 })();
 `;
 
-/** Publishes a heartbeat now and every intervalMs (from a worker thread) until stop() is called. */
-export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSource, intervalMs: number): () => Promise<void> {
+export interface Heartbeats {
+  /** The names and addresses this host holds now (sent with this and every later heartbeat). */
+  claims(c: WorkloadClaim[]): void;
+  stop(): Promise<void>;
+}
+
+/** Publishes a heartbeat now and every intervalMs (from a worker thread), and at once when the claims change, until stop() is called. */
+export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSource, intervalMs: number, claims: WorkloadClaim[]): Heartbeats {
   const worker = new Worker(WORKER, {
     eval: true,
     workerData: {
@@ -52,10 +62,14 @@ export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSour
       host,
       intervalMs,
       facts: facts.current(),
+      workloads: claims,
     },
   });
   worker.on('error', (err) => process.stderr.write(`heartbeat worker: ${err.message}\n`));
-  return async () => {
-    await worker.terminate();
+  return {
+    claims: (c) => worker.postMessage(c),
+    stop: async () => {
+      await worker.terminate();
+    },
   };
 }

@@ -21,7 +21,7 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   const group = service.addGroup(subjects.agentGroup(host), '');
   group.addEndpoint('facts', { handler: (_err, msg) => void answer(agentApi.facts, msg, () => facts.current()) });
   group.addEndpoint('run', { handler: (_err, msg) => void answer(agentApi.run, msg, (req) => workloads.run(req)) });
-  group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.list()) });
+  group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.listReaped()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
   // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
   const mig = group.addGroup('mig');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
-import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/workload.ts';
+import { WorkloadInfo, type RunRequest, type WorkloadClaim, type WorkloadState } from '../shared/workload.ts';
 import { spawnDetached } from './engine/detached.ts';
 import { isGone, listChildren } from './engine/procfs.ts';
 import { cgroup2Root } from './probes.ts';
@@ -47,10 +47,23 @@ function rssBytes(pid: number): number {
   }
 }
 
+function removeCgroup(dir: string | null): void {
+  if (!dir) return;
+  try {
+    rmdirSync(dir);
+  } catch {
+    // still emptying, or gone
+  }
+}
+
 export class Workloads {
   readonly #file: string;
   readonly #entries = new Map<string, Entry>();
   readonly #cgroupBase: string | null;
+  /** run, stop and reap one at a time: each creates or removes namespaces named after workloads. */
+  #serial: Promise<unknown> = Promise.resolve();
+  /** Told the names and addresses this host holds whenever they change (the heartbeat carries them). */
+  onClaims: (claims: WorkloadClaim[]) => void = () => undefined;
 
   constructor(
     private readonly host: string,
@@ -70,6 +83,36 @@ export class Workloads {
     const tmp = `${this.#file}.tmp`;
     writeFileSync(tmp, JSON.stringify([...this.#entries.values()], null, 2));
     renameSync(tmp, this.#file);
+    this.onClaims(this.claims());
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#serial.then(fn, fn);
+    this.#serial = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Names and addresses held here: every workload not yet reaped (an exited one holds them until then). */
+  claims(): WorkloadClaim[] {
+    return [...this.#entries.values()].filter((e) => e.state !== 'exited').map((e) => ({ name: e.name, address: e.address }));
+  }
+
+  /**
+   * A workload whose init is gone releases what it held: its network namespace (and with it its
+   * address) and its cgroup. It stays listed as exited until it is stopped or its name is run again.
+   */
+  reap(): Promise<void> {
+    return this.#exclusive(() => this.#reap());
+  }
+
+  async #reap(): Promise<void> {
+    const dead = [...this.#entries.values()].filter((e) => e.state !== 'exited' && !alive(e.rootPid));
+    for (const e of dead) {
+      if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
+      removeCgroup(e.cgroup);
+      Object.assign(e, { state: 'exited', address: null, netns: null });
+    }
+    if (dead.length > 0) this.#save();
   }
 
   #info(e: Entry): WorkloadInfo {
@@ -84,13 +127,24 @@ export class Workloads {
     return [...this.#entries.values()].map((e) => this.#info(e));
   }
 
+  /** The list after reaping, so that no exited workload still holds an address when it is read. */
+  async listReaped(): Promise<WorkloadInfo[]> {
+    await this.reap();
+    return this.list();
+  }
+
   get(name: string): WorkloadInfo {
     const e = this.#entries.get(name);
     if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
     return this.#info(e);
   }
 
-  async run(req: RunRequest): Promise<WorkloadInfo> {
+  run(req: RunRequest): Promise<WorkloadInfo> {
+    return this.#exclusive(() => this.#run(req));
+  }
+
+  async #run(req: RunRequest): Promise<WorkloadInfo> {
+    await this.#reap();
     const prev = this.#entries.get(req.name);
     if (prev && alive(prev.rootPid)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" already runs on ${this.host}`);
     const log = path.join(this.stateDir, 'workloads', `${req.name}.log`);
@@ -217,17 +271,15 @@ export class Workloads {
     if (!e) return;
     this.#entries.delete(name);
     this.#save();
-    if (e.cgroup) {
-      try {
-        rmdirSync(e.cgroup);
-      } catch {
-        // still emptying
-      }
-    }
+    removeCgroup(e.cgroup);
   }
 
   /** Ends the workload's processes (by pid, the tree only) and forgets it. */
-  async stop(name: string): Promise<WorkloadInfo> {
+  stop(name: string): Promise<WorkloadInfo> {
+    return this.#exclusive(() => this.#stop(name));
+  }
+
+  async #stop(name: string): Promise<WorkloadInfo> {
     const e = this.#entries.get(name);
     if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
     // PID 1 of a pid namespace takes every other process of the namespace with it.
@@ -235,13 +287,7 @@ export class Workloads {
     const deadline = Date.now() + 5_000;
     while ((alive(e.rootPid) || alive(e.shimPid)) && Date.now() < deadline) await sleep(10);
     if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
-    if (e.cgroup) {
-      try {
-        rmdirSync(e.cgroup);
-      } catch {
-        // still emptying, or gone
-      }
-    }
+    removeCgroup(e.cgroup);
     const info = { ...this.#info(e), state: 'exited' as const };
     this.#entries.delete(name);
     this.#save();

@@ -12,6 +12,7 @@ import { LeaderLease } from './lease.ts';
 import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
 import { MigrationStore } from './store.ts';
+import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
 
@@ -30,7 +31,9 @@ log.info({ server: nc.getServer() }, 'connected to NATS');
 const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, config.kvReplicas);
 await untilJetStream(() => cluster.start(), log);
 const agents = new AgentClient(nc);
-const workloads = new WorkloadDirectory(cluster, agents);
+const pool = config.workloadNetwork ? new AddressPool(config.workloadNetwork) : null;
+if (!pool) log.warn('no workloadNetwork in the config: workloads get no address of their own');
+const workloads = new WorkloadDirectory(cluster, agents, { pool, natsServers: config.nats.servers });
 const store = await untilJetStream(() => MigrationStore.open(nc, config.kvReplicas), log);
 const lease = await untilJetStream(() => LeaderLease.open(nc, id, config.leaseTtlMs, config.kvReplicas), log);
 

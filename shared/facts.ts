@@ -1,6 +1,7 @@
 // The facts an agent reports about its host: what a coordinator needs to decide whether a
 // workload checkpointed on one host can be restored on another.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { HostName } from './names.ts';
 
 export const KernelFeatures = z.strictObject({
@@ -40,7 +41,7 @@ export const HostFacts = z.strictObject({
   cpu: z.strictObject({ model: z.string(), count: z.number().int().positive(), xsave: Xsave.nullable() }),
   memory: z.strictObject({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }),
   features: KernelFeatures,
-  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: z.string() }),
+  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: IsoTime }),
   /** The agent's data stream listener (port, encrypted or not); null: it has no identity and takes no part in migrations. */
   dataStream: z.strictObject({ port: z.number().int().min(1).max(65535), encrypt: z.boolean() }).nullable(),
 });

@@ -2,6 +2,7 @@
 // for one phase, and what a migration looks like to someone watching it.
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
+import { IsoTime, isoTime } from './time.ts';
 import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
@@ -25,7 +26,7 @@ export type MigrateRequest = z.infer<typeof MigrateRequest>;
 export const PhaseSummary = z.strictObject({
   phase: z.string(),
   attempts: z.number().int(),
-  startedAt: z.string().nullable(),
+  startedAt: IsoTime.nullable(),
   durationMs: z.number().nullable(),
 });
 
@@ -61,8 +62,8 @@ export const MigrationView = z.strictObject({
   agentsLost: z.array(z.strictObject({ role: z.enum(['source', 'destination']), host: HostName, during: z.string(), effect: z.enum(['rollback', 'none']) })),
   /** The last error of a step retried after commit (the migration rolls forward regardless). */
   lastRetryError: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
-  startedAt: z.string().nullable(),
-  endedAt: z.string().nullable(),
+  startedAt: IsoTime.nullable(),
+  endedAt: IsoTime.nullable(),
 });
 export type MigrationView = z.infer<typeof MigrationView>;
 
@@ -135,3 +136,11 @@ export const MigrationEventWire = z.strictObject({
   view: MigrationView,
 });
 export type MigrationEventWire = z.infer<typeof MigrationEventWire>;
+
+/**
+ * An event as the CLI prints it (`watch --json`; `migrate --json` on stderr): the wire form with
+ * `at` as an ISO 8601 time, like every other time ferry prints.
+ */
+export const MigrationEvent = MigrationEventWire.extend({ at: IsoTime });
+export type MigrationEvent = z.infer<typeof MigrationEvent>;
+export const eventForUser = (e: MigrationEventWire): MigrationEvent => ({ ...e, at: isoTime(e.at) });

@@ -2,10 +2,11 @@
 // replies are listed per endpoint in `agentApi` and `coordinatorApi`, so a caller and a server
 // cannot disagree about a shape; shared/rpc.ts enforces them on both ends.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
-import { RunOnHost, RunRequest, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
+import { RunOnHost, RunRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
   DoneReply,
   FreezeReply,
@@ -45,15 +46,17 @@ export const Heartbeat = z.strictObject({
   seq: z.number().int().positive(),
   /** Milliseconds between heartbeats: receivers judge liveness against it. */
   intervalMs: z.number().int().positive(),
-  sentAt: z.string(),
+  sentAt: IsoTime,
   facts: HostFacts,
+  /** The names and addresses this host holds: a coordinator keeps them reserved while the host is lost. */
+  workloads: z.array(WorkloadClaim).optional(),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 /** What an agent writes into the hosts bucket when it starts: the cluster's durable membership. */
 export const HostRecord = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
-  registeredAt: z.string(),
+  registeredAt: IsoTime,
   facts: HostFacts,
 });
 export type HostRecord = z.infer<typeof HostRecord>;
@@ -64,8 +67,8 @@ export const HostView = z.strictObject({
   alive: z.boolean(),
   /** Kernel release, repeated at the top level for scripts. */
   kernel: z.string(),
-  lastSeen: z.string().nullable(),
-  registeredAt: z.string(),
+  lastSeen: IsoTime.nullable(),
+  registeredAt: IsoTime,
   facts: HostFacts,
 });
 export type HostView = z.infer<typeof HostView>;

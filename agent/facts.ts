@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { HostFacts, KernelFeatures } from '../shared/facts.ts';
 import { probeKernel } from './probes.ts';
+import { controllerLayouts, hostLayout } from './cgroups/layout.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -46,6 +47,7 @@ export async function gatherFacts(name: string, address: string): Promise<FactsS
     cpu: { model: cpuModel(), count: os.availableParallelism(), xsave: probes.xsave },
     features,
     agent: { version: AGENT_VERSION, pid: process.pid, startedAt: new Date().toISOString() },
+    cgroups: controllerLayouts(hostLayout()),
   };
   return { current: () => ({ ...fixed, memory: memory() }) };
 }

@@ -29,7 +29,7 @@ const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_T
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking);
 await startAgentService(nc, config.name, facts, workloads, steps);
 await register(nc, config.name, facts);
-const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs);
+const stopHeartbeats = startHeartbeats(config.nats.servers, config.name, facts, config.heartbeatMs, () => workloads.load());
 log.info('registered; heartbeats started');
 
 const shutdown = async (signal: string) => {

@@ -2,6 +2,7 @@
 // goes to the agent of the host that runs (or will run) the workload.
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { allocateAddress } from '../shared/netns.ts';
+import type { ResourceLimits } from '../shared/resources.ts';
 import type { RunRequest, WorkloadInfo, WorkloadListing } from '../shared/workload.ts';
 import type { AgentClient } from './agents.ts';
 import type { ClusterView } from './cluster.ts';
@@ -70,6 +71,12 @@ export class WorkloadDirectory {
   async stop(name: string): Promise<WorkloadInfo> {
     const w = await this.find(name);
     return this.agents.call(w.host, 'stop', { name });
+  }
+
+  /** New limits for a running workload, applied by the agent of the host that runs it. */
+  async update(name: string, limits: ResourceLimits): Promise<WorkloadInfo> {
+    const w = await this.find(name);
+    return this.agents.call(w.host, 'update', { name, limits });
   }
 
   requireAlive(host: string): void {

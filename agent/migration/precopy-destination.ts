@@ -13,7 +13,7 @@ import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
 import { Husk } from '../engine/husk.ts';
 import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
 import { PagesReader } from '../engine/memory.ts';
-import { buildState } from '../engine/restore.ts';
+import { buildState, enterCgroups } from '../engine/restore.ts';
 import type { Frame } from '../transfer/frames.ts';
 import { ProcessSink } from '../transfer/page-sinks.ts';
 import { PageReceiver, type ReceivedRound } from '../transfer/pages.ts';
@@ -26,6 +26,8 @@ export interface WarmDeps {
   network: NetworkHandoff;
   /** The name the workload's namespace gets here, put on record before it is built (rollback after a restart removes it). */
   landing: () => string | null;
+  /** cgroup.procs files of the workload's groups here: the root husk joins them before any page arrives. */
+  cgroupProcs: () => string[];
 }
 
 interface Member {
@@ -118,6 +120,7 @@ export class PrecopyDestination {
     const husk = l.container ? Husk.createContainer(l.container, avoid, netns) : Husk.create(root.pid, avoid, netns);
     this.#root = root.pid;
     this.#members.set(root.pid, { husk, ppid: root.ppid, vmas: [] });
+    enterCgroups(husk.pid, this.d.cgroupProcs());
     if (root.sid === root.pid) husk.leadSession();
     husk.clear(root.vmas);
   }

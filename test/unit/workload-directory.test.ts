@@ -20,6 +20,9 @@ const workload = (name: string, host: string, address: string): WorkloadInfo => 
   address,
   cgroup: null,
   log: '/dev/null',
+  limits: {},
+  requests: {},
+  usage: {},
 });
 
 /** h1 runs "a"; h2 is alive but its agent times out. */
@@ -55,7 +58,7 @@ describe('workload directory with a live host that does not answer', () => {
 
   it('refuses to start a workload while it cannot check that name and address are unique', async () => {
     const { dir, runs } = directory();
-    await expect(dir.run('h1', { name: 'b', command: ['sleep', 'inf'], env: {} })).rejects.toMatchObject({
+    await expect(dir.run('h1', { name: 'b', command: ['sleep', 'inf'], env: {}, limits: {}, requests: {} })).rejects.toMatchObject({
       code: ErrorCode.Unavailable,
       message: expect.stringMatching(/unique.*h2/),
     });

@@ -6,7 +6,7 @@ import type { Controller } from './layout.ts';
 import { V1_UNLIMITED, readKeyed, readNumber, readText, writeLimit } from './io.ts';
 import { CPU_PERIOD_US } from './v2.ts';
 
-const limited = (n: number | undefined): number | undefined => (n === undefined || n >= V1_UNLIMITED ? undefined : n);
+const limited = (n: number | undefined): number | undefined => (n === undefined || n < 0 || n >= V1_UNLIMITED ? undefined : n);
 export const sharesOf = (weight: number): number => Math.round((weight * 1024) / 100);
 export const weightOf = (shares: number): number => Math.round((shares * 100) / 1024);
 const IO_FILES = { rbps: 'blkio.throttle.read_bps_device', wbps: 'blkio.throttle.write_bps_device', riops: 'blkio.throttle.read_iops_device', wiops: 'blkio.throttle.write_iops_device' } as const;

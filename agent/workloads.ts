@@ -132,7 +132,13 @@ export class Workloads {
     const limits = normalizeLimits(req.limits);
     this.admit(req.name, limits, req.requests);
     // Limits first, then the process: it joins a group that already holds them.
-    const cg = this.prepareCgroup(req.name, limits);
+    let cg: WorkloadCgroup;
+    try {
+      cg = this.prepareCgroup(req.name, limits);
+    } catch (err) {
+      this.cgroupOf(req.name).remove();
+      throw err;
+    }
     const cgroup = cg.v2Dir;
     // The shell becomes `unshare`, whose forked child is PID 1 of the new pid namespace; that
     // child joins the workload's groups (the shim stays out, on every host alike), names its

@@ -42,6 +42,6 @@ export function writeLimit(dir: string, file: string, value: string | number, li
     writeFileSync(f, String(value));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new FerryError(ErrorCode.InvalidRequest, `cannot set ${limit} to ${value}: ${f}: ${e.code ?? e.message}`, { details: { limit, file: f, value: String(value), errno: e.code } });
+    throw new FerryError(ErrorCode.InvalidRequest, `cannot set ${limit} (${f} <- "${value}"): ${e.code ?? e.message}`, { details: { limit, file: f, value: String(value), errno: e.code } });
   }
 }

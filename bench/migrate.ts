@@ -8,6 +8,8 @@
 //   BENCH_QUICK=1       a quick subset (256 MiB and 1 GiB, 0 and 50 MB/s, hot-set; 2 repeats)
 //   BENCH_REPEATS=N     live migrations per configuration (default 3; 4 GiB: 1)
 //   BENCH_SIZES=256,1024,4096  BENCH_RATES=0,10,50,200  BENCH_PATTERNS=random,hotset
+//   BENCH_VERIFY_SIZES=256     sizes at which verification before the commit is measured on vs off
+//   BENCH_VERIFY_ONLY=1        only that comparison (writes bench/results/verify.json)
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +27,7 @@ import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type Worklo
 
 const execFileP = promisify(execFile);
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const LAB = 'bench';
+const LAB = process.env.FERRY_LAB ?? 'bench';
 const env = { ...process.env, FERRY_LAB: LAB };
 const quick = process.env.BENCH_QUICK === '1';
 const list = (v: string | undefined, d: string): string[] => (v ?? d).split(',').filter(Boolean);
@@ -150,6 +152,7 @@ interface Run {
   throttled: boolean;
   round1Bps: number;
   phases: Record<string, number>;
+  verification: MigrationView['verification'];
 }
 
 async function migrate(name: string, to: string, extra: string[] = []): Promise<Run> {
@@ -166,7 +169,87 @@ async function migrate(name: string, to: string, extra: string[] = []): Promise<
     throttled: v.rounds.some((x) => x.throttled === true),
     round1Bps: Number(v.rounds[0]?.bandwidthBps ?? 0),
     phases: Object.fromEntries(v.phases.map((p) => [p.phase, p.durationMs ?? Number.NaN])),
+    verification: v.verification,
   };
+}
+
+// --- verification before the commit: on vs off, same workload, same run -----------------------
+
+interface VerifyRow {
+  workload: string;
+  residentMiB: number;
+  migrations: number;
+  on: { downtimeMedianMs: number; restoreMedianMs: number };
+  off: { downtimeMedianMs: number; restoreMedianMs: number };
+  /** Verification's own figures (medians over the verified runs). */
+  insideMs: number;
+  outsideMs: number;
+  pagesPrecopy: number;
+  pagesDowntime: number;
+  msByResource: Record<string, number>;
+}
+
+async function verifyCost(size: number, repeats: number): Promise<VerifyRow> {
+  const name = `v${Math.random().toString(36).slice(2, 8)}`;
+  const w = await runWorkload('memwriter', name, [String(size), '50', 'hotset']);
+  const resident = await w.resident();
+  const on: Run[] = [];
+  const off: Run[] = [];
+  let at = 'h1';
+  try {
+    // Interleaved, so both see the same machine load.
+    for (let i = 0; i < repeats * 2; i++) {
+      const to = at === 'h1' ? 'h2' : 'h1';
+      const verify = i % 2 === 0;
+      (verify ? on : off).push(await migrate(name, to, verify ? [] : ['--no-verify']));
+      at = to;
+      checkOk(w.statusPath, name);
+    }
+  } finally {
+    await ferry(['stop', name]);
+  }
+  const vs = on.map((r) => r.verification!).filter(Boolean);
+  const keys = [...new Set(vs.flatMap((v) => Object.keys(v.msByResource)))];
+  const row: VerifyRow = {
+    workload: `memwriter ${size} MiB 50 MB/s hotset`,
+    residentMiB: Math.round(resident / MiB),
+    migrations: on.length + off.length,
+    on: { downtimeMedianMs: median(on.map((r) => r.downtimeMs)), restoreMedianMs: median(on.map((r) => r.phases.restore ?? Number.NaN)) },
+    off: { downtimeMedianMs: median(off.map((r) => r.downtimeMs)), restoreMedianMs: median(off.map((r) => r.phases.restore ?? Number.NaN)) },
+    insideMs: r1(median(vs.map((v) => v.insideMs))),
+    outsideMs: r1(median(vs.map((v) => v.outsideMs))),
+    pagesPrecopy: median(vs.map((v) => v.pagesChecked.precopy)),
+    pagesDowntime: median(vs.map((v) => v.pagesChecked.downtime)),
+    msByResource: Object.fromEntries(keys.map((k) => [k, r1(median(vs.map((v) => v.msByResource[k] ?? 0)))])),
+  };
+  process.stderr.write(`${JSON.stringify(row)}\n`);
+  return row;
+}
+
+function printVerify(rows: VerifyRow[]): void {
+  console.log('\nverification before the commit (medians): downtime on/off, restore phase on/off, verification inside/outside the downtime');
+  for (const r of rows)
+    console.log(
+      `${r.workload} (${r.residentMiB} MiB, ${r.migrations} migrations): downtime ${r.on.downtimeMedianMs}/${r.off.downtimeMedianMs} ms, restore ${r.on.restoreMedianMs}/${r.off.restoreMedianMs} ms; ` +
+        `verification ${r.insideMs} ms inside (${Object.entries(r.msByResource).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.outsideMs} ms outside; pages checked ${r.pagesPrecopy} during pre-copy, ${r.pagesDowntime} inside`,
+    );
+}
+
+const VERIFY_SIZES = list(process.env.BENCH_VERIFY_SIZES, '256').map(Number);
+
+async function verifyOnly(): Promise<void> {
+  await ferry(['lab', 'down']);
+  const up = await ferry(['lab', 'up', '--hosts', '2']);
+  if (up.code !== 0) throw new Error(`lab up: ${up.stderr}`);
+  try {
+    const rows: VerifyRow[] = [];
+    for (const size of VERIFY_SIZES) rows.push(await verifyCost(size, REPEATS));
+    mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });
+    writeFileSync(path.join(REPO, 'bench/results/verify.json'), `${JSON.stringify({ at: new Date().toISOString(), repeats: REPEATS, rows }, null, 2)}\n`);
+    printVerify(rows);
+  } finally {
+    await ferry(['lab', 'down']);
+  }
 }
 
 async function runWorkload(kind: WorkloadName, name: string, args: string[]): Promise<{ statusPath: string; resident: () => Promise<number> }> {
@@ -287,6 +370,14 @@ async function main(): Promise<void> {
         process.stderr.write(`${kind}: ${(err as Error).message}\n`);
       }
     }
+    const verify: VerifyRow[] = [];
+    for (const size of VERIFY_SIZES) {
+      try {
+        verify.push(await verifyCost(size, REPEATS));
+      } catch (err) {
+        process.stderr.write(`verification ${size} MiB: ${(err as Error).message}\n`);
+      }
+    }
     const find = (size: number, rate: number, pattern: string) => rows.find((r) => r.workload === `memwriter ${size} MiB ${rate} MB/s ${pattern}`);
     const g1 = find(1024, 50, 'hotset');
     const a = find(256, 50, 'hotset');
@@ -299,10 +390,11 @@ async function main(): Promise<void> {
       { target: 'data plane >= 80 % of raw TCP', value: `${dataPlane} of ${tcp} MB/s (${r1((dataPlane / tcp) * 100)} %)`, met: dataPlane >= 0.8 * tcp },
       { target: 'workload >= 90 % of normal speed under 1 s rounds', value: `${r1(speed.ratio * 100)} %`, met: speed.ratio >= 0.9 },
     ];
-    const result = { at: new Date().toISOString(), quick, repeats: REPEATS, memcpyGBps: r1(memcpy), rawTcpMBps: tcp, speed, rows, targets, totalMinutes: r1((Date.now() - t0) / 60_000) };
+    const result = { at: new Date().toISOString(), quick, repeats: REPEATS, memcpyGBps: r1(memcpy), rawTcpMBps: tcp, speed, rows, verify, targets, totalMinutes: r1((Date.now() - t0) / 60_000) };
     mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });
     writeFileSync(path.join(REPO, 'bench/results/migrate.json'), `${JSON.stringify(result, null, 2)}\n`);
     printTable(result);
+    printVerify(verify);
   } finally {
     await ferry(['lab', 'down']);
   }
@@ -332,4 +424,5 @@ function printTable(res: { memcpyGBps: number; rawTcpMBps: number; speed: { rati
   for (const t of res.targets) console.log(`${t.met ? 'MET   ' : 'MISSED'} ${t.target}: ${t.value}`);
 }
 
-await main();
+if (process.env.BENCH_VERIFY_ONLY === '1') await verifyOnly();
+else await main();

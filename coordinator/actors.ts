@@ -19,7 +19,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'streamSecret'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'streamSecret' | 'verify'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -29,6 +29,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   workload: i.workload.name,
   peer,
   streamSecret: i.streamSecret,
+  ...(i.verify === false ? { verify: false } : {}),
 });
 
 const check = (fn: () => void): PreflightCheck => {

@@ -14,6 +14,7 @@
 
 import { assign, createActor, enqueueActions, fromPromise, setup, type ActorOptions } from 'xstate';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
+import type { VerifyReport } from '../shared/verify.ts';
 import { decideSwitchover, type ConvergenceConfig, type ConvergenceDecision } from './convergence.ts';
 import type {
   CleanupInput,
@@ -93,6 +94,8 @@ export interface MigrationInput {
   rollback?: Partial<RollbackPolicy>;
   /** Backoff between retries of resume/cleanup (after commit; retried without limit). */
   rollForward?: Partial<BackoffPolicy>;
+  /** The destination verifies the restored tree against the image before the commit (default true). */
+  verify?: boolean;
 }
 
 // ---- context --------------------------------------------------------------------------------
@@ -147,6 +150,9 @@ export interface MigrationContext {
   lastDecision: ConvergenceDecision | null;
   /** Sticky once the rule asked for it. */
   throttle: boolean;
+  /** Verification before the commit point: asked for (absent in older records: true), and what the restore step reported. */
+  verify?: boolean;
+  verification?: VerifyReport | null;
   /** Raw bytes of the final transfer. */
   bytesTransferred: number;
   /** Bytes on the wire: all pre-copy rounds + the final transfer. */
@@ -312,6 +318,7 @@ function baseInput<P extends Phase | 'rollback'>(context: MigrationContext, phas
     destination: context.destination,
     workload: context.workload,
     streamSecret: context.streamSecret,
+    verify: context.verify !== false,
   };
 }
 
@@ -356,6 +363,8 @@ function initialContext(input: MigrationInput): MigrationContext {
     currentRound: { round: 0, attempt: 0 },
     lastDecision: null,
     throttle: false,
+    verify: input.verify !== false,
+    verification: null,
     bytesTransferred: 0,
     bytesOnWire: 0,
     freezeAt: null,
@@ -487,6 +496,7 @@ export const migrationMachine = setup({
       });
       enqueue.emit({ type: 'round', migrationId: context.migrationId, stats, decision, at: nowOf(system) });
     }),
+    recordRestore: assign({ verification: ({ event }) => outputOf<'restore'>(event).verify ?? null }),
     recordTransfer: assign(({ context, event }) => {
       const out = outputOf<'transfer'>(event);
       return { bytesTransferred: out.bytesTransferred, bytesOnWire: context.bytesOnWire + (out.bytesOnWire ?? out.bytesTransferred) };
@@ -681,7 +691,7 @@ export const migrationMachine = setup({
         id: 'restore',
         src: 'restore',
         input: ({ context }): RestoreInput => baseInput(context, 'restore', context.phases.restore.attempts),
-        onDone: 'commit',
+        onDone: { target: 'commit', actions: 'recordRestore' },
         onError: TO_ROLLBACK,
       },
       after: { restoreTimeout: TO_ROLLBACK },

@@ -86,6 +86,7 @@ export class MigrationManager {
       streamSecret: randomBytes(32).toString('hex'),
       timeouts: this.d.timeouts,
       precopy: req.precopy ? convergenceFor(req) : false,
+      verify: req.verify,
     };
     const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
     const record: MigrationRecord = {

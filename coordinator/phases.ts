@@ -13,6 +13,7 @@
 //    the same kind of result (e.g. `freeze` on an already frozen workload succeeds).
 
 import type { ErrorWire } from '../shared/errors.ts';
+import type { VerifyReport } from '../shared/verify.ts';
 
 /** The phases of a migration, in order. `precopy` is a loop of rounds (see convergence.ts). */
 export type Phase = 'preflight' | 'precopy' | 'freeze' | 'transfer' | 'restore' | 'commit' | 'resume' | 'cleanup';
@@ -49,6 +50,8 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   workload: WorkloadRef;
   /** Shared secret that authenticates the source->destination data stream. */
   streamSecret: string;
+  /** The destination verifies the restored tree before the commit (absent: true). */
+  verify?: boolean;
 }
 
 // ---- preflight -------------------------------------------------------------------------------
@@ -144,6 +147,8 @@ export type RestoreInput = PhaseInputBase<'restore'>;
 export interface RestoreOutput {
   /** pid of the restored (still stopped) root task on the destination. */
   pid?: number;
+  /** What verification against the image compared (absent: verification was off). */
+  verify?: VerifyReport;
 }
 
 // ---- commit ----------------------------------------------------------------------------------

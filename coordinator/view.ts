@@ -46,6 +46,8 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     bytesTransferred: ctx.bytesTransferred,
     bytesOnWire: ctx.bytesOnWire,
     rounds: ctx.rounds as unknown as Record<string, unknown>[],
+    verify: ctx.verify !== false,
+    verification: ctx.verification ?? null,
     error: errorView(ctx.error),
     needsOperator: needsOperator || ctx.outcome === 'failed',
     agentsLost: ctx.agentsLost.map((a) => ({ role: a.role, host: a.host, during: a.during, effect: a.effect })),

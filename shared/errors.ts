@@ -29,6 +29,11 @@ export const ErrorCode = {
   Conflict: 'FERRY_CONFLICT',
   /** The lab (local multi-host test bed) is missing or broken. */
   Lab: 'FERRY_LAB',
+  /**
+   * Verification before the commit point found the restored tree differs from its image
+   * (details: pid, hostPid, resource, field, expected, actual). The migration rolls back.
+   */
+  VerifyMismatch: 'FERRY_VERIFY_MISMATCH',
   /** A bug: an invariant of ferry's own did not hold. */
   Internal: 'FERRY_INTERNAL',
 } as const;

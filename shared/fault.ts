@@ -5,6 +5,11 @@
 // map lookup. Points: `agent:<step>:before|after` (a migration step of an agent, before doing it
 // / done but not yet answered), `coordinator:<actor>:before|after` (a phase actor of the
 // statechart, before calling out / finished but not yet recorded).
+// Corruption points are not crash points: they make the destination damage what it restored so
+// that a test can see verification catch it (faultArmed): `agent:restore:corrupt-byte` flips
+// one byte of a restored page (as it lands in a live migration; after the memory is written in
+// a cold restore), `agent:restore:corrupt-flag` flips the root process's SIGUSR2 disposition
+// after the tree is built.
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const faults = new Map(
@@ -39,3 +44,6 @@ export function withFaultPoints<A extends unknown[], R>(prefix: string, fn: (...
     return out;
   };
 }
+
+/** Whether a corruption point is armed (any action: corruption points never crash). */
+export const faultArmed = (point: string): boolean => faults.has(point);

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
 import { ResourceLimits, ResourceRequests } from './resources.ts';
+import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
 
@@ -17,6 +18,8 @@ export const MigrateRequest = z.strictObject({
   downtimeBudgetMs: z.number().int().positive().max(60_000).default(100),
   /** Switch over after this many pre-copy rounds whatever the prediction. */
   maxRounds: z.number().int().min(1).max(1000).default(30),
+  /** Verify the restored tree against the image before the commit point (`--no-verify` turns it off). */
+  verify: z.boolean().default(true),
 });
 export type MigrateRequest = z.infer<typeof MigrateRequest>;
 
@@ -50,6 +53,9 @@ export const MigrationView = z.strictObject({
   bytesTransferred: z.number(),
   bytesOnWire: z.number(),
   rounds: z.array(z.record(z.string(), z.unknown())),
+  /** Whether the destination verifies the restored tree before the commit, and what it found (null: not yet, or off). */
+  verify: z.boolean(),
+  verification: VerifyReport.nullable(),
   error: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
   needsOperator: z.boolean(),
   /** Agents seen lost during the migration, and whether that rolled it back. */
@@ -76,6 +82,8 @@ export const StepBase = z.strictObject({
   peer: HostName,
   /** Authenticates the data stream between the two agents of this migration. */
   streamSecret: z.string().min(32),
+  /** The destination verifies the restored tree against the image before the commit (default true). */
+  verify: z.boolean().optional(),
 });
 export type StepBase = z.infer<typeof StepBase>;
 
@@ -96,7 +104,7 @@ export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */
 export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional() });
 export const SendReply = z.strictObject({ bytesTransferred: z.number().nonnegative(), bytesOnWire: z.number().nonnegative() });
-export const RestoreReply = z.strictObject({ pid: z.number().int() });
+export const RestoreReply = z.strictObject({ pid: z.number().int(), verify: VerifyReport.optional() });
 
 /** One pre-copy round, as the source agent measured it (coordinator/phases.ts RoundStats). */
 export const RoundStatsWire = z.strictObject({

@@ -2,7 +2,7 @@
 // group for the freezer and the controllers v2 holds, a v1 group for each controller that lives
 // in v1), limits written before any process joins, read back to check them, usage from the
 // controllers' statistics.
-import { existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { ResourceLimits, ResourceUsage } from '../../shared/resources.ts';
@@ -125,6 +125,22 @@ export class WorkloadCgroup {
     // v2 counts CPU time in every group, with or without the cpu controller.
     if (out.cpuUsec === undefined && this.v2Dir) Object.assign(out, { cpuUsec: usageV2('cpu', this.v2Dir).cpuUsec });
     return JSON.parse(JSON.stringify(out)) as ResourceUsage;
+  }
+
+  /** The groups (absolute dirs) a process is not in, from its /proc/PID/cgroup. */
+  notMemberOf(pid: number): string[] {
+    let lines: string[];
+    try {
+      lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n');
+    } catch {
+      return this.dirs;
+    }
+    const pathIn = (match: (controllers: string[]) => boolean) => lines.map((l) => l.split(':')).find(([, c]) => c !== undefined && match(c.split(',')))?.slice(2).join(':');
+    const want = `/${this.rel}`;
+    const out: string[] = [];
+    if (this.v2Dir && lines.find((l) => l.startsWith('0::'))?.slice(3) !== want) out.push(this.v2Dir);
+    for (const [n, dir] of Object.entries(this.v1Dirs)) if (pathIn((c) => c.includes(n)) !== want) out.push(dir);
+    return out;
   }
 
   /** The cgroup.procs files a process writes itself into to join every group. */

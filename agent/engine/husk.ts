@@ -148,6 +148,13 @@ export class Husk extends HuskFiles {
     }
   }
 
+  /** Sets one signal's disposition to SIG_DFL (0) or SIG_IGN (1): the corrupt-flag test hook (verify/corrupt.ts). */
+  setDisposition(sig: number, handler: 0n | 1n): void {
+    const b = Buffer.alloc(32);
+    b.writeBigUInt64LE(handler, 0);
+    this.inj(this.pid, 'rt_sigaction', [sig, this.put(OFF_ARGS, b), 0, 8]);
+  }
+
   /** Back into its cgroup (v2) when that group exists here; otherwise it stays where the husk started. */
   joinCgroup(p: ProcessImage): void {
     const root = cgroup2Root();

@@ -10,6 +10,9 @@ import { Husk } from './husk.ts';
 import { readImage } from './image-io.ts';
 import { PagesReader } from './memory.ts';
 import { isGone } from './procfs.ts';
+import type { VerifyReport } from '../../shared/verify.ts';
+import { verifyTree } from './verify/index.ts';
+import { corruptIfArmed } from './verify/corrupt.ts';
 
 const chan = diagnostics_channel.channel('ferry:restore');
 
@@ -20,6 +23,8 @@ export interface RestoreResult {
   pagesBytes: number;
   totalMs: number;
   memoryMs: number;
+  /** With `verify`: what the comparison with the image covered. */
+  verify?: VerifyReport;
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -148,17 +153,24 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions = {}):
   }
 }
 
-export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean } = {}): RestoreResult {
+/**
+ * `verify`: before the tree runs, it is compared with the image (verify/); a difference kills it
+ * and throws FERRY_VERIFY_MISMATCH.
+ */
+export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean; verify?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
   const img = readImage(dir);
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
   if (!img.container) for (const p of img.processes) waitPidFree(p.pid);
   const husks = createHusks(img, dir, opts);
   let memoryMs = 0;
+  let verify: VerifyReport | undefined;
   try {
     for (const p of img.processes) memoryMs += buildProcess(husks.get(p.pid)!, p, dir).memoryMs;
+    corruptIfArmed(img, husks);
     opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);
+    if (opts.verify) verify = verifyTree(img, img.processes.map((p) => husks.get(p.pid)!.pid), { dir });
     // Children first, so a parent never runs while a child it may wait for is still held.
     for (const p of [...img.processes].reverse()) husks.get(p.pid)!.release();
   } catch (err) {
@@ -173,6 +185,7 @@ export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?:
     pagesBytes: img.processes.reduce((a, p) => a + p.pagesBytes, 0),
     totalMs: performance.now() - t0,
     memoryMs,
+    ...(verify ? { verify } : {}),
   };
   if (chan.hasSubscribers) chan.publish({ kind: 'done', ...result });
   return result;

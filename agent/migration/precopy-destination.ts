@@ -14,6 +14,7 @@ import { Husk } from '../engine/husk.ts';
 import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
 import { PagesReader } from '../engine/memory.ts';
 import { buildState, enterCgroups } from '../engine/restore.ts';
+import { LandingCheck } from '../engine/verify/index.ts';
 import type { Frame } from '../transfer/frames.ts';
 import { ProcessSink } from '../transfer/page-sinks.ts';
 import { PageReceiver, type ReceivedRound } from '../transfer/pages.ts';
@@ -28,6 +29,8 @@ export interface WarmDeps {
   landing: () => string | null;
   /** cgroup.procs files of the workload's groups here: the root husk joins them before any page arrives. */
   cgroupProcs: () => string[];
+  /** Check pages as they land (default on). */
+  verify?: boolean;
 }
 
 interface Member {
@@ -45,13 +48,20 @@ export class PrecopyDestination {
   #container = false;
   net: LandedNetns | null = null;
   readonly rounds: ReceivedRound[] = [];
-  readonly #sink = new ProcessSink((hostPid) => {
-    const pid = this.#byHost.get(hostPid);
-    return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
-  }, true);
+  /** Verification of pages as they land (null: off). */
+  readonly landing: LandingCheck | null;
+  readonly #sink: ProcessSink;
   #closed = false;
 
-  constructor(private readonly d: WarmDeps) {}
+  constructor(private readonly d: WarmDeps) {
+    this.landing = d.verify === false ? null : new LandingCheck();
+    const landing = this.landing;
+    const target = (hostPid: number) => {
+      const pid = this.#byHost.get(hostPid);
+      return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
+    };
+    this.#sink = new ProcessSink(target, true, landing ? (src, dst, addr, data) => landing.check({ pid: this.#byHost.get(src) ?? src, hostPid: dst }, addr, data) : undefined);
+  }
 
   /** Applies layouts and rounds until the source ends the page stream. */
   async run(conn: DataConnection): Promise<void> {
@@ -60,6 +70,7 @@ export class PrecopyDestination {
       const r = await receiver.receiveRound();
       if (!r) break;
       this.rounds.push(r);
+      this.landing?.endRound();
       if (chan.hasSubscribers) chan.publish({ kind: 'round', round: r.round, pages: r.pagesWritten, zero: r.zeroPages, skipped: this.#sink.pagesSkipped });
     }
     this.#sink.close();

@@ -30,6 +30,9 @@ import { PrecopySource, type RoundReport } from './precopy-source.ts';
 import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
+import { verifyTree } from '../engine/verify/index.ts';
+import { corruptIfArmed } from '../engine/verify/corrupt.ts';
+import type { VerifyReport } from '../../shared/verify.ts';
 
 /** Beside the image: the workload's registry entry as the source knew it, and its network namespace. */
 const WORKLOAD_FILE = 'workload.json';
@@ -47,6 +50,8 @@ export class MigrationSteps {
   readonly #endpoints = new Map<string, StreamEndpoint>();
   /** Destination: live migrations' trees being built during pre-copy (warm restore). */
   readonly #warm = new Map<string, PrecopyDestination>();
+  /** Destination: a tree that failed verification stays failed (a replayed restore must not commit it). */
+  readonly #verifyFailed = new Map<string, FerryError>();
 
   /** Source: live migrations' pre-copy sessions (stream, tracker), lost if the agent restarts. */
   readonly #sessions = new Map<string, PrecopySource>();
@@ -329,15 +334,9 @@ export class MigrationSteps {
     });
   }
 
-  /**
-   * The workload's cgroup here with the limits it had when its source froze it (an update during
-   * pre-copy is taken over), checked by reading them back from the kernel.
-   */
-  #cgroupFor(m: LocalMigration) {
-    const wf = readJson<WorkloadFile>(path.join(m.imageDir, WORKLOAD_FILE));
-    const limits = wf?.limits ?? m.resources?.limits ?? {};
-    const cg = this.workloads.prepareCgroup(m.workload, limits);
-    return { cg, limits };
+  /** The limits the workload had when its source froze it (an update during pre-copy is taken over), else those admitted. */
+  #finalLimits(m: LocalMigration): ResourceLimits {
+    return readJson<WorkloadFile>(path.join(m.imageDir, WORKLOAD_FILE))?.limits ?? m.resources?.limits ?? {};
   }
 
   /** Groups to be born into (during pre-copy, before the final limits are known: those admitted). */
@@ -364,7 +363,7 @@ export class MigrationSteps {
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
-        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m).run(conn);
+        if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
         return await receiveImageDir(conn, m.imageDir);
       } finally {
@@ -378,11 +377,12 @@ export class MigrationSteps {
   }
 
   /** The warm restore of a live migration, its namespace's name on record before it is built. */
-  #warmSession(id: string, m: LocalMigration): PrecopyDestination {
+  #warmSession(id: string, m: LocalMigration, verify: boolean): PrecopyDestination {
     if (this.#warm.has(id)) throw new FerryError(ErrorCode.Conflict, `${id}: a second pre-copy stream`);
     const warm = new PrecopyDestination({
       network: this.#network,
       cgroupProcs: () => this.#joinFiles(m.workload),
+      verify,
       landing: () => {
         const name = this.#network.landingName(m.workload, id);
         const cur = this.records.get(id) ?? m;
@@ -396,13 +396,42 @@ export class MigrationSteps {
     return warm;
   }
 
-  /** Builds the tree from the received image and holds it stopped: it runs only after commit. */
+  /**
+   * Builds the tree from the received image and holds it stopped: it runs only after commit.
+   * Then (unless the migration turned it off) verifies it against the image: a difference fails
+   * the step, so the migration rolls back before its commit point.
+   */
   restore(s: StepBase) {
     return this.#once(s, 'destination', async () => {
       const receiving = this.#receiving.get(s.migrationId);
+      // The landing checks of a live migration ran in here: their figures are wanted below.
+      const warmLanding = this.#warm.get(s.migrationId)?.landing?.rounds ?? null;
       if (receiving) await receiving;
-      return { pid: await this.#build(s.migrationId) };
+      const pid = await this.#build(s.migrationId);
+      if (s.verify === false) return { pid };
+      return { pid, verify: this.#verify(s.migrationId, warmLanding) };
     });
+  }
+
+  /** Compares the held tree with its image; on a difference the tree is torn down and stays failed. */
+  #verify(id: string, landing: readonly { pages: number; ms: number }[] | null): VerifyReport {
+    const failed = this.#verifyFailed.get(id);
+    if (failed) throw failed;
+    const b = this.#held.get(id);
+    if (!b) throw new FerryError(ErrorCode.Internal, `${id}: no restored tree to verify`);
+    const pids = b.image.processes.map((p) => b.husks.get(p.pid)!.pid);
+    try {
+      // Not held (no cgroup here): the husks are traced and still have their scratch page.
+      const scratch = new Map([...b.husks.values()].map((h) => [h.pid, [h.scratchSpan]]));
+      const m = this.records.get(id)!;
+      const cg = this.workloads.cgroupOf(m.workload);
+      const cgroup = { limits: this.#finalLimits(m), read: () => cg.read(), notMemberOf: (pid: number) => cg.notMemberOf(pid) };
+      return verifyTree(b.image, pids, { dir: m.imageDir, cgroup, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
+    } catch (err) {
+      const e = FerryError.from(err);
+      this.#verifyFailed.set(id, e);
+      throw e;
+    }
   }
 
   /** Builds the held tree once (in its rebuilt network namespace); returns the host pid of its root. */
@@ -415,12 +444,11 @@ export class MigrationSteps {
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
     const cgroup = this.workloads.cgroupFor(m.workload);
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
-    const { cg, limits } = this.#cgroupFor(m);
+    // The limits the source had at the freeze; verification (agent/engine/verify/cgroup.ts) reads them back before the commit.
+    const cg = this.workloads.prepareCgroup(m.workload, this.#finalLimits(m));
     const netConfig = readJson<NetnsConfig>(path.join(m.imageDir, NETNS_FILE));
     const warm = this.#warm.get(id);
-    // Before the commit: the tree's groups enforce exactly the source's limits, or the migration rolls back.
-    const verifyLimits = () => cg.verify(limits, `${this.host}, migration ${id}`);
-    if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig, verifyLimits);
+    if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig);
     if (image.processes.some((p) => p.vmas.some((v) => v.precopied)))
       throw new FerryError(ErrorCode.Unavailable, `${id}: the memory pre-copied into this host's husks was lost (agent restarted): roll back`);
     if (!image.container) for (const p of image.processes) waitPidFree(p.pid);
@@ -435,7 +463,7 @@ export class MigrationSteps {
     try {
       husks = createHusks(image, m.imageDir, { cgroupProcs: cg.procsFiles(), ...(net ? { netns: net.handle.path } : {}) });
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
-      verifyLimits();
+      corruptIfArmed(image, husks);
     } catch (err) {
       for (const h of [...(husks?.values() ?? [])].reverse()) h.abort();
       await this.#network.discard(net, null);
@@ -473,13 +501,13 @@ export class MigrationSteps {
   }
 
   /** Warm restore: the husks built during pre-copy get what only the image carries. */
-  #buildWarm(id: string, warm: PrecopyDestination, image: ReturnType<typeof readImage>, dir: string, netConfig: NetnsConfig | null, verifyLimits: () => void): number {
+  #buildWarm(id: string, warm: PrecopyDestination, image: ReturnType<typeof readImage>, dir: string, netConfig: NetnsConfig | null): number {
     let husks: Map<number, Husk>;
     try {
       if (JSON.stringify(netConfig) !== JSON.stringify(warm.net?.config ?? null))
         throw new FerryError(ErrorCode.Unsupported, `${id}: the workload's network configuration changed during pre-copy; the namespace rebuilt here no longer matches`);
       husks = warm.finalize(image, dir);
-      verifyLimits();
+      corruptIfArmed(image, husks);
     } catch (err) {
       void warm.discard();
       this.#warm.delete(id);

@@ -100,6 +100,8 @@ export class ProcessSink implements PageSink {
   constructor(
     private readonly target: (pid: number) => number = (pid) => pid,
     private readonly tolerant = false,
+    /** Called after each write with the local pid (verification reads the pages back). */
+    private readonly landed?: (pid: number, dst: number, addr: number, data: Buffer) => void,
   ) {}
 
   write(pid: number, addr: number, data: Buffer): void {
@@ -108,6 +110,7 @@ export class ProcessSink implements PageSink {
     const n = this.tolerant ? this.writeSome(dst, addr, data) : vmWriteSpans(dst, [{ addr, len: data.length }], data);
     if (n !== data.length && !this.tolerant) throw new FerryError(ErrorCode.Syscall, `process_vm_writev into ${dst} at 0x${addr.toString(16)}: ${n} of ${data.length} bytes`, { details: { pid: dst, addr } });
     this.bytesWritten += n;
+    this.landed?.(pid, dst, addr, data);
   }
 
   /** Writes what it can, page by page past a failure; returns the bytes written. */

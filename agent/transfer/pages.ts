@@ -420,8 +420,12 @@ export class PageSender {
         this.doneWaiter?.resolve();
         this.doneWaiter = null;
         return true;
-      case 'error':
+      case 'error': {
+        const code = Object.values(ErrorCode).find((c) => c === h.code);
+        const details = typeof h.details === 'object' && h.details !== null ? (h.details as Record<string, unknown>) : undefined;
+        if (code && code !== ErrorCode.Internal) throw new FerryError(code, String(h.message), details ? { details } : {});
         throw new FerryError(ErrorCode.Internal, `page receiver failed: ${String(h.message)}`);
+      }
       default:
         throw new FerryError(ErrorCode.BadMessage, `page stream: unexpected "${h.t}" from the receiver`);
     }
@@ -475,7 +479,9 @@ export class PageReceiver {
       if (start.header.t !== 'pages-round') throw new FerryError(ErrorCode.BadMessage, `page stream: expected a round, got "${start.header.t}"`);
       return await this.applyRound(start);
     } catch (err) {
-      await this.conn.send({ t: 'error', message: (err as Error).message }).catch(() => undefined);
+      // The code travels too: the sender fails with the receiver's own error (e.g. a verification mismatch).
+      const e = FerryError.from(err);
+      await this.conn.send({ t: 'error', message: e.message, code: e.code, ...(e.details ? { details: e.details } : {}) }).catch(() => undefined);
       throw err;
     }
   }

@@ -5,6 +5,7 @@ import { inspectImage } from '../../agent/engine/inspect.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { action, printResult } from '../output.ts';
+import { describeVerification } from '../format.ts';
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
@@ -40,12 +41,13 @@ export function registerEngine(program: Command): void {
     .description('Restore a process from an image directory; prints its pid (it is not a child of this command)')
     .requiredOption('--images <dir>', 'image directory')
     .option('--netns <name|path>', 'network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
+    .option('--verify', 'before the tree runs, compare it with the image (status, mappings, descriptors, memory); a difference kills it and fails with FERRY_VERIFY_MISMATCH', false)
     .option('--json', 'print JSON', false)
     .action(
-      action(async (opts: { images: string; netns?: string; json: boolean }) => {
+      action(async (opts: { images: string; netns?: string; verify: boolean; json: boolean }) => {
         const netns = opts.netns === undefined ? undefined : opts.netns.includes('/') ? opts.netns : `/run/netns/${opts.netns}`;
-        const r = restore(opts.images, { netns });
-        printResult(opts.json, r, (v) => `${v.pid}`);
+        const r = restore(opts.images, { netns, verify: opts.verify });
+        printResult(opts.json, r, (v) => (v.verify ? `${v.pid}\n${describeVerification(v.verify)}` : `${v.pid}`));
       }),
     );
 

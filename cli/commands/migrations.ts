@@ -7,7 +7,7 @@ import { coordinatorApi } from '../../shared/protocol.ts';
 import { call, decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
 import { withCluster } from '../cluster.ts';
-import { bytes, table } from '../format.ts';
+import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, action, printResult } from '../output.ts';
 
 const natsOpt = ['--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)'] as const;
@@ -54,6 +54,8 @@ function renderView(v: MigrationView): string {
     );
     lines.push(...t.split('\n').map((l) => `    ${l}`));
   }
+  if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
+  else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
   if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
   return lines.join('\n');
@@ -137,12 +139,13 @@ export function registerMigrations(program: Command): void {
     .option('--stop-and-copy', 'freeze first, then copy everything')
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
+    .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
     .option('--json', 'print the final report as JSON (progress goes to stderr)')
     .option(...natsOpt)
     .action(
-      action(async (workload: string, opts: { to: string; precopy?: boolean; stopAndCopy?: boolean; downtimeBudget: number; maxRounds: number; json?: boolean; nats?: string }) => {
+      action(async (workload: string, opts: { to: string; precopy?: boolean; stopAndCopy?: boolean; downtimeBudget: number; maxRounds: number; verify: boolean; json?: boolean; nats?: string }) => {
         if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-        const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds };
+        const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify };
         const t0 = Date.now();
         const progress = (e: MigrationEventWire) => {
           const text = describeEvent(e);

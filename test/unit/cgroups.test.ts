@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { requestsMisfit } from '../../agent/cgroups/admission.ts';
 import { type CgroupLayout, type V1Name, controllerLayouts, v1MountsOf } from '../../agent/cgroups/layout.ts';
 import { WorkloadCgroup, unenforceable } from '../../agent/cgroups/workload-cgroup.ts';
+import { compareCgroup } from '../../agent/engine/verify/cgroup.ts';
 import { applyThrottle, unthrottle } from '../../agent/migration/throttle.ts';
 import { normalizeLimits, parseBytes, parseIoMax, parseRequests, type ResourceLimits } from '../../shared/resources.ts';
 
@@ -203,5 +204,25 @@ describe('migration throttle', () => {
     expect(rd(dir, 'cpu.max')).toBe('5000 100000');
     unthrottle(rec);
     expect(cg.read()).toEqual({ cpus: 0.2 });
+  });
+});
+
+describe('verification of the cgroup before the commit', () => {
+  const procs = [
+    { pid: 1, hostPid: 500 },
+    { pid: 2, hostPid: 501 },
+  ];
+  it('names each limit that differs and each process outside the groups', () => {
+    const c = compareCgroup({ limits: { memoryMax: 64 * MiB, pidsMax: 8 }, read: () => ({ memoryMax: 64 * MiB, pidsMax: 9 }), notMemberOf: (pid) => (pid === 501 ? ['/sys/fs/cgroup/pids/x'] : []) }, procs);
+    expect(c.mismatches).toEqual([
+      { pid: 1, hostPid: 500, resource: 'cgroup', field: 'limit pidsMax', expected: '8', actual: '9' },
+      { pid: 2, hostPid: 501, resource: 'cgroup', field: 'member of /sys/fs/cgroup/pids/x', expected: 'yes', actual: 'no' },
+    ]);
+    expect([...c.checked.get('cgroup')!]).toEqual(['limits', 'membership']);
+  });
+
+  it('passes when the kernel enforces exactly the limits and every process is inside', () => {
+    const c = compareCgroup({ limits: { cpus: 0.5 }, read: () => ({ cpus: 0.5 }), notMemberOf: () => [] }, procs);
+    expect(c.mismatches).toEqual([]);
   });
 });

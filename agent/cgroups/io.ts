@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { IoLimit } from '../../shared/resources.ts';
 
 /** Values at or above this read back from v1 as "no limit" (the kernel prints PAGE_COUNTER_MAX in bytes). */
 export const V1_UNLIMITED = 2 ** 62;
@@ -44,4 +45,11 @@ export function writeLimit(dir: string, file: string, value: string | number, li
     const e = err as NodeJS.ErrnoException;
     throw new FerryError(ErrorCode.InvalidRequest, `cannot set ${limit} (${f} <- "${value}"): ${e.code ?? e.message}`, { details: { limit, file: f, value: String(value), errno: e.code } });
   }
+}
+
+/** The devices to write: those wanted, and those limited now but no longer wanted (set back to no limit). */
+export function ioTargets(wanted: readonly IoLimit[] | undefined, current: readonly IoLimit[]): IoLimit[] {
+  const out = new Map((wanted ?? []).map((d) => [d.device, d]));
+  for (const old of current) if (!out.has(old.device)) out.set(old.device, { device: old.device });
+  return [...out.values()];
 }

@@ -3,7 +3,7 @@
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { IoLimit, ResourceLimits, ResourceUsage } from '../../shared/resources.ts';
 import type { Controller } from './layout.ts';
-import { V1_UNLIMITED, readKeyed, readNumber, readText, writeLimit } from './io.ts';
+import { V1_UNLIMITED, ioTargets, readKeyed, readNumber, readText, writeLimit } from './io.ts';
 import { CPU_PERIOD_US } from './v2.ts';
 
 const limited = (n: number | undefined): number | undefined => (n === undefined || n < 0 || n >= V1_UNLIMITED ? undefined : n);
@@ -34,10 +34,8 @@ export function writeV1(c: Controller, dir: string, l: ResourceLimits): void {
       writeLimit(dir, 'pids.max', l.pidsMax ?? 'max', 'pids max');
       return;
     case 'io': {
-      const wanted = new Map((l.io ?? []).map((d) => [d.device, d]));
-      for (const old of readBlkio(dir)) if (!wanted.has(old.device)) wanted.set(old.device, { device: old.device });
       // 0 removes a device's rule.
-      for (const d of wanted.values()) for (const k of IO_KEYS) writeLimit(dir, IO_FILES[k], `${d.device} ${d[k] ?? 0}`, `io ${k} of ${d.device}`);
+      for (const d of ioTargets(l.io, readBlkio(dir))) for (const k of IO_KEYS) writeLimit(dir, IO_FILES[k], `${d.device} ${d[k] ?? 0}`, `io ${k} of ${d.device}`);
       return;
     }
   }

@@ -1,7 +1,7 @@
 // Limits and usage in a cgroup v2 group (docs/resources.md names each file).
 import type { IoLimit, ResourceLimits, ResourceUsage } from '../../shared/resources.ts';
 import type { Controller } from './layout.ts';
-import { readKeyed, readNumber, readText, writeLimit } from './io.ts';
+import { ioTargets, readKeyed, readNumber, readText, writeLimit } from './io.ts';
 
 export const CPU_PERIOD_US = 100_000;
 const IO_KEYS = ['rbps', 'wbps', 'riops', 'wiops'] as const;
@@ -23,10 +23,7 @@ export function writeV2(c: Controller, dir: string, l: ResourceLimits): void {
       writeLimit(dir, 'pids.max', l.pidsMax ?? 'max', 'pids max');
       return;
     case 'io': {
-      const wanted = new Map((l.io ?? []).map((d) => [d.device, d]));
-      // Devices limited before but not now are set back to no limit.
-      for (const old of readIoMax(dir)) if (!wanted.has(old.device)) wanted.set(old.device, { device: old.device });
-      for (const d of wanted.values()) writeLimit(dir, 'io.max', `${d.device} ${IO_KEYS.map((k) => `${k}=${d[k] ?? 'max'}`).join(' ')}`, `io max of ${d.device}`);
+      for (const d of ioTargets(l.io, readIoMax(dir))) writeLimit(dir, 'io.max', `${d.device} ${IO_KEYS.map((k) => `${k}=${d[k] ?? 'max'}`).join(' ')}`, `io max of ${d.device}`);
       return;
     }
   }

@@ -169,12 +169,12 @@ describe('resource limits', () => {
   it('throttling during pre-copy leaves the workload its own CPU limit', async () => {
     const bin = await buildWorkload('memwriter');
     const dir = mkdtempSync(path.join(tmpdir(), 'ferry-limits-racer-'));
-    await ferryJson(['run', '--host', 'h1', '--name', 'racer', '--cwd', dir, '--cpus', '1.5', '--memory', '512M', '--', bin, path.join(dir, 'status.json'), '128', '200', 'random'], env);
+    await ferryJson(['run', '--host', 'h1', '--name', 'racer', '--cwd', dir, '--cpus', '1.5', '--memory', '512M', '--', bin, path.join(dir, 'status.json'), '64', '200', 'random'], env);
     await until('racer runs', () => (JSON.parse(readFileSync(path.join(dir, 'status.json'), 'utf8')) as { phase?: string }).phase === 'running');
-    const v = await migrate('racer', 'h2', ['--downtime-budget', '1', '--max-rounds', '12']);
+    const v = await migrate('racer', 'h2', ['--downtime-budget', '1', '--max-rounds', '6']);
     expect(v.rounds.some((r) => r.throttled === true)).toBe(true);
     const w = await expectLimits('racer', 'h2', { cpus: 1.5, memoryMax: 512 * MiB });
     expect(readFileSync(`/proc/${w.rootPid}/cgroup`, 'utf8')).not.toContain('ferry-throttle');
     await ferry(['stop', 'racer'], env);
-  }, 300_000);
+  }, 600_000);
 });

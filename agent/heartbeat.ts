@@ -9,6 +9,7 @@ import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { subjects } from '../shared/subjects.ts';
 import type { WorkloadClaim } from '../shared/workload.ts';
 import type { FactsSource } from './facts.ts';
+import type { WorkloadLoad } from '../shared/facts.ts';
 
 // The heartbeat runs on a worker thread with a NATS connection of its own: checkpointing or
 // restoring a large workload keeps the main thread busy for seconds, and a busy agent is not a
@@ -28,15 +29,20 @@ const kib = (info, key) => Number(new RegExp('^' + key + ':[ ]+([0-9]+) kB', 'm'
   const nc = await connect({ servers: w.servers, name: w.name, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...security });
   let seq = 0;
   let workloads = w.workloads;
+  // The main thread sends the workloads' load now and then; a busy one sends the last it had.
+  let load = null;
   const beat = () => {
     const info = readFileSync('/proc/meminfo', 'utf8');
-    const facts = { ...w.facts, memory: { totalBytes: kib(info, 'MemTotal'), availableBytes: kib(info, 'MemAvailable') } };
+    const facts = { ...w.facts, memory: { totalBytes: kib(info, 'MemTotal'), availableBytes: kib(info, 'MemAvailable') }, ...(load ? { workloads: load } : {}) };
     nc.publish(w.subject, JSON.stringify({ protocol: w.protocol, host: w.host, seq: ++seq, intervalMs: w.intervalMs, sentAt: new Date().toISOString(), facts, workloads }));
   };
   beat();
   setInterval(beat, w.intervalMs);
   // A change of what this host holds goes out at once: a coordinator must know it before the host can be lost.
-  parentPort.on('message', (claims) => { workloads = claims; beat(); });
+  parentPort.on('message', (m) => {
+    if (m.load) load = m.load;
+    if (m.claims) { workloads = m.claims; beat(); }
+  });
 })();
 `;
 
@@ -46,8 +52,12 @@ export interface Heartbeats {
   stop(): Promise<void>;
 }
 
-/** Publishes a heartbeat now and every intervalMs (from a worker thread), and at once when the claims change, until stop() is called. */
-export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSource, intervalMs: number, claims: WorkloadClaim[]): Heartbeats {
+/**
+ * Publishes a heartbeat now and every intervalMs (from a worker thread), and at once when the
+ * claims change, until stop() is called; `load` (read on the main thread each interval) puts each
+ * workload's cgroup usage in them.
+ */
+export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSource, intervalMs: number, claims: WorkloadClaim[], load?: () => WorkloadLoad[]): Heartbeats {
   const worker = new Worker(WORKER, {
     eval: true,
     workerData: {
@@ -66,9 +76,21 @@ export function startHeartbeats(nats: NatsAccess, host: string, facts: FactsSour
     },
   });
   worker.on('error', (err) => process.stderr.write(`heartbeat worker: ${err.message}\n`));
+  const send = () => {
+    try {
+      if (load) worker.postMessage({ load: load() });
+    } catch (err) {
+      process.stderr.write(`heartbeat load: ${(err as Error).message}
+`);
+    }
+  };
+  send();
+  const timer = setInterval(send, intervalMs);
+  timer.unref();
   return {
-    claims: (c) => worker.postMessage(c),
+    claims: (c) => worker.postMessage({ claims: c }),
     stop: async () => {
+      clearInterval(timer);
       await worker.terminate();
     },
   };

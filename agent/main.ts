@@ -34,7 +34,7 @@ const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
 await startAgentService(nc, config.name, facts, workloads, steps);
-const heartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs, workloads.claims());
+const heartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs, workloads.claims(), () => workloads.load());
 workloads.onClaims = (c) => heartbeats.claims(c);
 log.info('serving; heartbeats started');
 

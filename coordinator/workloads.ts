@@ -3,6 +3,7 @@
 // workload subnet only, and each request goes to the agent of the host that runs (or will run)
 // the workload.
 import { ErrorCode, FerryError } from '../shared/errors.ts';
+import type { ResourceLimits } from '../shared/resources.ts';
 import { AddressPool, type InfraAddresses, isIpv4 } from '../shared/subnet.ts';
 import type { RunRequest, WorkloadClaim, WorkloadInfo, WorkloadListing } from '../shared/workload.ts';
 import type { AgentClient } from './agents.ts';
@@ -180,6 +181,12 @@ export class WorkloadDirectory {
     const stopped = await this.agents.call(w.host, 'stop', { name });
     this.#observed.set(w.host, (this.#observed.get(w.host) ?? []).filter((c) => c.claim.name !== name));
     return stopped;
+  }
+
+  /** New limits for a running workload, applied by the agent of the host that runs it. */
+  async update(name: string, limits: ResourceLimits): Promise<WorkloadInfo> {
+    const w = await this.find(name);
+    return this.agents.call(w.host, 'update', { name, limits });
   }
 
   requireAlive(host: string): void {

@@ -2,7 +2,8 @@
 // workload checkpointed on one host can be restored on another.
 import { z } from 'zod';
 import { IsoTime } from './time.ts';
-import { HostName } from './names.ts';
+import { HostName, WorkloadName } from './names.ts';
+import { ResourceLimits, ResourceRequests, ResourceUsage } from './resources.ts';
 
 export const KernelFeatures = z.strictObject({
   /** userfaultfd write-protect in async mode: ferry's default dirty-page tracker. */
@@ -32,6 +33,15 @@ export const Xsave = z.strictObject({
 });
 export type Xsave = z.infer<typeof Xsave>;
 
+const Layout = z.enum(['v1', 'v2']).nullable();
+
+/** Where each resource controller lives on the host (null: the host lacks it). */
+export const CgroupControllers = z.strictObject({ memory: Layout, cpu: Layout, pids: Layout, io: Layout });
+
+/** One workload's load as its cgroup counts it, with what it asked for: what rebalancing weighs. */
+export const WorkloadLoad = z.strictObject({ name: WorkloadName, usage: ResourceUsage, limits: ResourceLimits, requests: ResourceRequests });
+export type WorkloadLoad = z.infer<typeof WorkloadLoad>;
+
 export const HostFacts = z.strictObject({
   name: HostName,
   hostname: z.string(),
@@ -44,5 +54,8 @@ export const HostFacts = z.strictObject({
   agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: IsoTime }),
   /** The agent's data stream listener (port, encrypted or not); null: it has no identity and takes no part in migrations. */
   dataStream: z.strictObject({ port: z.number().int().min(1).max(65535), encrypt: z.boolean() }).nullable(),
+  cgroups: CgroupControllers.optional(),
+  /** Per workload usage from cgroup statistics, fresh in every heartbeat. */
+  workloads: z.array(WorkloadLoad).optional(),
 });
 export type HostFacts = z.infer<typeof HostFacts>;

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
 import { IsoTime, isoTime } from './time.ts';
+import { ResourceLimits, ResourceRequests } from './resources.ts';
 import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
@@ -87,7 +88,16 @@ export type StepBase = z.infer<typeof StepBase>;
 
 export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) });
 
-export const PreflightReply = z.strictObject({ workloadBytes: z.number().nonnegative(), processes: z.number().int(), threads: z.number().int() });
+export const PreflightReply = z.strictObject({
+  workloadBytes: z.number().nonnegative(),
+  processes: z.number().int(),
+  threads: z.number().int(),
+  /** The workload's limits and requests on its source: the destination must honour them exactly. */
+  limits: ResourceLimits.default({}),
+  requests: ResourceRequests.default({}),
+});
+/** Destination preflight: can it honour the limits and take the requests? It makes the workload's cgroup with them. */
+export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: ResourceRequests });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */

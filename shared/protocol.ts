@@ -6,8 +6,9 @@ import { IsoTime } from './time.ts';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
-import { RunOnHost, RunRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
+import { RunOnHost, RunRequest, UpdateRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
+  AdmitRequest,
   DoneReply,
   FreezeReply,
   MigrateRequest,
@@ -94,9 +95,11 @@ export const agentApi = {
   run: endpoint(RunRequest, WorkloadInfo, 15_000),
   workloads: endpoint(Empty, z.array(WorkloadInfo)),
   stop: endpoint(WorkloadRef, WorkloadInfo, 10_000),
+  update: endpoint(UpdateRequest, WorkloadInfo, 10_000),
   ping: endpoint(Empty, z.strictObject({ host: HostName, pid: z.number().int(), uptimeMs: z.number() })),
   // One step of a migration each; the coordinator's phase actors call them (see coordinator/actors.ts).
   'mig.preflight': endpoint(StepBase, PreflightReply, 15_000),
+  'mig.admit': endpoint(AdmitRequest, DoneReply, 15_000),
   'mig.freeze': endpoint(StepBase, FreezeReply, 30_000),
   'mig.receive': endpoint(StepBase, ReceiveReply, 10_000),
   'mig.precopy': endpoint(PrecopyRequest, RoundStatsWire, 120_000),
@@ -113,6 +116,7 @@ export const coordinatorApi = {
   run: endpoint(RunOnHost, WorkloadInfo, 20_000),
   ps: endpoint(Empty, WorkloadListing, 10_000),
   stop: endpoint(WorkloadRef, WorkloadInfo, 15_000),
+  update: endpoint(UpdateRequest, WorkloadInfo, 15_000),
   migrate: endpoint(MigrateRequest, MigrationView, 10_000),
   status: endpoint(StatusRequest, z.array(MigrationView)),
   cancel: endpoint(MigrationRef, MigrationView),

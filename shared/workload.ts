@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { IsoTime } from './time.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { Ipv4 } from './subnet.ts';
+import { ResourceLimits, ResourceRequests, ResourceUsage } from './resources.ts';
 
 export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited']);
 export type WorkloadState = z.infer<typeof WorkloadState>;
@@ -24,6 +25,12 @@ export const WorkloadInfo = z.strictObject({
   address: z.string().nullable(),
   cgroup: z.string().nullable(),
   log: z.string(),
+  /** Limits its cgroup enforces (docs/resources.md), carried through every migration. */
+  limits: ResourceLimits.default({}),
+  /** What placement reserves for it on its host. */
+  requests: ResourceRequests.default({}),
+  /** Usage from its cgroup's statistics on the host that runs it. */
+  usage: ResourceUsage.default({}),
 });
 export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 
@@ -51,8 +58,14 @@ export const RunRequest = z.strictObject({
   cwd: z.string().optional(),
   /** The workload's IPv4 address, unique in the cluster; the coordinator allocates one when it is absent. */
   address: Ipv4.optional(),
+  limits: ResourceLimits.default({}),
+  requests: ResourceRequests.default({}),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
 export const WorkloadRef = z.strictObject({ name: WorkloadName });
 export const RunOnHost = RunRequest.extend({ host: HostName });
+
+/** `ferry update`: the limits given replace the workload's; those not given stay. */
+export const UpdateRequest = z.strictObject({ name: WorkloadName, limits: ResourceLimits });
+export type UpdateRequest = z.infer<typeof UpdateRequest>;

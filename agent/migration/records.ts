@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
+import type { WorkloadResources } from '../../shared/resources.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
 import type { HeldTree } from '../engine/hold.ts';
 import type { ThrottleRecord } from './throttle.ts';
@@ -37,6 +38,8 @@ export interface LocalMigration {
   warm?: boolean;
   /** Destination: the built tree, held frozen for the commit so that it outlives the agent. */
   heldTree?: HeldTree | null;
+  /** The workload's limits and requests (destination: admitted in preflight; source: at the freeze). */
+  resources?: WorkloadResources | null;
 }
 
 export class MigrationRecords {

@@ -1,19 +1,21 @@
 // `ferry run`, `ferry ps`, `ferry stop`: workloads as containers on cluster hosts.
 import type { Command } from 'commander';
 import { action } from '../output.ts';
+import { limitOptions, parseRequestsOption } from '../limits.ts';
 import { collectEnv, natsOpt } from './options.ts';
 
 const impl = () => import('../run/workloads.ts');
 
 export function registerWorkloads(program: Command): void {
-  program
-    .command('run')
+  limitOptions(program
+    .command('run'))
     .description('start a workload as a container (own pid, uts, ipc, time and network namespaces, an address of its own) on a host')
     .requiredOption('--host <host>', 'the host to run it on')
     .requiredOption('--name <name>', 'a cluster-unique name')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv, {})
     .option('--cwd <dir>', 'working directory')
     .option('--ip <address>', "the workload's IPv4 address, inside the cluster's workload subnet and not an infrastructure address (default: the coordinator picks a free one)")
+    .option('--requests <memory=..,cpu=..>', 'what placement reserves for it (e.g. memory=1G,cpu=0.5)', parseRequestsOption)
     .option('--json', 'print as JSON')
     .option(...natsOpt)
     .argument('<command...>', 'the command and its arguments (after --)')
@@ -25,6 +27,14 @@ export function registerWorkloads(program: Command): void {
     .option('--json', 'print as JSON')
     .option(...natsOpt)
     .action(action(async (opts: { json?: boolean; nats?: string }) => (await impl()).ps(opts)));
+
+  limitOptions(program
+    .command('update'))
+    .description("change a running workload's limits, wherever it runs (those not given stay as they are)")
+    .argument('<name>', 'workload name')
+    .option('--json', 'print as JSON')
+    .option(...natsOpt)
+    .action(action(async (name: string, opts: Parameters<Awaited<ReturnType<typeof impl>>['update']>[1]) => (await impl()).update(name, opts)));
 
   program
     .command('stop')

@@ -21,6 +21,9 @@ const workload = (name: string, host: string, address: string): WorkloadInfo => 
   address,
   cgroup: null,
   log: '/dev/null',
+  limits: {},
+  requests: {},
+  usage: {},
 });
 
 const pool = new AddressPool(WorkloadSubnet.parse({ subnet: '10.77.0.0/16', first: '10.77.1.1', reserved: ['10.77.0.2'] }));
@@ -62,7 +65,7 @@ describe('workload directory with a live host that does not answer', () => {
 
   it('refuses to start a workload while it cannot check that name and address are unique', async () => {
     const { dir, runs } = directory();
-    await expect(dir.run('h1', { name: 'b', command: ['sleep', 'inf'], env: {} })).rejects.toMatchObject({
+    await expect(dir.run('h1', { name: 'b', command: ['sleep', 'inf'], env: {}, limits: {}, requests: {} })).rejects.toMatchObject({
       code: ErrorCode.Unavailable,
       message: expect.stringMatching(/unique.*h2/),
     });
@@ -96,7 +99,7 @@ function withLostHost(h3Claims: WorkloadClaim[] | null) {
   return { dir, runs, setH3: (v: typeof h3) => (h3 = v) };
 }
 
-const req = (name: string, address?: string) => ({ name, command: ['sleep', 'inf'], env: {}, ...(address ? { address } : {}) });
+const req = (name: string, address?: string) => ({ name, command: ['sleep', 'inf'], env: {}, limits: {}, requests: {}, ...(address ? { address } : {}) });
 
 describe('workload addresses come from the workload subnet only', () => {
   it('refuses infrastructure addresses and addresses outside the subnet (invalid request: exit 2)', async () => {

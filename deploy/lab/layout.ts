@@ -90,7 +90,12 @@ export function labLayout(name = labName()): LabLayout {
     hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
     hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
     workloadNetnsPrefix: ns('w-'),
-    workloadNetwork: { subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`, first: `${LAB_SUBNET_PREFIX}.1.1`, reserved: [controlAddress, `${LAB_SUBNET_PREFIX}.0.2`] },
+    workloadNetwork: {
+      subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`,
+      first: `${LAB_SUBNET_PREFIX}.1.1`,
+      // The fabric's own addresses (the switch's, the client's, every host's bridge) are never a workload's.
+      reserved: [`${LAB_SUBNET_PREFIX}.0.1`, `${LAB_SUBNET_PREFIX}.0.2`, ...Array.from({ length: MAX_HOSTS }, (_, k) => `${LAB_SUBNET_PREFIX}.0.${11 + k}`)],
+    },
   };
 }
 

@@ -127,9 +127,10 @@ describe('workload networks', () => {
 
   it('refuses any --ip outside the workload subnet or of the infrastructure, with exit code 2', async () => {
     for (const [ip, why] of [
-      ['10.77.0.1', 'infrastructure'], // the switch: NATS and the coordinator
+      ['10.77.0.1', 'infrastructure'], // the fabric's switch
       ['10.77.0.2', 'infrastructure'], // the lab's client
-      ['10.77.0.11', "host h1's address"],
+      ['10.77.0.11', 'infrastructure'], // host h1's bridge on the fabric
+      ['10.78.0.3', 'outside the workload subnet'], // nats-1, on the management network
       ['10.77.0.50', 'outside the workload range'],
       ['10.77.255.255', 'broadcast'],
       ['192.168.5.5', 'outside the workload subnet'],

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { HostFacts, KernelFeatures } from '../shared/facts.ts';
 import { probeKernel } from './probes.ts';
+import { controllerLayouts, hostLayout } from './cgroups/layout.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -47,6 +48,7 @@ export async function gatherFacts(name: string, address: string, dataStream: Hos
     features,
     agent: { version: AGENT_VERSION, pid: process.pid, startedAt: new Date().toISOString() },
     dataStream,
+    cgroups: controllerLayouts(hostLayout()),
   };
   return { current: () => ({ ...fixed, memory: memory() }) };
 }

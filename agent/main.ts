@@ -46,16 +46,23 @@ const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
 await startAgentService(nc, config.name, facts, workloads, steps);
-const stopHeartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs);
+const heartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs, workloads.claims(), () => workloads.load());
+workloads.onClaims = (c) => heartbeats.claims(c);
 log.info('serving; heartbeats started');
 // Migrations recorded aborted while this agent was away (or could not be told): settled here.
 const reconciler = new AbortReconciler(nc, steps, log);
 reconciler.start();
 
+// A workload that exits gives back its namespace and address within a second, not when someone asks.
+const reaper = setInterval(() => {
+  workloads.reap().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'reaping exited workloads failed'));
+}, 1_000);
+
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
   reconciler.stop();
-  await stopHeartbeats();
+  clearInterval(reaper);
+  await heartbeats.stop();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

@@ -21,11 +21,13 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   const group = service.addGroup(subjects.agentGroup(host), '');
   group.addEndpoint('facts', { handler: (_err, msg) => void answer(agentApi.facts, msg, () => facts.current()) });
   group.addEndpoint('run', { handler: (_err, msg) => void answer(agentApi.run, msg, (req) => workloads.run(req)) });
-  group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.list()) });
+  group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.listReaped()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
+  group.addEndpoint('update', { handler: (_err, msg) => void answer(agentApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
   const mig = group.addGroup('mig');
   mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, withFaultPoints('agent:preflight', (r) => steps.preflight(r))) });
+  mig.addEndpoint('admit', { handler: (_e, msg) => void answer(agentApi['mig.admit'], msg, withFaultPoints('agent:admit', (r) => steps.admit(r))) });
   mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, withFaultPoints('agent:freeze', (r) => steps.freeze(r))) });
   mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, withFaultPoints('agent:receive', (r) => steps.receive(r))) });
   mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, withFaultPoints('agent:precopy', (r) => steps.precopy(r))) });

@@ -1,17 +1,21 @@
 // The workloads this agent runs: started as containers (own pid, uts, ipc and time namespaces,
 // their own cgroup), kept in a registry file that outlives the agent, so a restarted agent
 // still knows them. Workloads are never children of the agent: they outlive it.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
-import { WorkloadInfo, type RunRequest, type WorkloadState } from '../shared/workload.ts';
+import type { WorkloadLoad } from '../shared/facts.ts';
+import { ResourceLimits, ResourceRequests, normalizeLimits } from '../shared/resources.ts';
+import { WorkloadInfo, type RunRequest, type WorkloadClaim, type WorkloadState } from '../shared/workload.ts';
 import { parseRecord } from '../shared/records.ts';
+import { assertRequestsFit, hostCapacity } from './cgroups/admission.ts';
+import { hostLayout } from './cgroups/layout.ts';
+import { WorkloadCgroup, unenforceable } from './cgroups/workload-cgroup.ts';
 import { spawnDetached } from './engine/detached.ts';
 import { setAsideFile } from './quarantine.ts';
 import { isGone, listChildren } from './engine/procfs.ts';
-import { cgroup2Root } from './probes.ts';
 import { type WorkloadNetwork, createWorkloadNetns, removeWorkloadNetns } from './net/workload.ts';
 
 const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: true, command: true, startedAt: true, address: true, cgroup: true, log: true }).extend({
@@ -19,6 +23,8 @@ const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: 
   shimPid: z.number().int().nullable(),
   /** The workload's network namespace file (/run/netns/...), null when it shares the host's. */
   netns: z.string().nullable().default(null),
+  limits: ResourceLimits.default({}),
+  requests: ResourceRequests.default({}),
 });
 type Entry = z.infer<typeof Entry>;
 
@@ -51,7 +57,11 @@ function rssBytes(pid: number): number {
 export class Workloads {
   readonly #file: string;
   readonly #entries = new Map<string, Entry>();
-  readonly #cgroupBase: string | null;
+  /** run, stop and reap one at a time: each creates or removes namespaces named after workloads. */
+  #serial: Promise<unknown> = Promise.resolve();
+  /** Told the names and addresses this host holds whenever they change (the heartbeat carries them). */
+  onClaims: (claims: WorkloadClaim[]) => void = () => undefined;
+  readonly #cgroupParent: string;
 
   constructor(
     private readonly host: string,
@@ -63,8 +73,30 @@ export class Workloads {
     mkdirSync(path.join(stateDir, 'workloads'), { recursive: true });
     this.#file = path.join(stateDir, 'workloads.json');
     if (existsSync(this.#file)) this.#load();
-    const root = cgroup2Root();
-    this.#cgroupBase = root ? path.join(root, cgroupParent) : null;
+    this.#cgroupParent = cgroupParent;
+  }
+
+  /** The workload's cgroup here (its groups in every hierarchy it needs). */
+  cgroupOf(name: string): WorkloadCgroup {
+    return new WorkloadCgroup(hostLayout(), path.join(this.#cgroupParent, name));
+  }
+
+  /**
+   * Refuses a workload this host cannot honour: a limit whose controller it lacks, or requests
+   * that do not fit beside the other workloads' requests. Nothing is created.
+   */
+  admit(name: string, limits: ResourceLimits, requests: ResourceRequests): void {
+    const missing = unenforceable(hostLayout(), limits);
+    if (missing.length) throw new FerryError(ErrorCode.Unsupported, `${this.host} cannot enforce the limits of "${name}": ${missing.join('; ')}`, { details: { problems: missing } });
+    const others = [...this.#entries.values()].filter((e) => e.name !== name && alive(e.rootPid)).map((e) => e.requests);
+    assertRequestsFit(this.host, name, requests, others, hostCapacity());
+  }
+
+  /** Creates the workload's cgroup with its limits in place, before any process joins it. */
+  prepareCgroup(name: string, limits: ResourceLimits): WorkloadCgroup {
+    const cg = this.cgroupOf(name);
+    cg.apply(limits);
+    return cg;
   }
 
   /**
@@ -96,6 +128,36 @@ export class Workloads {
     const tmp = `${this.#file}.tmp`;
     writeFileSync(tmp, JSON.stringify([...this.#entries.values()], null, 2));
     renameSync(tmp, this.#file);
+    this.onClaims(this.claims());
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#serial.then(fn, fn);
+    this.#serial = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Names and addresses held here: every workload not yet reaped (an exited one holds them until then). */
+  claims(): WorkloadClaim[] {
+    return [...this.#entries.values()].filter((e) => e.state !== 'exited').map((e) => ({ name: e.name, address: e.address }));
+  }
+
+  /**
+   * A workload whose init is gone releases what it held: its network namespace (and with it its
+   * address) and its cgroup. It stays listed as exited until it is stopped or its name is run again.
+   */
+  reap(): Promise<void> {
+    return this.#exclusive(() => this.#reap());
+  }
+
+  async #reap(): Promise<void> {
+    const dead = [...this.#entries.values()].filter((e) => e.state !== 'exited' && !alive(e.rootPid));
+    for (const e of dead) {
+      if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
+      this.cgroupOf(e.name).remove();
+      Object.assign(e, { state: 'exited', address: null, netns: null });
+    }
+    if (dead.length > 0) this.#save();
   }
 
   #info(e: Entry): WorkloadInfo {
@@ -103,11 +165,24 @@ export class Workloads {
     const pids = running && e.rootPid !== null ? treePids(e.rootPid) : [];
     const state: WorkloadState = running ? e.state : 'exited';
     const { shimPid: _shim, netns: _netns, ...shown } = e;
-    return { ...shown, state, pids, memoryBytes: pids.reduce((n, p) => n + rssBytes(p), 0) };
+    return { ...shown, state, pids, memoryBytes: pids.reduce((n, p) => n + rssBytes(p), 0), usage: running ? this.cgroupOf(e.name).usage() : {} };
   }
 
   list(): WorkloadInfo[] {
     return [...this.#entries.values()].map((e) => this.#info(e));
+  }
+
+  /** The list after reaping, so that no exited workload still holds an address when it is read. */
+  async listReaped(): Promise<WorkloadInfo[]> {
+    await this.reap();
+    return this.list();
+  }
+
+  /** Each running workload's cgroup usage, limits and requests (for the heartbeats). */
+  load(): WorkloadLoad[] {
+    return [...this.#entries.values()]
+      .filter((e) => alive(e.rootPid))
+      .map((e) => ({ name: e.name, usage: this.cgroupOf(e.name).usage(), limits: e.limits, requests: e.requests }));
   }
 
   get(name: string): WorkloadInfo {
@@ -116,27 +191,45 @@ export class Workloads {
     return this.#info(e);
   }
 
-  async run(req: RunRequest): Promise<WorkloadInfo> {
+  run(req: RunRequest): Promise<WorkloadInfo> {
+    return this.#exclusive(() => this.#run(req));
+  }
+
+  async #run(req: RunRequest): Promise<WorkloadInfo> {
+    await this.#reap();
     const prev = this.#entries.get(req.name);
     if (prev && alive(prev.rootPid)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" already runs on ${this.host}`);
     const log = path.join(this.stateDir, 'workloads', `${req.name}.log`);
-    let cgroup: string | null = null;
-    if (this.#cgroupBase) {
-      cgroup = path.join(this.#cgroupBase, req.name);
-      mkdirSync(cgroup, { recursive: true });
+    const limits = normalizeLimits(req.limits);
+    this.admit(req.name, limits, req.requests);
+    // Limits first, then the process: it joins a group that already holds them.
+    let cg: WorkloadCgroup;
+    try {
+      cg = this.prepareCgroup(req.name, limits);
+    } catch (err) {
+      this.cgroupOf(req.name).remove();
+      throw err;
     }
-    // The outer shell joins the cgroup before anything else runs, then becomes `unshare`, whose
-    // forked child is PID 1 of the new pid namespace; that child names its uts namespace and
-    // execs the workload, so the workload itself is PID 1.
-    const enterCgroup = cgroup ? `echo $$ > '${cgroup}/cgroup.procs' && ` : '';
+    const cgroup = cg.v2Dir;
+    // The shell becomes `unshare`, whose forked child is PID 1 of the new pid namespace; that
+    // child joins the workload's groups (the shim stays out, on every host alike), names its
+    // uts namespace and execs the workload, so the workload itself is PID 1.
+    const procs = cg.procsFiles();
+    const join = `n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; `;
     // With a workload network, the shim joins the workload's own namespace first (nsenter execs).
-    const net = this.network && req.address ? await createWorkloadNetns(this.network, req.name, req.address) : null;
+    let net: Awaited<ReturnType<typeof createWorkloadNetns>> | null = null;
+    try {
+      net = this.network && req.address ? await createWorkloadNetns(this.network, req.name, req.address) : null;
+    } catch (err) {
+      cg.remove();
+      throw err;
+    }
     const enterNet = net ? `nsenter --net='${net.path}' -- ` : '';
-    const script = `${enterCgroup}exec ${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c 'hostname "$0" && exec "$@"' "$@"`;
+    const script = `exec ${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c '${join}hostname "$0" && exec "$@"' "$@"`;
     let rootPid: number;
     let shimPid: number;
     try {
-      shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, ...req.command], {
+      shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, String(procs.length), ...procs, ...req.command], {
         log,
         cwd: req.cwd,
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...this.workloadEnv, ...req.env },
@@ -144,9 +237,12 @@ export class Workloads {
       rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
     } catch (err) {
       if (this.network && net) await removeWorkloadNetns(this.network, net.path);
+      cg.remove();
       throw err;
     }
     const entry: Entry = {
+      limits,
+      requests: req.requests,
       name: req.name,
       host: this.host,
       state: 'running',
@@ -181,14 +277,34 @@ export class Workloads {
   }
 
   /**
-   * The cgroup a workload of this name gets here, relative to the cgroup2 root (created if
+   * The v2 group a workload of this name gets here, relative to the cgroup2 root (created if
    * needed); a restored tree joins it instead of the one it had on its source host.
    */
   cgroupFor(name: string): string | null {
-    if (!this.#cgroupBase) return null;
-    const dir = path.join(this.#cgroupBase, name);
-    mkdirSync(dir, { recursive: true });
-    return `/${path.relative(cgroup2Root()!, dir)}`;
+    const cg = this.cgroupOf(name);
+    if (!cg.v2Dir) return null;
+    mkdirSync(cg.v2Dir, { recursive: true });
+    return `/${cg.rel}`;
+  }
+
+  /** Changes a running workload's limits: the ones given replace its own, the rest stay. */
+  update(name: string, limits: ResourceLimits): WorkloadInfo {
+    const e = this.#entries.get(name);
+    if (!e || !alive(e.rootPid)) throw new FerryError(ErrorCode.NotFound, `no running workload "${name}" on host ${this.host}`);
+    if (e.state !== 'running') throw new FerryError(ErrorCode.Conflict, `workload "${name}" is ${e.state} (a migration holds it): try again once it runs`, { retryable: true });
+    const merged = normalizeLimits({ ...e.limits, ...limits });
+    this.admit(name, merged, e.requests);
+    const cg = this.cgroupOf(name);
+    cg.apply(merged);
+    cg.verify(merged, `update of "${name}" on ${this.host}`);
+    e.limits = merged;
+    this.#save();
+    return this.#info(e);
+  }
+
+  /** Whether a live workload of this name is registered here. */
+  runsHere(name: string): boolean {
+    return alive(this.#entries.get(name)?.rootPid ?? null);
   }
 
   /** The workload's own network namespace file, null when it shares the host's. */
@@ -209,14 +325,15 @@ export class Workloads {
    * namespaces; `address` and `netns` when it came with its network namespace (rebuilt here
    * under the name this host's network config gives it).
    */
-  adopt(w: { name: string; rootPid: number; shimPid: number | null; command: string[]; address?: string; netns?: string }): WorkloadInfo {
-    let cgroup: string | null = null;
-    if (this.#cgroupBase) {
-      cgroup = path.join(this.#cgroupBase, w.name);
-      mkdirSync(cgroup, { recursive: true });
-      for (const pid of treePids(w.rootPid)) writeFileSync(path.join(cgroup, 'cgroup.procs'), String(pid));
-    }
+  adopt(w: { name: string; rootPid: number; shimPid: number | null; command: string[]; address?: string; netns?: string; limits?: ResourceLimits; requests?: ResourceRequests }): WorkloadInfo {
+    const cg = this.cgroupOf(w.name);
+    cg.create();
+    // Built inside its groups already; a tree restored by an older path joins them now.
+    for (const pid of treePids(w.rootPid)) cg.join(pid);
+    const cgroup = cg.v2Dir;
     const entry: Entry = {
+      limits: w.limits ?? {},
+      requests: w.requests ?? {},
       name: w.name,
       host: this.host,
       state: 'running',
@@ -243,17 +360,15 @@ export class Workloads {
     if (!e) return;
     this.#entries.delete(name);
     this.#save();
-    if (e.cgroup) {
-      try {
-        rmdirSync(e.cgroup);
-      } catch {
-        // still emptying
-      }
-    }
+    this.cgroupOf(name).remove();
   }
 
   /** Ends the workload's processes (by pid, the tree only) and forgets it. */
-  async stop(name: string): Promise<WorkloadInfo> {
+  stop(name: string): Promise<WorkloadInfo> {
+    return this.#exclusive(() => this.#stop(name));
+  }
+
+  async #stop(name: string): Promise<WorkloadInfo> {
     const e = this.#entries.get(name);
     if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
     // PID 1 of a pid namespace takes every other process of the namespace with it.
@@ -261,13 +376,7 @@ export class Workloads {
     const deadline = Date.now() + 5_000;
     while ((alive(e.rootPid) || alive(e.shimPid)) && Date.now() < deadline) await sleep(10);
     if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
-    if (e.cgroup) {
-      try {
-        rmdirSync(e.cgroup);
-      } catch {
-        // still emptying, or gone
-      }
-    }
+    this.cgroupOf(name).remove();
     const info = { ...this.#info(e), state: 'exited' as const };
     this.#entries.delete(name);
     this.#save();

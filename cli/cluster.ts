@@ -3,7 +3,6 @@
 // NATS is on the lab's management network: the CLI's main thread joins the lab's client
 // namespace first, and acts as the lab's operator identity from the lab's pki directory).
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { NatsAccess, loadConfig } from '../shared/config.ts';
@@ -17,6 +16,7 @@ import { joinNetns } from '../deploy/lab/join.ts';
 import { labLayout, type LabLayout } from '../deploy/lab/layout.ts';
 import { readState } from '../deploy/lab/state.ts';
 import { LAB_OPERATOR, labNatsAccess } from '../deploy/lab/pki.ts';
+import { DEFAULT_CLI_CONFIG } from './commands/options.ts';
 
 export interface ClusterOptions {
   nats?: string;
@@ -28,22 +28,10 @@ export interface ClusterOptions {
 }
 
 /** Where an operator's CLI config lives unless --config or FERRY_CONFIG names another. */
-export const DEFAULT_CLI_CONFIG = '/etc/ferry/cli.json';
 
 const CliConfig = z.strictObject({ nats: NatsAccess });
 
 /** The options every command that talks to the cluster takes, next to its --nats. */
-export function addClusterAccessOptions(cmd: Command): void {
-  for (const sub of cmd.commands) addClusterAccessOptions(sub);
-  if (!cmd.options.some((o) => o.long === '--nats')) return;
-  cmd
-    .option('--creds <file>', "this operator's nkey seed file (default: FERRY_NATS_CREDS, the config file, or the local lab's operator)")
-    .option('--tls-ca <file>', 'CA certificate of the cluster (default: FERRY_NATS_CA or the config file)')
-    .option('--tls-cert <file>', "this operator's certificate (default: FERRY_NATS_CERT or the config file)")
-    .option('--tls-key <file>', "this operator's private key (default: FERRY_NATS_KEY or the config file)")
-    .option('--config <file>', `CLI config, {"nats": {servers, tls, credentials}} (default: FERRY_CONFIG or ${DEFAULT_CLI_CONFIG} if present)`);
-}
-
 /** The operator's access from flags, environment, then the config file; null when none is given (the local lab). */
 function explicitAccess(o: ClusterOptions): NatsAccess | null {
   const configPath = o.config ?? process.env.FERRY_CONFIG ?? (existsSync(DEFAULT_CLI_CONFIG) ? DEFAULT_CLI_CONFIG : undefined);

@@ -5,6 +5,7 @@ import { ErrorCode, FerryError, type ErrorWire } from '../shared/errors.ts';
 import type { HostFacts } from '../shared/facts.ts';
 import { withFaultPoints } from '../shared/fault.ts';
 import type { StepBase } from '../shared/migration.ts';
+import type { ResourceLimits, ResourceRequests } from '../shared/resources.ts';
 import type { AgentClient } from './agents.ts';
 import { assertCompatible, assertDataStreams, memoryNeeded } from './compatibility.ts';
 import type { MigrationActorFns } from './machine.ts';
@@ -52,15 +53,26 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       const src = factsOf(input.source);
       const dst = factsOf(input.destination);
       let workloadBytes = 0;
+      let resources: { limits: ResourceLimits; requests: ResourceRequests } | null = null;
       const workloadSupported = await d.agents.call(input.source, 'mig.preflight', step(input, input.destination), { signal }).then(
         (r) => {
           workloadBytes = r.workloadBytes;
+          resources = { limits: r.limits, requests: r.requests };
           return { ok: true } as PreflightCheck;
         },
         (err: unknown) => ({ ok: false, error: FerryError.from(err).toWire() as ErrorWire }),
       );
+      // The destination checks its own controllers and its other workloads' requests, and makes
+      // the workload's cgroup with its limits before any process of it exists there.
+      const destinationHonoursLimits: PreflightCheck = resources
+        ? await d.agents.call(input.destination, 'mig.admit', { ...step(input, input.source), ...(resources as { limits: ResourceLimits; requests: ResourceRequests }) }, { signal }).then(
+            () => ({ ok: true }),
+            (err: unknown) => ({ ok: false, error: FerryError.from(err).toWire() as ErrorWire }),
+          )
+        : { ok: true };
       return {
         workloadSupported,
+        destinationHonoursLimits,
         destinationCompatible: check(() => {
           assertDataStreams(src, dst);
           assertCompatible(src, dst);

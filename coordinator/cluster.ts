@@ -13,6 +13,7 @@ import { decode } from '../shared/rpc.ts';
 import { bucketOptions, buckets, heartbeatHost, subjects } from '../shared/subjects.ts';
 import { encode } from '../shared/rpc.ts';
 import type { Logger } from '../shared/log.ts';
+import type { WorkloadClaim } from '../shared/workload.ts';
 
 interface HostState {
   record: HostRecord;
@@ -80,6 +81,16 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
         const facts = s.lastHeartbeat?.facts ?? s.record.facts;
         return { name, alive: s.alive, kernel: facts.kernel.release, lastSeen: s.lastSeenWall, registeredAt: s.record.registeredAt, facts };
       });
+  }
+
+  /**
+   * The names and addresses a host said it holds in its last heartbeat, with the receipt time on
+   * this.now()'s clock; null when this coordinator has not heard it say (since it started).
+   */
+  lastClaims(host: string): { claims: WorkloadClaim[]; seenMono: number } | null {
+    const s = this.#hosts.get(host);
+    if (!s?.lastHeartbeat?.workloads || s.lastSeenMono === null) return null;
+    return { claims: s.lastHeartbeat.workloads, seenMono: s.lastSeenMono };
   }
 
   isAlive(host: string): boolean {

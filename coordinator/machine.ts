@@ -295,6 +295,7 @@ function preflightFailure(out: PreflightOutput): MigrationError | null {
     ['workload not supported', out.workloadSupported, ErrorCode.Unsupported],
     ['destination not compatible', out.destinationCompatible, ErrorCode.Incompatible],
     ['destination lacks memory', out.destinationHasMemory, ErrorCode.Incompatible],
+    ['destination cannot honour the limits', out.destinationHonoursLimits ?? { ok: true }, ErrorCode.Incompatible],
   ];
   for (const [what, check, code] of checks) {
     if (check.ok) continue;

@@ -15,6 +15,7 @@ import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
 import { RecordQuarantine } from './quarantine.ts';
 import { MigrationStore } from './store.ts';
+import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
 
@@ -36,7 +37,9 @@ const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, conf
 cluster.on('badRecord', (bad) => void quarantine.setAside({ bucket: buckets.hosts, ...bad }, { effect: "skipped: the host is known from its heartbeats, and recorded again from its agent's next start" }));
 await untilJetStream(() => cluster.start(), log);
 const agents = new AgentClient(nc);
-const workloads = new WorkloadDirectory(cluster, agents);
+const pool = config.workloadNetwork ? new AddressPool(config.workloadNetwork) : null;
+if (!pool) log.warn('no workloadNetwork in the config: workloads get no address of their own');
+const workloads = new WorkloadDirectory(cluster, agents, { pool, natsServers: config.nats.servers });
 const store = await untilJetStream(() => MigrationStore.open(nc, quarantine, config.kvReplicas), log);
 const lease = await untilJetStream(() => LeaderLease.open(nc, id, config.leaseTtlMs, config.kvReplicas, quarantine), log);
 

@@ -69,6 +69,8 @@ export interface PreflightOutput {
   destinationCompatible: PreflightCheck;
   /** Destination agent: enough free memory for the workload? (Incompatible otherwise.) */
   destinationHasMemory: PreflightCheck;
+  /** Destination agent: can it enforce the workload's limits and take its requests? It made the workload's cgroup with them. */
+  destinationHonoursLimits?: PreflightCheck;
   /** Resident memory of the workload as measured by the source (bytes). */
   workloadBytes: number;
 }

@@ -17,6 +17,7 @@ export async function startCoordinatorService(nc: NatsConnection, cluster: Clust
   group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, ({ host, ...req }) => workloads.run(host, req)) });
   group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, () => workloads.list()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => workloads.stop(req.name)) });
+  group.addEndpoint('update', { handler: (_err, msg) => void answer(coordinatorApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   group.addEndpoint('migrate', { handler: (_err, msg) => void answer(coordinatorApi.migrate, msg, (req) => migrations.start(req)) });
   group.addEndpoint('status', {
     handler: (_err, msg) => void answer(coordinatorApi.status, msg, async (req) => (req.id ? [await migrations.view(req.id)] : migrations.list(req.all))),

@@ -1,8 +1,8 @@
 // A migration's snapshot as people and scripts see it (shared/migration.ts MigrationView).
 import type { MigrationView } from '../shared/migration.ts';
+import { isoTime } from '../shared/time.ts';
 import { PHASES, type MigrationContext } from './machine.ts';
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export function stateName(value: unknown): string {
   if (typeof value === 'string') return value;
@@ -38,7 +38,7 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     committed: ctx.committed,
     phases: PHASES.filter((p) => ctx.phases[p].attempts > 0).map((p) => {
       const r = ctx.phases[p];
-      return { phase: p, attempts: r.attempts, startedAt: iso(r.startedAt), durationMs: r.startedAt !== null && r.endedAt !== null ? r.endedAt - r.startedAt : null };
+      return { phase: p, attempts: r.attempts, startedAt: isoTime(r.startedAt), durationMs: r.startedAt !== null && r.endedAt !== null ? r.endedAt - r.startedAt : null };
     }),
     downtimeMs: ctx.downtimeMs,
     ...precopyView(ctx),
@@ -53,7 +53,7 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     agentsLost: ctx.agentsLost.map((a) => ({ role: a.role, host: a.host, during: a.during, effect: a.effect })),
     destinationDiscardPending: ctx.rollback.destinationLeftToItself === true,
     lastRetryError: errorView(ctx.lastRetryError),
-    startedAt: iso(ctx.startedAt),
-    endedAt: iso(ctx.endedAt),
+    startedAt: isoTime(ctx.startedAt),
+    endedAt: isoTime(ctx.endedAt),
   };
 }

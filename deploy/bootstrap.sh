@@ -49,4 +49,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm install --no-audit --no-fund --loglevel=error
 fi
 
+# The `ferry` command as JavaScript (dist/), so it starts without compiling TypeScript; bin/ferry.js
+# falls back to the sources through tsx whenever they are newer than this build.
+npm run --silent build
+
 echo "bootstrap: ready (node $(node --version), nats-server $(nats-server --version 2>/dev/null | awk '{print $NF}'))"

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ErrorCode, FerryError } from './errors.ts';
 import { HostName } from './names.ts';
 import { describeZodError } from './rpc.ts';
+import { WorkloadSubnet } from './subnet.ts';
 
 /** PEM files of one identity issued by the operator's CA (see deploy/pki/certs.ts). */
 export const TlsFiles = z.strictObject({
@@ -86,6 +87,12 @@ export const CoordinatorConfig = z.strictObject({
   nats: Nats.prefault({}),
   /** A host whose heartbeats stop for this long is shown as lost (and migrations through it roll back before commit). */
   hostLostAfterMs: z.number().int().min(500).default(3_000),
+  /**
+   * Where workloads' own addresses come from (`ferry run` allocates from it and checks `--ip`
+   * against it). Absent: workloads get no address of their own and `--ip` is refused. Every
+   * coordinator of a cluster must have the same one.
+   */
+  workloadNetwork: WorkloadSubnet.optional(),
   /** This coordinator's identity in the leader lease (default: hostname and pid). */
   id: z.string().min(1).optional(),
   /** A leader that cannot renew its lease for this long is replaced by a standby. */

@@ -1,7 +1,9 @@
 // The facts an agent reports about its host: what a coordinator needs to decide whether a
 // workload checkpointed on one host can be restored on another.
 import { z } from 'zod';
-import { HostName } from './names.ts';
+import { IsoTime } from './time.ts';
+import { HostName, WorkloadName } from './names.ts';
+import { ResourceLimits, ResourceRequests, ResourceUsage } from './resources.ts';
 
 export const KernelFeatures = z.strictObject({
   /** userfaultfd write-protect in async mode: ferry's default dirty-page tracker. */
@@ -31,6 +33,15 @@ export const Xsave = z.strictObject({
 });
 export type Xsave = z.infer<typeof Xsave>;
 
+const Layout = z.enum(['v1', 'v2']).nullable();
+
+/** Where each resource controller lives on the host (null: the host lacks it). */
+export const CgroupControllers = z.strictObject({ memory: Layout, cpu: Layout, pids: Layout, io: Layout });
+
+/** One workload's load as its cgroup counts it, with what it asked for: what rebalancing weighs. */
+export const WorkloadLoad = z.strictObject({ name: WorkloadName, usage: ResourceUsage, limits: ResourceLimits, requests: ResourceRequests });
+export type WorkloadLoad = z.infer<typeof WorkloadLoad>;
+
 export const HostFacts = z.strictObject({
   name: HostName,
   hostname: z.string(),
@@ -40,8 +51,11 @@ export const HostFacts = z.strictObject({
   cpu: z.strictObject({ model: z.string(), count: z.number().int().positive(), xsave: Xsave.nullable() }),
   memory: z.strictObject({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }),
   features: KernelFeatures,
-  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: z.string() }),
+  agent: z.strictObject({ version: z.string(), pid: z.number().int(), startedAt: IsoTime }),
   /** The agent's data stream listener (port, encrypted or not); null: it has no identity and takes no part in migrations. */
   dataStream: z.strictObject({ port: z.number().int().min(1).max(65535), encrypt: z.boolean() }).nullable(),
+  cgroups: CgroupControllers.optional(),
+  /** Per workload usage from cgroup statistics, fresh in every heartbeat. */
+  workloads: z.array(WorkloadLoad).optional(),
 });
 export type HostFacts = z.infer<typeof HostFacts>;

@@ -2,6 +2,8 @@
 // for one phase, and what a migration looks like to someone watching it.
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
+import { IsoTime, isoTime } from './time.ts';
+import { ResourceLimits, ResourceRequests } from './resources.ts';
 import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
@@ -25,7 +27,7 @@ export type MigrateRequest = z.infer<typeof MigrateRequest>;
 export const PhaseSummary = z.strictObject({
   phase: z.string(),
   attempts: z.number().int(),
-  startedAt: z.string().nullable(),
+  startedAt: IsoTime.nullable(),
   durationMs: z.number().nullable(),
 });
 
@@ -66,8 +68,8 @@ export const MigrationView = z.strictObject({
   destinationDiscardPending: z.boolean(),
   /** The last error of a step retried after commit (the migration rolls forward regardless). */
   lastRetryError: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
-  startedAt: z.string().nullable(),
-  endedAt: z.string().nullable(),
+  startedAt: IsoTime.nullable(),
+  endedAt: IsoTime.nullable(),
 });
 export type MigrationView = z.infer<typeof MigrationView>;
 
@@ -91,7 +93,16 @@ export type StepBase = z.infer<typeof StepBase>;
 
 export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) });
 
-export const PreflightReply = z.strictObject({ workloadBytes: z.number().nonnegative(), processes: z.number().int(), threads: z.number().int() });
+export const PreflightReply = z.strictObject({
+  workloadBytes: z.number().nonnegative(),
+  processes: z.number().int(),
+  threads: z.number().int(),
+  /** The workload's limits and requests on its source: the destination must honour them exactly. */
+  limits: ResourceLimits.default({}),
+  requests: ResourceRequests.default({}),
+});
+/** Destination preflight: can it honour the limits and take the requests? It makes the workload's cgroup with them. */
+export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: ResourceRequests });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */
@@ -140,3 +151,11 @@ export const MigrationEventWire = z.strictObject({
   view: MigrationView,
 });
 export type MigrationEventWire = z.infer<typeof MigrationEventWire>;
+
+/**
+ * An event as the CLI prints it (`watch --json`; `migrate --json` on stderr): the wire form with
+ * `at` as an ISO 8601 time, like every other time ferry prints.
+ */
+export const MigrationEvent = MigrationEventWire.extend({ at: IsoTime });
+export type MigrationEvent = z.infer<typeof MigrationEvent>;
+export const eventForUser = (e: MigrationEventWire): MigrationEvent => ({ ...e, at: isoTime(e.at) });

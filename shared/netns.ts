@@ -93,22 +93,3 @@ export function initialNetns(address: string, prefixLen: number, ifname = 'eth0'
     nftables: null,
   };
 }
-
-/** The lab's workload addresses: 10.77.1.1 to 10.77.255.254 (10.77.0.x is the lab's own). */
-export const WORKLOAD_POOL = { first: '10.77.1.1', last: '10.77.255.254', prefixLen: 16 } as const;
-
-const toInt = (ip: string): number => ip.split('.').reduce((a, x) => a * 256 + Number(x), 0);
-const toIp = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
-
-/** The lowest address of the pool that is not taken; null when all are. Addresses ending in .0 or .255 are skipped. */
-export function allocateAddress(taken: Iterable<string>, pool: { first: string; last: string } = WORKLOAD_POOL): string | null {
-  const used = new Set(taken);
-  for (let n = toInt(pool.first); n <= toInt(pool.last); n++) {
-    const ip = toIp(n);
-    if (n % 256 === 0 || n % 256 === 255 || used.has(ip)) continue;
-    return ip;
-  }
-  return null;
-}
-
-export const isIpv4 = (s: string): boolean => /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(s);

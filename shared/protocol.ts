@@ -2,11 +2,13 @@
 // replies are listed per endpoint in `agentApi` and `coordinatorApi`, so a caller and a server
 // cannot disagree about a shape; shared/rpc.ts enforces them on both ends.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
-import { RunOnHost, RunRequest, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
+import { RunOnHost, RunRequest, UpdateRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
+  AdmitRequest,
   DoneReply,
   FreezeReply,
   MigrateRequest,
@@ -45,15 +47,17 @@ export const Heartbeat = z.strictObject({
   seq: z.number().int().positive(),
   /** Milliseconds between heartbeats: receivers judge liveness against it. */
   intervalMs: z.number().int().positive(),
-  sentAt: z.string(),
+  sentAt: IsoTime,
   facts: HostFacts,
+  /** The names and addresses this host holds: a coordinator keeps them reserved while the host is lost. */
+  workloads: z.array(WorkloadClaim).optional(),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 /** What an agent writes into the hosts bucket when it starts: the cluster's durable membership. */
 export const HostRecord = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
-  registeredAt: z.string(),
+  registeredAt: IsoTime,
   facts: HostFacts,
 });
 export type HostRecord = z.infer<typeof HostRecord>;
@@ -64,8 +68,8 @@ export const HostView = z.strictObject({
   alive: z.boolean(),
   /** Kernel release, repeated at the top level for scripts. */
   kernel: z.string(),
-  lastSeen: z.string().nullable(),
-  registeredAt: z.string(),
+  lastSeen: IsoTime.nullable(),
+  registeredAt: IsoTime,
   facts: HostFacts,
 });
 export type HostView = z.infer<typeof HostView>;
@@ -91,9 +95,11 @@ export const agentApi = {
   run: endpoint(RunRequest, WorkloadInfo, 15_000),
   workloads: endpoint(Empty, z.array(WorkloadInfo)),
   stop: endpoint(WorkloadRef, WorkloadInfo, 10_000),
+  update: endpoint(UpdateRequest, WorkloadInfo, 10_000),
   ping: endpoint(Empty, z.strictObject({ host: HostName, pid: z.number().int(), uptimeMs: z.number() })),
   // One step of a migration each; the coordinator's phase actors call them (see coordinator/actors.ts).
   'mig.preflight': endpoint(StepBase, PreflightReply, 15_000),
+  'mig.admit': endpoint(AdmitRequest, DoneReply, 15_000),
   'mig.freeze': endpoint(StepBase, FreezeReply, 30_000),
   'mig.receive': endpoint(StepBase, ReceiveReply, 10_000),
   'mig.precopy': endpoint(PrecopyRequest, RoundStatsWire, 120_000),
@@ -110,6 +116,7 @@ export const coordinatorApi = {
   run: endpoint(RunOnHost, WorkloadInfo, 20_000),
   ps: endpoint(Empty, WorkloadListing, 10_000),
   stop: endpoint(WorkloadRef, WorkloadInfo, 15_000),
+  update: endpoint(UpdateRequest, WorkloadInfo, 15_000),
   migrate: endpoint(MigrateRequest, MigrationView, 10_000),
   status: endpoint(StatusRequest, z.array(MigrationView)),
   cancel: endpoint(MigrationRef, MigrationView),

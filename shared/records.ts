@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { MigrationId } from './migration.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { NetnsConfig } from './netns.ts';
+import { ResourceLimits, ResourceRequests, WorkloadResources } from './resources.ts';
 import { describeZodError } from './rpc.ts';
 
 const dec = new TextDecoder();
@@ -154,8 +155,8 @@ export const ThrottleRecordSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('v1'), dir: z.string(), back: z.string(), mount: z.string(), cpus: z.number().positive() }),
 ]);
 
-/** `workload.json` beside a migration's image: the source's command line of the workload. */
-export const WorkloadCommandFile = z.strictObject({ command: z.array(z.string()).min(1).nullable() });
+/** `workload.json` beside a migration's image: the source's command line of the workload, and its limits and requests. */
+export const WorkloadCommandFile = z.strictObject({ command: z.array(z.string()).min(1).nullable(), limits: ResourceLimits.optional(), requests: ResourceRequests.optional() });
 
 /** What an agent remembers of one migration (agent/migration/records.ts), `<id>.json`. */
 export const LocalMigrationRecord = z.strictObject({
@@ -178,5 +179,6 @@ export const LocalMigrationRecord = z.strictObject({
   throttle: ThrottleRecordSchema.nullable().optional(),
   warm: z.boolean().optional(),
   heldTree: HeldTreeRecord.nullable().optional(),
+  resources: WorkloadResources.nullable().optional(),
 });
 export type LocalMigrationRecord = z.infer<typeof LocalMigrationRecord>;

@@ -1,8 +1,10 @@
 // A workload: a process tree that ferry started as a container (its own pid, uts, ipc and time
 // namespaces, and a cgroup) and can move between hosts.
 import { z } from 'zod';
+import { IsoTime } from './time.ts';
 import { HostName, WorkloadName } from './names.ts';
-import { isIpv4 } from './netns.ts';
+import { Ipv4 } from './subnet.ts';
+import { ResourceLimits, ResourceRequests, ResourceUsage } from './resources.ts';
 
 export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited']);
 export type WorkloadState = z.infer<typeof WorkloadState>;
@@ -18,18 +20,33 @@ export const WorkloadInfo = z.strictObject({
   /** Resident memory of the whole tree. */
   memoryBytes: z.number().nonnegative(),
   command: z.array(z.string()).min(1),
-  startedAt: z.string(),
+  startedAt: IsoTime,
   /** The workload's own IPv4 address in its own network namespace; null when it shares its host's (an agent without a workload network). */
   address: z.string().nullable(),
   cgroup: z.string().nullable(),
   log: z.string(),
+  /** Limits its cgroup enforces (docs/resources.md), carried through every migration. */
+  limits: ResourceLimits.default({}),
+  /** What placement reserves for it on its host. */
+  requests: ResourceRequests.default({}),
+  /** Usage from its cgroup's statistics on the host that runs it. */
+  usage: ResourceUsage.default({}),
 });
 export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 
-/** Every workload the live hosts reported, and the live hosts that did not answer (their workloads are missing from the list). */
+/** What a host holds in the cluster's name and address space: a workload's name and address, until it is stopped or reaped. */
+export const WorkloadClaim = z.strictObject({ name: WorkloadName, address: Ipv4.nullable() });
+export type WorkloadClaim = z.infer<typeof WorkloadClaim>;
+
+/**
+ * Every workload the live hosts reported, the live hosts that did not answer (their workloads are
+ * missing from the list), and the lost hosts with what they last claimed (null: not known to
+ * this coordinator), which may still run there.
+ */
 export const WorkloadListing = z.strictObject({
   workloads: z.array(WorkloadInfo),
   unanswered: z.array(z.strictObject({ host: HostName, error: z.string() })),
+  lost: z.array(z.strictObject({ host: HostName, workloads: z.array(WorkloadClaim).nullable() })).default([]),
 });
 export type WorkloadListing = z.infer<typeof WorkloadListing>;
 
@@ -40,9 +57,15 @@ export const RunRequest = z.strictObject({
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
   /** The workload's IPv4 address, unique in the cluster; the coordinator allocates one when it is absent. */
-  address: z.string().refine(isIpv4, 'an IPv4 address').optional(),
+  address: Ipv4.optional(),
+  limits: ResourceLimits.default({}),
+  requests: ResourceRequests.default({}),
 });
 export type RunRequest = z.infer<typeof RunRequest>;
 
 export const WorkloadRef = z.strictObject({ name: WorkloadName });
 export const RunOnHost = RunRequest.extend({ host: HostName });
+
+/** `ferry update`: the limits given replace the workload's; those not given stay. */
+export const UpdateRequest = z.strictObject({ name: WorkloadName, limits: ResourceLimits });
+export type UpdateRequest = z.infer<typeof UpdateRequest>;

@@ -1,7 +1,7 @@
 // Restore from an image directory: check the machine, build a husk per process, fill it, and
 // let it run. Any failure kills what was built.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, fromHex } from '../../shared/image-format.ts';
@@ -111,6 +111,16 @@ export interface RestoreOptions {
    * and it runs: the moment to attach the namespace and announce its addresses.
    */
   beforeRun?: () => void;
+  /**
+   * cgroup.procs files the root husk joins as soon as it exists, before any memory is written:
+   * the tree is charged to, and limited by, the workload's own groups from its first page.
+   */
+  cgroupProcs?: readonly string[];
+}
+
+/** Moves a (husk) process into each group; its later children are born there. */
+export function enterCgroups(pid: number, procsFiles: readonly string[]): void {
+  for (const f of procsFiles) writeFileSync(f, String(pid));
 }
 
 /**
@@ -128,6 +138,7 @@ export function createHusks(img: Image, dir: string, opts: RestoreOptions & { ro
   try {
     const rh = img.container ? Husk.createContainer(img.container, avoid, opts.netns) : Husk.create(root.pid, avoid, opts.netns);
     husks.set(root.pid, rh);
+    enterCgroups(rh.pid, opts.cgroupProcs ?? []);
     if (root.sid === root.pid) rh.leadSession();
     if (img.shared.length > 0) {
       const maxFd = Math.max(0, ...img.processes.flatMap((p) => p.fds.map((f) => f.fd)));

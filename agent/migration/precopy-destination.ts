@@ -13,7 +13,7 @@ import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
 import { Husk } from '../engine/husk.ts';
 import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
 import { PagesReader } from '../engine/memory.ts';
-import { buildState } from '../engine/restore.ts';
+import { buildState, enterCgroups } from '../engine/restore.ts';
 import { LandingCheck } from '../engine/verify/index.ts';
 import type { Frame } from '../transfer/frames.ts';
 import { ProcessSink } from '../transfer/page-sinks.ts';
@@ -27,6 +27,8 @@ export interface WarmDeps {
   network: NetworkHandoff;
   /** The name the workload's namespace gets here, put on record before it is built (rollback after a restart removes it). */
   landing: () => string | null;
+  /** cgroup.procs files of the workload's groups here: the root husk joins them before any page arrives. */
+  cgroupProcs: () => string[];
   /** Check pages as they land (default on). */
   verify?: boolean;
 }
@@ -129,6 +131,7 @@ export class PrecopyDestination {
     const husk = l.container ? Husk.createContainer(l.container, avoid, netns) : Husk.create(root.pid, avoid, netns);
     this.#root = root.pid;
     this.#members.set(root.pid, { husk, ppid: root.ppid, vmas: [] });
+    enterCgroups(husk.pid, this.d.cgroupProcs());
     if (root.sid === root.pid) husk.leadSession();
     husk.clear(root.vmas);
   }

@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 
 import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import { LocalMigrationRecord, parseRecord } from '../../shared/records.ts';
+import type { WorkloadResources } from '../../shared/resources.ts';
 import type { HeldFreeze } from '../engine/freeze.ts';
 import type { HeldTree } from '../engine/hold.ts';
 import { setAsideFile } from '../quarantine.ts';
@@ -41,6 +42,8 @@ export interface LocalMigration {
   warm?: boolean;
   /** Destination: the built tree, held frozen for the commit so that it outlives the agent. */
   heldTree?: HeldTree | null;
+  /** The workload's limits and requests (destination: admitted in preflight; source: at the freeze). */
+  resources?: WorkloadResources | null;
 }
 
 export class MigrationRecords {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_JSON } from '../../shared/image-format.ts';
 import type { StepBase } from '../../shared/migration.ts';
+import type { ResourceLimits, ResourceRequests } from '../../shared/resources.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { freezeCgroup, killHeld, releaseHeld } from '../engine/freeze.ts';
 import { listTasks, readStat } from '../engine/procfs.ts';
@@ -176,7 +177,7 @@ export class MigrationSteps {
         return 0; // a short-lived child exited meanwhile
       }
     };
-    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0) };
+    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0), limits: w.limits, requests: w.requests };
   }
 
   /**
@@ -256,7 +257,9 @@ export class MigrationSteps {
       this.#checkpoints.set(s.migrationId, c);
       // On record first, then held: from here the freeze outlives this agent (see FrozenTree.heldFreeze).
       m.held = c.tree.heldFreeze();
-      m.workloadCommand = this.workloads.get(s.workload).command;
+      const w = this.workloads.get(s.workload);
+      m.workloadCommand = w.command;
+      m.resources = { limits: w.limits, requests: w.requests };
       this.records.save(m);
       c.tree.holdOnAgentDeath();
       this.workloads.setState(m.workload, 'frozen');
@@ -273,7 +276,7 @@ export class MigrationSteps {
       if (m.precopy) {
         if (!session) throw new FerryError(ErrorCode.Unavailable, `the pre-copy session of ${s.migrationId} was lost (agent restarted): roll back`);
         const t = performance.now();
-        const extra: Record<string, string> = { [WORKLOAD_FILE]: JSON.stringify({ command: m.workloadCommand }) };
+        const extra: Record<string, string> = { [WORKLOAD_FILE]: JSON.stringify(workloadFile(m)) };
         if (m.netConfig) extra[NETNS_FILE] = JSON.stringify(m.netConfig);
         const out = await session.final(c, m.imageDir, extra);
         this.#sessions.delete(s.migrationId);
@@ -285,7 +288,7 @@ export class MigrationSteps {
       c.dumpMemory(m.imageDir);
       writeImage(m.imageDir, c.image());
       // The destination registers the workload under the same command line.
-      writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify({ command: m.workloadCommand }));
+      writeFileSync(path.join(m.imageDir, WORKLOAD_FILE), JSON.stringify(workloadFile(m)));
       if (m.netConfig) writeFileSync(path.join(m.imageDir, NETNS_FILE), JSON.stringify(m.netConfig));
       const conn = await connectStream(s.endpoint, this.#streamAuth(s));
       try {
@@ -350,6 +353,32 @@ export class MigrationSteps {
 
   // --- destination ----------------------------------------------------------------------------
 
+  /**
+   * Destination preflight: refuses, before anything is frozen, a workload whose limits this host
+   * cannot enforce or whose requests do not fit; otherwise makes its cgroup with those limits,
+   * so every husk of the tree is born into groups that already hold them.
+   */
+  admit(s: StepBase & { limits: ResourceLimits; requests: ResourceRequests }) {
+    return this.#once(s, 'destination', (m) => {
+      this.workloads.admit(s.workload, s.limits, s.requests);
+      this.workloads.prepareCgroup(s.workload, s.limits);
+      m.resources = { limits: s.limits, requests: s.requests };
+      return { done: true as const };
+    });
+  }
+
+  /** The limits the workload had when its source froze it (an update during pre-copy is taken over), else those admitted. */
+  #finalLimits(m: LocalMigration): ResourceLimits {
+    return readJson(path.join(m.imageDir, WORKLOAD_FILE), WorkloadCommandFile)?.limits ?? m.resources?.limits ?? {};
+  }
+
+  /** Groups to be born into (during pre-copy, before the final limits are known: those admitted). */
+  #joinFiles(workload: string): string[] {
+    const cg = this.workloads.cgroupOf(workload);
+    cg.create();
+    return cg.procsFiles();
+  }
+
   async receive(s: StepBase) {
     const m = this.#record(s, 'destination');
     // A replay while the pre-copy session runs (the coordinator restarted): the source is connected already.
@@ -391,6 +420,7 @@ export class MigrationSteps {
     if (this.#warm.has(id)) throw new FerryError(ErrorCode.Conflict, `${id}: a second pre-copy stream`);
     const warm = new PrecopyDestination({
       network: this.#network,
+      cgroupProcs: () => this.#joinFiles(m.workload),
       verify,
       landing: () => {
         const name = this.#network.landingName(m.workload, id);
@@ -432,7 +462,10 @@ export class MigrationSteps {
     try {
       // Not held (no cgroup here): the husks are traced and still have their scratch page.
       const scratch = new Map([...b.husks.values()].map((h) => [h.pid, [h.scratchSpan]]));
-      return verifyTree(b.image, pids, { dir: this.records.get(id)!.imageDir, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
+      const m = this.records.get(id)!;
+      const cg = this.workloads.cgroupOf(m.workload);
+      const cgroup = { limits: this.#finalLimits(m), read: () => cg.read(), notMemberOf: (pid: number) => cg.notMemberOf(pid) };
+      return verifyTree(b.image, pids, { dir: m.imageDir, cgroup, ...(landing ? { landing } : {}), ...(b.frozen ? {} : { ferryOwn: (pid) => scratch.get(pid) ?? [] }) });
     } catch (err) {
       const e = FerryError.from(err);
       this.#verifyFailed.set(id, e);
@@ -450,6 +483,8 @@ export class MigrationSteps {
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
     const cgroup = this.workloads.cgroupFor(m.workload);
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
+    // The limits the source had at the freeze; verification (agent/engine/verify/cgroup.ts) reads them back before the commit.
+    const cg = this.workloads.prepareCgroup(m.workload, this.#finalLimits(m));
     const netConfig = readJson(path.join(m.imageDir, NETNS_FILE), NetnsConfig);
     const warm = this.#warm.get(id);
     if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig);
@@ -465,7 +500,7 @@ export class MigrationSteps {
     }
     let husks: Map<number, Husk> | null = null;
     try {
-      husks = createHusks(image, m.imageDir, net ? { netns: net.handle.path } : {});
+      husks = createHusks(image, m.imageDir, { cgroupProcs: cg.procsFiles(), ...(net ? { netns: net.handle.path } : {}) });
       for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
       corruptIfArmed(image, husks);
     } catch (err) {
@@ -567,10 +602,13 @@ export class MigrationSteps {
       m.restoredPid = pid;
       // A container's init is the child of the `unshare` that holds its namespaces open.
       const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
-      m.workloadCommand = readJson(path.join(m.imageDir, WORKLOAD_FILE), WorkloadCommandFile)?.command ?? null;
+      const wf = readJson(path.join(m.imageDir, WORKLOAD_FILE), WorkloadCommandFile) ?? { command: null };
+      m.workloadCommand = wf.command;
       const address = net ? addressOf(net.config) : undefined;
       this.workloads.adopt({
         name: m.workload,
+        limits: wf.limits ?? m.resources?.limits ?? {},
+        requests: wf.requests ?? m.resources?.requests ?? {},
         rootPid: pid,
         shimPid,
         command: m.workloadCommand ?? [image.processes[0]!.comm],
@@ -604,6 +642,8 @@ export class MigrationSteps {
     await this.#warm.get(s.migrationId)?.discard();
     this.#warm.delete(s.migrationId);
     await this.#network.discard(held?.net ?? null, m.landing ?? null);
+    // The groups admit made go too, unless the workload runs here after all (a migration back that rolled back).
+    if (!this.workloads.runsHere(m.workload)) this.workloads.cgroupOf(m.workload).remove();
     rmSync(m.imageDir, { recursive: true, force: true });
     rmSync(`${m.imageDir}.partial`, { recursive: true, force: true });
     m.fenced = true;
@@ -628,6 +668,11 @@ interface Built {
 }
 
 const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;
+
+/** workload.json beside the image: what the source's registry knew of the workload. */
+type WorkloadFile = z.infer<typeof WorkloadCommandFile>;
+
+const workloadFile = (m: LocalMigration): WorkloadFile => ({ command: m.workloadCommand, ...(m.resources ?? {}) });
 
 /** A file the source sent beside the image, validated; a bad one fails the step (BadImage), never the agent. */
 function readJson<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {

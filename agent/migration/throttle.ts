@@ -1,7 +1,9 @@
 // Slowing a workload down while pre-copy chases its writes: a CPU quota on the tree, through
-// cgroup v2's cpu.max where the workload's group has the cpu controller, else through a cgroup
-// v1 cpu hierarchy (a group of its own with cpu.cfs_quota_us; the tree moves in and back out).
-// What was done is a plain record, so an agent that restarted can still undo it.
+// cgroup v2's cpu.max where the workload's group has the cpu controller (never above the
+// workload's own quota; its own cpu.max comes back afterwards), else through a cgroup v1 cpu
+// group nested in the workload's own (so its own quota still holds; the tree moves in and back
+// out, and the workload's group is never written). What was done is a plain record, so an agent
+// that restarted can still undo it.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -39,13 +41,17 @@ export function planThrottle(id: string, cpus: number, v2dir: string | null, rec
   if (v2dir && existsSync(path.join(v2dir, 'cpu.max'))) return { kind: 'v2', dir: v2dir, previous: readFileSync(path.join(v2dir, 'cpu.max'), 'utf8').trim(), cpus };
   const mount = v1CpuMount();
   if (!mount) return null;
-  return { kind: 'v1', dir: path.join(mount, `ferry-throttle-${id}`), back: v1CpuGroup(rootPid), mount, cpus };
+  const own = v1CpuGroup(rootPid);
+  return { kind: 'v1', dir: path.join(mount, own, `ferry-throttle-${id}`), back: own, mount, cpus };
 }
 
 /** Limits the tree (its pids now) as planned. */
 export function applyThrottle(rec: ThrottleRecord, pids: readonly number[]): void {
-  const quota = Math.max(1000, Math.round(rec.cpus * PERIOD_US));
+  let quota = Math.max(1000, Math.round(rec.cpus * PERIOD_US));
   if (rec.kind === 'v2') {
+    // The workload's own quota stays the ceiling: throttling only ever slows it further.
+    const [ownQuota, ownPeriod] = (rec.previous || 'max').split(/\s+/);
+    if (ownQuota !== 'max' && ownPeriod) quota = Math.min(quota, Math.round((Number(ownQuota) * PERIOD_US) / Number(ownPeriod)));
     writeFileSync(path.join(rec.dir, 'cpu.max'), `${quota} ${PERIOD_US}`);
     return;
   }

@@ -1,134 +1,9 @@
 // `ferry migrate`, `status`, `watch`, `cancel`, `history`: migrations between hosts.
 import type { Command } from 'commander';
-import type { NatsConnection } from '@nats-io/transport-node';
-import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { MigrationEventWire, type MigrationView } from '../../shared/migration.ts';
-import { coordinatorApi } from '../../shared/protocol.ts';
-import { call, decode } from '../../shared/rpc.ts';
-import { subjects } from '../../shared/subjects.ts';
-import { withCluster } from '../cluster.ts';
-import { bytes, describeVerification, table } from '../format.ts';
-import { ExitCode, action, printResult } from '../output.ts';
+import { action } from '../output.ts';
+import { natsOpt, positiveInt } from './options.ts';
 
-const natsOpt = ['--nats <url>', 'NATS server URL(s) (default: FERRY_NATS_URL or the local lab)'] as const;
-
-const ms = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
-const rate = (bps: unknown): string => (typeof bps === 'number' && bps > 0 ? `${bytes(bps)}/s` : '-');
-
-/** One pre-copy round in a line (events, watch). */
-function describeRound(s: Record<string, unknown>): string {
-  const n = (k: string) => Number(s[k] ?? 0);
-  const ratio = n('compressionRatio');
-  return (
-    `round ${n('round')}: ${n('pagesDirty')} of ${n('pagesScanned')} pages dirty, ${n('pagesSent')} sent` +
-    `${n('pagesZero') ? ` (+${n('pagesZero')} zero)` : ''}, ${bytes(n('bytesOnWire'))} on the wire${ratio > 1.01 ? ` (${ratio.toFixed(1)}x lz4)` : ''} in ${ms(s.durationMs)}; ` +
-    `dirtying ${rate(s.dirtyRateBps)}, link ${rate(s.bandwidthBps)}, predicted downtime ${ms(s.predictedDowntimeMs)}` +
-    `${s.tracker ? ` [${String(s.tracker)}]` : ''}${s.throttled ? ` THROTTLED to ${String(s.throttleCpus ?? '?')} CPU` : ''}`
-  );
-}
-
-function renderView(v: MigrationView): string {
-  const lines = [
-    `migration ${v.id}: ${v.workload} ${v.from} -> ${v.to}: ${v.outcome ?? v.state}${v.committed ? ' (committed)' : ''}`,
-    ...v.phases.map((p) => `  ${p.phase.padEnd(10)} ${p.durationMs === null ? 'running' : `${p.durationMs} ms`}${p.attempts > 1 ? ` (${p.attempts} attempts)` : ''}`),
-    `  downtime ${v.downtimeMs ?? '-'} ms${v.rounds.length > 0 ? ` (predicted ${ms(v.predictedDowntimeMs)})` : ''}, total ${v.totalMs ?? '-'} ms, ${bytes(v.bytesTransferred)} transferred after the freeze, ${bytes(v.bytesOnWire)} on the wire in all`,
-  ];
-  if (v.rounds.length > 0) {
-    const throttled = v.rounds.some((r) => r.throttled);
-    lines.push(`  live: ${v.rounds.length} pre-copy round(s), tracker ${v.tracker ?? '-'}, switched over: ${v.switchover ?? '-'}${throttled ? '; the workload was THROTTLED (it dirtied memory faster than the link carries it)' : ''}`);
-    const n = (r: Record<string, unknown>, k: string) => Number(r[k] ?? 0);
-    const t = table(
-      ['ROUND', 'SCANNED', 'DIRTY', 'SENT', 'WIRE', 'LZ4', 'TIME', 'DIRTY RATE', 'BANDWIDTH', 'PREDICTED'],
-      v.rounds.map((r) => [
-        String(n(r, 'round')),
-        String(n(r, 'pagesScanned')),
-        String(n(r, 'pagesDirty')),
-        String(n(r, 'pagesSent')),
-        bytes(n(r, 'bytesOnWire')),
-        `${n(r, 'compressionRatio').toFixed(2)}x`,
-        ms(r.durationMs),
-        rate(r.dirtyRateBps),
-        rate(r.bandwidthBps),
-        `${ms(r.predictedDowntimeMs)}${r.throttled ? ' (throttled)' : ''}`,
-      ]),
-    );
-    lines.push(...t.split('\n').map((l) => `    ${l}`));
-  }
-  if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
-  else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
-  if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
-  if (v.destinationDiscardPending) lines.push(`  ${v.to} was lost: it discards its half of the migration by itself when it returns`);
-  if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
-  return lines.join('\n');
-}
-
-function renderList(vs: MigrationView[]): string {
-  if (vs.length === 0) return 'no migrations';
-  return table(
-    ['ID', 'WORKLOAD', 'FROM', 'TO', 'STATE', 'ROUNDS', 'DOWNTIME', 'PREDICTED', 'TOTAL', 'BYTES', 'STARTED'],
-    vs.map((v) => [v.id, v.workload, v.from, v.to, v.outcome ?? v.state, String(v.rounds.length), v.downtimeMs === null ? '-' : `${v.downtimeMs} ms`, ms(v.predictedDowntimeMs), v.totalMs === null ? '-' : `${v.totalMs} ms`, bytes(v.bytesTransferred), v.startedAt ?? '-']),
-  );
-}
-
-function describeEvent(e: MigrationEventWire): string | null {
-  const d = e.data as Record<string, unknown>;
-  switch (e.type) {
-    case 'phase.entered':
-      return `${String(d.phase)} ...`;
-    case 'phase.exited':
-      return `${String(d.phase)} done in ${String(d.durationMs)} ms`;
-    case 'phase.failed':
-      return `${String(d.phase)} failed: ${String((d.error as { message?: string })?.message)} -> ${String(d.next)}`;
-    case 'round': {
-      const dec = d.decision as { action?: string; reason?: string } | undefined;
-      const next = dec?.action === 'switchover' ? `switch over (${dec.reason ?? ''})` : dec?.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
-      return `${describeRound(d.stats as Record<string, unknown>)} -> ${next}`;
-    }
-    case 'migration.ended':
-      return `ended: ${String(d.outcome)}`;
-    case 'phase.attempt':
-      return Number(d.attempt) > 1 ? `${String(d.phase)}: attempt ${String(d.attempt)}` : null;
-    case 'rollback.started':
-      return `rolling back: ${String((d.cause as { message?: string })?.message)}`;
-    case 'commit.recorded':
-      return 'commit recorded: the workload now belongs to the destination';
-    default:
-      return e.type;
-  }
-}
-
-const exitFor = (v: MigrationView) => (v.outcome === 'completed' ? ExitCode.Ok : v.outcome === 'rolledBack' ? ExitCode.RolledBack : ExitCode.Failed);
-
-/** Follows one migration's events until it ends; polls as a fallback so a lost event cannot hang us. */
-async function follow(nc: NatsConnection, id: string, onEvent: (e: MigrationEventWire) => void, early: MigrationEventWire[] = []): Promise<MigrationView> {
-  const sub = nc.subscribe(subjects.migrationEvents(id));
-  for (const e of early) onEvent(e);
-  let last: MigrationView | null = early.at(-1)?.view ?? null;
-  const poll = setInterval(() => {
-    void call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })
-      .then(([v]) => {
-        if (v?.outcome) {
-          last = v;
-          sub.unsubscribe();
-        }
-      })
-      .catch(() => undefined);
-  }, 2_000);
-  try {
-    if (last?.outcome) return last;
-    for await (const m of sub) {
-      const e = decode(MigrationEventWire, m.data, 'migration event');
-      onEvent(e);
-      last = e.view;
-      if (e.type === 'migration.ended') break;
-    }
-  } finally {
-    clearInterval(poll);
-    sub.unsubscribe();
-  }
-  if (!last?.outcome) throw new FerryError(ErrorCode.Unavailable, `lost track of migration ${id}`);
-  return last;
-}
+const impl = () => import('../run/migrations.ts');
 
 export function registerMigrations(program: Command): void {
   program
@@ -141,38 +16,9 @@ export function registerMigrations(program: Command): void {
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
     .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
-    .option('--json', 'print the final report as JSON (progress goes to stderr)')
+    .option('--json', 'stdout: the final report as one JSON document; stderr: progress as JSON lines, the first (migration.accepted) naming the migration id (see `ferry help json`)')
     .option(...natsOpt)
-    .action(
-      action(async (workload: string, opts: { to: string; precopy?: boolean; stopAndCopy?: boolean; downtimeBudget: number; maxRounds: number; verify: boolean; json?: boolean; nats?: string }) => {
-        if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-        const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify };
-        const t0 = Date.now();
-        const progress = (e: MigrationEventWire) => {
-          const text = describeEvent(e);
-          if (text) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${text}\n`);
-        };
-        const view = await withCluster(opts, async (nc) => {
-          // Subscribed before asking, so not even the first phase's events are missed.
-          const all = nc.subscribe(subjects.migrationEventsAll);
-          const early: MigrationEventWire[] = [];
-          const collecting = (async () => {
-            for await (const m of all) early.push(decode(MigrationEventWire, m.data, 'migration event'));
-          })();
-          let started: MigrationView;
-          try {
-            started = await call(nc, subjects.coordinator('migrate'), coordinatorApi.migrate, request);
-          } finally {
-            all.unsubscribe();
-            await collecting;
-          }
-          if (!opts.json) process.stderr.write(`migration ${started.id}: ${started.workload} ${started.from} -> ${started.to}\n`);
-          return follow(nc, started.id, opts.json ? () => undefined : progress, early.filter((e) => e.migrationId === started.id));
-        });
-        printResult(!!opts.json, view, renderView);
-        process.exitCode = exitFor(view);
-      }),
-    );
+    .action(action(async (workload: string, opts: import('../run/migrations.ts').MigrateOptions) => (await impl()).migrate(workload, opts)));
 
   program
     .command('status')
@@ -180,48 +26,22 @@ export function registerMigrations(program: Command): void {
     .argument('[id]', 'migration id')
     .option('--json', 'print as JSON')
     .option(...natsOpt)
-    .action(
-      action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => {
-        const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, id ? { id } : {}));
-        if (id) printResult(!!opts.json, vs[0]!, renderView);
-        else printResult(!!opts.json, vs, renderList);
-      }),
-    );
+    .action(action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => (await impl()).status(id, opts)));
 
   program
     .command('history')
     .description('every recorded migration, newest first')
     .option('--json', 'print as JSON')
     .option(...natsOpt)
-    .action(
-      action(async (opts: { json?: boolean; nats?: string }) => {
-        const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, { all: true }));
-        printResult(!!opts.json, vs, renderList);
-      }),
-    );
+    .action(action(async (opts: { json?: boolean; nats?: string }) => (await impl()).history(opts)));
 
   program
     .command('watch')
-    .description('live view of migrations: their phases, rounds and outcome (until Ctrl-C, or until ID ends)')
+    .description('live view of migrations: their phases, rounds and outcome (until Ctrl-C); with ID until it ends (an ended one prints its final state at once, an unknown one exits 2), exit code as for migrate')
     .argument('[id]', 'migration id')
-    .option('--json', 'one JSON event per line')
+    .option('--json', 'one JSON event per line (an ended migration: its final report)')
     .option(...natsOpt)
-    .action(
-      action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => {
-        await withCluster(opts, async (nc) => {
-          const sub = nc.subscribe(id ? subjects.migrationEvents(id) : subjects.migrationEventsAll);
-          for await (const m of sub) {
-            const e = decode(MigrationEventWire, m.data, 'migration event');
-            if (opts.json) process.stdout.write(JSON.stringify(e) + '\n');
-            else {
-              const text = describeEvent(e);
-              if (text) process.stdout.write(`${new Date(e.at).toISOString()} ${e.migrationId} ${e.view.workload} ${e.view.from}->${e.view.to}: ${text}\n`);
-            }
-            if (id && e.type === 'migration.ended') break;
-          }
-        });
-      }),
-    );
+    .action(action(async (id: string | undefined, opts: { json?: boolean; nats?: string }) => (await impl()).watch(id, opts)));
 
   program
     .command('cancel')
@@ -229,16 +49,5 @@ export function registerMigrations(program: Command): void {
     .argument('<id>', 'migration id')
     .option('--json', 'print as JSON')
     .option(...natsOpt)
-    .action(
-      action(async (id: string, opts: { json?: boolean; nats?: string }) => {
-        const v = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cancel'), coordinatorApi.cancel, { id }));
-        printResult(!!opts.json, v, (x) => `cancel accepted: ${x.id} rolls back (${x.state})`);
-      }),
-    );
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new FerryError(ErrorCode.InvalidRequest, `expected a whole number above 0, got "${v}"`);
-  return n;
+    .action(action(async (id: string, opts: { json?: boolean; nats?: string }) => (await impl()).cancel(id, opts)));
 }

@@ -8,12 +8,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { CoordinatorConfig } from '../../shared/config.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { NATS_NODES, labLayout, type LabLayout } from './layout.ts';
+import { DAEMONS_HELP, NATS_NODES, labLayout, type LabLayout } from './layout.ts';
 import { labCoordinatorIdentity, labNatsAccess } from './pki.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, writeState, type LabState } from './state.ts';
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+// The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): the daemons
+// always run their TypeScript sources through tsx.
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..').replace(/\/dist$/, '');
 const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
 
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>
@@ -24,7 +26,7 @@ export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinato
   const conf = path.join(l.dir, `${name}.json`);
   const identity = labCoordinatorIdentity(name);
   // A short lease: in the lab a killed leader is replaced within about two seconds.
-  const cfg: Partial<CoordinatorConfig> = { id: identity, nats: labNatsAccess(l, identity), leaseTtlMs: 2_000, kvReplicas: NATS_NODES };
+  const cfg: Partial<CoordinatorConfig> = { id: identity, nats: labNatsAccess(l, identity), leaseTtlMs: 2_000, kvReplicas: NATS_NODES, workloadNetwork: l.workloadNetwork };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
 }
@@ -40,8 +42,6 @@ export function startNats(l: LabLayout, n: number): StartedProcess {
 }
 
 export const natsConfigFile = (l: LabLayout, n: number): string => path.join(l.dir, 'nats', `${l.natsName(n)}.conf`);
-
-export const DAEMONS_HELP = `coordinator, coordinator2, nats-1..nats-${NATS_NODES} or a host name (its agent)`;
 
 function stateOf(): { l: LabLayout; s: LabState } {
   const l = labLayout();

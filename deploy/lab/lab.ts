@@ -3,7 +3,7 @@
 // agent per host, and returns once every host is registered and alive;
 // `down` removes everything a lab made, also after a crash, and is safe to run twice.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
-import { cgroup2Root } from '../../agent/probes.ts';
+import { hostLayout } from '../../agent/cgroups/layout.ts';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig } from '../../shared/config.ts';
@@ -64,17 +64,19 @@ function tailOf(file: string, lines = 15): string {
 /** Each lab's workloads get cgroups of their own, so labs never share one. */
 const labCgroupParent = (l: LabLayout, host: string) => path.join('ferry-lab', l.name, host);
 
-/** The lab's cgroup directories, parents first (none without cgroup2). */
+/** The lab's cgroup directories in every hierarchy (v2, and each v1 one workloads use), parents first. */
 function labCgroups(l: LabLayout): string[] {
-  const root = cgroup2Root();
-  const top = root ? path.join(root, 'ferry-lab', l.name) : null;
-  if (!top || !existsSync(top)) return [];
+  const layout = hostLayout();
+  const roots = [layout.v2Root, ...layout.v1Mounts.values()].filter((r): r is string => r !== null);
   const dirs: string[] = [];
   const walk = (d: string) => {
     dirs.push(d);
     for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
   };
-  walk(top);
+  for (const root of new Set(roots)) {
+    const top = path.join(root, 'ferry-lab', l.name);
+    if (existsSync(top)) walk(top);
+  }
   return dirs;
 }
 

@@ -16,6 +16,7 @@
 // Workloads live in namespaces ferry-<lab>-w-<name> with addresses from 10.77.1.1 up (allocated
 // by the coordinator), their veths' host ends in their host's br0: one flat L2 segment.
 import path from 'node:path';
+import type { WorkloadSubnet } from '../../shared/subnet.ts';
 
 export const LAB_SUBNET_PREFIX = '10.77';
 export const LAB_PREFIX_LEN = 16;
@@ -27,6 +28,9 @@ export const NATS_MONITOR_PORT = 8222;
 /** nats-server nodes of every lab: enough for JetStream to keep a quorum with one of them down. */
 export const NATS_NODES = 3;
 export const MAX_HOSTS = 50;
+
+/** What `lab kill` and `lab start` take. */
+export const DAEMONS_HELP = `coordinator, coordinator2, nats-1..nats-${NATS_NODES} or a host name (its agent)`;
 
 export interface LabLayout {
   name: string;
@@ -52,6 +56,8 @@ export interface LabLayout {
   hostFabricAddress(i: number): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
+  /** The coordinators' workload subnet: the fabric's prefix, addresses from .1.1 up (.0.x is the lab's own). */
+  workloadNetwork: WorkloadSubnet;
 }
 
 export function labName(): string {
@@ -84,6 +90,12 @@ export function labLayout(name = labName()): LabLayout {
     hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
     hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
     workloadNetnsPrefix: ns('w-'),
+    workloadNetwork: {
+      subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`,
+      first: `${LAB_SUBNET_PREFIX}.1.1`,
+      // The fabric's own addresses (the switch's, the client's, every host's bridge) are never a workload's.
+      reserved: [`${LAB_SUBNET_PREFIX}.0.1`, `${LAB_SUBNET_PREFIX}.0.2`, ...Array.from({ length: MAX_HOSTS }, (_, k) => `${LAB_SUBNET_PREFIX}.0.${11 + k}`)],
+    },
   };
 }
 

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { isGone } from '../../agent/engine/procfs.ts';
+import type { MigrationEvent, MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { useLab, labEnv } from './helpers/lab.ts';
@@ -66,6 +67,34 @@ describe('containers', () => {
     const noExe = await ferry(['run', '--host', 'h1', '--name', 'ghost', '--', '/no/such/program'], env);
     expect(noExe.code).toBe(2);
     expect(await ferryJson<WorkloadInfo[]>(['ps'], env)).toEqual([]);
+  });
+
+  it('migrate --json streams events on stderr (the id first) and prints the report on stdout; watch of an ended or unknown migration returns at once', async () => {
+    await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'mover', '--', 'sleep', '1000'], env);
+    const m = await ferry(['migrate', 'mover', '--to', 'h2', '--json'], env);
+    expect(m.code, m.stderr).toBe(0);
+    const view = JSON.parse(m.stdout) as MigrationView;
+    expect(view).toMatchObject({ workload: 'mover', from: 'h1', to: 'h2', outcome: 'completed' });
+    const events = m.stderr.trim().split('\n').map((l) => JSON.parse(l) as MigrationEvent);
+    expect(events[0]).toMatchObject({ type: 'migration.accepted', migrationId: view.id });
+    expect(events.at(-1)).toMatchObject({ type: 'migration.ended', migrationId: view.id });
+    expect(events.map((e) => e.type)).toContain('phase.entered');
+    const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+    for (const e of events) expect(e.at).toMatch(iso);
+    expect(view.startedAt).toMatch(iso);
+
+    // An ended migration: its final state, and the exit code of its outcome.
+    const ended = await ferry(['watch', view.id], env);
+    expect(ended.code).toBe(0);
+    expect(ended.stdout).toContain(`migration ${view.id}: mover h1 -> h2: completed`);
+    const endedJson = await ferry(['watch', view.id, '--json'], env);
+    expect(JSON.parse(endedJson.stdout)).toMatchObject({ id: view.id, outcome: 'completed' });
+    // Unknown: an invalid request, at once.
+    const unknown = await ferry(['watch', 'm-nosuchmigration'], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('no migration m-nosuchmigration');
+    expect((await ferry(['watch', 'not-an-id'], env)).code).toBe(2);
+    await ferryJson(['stop', 'mover'], env);
   });
 
   it('lab down ends workloads the lab started, also one that overwrote its environment', async () => {

@@ -8,6 +8,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import type { Image } from '../../../shared/image-format.ts';
 import type { VerifyReport } from '../../../shared/verify.ts';
 import type { Check } from './check.ts';
+import { type CgroupExpectation, compareCgroup } from './cgroup.ts';
 import { compareFds } from './fds.ts';
 import { compareMappings } from './mappings.ts';
 import { type LandingFigures, compareImageRuns, mismatchError } from './memory.ts';
@@ -30,6 +31,8 @@ export interface VerifyOptions {
   dir?: string;
   /** Ranges of ferry's own still mapped in a process (by host pid): a husk's scratch page while it is not finished. */
   ferryOwn?: (hostPid: number) => Array<{ start: bigint; end: bigint }>;
+  /** The workload's cgroup limits and groups here (a migration's destination). */
+  cgroup?: CgroupExpectation;
 }
 
 type Comparator = (img: Image, readings: ProcessReading[], hostPids: readonly number[], opts: VerifyOptions) => Check[];
@@ -43,6 +46,7 @@ const comparators: Record<string, Comparator> = {
     }),
   mappings: (img, rs, _pids, opts) => img.processes.map((p, i) => compareMappings(p.vmas, rs[i]!, { pid: p.pid, hostPid: rs[i]!.hostPid }, opts.ferryOwn?.(rs[i]!.hostPid) ?? [])),
   fds: (img, rs) => [compareFds(img, rs)],
+  cgroup: (img, _rs, hostPids, opts) => (opts.cgroup ? [compareCgroup(opts.cgroup, img.processes.map((p, i) => ({ pid: p.pid, hostPid: hostPids[i]! })))] : []),
 };
 
 /**

@@ -1,0 +1,55 @@
+// `ferry lab ...`, loaded when it runs (cli/commands/lab.ts defines it).
+import { labKill, labStart } from '../../deploy/lab/daemons.ts';
+import { labDown, labStatus, labUp, type LabStatus } from '../../deploy/lab/lab.ts';
+import { waitForLab } from '../cluster.ts';
+import { table } from '../format.ts';
+import { printResult } from '../output.ts';
+
+function renderStatus(s: LabStatus): string {
+  if (!s.up) return `lab "${s.name}" is down`;
+  const mark = (running: boolean) => (running ? 'running' : 'STOPPED');
+  return [
+    `lab "${s.name}" is up (state in ${s.dir})`,
+    ...s.natsServers.map((n) => `  ${n.name.padEnd(12)}  ${n.url}  ${mark(n.running)}  pid ${n.pid}  (namespace ${n.namespace})`),
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})`,
+    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}`] : []),
+    `  client        namespace ${s.clientNamespace}`,
+    '',
+    table(
+      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT'],
+      s.hosts.map((h) => [h.name, h.namespace, h.address, h.fabricAddress, `${mark(h.agent.running)} (pid ${h.agent.pid})`]),
+    ),
+  ].join('\n');
+}
+
+export async function up(opts: { hosts: number; json?: boolean }): Promise<void> {
+  const status = await labUp({
+    hosts: opts.hosts,
+    waitReady: waitForLab,
+    onProgress: opts.json ? undefined : (m) => process.stderr.write(`lab: ${m}\n`),
+  });
+  printResult(!!opts.json, status, renderStatus);
+}
+
+export async function status(opts: { json?: boolean }): Promise<void> {
+  printResult(!!opts.json, await labStatus(), renderStatus);
+}
+
+export async function down(opts: { json?: boolean }): Promise<void> {
+  const r = await labDown();
+  printResult(!!opts.json, r, (v) =>
+    v.removedNamespaces.length || v.stoppedProcesses
+      ? `lab "${v.name}" removed: ${v.stoppedProcesses} processes stopped, namespaces ${v.removedNamespaces.join(', ') || 'none'}`
+      : `lab "${v.name}" was not up; nothing to remove`,
+  );
+}
+
+export async function kill(daemon: string, opts: { json?: boolean }): Promise<void> {
+  const r = await labKill(daemon);
+  printResult(!!opts.json, r, (v) => (v.pid === null ? `${v.daemon} was not running` : `${v.daemon} (pid ${v.pid}) killed`));
+}
+
+export async function start(daemon: string, opts: { env: Record<string, string>; json?: boolean }): Promise<void> {
+  const r = labStart(daemon, opts.env);
+  printResult(!!opts.json, r, (v) => `${v.daemon} started (pid ${v.pid})`);
+}

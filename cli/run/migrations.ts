@@ -1,0 +1,233 @@
+// `ferry migrate`, `status`, `history`, `watch`, `cancel`, loaded when they run
+// (cli/commands/migrations.ts defines them).
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { MigrationEventWire, eventForUser, type MigrationView } from '../../shared/migration.ts';
+import { coordinatorApi } from '../../shared/protocol.ts';
+import { call, decode } from '../../shared/rpc.ts';
+import { subjects } from '../../shared/subjects.ts';
+import { withCluster } from '../cluster.ts';
+import { bytes, describeVerification, table } from '../format.ts';
+import { ExitCode, printResult } from '../output.ts';
+
+const ms = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
+const rate = (bps: unknown): string => (typeof bps === 'number' && bps > 0 ? `${bytes(bps)}/s` : '-');
+
+/** One pre-copy round in a line (events, watch). */
+function describeRound(s: Record<string, unknown>): string {
+  const n = (k: string) => Number(s[k] ?? 0);
+  const ratio = n('compressionRatio');
+  return (
+    `round ${n('round')}: ${n('pagesDirty')} of ${n('pagesScanned')} pages dirty, ${n('pagesSent')} sent` +
+    `${n('pagesZero') ? ` (+${n('pagesZero')} zero)` : ''}, ${bytes(n('bytesOnWire'))} on the wire${ratio > 1.01 ? ` (${ratio.toFixed(1)}x lz4)` : ''} in ${ms(s.durationMs)}; ` +
+    `dirtying ${rate(s.dirtyRateBps)}, link ${rate(s.bandwidthBps)}, predicted downtime ${ms(s.predictedDowntimeMs)}` +
+    `${s.tracker ? ` [${String(s.tracker)}]` : ''}${s.throttled ? ` THROTTLED to ${String(s.throttleCpus ?? '?')} CPU` : ''}`
+  );
+}
+
+function renderView(v: MigrationView): string {
+  const lines = [
+    `migration ${v.id}: ${v.workload} ${v.from} -> ${v.to}: ${v.outcome ?? v.state}${v.committed ? ' (committed)' : ''}`,
+    ...v.phases.map((p) => `  ${p.phase.padEnd(10)} ${p.durationMs === null ? 'running' : `${p.durationMs} ms`}${p.attempts > 1 ? ` (${p.attempts} attempts)` : ''}`),
+    `  downtime ${v.downtimeMs ?? '-'} ms${v.rounds.length > 0 ? ` (predicted ${ms(v.predictedDowntimeMs)})` : ''}, total ${v.totalMs ?? '-'} ms, ${bytes(v.bytesTransferred)} transferred after the freeze, ${bytes(v.bytesOnWire)} on the wire in all`,
+  ];
+  if (v.rounds.length > 0) {
+    const throttled = v.rounds.some((r) => r.throttled);
+    lines.push(`  live: ${v.rounds.length} pre-copy round(s), tracker ${v.tracker ?? '-'}, switched over: ${v.switchover ?? '-'}${throttled ? '; the workload was THROTTLED (it dirtied memory faster than the link carries it)' : ''}`);
+    const n = (r: Record<string, unknown>, k: string) => Number(r[k] ?? 0);
+    const t = table(
+      ['ROUND', 'SCANNED', 'DIRTY', 'SENT', 'WIRE', 'LZ4', 'TIME', 'DIRTY RATE', 'BANDWIDTH', 'PREDICTED'],
+      v.rounds.map((r) => [
+        String(n(r, 'round')),
+        String(n(r, 'pagesScanned')),
+        String(n(r, 'pagesDirty')),
+        String(n(r, 'pagesSent')),
+        bytes(n(r, 'bytesOnWire')),
+        `${n(r, 'compressionRatio').toFixed(2)}x`,
+        ms(r.durationMs),
+        rate(r.dirtyRateBps),
+        rate(r.bandwidthBps),
+        `${ms(r.predictedDowntimeMs)}${r.throttled ? ' (throttled)' : ''}`,
+      ]),
+    );
+    lines.push(...t.split('\n').map((l) => `    ${l}`));
+  }
+  if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
+  else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
+  if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
+  if (v.destinationDiscardPending) lines.push(`  ${v.to} was lost: it discards its half of the migration by itself when it returns`);
+  if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
+  return lines.join('\n');
+}
+
+function renderList(vs: MigrationView[]): string {
+  if (vs.length === 0) return 'no migrations';
+  return table(
+    ['ID', 'WORKLOAD', 'FROM', 'TO', 'STATE', 'ROUNDS', 'DOWNTIME', 'PREDICTED', 'TOTAL', 'BYTES', 'STARTED'],
+    vs.map((v) => [v.id, v.workload, v.from, v.to, v.outcome ?? v.state, String(v.rounds.length), v.downtimeMs === null ? '-' : `${v.downtimeMs} ms`, ms(v.predictedDowntimeMs), v.totalMs === null ? '-' : `${v.totalMs} ms`, bytes(v.bytesTransferred), v.startedAt ?? '-']),
+  );
+}
+
+function describeEvent(e: MigrationEventWire): string | null {
+  const d = e.data as Record<string, unknown>;
+  switch (e.type) {
+    case 'phase.entered':
+      return `${String(d.phase)} ...`;
+    case 'phase.exited':
+      return `${String(d.phase)} done in ${String(d.durationMs)} ms`;
+    case 'phase.failed':
+      return `${String(d.phase)} failed: ${String((d.error as { message?: string })?.message)} -> ${String(d.next)}`;
+    case 'round': {
+      const dec = d.decision as { action?: string; reason?: string } | undefined;
+      const next = dec?.action === 'switchover' ? `switch over (${dec.reason ?? ''})` : dec?.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
+      return `${describeRound(d.stats as Record<string, unknown>)} -> ${next}`;
+    }
+    case 'migration.ended':
+      return `ended: ${String(d.outcome)}`;
+    case 'phase.attempt':
+      return Number(d.attempt) > 1 ? `${String(d.phase)}: attempt ${String(d.attempt)}` : null;
+    case 'rollback.started':
+      return `rolling back: ${String((d.cause as { message?: string })?.message)}`;
+    case 'commit.recorded':
+      return 'commit recorded: the workload now belongs to the destination';
+    default:
+      return e.type;
+  }
+}
+
+/** The exit code of an ended migration: 0 completed, 3 rolled back (the workload runs on its source), 1 failed. */
+const exitFor = (v: MigrationView) => (v.outcome === 'completed' ? ExitCode.Ok : v.outcome === 'rolledBack' ? ExitCode.RolledBack : ExitCode.Failed);
+
+/** One JSON line per event, `at` in ISO 8601 like every time ferry prints. */
+const jsonLine = (e: MigrationEventWire) => JSON.stringify(eventForUser(e)) + '\n';
+
+/** Follows one migration's events until it ends; polls as a fallback so a lost event cannot hang us. */
+async function follow(nc: NatsConnection, id: string, onEvent: (e: MigrationEventWire) => void, early: MigrationEventWire[] = [], sub = nc.subscribe(subjects.migrationEvents(id))): Promise<MigrationView> {
+  for (const e of early) onEvent(e);
+  let last: MigrationView | null = early.at(-1)?.view ?? null;
+  const check = () =>
+    call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })
+      .then(([v]) => {
+        if (v?.outcome) {
+          last = v;
+          sub.unsubscribe();
+        }
+      })
+      .catch(() => undefined);
+  const poll = setInterval(() => void check(), 2_000);
+  try {
+    if (last?.outcome) return last;
+    for await (const m of sub) {
+      const e = decode(MigrationEventWire, m.data, 'migration event');
+      onEvent(e);
+      last = e.view;
+      if (e.type === 'migration.ended') break;
+    }
+  } finally {
+    clearInterval(poll);
+    sub.unsubscribe();
+  }
+  if (!last?.outcome) throw new FerryError(ErrorCode.Unavailable, `lost track of migration ${id}`);
+  return last;
+}
+
+export interface MigrateOptions {
+  to: string;
+  precopy?: boolean;
+  stopAndCopy?: boolean;
+  downtimeBudget: number;
+  maxRounds: number;
+  verify: boolean;
+  json?: boolean;
+  nats?: string;
+}
+
+export async function migrate(workload: string, opts: MigrateOptions): Promise<void> {
+  if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
+  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify };
+  const t0 = Date.now();
+  // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
+  // the migration); stdout keeps the final report alone, one JSON document with --json.
+  const progress = (e: MigrationEventWire) => {
+    if (opts.json) return void process.stderr.write(jsonLine(e));
+    const text = describeEvent(e);
+    if (text) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${text}\n`);
+  };
+  const view = await withCluster(opts, async (nc) => {
+    // Subscribed before asking, so not even the first phase's events are missed.
+    const all = nc.subscribe(subjects.migrationEventsAll);
+    const early: MigrationEventWire[] = [];
+    const collecting = (async () => {
+      for await (const m of all) early.push(decode(MigrationEventWire, m.data, 'migration event'));
+    })();
+    let started: MigrationView;
+    try {
+      started = await call(nc, subjects.coordinator('migrate'), coordinatorApi.migrate, request);
+    } finally {
+      all.unsubscribe();
+      await collecting;
+    }
+    const own = early.filter((e) => e.migrationId === started.id);
+    if (opts.json) {
+      const at = own[0]?.at ?? Date.now();
+      process.stderr.write(jsonLine({ migrationId: started.id, type: 'migration.accepted', at, data: { workload: started.workload, from: started.from, to: started.to }, view: started }));
+    } else process.stderr.write(`migration ${started.id}: ${started.workload} ${started.from} -> ${started.to}\n`);
+    return follow(nc, started.id, progress, own);
+  });
+  printResult(!!opts.json, view, renderView);
+  process.exitCode = exitFor(view);
+}
+
+export async function status(id: string | undefined, opts: { json?: boolean; nats?: string }): Promise<void> {
+  const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, id ? { id } : {}));
+  if (id) printResult(!!opts.json, vs[0]!, renderView);
+  else printResult(!!opts.json, vs, renderList);
+}
+
+export async function history(opts: { json?: boolean; nats?: string }): Promise<void> {
+  const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, { all: true }));
+  printResult(!!opts.json, vs, renderList);
+}
+
+const describeLine = (e: MigrationEventWire): string | null => {
+  const text = describeEvent(e);
+  return text ? `${eventForUser(e).at} ${e.migrationId} ${e.view.workload} ${e.view.from}->${e.view.to}: ${text}\n` : null;
+};
+
+/**
+ * Every migration's events live (until Ctrl-C), or one migration's until it ends. An ended one
+ * prints its final state at once; an unknown id is an invalid request (exit 2) at once. With an
+ * id, the exit code is the migration's: 0 completed, 3 rolled back, 1 failed.
+ */
+export async function watch(id: string | undefined, opts: { json?: boolean; nats?: string }): Promise<void> {
+  const print = (e: MigrationEventWire) => {
+    const line = opts.json ? jsonLine(e) : describeLine(e);
+    if (line) process.stdout.write(line);
+  };
+  await withCluster(opts, async (nc) => {
+    if (!id) {
+      for await (const m of nc.subscribe(subjects.migrationEventsAll)) print(decode(MigrationEventWire, m.data, 'migration event'));
+      return;
+    }
+    // Subscribed before asking, so that an event between the answer and the subscription is not lost.
+    const sub = nc.subscribe(subjects.migrationEvents(id));
+    let now: MigrationView;
+    try {
+      [now] = (await call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })) as [MigrationView];
+    } catch (err) {
+      sub.unsubscribe();
+      throw err;
+    }
+    let view = now;
+    if (now.outcome) {
+      sub.unsubscribe();
+      printResult(!!opts.json, now, renderView);
+    } else view = await follow(nc, id, print, [], sub);
+    process.exitCode = exitFor(view);
+  });
+}
+
+export async function cancel(id: string, opts: { json?: boolean; nats?: string }): Promise<void> {
+  const v = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cancel'), coordinatorApi.cancel, { id }));
+  printResult(!!opts.json, v, (x) => `cancel accepted: ${x.id} rolls back (${x.state})`);
+}

@@ -110,18 +110,23 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     await allAlive(env);
 
     const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
+    // A migration that never gets going says why (its own report, if it already ended).
+    const stuck = async (what: string): Promise<Error> => {
+      const ended = await Promise.race([migrating, sleep(2_000).then(() => null)]);
+      return new Error(`${what}; migrate: ${ended ? `exit ${ended.code} ${ended.stdout.slice(0, 600)} ${ended.stderr.slice(-600)}` : 'still running'}`);
+    };
     if (armed === victim) {
       // It crashes itself at the fault point.
       const deadline = Date.now() + 60_000;
       while (await running(victim)) {
-        if (Date.now() > deadline) throw new Error(`${victim} never reached ${s.fault}`);
+        if (Date.now() > deadline) throw await stuck(`${victim} never reached ${s.fault}`);
         await sleep(100);
       }
     } else {
       // The armed daemon stalls at its step; kill the victim while it does.
       const deadline = Date.now() + 60_000;
       while (!(await current())?.state.startsWith(s.phase)) {
-        if (Date.now() > deadline) throw new Error(`migration never reached ${s.phase}`);
+        if (Date.now() > deadline) throw await stuck(`migration never reached ${s.phase}`);
         await sleep(100);
       }
       await ferry(['lab', 'kill', victim], env);

@@ -60,6 +60,22 @@ function expectUntracked(pid: number): void {
   expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).not.toContain('ferry-throttle');
 }
 
+
+/**
+ * sqlite (WAL) holds POSIX locks on its files. The lab's hosts share one filesystem, as hosts on
+ * shared storage do, so the frozen source still holds them when the destination takes them again:
+ * the migration rolls back naming the lock, and the workload runs on, once, at its source. (The
+ * engine carries locks; handing them over between hosts on shared storage is not built yet.)
+ */
+async function expectLockRollback(env: { FERRY_LAB: string }, w: Parameters<typeof expectRunsOnceOn>[1], name: string, to: string, from: string): Promise<void> {
+  const r = await ferry(['migrate', name, '--to', to, '--json'], env);
+  const v = JSON.parse(r.stdout) as MigrationView;
+  expect(v.outcome, v.error?.message).toBe('rolledBack');
+  expect(r.code).toBe(3);
+  expect(v.error?.message).toMatch(/cannot take its (posix|ofd|flock) lock again/);
+  await expectRunsOnceOn(env, w, from);
+}
+
 describe('live migration', () => {
   useLab(env);
 
@@ -79,6 +95,11 @@ describe('live migration', () => {
     const name = `live${kind.replace(/[^a-z0-9]/g, '')}`;
     const w = await runOnLab(env, 'h1', kind, name, args);
     await progresses(w);
+    if (kind === 'sqlite') {
+      await expectLockRollback(env, w, name, 'h2', 'h1');
+      await ferry(['stop', name], env);
+      return;
+    }
     expectLive(await migrate(name, 'h2'), 'uffd-wp');
     await expectRunsOnceOn(env, w, 'h2');
     expectLive(await migrate(name, 'h1'), 'uffd-wp');

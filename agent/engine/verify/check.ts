@@ -26,6 +26,18 @@ export class Check {
     return false;
   }
 
+  /**
+   * Records that `field` was compared as a signal set that may only have grown: every expected bit
+   * is set in actual. Pending signals are so: a timer or another process may send one between the
+   * restore and this check, but none that was pending may be lost.
+   */
+  pendingKept(p: ProcessRef, field: string, expected: bigint, actual: bigint, kind = field): boolean {
+    this.compared(kind);
+    if (actual >= 0n && (expected & actual) === expected) return true;
+    this.differ(p, field, `0x${expected.toString(16)} (or more)`, `0x${actual.toString(16)}`);
+    return false;
+  }
+
   differ(p: ProcessRef, field: string, expected: string, actual: string): void {
     this.mismatches.push({ pid: p.pid, hostPid: p.hostPid, resource: this.resource, field, expected, actual });
   }

@@ -9,7 +9,7 @@ import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { useLab, labEnv } from './helpers/lab.ts';
-import { expectRunsOnceOn, progresses, runOnLab, status } from './helpers/lab-workloads.ts';
+import { expectRunsOnceOn, progresses, runOnLab, status, expectLockRollback } from './helpers/lab-workloads.ts';
 
 const env = labEnv('itmig');
 
@@ -22,20 +22,6 @@ async function migrate(name: string, to: string): Promise<MigrationView> {
 }
 
 
-/**
- * sqlite (WAL) holds POSIX locks on its files. The lab's hosts share one filesystem, as hosts on
- * shared storage do, so the frozen source still holds them when the destination takes them again:
- * the migration rolls back naming the lock, and the workload runs on, once, at its source. (The
- * engine carries locks; handing them over between hosts on shared storage is not built yet.)
- */
-async function expectLockRollback(env: { FERRY_LAB: string }, w: Parameters<typeof expectRunsOnceOn>[1], name: string, to: string, from: string): Promise<void> {
-  const r = await ferry(['migrate', name, '--to', to, '--json'], env);
-  const v = JSON.parse(r.stdout) as MigrationView;
-  expect(v.outcome, v.error?.message).toBe('rolledBack');
-  expect(r.code).toBe(3);
-  expect(v.error?.message).toMatch(/cannot take its (posix|ofd|flock) lock again/);
-  await expectRunsOnceOn(env, w, from);
-}
 
 describe('migration through the coordinator', () => {
   useLab(env);

@@ -130,8 +130,8 @@ describe('workload networks', () => {
       ['10.77.0.1', 'infrastructure'], // the fabric's switch
       ['10.77.0.2', 'infrastructure'], // the lab's client
       ['10.77.0.11', 'infrastructure'], // host h1's bridge on the fabric
-      ['10.78.0.3', 'outside the workload subnet'], // nats-1, on the management network
-      ['10.77.0.50', 'outside the workload range'],
+      ['10.78.0.3', 'infrastructure'], // nats-1, on the management network
+      ['10.77.0.200', 'outside the workload range'],
       ['10.77.255.255', 'broadcast'],
       ['192.168.5.5', 'outside the workload subnet'],
     ]) {

@@ -2,6 +2,7 @@
 // returns the first result) and refused once the migration was rolled back here (fenced), so a
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
@@ -399,13 +400,20 @@ export class MigrationSteps {
       if (this.#expected.get(s.migrationId) === listener) this.#expected.delete(s.migrationId);
     };
     const receiving = listener.accept({ timeoutMs: 60_000 }).finally(forget).then(async (conn) => {
+      let failed = false;
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
         if (first?.header.t === 'session') await this.#warmSession(s.migrationId, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
         return await receiveImageDir(conn, m.imageDir);
+      } catch (err) {
+        failed = true;
+        throw err;
       } finally {
+        // After a failure the error frame is on its way: a half-close lets the source read why
+        // (a reset would discard it), for a bounded time.
+        if (failed) await Promise.race([conn.end(), sleep(2_000)]);
         conn.destroy();
       }
     });

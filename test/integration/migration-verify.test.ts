@@ -41,7 +41,7 @@ describe('verification before the commit point', () => {
     const { code, view } = await migrate(w.name, 'h2', extra);
     expect(view, JSON.stringify(view.error)).toMatchObject({ outcome: 'rolledBack', committed: false, verify: true });
     expect(code).toBe(3);
-    expect(view.error?.code).toBe('FERRY_VERIFY_MISMATCH');
+    expect(view.error?.code, `${view.error?.phase}: ${view.error?.message}`).toBe('FERRY_VERIFY_MISMATCH');
     expect(view.error?.message).toMatch(message);
     await expectRunsOnceOn(env, w, 'h1');
     // Its own state carried on where it was: progress beyond what it had, its checks passing.

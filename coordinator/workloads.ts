@@ -2,6 +2,7 @@
 // while a host is lost: what it held may still run there), addresses come from the configured
 // workload subnet only, and each request goes to the agent of the host that runs (or will run)
 // the workload.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import type { ResourceLimits } from '../shared/resources.ts';
 import { AddressPool, type InfraAddresses, isIpv4 } from '../shared/subnet.ts';
@@ -18,6 +19,8 @@ export interface WorkloadDirectoryOptions {
   /** The NATS servers' URLs: their addresses are infrastructure, never a workload's. */
   natsServers?: string[];
   now?: () => number;
+  /** How long find() keeps asking a live host that did not answer (default 15 s). */
+  findRetryMs?: number;
 }
 
 export class WorkloadDirectory {
@@ -32,6 +35,7 @@ export class WorkloadDirectory {
   readonly #pool: AddressPool | null;
   readonly #natsServers: string[];
   readonly #now: () => number;
+  readonly #findRetryMs: number;
 
   constructor(
     private readonly cluster: ClusterView,
@@ -41,6 +45,7 @@ export class WorkloadDirectory {
     this.#pool = o.pool;
     this.#natsServers = o.natsServers ?? [];
     this.#now = o.now ?? (() => performance.now());
+    this.#findRetryMs = o.findRetryMs ?? 15_000;
   }
 
   /** Every workload on every live host, sorted by name; the live hosts that did not answer; the lost hosts' claims. */
@@ -93,13 +98,21 @@ export class WorkloadDirectory {
   }
 
   async find(name: string, o: { exited?: boolean } = {}): Promise<WorkloadInfo> {
-    const { workloads, unanswered, lost } = await this.list();
+    // A live host that did not answer (an agent just restarted, or busy) is asked again for a
+    // while before the workload is reported unavailable.
+    const deadline = Date.now() + this.#findRetryMs;
+    let listing = await this.list();
+    while (listing.unanswered.length > 0 && !listing.workloads.some((w) => w.name === name) && Date.now() < deadline) {
+      await sleep(500);
+      listing = await this.list();
+    }
+    const { workloads, unanswered, lost } = listing;
     const all = workloads.filter((w) => w.name === name);
     const running = all.filter((w) => w.state !== 'exited');
     // An exited one is found only when nothing of that name runs (to stop it: forget it).
     const found = running.length > 0 || !o.exited ? running : all.slice(0, 1);
     const elsewhere = [
-      ...unanswered.map((u) => `${u.host} did not answer`),
+      ...unanswered.map((u) => `${u.host} did not answer (${u.error})`),
       ...lost.filter((l) => l.workloads === null || l.workloads.some((c) => c.name === name)).map((l) => `${l.host} is lost`),
     ];
     if (found.length === 0 && elsewhere.length > 0) throw new FerryError(ErrorCode.Unavailable, `no live host that answered runs "${name}"; ${elsewhere.join(', ')}`);

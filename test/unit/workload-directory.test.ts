@@ -44,7 +44,7 @@ function directory(): { dir: WorkloadDirectory; runs: string[] } {
       return Promise.resolve(workload(req.name ?? '?', host, '10.77.1.2'));
     },
   } as unknown as AgentClient;
-  return { dir: new WorkloadDirectory(cluster, agents, { pool }), runs };
+  return { dir: new WorkloadDirectory(cluster, agents, { pool, findRetryMs: 0 }), runs };
 }
 
 describe('workload directory with a live host that does not answer', () => {

@@ -53,7 +53,7 @@ export class WorkloadDirectory {
     const hosts = this.cluster.hosts();
     const live = hosts.filter((h) => h.alive);
     const asked = this.#now();
-    const answers = await Promise.allSettled(live.map((h) => this.agents.call(h.name, 'workloads', {})));
+    const answers = await Promise.allSettled(live.map((h) => this.#listingOf(h.name)));
     const listing: WorkloadListing = { workloads: [], unanswered: [], lost: hosts.filter((h) => !h.alive).map((h) => ({ host: h.name, workloads: this.#lostClaims(h.name) })) };
     answers.forEach((a, i) => {
       const host = live[i]!.name;
@@ -64,6 +64,23 @@ export class WorkloadDirectory {
     });
     listing.workloads.sort((a, b) => a.name.localeCompare(b.name));
     return listing;
+  }
+
+  /**
+   * One host's workloads. An agent that has just started is alive (its heartbeats arrive) a moment
+   * before its endpoints are known across the NATS cluster's routes: "no responders" is asked
+   * again for up to 3 s.
+   */
+  async #listingOf(host: string): Promise<WorkloadInfo[]> {
+    const deadline = Date.now() + 3_000;
+    for (;;) {
+      try {
+        return await this.agents.call(host, 'workloads', {});
+      } catch (err) {
+        if (!/no responders/.test(FerryError.from(err).message) || Date.now() > deadline) throw err;
+        await sleep(200);
+      }
+    }
   }
 
   /**

@@ -9,7 +9,7 @@ import { NatsAccess, loadConfig } from '../shared/config.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { connectNats } from '../shared/nats.ts';
-import { coordinatorApi } from '../shared/protocol.ts';
+import { coordinatorApi, type HostView } from '../shared/protocol.ts';
 import { call } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
 import { joinNetns } from '../deploy/lab/join.ts';
@@ -77,20 +77,39 @@ export async function withCluster<T>(o: ClusterOptions, fn: (nc: NatsConnection)
 }
 
 /** Polls the coordinator until `hosts` agents are alive; used by `lab up` before it returns. */
-export async function waitForLab(l: LabLayout, hosts: number, timeoutMs: number): Promise<void> {
+export function waitForLab(l: LabLayout, hosts: number, timeoutMs: number): Promise<void> {
+  return untilClusterView(l, timeoutMs, 'the lab did not come up', (view) => {
+    const alive = view.filter((h) => h.alive).length;
+    return alive >= hosts ? null : `${alive} of ${hosts} agents alive`;
+  });
+}
+
+/**
+ * Polls the coordinator until the agent process `pid` serves `host`: its heartbeats arrive and it
+ * has answered the coordinator (coordinator/cluster.ts). Used by `lab start` before it returns.
+ */
+export function waitForAgent(l: LabLayout, host: string, pid: number, timeoutMs: number): Promise<void> {
+  return untilClusterView(l, timeoutMs, `${host}'s agent (pid ${pid}) is not alive`, (view) => {
+    const h = view.find((x) => x.name === host);
+    if (h?.alive && h.facts.agent.pid === pid) return null;
+    return h ? `the coordinator sees ${host} ${h.alive ? 'alive' : 'lost'} with agent pid ${h.facts.agent.pid}` : `the coordinator does not know ${host} yet`;
+  });
+}
+
+/** Asks the coordinator for its cluster view until `pending` says nothing is missing (null). */
+async function untilClusterView(l: LabLayout, timeoutMs: number, failure: string, pending: (view: HostView[]) => string | null): Promise<void> {
   const access = labAccess(l);
   const deadline = Date.now() + timeoutMs;
   let last = 'nats-server not reachable yet';
   while (Date.now() < deadline) {
     try {
-      const nc = await connectNats({ ...access, name: 'ferry-lab-up', persistent: false });
+      const nc = await connectNats({ ...access, name: 'ferry-lab', persistent: false });
       try {
         while (Date.now() < deadline) {
           try {
-            const view = await call(nc, subjects.coordinator('hosts'), coordinatorApi.hosts, {}, { timeoutMs: 1_000 });
-            const alive = view.filter((h) => h.alive).length;
-            if (alive >= hosts) return;
-            last = `${alive} of ${hosts} agents alive`;
+            const missing = pending(await call(nc, subjects.coordinator('hosts'), coordinatorApi.hosts, {}, { timeoutMs: 1_000 }));
+            if (missing === null) return;
+            last = missing;
           } catch (err) {
             last = `coordinator not answering yet (${(err as Error).message})`;
           }
@@ -104,5 +123,5 @@ export async function waitForLab(l: LabLayout, hosts: number, timeoutMs: number)
       await sleep(200);
     }
   }
-  throw new FerryError(ErrorCode.Timeout, `the lab did not come up within ${timeoutMs / 1000} s: ${last}`);
+  throw new FerryError(ErrorCode.Timeout, `${failure} within ${timeoutMs / 1000} s: ${last}`);
 }

@@ -22,7 +22,12 @@ interface HostState {
   lastSeenMono: number | null;
   lastSeenWall: string | null;
   alive: boolean;
+  /** The agent process (pid) that has answered a request from this coordinator: only it can be alive. */
+  answeredPid: number | null;
 }
+
+/** Asks a host's agent to answer (its ping endpoint); resolves to the pid that answered. */
+export type AgentProbe = (host: string, signal: AbortSignal) => Promise<number>;
 
 export interface ClusterEvents {
   hostAlive: [host: string];
@@ -37,6 +42,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   #sub: Subscription | null = null;
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
+  readonly #probing = new Map<string, { pid: number; abort: AbortController }>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -44,12 +50,19 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     private readonly log: Logger,
     private readonly now: () => number = () => performance.now(),
     private readonly kvReplicas = 1,
+    /**
+     * Heartbeats reach this coordinator before a just-started agent's endpoints are known across
+     * the NATS cluster's routes; a host becomes alive only once its agent process has answered.
+     * Without a probe, a heartbeat alone makes it alive.
+     */
+    private readonly probe: AgentProbe | null = null,
   ) {
     super();
   }
 
-  async start(): Promise<void> {
-    this.#kv = await new Kvm(this.nc).create(buckets.hosts, { ...bucketOptions.hosts, replicas: this.kvReplicas });
+  /** `kv`: the hosts bucket already opened (tests); by default it is opened (created) here. */
+  async start(kv?: KV): Promise<void> {
+    this.#kv = kv ?? (await new Kvm(this.nc).create(buckets.hosts, { ...bucketOptions.hosts, replicas: this.kvReplicas }));
     // The watch delivers every current record first, then each change.
     void this.#watchRecords(this.#kv);
     this.#sub = this.nc.subscribe(subjects.heartbeatAll, {
@@ -70,6 +83,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
 
   stop(): void {
     this.#stopped = true;
+    for (const p of this.#probing.values()) p.abort.abort();
     if (this.#timer) clearInterval(this.#timer);
     this.#sub?.unsubscribe();
   }
@@ -121,22 +135,71 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     }
     const record = parsed.value;
     const prev = this.#hosts.get(key);
-    this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false });
+    this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false, answeredPid: null });
   }
 
   #onHeartbeat(hb: Heartbeat): void {
     const prev = this.#hosts.get(hb.host);
+    const pid = hb.facts.agent.pid;
     // A heartbeat before (or without) the KV registration still makes the host known.
     // A new agent process (first heartbeat, or a restart) registers; the KV watch confirms it.
-    const fresh = prev?.record.facts.agent.pid !== hb.facts.agent.pid;
+    const fresh = prev?.record.facts.agent.pid !== pid;
     const record: HostRecord = fresh ? { protocol: hb.protocol, registeredAt: hb.sentAt, facts: hb.facts } : prev.record;
     if (fresh) this.#register(record, hb.host);
-    const wasAlive = prev?.alive ?? false;
-    this.#hosts.set(hb.host, { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: true });
-    if (!wasAlive) {
-      this.log.info({ host: hb.host }, 'host alive');
-      this.emit('hostAlive', hb.host);
+    const answeredPid = this.probe ? (prev?.answeredPid ?? null) : pid;
+    const state: HostState = { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: false, answeredPid };
+    this.#hosts.set(hb.host, state);
+    if (answeredPid === pid) this.#markAlive(hb.host, prev?.alive ?? false);
+    else {
+      if (prev?.alive) {
+        // Another process took over the host: the old one's answers no longer count.
+        this.log.warn({ host: hb.host, pid }, 'host restarted: alive again once its new agent answers');
+        this.emit('hostLost', hb.host);
+      }
+      this.#probeAgent(hb.host, pid);
     }
+  }
+
+  #markAlive(host: string, wasAlive: boolean): void {
+    const s = this.#hosts.get(host);
+    if (!s) return;
+    s.alive = true;
+    if (!wasAlive) {
+      this.log.info({ host }, 'host alive');
+      this.emit('hostAlive', host);
+    }
+  }
+
+  /** Asks a new agent process until it answers, it stops heartbeating, or another process replaces it. */
+  #probeAgent(host: string, pid: number): void {
+    const probe = this.probe;
+    if (!probe || this.#probing.get(host)?.pid === pid) return;
+    this.#probing.get(host)?.abort.abort();
+    const abort = new AbortController();
+    this.#probing.set(host, { pid, abort });
+    const current = () => {
+      const s = this.#hosts.get(host);
+      return !abort.signal.aborted && !this.#stopped && s?.lastHeartbeat?.facts.agent.pid === pid ? s : null;
+    };
+    void (async () => {
+      for (let s = current(); s; s = current()) {
+        if (s.lastSeenMono !== null && this.now() - s.lastSeenMono > this.lostAfterMs) break;
+        try {
+          if ((await probe(host, abort.signal)) === pid) {
+            const now = current();
+            if (now) {
+              now.answeredPid = pid;
+              this.#markAlive(host, now.alive);
+            }
+            break;
+          }
+        } catch {
+          // not reachable yet: ask again shortly
+        }
+        await sleep(200, undefined, { signal: abort.signal }).catch(() => undefined);
+      }
+      if (this.#probing.get(host)?.abort === abort) this.#probing.delete(host);
+    })();
   }
 
   #register(record: HostRecord, host: string): void {
@@ -148,6 +211,8 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     for (const [name, s] of this.#hosts) {
       if (s.alive && (s.lastSeenMono === null || t - s.lastSeenMono > this.lostAfterMs)) {
         s.alive = false;
+        // Back from a silence, even the same process answers again before it counts as alive.
+        s.answeredPid = this.probe ? null : s.answeredPid;
         this.log.warn({ host: name }, 'host lost');
         this.emit('hostLost', name);
       }

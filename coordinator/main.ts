@@ -33,10 +33,11 @@ log.info({ server: nc.getServer() }, 'connected to NATS');
 void logConnectionStatus(nc, log);
 
 const quarantine = await untilJetStream(() => RecordQuarantine.open(nc, log, `coordinator ${id}`, config.kvReplicas), log);
-const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, config.kvReplicas);
+const agents = new AgentClient(nc);
+const pingAgent = async (host: string, signal: AbortSignal) => (await agents.call(host, 'ping', {}, { timeoutMs: 2_000, signal })).pid;
+const cluster = new ClusterView(nc, config.hostLostAfterMs, log, undefined, config.kvReplicas, pingAgent);
 cluster.on('badRecord', (bad) => void quarantine.setAside({ bucket: buckets.hosts, ...bad }, { effect: "skipped: the host is known from its heartbeats, and recorded again from its agent's next start" }));
 await untilJetStream(() => cluster.start(), log);
-const agents = new AgentClient(nc);
 const pool = config.workloadNetwork ? new AddressPool(config.workloadNetwork) : null;
 if (!pool) log.warn('no workloadNetwork in the config: workloads get no address of their own');
 const workloads = new WorkloadDirectory(cluster, agents, { pool, natsServers: config.nats.servers });

@@ -66,21 +66,9 @@ export class WorkloadDirectory {
     return listing;
   }
 
-  /**
-   * One host's workloads. An agent that has just started is alive (its heartbeats arrive) a moment
-   * before its endpoints are known across the NATS cluster's routes: "no responders" is asked
-   * again for up to 3 s.
-   */
-  async #listingOf(host: string): Promise<WorkloadInfo[]> {
-    const deadline = Date.now() + 3_000;
-    for (;;) {
-      try {
-        return await this.agents.call(host, 'workloads', {});
-      } catch (err) {
-        if (!/no responders/.test(FerryError.from(err).message) || Date.now() > deadline) throw err;
-        await sleep(200);
-      }
-    }
+  /** One host's workloads (a host is alive only once its agent answered: coordinator/cluster.ts). */
+  #listingOf(host: string): Promise<WorkloadInfo[]> {
+    return this.agents.call(host, 'workloads', {});
   }
 
   /**
@@ -115,8 +103,8 @@ export class WorkloadDirectory {
   }
 
   async find(name: string, o: { exited?: boolean } = {}): Promise<WorkloadInfo> {
-    // A live host that did not answer (an agent just restarted, or busy) is asked again for a
-    // while before the workload is reported unavailable.
+    // A live host that did not answer (busy, or its agent replaced a moment ago) is asked again
+    // for a while before the workload is reported unavailable.
     const deadline = Date.now() + this.#findRetryMs;
     let listing = await this.list();
     while (listing.unanswered.length > 0 && !listing.workloads.some((w) => w.name === name) && Date.now() < deadline) {

@@ -38,8 +38,9 @@ export function registerLab(program: Command): void {
   lab
     .command('start')
     .argument('<daemon>', DAEMONS_HELP)
-    .description('start a daemon that is not running (after `lab kill` or a crash)')
+    .description('start a daemon that is not running (after `lab kill` or a crash); a started agent: returns once the coordinator sees it alive')
     .option('--env <KEY=VALUE...>', 'extra environment, e.g. FERRY_FAULT=agent:send:before to arm a crash point', collectEnv, {})
+    .option('--no-wait', "return at once, not when the coordinator sees a started agent alive")
     .option('--json', 'print as JSON')
-    .action(action(async (daemon: string, opts: { env: Record<string, string>; json?: boolean }) => (await impl()).start(daemon, opts)));
+    .action(action(async (daemon: string, opts: { env: Record<string, string>; json?: boolean; wait: boolean }) => (await impl()).start(daemon, opts)));
 }

@@ -1,7 +1,8 @@
 // `ferry lab ...`, loaded when it runs (cli/commands/lab.ts defines it).
 import { labKill, labStart } from '../../deploy/lab/daemons.ts';
 import { labDown, labStatus, labUp, type LabStatus } from '../../deploy/lab/lab.ts';
-import { waitForLab } from '../cluster.ts';
+import { waitForAgent, waitForLab } from '../cluster.ts';
+import { labLayout } from '../../deploy/lab/layout.ts';
 import { table } from '../format.ts';
 import { printResult } from '../output.ts';
 
@@ -49,7 +50,15 @@ export async function kill(daemon: string, opts: { json?: boolean }): Promise<vo
   printResult(!!opts.json, r, (v) => (v.pid === null ? `${v.daemon} was not running` : `${v.daemon} (pid ${v.pid}) killed`));
 }
 
-export async function start(daemon: string, opts: { env: Record<string, string>; json?: boolean }): Promise<void> {
+const AGENT_READY_MS = 30_000;
+
+export async function start(daemon: string, opts: { env: Record<string, string>; json?: boolean; wait: boolean }): Promise<void> {
   const r = labStart(daemon, opts.env);
-  printResult(!!opts.json, r, (v) => `${v.daemon} started (pid ${v.pid})`);
+  // An agent is back once the coordinator sees this very process alive (until then the view may
+  // still show its predecessor); without a coordinator running nobody can say, so it returns at once.
+  const s = await labStatus();
+  const isAgent = s.hosts.some((h) => h.name === daemon);
+  const waited = opts.wait && isAgent && (s.coordinator.running || !!s.coordinator2?.running);
+  if (waited) await waitForAgent(labLayout(), daemon, r.pid, AGENT_READY_MS);
+  printResult(!!opts.json, { ...r, alive: waited ? true : null }, (v) => `${v.daemon} started (pid ${v.pid})${v.alive ? ', alive in the coordinator\'s view' : ''}`);
 }

@@ -1,0 +1,127 @@
+// Losing one NATS node in any phase of a migration loses nothing (issue 9, item 6): the lab runs
+// a 3-node cluster with JetStream KV on 3 replicas, so two nodes keep a quorum. In each phase the
+// node that the coordinator is connected to is killed (the worst one to lose: the coordinator must
+// reconnect mid-phase); the migration must end by itself, with exactly one copy of the workload
+// running where its record says, the workload's own checks passing, and the node back afterwards.
+//
+// A fault point stalls the daemon that does the phase's work (FERRY_FAULT, shared/fault.ts), so
+// the node dies while the migration is in that phase, not before or after it.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LabStatus } from '../../deploy/lab/lab.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import type { WorkloadInfo } from '../../shared/workload.ts';
+import { ferry, ferryJson } from './helpers/cli.ts';
+import { allAlive, freshLab, labEnv } from './helpers/lab.ts';
+import { expectRunsOnceOn, progresses, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
+
+const execFileP = promisify(execFile);
+const env = labEnv('itnatsloss');
+const STALL = 'sleep:3000';
+
+type Armed = 'source' | 'destination' | 'coordinator';
+/** A migration phase (as its record names it), and the step that is held while the node dies. */
+const phases: { phase: string; armed: Armed; fault: string }[] = [
+  { phase: 'preflight', armed: 'source', fault: `agent:preflight:after=${STALL}` },
+  { phase: 'precopy', armed: 'source', fault: `agent:precopy:after=${STALL}` },
+  { phase: 'freeze', armed: 'source', fault: `agent:freeze:after=${STALL}` },
+  { phase: 'transfer', armed: 'source', fault: `agent:send:before=${STALL}` },
+  { phase: 'restore', armed: 'destination', fault: `agent:restore:before=${STALL}` },
+  { phase: 'commit', armed: 'coordinator', fault: `coordinator:recordCommit:before=${STALL}` },
+  { phase: 'resume', armed: 'destination', fault: `agent:resume:before=${STALL}` },
+  { phase: 'cleanup', armed: 'source', fault: `agent:cleanup:before=${STALL}` },
+];
+
+const status = () => ferryJson<LabStatus>(['lab', 'status'], env);
+
+/** The NATS node that the coordinator's connection is on, from each node's own monitoring (connz). */
+async function coordinatorsNode(s: LabStatus): Promise<string> {
+  for (const n of s.natsServers.filter((x) => x.running)) {
+    const host = /\/\/([^:/]+)/.exec(n.url)?.[1];
+    const script = `fetch('http://${host}:8222/connz?limit=4096').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const { stdout } = await execFileP('ip', ['netns', 'exec', n.namespace, process.execPath, '-e', script]);
+    const conns = (JSON.parse(stdout) as { connections?: { name?: string }[] }).connections ?? [];
+    if (conns.some((c) => c.name?.startsWith('ferry-coordinator-'))) return n.name;
+  }
+  throw new Error('the coordinator is connected to no NATS node');
+}
+
+/** A node is back in the cluster once its monitoring says JetStream is healthy (routes up, streams caught up). */
+async function untilHealthy(s: LabStatus, name: string): Promise<void> {
+  const n = s.natsServers.find((x) => x.name === name)!;
+  const host = /\/\/([^:/]+)/.exec(n.url)?.[1];
+  const script = `fetch('http://${host}:8222/healthz?js-enabled-only=true').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ok = await execFileP('ip', ['netns', 'exec', n.namespace, process.execPath, '-e', script]).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${name} did not become healthy within 60 s`);
+    await sleep(200);
+  }
+}
+
+describe('one NATS node lost in each phase of a migration', () => {
+  let w: LabWorkload;
+
+  beforeAll(async () => {
+    await freshLab(env);
+    w = await runOnLab(env, 'h1', 'memwriter', 'mwnats', ['16', '10', 'random']);
+  });
+  afterAll(async () => {
+    await ferry(['lab', 'down'], env);
+  });
+
+  async function hostOfWorkload(): Promise<string> {
+    const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
+    const mine = ps.filter((p) => p.name === w.name && p.state === 'running');
+    expect(mine.length, `${w.name} runs on ${mine.map((p) => p.host).join(',') || 'no host'}`).toBe(1);
+    return mine[0]!.host;
+  }
+
+  async function restartArmed(daemon: string, fault?: string): Promise<void> {
+    await ferry(['lab', 'kill', daemon], env);
+    const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`] : [])], env);
+    expect(r.code, r.stderr).toBe(0);
+    await allAlive(env);
+  }
+
+  it.each(phases)('killed in $phase: the migration ends by itself and the workload runs exactly once', async ({ phase, armed, fault }) => {
+    const from = await hostOfWorkload();
+    const to = from === 'h1' ? 'h2' : 'h1';
+    const daemon = armed === 'coordinator' ? 'coordinator' : armed === 'source' ? from : to;
+    await restartArmed(daemon, fault);
+
+    const after = new Date().toISOString();
+    const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await ferry(['history', '--json'], env);
+      const v = r.code === 0 ? (JSON.parse(r.stdout) as MigrationView[]).find((x) => x.workload === w.name && (x.startedAt ?? '') >= after) : undefined;
+      if (v?.state.startsWith(phase)) break;
+      if (v?.outcome) throw new Error(`the migration ended (${v.outcome}: ${v.error?.message ?? ''}) before it reached ${phase}`);
+      if (Date.now() > deadline) throw new Error(`the migration never reached ${phase}`);
+      await sleep(100);
+    }
+    const s = await status();
+    const node = await coordinatorsNode(s);
+    expect((await ferry(['lab', 'kill', node], env)).code).toBe(0);
+
+    const r = await migrating;
+    const v = JSON.parse(r.stdout) as MigrationView;
+    // Two nodes keep the quorum: nothing is lost, so the migration goes through.
+    expect(v.outcome, `${r.stderr.slice(-400)} ${JSON.stringify(v.error)}`).toBe('completed');
+    expect(r.code).toBe(0);
+    expect(v.committed).toBe(true);
+    await expectRunsOnceOn(env, w, to);
+    await progresses(w);
+
+    expect((await ferry(['lab', 'start', node], env)).code).toBe(0);
+    await untilHealthy(s, node);
+    await restartArmed(daemon);
+  });
+});

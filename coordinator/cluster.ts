@@ -42,6 +42,8 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   #sub: Subscription | null = null;
   #timer: NodeJS.Timeout | null = null;
   #stopped = false;
+  /** Cordoned hosts, as the cordons bucket says (coordinator/fleet/cordons.ts keeps it current). */
+  #cordoned: ReadonlySet<string> = new Set();
   readonly #probing = new Map<string, { pid: number; abort: AbortController }>();
 
   constructor(
@@ -93,7 +95,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
       .sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))
       .map(([name, s]) => {
         const facts = s.lastHeartbeat?.facts ?? s.record.facts;
-        return { name, alive: s.alive, kernel: facts.kernel.release, lastSeen: s.lastSeenWall, registeredAt: s.record.registeredAt, facts };
+        return { name, alive: s.alive, cordoned: this.#cordoned.has(name), kernel: facts.kernel.release, lastSeen: s.lastSeenWall, registeredAt: s.record.registeredAt, facts };
       });
   }
 
@@ -105,6 +107,14 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     const s = this.#hosts.get(host);
     if (!s?.lastHeartbeat?.workloads || s.lastSeenMono === null) return null;
     return { claims: s.lastHeartbeat.workloads, seenMono: s.lastSeenMono };
+  }
+
+  setCordoned(hosts: ReadonlySet<string>): void {
+    this.#cordoned = hosts;
+  }
+
+  isCordoned(host: string): boolean {
+    return this.#cordoned.has(host);
   }
 
   isAlive(host: string): boolean {

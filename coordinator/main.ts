@@ -9,6 +9,8 @@ import { createLogger } from '../shared/log.ts';
 import { connectNats, logConnectionStatus } from '../shared/nats.ts';
 import { buckets } from '../shared/subjects.ts';
 import { AgentClient } from './agents.ts';
+import { Fleet } from './fleet/fleet.ts';
+import { openFleetStores } from './fleet/stores.ts';
 import { ClusterView } from './cluster.ts';
 import { LeaderLease } from './lease.ts';
 import { MigrationManager } from './migrations.ts';
@@ -54,6 +56,7 @@ let leading: Promise<void> = Promise.resolve();
 const standBy = (reason: string) => {
   log.error({ reason }, 'no longer the leader: standing by');
   migrations.stopAll();
+  fleet.executor.stopAll();
   const s = service;
   service = null;
   void s?.stop().catch(() => undefined);
@@ -70,6 +73,10 @@ const migrations = new MigrationManager({
   onDeposed: () => lease.relinquish(),
 });
 
+const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
+const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
+await untilJetStream(() => fleet.cordons.start(), log);
+
 lease.on('acquired', () => {
   leading = leading.then(async () => {
     try {
@@ -79,8 +86,10 @@ lease.on('acquired', () => {
       if (!lease.held) return;
       const n = await migrations.rehydrate();
       if (n) log.warn({ migrations: n }, 'took over migrations in flight');
-      if (!lease.held) return migrations.stopAll();
-      service = await startCoordinatorService(nc, cluster, workloads, migrations);
+      const jobs = await fleet.executor.resumeAll();
+      if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
+      if (!lease.held) return standBy('lease lost while taking over');
+      service = await startCoordinatorService(nc, workloads, migrations, fleet);
       log.info('coordinator ready');
     } catch (err) {
       // KV or NATS failed while taking over: stand by and try again.
@@ -98,6 +107,8 @@ log.info('waiting for the leader lease');
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
   migrations.stopAll();
+  fleet.executor.stopAll();
+  fleet.cordons.stop();
   cluster.stop();
   await lease.release();
   await nc.drain().catch(() => undefined);

@@ -75,6 +75,7 @@ export class MigrationManager {
     const w = await this.d.workloads.find(req.workload);
     if (w.host === req.to) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" already runs on ${req.to}`);
     this.d.workloads.requireAlive(req.to);
+    this.d.workloads.requireUncordoned(req.to, 'incoming migrations');
     for (const r of this.#running.values()) {
       if (r.record.request.workload === w.name) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" is already being migrated`);
     }
@@ -179,6 +180,21 @@ export class MigrationManager {
       const ctx = actor.getSnapshot().context;
       if (ctx.source === host) actor.send({ type: 'AGENT_LOST', role: 'source', at: Date.now() });
       if (ctx.destination === host) actor.send({ type: 'AGENT_LOST', role: 'destination', at: Date.now() });
+    }
+  }
+
+  /** The migration's view once it has ended (it may be driven by this coordinator or, after a failover, rehydrated later). */
+  async ended(id: string, signal?: AbortSignal): Promise<MigrationView> {
+    for (;;) {
+      signal?.throwIfAborted();
+      const r = this.#running.get(id);
+      if (r) {
+        const aborted = new Promise<never>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+        return Promise.race([r.ended, aborted]);
+      }
+      const v = await this.view(id);
+      if (v.outcome) return v;
+      await new Promise((res) => setTimeout(res, 500));
     }
   }
 

@@ -4,24 +4,31 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { coordinatorApi } from '../shared/protocol.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
-import type { ClusterView } from './cluster.ts';
+import type { Fleet } from './fleet/fleet.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { WorkloadDirectory } from './workloads.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
-export async function startCoordinatorService(nc: NatsConnection, cluster: ClusterView, workloads: WorkloadDirectory, migrations: MigrationManager) {
+export async function startCoordinatorService(nc: NatsConnection, workloads: WorkloadDirectory, migrations: MigrationManager, fleet: Fleet) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
-  group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => cluster.hosts()) });
-  group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, ({ host, ...req }) => workloads.run(host, req)) });
+  group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => fleet.hosts()) });
+  group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, (req) => fleet.run(req)) });
   group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, () => workloads.list()) });
-  group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => workloads.stop(req.name)) });
+  group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => fleet.stop(req.name)) });
   group.addEndpoint('update', { handler: (_err, msg) => void answer(coordinatorApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   group.addEndpoint('migrate', { handler: (_err, msg) => void answer(coordinatorApi.migrate, msg, (req) => migrations.start(req)) });
   group.addEndpoint('status', {
     handler: (_err, msg) => void answer(coordinatorApi.status, msg, async (req) => (req.id ? [await migrations.view(req.id)] : migrations.list(req.all))),
   });
   group.addEndpoint('cancel', { handler: (_err, msg) => void answer(coordinatorApi.cancel, msg, (req) => migrations.cancel(req.id)) });
+  group.addEndpoint('cordon', { handler: (_err, msg) => void answer(coordinatorApi.cordon, msg, (req) => fleet.cordons.cordon(req.host, req.reason)) });
+  group.addEndpoint('uncordon', { handler: (_err, msg) => void answer(coordinatorApi.uncordon, msg, (req) => fleet.cordons.uncordon(req.host)) });
+  group.addEndpoint('drain', { handler: (_err, msg) => void answer(coordinatorApi.drain, msg, (req) => fleet.drain(req)) });
+  group.addEndpoint('rebalance', { handler: (_err, msg) => void answer(coordinatorApi.rebalance, msg, (req) => fleet.rebalance(req)) });
+  group.addEndpoint('fleet', {
+    handler: (_err, msg) => void answer(coordinatorApi.fleet, msg, async (req) => (req.id ? [await fleet.executor.view(req.id)] : fleet.executor.list())),
+  });
   return service;
 }

@@ -163,6 +163,7 @@ export class WorkloadDirectory {
 
   async run(host: string, req: RunRequest): Promise<WorkloadInfo> {
     this.requireAlive(host);
+    this.requireUncordoned(host, 'new workloads');
     if (req.address) this.#checkRequested(req.address);
     const { workloads: all, lost } = await this.#complete(`check that "${req.name}" and its address are unique`);
     const clash = all.find((w) => w.name === req.name && w.state !== 'exited');
@@ -205,6 +206,11 @@ export class WorkloadDirectory {
   async update(name: string, limits: ResourceLimits): Promise<WorkloadInfo> {
     const w = await this.find(name);
     return this.agents.call(w.host, 'update', { name, limits });
+  }
+
+  /** A cordoned host takes neither new workloads nor incoming migrations: refused as an invalid request (exit 2). */
+  requireUncordoned(host: string, what: string): void {
+    if (this.cluster.isCordoned(host)) throw new FerryError(ErrorCode.InvalidRequest, `host ${host} is cordoned: it takes no ${what} (\`ferry uncordon ${host}\` lifts it)`);
   }
 
   requireAlive(host: string): void {

@@ -6,6 +6,7 @@ import { IsoTime } from './time.ts';
 import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
+import { CordonReply, CordonRequest, DrainRequest, FleetJob, FleetJobRef, HostRef, RebalanceRequest } from './fleet.ts';
 import { RunOnHost, RunRequest, UpdateRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
   AdmitRequest,
@@ -66,6 +67,8 @@ export type HostRecord = z.infer<typeof HostRecord>;
 export const HostView = z.strictObject({
   name: HostName,
   alive: z.boolean(),
+  /** Takes no new workload and no incoming migration (`ferry cordon`). */
+  cordoned: z.boolean(),
   /** Kernel release, repeated at the top level for scripts. */
   kernel: z.string(),
   lastSeen: IsoTime.nullable(),
@@ -120,6 +123,12 @@ export const coordinatorApi = {
   migrate: endpoint(MigrateRequest, MigrationView, 10_000),
   status: endpoint(StatusRequest, z.array(MigrationView)),
   cancel: endpoint(MigrationRef, MigrationView),
+  cordon: endpoint(CordonRequest, CordonReply),
+  uncordon: endpoint(HostRef, CordonReply),
+  drain: endpoint(DrainRequest, FleetJob, 30_000),
+  rebalance: endpoint(RebalanceRequest, FleetJob, 30_000),
+  /** Drains and rebalances: one by id, or every recorded one (newest first). */
+  fleet: endpoint(FleetJobRef, z.array(FleetJob)),
 } as const;
 
 export type AgentApi = typeof agentApi;

@@ -33,6 +33,12 @@ export const buckets = {
   leases: 'ferry_leases',
   /** key = `<bucket>.<key>` of a record that failed its schema; value = what it held and why it was set aside. */
   quarantine: 'ferry_quarantine',
+  /** key = host name: a cordon (shared/fleet.ts CordonRecord). */
+  cordons: 'ferry_cordons',
+  /** key = workload name: its placement policy (group, spread, pinned). */
+  policies: 'ferry_policies',
+  /** key = drain or rebalance id: its plan and progress (FleetJob). */
+  fleet: 'ferry_fleet',
 } as const;
 
 /** NATS micro service names (discoverable with `$SRV.INFO`). */
@@ -50,4 +56,7 @@ export const bucketOptions = {
   migrations: { history: 1, description: 'ferry migrations: statechart snapshots and commit decisions' },
   leases: { history: 1, description: 'ferry leader lease of the coordinators' },
   quarantine: { history: 5, description: 'ferry records set aside because they failed their schema' },
+  cordons: { history: 1, description: 'ferry cordoned hosts: no new workloads, no incoming migrations' },
+  policies: { history: 1, description: "ferry workloads' placement policies (group, spread, pinned)" },
+  fleet: { history: 1, description: 'ferry drains and rebalances: plans and progress' },
 } as const;

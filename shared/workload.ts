@@ -1,6 +1,7 @@
 // A workload: a process tree that ferry started as a container (its own pid, uts, ipc and time
 // namespaces, and a cgroup) and can move between hosts.
 import { z } from 'zod';
+import { PlacementPolicy } from './fleet.ts';
 import { IsoTime } from './time.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { Ipv4 } from './subnet.ts';
@@ -64,7 +65,9 @@ export const RunRequest = z.strictObject({
 export type RunRequest = z.infer<typeof RunRequest>;
 
 export const WorkloadRef = z.strictObject({ name: WorkloadName });
-export const RunOnHost = RunRequest.extend({ host: HostName });
+/** `ferry run` to the coordinator: without a host, placement chooses one (coordinator/fleet/placement.ts). */
+export const RunOnHost = RunRequest.extend({ host: HostName.optional(), policy: PlacementPolicy.prefault({}) });
+export type RunOnHost = z.infer<typeof RunOnHost>;
 
 /** `ferry update`: the limits given replace the workload's; those not given stay. */
 export const UpdateRequest = z.strictObject({ name: WorkloadName, limits: ResourceLimits });

@@ -10,7 +10,10 @@ export function registerWorkloads(program: Command): void {
   limitOptions(program
     .command('run'))
     .description('start a workload as a container (own pid, uts, ipc, time and network namespaces, an address of its own) on a host')
-    .requiredOption('--host <host>', 'the host to run it on')
+    .option('--host <host>', 'the host to run it on (default: placement picks one: free memory against requests, CPU load, workload count)')
+    .option('--group <group>', 'a group of workloads (with --spread: on different hosts)')
+    .option('--spread', "never on the same host as another --spread workload of its --group (drain and rebalance honour it)")
+    .option('--pinned', 'never moved automatically: drain leaves it (named), rebalance does not touch it')
     .requiredOption('--name <name>', 'a cluster-unique name')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv, {})
     .option('--cwd <dir>', 'working directory')

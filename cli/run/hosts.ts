@@ -17,7 +17,7 @@ function renderHosts(hosts: HostView[]): string {
     ['HOST', 'STATE', 'ADDRESS', 'KERNEL', 'CPUS', 'XSAVE', 'MEM AVAIL', 'FEATURES'],
     hosts.map((h) => [
       h.name,
-      h.alive ? 'alive' : 'LOST',
+      `${h.alive ? 'alive' : 'LOST'}${h.cordoned ? ',cordoned' : ''}`,
       h.facts.address,
       h.kernel,
       String(h.facts.cpu.count),

@@ -22,11 +22,21 @@ function renderList(ws: WorkloadInfo[]): string {
 
 export async function run(
   command: string[],
-  opts: LimitOptions & { host: string; name: string; env: Record<string, string>; cwd?: string; ip?: string; requests?: ResourceRequests; json?: boolean; nats?: string },
+  opts: LimitOptions & { host?: string; group?: string; spread?: boolean; pinned?: boolean; name: string; env: Record<string, string>; cwd?: string; ip?: string; requests?: ResourceRequests; json?: boolean; nats?: string },
 ): Promise<void> {
+  if (opts.spread && !opts.group) throw new FerryError(ErrorCode.InvalidRequest, '--spread needs --group');
   const resources = { limits: limitsFrom(opts), requests: opts.requests ?? {} };
   const w = await withCluster(opts, (nc) =>
-    call(nc, subjects.coordinator('run'), coordinatorApi.run, { host: opts.host, name: opts.name, command, env: opts.env, cwd: opts.cwd, address: opts.ip, ...resources }),
+    call(nc, subjects.coordinator('run'), coordinatorApi.run, {
+      host: opts.host,
+      name: opts.name,
+      command,
+      env: opts.env,
+      cwd: opts.cwd,
+      address: opts.ip,
+      ...resources,
+      policy: { group: opts.group ?? null, spread: !!opts.spread, pinned: !!opts.pinned },
+    }),
   );
   printResult(!!opts.json, w, renderOne);
 }

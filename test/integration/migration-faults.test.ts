@@ -5,9 +5,9 @@
 //
 // A daemon is stopped at an exact step by a fault point (FERRY_FAULT, shared/fault.ts): it
 // crashes itself there, or, to kill a daemon that is idle in a phase, the busy one stalls at its
-// step while the test kills the idle one. Victims stay down longer than the coordinator's
-// host-lost threshold (3 s), so their loss is always seen; a stall lasts long enough for the test
-// to kill the victim and see the coordinator notice it before the stalled step goes on.
+// step while the test kills the idle one. A victim agent stays down until the coordinator has
+// seen its loss; a stall lasts long enough for the test to kill the victim and see the
+// coordinator notice it before the stalled step goes on.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
@@ -18,8 +18,6 @@ import { allAlive, freshLab, untilHosts, labEnv } from './helpers/lab.ts';
 import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
 
 const env = labEnv('itfault');
-// Down long enough for the coordinator to see the loss (3 s without heartbeats, checked each second).
-const DOWN_MS = 5_000;
 const STALL = 'sleep:15000';
 
 type Role = 'coordinator' | 'source' | 'destination';
@@ -132,7 +130,9 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
       await ferry(['lab', 'kill', victim], env);
       await untilHosts(env, `the coordinator sees ${victim} lost`, (hs) => hs.some((h) => h.name === victim && !h.alive));
     }
-    await sleep(DOWN_MS);
+    // Down until the coordinator has seen the loss (3 s without heartbeats); a dead coordinator's
+    // successor must first wait out its lease.
+    if (victim !== 'coordinator') await untilHosts(env, `the coordinator sees ${victim} lost`, (hs) => hs.some((h) => h.name === victim && !h.alive));
     expect((await ferry(['lab', 'start', victim], env)).code).toBe(0);
 
     const r = await migrating;

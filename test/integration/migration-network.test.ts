@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
-import { freshLab, labEnv } from './helpers/lab.ts';
+import { freshLab, labEnv, untilHosts } from './helpers/lab.ts';
 import { LabClient, clientNamespace, inClient } from './helpers/lab-clients.ts';
 
 const env = labEnv('itnetmig');
@@ -101,12 +101,12 @@ describe('network handoff: services keep their address and their connections', (
       const pinger = new LabClient<RedisStats>(ns, 'redis-pinger.ts', [addr, '6379', '5'], { statusFile: true });
       await pinger.until((s) => s.ok > 100);
       await ferry(['lab', 'kill', 'h2'], env);
+      // `lab start` returns once the coordinator sees the new agent alive.
       expect((await ferry(['lab', 'start', 'h2', '--env', 'FERRY_FAULT=agent:restore:after'], env)).code).toBe(0);
-      await sleep(1500);
       const migrating = migrate('redis', 'h2', 'rolledBack');
       // The destination dies having built the tree; it comes back after the coordinator saw it lost.
       while ((await ferryJson<{ hosts: { name: string; agent: { running: boolean } }[] }>(['lab', 'status'], env)).hosts.find((h) => h.name === 'h2')!.agent.running) await sleep(100);
-      await sleep(4_000);
+      await untilHosts(env, 'the coordinator sees h2 lost', (hs) => hs.some((h) => h.name === 'h2' && !h.alive));
       expect((await ferry(['lab', 'start', 'h2'], env)).code).toBe(0);
       const v = await migrating;
       expect(v.agentsLost.map((a) => a.role)).toContain('destination');

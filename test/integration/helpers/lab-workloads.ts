@@ -18,12 +18,13 @@ export interface LabWorkload {
   dir: string;
 }
 
-export async function runOnLab(env: NodeJS.ProcessEnv, host: string, kind: WorkloadName, name: string, args: string[] = []): Promise<LabWorkload> {
+/** `runFlags`: more `ferry run` options (limits, requests, placement). */
+export async function runOnLab(env: NodeJS.ProcessEnv, host: string, kind: WorkloadName, name: string, args: string[] = [], runFlags: string[] = []): Promise<LabWorkload> {
   const prog = await buildWorkload(kind);
   const dir = mkdtempSync(path.join(tmpdir(), `ferry-lab-wl-${name}-`));
   const statusPath = path.join(dir, 'status.json');
   const argv = WORKLOAD_SPECS[kind].kind === 'python' ? ['/usr/bin/python3', prog, statusPath, ...args] : [prog, statusPath, ...args];
-  await ferryJson<WorkloadInfo>(['run', '--host', host, '--name', name, '--cwd', dir, '--', ...argv], env);
+  await ferryJson<WorkloadInfo>(['run', '--host', host, '--name', name, '--cwd', dir, ...runFlags, '--', ...argv], env);
   const w = { name, kind, statusPath, dir };
   const deadline = Date.now() + 15_000;
   while (!status(w)) {

@@ -56,6 +56,10 @@ export interface PlaceOptions {
   source?: HostFacts;
 }
 
+/**
+ * score: the share of the host's memory for requests still free once it is placed there (0..1);
+ * hosts within the same whole percentage point are ordered by CPU load, workload count, name.
+ */
 export type Placed = { host: string; score: number; reason: string };
 export type Placement = Placed | { refused: Refusal[] };
 
@@ -65,7 +69,7 @@ const GiB = 1024 ** 3;
 /** Kept free of workloads' requests on every host: for the kernel, the agent and page cache. */
 export const MEMORY_HEADROOM = { fraction: 0.1, floorBytes: 256 * MiB } as const;
 
-export const formatBytes = (n: number): string => (Math.abs(n) >= GiB ? `${(n / GiB).toFixed(1)} GiB` : `${Math.round(n / MiB)} MiB`);
+const formatBytes = (n: number): string => (Math.abs(n) >= GiB ? `${(n / GiB).toFixed(1)} GiB` : `${Math.round(n / MiB)} MiB`);
 const formatCpus = (milli: number): string => `${+(milli / 1000).toFixed(3)}`;
 
 /** Memory that workloads may reserve on a host: its total less the headroom. */
@@ -144,11 +148,6 @@ export class Ledger {
       const s = this.slots.get(w.host);
       if (s) this.#add(s, w);
     }
-  }
-
-  slotOf(w: PlacementWorkload): Slot | undefined {
-    const s = this.slots.get(w.host);
-    return s?.workloads.get(w.name) ? s : undefined;
   }
 
   /** The workload now runs on `to` in the plan: both hosts' books change, the available memory by what the move copies. */

@@ -82,21 +82,23 @@ const spreadClashes = (hosts: readonly PlacementHost[], workloads: readonly Plac
   [...books(hosts, workloads)].flatMap(([h, b]) => (h === except ? [] : [...b.groups.values()].filter((ws) => ws.length > 1 && ws.some((w) => w.spread)).map((ws) => `${h}: ${ws.map((w) => w.name).join(',')}`)));
 
 // A random fleet whose initial state fits every host and honours spread: workloads that would not are left out.
+const oneIn = (n: number) => fc.integer({ min: 1, max: n }).map((x) => x === 1);
 const fleetArb = fc
   .record({
-    hosts: fc.array(fc.record({ memGiB: fc.integer({ min: 2, max: 32 }), cpus: fc.integer({ min: 1, max: 16 }), cordoned: fc.boolean({ freq: 6 }), alive: fc.boolean({ freq: 8 }).map((b) => !b) }), { minLength: 2, maxLength: 8 }),
+    hosts: fc.array(fc.record({ memGiB: fc.integer({ min: 3, max: 24 }), cpus: fc.integer({ min: 1, max: 16 }), cordoned: oneIn(6), alive: oneIn(8).map((b) => !b) }), { minLength: 2, maxLength: 8 }),
     workloads: fc.array(
       fc.record({
-        on: fc.nat(),
-        reqMiB: fc.option(fc.integer({ min: 1, max: 6000 }), { nil: undefined }),
-        usedMiB: fc.integer({ min: 1, max: 4000 }),
+        // Half of them on h0: the drained host, and a loaded one for rebalance.
+        on: fc.oneof(fc.constant(0), fc.nat()),
+        reqMiB: fc.option(fc.integer({ min: 1, max: 2500 }), { nil: undefined }),
+        usedMiB: fc.integer({ min: 1, max: 1200 }),
         cpu: fc.option(fc.constantFrom(0.25, 0.5, 1, 2), { nil: undefined }),
         cpuUsed: fc.option(fc.double({ min: 0, max: 4, noNaN: true }), { nil: undefined }),
-        group: fc.option(fc.constantFrom('a', 'b', 'c'), { nil: undefined }),
-        spread: fc.boolean(),
-        pinned: fc.boolean({ freq: 8 }),
+        group: fc.option(fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'), { nil: undefined }),
+        spread: oneIn(3),
+        pinned: oneIn(8),
       }),
-      { maxLength: 40 },
+      { maxLength: 60, size: 'max' },
     ),
   })
   .map(({ hosts: hs, workloads: ws }) => {
@@ -210,6 +212,18 @@ describe('planDrain', () => {
     ]);
   });
 
+  it('leaves a spread workload whose group is on every other host, saying so', () => {
+    const hosts = [host('h1'), host('h2'), host('h3')];
+    const ws = [wl('web-1', 'h1', { group: 'web', spread: true }), wl('web-2', 'h2', { group: 'web', spread: true }), wl('web-3', 'h3', { group: 'web' }), wl('db', 'h1', { group: 'web' })];
+    const plan = planDrain('h1', hosts, ws);
+    // db is of the group without spread itself, but web-2 on h2 asks for spread; web-3 does not.
+    // db goes first (same size, name first), so h3 then runs db and web-3.
+    expect(plan.moves.map((m) => `${m.workload}->${m.to}`)).toEqual(['db->h3']);
+    expect(plan.stays).toMatchObject([
+      { workload: 'web-1', reason: 'no host can take "web-1" (64 MiB of memory, spread from group web): h2 already runs "web-2" of group web (spread); h3 already runs "db" of group web (spread); h1 is where it runs' },
+    ]);
+  });
+
   it('refuses to plan a drain of an unknown host', () => {
     expect(() => planDrain('nope', [host('h1')], [])).toThrow(expect.objectContaining({ code: 'FERRY_NOT_FOUND', message: 'no host "nope" to drain (known: h1)' }));
   });
@@ -254,6 +268,11 @@ describe('planRebalance', () => {
     expect(planRebalance(hosts, busy).moves).toHaveLength(1);
     expect(planRebalance(hosts, busy.map((w) => ({ ...w, pinned: true }))).moves).toEqual([]);
     expect(planRebalance(hosts, [wl('a', 'h1', { cpuUsed: 0.5 })]).moves).toEqual([]);
+    // Cordoned, lost and incompatible hosts take nothing; only the incompatible one counts in the imbalance.
+    const others = [host('h1'), host('h2', { cordoned: true }), host('h3', { alive: false }), host('h4', { release: '6.1.0' }), host('h5', { noStream: true })];
+    const plan = planRebalance(others, busy);
+    expect(plan).toMatchObject({ moves: [], imbalance: { before: 75, after: 75 } });
+    expect(plan.before.map((h) => h.host)).toEqual(['h1', 'h4']);
   });
 
   it('respects maxMoves', () => {

@@ -1,6 +1,7 @@
 // The JSON every command prints with --json, as zod schemas: docs/schemas/ holds their JSON
 // Schemas, generated from these (`npm run schemas`; a unit test checks the committed files).
 import { z } from 'zod';
+import { CordonReply, FleetEvent, FleetJob } from '../shared/fleet.ts';
 import { MigrationEvent, MigrationView } from '../shared/migration.ts';
 import { ErrorWire, HostView } from '../shared/protocol.ts';
 import { WorkloadInfo } from '../shared/workload.ts';
@@ -17,6 +18,10 @@ export const CLI_OUTPUTS = {
   'migration-event': { commands: 'ferry watch --json (one per line), ferry migrate --json (stderr, one per line)', schema: MigrationEvent },
   error: { commands: 'any command with --json that fails (stdout)', schema: z.strictObject({ error: ErrorWire }) },
   version: { commands: 'ferry version --json', schema: Version },
+  cordon: { commands: 'ferry cordon --json, ferry uncordon --json', schema: CordonReply },
+  'fleet-job': { commands: 'ferry drain --json (stdout), ferry rebalance --json (stdout), ferry drains ID --json', schema: FleetJob },
+  'fleet-jobs': { commands: 'ferry drains --json', schema: z.array(FleetJob) },
+  'fleet-event': { commands: 'ferry drain --json and ferry rebalance --json (stderr, one per line)', schema: FleetEvent },
 } as const;
 
 export function jsonSchemaOf(name: keyof typeof CLI_OUTPUTS): Record<string, unknown> {

@@ -101,3 +101,19 @@ export const FleetJob = z.strictObject({
 export type FleetJob = z.infer<typeof FleetJob>;
 
 export const FleetJobRef = z.strictObject({ id: FleetJobId.optional() });
+
+/** One line of `ferry drain|rebalance --json` progress (stderr): a move changed state, and where the whole job stands. */
+export const FleetEvent = z.strictObject({
+  job: FleetJobId,
+  type: z.enum(['item.pending', 'item.migrating', 'item.moved', 'item.stayed', 'item.failed']),
+  at: IsoTime,
+  item: FleetItem,
+  progress: z.strictObject({
+    done: z.number().int().nonnegative(),
+    total: z.number().int().nonnegative(),
+    bytesDone: z.number().nonnegative(),
+    bytesTotal: z.number().nonnegative(),
+    etaMs: z.number().nonnegative(),
+  }),
+});
+export type FleetEvent = z.infer<typeof FleetEvent>;

@@ -2,7 +2,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../shared/errors.ts';
-import type { FleetItem, FleetJob } from '../../shared/fleet.ts';
+import type { FleetEvent, FleetItem, FleetJob } from '../../shared/fleet.ts';
 import { coordinatorApi } from '../../shared/protocol.ts';
 import { call } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
@@ -84,7 +84,8 @@ function report(job: FleetJob, i: FleetItem, t0: number, json: boolean, moving: 
   const elapsed = Date.now() - t0;
   const etaMs = bytesDone > 0 ? Math.max(0, Math.round((elapsed * (total - bytesDone)) / bytesDone)) : job.expectedMs;
   if (json) {
-    process.stderr.write(jsonLine({ job: job.id, type: `item.${i.state}`, at: new Date().toISOString(), item: i, progress: { done, total: moving.length, bytesDone, bytesTotal: total, etaMs } }));
+    const event: FleetEvent = { job: job.id, type: `item.${i.state}`, at: new Date().toISOString(), item: i, progress: { done, total: moving.length, bytesDone, bytesTotal: total, etaMs } };
+    process.stderr.write(jsonLine(event));
     return;
   }
   const why = i.state === 'moved' ? (i.downtimeMs === null ? '' : ` (downtime ${i.downtimeMs} ms)`) : i.state === 'migrating' ? ` (migration ${i.migrationId ?? 'starting'})` : ` (${i.reason})`;

@@ -12,7 +12,8 @@ const T = { timeout: 180_000 };
 describe('ferry usage errors exit 2', () => {
   it.each([
     [['migrate', 'web'], /required option '--to <host>'/],
-    [['run', '--name', 'x', '--', 'sleep', '1'], /required option '--host <host>'/],
+    [['run', '--host', 'h1', '--', 'sleep', '1'], /required option '--name <name>'/],
+    [['run', '--name', 'x', '--spread', '--', 'sleep', '1'], /--spread needs --group/],
     [['hosts', '--bogus'], /unknown option '--bogus'/],
     [['stop'], /missing required argument 'name'/],
     [['frobnicate'], /unknown command 'frobnicate'/],

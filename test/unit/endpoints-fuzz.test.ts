@@ -42,6 +42,11 @@ const validRequests: Record<string, unknown> = {
   migrate: { workload: 'web', to: 'h2', precopy: true, downtimeBudgetMs: 100, maxRounds: 5 },
   status: { id: 'm-abc123-00ff', all: false },
   cancel: { id: 'm-abc123-00ff' },
+  cordon: { host: 'h1', reason: 'kernel upgrade' },
+  uncordon: { host: 'h1' },
+  drain: { host: 'h1', parallel: 2, dryRun: true },
+  rebalance: { maxMoves: 3, parallel: 1, dryRun: false },
+  fleet: { id: 'd-abc123-00ff' },
 };
 
 const endpoints: [string, EndpointSpec<z.ZodType, z.ZodType>][] = [

@@ -75,7 +75,7 @@ describe('heartbeat and facts', () => {
   });
 
   it('host views carry the kernel release at the top level', () => {
-    const view = { name: 'h1', alive: true, kernel: '6.18.44', lastSeen: null, registeredAt: '2026-12-06T17:00:00.000Z', facts: facts() };
+    const view = { name: 'h1', alive: true, cordoned: false, kernel: '6.18.44', lastSeen: null, registeredAt: '2026-12-06T17:00:00.000Z', facts: facts() };
     expect(HostView.parse(view).kernel).toBe('6.18.44');
     expect(() => HostView.parse({ ...view, alive: 'yes' })).toThrow();
   });

@@ -35,6 +35,7 @@ function directory(): { dir: WorkloadDirectory; runs: string[] } {
   const cluster = {
     hosts: () => [host('h1', true, 1), host('h2', true, 2), host('h3', false, 3)],
     lastClaims: () => ({ claims: [], seenMono: 0 }),
+    isCordoned: () => false,
   } as unknown as ClusterView;
   const agents = {
     call: (host: string, endpoint: string, req: { name?: string }) => {
@@ -85,6 +86,7 @@ function withLostHost(h3Claims: WorkloadClaim[] | null) {
   const cluster = {
     hosts: () => [host('h1', true, 1), host('h3', h3 !== 'lost', 3)],
     lastClaims: (h: string) => (h === 'h3' && h3Claims ? { claims: h3Claims, seenMono: 1_000 } : h === 'h1' ? { claims: [], seenMono: t } : null),
+    isCordoned: () => false,
   } as unknown as ClusterView;
   const agents = {
     call: (h: string, endpoint: string, req: { name?: string; address?: string }) => {
@@ -120,7 +122,7 @@ describe('workload addresses come from the workload subnet only', () => {
   });
 
   it('refuses --ip when the cluster has no workload subnet', async () => {
-    const cluster = { hosts: () => [host('h1', true, 1)], lastClaims: () => null } as unknown as ClusterView;
+    const cluster = { hosts: () => [host('h1', true, 1)], lastClaims: () => null, isCordoned: () => false } as unknown as ClusterView;
     const dir = new WorkloadDirectory(cluster, { call: () => Promise.resolve([]) } as unknown as AgentClient, { pool: null });
     await expect(dir.run('h1', req('x', '10.77.9.9'))).rejects.toMatchObject({ code: ErrorCode.InvalidRequest, message: expect.stringMatching(/no workload subnet/) });
   });

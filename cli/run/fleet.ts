@@ -103,8 +103,8 @@ async function runJob(opts: Common, start: (nc: NatsConnection) => Promise<Fleet
   if (!job.dryRun && job.state !== 'done') process.exitCode = ExitCode.RolledBack;
 }
 
-export function drain(host: string, opts: Common & { parallel: number; dryRun?: boolean }): Promise<void> {
-  return runJob(opts, (nc) => call(nc, subjects.coordinator('drain'), coordinatorApi.drain, { host, parallel: opts.parallel, dryRun: !!opts.dryRun }));
+export function drain(host: string, opts: Common & { parallel: number; bandwidth?: number; dryRun?: boolean }): Promise<void> {
+  return runJob(opts, (nc) => call(nc, subjects.coordinator('drain'), coordinatorApi.drain, { host, parallel: opts.parallel, bandwidthMBps: opts.bandwidth ?? null, dryRun: !!opts.dryRun }));
 }
 
 export function rebalance(opts: Common & { maxMoves: number; parallel: number; dryRun?: boolean }): Promise<void> {

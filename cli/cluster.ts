@@ -122,6 +122,16 @@ export function waitForAgent(l: LabLayout, host: string, pid: number, timeoutMs:
   });
 }
 
+/** The lab coordinator's cluster view, asked once. */
+export async function hostsOfLab(l: LabLayout): Promise<HostView[]> {
+  const nc = await connectNats({ ...labAccess(l), name: 'ferry-lab', persistent: false });
+  try {
+    return await call(nc, subjects.coordinator('hosts'), coordinatorApi.hosts, {}, { timeoutMs: 1_000 });
+  } finally {
+    await nc.close();
+  }
+}
+
 /** Asks the coordinator for its cluster view until `pending` says nothing is missing (null). */
 async function untilClusterView(l: LabLayout, timeoutMs: number, failure: string, pending: (view: HostView[]) => string | null): Promise<void> {
   const access = labAccess(l);

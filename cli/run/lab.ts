@@ -1,7 +1,8 @@
 // `ferry lab ...`, loaded when it runs (cli/commands/lab.ts defines it).
 import { labKill, labStart } from '../../deploy/lab/daemons.ts';
 import { labDown, labStatus, labUp, type LabStatus } from '../../deploy/lab/lab.ts';
-import { waitForAgent, waitForLab } from '../cluster.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { hostsOfLab, waitForAgent, waitForLab } from '../cluster.ts';
 import { labLayout } from '../../deploy/lab/layout.ts';
 import { table } from '../format.ts';
 import { printResult } from '../output.ts';
@@ -17,8 +18,8 @@ function renderStatus(s: LabStatus): string {
     `  client        namespace ${s.clientNamespace}`,
     '',
     table(
-      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT'],
-      s.hosts.map((h) => [h.name, h.namespace, h.address, h.fabricAddress, `${mark(h.agent.running)} (pid ${h.agent.pid})`]),
+      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT', 'CORDONED'],
+      s.hosts.map((h) => [h.name, h.namespace, h.address, h.fabricAddress, `${mark(h.agent.running)} (pid ${h.agent.pid})`, h.cordoned === undefined || h.cordoned === null ? '?' : h.cordoned ? 'yes' : 'no']),
     ),
   ].join('\n');
 }
@@ -32,8 +33,15 @@ export async function up(opts: { hosts: number; json?: boolean }): Promise<void>
   printResult(!!opts.json, status, renderStatus);
 }
 
+/** How long `lab status` waits for the coordinator to say which hosts are cordoned. */
+const CORDONS_WAIT_MS = 1_500;
+
 export async function status(opts: { json?: boolean }): Promise<void> {
-  printResult(!!opts.json, await labStatus(), renderStatus);
+  const s = await labStatus();
+  const running = s.up && (s.coordinator.running || !!s.coordinator2?.running);
+  const view = running ? await Promise.race([hostsOfLab(labLayout()).catch(() => null), sleep(CORDONS_WAIT_MS).then(() => null)]) : null;
+  const withCordons = { ...s, hosts: s.hosts.map((h) => ({ ...h, cordoned: view?.find((v) => v.name === h.name)?.cordoned ?? null })) };
+  printResult(!!opts.json, withCordons, renderStatus);
 }
 
 export async function down(opts: { json?: boolean }): Promise<void> {

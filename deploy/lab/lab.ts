@@ -30,7 +30,15 @@ export interface LabStatus {
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
   coordinator2: { pid: number | null; running: boolean } | null;
   /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
-  hosts: { name: string; namespace: string; address: string; fabricAddress: string; agent: { pid: number; running: boolean; log: string } }[];
+  hosts: {
+    name: string;
+    namespace: string;
+    address: string;
+    fabricAddress: string;
+    agent: { pid: number; running: boolean; log: string };
+    /** As the leading coordinator says (`ferry cordon`); null when no coordinator answered (only `lab status` asks). */
+    cordoned?: boolean | null;
+  }[];
 }
 
 function writeNatsConfigs(l: LabLayout, authFile: string): void {

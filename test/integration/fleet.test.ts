@@ -98,6 +98,7 @@ describe('fleet operations', () => {
 
     expect(await on('h1')).toEqual([]);
     expect((await hosts()).find((h) => h.name === 'h1')!.cordoned).toBe(true);
+    expect((await ferryJson<LabStatus>(['lab', 'status'], env)).hosts.map((h) => [h.name, h.cordoned])).toEqual([['h1', true], ['h2', false], ['h3', false]]);
     for (const item of job.items) expect(item).toMatchObject({ state: 'moved', from: 'h1' });
     for (const w of ws) await expectRunsOnceOn(env, w, job.items.find((i) => i.workload === w.name)!.to!);
     const at = pinger.status()!.ok;
@@ -115,7 +116,12 @@ describe('fleet operations', () => {
     expect((await ferry(['uncordon', 'h1'], env)).code).toBe(0);
   });
 
-  it('a pinned workload stays and is named (exit 3); --spread keeps a group apart through a drain', async () => {
+  it('a pinned workload and one that fits nowhere stay and are named (exit 3); --spread keeps a group apart through a drain', async () => {
+    // Memory requests: h2 and h3 have room for 10 GiB more each (the lab's hosts share this machine's memory), big asks 12 GiB.
+    const total = (await hosts())[0]!.facts.memory.totalBytes;
+    const gib = (n: number) => `${Math.floor(n / 2 ** 30)}G`;
+    for (const h of ['h2', 'h3']) expect((await ferry(['run', '--host', h, '--name', `fill-${h}`, '--requests', `memory=${gib(total * 0.9 - 10 * 2 ** 30)}`, '--', '/bin/sleep', '1000'], env)).code).toBe(0);
+    expect((await ferry(['run', '--host', 'h1', '--name', 'big', '--requests', 'memory=12G', '--', '/bin/sleep', '1000'], env)).code).toBe(0);
     // Group g: one on h1 and one on h2, spread: draining h1 must send its member to h3, not h2.
     expect((await ferry(['run', '--host', 'h1', '--name', 'g1', '--group', 'g', '--spread', '--', '/bin/sleep', '1000'], env)).code).toBe(0);
     expect((await ferry(['run', '--host', 'h2', '--name', 'g2', '--group', 'g', '--spread', '--', '/bin/sleep', '1000'], env)).code).toBe(0);
@@ -129,10 +135,13 @@ describe('fleet operations', () => {
     expect(job.state).toBe('incomplete');
     expect(job.items.find((i) => i.workload === 'pin')).toMatchObject({ state: 'stayed', reason: expect.stringMatching(/pinned/) });
     expect(job.items.find((i) => i.workload === 'g1')).toMatchObject({ state: 'moved', to: 'h3' });
+    // A drain never overcommits a host's memory requests, and says which workload did not fit, and why.
+    expect(job.items.find((i) => i.workload === 'big')).toMatchObject({ state: 'stayed', to: null, reason: expect.stringMatching(/memory/) });
     const now = await ps();
     expect(now.filter((w) => w.name === 'pin').map((w) => w.host)).toEqual(['h1']);
     expect(now.filter((w) => w.name === 'g1').map((w) => w.host)).toEqual(['h3']);
-    for (const n of ['g1', 'g2', 'pin']) expect((await ferry(['stop', n], env)).code).toBe(0);
+    expect(now.filter((w) => w.name === 'big').map((w) => w.host)).toEqual(['h1']);
+    for (const n of ['g1', 'g2', 'pin', 'big', 'fill-h2', 'fill-h3']) expect((await ferry(['stop', n], env)).code).toBe(0);
     expect((await ferry(['uncordon', 'h1'], env)).code).toBe(0);
   });
 

@@ -5,6 +5,8 @@
 // map lookup. Points: `agent:<step>:before|after` (a migration step of an agent, before doing it
 // / done but not yet answered), `coordinator:<actor>:before|after` (a phase actor of the
 // statechart, before calling out / finished but not yet recorded).
+// A point may name a workload (`agent:freeze:after@web=sleep:3000`): it then fires only for steps
+// of that workload's migrations, so one daemon can be armed once for several test scenarios.
 // Corruption points are not crash points: they make the destination damage what it restored so
 // that a test can see verification catch it (faultArmed): `agent:restore:corrupt-byte` flips
 // one byte of a restored page (as it lands in a live migration; after the memory is written in
@@ -12,18 +14,26 @@
 // after the tree is built.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const faults = new Map(
-  (process.env.FERRY_FAULT ?? '')
-    .split(',')
-    .filter(Boolean)
-    .map((f) => {
-      const [point = '', action = 'crash'] = f.split('=');
-      return [point, action] as const;
-    }),
-);
+/** FERRY_FAULT's points and their actions (crash, or sleep:<ms>). */
+export const parseFaults = (spec: string): ReadonlyMap<string, string> =>
+  new Map(
+    spec
+      .split(',')
+      .filter(Boolean)
+      .map((f) => {
+        const [point = '', action = 'crash'] = f.split('=');
+        return [point, action] as const;
+      }),
+  );
 
-export async function faultPoint(point: string): Promise<void> {
-  const action = faults.get(point);
+/** The action armed at a point for a step of `workload`: the workload's own first, else the point's. */
+export const faultAction = (faults: ReadonlyMap<string, string>, point: string, workload?: string): string | undefined =>
+  (workload === undefined ? undefined : faults.get(`${point}@${workload}`)) ?? faults.get(point);
+
+const faults = parseFaults(process.env.FERRY_FAULT ?? '');
+
+export async function faultPoint(point: string, workload?: string): Promise<void> {
+  const action = faultAction(faults, point, workload);
   if (action === undefined) return;
   const ms = /^sleep:(\d+)$/.exec(action)?.[1];
   if (ms !== undefined) {
@@ -35,12 +45,20 @@ export async function faultPoint(point: string): Promise<void> {
   process.kill(process.pid, 'SIGKILL');
 }
 
+/** The workload a step is about: an agent step's request names it, a coordinator actor's input holds it. */
+function workloadOf(arg: unknown): string | undefined {
+  const a = arg as { workload?: unknown; input?: { workload?: { name?: unknown } } } | null;
+  const name = typeof a?.workload === 'string' ? a.workload : a?.input?.workload?.name;
+  return typeof name === 'string' ? name : undefined;
+}
+
 /** Wraps an async step with fault points before it and after it. */
 export function withFaultPoints<A extends unknown[], R>(prefix: string, fn: (...args: A) => Promise<R> | R): (...args: A) => Promise<R> {
   return async (...args: A) => {
-    await faultPoint(`${prefix}:before`);
+    const workload = workloadOf(args[0]);
+    await faultPoint(`${prefix}:before`, workload);
     const out = await fn(...args);
-    await faultPoint(`${prefix}:after`);
+    await faultPoint(`${prefix}:after`, workload);
     return out;
   };
 }

@@ -5,14 +5,14 @@
 // running where its record says, the workload's own checks passing, and the node back afterwards.
 //
 // A fault point stalls the daemon that does the phase's work (FERRY_FAULT, shared/fault.ts), so
-// the node dies while the migration is in that phase, not before or after it.
+// the node dies while the migration is in that phase, not before or after it. Each phase moves a
+// workload of its own, and the points name it, so each daemon is armed once for the whole file.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { MigrationView } from '../../shared/migration.ts';
-import type { WorkloadInfo } from '../../shared/workload.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { allAlive, freshLab, labEnv } from './helpers/lab.ts';
 import { expectRunsOnceOn, progresses, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
@@ -65,39 +65,37 @@ async function untilHealthy(s: LabStatus, name: string): Promise<void> {
   }
 }
 
+/** Each phase's scenario moves a workload of its own, h1 -> h2, so every fault point is armed once for all. */
+const workloadOf = (phase: string) => `nl-${phase}`;
+const armedOn = (who: Armed) =>
+  phases
+    .filter((p) => p.armed === who)
+    .map((p) => p.fault.replace('=', `@${workloadOf(p.phase)}=`))
+    .join(',');
+const DAEMON: Record<Armed, string> = { source: 'h1', destination: 'h2', coordinator: 'coordinator' };
+
 describe('one NATS node lost in each phase of a migration', () => {
-  let w: LabWorkload;
+  const ws = new Map<string, LabWorkload>();
 
   beforeAll(async () => {
     await freshLab(env);
-    w = await runOnLab(env, 'h1', 'memwriter', 'mwnats', ['16', '10', 'random']);
+    for (const who of ['source', 'destination', 'coordinator'] as const) {
+      await ferry(['lab', 'kill', DAEMON[who]], env);
+      const r = await ferry(['lab', 'start', DAEMON[who], '--env', `FERRY_FAULT=${armedOn(who)}`], env);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    await allAlive(env);
+    for (const { phase } of phases) ws.set(phase, await runOnLab(env, 'h1', 'memwriter', workloadOf(phase), ['8', '10', 'random']));
   });
   afterAll(async () => {
     await ferry(['lab', 'down'], env);
   });
 
-  async function hostOfWorkload(): Promise<string> {
-    const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
-    const mine = ps.filter((p) => p.name === w.name && p.state === 'running');
-    expect(mine.length, `${w.name} runs on ${mine.map((p) => p.host).join(',') || 'no host'}`).toBe(1);
-    return mine[0]!.host;
-  }
-
-  async function restartArmed(daemon: string, fault?: string): Promise<void> {
-    await ferry(['lab', 'kill', daemon], env);
-    const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`] : [])], env);
-    expect(r.code, r.stderr).toBe(0);
+  it.each(phases)('killed in $phase: the migration ends by itself and the workload runs exactly once', async ({ phase }) => {
+    const w = ws.get(phase)!;
     await allAlive(env);
-  }
-
-  it.each(phases)('killed in $phase: the migration ends by itself and the workload runs exactly once', async ({ phase, armed, fault }) => {
-    const from = await hostOfWorkload();
-    const to = from === 'h1' ? 'h2' : 'h1';
-    const daemon = armed === 'coordinator' ? 'coordinator' : armed === 'source' ? from : to;
-    await restartArmed(daemon, fault);
-
     const after = new Date().toISOString();
-    const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
+    const migrating = ferry(['migrate', w.name, '--to', 'h2', '--json'], env);
     const deadline = Date.now() + 60_000;
     for (;;) {
       const r = await ferry(['history', '--json'], env);
@@ -117,11 +115,10 @@ describe('one NATS node lost in each phase of a migration', () => {
     expect(v.outcome, `${r.stderr.slice(-400)} ${JSON.stringify(v.error)}`).toBe('completed');
     expect(r.code).toBe(0);
     expect(v.committed).toBe(true);
-    await expectRunsOnceOn(env, w, to);
+    await expectRunsOnceOn(env, w, 'h2');
     await progresses(w);
 
     expect((await ferry(['lab', 'start', node], env)).code).toBe(0);
     await untilHealthy(s, node);
-    await restartArmed(daemon);
   });
 });

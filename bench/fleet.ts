@@ -27,6 +27,14 @@ const windowS = Number(process.env.BENCH_FLEET_WINDOW_S ?? 10);
 const repeats = Number(process.env.BENCH_FLEET_REPEATS ?? 5);
 const PER_HOST = 10;
 const INTERVAL_MS = 1_000;
+/**
+ * nats-server's default max_payload is 1 MiB, and the deployed configs keep it; the coordinator's
+ * whole-fleet replies (hosts, ps) outgrow it (see hostsReplyBytes, psReplyBytes). The bench's
+ * server takes 8 MiB so that the coordinator's view can be watched at every size; the table flags
+ * the replies that a default server would refuse.
+ */
+const BENCH_MAX_PAYLOAD = 8 * 1024 * 1024;
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 const progress = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
@@ -57,7 +65,13 @@ interface Row {
   oldestHeartbeatAgeMs: number;
   hostsReplyBytes: number | null;
   hostsError: string | null;
-  drain: { host: string; state: string; ms: number; moved: number; stayed: number; failed: number; expectedMs: number; maxDowntimeMs: number | null; bytes: number; verified: string; coordinatorCpuPct: number };
+  psMs: number;
+  psReplyBytes: number;
+  /** Replies over nats-server's default max_payload (1 MiB): refused on a default server. */
+  overDefaultPayload: string[];
+  drain: { host: string; state: string; ms: number; moved: number; stayed: number; failed: number; expectedMs: number; maxDowntimeMs: number | null; bytes: number; verified: string; coordinatorCpuPct: number;
+    /** Mean duration of one move's migration (preflight to cleanup), and each lane's time between its migrations (finding the workload, starting, recording). */
+    migrationMsAvg: number; laneGapMs: number };
 }
 
 async function freePort(): Promise<number> {
@@ -150,7 +164,7 @@ async function benchSize(n: number): Promise<Row> {
     const [port, httpPort] = [await freePort(), await freePort()];
     writeFileSync(
       path.join(dir, 'nats.conf'),
-      `listen: 127.0.0.1:${port}\nhttp: 127.0.0.1:${httpPort}\nserver_name: bench-fleet\njetstream {\n  store_dir: "${path.join(dir, 'js')}"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}\n`,
+      `listen: 127.0.0.1:${port}\nhttp: 127.0.0.1:${httpPort}\nserver_name: bench-fleet\nmax_payload: ${BENCH_MAX_PAYLOAD}\njetstream {\n  store_dir: "${path.join(dir, 'js')}"\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}\n`,
     );
     nats = launch('nats-server', ['-c', path.join(dir, 'nats.conf')], path.join(dir, 'nats.log'));
     const url = `nats://127.0.0.1:${port}`;
@@ -191,11 +205,6 @@ async function benchSize(n: number): Promise<Row> {
       const alive = v.hosts?.filter((h) => h.alive).length ?? 0;
       if (alive !== lastShown) progress(`[${n}] coordinator: ${v.hosts ? `${alive}/${n} alive` : `hosts endpoint failed: ${v.error}`}`);
       lastShown = alive;
-      if (!v.hosts) {
-        // The view no longer fits one message: judge liveness by asking for a drain plan instead (it needs every host).
-        const plan = await coord(nc!, 'drain', { host: hostName(1), dryRun: true });
-        return plan.items.length > 0 ? true : null;
-      }
       return alive === n ? true : null;
     });
 
@@ -220,6 +229,9 @@ async function benchSize(n: number): Promise<Row> {
     const natsMsgsPerS = Math.round((v1.in_msgs + v1.out_msgs - v0.in_msgs - v0.out_msgs) / secs);
     const natsBytesPerS = Math.round((v1.in_bytes + v1.out_bytes - v0.in_bytes - v0.out_bytes) / secs);
     progress(`[${n}] coordinator ${coordinatorCpuPct}% CPU, ${Math.round(rss)} MiB; NATS ${natsMsgsPerS} msg/s; ${view.hosts ? `${view.hosts.filter((h) => h.alive).length} alive` : view.error}`);
+
+    const ps = await timed(() => coord(nc!, 'ps', {}, 30_000));
+    const psReplyBytes = JSON.stringify(ps.value).length;
 
     // --- planning ----------------------------------------------------------------------------------
     const drainPlans: { ms: number; value: FleetJob }[] = [];
@@ -256,6 +268,13 @@ async function benchSize(n: number): Promise<Row> {
     }
     const verified = left.length === 0 && misplaced.length === 0 ? 'ok' : `${left.length} left on ${host}; ${misplaced.join(', ')}`;
     const downtimes = job.items.map((i) => i.downtimeMs).filter((d): d is number => d !== null);
+    // Each move's migration as the coordinator recorded it: what a lane spent outside migrations is the coordinator's own overhead.
+    const migrationMs: number[] = [];
+    for (const it of job.items.filter((i) => i.migrationId)) {
+      const [m] = await coord(nc, 'status', { id: it.migrationId! });
+      if (m?.totalMs != null) migrationMs.push(m.totalMs);
+    }
+    const inMigrations = migrationMs.reduce((a, b) => a + b, 0);
     progress(`[${n}] drain ${host}: ${job.state} in ${drained.ms} ms (plan expected ${job.expectedMs} ms); agents: ${verified}`);
 
     ok = true;
@@ -282,6 +301,9 @@ async function benchSize(n: number): Promise<Row> {
       oldestHeartbeatAgeMs: ages.length ? Math.max(...ages) : -1,
       hostsReplyBytes: view.bytes,
       hostsError: view.error,
+      psMs: ps.ms,
+      psReplyBytes,
+      overDefaultPayload: [...((view.bytes ?? 0) > DEFAULT_MAX_PAYLOAD ? ['hosts'] : []), ...(psReplyBytes > DEFAULT_MAX_PAYLOAD ? ['ps'] : [])],
       drain: {
         host,
         state: job.state,
@@ -294,6 +316,8 @@ async function benchSize(n: number): Promise<Row> {
         bytes: job.items.reduce((t, i) => t + i.bytesTransferred, 0),
         verified,
         coordinatorCpuPct: drainCpuPct,
+        migrationMsAvg: migrationMs.length ? Math.round(inMigrations / migrationMs.length) : 0,
+        laneGapMs: Math.max(0, Math.round(drained.ms - inMigrations / Math.max(1, Math.min(job.parallel, migrationMs.length)))),
       },
     };
   } finally {
@@ -324,9 +348,25 @@ writeFileSync(path.join(REPO, 'bench/results/fleet.json'), JSON.stringify(result
 
 const pad = (s: string | number, w: number) => String(s).padStart(w);
 console.log(`fleet scale: real coordinator + nats-server, simulated agents (${PER_HOST} workloads/host, heartbeat every ${INTERVAL_MS} ms), ${os.cpus().length} CPUs shared`);
-console.log(' hosts  drain plan  rebal. plan  coord CPU  coord RSS  NATS msg/s  heartbeats/s  alive    drain 1 host (moved, max downtime)');
+console.log(' hosts  drain plan  rebal. plan     ps  coord CPU  coord RSS  NATS msg/s  heartbeats/s    alive   drain 1 host  moved  migration  max downtime');
 for (const r of rows)
   console.log(
-    `${pad(r.hosts, 6)} ${pad(r.drainPlanMs, 8)} ms ${pad(r.rebalancePlanMs, 9)} ms ${pad(r.coordinatorCpuPct, 8)}% ${pad(r.coordinatorRssMiB, 6)} MiB ${pad(r.natsMsgsPerS, 11)} ${pad(r.heartbeatsPerS, 13)}  ${pad(`${r.aliveAfterWindow}/${r.hosts}`, 7)}  ${pad(r.drain.ms, 6)} ms (${r.drain.moved}/${r.drain.moved + r.drain.stayed + r.drain.failed}, ${r.drain.maxDowntimeMs ?? '-'} ms) ${r.drain.verified === 'ok' ? '' : r.drain.verified}`,
+    [
+      pad(r.hosts, 6),
+      `${pad(r.drainPlanMs, 8)} ms`,
+      `${pad(r.rebalancePlanMs, 9)} ms`,
+      `${pad(r.psMs, 4)} ms`,
+      `${pad(r.coordinatorCpuPct, 8)}%`,
+      `${pad(r.coordinatorRssMiB, 6)} MiB`,
+      pad(r.natsMsgsPerS, 11),
+      pad(r.heartbeatsPerS, 13),
+      pad(`${r.aliveAfterWindow}/${r.hosts}`, 8),
+      `${pad(r.drain.ms, 9)} ms`,
+      pad(`${r.drain.moved}/${r.drain.moved + r.drain.stayed + r.drain.failed}`, 6),
+      `${pad(r.drain.migrationMsAvg, 6)} ms`,
+      `${pad(r.drain.maxDowntimeMs ?? '-', 9)} ms`,
+      r.drain.verified === 'ok' ? '' : ` ${r.drain.verified}`,
+      r.overDefaultPayload.length ? ` (${r.overDefaultPayload.join(', ')} over 1 MiB)` : '',
+    ].join(' '),
   );
 console.log('saved bench/results/fleet.json');

@@ -63,6 +63,9 @@ export function reconnectDelayMs(n: number, random: () => number = Math.random):
   return Math.round(base * (0.75 + random() * 0.5));
 }
 
+/** Reconnect attempts of a short-lived client (the CLI): 250 ms doubling to 2 s each. */
+export const CLIENT_RECONNECT_ATTEMPTS = 10;
+
 export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
   const security = securityOptions(o);
   // Attempts of the current outage; the status loop resets it once the connection is back.
@@ -72,7 +75,9 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
       servers: o.servers,
       name: o.name,
       waitOnFirstConnect: o.persistent,
-      maxReconnectAttempts: o.persistent ? -1 : 0,
+      // A daemon reconnects for ever; a command (following a migration or a drain) rides out a
+      // NATS node's loss by moving to another server, and gives up after about 15 s.
+      maxReconnectAttempts: o.persistent ? -1 : CLIENT_RECONNECT_ATTEMPTS,
       reconnectTimeWait: 250,
       reconnectDelayHandler: () => reconnectDelayMs(attempts.n++),
       timeout: o.persistent ? 20_000 : 3_000,

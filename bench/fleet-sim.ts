@@ -3,6 +3,7 @@
 // its name alone (h<host>-w<n>), so a host in another bench process can take it in a migration
 // knowing only what the protocol tells it; the migration steps take the time their real
 // counterparts take at the simulated rates (SIM_RATES).
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
@@ -28,17 +29,8 @@ export const SIM_RATES = {
 /** Fixed switchover costs as the simulated agents "measured" them (freeze, state dump, restore + resume). */
 const FIXED_COSTS = { freezeMs: SIM_RATES.ms.freeze, dumpMs: 20, resumeMs: SIM_RATES.ms.restore + SIM_RATES.ms.resume };
 
-/** mulberry32: a small deterministic generator, so every process derives the same fleet. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A number in [0, 1) that follows from `key` alone, so that every bench process derives the same fleet. */
+const unit = (key: string): number => createHash('sha256').update(key).digest().readUInt32BE(0) / 2 ** 32;
 
 export const hostName = (i: number) => `h${i}`;
 export const workloadName = (host: number, n: number) => `h${host}-w${n}`;
@@ -62,18 +54,18 @@ export function workloadSpec(name: string, perHost: number): WorkloadSpec {
   const m = /^h(\d+)-w(\d+)$/.exec(name);
   const host = Number(m?.[1] ?? 0);
   const n = Number(m?.[2] ?? 0);
-  const share = 0.2 + 0.55 * rng(host * 7919 + 17)();
-  const weight = (k: number) => 0.3 + 1.7 * rng(host * 104_729 + k)();
+  const share = 0.2 + 0.55 * unit(`share ${host}`);
+  const weight = (k: number) => 0.3 + 1.7 * unit(`weight ${host} ${k}`);
   let total = 0;
   for (let k = 0; k < perHost; k++) total += weight(k);
   const capacity = SIM_RATES.memoryTotalBytes * 0.9;
   const memoryBytes = pages((share * capacity * weight(n)) / Math.max(total, 1e-9));
-  const r = rng(host * 31 + n * 1_000_003 + 5);
+  const r = (what: string) => unit(`${what} ${name}`);
   return {
     memoryBytes,
-    requests: { memoryBytes: pages(memoryBytes * (0.7 + 0.3 * r())), cpus: Math.round((0.1 + 0.4 * r()) * 100) / 100 },
-    cpuRate: 0.05 + 0.6 * r(),
-    dirtyBps: memoryBytes * (0.005 + 0.02 * r()),
+    requests: { memoryBytes: pages(memoryBytes * (0.7 + 0.3 * r('request'))), cpus: Math.round((0.1 + 0.4 * r('cpus')) * 100) / 100 },
+    cpuRate: 0.05 + 0.6 * r('cpu'),
+    dirtyBps: memoryBytes * (0.005 + 0.02 * r('dirty')),
   };
 }
 

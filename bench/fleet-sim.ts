@@ -26,6 +26,9 @@ export const SIM_RATES = {
   ms: { preflight: 20, admit: 10, receive: 2, freeze: 10, restore: 50, resume: 5, cleanup: 10, thaw: 10, discard: 10 },
 } as const;
 
+/** The data stream's rate for one step: the simulated link, or the pace the coordinator set (a drain's shared cap). */
+const streamRate = (s: StepBase): number => Math.min(SIM_RATES.streamBytesPerS, s.bandwidthBps ?? Infinity);
+
 /** Fixed switchover costs as the simulated agents "measured" them (freeze, state dump, restore + resume). */
 const FIXED_COSTS = { freezeMs: SIM_RATES.ms.freeze, dumpMs: 20, resumeMs: SIM_RATES.ms.restore + SIM_RATES.ms.resume };
 
@@ -263,7 +266,8 @@ export class SimHost {
       const w = this.#get(s.workload);
       m.precopy = true;
       const bytes = s.round === 1 ? w.spec.memoryBytes : m.remainingBytes;
-      const durationMs = (1000 * bytes) / SIM_RATES.streamBytesPerS;
+      const rate = streamRate(s);
+      const durationMs = (1000 * bytes) / rate;
       await sleep(durationMs);
       const dirtyBps = s.throttle ? w.spec.dirtyBps / 4 : w.spec.dirtyBps;
       m.remainingBytes = Math.min(w.spec.memoryBytes, pages((dirtyBps * Math.max(durationMs, 1)) / 1000));
@@ -278,8 +282,8 @@ export class SimHost {
         compressionRatio: 1,
         durationMs,
         dirtyRateBps: dirtyBps,
-        bandwidthBps: SIM_RATES.streamBytesPerS,
-        predictedDowntimeMs: fixed + (1000 * m.remainingBytes) / SIM_RATES.streamBytesPerS,
+        bandwidthBps: rate,
+        predictedDowntimeMs: fixed + (1000 * m.remainingBytes) / rate,
         throttled: s.throttle,
         tracker: 'uffd-wp',
         remainingPages: m.remainingBytes / PAGE,
@@ -299,7 +303,7 @@ export class SimHost {
   send(s: StepBase): Promise<z.input<typeof SendReply>> {
     return this.#once(s, 'source', async (m) => {
       const bytes = m.precopy ? m.remainingBytes : this.#get(s.workload).spec.memoryBytes;
-      await sleep((1000 * bytes) / SIM_RATES.streamBytesPerS + FIXED_COSTS.dumpMs);
+      await sleep((1000 * bytes) / streamRate(s) + FIXED_COSTS.dumpMs);
       return { bytesTransferred: bytes, bytesOnWire: bytes };
     });
   }

@@ -9,7 +9,7 @@ import { NatsAccess, loadConfig } from '../shared/config.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { connectNats } from '../shared/nats.ts';
-import { coordinatorApi, type HostView } from '../shared/protocol.ts';
+import { coordinatorApi, type CoordinatorApi, type EndpointSpec, type HostView } from '../shared/protocol.ts';
 import { call } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
 import { joinNetns } from '../deploy/lab/join.ts';
@@ -73,6 +73,32 @@ export async function withCluster<T>(o: ClusterOptions, fn: (nc: NatsConnection)
     return await fn(nc);
   } finally {
     await nc.close();
+  }
+}
+
+/** How long a command waits for a coordinator to lead again (a failover takes a lease's time and a takeover). */
+const NO_COORDINATOR_WAIT_MS = 15_000;
+
+/**
+ * Calls a coordinator endpoint. "No responders" means no coordinator leads right now (a failover,
+ * or the leader standing by a moment after losing NATS): nobody received the request, so it is
+ * asked again, for up to 15 s, before the command says the coordinator is unavailable.
+ */
+export async function askCoordinator<E extends keyof CoordinatorApi>(
+  nc: NatsConnection,
+  endpoint: E,
+  request: z.input<CoordinatorApi[E]['request']>,
+  opts: { timeoutMs?: number } = {},
+): Promise<z.infer<CoordinatorApi[E]['reply']>> {
+  const spec = coordinatorApi[endpoint] as EndpointSpec<z.ZodType, z.ZodType>;
+  const deadline = Date.now() + NO_COORDINATOR_WAIT_MS;
+  for (;;) {
+    try {
+      return (await call(nc, subjects.coordinator(endpoint), spec, request, opts)) as z.infer<CoordinatorApi[E]['reply']>;
+    } catch (err) {
+      if (!(err instanceof FerryError && /no responders/i.test(err.message)) || Date.now() > deadline) throw err;
+      await sleep(250);
+    }
   }
 }
 

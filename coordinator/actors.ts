@@ -21,7 +21,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify' | 'bandwidthBps'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -31,6 +31,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   workload: i.workload.name,
   peer,
   ...(i.verify === false ? { verify: false } : {}),
+  ...(i.bandwidthBps ? { bandwidthBps: i.bandwidthBps } : {}),
 });
 
 const check = (fn: () => void): PreflightCheck => {

@@ -94,6 +94,8 @@ export interface MigrationInput {
   rollForward?: Partial<BackoffPolicy>;
   /** The destination verifies the restored tree against the image before the commit (default true). */
   verify?: boolean;
+  /** The source paces its data stream to this (bytes per second); absent: no cap. */
+  bandwidthBps?: number;
 }
 
 // ---- context --------------------------------------------------------------------------------
@@ -150,6 +152,8 @@ export interface MigrationContext {
   /** Verification before the commit point: asked for (absent in older records: true), and what the restore step reported. */
   verify?: boolean;
   verification?: VerifyReport | null;
+  /** The data stream's cap (bytes per second), when the request set one. */
+  bandwidthBps?: number;
   /** Raw bytes of the final transfer. */
   bytesTransferred: number;
   /** Bytes on the wire: all pre-copy rounds + the final transfer. */
@@ -317,6 +321,7 @@ function baseInput<P extends Phase | 'rollback'>(context: MigrationContext, phas
     destination: context.destination,
     workload: context.workload,
     verify: context.verify !== false,
+    ...(context.bandwidthBps ? { bandwidthBps: context.bandwidthBps } : {}),
   };
 }
 
@@ -361,6 +366,7 @@ function initialContext(input: MigrationInput): MigrationContext {
     lastDecision: null,
     throttle: false,
     verify: input.verify !== false,
+    ...(input.bandwidthBps ? { bandwidthBps: input.bandwidthBps } : {}),
     verification: null,
     bytesTransferred: 0,
     bytesOnWire: 0,

@@ -88,6 +88,7 @@ export class MigrationManager {
       timeouts: this.d.timeouts,
       precopy: req.precopy ? convergenceFor(req) : false,
       verify: req.verify,
+      ...(req.bandwidthMBps ? { bandwidthBps: req.bandwidthMBps * 1e6 } : {}),
     };
     const actor = createMigrationActor(this.#machine, input, { clock: systemClock });
     const record: MigrationRecord = {

@@ -50,6 +50,8 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   workload: WorkloadRef;
   /** The destination verifies the restored tree before the commit (absent: true). */
   verify?: boolean;
+  /** The data stream's cap, bytes per second. */
+  bandwidthBps?: number;
 }
 
 // ---- preflight -------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ export const DrainRequest = z.strictObject({
   host: HostName,
   /** Migrations at once. */
   parallel: z.number().int().min(1).max(32).default(2),
+  /** Cap shared by the drain's migrations, MB/s (each of `parallel` gets its share); null: none. */
+  bandwidthMBps: z.number().positive().max(100_000).nullable().default(null),
   dryRun: z.boolean().default(false),
 });
 export type DrainRequest = z.infer<typeof DrainRequest>;
@@ -89,6 +91,7 @@ export const FleetJob = z.strictObject({
   /** The drained host; null for a rebalance. */
   host: HostName.nullable(),
   parallel: z.number().int().positive(),
+  bandwidthMBps: z.number().positive().nullable(),
   state: z.enum(['running', 'done', 'incomplete', 'cancelled']),
   dryRun: z.boolean(),
   items: z.array(FleetItem),

@@ -21,6 +21,8 @@ export const MigrateRequest = z.strictObject({
   maxRounds: z.number().int().min(1).max(1000).default(30),
   /** Verify the restored tree against the image before the commit point (`--no-verify` turns it off). */
   verify: z.boolean().default(true),
+  /** Cap of the data stream, MB/s (a drain shares its cap among its migrations); absent: none. */
+  bandwidthMBps: z.number().positive().max(100_000).optional(),
 });
 export type MigrateRequest = z.infer<typeof MigrateRequest>;
 
@@ -88,6 +90,8 @@ export const StepBase = z.strictObject({
   peer: HostName,
   /** The destination verifies the restored tree against the image before the commit (default true). */
   verify: z.boolean().optional(),
+  /** The source paces its data stream to this many bytes per second (absent: as fast as it goes). */
+  bandwidthBps: z.number().positive().optional(),
 });
 export type StepBase = z.infer<typeof StepBase>;
 

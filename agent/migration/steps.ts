@@ -149,7 +149,7 @@ export class MigrationSteps {
   /** How this agent opens the stream of a migration it sends; refused without an identity. */
   #streamAuth(s: StepBase): StreamAuth {
     if (!this.stream) throw noIdentity(this.host);
-    return { migrationId: s.migrationId, peer: s.peer, credentials: this.stream.credentials, encrypt: this.stream.encrypt };
+    return { migrationId: s.migrationId, peer: s.peer, credentials: this.stream.credentials, encrypt: this.stream.encrypt, ...(s.bandwidthBps ? { rateBps: s.bandwidthBps } : {}) };
   }
 
   /** The listener, opened once; a failed open is tried again by the next migration. */

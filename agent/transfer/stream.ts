@@ -26,6 +26,8 @@ export interface StreamAuth {
   credentials: StreamCredentials;
   /** This agent's setting; the stream goes in clear only if the destination's says so too. */
   encrypt: boolean;
+  /** Paces what this side sends to this many bytes per second (absent: no cap). */
+  rateBps?: number;
 }
 
 /** What a clear data connection starts with: never the first byte of TLS (0x16), and says what follows. */
@@ -133,9 +135,17 @@ export class DataConnection {
     return f as Frame<H>;
   }
 
+  /** Caps what send() writes to `bytesPerSecond` from now on (a migration's bandwidth share). */
+  pace(bytesPerSecond: number): void {
+    this.#pacer = new Pacer(bytesPerSecond);
+  }
+
+  #pacer: Pacer | null = null;
+
   /** Writes one frame; resolves once the kernel took it (waits for drain when its buffer is full). */
   async send(header: { t: string } & Record<string, unknown>, payload?: Buffer): Promise<void> {
     if (this.#error) throw this.#error;
+    if (this.#pacer) await this.#pacer.take(payload?.length ?? 0);
     let flushed = true;
     // One write per frame part, corked so that TLS makes records of the whole frame, not of its 8-byte prefix.
     this.socket.cork();
@@ -250,9 +260,34 @@ export async function connectStream(endpoint: StreamEndpoint, auth: StreamAuth, 
     (data as DataConnection | null)?.destroy();
   };
   try {
-    return await abortable(run(), AbortSignal.any(signals), destroy);
+    const conn = await abortable(run(), AbortSignal.any(signals), destroy);
+    if (auth.rateBps) conn.pace(auth.rateBps);
+    return conn;
   } catch (err) {
     destroy();
     throw err;
+  }
+}
+
+/**
+ * A token bucket over bytes: take(n) waits until n bytes fit in the rate. The bucket holds a tenth
+ * of a second's worth, so the stream keeps its rate without bursts of more than that.
+ */
+export class Pacer {
+  #tokens: number;
+  #at = performance.now();
+  readonly #burst: number;
+
+  constructor(private readonly bytesPerSecond: number) {
+    this.#burst = Math.max(64 * 1024, bytesPerSecond / 10);
+    this.#tokens = this.#burst;
+  }
+
+  async take(bytes: number): Promise<void> {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.bytesPerSecond) / 1000);
+    this.#at = now;
+    this.#tokens -= bytes;
+    if (this.#tokens < 0) await new Promise((r) => setTimeout(r, (-this.#tokens * 1000) / this.bytesPerSecond));
   }
 }

@@ -29,6 +29,7 @@ export function registerFleet(program: Command): void {
     .description('cordon a host, then live-migrate every workload off it to hosts chosen by placement (exit 0: the host is empty; 3: some stayed, each named)')
     .argument('<host>', 'host name')
     .option('--parallel <n>', 'migrations at once', positiveInt, 2)
+    .option('--bandwidth <MBps>', "cap shared by the drain's migrations, MB/s (each of --parallel gets its share)", Number)
     .option('--dry-run', 'print the plan only: nothing is cordoned or moved')
     .option('--json', 'print the drain as JSON (progress: one JSON event per line on stderr)')
     .option(...natsOpt)

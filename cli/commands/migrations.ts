@@ -15,6 +15,7 @@ export function registerMigrations(program: Command): void {
     .option('--stop-and-copy', 'freeze first, then copy everything')
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
+    .option('--bandwidth <MBps>', 'cap of the data stream, MB/s (default: none)', Number)
     .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
     .option('--json', 'stdout: the final report as one JSON document; stderr: progress as JSON lines, the first (migration.accepted) naming the migration id (see `ferry help json`)')
     .option(...natsOpt)

@@ -3,22 +3,19 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../shared/errors.ts';
 import type { FleetEvent, FleetItem, FleetJob } from '../../shared/fleet.ts';
-import { coordinatorApi } from '../../shared/protocol.ts';
-import { call } from '../../shared/rpc.ts';
-import { subjects } from '../../shared/subjects.ts';
-import { withCluster } from '../cluster.ts';
+import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
 
 type Common = { json?: boolean; nats?: string };
 
 export async function cordon(host: string, opts: Common & { reason: string }): Promise<void> {
-  const r = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cordon'), coordinatorApi.cordon, { host, reason: opts.reason }));
+  const r = await withCluster(opts, (nc) => askCoordinator(nc, 'cordon', { host, reason: opts.reason }));
   printResult(!!opts.json, r, (v) => `${v.host} ${v.changed ? 'cordoned' : 'was already cordoned'}`);
 }
 
 export async function uncordon(host: string, opts: Common): Promise<void> {
-  const r = await withCluster(opts, (nc) => call(nc, subjects.coordinator('uncordon'), coordinatorApi.uncordon, { host }));
+  const r = await withCluster(opts, (nc) => askCoordinator(nc, 'uncordon', { host }));
   printResult(!!opts.json, r, (v) => `${v.host} ${v.changed ? 'uncordoned' : 'was not cordoned'}`);
 }
 
@@ -59,7 +56,7 @@ async function follow(nc: NatsConnection, first: FleetJob, json: boolean): Promi
   while (job.state === 'running') {
     await sleep(300);
     try {
-      job = (await call(nc, subjects.coordinator('fleet'), coordinatorApi.fleet, { id: job.id }))[0]!;
+      job = (await askCoordinator(nc, 'fleet', { id: job.id }))[0]!;
       unanswered = null;
     } catch (err) {
       // A coordinator failover: the job goes on under the next leader, which answers within its lease.
@@ -103,16 +100,16 @@ async function runJob(opts: Common, start: (nc: NatsConnection) => Promise<Fleet
   if (!job.dryRun && job.state !== 'done') process.exitCode = ExitCode.RolledBack;
 }
 
-export function drain(host: string, opts: Common & { parallel: number; dryRun?: boolean }): Promise<void> {
-  return runJob(opts, (nc) => call(nc, subjects.coordinator('drain'), coordinatorApi.drain, { host, parallel: opts.parallel, dryRun: !!opts.dryRun }));
+export function drain(host: string, opts: Common & { parallel: number; bandwidth?: number; dryRun?: boolean }): Promise<void> {
+  return runJob(opts, (nc) => askCoordinator(nc, 'drain', { host, parallel: opts.parallel, bandwidthMBps: opts.bandwidth ?? null, dryRun: !!opts.dryRun }));
 }
 
 export function rebalance(opts: Common & { maxMoves: number; parallel: number; dryRun?: boolean }): Promise<void> {
-  return runJob(opts, (nc) => call(nc, subjects.coordinator('rebalance'), coordinatorApi.rebalance, { maxMoves: opts.maxMoves, parallel: opts.parallel, dryRun: !!opts.dryRun }));
+  return runJob(opts, (nc) => askCoordinator(nc, 'rebalance', { maxMoves: opts.maxMoves, parallel: opts.parallel, dryRun: !!opts.dryRun }));
 }
 
 export async function drains(id: string | undefined, opts: Common): Promise<void> {
-  const jobs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('fleet'), coordinatorApi.fleet, id ? { id } : {}));
+  const jobs = await withCluster(opts, (nc) => askCoordinator(nc, 'fleet', id ? { id } : {}));
   if (id) return printResult(!!opts.json, jobs[0]!, renderJob);
   printResult(!!opts.json, jobs, (js) =>
     js.length === 0

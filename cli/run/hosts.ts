@@ -1,8 +1,6 @@
 // `ferry hosts`, loaded when it runs (cli/commands/hosts.ts defines it).
-import { coordinatorApi, type HostView } from '../../shared/protocol.ts';
-import { call } from '../../shared/rpc.ts';
-import { subjects } from '../../shared/subjects.ts';
-import { withCluster } from '../cluster.ts';
+import type { HostView } from '../../shared/protocol.ts';
+import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
 import { printResult } from '../output.ts';
 
@@ -29,6 +27,6 @@ function renderHosts(hosts: HostView[]): string {
 }
 
 export async function hosts(opts: { json?: boolean; nats?: string }): Promise<void> {
-  const hs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('hosts'), coordinatorApi.hosts, {}));
+  const hs = await withCluster(opts, (nc) => askCoordinator(nc, 'hosts', {}));
   printResult(!!opts.json, hs, renderHosts);
 }

@@ -3,10 +3,9 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { MigrationEventWire, eventForUser, type MigrationView } from '../../shared/migration.ts';
-import { coordinatorApi } from '../../shared/protocol.ts';
-import { call, decode } from '../../shared/rpc.ts';
+import { decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
-import { withCluster } from '../cluster.ts';
+import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
 
@@ -106,7 +105,7 @@ async function follow(nc: NatsConnection, id: string, onEvent: (e: MigrationEven
   for (const e of early) onEvent(e);
   let last: MigrationView | null = early.at(-1)?.view ?? null;
   const check = () =>
-    call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })
+    askCoordinator(nc, 'status', { id })
       .then(([v]) => {
         if (v?.outcome) {
           last = v;
@@ -138,13 +137,14 @@ export interface MigrateOptions {
   downtimeBudget: number;
   maxRounds: number;
   verify: boolean;
+  bandwidth?: number;
   json?: boolean;
   nats?: string;
 }
 
 export async function migrate(workload: string, opts: MigrateOptions): Promise<void> {
   if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify };
+  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}) };
   const t0 = Date.now();
   // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
   // the migration); stdout keeps the final report alone, one JSON document with --json.
@@ -162,7 +162,7 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
     })();
     let started: MigrationView;
     try {
-      started = await call(nc, subjects.coordinator('migrate'), coordinatorApi.migrate, request);
+      started = await askCoordinator(nc, 'migrate', request);
     } finally {
       all.unsubscribe();
       await collecting;
@@ -179,13 +179,13 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
 }
 
 export async function status(id: string | undefined, opts: { json?: boolean; nats?: string }): Promise<void> {
-  const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, id ? { id } : {}));
+  const vs = await withCluster(opts, (nc) => askCoordinator(nc, 'status', id ? { id } : {}));
   if (id) printResult(!!opts.json, vs[0]!, renderView);
   else printResult(!!opts.json, vs, renderList);
 }
 
 export async function history(opts: { json?: boolean; nats?: string }): Promise<void> {
-  const vs = await withCluster(opts, (nc) => call(nc, subjects.coordinator('status'), coordinatorApi.status, { all: true }));
+  const vs = await withCluster(opts, (nc) => askCoordinator(nc, 'status', { all: true }));
   printResult(!!opts.json, vs, renderList);
 }
 
@@ -213,7 +213,7 @@ export async function watch(id: string | undefined, opts: { json?: boolean; nats
     const sub = nc.subscribe(subjects.migrationEvents(id));
     let now: MigrationView;
     try {
-      [now] = (await call(nc, subjects.coordinator('status'), coordinatorApi.status, { id })) as [MigrationView];
+      [now] = (await askCoordinator(nc, 'status', { id })) as [MigrationView];
     } catch (err) {
       sub.unsubscribe();
       throw err;
@@ -228,6 +228,6 @@ export async function watch(id: string | undefined, opts: { json?: boolean; nats
 }
 
 export async function cancel(id: string, opts: { json?: boolean; nats?: string }): Promise<void> {
-  const v = await withCluster(opts, (nc) => call(nc, subjects.coordinator('cancel'), coordinatorApi.cancel, { id }));
+  const v = await withCluster(opts, (nc) => askCoordinator(nc, 'cancel', { id }));
   printResult(!!opts.json, v, (x) => `cancel accepted: ${x.id} rolls back (${x.state})`);
 }

@@ -1,9 +1,6 @@
 // `ferry run`, `ps`, `stop`, loaded when they run (cli/commands/workloads.ts defines them).
-import { coordinatorApi } from '../../shared/protocol.ts';
-import { call } from '../../shared/rpc.ts';
-import { subjects } from '../../shared/subjects.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
-import { withCluster } from '../cluster.ts';
+import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { ResourceRequests } from '../../shared/resources.ts';
@@ -27,7 +24,7 @@ export async function run(
   if (opts.spread && !opts.group) throw new FerryError(ErrorCode.InvalidRequest, '--spread needs --group');
   const resources = { limits: limitsFrom(opts), requests: opts.requests ?? {} };
   const w = await withCluster(opts, (nc) =>
-    call(nc, subjects.coordinator('run'), coordinatorApi.run, {
+    askCoordinator(nc, 'run', {
       host: opts.host,
       name: opts.name,
       command,
@@ -42,7 +39,7 @@ export async function run(
 }
 
 export async function ps(opts: { json?: boolean; nats?: string }): Promise<void> {
-  const { workloads, unanswered, lost } = await withCluster(opts, (nc) => call(nc, subjects.coordinator('ps'), coordinatorApi.ps, {}));
+  const { workloads, unanswered, lost } = await withCluster(opts, (nc) => askCoordinator(nc, 'ps', {}));
   printResult(!!opts.json, workloads, renderList);
   // The list stays what scripts parse; a partial one says so on stderr and in the exit code.
   for (const u of unanswered) process.stderr.write(`ferry: host ${u.host} did not answer, its workloads are missing: ${u.error}\n`);
@@ -55,13 +52,13 @@ export async function ps(opts: { json?: boolean; nats?: string }): Promise<void>
 }
 
 export async function stop(name: string, opts: { json?: boolean; nats?: string }): Promise<void> {
-  const w = await withCluster(opts, (nc) => call(nc, subjects.coordinator('stop'), coordinatorApi.stop, { name }));
+  const w = await withCluster(opts, (nc) => askCoordinator(nc, 'stop', { name }));
   printResult(!!opts.json, w, (x) => `${x.name} ${x.state === 'exited' ? 'stopped' : x.state} on ${x.host}`);
 }
 
 export async function update(name: string, opts: LimitOptions & { json?: boolean; nats?: string }): Promise<void> {
   const limits = limitsFrom(opts);
   if (Object.keys(limits).length === 0) throw new FerryError(ErrorCode.InvalidRequest, 'ferry update: give at least one limit (--memory, --cpus, ...)');
-  const w = await withCluster(opts, (nc) => call(nc, subjects.coordinator('update'), coordinatorApi.update, { name, limits }));
+  const w = await withCluster(opts, (nc) => askCoordinator(nc, 'update', { name, limits }));
   printResult(!!opts.json, w, (x) => `${x.name} on ${x.host}: ${renderResources(x)}`);
 }

@@ -21,7 +21,7 @@ export interface ExecutorDeps {
   log: Logger;
   /** A new destination for a move whose planned one can no longer take it (null: none fits). */
   replan: (item: FleetItem, job: FleetJob) => Promise<{ to: string; reason: string } | { reason: string }>;
-  /** The migration settings of one move (live, with the default downtime budget). */
+  /** The migration settings of one move (live, default downtime budget, its share of the job's bandwidth cap). */
   migrateRequest: (item: FleetItem, job: FleetJob) => MigrateRequest;
 }
 

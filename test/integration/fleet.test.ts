@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { FleetJob } from '../../shared/fleet.ts';
+import type { MigrationView } from '../../shared/migration.ts';
 import type { HostView } from '../../shared/protocol.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -85,7 +86,8 @@ describe('fleet operations', () => {
     expect((await hosts()).find((h) => h.name === 'h1')!.cordoned).toBe(false);
     expect(await on('h1')).toHaveLength(5);
 
-    const r = await ferry(['drain', 'h1', '--parallel', '2', '--json'], env);
+    // 40 MB/s shared by 2 lanes: each migration's source paces its stream to 20 MB/s.
+    const r = await ferry(['drain', 'h1', '--parallel', '2', '--bandwidth', '40', '--json'], env);
     const job = JSON.parse(r.stdout) as FleetJob;
     expect(job.state, r.stderr.slice(-2000)).toBe('done');
     expect(r.code).toBe(0);
@@ -101,6 +103,11 @@ describe('fleet operations', () => {
     const at = pinger.status()!.ok;
     await pinger.until((s) => s.ok > at + 100);
     expect(await pinger.stop()).toMatchObject({ failed: 0, wrong: 0, closed: false, error: null });
+    // The cap held: the first pre-copy round of each 16 MiB writer went no faster than its share (a tenth of a second's burst aside).
+    for (const name of ['d0', 'd1']) {
+      const v = await ferryJson<MigrationView>(['status', job.items.find((i) => i.workload === name)!.migrationId!], env);
+      expect(v.rounds[0]!.bandwidthBps as number).toBeLessThanOrEqual(25e6);
+    }
     // The record says the same.
     const recorded = await ferryJson<FleetJob>(['drains', job.id], env);
     expect(recorded).toMatchObject({ id: job.id, state: 'done' });

@@ -50,11 +50,17 @@ export interface NatsServerConfig {
   authFile: string;
 }
 
+/** Largest message the servers take; bench:fleet showed the 1 MB default too small at fleet scale. */
+export const NATS_MAX_PAYLOAD = '8MB';
+
 export function natsServerConfig(c: NatsServerConfig): string {
   return [
     `server_name: ${q(c.serverName)}`,
     `listen: "${c.host}:${c.clientPort}"`,
     `http: "${c.host}:${c.monitorPort}"`,
+    // The cluster view and the workload listing grow with the fleet (about 2.5 KB a host, 450 B a
+    // workload): the 1 MB default stops `ferry hosts` at about 400 hosts (bench/fleet.ts).
+    `max_payload: ${NATS_MAX_PAYLOAD}`,
     tlsBlock(c.tls),
     `include ${q(c.authFile)}`,
     `jetstream { store_dir: ${q(c.storeDir)}, max_memory_store: 256MB, max_file_store: 2GB }`,

@@ -34,10 +34,11 @@ describe('containers', () => {
     expect(environ).toContain('GREETING=hi');
     expect(environ.filter((v) => v.startsWith('FERRY_')).map((v) => v.split('=')[0])).toEqual(['FERRY_LAB_MEMBER']);
 
-    await sleep(300);
-    const first = Number(readFileSync(out, 'utf8'));
-    await sleep(300);
-    expect(Number(readFileSync(out, 'utf8'))).toBeGreaterThan(first);
+    // It counts: the file it writes changes (waited for, as the shell starts when it starts).
+    const count = () => (existsSync(out) ? Number(readFileSync(out, 'utf8')) || 0 : 0);
+    for (const end = Date.now() + 10_000; count() === 0; await sleep(20)) if (Date.now() > end) throw new Error('the counter never started');
+    const first = count();
+    for (const end = Date.now() + 10_000; count() <= first; await sleep(20)) if (Date.now() > end) throw new Error('the counter stopped');
 
     const ps = await ferryJson<WorkloadInfo[]>(['ps'], env);
     expect(ps).toHaveLength(1);
@@ -101,8 +102,10 @@ describe('containers', () => {
     const w = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'left', '--', 'sleep', '1000'], env);
     // redis-server writes its process title over its environment, the lab's mark included.
     const r = await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'titled', '--', '/usr/bin/redis-server', '--port', '6390', '--save', ''], env);
-    await sleep(300);
-    expect(readFileSync(`/proc/${r.rootPid}/environ`, 'latin1')).not.toContain('FERRY_LAB_MEMBER');
+    // redis sets its title once it has started: waited for, not slept on.
+    for (const end = Date.now() + 10_000; readFileSync(`/proc/${r.rootPid}/environ`, 'latin1').includes('FERRY_LAB_MEMBER'); await sleep(20)) {
+      if (Date.now() > end) throw new Error('redis-server never overwrote its environment');
+    }
     await ferry(['lab', 'down'], env);
     expect(isGone(w.rootPid!)).toBe(true);
     expect(isGone(r.rootPid!)).toBe(true);

@@ -102,7 +102,10 @@ describe('one NATS node lost in each phase of a migration', () => {
       const v = r.code === 0 ? (JSON.parse(r.stdout) as MigrationView[]).find((x) => x.workload === w.name && (x.startedAt ?? '') >= after) : undefined;
       if (v?.state.startsWith(phase)) break;
       if (v?.outcome) throw new Error(`the migration ended (${v.outcome}: ${v.error?.message ?? ''}) before it reached ${phase}`);
-      if (Date.now() > deadline) throw new Error(`the migration never reached ${phase}`);
+      if (Date.now() > deadline) {
+        const ended = await Promise.race([migrating, sleep(2_000).then(() => null)]);
+        throw new Error(`the migration never reached ${phase} (${v ? `it is in ${v.state}` : 'not recorded'}); migrate: ${ended ? `exit ${ended.code} ${ended.stdout.slice(0, 400)} ${ended.stderr.slice(-400)}` : 'still running'}`);
+      }
       await sleep(100);
     }
     const s = await status();

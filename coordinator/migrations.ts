@@ -31,6 +31,9 @@ function convergenceFor(req: MigrateRequest): ConvergenceConfig {
   return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS };
 }
 
+/** How long a new migration's record is asked for while JetStream settles. */
+const RECORD_RETRY_MS = 6_000;
+
 interface Running {
   actor: MigrationActor;
   /** Set when this coordinator stops driving it: nothing more is persisted. */
@@ -98,9 +101,31 @@ export class MigrationManager {
       snapshot: actor.getPersistedSnapshot(),
       final: false,
     };
-    const revision = await this.d.store.create(id, record);
+    const revision = await this.#record(id, record);
     this.d.log.info({ migration: id, workload: w.name, from: w.host, to: req.to }, 'migration started');
     return this.#run(id, actor, record, revision).view;
+  }
+
+  /**
+   * Records a new migration. A NATS node restarting makes JetStream refuse for a moment: that is
+   * asked again for up to 10 s. A create whose answer was lost may have been written: a record
+   * of this id from this request is taken as written.
+   */
+  async #record(id: string, record: MigrationRecord): Promise<number> {
+    const deadline = Date.now() + RECORD_RETRY_MS;
+    for (let wait = 100; ; wait = Math.min(wait * 2, 1_000)) {
+      try {
+        return await this.d.store.create(id, record);
+      } catch (err) {
+        const e = FerryError.from(err);
+        if (/exists|wrong last sequence/.test(e.message)) {
+          const mine = await this.d.store.load(id);
+          if (mine && mine.record.createdAt === record.createdAt) return mine.revision;
+        }
+        if (e.code !== ErrorCode.Unavailable || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   /** Takes over every migration that has not ended (after a restart or a leader change). */

@@ -71,13 +71,21 @@ export class FerryError extends Error {
     return new FerryError(w.code, w.message, { retryable: w.retryable, ...(w.details ? { details: w.details } : {}) });
   }
 
-  /** Any thrown value as a FerryError; foreign errors become Internal and keep their message. */
+  /**
+   * Any thrown value as a FerryError; foreign errors become Internal and keep their message, but
+   * NATS's own signs of a cluster in flux (a node restarting: JetStream not ready yet, no
+   * responders, a timeout, a connection being replaced) become Unavailable, retryable.
+   */
   static from(err: unknown): FerryError {
     if (err instanceof FerryError) return err;
     const message = err instanceof Error ? err.message : String(err);
+    if (TRANSIENT_NATS.test(message)) return new FerryError(ErrorCode.Unavailable, `NATS: ${message}`, { cause: err });
     return new FerryError(ErrorCode.Internal, message, { cause: err });
   }
 }
+
+/** Messages of nats.js and nats-server errors that pass once the cluster settles. */
+const TRANSIENT_NATS = /jetstream is not enabled|jetstream not in cluster|jetstream system temporarily unavailable|no responders|^timeout$|TIMEOUT|CONNECTION_CLOSED|CONNECTION_DRAINING|disconnect/i;
 
 export const isFerryError = (err: unknown, code?: ErrorCode): err is FerryError =>
   err instanceof FerryError && (code === undefined || err.code === code);

@@ -52,7 +52,8 @@ async function coordinatorsNode(s: LabStatus): Promise<string> {
 async function untilHealthy(s: LabStatus, name: string): Promise<void> {
   const n = s.natsServers.find((x) => x.name === name)!;
   const host = /\/\/([^:/]+)/.exec(n.url)?.[1];
-  const script = `fetch('http://${host}:8222/healthz?js-enabled-only=true').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`;
+  // Plain healthz: JetStream enabled, and every stream and consumer of this node current.
+  const script = `fetch('http://${host}:8222/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     const ok = await execFileP('ip', ['netns', 'exec', n.namespace, process.execPath, '-e', script]).then(

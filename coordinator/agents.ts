@@ -5,7 +5,7 @@
 // the running step, a replay returns the recorded result: agent/migration/steps.ts #once), and
 // reads change nothing, so those are asked again every few seconds until a reply arrives, the
 // caller gives up (its signal: the host was lost, the phase timed out) or the endpoint's own
-// timeout passes. Endpoints that start or change something (run, stop, update) are asked once.
+// timeout passes. "No responders" is asked again for 3 s only: longer, the agent is gone. Endpoints that start or change something (run, stop, update) are asked once.
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
@@ -18,6 +18,8 @@ export const REASK_AFTER_MS = 5_000;
 /** Asks of one call waiting for a reply at once, at most. */
 const MAX_OUTSTANDING = 8;
 const NO_RESPONDERS_PAUSE_MS = 250;
+/** How long "no responders" is taken for an agent reconnecting (its endpoints not yet known on this node) before it is an answer. */
+const NO_RESPONDERS_WINDOW_MS = 3_000;
 const ONCE_ONLY: ReadonlySet<keyof AgentApi> = new Set(['run', 'stop', 'update']);
 
 export class AgentClient {
@@ -42,6 +44,7 @@ export class AgentClient {
     return new Promise((resolve, reject) => {
       let outstanding = 0;
       let settled = false;
+      let firstNoResponders: number | null = null;
       let timer: NodeJS.Timeout | null = null;
       const finish = (fn: () => void) => {
         if (settled) return;
@@ -66,6 +69,11 @@ export class AgentClient {
             const e = FerryError.from(err);
             // Only a lost request or reply is asked again: an answer, even an error, is the agent's word.
             if (!(e.code === ErrorCode.Unavailable && /no reply on/.test(e.message))) return finish(() => reject(e));
+            // No responders for a while: the agent is gone (its callers decide what that means), not reconnecting.
+            if (/no responders|503/i.test(e.message)) {
+              firstNoResponders ??= Date.now();
+              if (Date.now() - firstNoResponders > NO_RESPONDERS_WINDOW_MS) return finish(() => reject(e));
+            }
             // "no responders" comes back at once (the agent's endpoints are not known on this node yet): ask again shortly.
             if (!timer) timer = setTimeout(ask, Math.min(NO_RESPONDERS_PAUSE_MS, Math.max(0, deadline - Date.now())));
             else if (/no responders|503/i.test(e.message)) {

@@ -48,6 +48,21 @@ describe('agent client', () => {
     expect(asked.length).toBeGreaterThan(2);
   });
 
+  it('a gone agent (no responders for 3 s) is reported unavailable long before the step timeout', async () => {
+    let n = 0;
+    const nc = {
+      request: () => {
+        n++;
+        return Promise.reject(new Error('503 no responders available for request'));
+      },
+    } as unknown as NatsConnection;
+    const t0 = Date.now();
+    const err = await new AgentClient(nc, 20).call('h1', 'mig.discard', step, { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCode.Unavailable, message: expect.stringMatching(/no responders/) });
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(n).toBeGreaterThan(1);
+  });
+
   it("takes the agent's error as its answer, without asking again", async () => {
     const { nc, asked } = lossy(0, { ok: false, error: { code: 'FERRY_NOT_FOUND', message: 'no workload', retryable: false } });
     await expect(new AgentClient(nc, 20).call('h1', 'mig.cleanup', step)).rejects.toMatchObject({ code: ErrorCode.NotFound });

@@ -12,7 +12,7 @@ import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { allAlive, useLab, labEnv } from './helpers/lab.ts';
-import { expectRunsOnceOn, progresses, runOnLab, status, expectLockRollback } from './helpers/lab-workloads.ts';
+import { expectRunsOnceOn, progresses, runOnLab, status, expectMovedOrLockRollback } from './helpers/lab-workloads.ts';
 import { uffdRegistered } from './helpers/precopy.ts';
 
 const env = labEnv('itlive');
@@ -82,7 +82,7 @@ describe('live migration', () => {
     const w = await runOnLab(env, 'h1', kind, name, args);
     await progresses(w);
     if (kind === 'sqlite') {
-      await expectLockRollback(env, w, name, 'h2', 'h1');
+      await expectMovedOrLockRollback(env, w, name, 'h2', 'h1');
       await ferry(['stop', name], env);
       return;
     }

@@ -9,7 +9,7 @@ import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
 import { useLab, labEnv } from './helpers/lab.ts';
-import { expectRunsOnceOn, progresses, runOnLab, status, expectLockRollback } from './helpers/lab-workloads.ts';
+import { expectRunsOnceOn, progresses, runOnLab, status, expectMovedOrLockRollback } from './helpers/lab-workloads.ts';
 
 const env = labEnv('itmig');
 
@@ -97,7 +97,7 @@ describe('migration through the coordinator', () => {
     const name = kind.replace(/[^a-z0-9]/g, '');
     const w = await runOnLab(env, 'h1', kind, name, args);
     if (kind === 'sqlite') {
-      await expectLockRollback(env, w, name, 'h2', 'h1');
+      await expectMovedOrLockRollback(env, w, name, 'h2', 'h1');
       await ferry(['stop', name], env);
       return;
     }

@@ -89,16 +89,24 @@ export async function expectRunsOnceOn(env: NodeJS.ProcessEnv, w: LabWorkload, h
 }
 
 /**
- * sqlite (WAL) holds POSIX locks on its files. The lab's hosts share one filesystem, as hosts on
- * shared storage do, so the frozen source still holds them when the destination takes them again:
- * the migration rolls back naming the lock, and the workload runs on, once, at its source. (The
- * engine carries locks; handing them over between hosts on shared storage is not built yet.)
+ * sqlite (WAL) holds POSIX locks on its files while it reads or writes, not all the time. The
+ * lab's hosts share one filesystem, as hosts on shared storage do: if the frozen source holds a
+ * lock when the destination takes it again, the migration rolls back naming the lock and the
+ * workload runs on, once, at its source; if no lock was held at the freeze, it moves and runs
+ * once at the destination. Either way ferry does what it reports. (Handing held locks over
+ * between hosts on shared storage is not built yet.)
  */
-export async function expectLockRollback(env: NodeJS.ProcessEnv, w: LabWorkload, name: string, to: string, from: string): Promise<void> {
+export async function expectMovedOrLockRollback(env: NodeJS.ProcessEnv, w: LabWorkload, name: string, to: string, from: string): Promise<'moved' | 'rolledBack'> {
   const r = await ferry(['migrate', name, '--to', to, '--json'], env);
   const v = JSON.parse(r.stdout) as MigrationView;
+  if (v.outcome === 'completed') {
+    expect(r.code).toBe(0);
+    await expectRunsOnceOn(env, w, to);
+    return 'moved';
+  }
   expect(v.outcome, v.error?.message).toBe('rolledBack');
   expect(r.code).toBe(3);
   expect(v.error?.message).toMatch(/cannot take its (posix|ofd|flock) lock again/);
   await expectRunsOnceOn(env, w, from);
+  return 'rolledBack';
 }

@@ -84,6 +84,8 @@ async function downtimes(d: StreamBenchDeps, name: string): Promise<Omit<Mode, '
     at = to;
   }
   const sc = await d.migrate(name, at === 'h1' ? 'h2' : 'h1', ['--stop-and-copy']);
+  // Back where it started, so the next mode's moves start from h1 too.
+  await d.migrate(name, at);
   return { liveDowntimeMs: live, stopAndCopyDowntimeMs: sc.downtimeMs, stopAndCopyTransferMs: sc.phases.transfer ?? Number.NaN };
 }
 

@@ -91,8 +91,7 @@ describe('migration through the coordinator', () => {
     ['python-threads', []],
     ['sqlite', []],
   ];
-  // Side by side, as a drain moves them: the coordinator runs several migrations at once.
-  it.concurrent.each(kinds)('%s: to h2 and back, its own checks pass on each host', async (kind, args) => {
+  it.each(kinds)('%s: to h2 and back, its own checks pass on each host', async (kind, args) => {
     if (!workloadSupported(kind)) return;
     const name = kind.replace(/[^a-z0-9]/g, '');
     const w = await runOnLab(env, 'h1', kind, name, args);

@@ -11,7 +11,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { DAEMONS_HELP, NATS_NODES, labLayout, type LabLayout } from './layout.ts';
 import { labCoordinatorIdentity, labNatsAccess } from './pki.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
-import { readState, writeState, type LabState } from './state.ts';
+import { readState, withStateLock, writeState, type LabState } from './state.ts';
 
 // The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): the daemons
 // always run their TypeScript sources through tsx.
@@ -72,6 +72,10 @@ export async function labKill(daemon: string): Promise<{ daemon: string; pid: nu
 
 /** Starts a daemon that is not running (after a kill or a crash), with extra environment. */
 export function labStart(daemon: string, env: Record<string, string> = {}): { daemon: string; pid: number } {
+  return withStateLock(labLayout().dir, () => startLocked(daemon, env));
+}
+
+function startLocked(daemon: string, env: Record<string, string>): { daemon: string; pid: number } {
   const { l, s } = stateOf();
   const p = current(s, daemon);
   if (p && isRunning(p)) throw new FerryError(ErrorCode.InvalidRequest, `${daemon} is already running (pid ${p.pid}): kill it first`);

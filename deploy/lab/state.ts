@@ -1,5 +1,5 @@
 // The lab's record of what it started (lab.json in the lab directory).
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -34,7 +34,38 @@ export function readState(dir: string): LabState | null {
 }
 
 export function writeState(dir: string, s: LabState): void {
-  const tmp = stateFile(dir) + '.tmp';
+  const tmp = `${stateFile(dir)}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(s, null, 2));
   renameSync(tmp, stateFile(dir));
+}
+
+/** A lock older than this was left by a command that died holding it. */
+const STALE_LOCK_MS = 30_000;
+
+/**
+ * Runs `fn` holding the lab's state lock (an exclusively created lock file), so that two `lab
+ * start`/`lab kill` commands run side by side cannot each write back a record without the
+ * other's change (which once left an agent running that the record no longer knew).
+ */
+export function withStateLock<T>(dir: string, fn: () => T): T {
+  const lock = path.join(dir, 'lab.lock');
+  for (;;) {
+    try {
+      closeSync(openSync(lock, 'wx'));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) unlinkSync(lock);
+      } catch {
+        // released meanwhile
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    unlinkSync(lock);
+  }
 }

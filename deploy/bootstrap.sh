@@ -19,6 +19,7 @@ apt_packages=(
   psmisc           # fuser, for diagnostics
   libxxhash0       # XXH3 page hashes for the dirty-tracking fallback (loaded through koffi)
   iputils-ping     # reachability checks inside the lab
+  chromium         # headless browser for the dashboard test (driven by puppeteer-core)
 )
 
 missing=()

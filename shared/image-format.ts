@@ -300,6 +300,8 @@ export const ProcessSchema = z.object({
   comm: z.string(),
   exe: z.string(),
   cwd: z.string(),
+  /** Root directory (chroot) as the host sees it; absent when it is the host's root. */
+  root: z.string().optional(),
   umask: z.number().int(),
   personality: z.number().int(),
   /** Credentials as /proc/PID/status shows them: [real, effective, saved, fs] ids, groups, capability sets (hex). */

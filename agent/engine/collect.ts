@@ -11,6 +11,12 @@ import { parseLocks } from './locks.ts';
 import { fdKind, isShm, pidfdTarget } from './preflight.ts';
 import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus, zombieStatus } from './procfs.ts';
 
+/** A chroot's directory, as the host sees it. */
+function rootOf(pid: number): { root?: string } {
+  const root = readlinkSync(`/proc/${pid}/root`);
+  return root === '/' ? {} : { root };
+}
+
 export function vmaKind(m: MapEntry): VmaKind {
   switch (m.path) {
     case '[heap]':
@@ -324,6 +330,7 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     comm: stat.comm,
     exe: readlinkSync(`/proc/${pid}/exe`),
     cwd: readlinkSync(`/proc/${pid}/cwd`),
+    ...rootOf(pid),
     umask: Number.parseInt(st.get('Umask') ?? '022', 8),
     personality: Number.parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16),
     pdeathsig,

@@ -196,6 +196,15 @@ export class Husk extends HuskFiles {
     }
   }
 
+  /**
+   * chroot after every step that opens, maps or binds by host path (they resolve from the
+   * husk's root), and before credentials drop CAP_SYS_CHROOT; the working directory was set
+   * by its host path already.
+   */
+  enterRoot(p: ProcessImage): void {
+    if (p.root) this.inj(this.pid, 'chroot', [this.putStr(p.root)]);
+  }
+
   restoreProcessState(p: ProcessImage): void {
     const pid = this.pid;
     this.inj(pid, 'chdir', [this.putStr(p.cwd)]);

@@ -6,7 +6,9 @@ import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
 import { epollEntries } from './epoll.ts';
 import { parseLocks } from './locks.ts';
+import { sysvObjects } from './namespaces.ts';
 import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
+import { sysvUsedBy } from './sysv.ts';
 import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './procfs.ts';
 
 const KCMP_FILE = 0;
@@ -21,6 +23,13 @@ export interface Problem {
   detail: string;
 }
 
+/** Why an anon-inode descriptor the engine does not carry stays behind, for the refusal. */
+const NOT_CARRIED: Record<string, string> = {
+  inotify: 'inotify watches are not carried yet',
+  fanotify: 'fanotify marks and queued events are not carried yet',
+  io_uring: 'io_uring rings and requests in flight are not carried',
+};
+
 const SUPPORTED_CHR = /^\/dev\/(null|zero|full|random|urandom|tty\d*|pts\/\d+)$/;
 
 const ANON_KINDS: Record<string, FdKind> = { eventfd: 'eventfd', timerfd: 'timerfd', signalfd: 'signalfd', eventpoll: 'epoll', pidfd: 'pidfd' };
@@ -33,7 +42,9 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(t);
   if (anon) {
     const k = ANON_KINDS[anon[1] ?? ''];
-    return k ? { kind: k } : { unsupported: anon[1] ?? 'anon inode' };
+    if (k) return { kind: k };
+    const what = anon[1] ?? 'anon inode';
+    return { unsupported: what, detail: `${t}: ${NOT_CARRIED[what] ?? 'not carried by the engine'}` };
   }
   if (!t.startsWith('/')) return { unsupported: t };
   let st;
@@ -57,6 +68,17 @@ export function fdKind(pid: number, fd: number): { kind: FdKind } | { unsupporte
 /** Shared memory the engine carries: MAP_SHARED anonymous memory and shared memfd mappings. */
 export const isShm = (m: { perms: string; path: string; inode: number }): boolean =>
   m.perms[3] === 's' && m.inode !== 0 && (m.path.startsWith('/dev/zero') || m.path.startsWith('/memfd:') || m.path === '[anon_shmem]');
+
+const NS_WHY: Record<string, string> = {
+  user: ' (user namespaces, as unprivileged containers use, are not carried yet)',
+  ipc: ' (restore would give it an empty one)',
+};
+
+/** What a process's own IPC namespace holds that would be lost, for the refusal. */
+function ipcContent(pid: number): string {
+  const objs = sysvObjects(pid);
+  return objs.length > 0 ? `; it holds ${objs.length} SysV object(s)` : '';
+}
 
 const SPECIAL = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]', '']);
 
@@ -82,7 +104,8 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   if (tracer !== '0' && !(opts.tracedByUs && tracer === String(process.pid))) add('process', 'ptraced', `already traced by pid ${status.get('TracerPid')}`);
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
   const root = readlinkSync(`/proc/${pid}/root`);
-  if (root !== '/') add('process', 'chroot', `root directory is ${root}`);
+  // A container's mount namespace may put its root anywhere; a plain chroot is carried (husk.enterRoot).
+  if (root !== '/' && opts.container) add('process', 'chroot', `root directory is ${root} inside a container`);
   const kids = listChildren(pid);
   if (!opts.allowChildren && kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
   for (const k of kids) {
@@ -94,7 +117,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   // A network namespace of its own is the caller's to rebuild (see agent/net); the tree must share one (treeProblems).
   for (const ns of opts.container ? [] : ['pid', 'uts', 'ipc', 'time', 'mnt', 'user']) {
     try {
-      if (nsOf(pid, ns) !== nsOf(process.pid, ns)) add('process', `${ns} namespace`, `runs in its own ${ns} namespace`);
+      if (nsOf(pid, ns) !== nsOf(process.pid, ns)) add('process', `${ns} namespace`, `runs in its own ${ns} namespace${NS_WHY[ns] ?? ''}${ns === 'ipc' ? ipcContent(pid) : ''}`);
     } catch {
       // namespace kind not present on this kernel
     }
@@ -113,11 +136,13 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
       throw err;
     }
     if ('unsupported' in k && targetOrNull(pid, fd) === target) add(`fd ${fd}`, k.unsupported, k.detail ?? target);
-    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind)) add(`fd ${fd} (${target})`, kind, detail);
+    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind, root)) add(`fd ${fd} (${target})`, kind, detail);
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
     if (m.path.startsWith('/SYSV')) add(where, 'SysV shared memory', m.path);
+    else if (m.path === '/[aio] (deleted)') add(where, 'AIO ring', `${m.path}: a Linux AIO context (io_setup) and its requests in flight are not carried`);
+    else if (m.path.startsWith('anon_inode:')) add(where, `${m.path} mapping`, `${m.path}: memory of a kernel object the engine does not carry`);
     else if (isShm(m)) continue;
     else if (m.path.startsWith('/memfd:')) add(where, 'private memfd mapping', m.path);
     else if (m.path.endsWith(' (deleted)') && (opts.migration || !m.path.startsWith('/')))
@@ -129,8 +154,13 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
 }
 
 /** What a carried kind of fd may still hold that the engine cannot carry: odd lock states, epoll registrations out of reach. */
-function fdStateProblems(pid: number, fd: number, kind: FdKind): [string, string][] {
+function fdStateProblems(pid: number, fd: number, kind: FdKind, root: string): [string, string][] {
   try {
+    if (kind === 'unix' && root !== '/') {
+      // Its name is a path inside the chroot; restore binds sockets from outside it.
+      const name = unixTableOf(pid).get(Number(/\d+/.exec(fdTarget(pid, fd))?.[0]))?.name;
+      if (name && !name.startsWith('@')) return [['unix socket in a chroot', `bound to ${name} inside root ${root}; path-named unix sockets of a chrooted process are not carried yet`]];
+    }
     if (kind === 'epoll')
       return epollEntries(pid, fd).lost.map((tfd) => ['epoll registration', `fd ${tfd} it watches was closed here; only another process holds that file now`]);
     if (kind === 'file' || kind === 'dir' || kind === 'chr' || kind === 'memfd')
@@ -218,6 +248,17 @@ function netnsProblems(pids: readonly number[]): Problem[] {
     .map((pid) => ({ pid, where: 'process', kind: 'net namespace', detail: `in another network namespace than the tree's root ${root}` }));
 }
 
+/** SysV semaphores and queues of the host's IPC namespace stay on the host, with any SEM_UNDO adjustment (sysv.ts). */
+function hostSysvProblems(pids: readonly number[]): Problem[] {
+  const own = nsOf(process.pid, 'ipc');
+  return sysvUsedBy(pids.filter((pid) => nsOf(pid, 'ipc') === own)).map((u) => ({
+    pid: u.pid,
+    where: 'process',
+    kind: u.kind,
+    detail: `id ${u.id} key ${u.key}: ${u.how}; SysV objects of the host's IPC namespace are not carried, nor their SEM_UNDO adjustments`,
+  }));
+}
+
 /** A pipe can travel only when both of its ends are held inside the tree. */
 function pipeProblems(pids: readonly number[]): Problem[] {
   const ends = new Map<string, { r: boolean; w: boolean; pid: number; fd: number }>();
@@ -249,6 +290,14 @@ function otherEndClosed(pid: number, fd: number, readEnd: boolean): boolean {
     sys('poll', pfd, 1, 0);
     return (pfd.readInt16LE(6) & (readEnd ? 0x10 : 0x8)) !== 0; // POLLHUP / POLLERR
   });
+}
+
+function commOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
 }
 
 /** The root and all its descendants, parents before children. */
@@ -284,15 +333,16 @@ export function preflight(pids: readonly number[], opts: PreflightOptions = {}):
   }
   if (problems.length === 0) {
     try {
-      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids), ...pidfdProblems(pids));
+      problems.push(...netnsProblems(pids), ...pipeProblems(pids), ...socketProblems(pids), ...sharedAnonProblems(pids), ...pidfdProblems(pids), ...hostSysvProblems(pids));
     } catch {
       // a process exited meanwhile: the freeze re-checks the tree
     }
   }
   const first = problems[0];
   if (first) {
-    throw new FerryError(ErrorCode.Unsupported, `pid ${first.pid} ${first.where}: ${first.kind} is not supported (${first.detail})`, {
-      details: { pid: first.pid, where: first.where, kind: first.kind, problems },
+    const comm = commOf(first.pid);
+    throw new FerryError(ErrorCode.Unsupported, `pid ${first.pid} ${first.where}: ${first.kind} is not supported (${first.detail}); comm ${comm}`, {
+      details: { pid: first.pid, comm, where: first.where, kind: first.kind, problems },
     });
   }
 }

@@ -78,6 +78,7 @@ export function buildState(husk: Husk, p: ProcessImage): void {
   husk.restoreProcessState(p);
   husk.createThreads(p);
   husk.restoreTimers(p);
+  husk.enterRoot(p);
   husk.restoreCreds(p);
   husk.restoreProcessFlags(p);
 }

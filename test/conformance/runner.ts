@@ -9,6 +9,7 @@ import { checkpoint, preflightTree } from '../../agent/engine/checkpoint.ts';
 import { spawnDetached } from '../../agent/engine/detached.ts';
 import { isGone } from '../../agent/engine/procfs.ts';
 import { restore } from '../../agent/engine/restore.ts';
+import { removeSysv, sysvUsedBy } from '../../agent/engine/sysv.ts';
 import { FerryError } from '../../shared/errors.ts';
 import { BASE_CFLAGS, compileCached } from '../workloads/harness.ts';
 
@@ -64,14 +65,18 @@ function programPids(dir: string): number[] {
   return out;
 }
 
+/** Kills the program's processes and removes the host SysV objects they used (which outlive them). */
 function killProgram(dir: string): void {
-  for (const pid of programPids(dir)) {
+  const pids = programPids(dir);
+  const sysv = sysvUsedBy(pids);
+  for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
       // already gone
     }
   }
+  removeSysv(sysv);
 }
 
 function readResult(dir: string): string | null {

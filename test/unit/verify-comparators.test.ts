@@ -114,6 +114,7 @@ function reading(over: Partial<ProcessReading> = {}): ProcessReading {
     personality: '00000000',
     limits: LIMITS,
     cwd: '/tmp',
+    root: '/',
     exe: '/usr/bin/prog',
     maps: [
       // The kernel merged nothing here but split the anonymous range in two: still the same memory.

@@ -19,6 +19,7 @@ export function readProcess(hostPid: number, opts: { fds?: boolean } = {}): Proc
     personality: text(`/proc/${hostPid}/personality`).trim(),
     limits: text(`/proc/${hostPid}/limits`),
     cwd: readlinkSync(`/proc/${hostPid}/cwd`),
+    root: readlinkSync(`/proc/${hostPid}/root`),
     exe: readlinkSync(`/proc/${hostPid}/exe`),
     maps: readMaps(hostPid),
     fds,

@@ -26,6 +26,7 @@ export interface ProcessReading {
   /** /proc/PID/limits text. */
   limits: string;
   cwd: string;
+  root: string;
   exe: string;
   maps: MapEntry[];
   fds: Map<number, FdReading>;

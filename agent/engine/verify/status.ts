@@ -56,6 +56,7 @@ export function compareStatus(p: ProcessImage, r: ProcessReading, parentHostPid:
   c.eq(ref, 'pgid', p.pgid, inner(st.get('NSpgid')), 'ids');
   if (parentHostPid !== null) c.eq(ref, 'ppid', parentHostPid, Number(st.get('PPid')), 'ids');
   c.eq(ref, 'cwd', p.cwd, r.cwd);
+  c.eq(ref, 'root', p.root ?? '/', r.root);
   c.eq(ref, 'exe', p.exe, r.exe);
 
   // Threads: the same tids, each with its name, blocked mask and pending signals.

@@ -192,6 +192,14 @@ export const TcpRepairSchema = z.object({
 });
 export type TcpRepair = z.infer<typeof TcpRepairSchema>;
 
+/** Options of a raw IP socket: IP_HDRINCL (v4), IPV6_CHECKSUM (v6), the ICMP/ICMPv6 type filter (hex). */
+export const RawOptsSchema = z.object({
+  hdrincl: z.boolean().optional(),
+  checksum: z.number().int().optional(),
+  icmpFilter: z.string().regex(/^[0-9a-f]*$/).optional(),
+});
+export type RawOpts = z.infer<typeof RawOptsSchema>;
+
 export const InetStateSchema = z.enum(['closed', 'bound', 'listen', 'established', 'fin-wait1', 'fin-wait2', 'connected']);
 export type InetState = z.infer<typeof InetStateSchema>;
 
@@ -199,8 +207,8 @@ export type InetState = z.infer<typeof InetStateSchema>;
 export const InetSocketSchema = z.object({
   kind: z.literal('inet'),
   family: z.union([z.literal(2), z.literal(10)]),
-  /** 1 stream (TCP), 2 datagram (UDP). */
-  type: z.union([z.literal(1), z.literal(2)]),
+  /** 1 stream (TCP), 2 datagram (UDP), 3 raw. */
+  type: z.union([z.literal(1), z.literal(2), z.literal(3)]),
   protocol: z.number().int(),
   /** File status flags (O_NONBLOCK...). */
   flags: z.number().int(),
@@ -214,6 +222,7 @@ export const InetSocketSchema = z.object({
   tcp: TcpRepairSchema.optional(),
   /** UDP: shutdown(2) already done (1 SHUT_RD, 2 SHUT_WR, 3 both). */
   shutdown: z.number().int().optional(),
+  raw: RawOptsSchema.optional(),
 });
 export type InetSocketImage = z.infer<typeof InetSocketSchema>;
 

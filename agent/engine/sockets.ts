@@ -29,6 +29,7 @@ import {
 import { closeFd, ioctl, isErrno, pidfdGetfd, pidfdOpen, sys } from '../ffi/syscalls.ts';
 import { inetShutdowns } from '../ffi/inetdiag.ts';
 import { type UnixSock, unixSockets } from '../ffi/unixdiag.ts';
+import { applyRawOpts, dumpRawOpts, rawProblem } from './raw-sockets.ts';
 import { CARRIED_TCP_STATES, TCP, activateTcp, dumpTcp, enterRepair, leaveRepair, restoreTcp, tcpInfo } from './tcp-repair.ts';
 import { fdTarget, listFds } from './procfs.ts';
 
@@ -132,7 +133,11 @@ export function classifySocket(pid: number, fd: number, ino: number): { kind: 'u
       return { kind: 'inet' };
     }
     if (type === SOCK.DGRAM && proto === IPPROTO.UDP) return { kind: 'inet' };
-    return { unsupported: `${type === SOCK.RAW ? 'raw' : `type ${type}`} IP${v} socket (protocol ${proto})` };
+    if (type === SOCK.RAW) {
+      const why = rawProblem(s);
+      return why ? { unsupported: `raw IP${v} socket (protocol ${proto})`, detail: `socket:[${ino}]: ${why}` } : { kind: 'inet' };
+    }
+    return { unsupported: `type ${type} IP${v} socket (protocol ${proto})` };
   });
 }
 
@@ -143,11 +148,13 @@ const inetAddr = (a: SockAddr | null): InetAddr | null => (a && a.family !== AF.
 
 /** Buffer sizes as a fresh socket of this kind gets them, to tell the workload's own settings apart. */
 const defaultBufs = new Map<string, [number, number]>();
-function bufDefaults(domain: number, type: number): [number, number] {
-  const key = `${domain}/${type}`;
+function bufDefaults(domain: number, type: number, protocol: number): [number, number] {
+  // A raw socket needs its protocol; the others take the default one.
+  const proto = type === SOCK.RAW ? protocol : 0;
+  const key = `${domain}/${type}/${proto}`;
   let d = defaultBufs.get(key);
   if (!d) {
-    const s = newSocket(domain, type | SOCK.CLOEXEC, 0);
+    const s = newSocket(domain, type | SOCK.CLOEXEC, proto);
     try {
       d = [getIntOpt(s, SOL.SOCKET, SO.RCVBUF), getIntOpt(s, SOL.SOCKET, SO.SNDBUF)];
     } finally {
@@ -158,7 +165,8 @@ function bufDefaults(domain: number, type: number): [number, number] {
   return d;
 }
 
-function dumpOpts(s: number, domain: number, type: number, tcp: boolean): SocketOpts {
+function dumpOpts(s: number, domain: number, type: number, protocol: number): SocketOpts {
+  const tcp = type === SOCK.STREAM;
   const on = (level: number, name: number) => getIntOpt(s, level, name) !== 0;
   const o: SocketOpts = { reuseaddr: on(SOL.SOCKET, SO.REUSEADDR), reuseport: on(SOL.SOCKET, SO.REUSEPORT), keepalive: on(SOL.SOCKET, SO.KEEPALIVE) };
   if (tcp) {
@@ -167,13 +175,14 @@ function dumpOpts(s: number, domain: number, type: number, tcp: boolean): Socket
     o.keepcnt = getIntOpt(s, SOL.TCP, TCP.KEEPCNT);
     o.nodelay = on(SOL.TCP, TCP.NODELAY);
   }
-  if (domain === AF.INET6) o.v6only = on(SOL.IPV6, IPV6_V6ONLY);
+  // A raw socket is born bound to its protocol, and the kernel takes V6ONLY only before a bind.
+  if (domain === AF.INET6 && type !== SOCK.RAW) o.v6only = on(SOL.IPV6, IPV6_V6ONLY);
   const l = getOpt(s, SOL.SOCKET, SO.LINGER, 8);
   if (l.readInt32LE(0) !== 0) o.linger = [l.readInt32LE(0), l.readInt32LE(4)];
   // TCP autotuning only ever grows the buffers: a smaller one was set by the workload. (A larger
   // one may have been too; it is left to autotuning.)
   const [rcv, snd] = [getIntOpt(s, SOL.SOCKET, SO.RCVBUF), getIntOpt(s, SOL.SOCKET, SO.SNDBUF)];
-  const [dRcv, dSnd] = bufDefaults(domain, type);
+  const [dRcv, dSnd] = bufDefaults(domain, type, protocol);
   if (tcp ? rcv < dRcv : rcv !== dRcv) o.rcvbuf = rcv;
   if (tcp ? snd < dSnd : snd !== dSnd) o.sndbuf = snd;
   return o;
@@ -182,14 +191,16 @@ function dumpOpts(s: number, domain: number, type: number, tcp: boolean): Socket
 /** One TCP or UDP socket; a TCP connection is left in repair mode (the caller holds `s`). */
 function dumpInet(s: number, flags: number): InetSocketImage {
   const family = getIntOpt(s, SOL.SOCKET, SO.DOMAIN) as 2 | 10;
-  const type = getIntOpt(s, SOL.SOCKET, SO.TYPE) as 1 | 2;
+  const type = getIntOpt(s, SOL.SOCKET, SO.TYPE) as 1 | 2 | 3;
   const protocol = getIntOpt(s, SOL.SOCKET, SO.PROTOCOL);
   const local = inetAddr(localAddr(s));
   const remote = inetAddr(peerAddr(s));
   const tcp = type === SOCK.STREAM;
-  const img: InetSocketImage = { kind: 'inet', family, type, protocol, flags, state: 'closed', local, remote, backlog: 0, opts: dumpOpts(s, family, type, tcp) };
+  const img: InetSocketImage = { kind: 'inet', family, type, protocol, flags, state: 'closed', local, remote, backlog: 0, opts: dumpOpts(s, family, type, protocol) };
   if (!tcp) {
+    // A raw socket's local port is its protocol: it counts as bound, and binding it again to that is harmless.
     img.state = remote ? 'connected' : local && local.port !== 0 ? 'bound' : 'closed';
+    if (type === SOCK.RAW) img.raw = dumpRawOpts(s, family, protocol);
     const n = Buffer.alloc(4);
     ioctl(s, FIONREAD, n);
     // Datagrams waiting to be read cannot be sent again from their senders: they are lost, as UDP allows.
@@ -391,6 +402,7 @@ export function restoreSocket(s: number, sh: SharedImage): void {
     if (sh.listening) listenOn(s, sh.backlog);
   } else if (sh.kind === 'inet') {
     applyOpts(s, sh);
+    if (sh.raw) applyRawOpts(s, sh.family, sh.raw);
     if (!sh.tcp) {
       if (sh.local && (sh.local.port !== 0 || sh.state === 'listen')) bindFree(s, sh, sh.local);
       if (sh.state === 'listen') listenOn(s, sh.backlog);

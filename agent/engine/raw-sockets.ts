@@ -4,7 +4,7 @@
 // socket with one is refused.
 import type { RawOpts } from '../../shared/image-format.ts';
 import { SYS, libc } from '../ffi/libc.ts';
-import { AF, SO, SOL, getIntOpt, getOpt, setIntOpt, setOpt } from '../ffi/sockets.ts';
+import { AF, SOL, getIntOpt, getOpt, setIntOpt, setOpt } from '../ffi/sockets.ts';
 import { check } from '../ffi/syscalls.ts';
 
 const IP_HDRINCL = 3;

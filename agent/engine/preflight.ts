@@ -103,9 +103,8 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
   const tracer = status.get('TracerPid');
   if (tracer !== '0' && !(opts.tracedByUs && tracer === String(process.pid))) add('process', 'ptraced', `already traced by pid ${status.get('TracerPid')}`);
   if (status.get('Seccomp') !== '0') add('process', 'seccomp', `seccomp mode ${status.get('Seccomp')}`);
+  // A chroot is carried (husk.enterRoot): its directory by the path the host sees, as for cwd.
   const root = readlinkSync(`/proc/${pid}/root`);
-  // A container's mount namespace may put its root anywhere; a plain chroot is carried (husk.enterRoot).
-  if (root !== '/' && opts.container) add('process', 'chroot', `root directory is ${root} inside a container`);
   const kids = listChildren(pid);
   if (!opts.allowChildren && kids.length > 0) add('process', 'child process', `has children ${kids.join(',')} (process trees are not supported yet)`);
   for (const k of kids) {

@@ -49,10 +49,10 @@ export function buildProgram(feature: string): Promise<string> {
   return compileCached({ name: `cf-${feature}`, source, headers: [HEADER], flags: [...BASE_CFLAGS, '-pthread', '-Wall'], ldflags: extra });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Processes whose command line names this program's directory: the program and its children, original or restored. */
-function programPids(dir: string): number[] {
+export function programPids(dir: string): number[] {
   const out: number[] = [];
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -66,7 +66,7 @@ function programPids(dir: string): number[] {
 }
 
 /** Kills the program's processes and removes the host SysV objects they used (which outlive them). */
-function killProgram(dir: string): void {
+export function killProgram(dir: string): void {
   const pids = programPids(dir);
   const sysv = sysvUsedBy(pids);
   for (const pid of pids) {
@@ -79,7 +79,7 @@ function killProgram(dir: string): void {
   removeSysv(sysv);
 }
 
-function readResult(dir: string): string | null {
+export function readResult(dir: string): string | null {
   try {
     return readFileSync(join(dir, 'result'), 'utf8').trim();
   } catch {
@@ -87,7 +87,7 @@ function readResult(dir: string): string | null {
   }
 }
 
-function logTail(dir: string): string {
+export function logTail(dir: string): string {
   try {
     const t = readFileSync(join(dir, 'out.log'), 'utf8').trim();
     return t ? ` (output: ${t.split('\n').slice(-3).join(' | ').slice(0, 300)})` : '';
@@ -97,20 +97,20 @@ function logTail(dir: string): string {
 }
 
 /** A result line as a row: ok, skip: why, wrong: what. */
-function verdict(line: string): { outcome: Outcome; message: string } {
+export function verdict(line: string): { outcome: Outcome; message: string } {
   if (line === 'ok') return { outcome: 'restored', message: '' };
   if (line.startsWith('skip:')) return { outcome: 'skipped', message: line.slice(5).trim() };
   if (line.startsWith('wrong:')) return { outcome: 'wrong', message: line.slice(6).trim() };
   return { outcome: 'wrong', message: `unreadable result: ${line.slice(0, 200)}` };
 }
 
-/** Waits for a file in dir or the result; null on timeout or when the program is gone without either. */
-async function waitFile(dir: string, name: string, root: number, timeoutMs: number): Promise<'file' | 'result' | 'gone' | 'timeout'> {
+/** Waits for a file in dir or the result; 'gone' when the program (its root pid, or any process naming dir) is gone without either. */
+export async function waitFile(dir: string, name: string, root: number | null, timeoutMs: number): Promise<'file' | 'result' | 'gone' | 'timeout'> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (readResult(dir) !== null) return 'result';
     if (existsSync(join(dir, name))) return 'file';
-    if (isGone(root)) return readResult(dir) !== null ? 'result' : 'gone';
+    if (root === null ? programPids(dir).length === 0 : isGone(root)) return readResult(dir) !== null ? 'result' : 'gone';
     if (Date.now() > deadline) return 'timeout';
     await sleep(5);
   }
@@ -162,14 +162,14 @@ export async function runFeature(feature: string, opts: RunOptions = {}): Promis
 }
 
 /** Runs features a few at a time; rows come back in the order asked. */
-export async function runAll(features: readonly string[], opts: RunOptions = {}): Promise<Row[]> {
+export async function runAll(features: readonly string[], opts: RunOptions = {}, run: (feature: string, opts: RunOptions) => Promise<Row> = runFeature): Promise<Row[]> {
   await Promise.all(features.map((f) => buildProgram(f)));
   const rows: Row[] = new Array(features.length);
   let next = 0;
   const lane = async () => {
     while (next < features.length) {
       const i = next++;
-      rows[i] = await runFeature(features[i]!, opts);
+      rows[i] = await run(features[i]!, opts);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, opts.parallel ?? 4) }, lane));

@@ -34,9 +34,11 @@ export function isContainer(root: number, pids: readonly number[]): boolean {
     });
   const ipc = nsOf(root, 'ipc') !== nsOf('self', 'ipc') ? sysvObjects(root) : [];
   if (ipc.length > 0)
-    throw new FerryError(ErrorCode.Unsupported, `pid ${root} process: SysV IPC objects is not supported (${ipc.length} in the container's ipc namespace)`, {
-      details: { pid: root, where: 'process', kind: 'SysV IPC objects' },
-    });
+    throw new FerryError(
+      ErrorCode.Unsupported,
+      `pid ${root} process: SysV IPC objects is not supported (${ipc.length} in the container's IPC namespace: ${ipc.slice(0, 3).join(', ')}${ipc.length > 3 ? ', ...' : ''}; they are not carried); comm ${commOf(root)}`,
+      { details: { pid: root, where: 'process', kind: 'SysV IPC objects', objects: ipc } },
+    );
   for (const pid of pids) {
     try {
       // A network namespace of its own is the caller's to rebuild (agent/net); preflight checks the tree shares one.
@@ -55,11 +57,28 @@ export function isContainer(root: number, pids: readonly number[]): boolean {
 /**
  * SysV IPC objects live in the container's ipc namespace, which restore creates empty: refuse
  * them. /proc/sysvipc shows the reader's namespace, so the reading happens inside it (nsenter).
+ * Each as "semaphore set 3 (key 0x...)".
  */
 export function sysvObjects(root: number): string[] {
   const r = spawnSync('nsenter', ['-t', String(root), '-i', 'cat', '/proc/sysvipc/shm', '/proc/sysvipc/sem', '/proc/sysvipc/msg'], { encoding: 'utf8', timeout: 5000 });
   if (r.status !== 0) return [];
-  return r.stdout.split('\n').filter((l) => /^\s*-?\d+\s+\d+/.test(l));
+  const names: Record<string, string> = { shmid: 'shared memory segment', semid: 'semaphore set', msqid: 'message queue' };
+  let kind = 'object';
+  const out: string[] = [];
+  for (const line of r.stdout.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    if (cols[0] === 'key') kind = names[cols[1] ?? ''] ?? 'object';
+    else if (/^-?\d+$/.test(cols[0] ?? '') && /^\d+$/.test(cols[1] ?? '')) out.push(`${kind} ${cols[1]} (key 0x${(Number(cols[0]) >>> 0).toString(16)})`);
+  }
+  return out;
+}
+
+export function commOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
 }
 
 /** Host pid -> pid inside the container, for every process and thread of the tree. */

@@ -6,7 +6,7 @@ import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
 import { epollEntries } from './epoll.ts';
 import { parseLocks } from './locks.ts';
-import { sysvObjects } from './namespaces.ts';
+import { commOf, sysvObjects } from './namespaces.ts';
 import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
 import { sysvUsedBy } from './sysv.ts';
 import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './procfs.ts';
@@ -77,7 +77,7 @@ const NS_WHY: Record<string, string> = {
 /** What a process's own IPC namespace holds that would be lost, for the refusal. */
 function ipcContent(pid: number): string {
   const objs = sysvObjects(pid);
-  return objs.length > 0 ? `; it holds ${objs.length} SysV object(s)` : '';
+  return objs.length > 0 ? `; it holds ${objs.join(', ')}` : '';
 }
 
 const SPECIAL = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]', '']);
@@ -289,14 +289,6 @@ function otherEndClosed(pid: number, fd: number, readEnd: boolean): boolean {
     sys('poll', pfd, 1, 0);
     return (pfd.readInt16LE(6) & (readEnd ? 0x10 : 0x8)) !== 0; // POLLHUP / POLLERR
   });
-}
-
-function commOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '?';
-  }
 }
 
 /** The root and all its descendants, parents before children. */

@@ -20,6 +20,7 @@ import { MigrationStore } from './store.ts';
 import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
+import { CoordinatorDashboard } from './dashboard/dashboard.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -76,6 +77,8 @@ const migrations = new MigrationManager({
 const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
 await untilJetStream(() => fleet.cordons.start(), log);
+// Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's `dashboard` endpoint).
+const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log });
 
 lease.on('acquired', () => {
   leading = leading.then(async () => {
@@ -89,7 +92,7 @@ lease.on('acquired', () => {
       const jobs = await fleet.executor.resumeAll();
       if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
       if (!lease.held) return standBy('lease lost while taking over');
-      service = await startCoordinatorService(nc, workloads, migrations, fleet);
+      service = await startCoordinatorService(nc, workloads, migrations, fleet, dashboard);
       log.info('coordinator ready');
     } catch (err) {
       // KV or NATS failed while taking over: stand by and try again.
@@ -109,6 +112,7 @@ const shutdown = async (signal: string) => {
   migrations.stopAll();
   fleet.executor.stopAll();
   fleet.cordons.stop();
+  await dashboard?.stop();
   cluster.stop();
   await lease.release();
   await nc.drain().catch(() => undefined);

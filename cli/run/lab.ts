@@ -13,8 +13,8 @@ function renderStatus(s: LabStatus): string {
   return [
     `lab "${s.name}" is up (state in ${s.dir})`,
     ...s.natsServers.map((n) => `  ${n.name.padEnd(12)}  ${n.url}  ${mark(n.running)}  pid ${n.pid}  (namespace ${n.namespace})`),
-    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})`,
-    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}`] : []),
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})  dashboard ${s.coordinator.dashboardUrl}`,
+    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}  dashboard ${s.coordinator2.dashboardUrl}`] : []),
     `  client        namespace ${s.clientNamespace}`,
     '',
     table(

@@ -26,9 +26,12 @@ export interface LabStatus {
   clientNamespace: string;
   /** The nats-server cluster's nodes (`ferry lab kill|start nats-N`). */
   natsServers: { name: string; url: string; namespace: string; pid: number; running: boolean }[];
-  coordinator: { pid: number | null; running: boolean };
+  /** dashboardUrl: its web dashboard (log in with `ferry dashboard`; reached from the client namespace). */
+  coordinator: { pid: number | null; running: boolean; dashboardUrl: string };
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
-  coordinator2: { pid: number | null; running: boolean } | null;
+  coordinator2: { pid: number | null; running: boolean; dashboardUrl: string } | null;
+  /** The first coordinator's dashboard (docs/dashboard.md). */
+  dashboardUrl: string;
   /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
   hosts: {
     name: string;
@@ -189,6 +192,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
   }
 }
 
+const dashboardUrl = (l: LabLayout, daemon: 'coordinator' | 'coordinator2'): string => `https://${l.dashboardListen(daemon)}/`;
+
 export async function labStatus(): Promise<LabStatus> {
   const l = labLayout();
   const s = readState(l.dir);
@@ -202,8 +207,9 @@ export async function labStatus(): Promise<LabStatus> {
     switchNamespace: l.switchNamespace,
     clientNamespace: l.clientNamespace,
     natsServers: (s?.natsServers ?? []).map((n) => ({ name: n.name, url: n.url, namespace: n.namespace, pid: n.pid, running: isRunning(n) })),
-    coordinator: procStatus(s?.coordinator),
-    coordinator2: s?.coordinator2 ? procStatus(s.coordinator2) : null,
+    coordinator: { ...procStatus(s?.coordinator), dashboardUrl: dashboardUrl(l, 'coordinator') },
+    coordinator2: s?.coordinator2 ? { ...procStatus(s.coordinator2), dashboardUrl: dashboardUrl(l, 'coordinator2') } : null,
+    dashboardUrl: dashboardUrl(l, 'coordinator'),
     hosts: (s?.hosts ?? []).map((h) => ({
       name: h.name,
       namespace: h.namespace,

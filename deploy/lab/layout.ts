@@ -25,6 +25,8 @@ export const MGMT_PREFIX_LEN = 24;
 export const NATS_PORT = 4222;
 export const NATS_ROUTE_PORT = 6222;
 export const NATS_MONITOR_PORT = 8222;
+/** The coordinators' dashboards (docs/dashboard.md) on the control address: `coordinator` here, `coordinator2` on the next port. */
+export const DASHBOARD_PORT = 7480;
 /** nats-server nodes of every lab: enough for JetStream to keep a quorum with one of them down. */
 export const NATS_NODES = 3;
 export const MAX_HOSTS = 50;
@@ -54,6 +56,8 @@ export interface LabLayout {
   hostAddress(i: number): string;
   /** The host's address on the workload fabric (its br0). */
   hostFabricAddress(i: number): string;
+  /** Where a coordinator's dashboard listens (its HTTPS URL is https://<this>/). */
+  dashboardListen(daemon: 'coordinator' | 'coordinator2'): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
   /** The coordinators' workload subnet: the fabric's prefix, addresses from .1.1 up (.0.x is the lab's own). */
@@ -89,6 +93,7 @@ export function labLayout(name = labName()): LabLayout {
     hostName: (i) => `h${i}`,
     hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
     hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
+    dashboardListen: (daemon) => `${controlAddress}:${DASHBOARD_PORT + (daemon === 'coordinator' ? 0 : 1)}`,
     workloadNetnsPrefix: ns('w-'),
     workloadNetwork: {
       subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`,

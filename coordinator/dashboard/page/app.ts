@@ -131,11 +131,19 @@ function render(): void {
   if (!state) return;
   $('coordinator').textContent = `${state.coordinator.id} (${state.coordinator.leading ? 'leading' : 'standby'})`;
   $('updated').textContent = state.at;
-  $('hosts').innerHTML = hostsHtml(state);
-  $('workloads').innerHTML = workloadsHtml(state);
-  $('active').innerHTML = activeHtml(state);
-  $('migrations').innerHTML = migrationsHtml(state);
-  $('fleet').innerHTML = state.fleet.length === 0 ? '<p class="none">no drains or rebalances recorded</p>' : `<ul>${state.fleet.slice(0, ENDED_SHOWN).map(fleetJobHtml).join('')}</ul>`;
+  show('hosts', hostsHtml(state));
+  show('workloads', workloadsHtml(state));
+  show('active', activeHtml(state));
+  show('migrations', migrationsHtml(state));
+  show('fleet', state.fleet.length === 0 ? '<p class="none">no drains or rebalances recorded</p>' : `<ul>${state.fleet.slice(0, ENDED_SHOWN).map(fleetJobHtml).join('')}</ul>`);
+}
+
+/** The markup each section shows: a section is rebuilt only when its markup changed (a selection or a hovered bar stays). */
+const shown = new Map<string, string>();
+function show(id: string, html: string): void {
+  if (shown.get(id) === html) return;
+  shown.set(id, html);
+  $(id).innerHTML = html;
 }
 
 function parse<S extends z.ZodType>(schema: S, data: string, what: string): z.infer<S> | null {

@@ -63,7 +63,7 @@ export class DashboardStateBuilder {
 
   async build(): Promise<DashboardState> {
     const hosts = this.src.hosts();
-    const [workloads, migrations, fleet] = await Promise.all([this.src.workloads(), this.#migrations(), this.src.fleet()]);
+    const [workloads, migrations, fleet] = await Promise.all([this.src.workloads(), this.migrations(), this.src.fleet()]);
     const state: DashboardState = {
       coordinator: { id: this.src.coordinatorId, leading: this.src.leading() },
       at: new Date(this.now()).toISOString(),
@@ -78,8 +78,8 @@ export class DashboardStateBuilder {
   }
 
   /** Migrations in flight (newest first), then the newest ended ones. */
-  async #migrations(): Promise<MigrationView[]> {
-    const ids = (await this.src.migrationIds()).reverse();
+  async migrations(): Promise<MigrationView[]> {
+    const ids = [...(await this.src.migrationIds())].reverse();
     // Every id not known to have ended is read (it may be in flight), side by side.
     const read = new Map(await Promise.all(ids.filter((id) => !this.#ended.has(id)).map(async (id) => [id, await this.src.migration(id).catch(() => null)] as const)));
     const open: MigrationView[] = [];

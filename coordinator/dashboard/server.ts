@@ -79,9 +79,20 @@ export class DashboardServer {
     const file = (name: string) => readFileSync(path.join(PAGE_DIR, name), 'utf8');
     this.#assets.set('/', Promise.resolve(asset('text/html; charset=utf-8', file('index.html'))));
     this.#assets.set('/app.css', Promise.resolve(asset('text/css; charset=utf-8', file('app.css'))));
-    this.#assets.set('/app.js', bundlePage().then((js) => asset('text/javascript; charset=utf-8', js)));
-    // A failed bundle is reported when the page is asked for, not as an unhandled rejection now.
-    this.#assets.get('/app.js')!.catch((err: Error) => o.log.error({ err: err.message }, 'dashboard: cannot bundle the page'));
+  }
+
+  /** A static file; the script is bundled when a browser first asks for it (a coordinator whose dashboard nobody opens never pays for it). */
+  #asset(pathname: string): Promise<Asset> | undefined {
+    if (pathname === '/app.js' && !this.#assets.has(pathname)) {
+      const js = bundlePage().then((text) => asset('text/javascript; charset=utf-8', text));
+      this.#assets.set(pathname, js);
+      // Asked again next time, not remembered as failed.
+      js.catch((err: Error) => {
+        this.o.log.error({ err: err.message }, 'dashboard: cannot bundle the page');
+        this.#assets.delete(pathname);
+      });
+    }
+    return this.#assets.get(pathname === '/index.html' ? '/' : pathname);
   }
 
   async start(): Promise<void> {
@@ -138,7 +149,7 @@ export class DashboardServer {
       if (view instanceof FerryError) return this.#text(res, view.code === ErrorCode.NotFound ? 404 : 503, view.message);
       return this.#json(res, JSON.stringify(view));
     }
-    const a = this.#assets.get(url.pathname === '/index.html' ? '/' : url.pathname);
+    const a = this.#asset(url.pathname);
     if (!a) return this.#text(res, 404, 'not found');
     const { type, body, gzip } = await a;
     const zipped = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));

@@ -93,10 +93,10 @@ describe('web dashboard', () => {
       // Root needs --no-sandbox; the coordinator's certificate (verified against the lab's CA by curl below) is trusted by its key alone.
       args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${pin}`],
     });
-    w = await runOnLab(env, 'h1', 'memwriter', 'dash', ['64', '20', 'random']);
+    w = await runOnLab(env, 'h1', 'memwriter', 'dash', ['32', '8', 'random']);
     while (status(w)?.phase !== 'running') await new Promise((r) => setTimeout(r, 100));
     // A budget it cannot meet: pre-copy runs its rounds up to the limit, so the chart has several.
-    const r = await ferry(['migrate', 'dash', '--to', 'h2', '--json', '--downtime-budget', '1', '--max-rounds', '4'], env);
+    const r = await ferry(['migrate', 'dash', '--to', 'h2', '--json', '--downtime-budget', '1', '--max-rounds', '3'], env);
     first = JSON.parse(r.stdout) as MigrationView;
     expect(first.outcome, first.error?.message).toBe('completed');
     await expectRunsOnceOn(env, w, 'h2');

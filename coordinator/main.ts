@@ -77,8 +77,12 @@ const migrations = new MigrationManager({
 const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
 await untilJetStream(() => fleet.cordons.start(), log);
-// Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's `dashboard` endpoint).
-const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log });
+// Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's
+// `dashboard` endpoint). One that cannot start is logged and left out: migrations go on without it.
+const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log }).catch((err: Error) => {
+  log.error({ err: err.message }, 'dashboard not served');
+  return null;
+});
 
 lease.on('acquired', () => {
   leading = leading.then(async () => {

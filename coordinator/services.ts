@@ -35,7 +35,7 @@ export async function startCoordinatorService(nc: NatsConnection, workloads: Wor
   group.addEndpoint('dashboard', {
     handler: (_err, msg) =>
       void answer(coordinatorApi.dashboard, msg, () => {
-        if (!dashboard) throw new FerryError(ErrorCode.BadConfig, 'the leading coordinator serves no dashboard: give it `dashboard: { listen: "HOST:PORT" }` in its config (docs/dashboard.md)');
+        if (!dashboard) throw new FerryError(ErrorCode.BadConfig, 'the leading coordinator serves no dashboard: its config has no `dashboard: { listen: "HOST:PORT" }`, or it could not start it (its log says why; docs/dashboard.md)');
         return dashboard.login();
       }),
   });

@@ -21,6 +21,8 @@ import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
 import { CoordinatorDashboard } from './dashboard/dashboard.ts';
+import { coordinatorMetrics } from './metrics.ts';
+import { startMetricsServer } from '../shared/metrics/server.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -84,6 +86,22 @@ const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, clus
   return null;
 });
 
+// Before the lease is sought: a bad metrics setting stops the coordinator here, and no migration goes uncounted.
+const metrics = config.metrics
+  ? await startMetricsServer(
+      coordinatorMetrics({
+        leading: () => lease.held,
+        inFlight: () => migrations.inFlight,
+        fleetJobs: () => fleet.executor.driving(),
+        hosts: () => cluster.hosts(),
+        workloadsOn: (host) => cluster.lastClaims(host)?.claims.length ?? null,
+        nc,
+      }).registry,
+      config.metrics,
+    )
+  : null;
+if (metrics) log.info({ url: metrics.url }, 'metrics served');
+
 lease.on('acquired', () => {
   leading = leading.then(async () => {
     try {
@@ -119,6 +137,7 @@ const shutdown = async (signal: string) => {
   await dashboard?.stop();
   cluster.stop();
   await lease.release();
+  await metrics?.close();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

@@ -34,6 +34,7 @@ export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinato
     kvReplicas: NATS_NODES,
     workloadNetwork: l.workloadNetwork,
     dashboard: { listen: l.dashboardListen(name), sessionTtlMs: 8 * 3_600_000 },
+    metrics: { listen: l.coordinatorMetricsListen(name), tokenFile: l.metricsTokenFile },
   };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);

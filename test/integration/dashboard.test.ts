@@ -16,6 +16,7 @@ import { promisify } from 'node:util';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
+import type { FleetJob } from '../../shared/fleet.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { DashboardLogin } from '../../shared/protocol.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
@@ -137,7 +138,7 @@ describe('web dashboard', () => {
     await Promise.all([ctx.close(), other.close()]);
   });
 
-  it("shows the lab's hosts, the workload where it runs and the migration with its charts; a new migration appears live", async () => {
+  it("shows the lab's hosts, the workload where it runs and the migration with its charts; a drain and its migration appear live", async () => {
     const ctx = await browser.createBrowserContext();
     const page = await ctx.newPage();
     await page.setViewport({ width: 1280, height: 900 });
@@ -189,14 +190,18 @@ describe('web dashboard', () => {
     expect(chartShot.near.bandwidth).toBeGreaterThan(20);
     await probe.close();
 
-    // Live: a second migration, h2 -> h1, shows up on the open page and ends there, without a reload.
+    // Live: draining h2 moves the workload back to h1; the drain, its migration and the cordon show up on the open page, without a reload.
     await page.evaluate(() => ((window as unknown as { notReloaded: boolean }).notReloaded = true));
-    const back = ferry(['migrate', 'dash', '--to', 'h1', '--json', '--max-rounds', '2'], env);
+    const draining = ferry(['drain', 'h2', '--json'], env);
     await page.waitForSelector('#migrations article.migration[data-from="h2"][data-to="h1"]', { timeout: 60_000 });
-    const second = JSON.parse((await back).stdout) as MigrationView;
-    expect(second.outcome, second.error?.message).toBe('completed');
-    await page.waitForSelector(`#migrations article.migration[data-id="${second.id}"][data-outcome="completed"]`, { timeout: 30_000 });
+    const drain = await draining;
+    const job = JSON.parse(drain.stdout) as FleetJob;
+    expect(drain.code, drain.stderr).toBe(0);
+    expect(job.items.map((i) => [i.workload, i.state])).toEqual([['dash', 'moved']]);
+    await page.waitForSelector(`#fleet li.fleet-job[data-id="${job.id}"][data-state="done"]`, { timeout: 30_000 });
+    await page.waitForSelector(`#migrations article.migration[data-id="${job.items[0]!.migrationId}"][data-outcome="completed"]`, { timeout: 30_000 });
     await page.waitForSelector('#workloads tr[data-workload="dash"][data-host="h1"]', { timeout: 30_000 });
+    await page.waitForSelector('#hosts tr[data-host="h2"][data-cordoned="true"]', { timeout: 30_000 });
     expect(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
     expect(problems).toEqual([]);
     expect(await page.$eval('#connection', (e) => e.textContent)).toBe('live');

@@ -8,8 +8,9 @@
 import diagnostics_channel from 'node:diagnostics_channel';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type Image, type ProcessImage, fromHex } from '../../shared/image-format.ts';
+import { type Image, type ProcessImage, type Vma, fromHex } from '../../shared/image-format.ts';
 import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
+import { vmRead, vmWrite } from '../ffi/syscalls.ts';
 import { Husk } from '../engine/husk.ts';
 import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
 import { PagesReader } from '../engine/memory.ts';
@@ -168,6 +169,7 @@ export class PrecopyDestination {
     for (const p of img.processes) {
       const h = husks.get(p.pid)!;
       for (const v of p.vmas) if (v.kind === 'shm') h.mapOne(v, protOf(v.perms));
+      for (const v of p.vmas) remakeFlagged(h, v);
       // Back to the image's protections where pages could still be written.
       for (const v of p.vmas) if (PRIVATE_KINDS.has(v.kind) && warmProt(v) !== protOf(v.perms)) h.protectRange(fromHex(v.start), fromHex(v.end), protOf(v.perms));
       h.adviseAll(p.vmas);
@@ -207,5 +209,28 @@ export class PrecopyDestination {
     this.#members.clear();
     await this.d.network.discard(this.net, null).catch(() => undefined);
     this.net = null;
+  }
+}
+
+/**
+ * Mapping flags the layouts do not carry (smaps is read once, at the freeze): a grows-down area
+ * made during pre-copy is made again as one, keeping its content, and a shared file mapping the
+ * workload may make writable is mapped again from the file opened for writing (its content is
+ * the file's). A mapping made cold (#coldParts) had them from the start.
+ */
+function remakeFlagged(h: Husk, v: Vma): void {
+  const start = fromHex(v.start);
+  const end = fromHex(v.end);
+  if (v.kind === 'file-shared' && v.mayWrite && v.perms[1] !== 'w') {
+    h.unmapRange(start, end);
+    h.mapOne(v, protOf(v.perms));
+  } else if (v.growsDown && v.precopied && PRIVATE_KINDS.has(v.kind)) {
+    const rw = protOf('rw-');
+    h.protectRange(start, end, rw);
+    const content = Buffer.alloc(Number(end - start));
+    vmRead(h.pid, start, content);
+    h.unmapRange(start, end);
+    h.mapOne(v, rw);
+    vmWrite(h.pid, start, content);
   }
 }

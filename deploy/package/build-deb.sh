@@ -22,7 +22,8 @@ root="$stage/root"
 lib="$root/usr/lib/ferry"
 doc="$root/usr/share/doc/ferry"
 
-npm run --silent build
+# The build, unless dist/ is current (bootstrap builds it).
+node bin/build-current.js || npm run --silent build
 mkdir -p "$lib" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/ferry" "$doc/examples/nats" "$root/DEBIAN"
 for d in agent cli coordinator deploy shared; do cp -a "dist/$d" "$lib/"; done
 
@@ -76,5 +77,6 @@ CONTROL
 install -m 0755 deploy/package/postinst "$root/DEBIAN/postinst"
 
 mkdir -p dist
-dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
+# zstd: Debian 12's dpkg reads it; xz would take the package from 4.7 to 3.1 MB for 40 s more.
+dpkg-deb --root-owner-group -Zzstd --build "$root" "$out" >/dev/null
 echo "package: $out ($(du -h "$out" | cut -f1), installed $(du -sh "$root" --exclude=DEBIAN | cut -f1))"

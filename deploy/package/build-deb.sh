@@ -36,7 +36,14 @@ node -e '
   require("fs").writeFileSync(process.argv[1], JSON.stringify(out, null, 2) + "\n");
 ' "$lib/package.json"
 cp package-lock.json "$lib/"
-(cd "$lib" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error >/dev/null)
+# Kept between builds under dist/, by the lock file's and the runtime package.json's hash.
+cache="dist/.package-modules/$(cat package-lock.json "$lib/package.json" | sha256sum | cut -c1-16)"
+if [ -d "$cache/node_modules" ]; then
+  cp -a "$cache/node_modules" "$cache/package-lock.json" "$lib/"
+else
+  (cd "$lib" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error >/dev/null)
+  rm -rf dist/.package-modules && mkdir -p "$cache" && cp -a "$lib/node_modules" "$lib/package-lock.json" "$cache/"
+fi
 # Every installed package at exactly the version the project's lock file names.
 node -e '
   const want = require(process.argv[1]).packages, got = require(process.argv[2]).packages;

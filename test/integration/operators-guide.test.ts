@@ -159,6 +159,7 @@ describe('docs/operators.md, run on three machines', () => {
   it('takes three machines from zero to a live migration of a running counter from m1 to m2', async () => {
     expect(steps.length).toBeGreaterThan(10);
     for (const step of steps) {
+      const t0 = Date.now();
       if (step.as === 'install') await install(step, control);
       else if (step.as === 'copy') await copy(step);
       else {
@@ -166,6 +167,7 @@ describe('docs/operators.md, run on three machines', () => {
         for (const name of step.on) out += await runShell(step, machine(name));
         if (step.id) outputs.set(step.id, out);
       }
+      if (process.env.FERRY_GUIDE_TIMES) process.stderr.write(`guide step at line ${step.line} (${step.on.join(',')}): ${Date.now() - t0} ms\n`);
     }
 
     // What the counter itself says: the same process (instance), its count carried on.

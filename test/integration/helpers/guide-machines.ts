@@ -226,7 +226,9 @@ export async function teardownMachines(machines: Machines, lab: string, names: s
   // crashed earlier run left (marked, in the machines' network namespaces).
   await killAll([...new Set([...cgroupProcesses(names), ...processesInMachines(machines.list), ...labProcessesInNamespaces(lab, namespaces)])]);
   await killAll(machines.list.map((m) => m.holder.pid).filter((pid) => !isGone(pid)));
-  for (const d of machineCgroups(names).reverse()) {
+  // Deepest first, and the agents' parent `ferry` last, once no host's group is left in it.
+  const roots = [hostLayout().v2Root, ...hostLayout().v1Mounts.values()].filter((r): r is string => r !== null);
+  for (const d of [...machineCgroups(names).reverse(), ...roots.map((r) => path.join(r, 'ferry'))]) {
     try {
       rmdirSync(d);
     } catch {

@@ -1,4 +1,5 @@
-// Fault injection in a real lab: the coordinator, the source agent and the destination agent are
+// Fault injection in a real lab (shared by the migration-faults-*.test.ts files, one per victim,
+// so that their labs run side by side): the coordinator, the source agent and the destination agent are
 // each killed with SIGKILL in each phase of a migration, and started again. Afterwards the
 // workload (memwriter, which checks every page it wrote) runs exactly once, where the outcome
 // says, with its state intact, and the migration's record says what happened.
@@ -10,18 +11,17 @@
 // coordinator notice it before the stalled step goes on.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabStatus } from '../../deploy/lab/lab.ts';
-import type { MigrationView } from '../../shared/migration.ts';
-import type { WorkloadInfo } from '../../shared/workload.ts';
-import { ferry, ferryJson } from './helpers/cli.ts';
-import { allAlive, freshLab, untilHosts, labEnv } from './helpers/lab.ts';
-import { expectRunsOnceOn, runOnLab, type LabWorkload } from './helpers/lab-workloads.ts';
+import type { LabStatus } from '../../../deploy/lab/lab.ts';
+import type { MigrationView } from '../../../shared/migration.ts';
+import type { WorkloadInfo } from '../../../shared/workload.ts';
+import { ferry, ferryJson } from './cli.ts';
+import { allAlive, freshLab, untilHosts } from './lab.ts';
+import { expectRunsOnceOn, runOnLab, type LabWorkload } from './lab-workloads.ts';
 
-const env = labEnv('itfault');
 const STALL = 'sleep:15000';
 
-type Role = 'coordinator' | 'source' | 'destination';
-interface Scenario {
+export type Role = 'coordinator' | 'source' | 'destination';
+export interface Scenario {
   phase: string;
   victim: Role;
   /** The fault point armed in `armed` (default: the victim); a crash unless it says sleep. */
@@ -30,7 +30,7 @@ interface Scenario {
   outcome: 'completed' | 'rolledBack';
 }
 
-const scenarios: Scenario[] = [
+export const scenarios: Scenario[] = [
   // The coordinator dies having done a phase's work but before recording it: its successor
   // replays the phase (every agent step is idempotent) and carries the migration through.
   ...['preflight', 'freeze', 'transfer', 'restore', 'recordCommit', 'resume', 'cleanup'].map(
@@ -61,7 +61,9 @@ const scenarios: Scenario[] = [
   { phase: 'cleanup', victim: 'destination', armed: 'source', fault: `agent:cleanup:before=${STALL}`, outcome: 'completed' },
 ];
 
-describe('fault injection: a daemon killed in every phase of a migration', () => {
+/** The scenarios whose victim is `victim`, each against one lab; `standby` adds the leader's crash caught by a standby. */
+export function describeFaults(env: NodeJS.ProcessEnv, victim: Role, opts: { standby?: boolean } = {}): void {
+describe(`fault injection: the ${victim} killed in every phase of a migration`, () => {
   let w: LabWorkload;
 
   const daemonOf = (r: Role, from: string, to: string) => (r === 'coordinator' ? 'coordinator' : r === 'source' ? from : to);
@@ -98,7 +100,7 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     await ferry(['lab', 'down'], env);
   });
 
-  it.each(scenarios)('$victim killed in $phase ($fault): $outcome', async (s) => {
+  it.each(scenarios.filter((s) => s.victim === victim))('$victim killed in $phase ($fault): $outcome', async (s) => {
     await allAlive(env);
     const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
@@ -151,7 +153,7 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     if (armed !== victim) await restart(armed);
   });
 
-  it('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
+  it.runIf(opts.standby)('a standby coordinator takes over a migration whose leader died, and finishes it', async () => {
     await allAlive(env);
     const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';
@@ -170,3 +172,4 @@ describe('fault injection: a daemon killed in every phase of a migration', () =>
     await expectRunsOnceOn(env, w, to);
   });
 });
+}

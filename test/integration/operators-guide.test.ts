@@ -23,6 +23,7 @@ import {
   mustShellIn,
   shellIn,
   startUnit,
+  stopUnits,
   teardownMachines,
   type Machine,
   type Machines,
@@ -97,8 +98,8 @@ async function startUnits(m: Machine, units: string[]): Promise<void> {
 async function runShell(step: GuideStep, m: Machine): Promise<string> {
   let stdout = '';
   for (const part of splitAtSystemctl(step.script)) {
-    if (part.kind === 'start') {
-      await startUnits(m, part.units);
+    if (part.kind !== 'shell') {
+      await (part.kind === 'start' ? startUnits(m, part.units) : stopUnits(machines, m, part.units));
       continue;
     }
     const deadline = Date.now() + RETRY_MS;

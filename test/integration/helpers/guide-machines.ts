@@ -1,7 +1,7 @@
 // Three "machines" on this host for the operators' guide's test: each is a network namespace
 // (eth0 on a management bridge, eth1 on a workload bridge, both in a switch namespace) and a
 // mount and uts namespace of its own, held by one sleeping process, in which /etc and /var/lib
-// are overlays with a private upper layer, and /root and /run/netns are tmpfs. Whatever the
+// are overlays with a private upper layer, and /root, /run/netns and /var/backups are tmpfs. Whatever the
 // guide's commands write stays in the machine; the real machine's own namespaces are not touched.
 // Everything started is tracked by pid and ended by pid; teardown also ends whatever still runs
 // inside the machines (their mount namespaces, and the cgroups their agents made).
@@ -116,6 +116,7 @@ export async function buildMachines(machines: Machines, lab: string, names: stri
       `mount -t overlay overlay -o lowerdir=/var/lib,upperdir=${mdir}/var-up,workdir=${mdir}/var-work /var/lib`,
       'mount -t tmpfs -o mode=0700 tmpfs /root',
       'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns',
+      'mount -t tmpfs tmpfs /var/backups',
       `hostname ${name}`,
     ].join('\n')]);
   }
@@ -155,6 +156,15 @@ export async function startUnit(machines: Machines, m: Machine, unitName: string
   if (child.pid === undefined) throw new Error(`could not start ${unitName} on ${m.name}`);
   child.unref();
   machines.daemons.push({ pid: child.pid, marker: unit.execStart[0]!, log, machine: m.name, unit: unitName });
+}
+
+/** `systemctl stop`: ends the units' daemons on that machine (SIGTERM, then SIGKILL), by pid. */
+export async function stopUnits(machines: Machines, m: Machine, units: string[]): Promise<void> {
+  for (const u of units) {
+    const running = machines.daemons.filter((d) => d.machine === m.name && d.unit === u && isRunning(d));
+    if (running.length === 0) throw new Error(`systemctl stop ${u} on ${m.name}: the test started no such unit there`);
+    for (const d of running) await stopProcess(d, 10_000);
+  }
 }
 
 /** The log of every daemon, for a failure's message. */

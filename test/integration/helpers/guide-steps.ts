@@ -50,7 +50,7 @@ export function guideSteps(markdown: string): GuideStep[] {
 }
 
 /** A script split at its `systemctl` lines, which the test carries out itself (no systemd in a namespace). */
-export type ScriptPart = { kind: 'shell'; text: string } | { kind: 'start'; units: string[] };
+export type ScriptPart = { kind: 'shell'; text: string } | { kind: 'start' | 'stop'; units: string[] };
 
 export function splitAtSystemctl(script: string): ScriptPart[] {
   const parts: ScriptPart[] = [];
@@ -65,10 +65,10 @@ export function splitAtSystemctl(script: string): ScriptPart[] {
       shell.push(line);
       continue;
     }
-    const m = /^systemctl (?:enable --now|start) ([\w@.-]+(?: [\w@.-]+)*)$/.exec(cmd);
-    if (!m) throw new Error(`the guide's test cannot carry out "${cmd}" (only systemctl enable --now / start)`);
+    const m = /^systemctl (enable --now|start|stop) ([\w@.-]+(?: [\w@.-]+)*)$/.exec(cmd);
+    if (!m) throw new Error(`the guide's test cannot carry out "${cmd}" (only systemctl enable --now, start and stop)`);
     flush();
-    parts.push({ kind: 'start', units: m[1]!.split(' ') });
+    parts.push({ kind: m[1] === 'stop' ? 'stop' : 'start', units: m[2]!.split(' ') });
   }
   flush();
   return parts;

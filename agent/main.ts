@@ -15,6 +15,8 @@ import { MigrationSteps, type DataStreamSettings } from './migration/steps.ts';
 import { AbortReconciler } from './migration/reconcile.ts';
 import { loadCredentials } from './transfer/auth.ts';
 import { recordsChannel } from './quarantine.ts';
+import { agentMetrics } from './metrics.ts';
+import { startMetricsServer } from '../shared/metrics/server.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -43,6 +45,9 @@ recordsChannel.subscribe((m) => {
 });
 
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
+// Before the service: a bad metrics setting stops the agent here, and no step goes uncounted.
+const metrics = config.metrics ? await startMetricsServer(agentMetrics({ workloads: () => workloads.list(), nc }).registry, config.metrics) : null;
+if (metrics) log.info({ url: metrics.url }, 'metrics served');
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
 await startAgentService(nc, config.name, facts, workloads, steps);
@@ -63,6 +68,7 @@ const shutdown = async (signal: string) => {
   reconciler.stop();
   clearInterval(reaper);
   await heartbeats.stop();
+  await metrics?.close();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

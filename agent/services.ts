@@ -1,13 +1,34 @@
 // The agent's NATS micro service: one endpoint per operation, each validated by shared/rpc.
+import diagnostics_channel from 'node:diagnostics_channel';
 import { Svcm } from '@nats-io/services';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { agentApi } from '../shared/protocol.ts';
+import { FerryError } from '../shared/errors.ts';
 import { withFaultPoints } from '../shared/fault.ts';
 import { answer } from '../shared/rpc.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
 import { AGENT_VERSION, type FactsSource } from './facts.ts';
 import type { Workloads } from './workloads.ts';
 import type { MigrationSteps } from './migration/steps.ts';
+
+/** Every migration step this agent ran: { step, ms, ok, code } (agent/metrics.ts times them). */
+const stepChannel = diagnostics_channel.channel('ferry:step');
+
+/** A migration step's handler: its fault points (shared/fault.ts) around it, its duration published. */
+function step<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<R> | R): (...args: A) => Promise<R> {
+  const run = withFaultPoints(`agent:${name}`, fn);
+  return async (...args: A) => {
+    const t0 = performance.now();
+    try {
+      const out = await run(...args);
+      if (stepChannel.hasSubscribers) stepChannel.publish({ step: name, ms: performance.now() - t0, ok: true });
+      return out;
+    } catch (err) {
+      if (stepChannel.hasSubscribers) stepChannel.publish({ step: name, ms: performance.now() - t0, ok: false, code: FerryError.from(err).code });
+      throw err;
+    }
+  };
+}
 
 export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads, steps: MigrationSteps) {
   const started = Date.now();
@@ -26,17 +47,17 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   group.addEndpoint('update', { handler: (_err, msg) => void answer(agentApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
   const mig = group.addGroup('mig');
-  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, withFaultPoints('agent:preflight', (r) => steps.preflight(r))) });
-  mig.addEndpoint('admit', { handler: (_e, msg) => void answer(agentApi['mig.admit'], msg, withFaultPoints('agent:admit', (r) => steps.admit(r))) });
-  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, withFaultPoints('agent:freeze', (r) => steps.freeze(r))) });
-  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, withFaultPoints('agent:receive', (r) => steps.receive(r))) });
-  mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, withFaultPoints('agent:precopy', (r) => steps.precopy(r))) });
-  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, withFaultPoints('agent:send', (r) => steps.send(r))) });
-  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, withFaultPoints('agent:restore', (r) => steps.restore(r))) });
-  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, withFaultPoints('agent:resume', (r) => steps.resume(r))) });
-  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, withFaultPoints('agent:cleanup', (r) => steps.cleanup(r))) });
-  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, withFaultPoints('agent:discard', (r) => steps.discard(r))) });
-  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, withFaultPoints('agent:thaw', (r) => steps.thaw(r))) });
+  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, step('preflight', (r) => steps.preflight(r))) });
+  mig.addEndpoint('admit', { handler: (_e, msg) => void answer(agentApi['mig.admit'], msg, step('admit', (r) => steps.admit(r))) });
+  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, step('freeze', (r) => steps.freeze(r))) });
+  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, step('receive', (r) => steps.receive(r))) });
+  mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, step('precopy', (r) => steps.precopy(r))) });
+  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, step('send', (r) => steps.send(r))) });
+  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, step('restore', (r) => steps.restore(r))) });
+  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, step('resume', (r) => steps.resume(r))) });
+  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, step('cleanup', (r) => steps.cleanup(r))) });
+  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, step('discard', (r) => steps.discard(r))) });
+  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, step('thaw', (r) => steps.thaw(r))) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

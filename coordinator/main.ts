@@ -20,6 +20,8 @@ import { MigrationStore } from './store.ts';
 import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
+import { coordinatorMetrics } from './metrics.ts';
+import { startMetricsServer } from '../shared/metrics/server.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -77,6 +79,22 @@ const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, c
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
 await untilJetStream(() => fleet.cordons.start(), log);
 
+// Before the lease is sought: a bad metrics setting stops the coordinator here, and no migration goes uncounted.
+const metrics = config.metrics
+  ? await startMetricsServer(
+      coordinatorMetrics({
+        leading: () => lease.held,
+        inFlight: () => migrations.inFlight,
+        fleetJobs: () => fleet.executor.driving(),
+        hosts: () => cluster.hosts(),
+        workloadsOn: (host) => cluster.lastClaims(host)?.claims.length ?? null,
+        nc,
+      }).registry,
+      config.metrics,
+    )
+  : null;
+if (metrics) log.info({ url: metrics.url }, 'metrics served');
+
 lease.on('acquired', () => {
   leading = leading.then(async () => {
     try {
@@ -111,6 +129,7 @@ const shutdown = async (signal: string) => {
   fleet.cordons.stop();
   cluster.stop();
   await lease.release();
+  await metrics?.close();
   await nc.drain().catch(() => undefined);
   process.exit(0);
 };

@@ -2,6 +2,7 @@
 // before anything else learns of it, every emitted event published on NATS. A coordinator that
 // takes the lead rehydrates every migration that has not ended and carries it to its end.
 import { randomBytes } from 'node:crypto';
+import diagnostics_channel from 'node:diagnostics_channel';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
@@ -31,6 +32,13 @@ function convergenceFor(req: MigrateRequest): ConvergenceConfig {
   return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS };
 }
 
+/**
+ * Every event of a migration this coordinator drives, once its state is durable:
+ * { event: MigrationEventWire, request } (coordinator/metrics.ts counts them). Only the driving
+ * coordinator publishes, so a standby never counts what the leader does.
+ */
+export const migrationChannel = diagnostics_channel.channel('ferry:migration');
+
 /** How long a new migration's record is asked for while JetStream settles. */
 const RECORD_RETRY_MS = 6_000;
 
@@ -42,6 +50,8 @@ interface Running {
   revision: number;
   /** Persists in order; each write waits for the one before. */
   chain: Promise<void>;
+  /** Whether the last write landed: an event of a state that did not is replayed by whoever leads next. */
+  durable: boolean;
   ended: Promise<MigrationView>;
 }
 
@@ -157,7 +167,7 @@ export class MigrationManager {
 
   #run(id: string, actor: MigrationActor, record: MigrationRecord, revision: number): { view: MigrationView } {
     let resolveEnded!: (v: MigrationView) => void;
-    const run: Running = { actor, stopping: false, record, revision, chain: Promise.resolve(), ended: new Promise((r) => (resolveEnded = r)) };
+    const run: Running = { actor, stopping: false, record, revision, chain: Promise.resolve(), durable: true, ended: new Promise((r) => (resolveEnded = r)) };
     this.#running.set(id, run);
     const viewNow = () => {
       const s = actor.getSnapshot();
@@ -172,7 +182,9 @@ export class MigrationManager {
           try {
             run.record = { ...run.record, snapshot, final };
             run.revision = await this.d.store.update(id, run.record, run.revision);
+            run.durable = true;
           } catch (err) {
+            run.durable = false;
             const e = FerryError.from(err);
             this.d.log.error({ migration: id, err: e.message }, 'cannot persist migration state');
             if (e.code === ErrorCode.Conflict) this.d.onDeposed(e.message);
@@ -193,7 +205,10 @@ export class MigrationManager {
       const msg: MigrationEventWire = { migrationId: id, type, at: at ?? Date.now(), data, view: viewNow() };
       // Published once the state that produced it is durable, so a watcher never sees what a
       // restarted coordinator would not know.
-      void run.chain.then(() => this.d.nc.publish(subjects.migrationEvents(id), encode(msg)));
+      void run.chain.then(() => {
+        this.d.nc.publish(subjects.migrationEvents(id), encode(msg));
+        if (run.durable && !run.stopping && migrationChannel.hasSubscribers) migrationChannel.publish({ event: msg, request: run.record.request });
+      });
       if (type === 'phase.failed' || type === 'rollback.started' || type === 'agent.lost') this.d.log.warn({ migration: id, event: type, ...data }, 'migration event');
       else this.d.log.info({ migration: id, event: type }, 'migration event');
     });
@@ -261,6 +276,11 @@ export class MigrationManager {
       });
     }
     return this.view(id);
+  }
+
+  /** Migrations this coordinator drives now. */
+  get inFlight(): number {
+    return this.#running.size;
   }
 
   /** Stops driving every migration (deposed or shutting down); their records stay for the next leader. */

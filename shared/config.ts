@@ -31,6 +31,17 @@ export const NatsAccess = z.strictObject({
 export type NatsAccess = z.infer<typeof NatsAccess>;
 const Nats = NatsAccess;
 
+/**
+ * The daemon's Prometheus endpoint (docs/metrics.md): GET /metrics on `listen` ("ADDRESS:PORT",
+ * "[IPv6]:PORT"), answered only to a scrape carrying `Authorization: Bearer <token>` with the
+ * token in `tokenFile` (mode 0600, at least 32 characters). Absent: no endpoint.
+ */
+export const MetricsEndpoint = z.strictObject({
+  listen: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'listen is ADDRESS:PORT (an IPv6 address in brackets)'),
+  tokenFile: z.string().min(1),
+});
+export type MetricsEndpoint = z.infer<typeof MetricsEndpoint>;
+
 export const AgentConfig = z.strictObject({
   /** This host's name in the cluster. */
   name: HostName,
@@ -78,6 +89,7 @@ export const AgentConfig = z.strictObject({
    * agent's environment overrides it (`ferry lab start h1 --env FERRY_DIRTY_TRACKING=hash`).
    */
   dirtyTracking: z.enum(['auto', 'uffd-wp', 'hash']).default('auto'),
+  metrics: MetricsEndpoint.optional(),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 
@@ -97,6 +109,7 @@ export const CoordinatorConfig = z.strictObject({
   id: z.string().min(1).optional(),
   /** A leader that cannot renew its lease for this long is replaced by a standby. */
   leaseTtlMs: z.number().int().min(1_000).default(5_000),
+  metrics: MetricsEndpoint.optional(),
   /** Replicas of each KV bucket this coordinator creates (3 on a 3-node NATS cluster; at most the number of nodes). */
   kvReplicas: z.number().int().min(1).max(5).default(1),
   /** Time allowed for one attempt of each phase. */

@@ -5,6 +5,7 @@
 // connection bound to the authenticated one (docs/security.md "Data stream").
 // Back-pressure is end to end: a sender waits while the kernel's buffer is full, and a receiver
 // stops reading the socket while its consumer lags, so neither side buffers more than a bound.
+import diagnostics_channel from 'node:diagnostics_channel';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
@@ -33,6 +34,9 @@ export interface StreamAuth {
 /** What a clear data connection starts with: never the first byte of TLS (0x16), and says what follows. */
 export const CLEAR_PREAMBLE = Buffer.from('ferry-clear-stream/1\n');
 
+/** Bytes as they go out and come in ({ kind: 'sent' | 'received', bytes }), for agent/metrics.ts. */
+const chan = diagnostics_channel.channel('ferry:transfer');
+
 /** Incoming frames buffered at most this many bytes before the socket is paused. */
 const RECEIVE_HIGH_WATER = 32 * 1024 * 1024;
 
@@ -52,6 +56,7 @@ export class DataConnection {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       this.bytesReceived += chunk.length;
+      if (chan.hasSubscribers) chan.publish({ kind: 'received', bytes: chunk.length });
       let frames: Frame[];
       try {
         frames = this.#decoder.push(chunk);
@@ -149,11 +154,14 @@ export class DataConnection {
     let flushed = true;
     // One write per frame part, corked so that TLS makes records of the whole frame, not of its 8-byte prefix.
     this.socket.cork();
+    let bytes = 0;
     for (const part of encodeFrame(header, payload)) {
-      this.bytesSent += part.length;
+      bytes += part.length;
       flushed = this.socket.write(part);
     }
     this.socket.uncork();
+    this.bytesSent += bytes;
+    if (chan.hasSubscribers) chan.publish({ kind: 'sent', bytes });
     if (!flushed) await this.#drained();
     if (this.#error) throw this.#error;
   }

@@ -13,13 +13,23 @@ function renderStatus(s: LabStatus): string {
   return [
     `lab "${s.name}" is up (state in ${s.dir})`,
     ...s.natsServers.map((n) => `  ${n.name.padEnd(12)}  ${n.url}  ${mark(n.running)}  pid ${n.pid}  (namespace ${n.namespace})`),
-    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})`,
-    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}`] : []),
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})  metrics ${s.coordinator.metricsUrl}`,
+    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}  metrics ${s.coordinator2.metricsUrl}`] : []),
     `  client        namespace ${s.clientNamespace}`,
+    `  metrics       token in ${s.metricsTokenFile}; scrape from the client namespace:`,
+    `                ip netns exec ${s.clientNamespace} curl -H "Authorization: Bearer $(cat ${s.metricsTokenFile})" ${s.coordinator.metricsUrl}`,
     '',
     table(
-      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT', 'CORDONED'],
-      s.hosts.map((h) => [h.name, h.namespace, h.address, h.fabricAddress, `${mark(h.agent.running)} (pid ${h.agent.pid})`, h.cordoned === undefined || h.cordoned === null ? '?' : h.cordoned ? 'yes' : 'no']),
+      ['HOST', 'NAMESPACE', 'ADDRESS', 'FABRIC ADDRESS', 'AGENT', 'CORDONED', 'METRICS'],
+      s.hosts.map((h) => [
+        h.name,
+        h.namespace,
+        h.address,
+        h.fabricAddress,
+        `${mark(h.agent.running)} (pid ${h.agent.pid})`,
+        h.cordoned === undefined || h.cordoned === null ? '?' : h.cordoned ? 'yes' : 'no',
+        h.agent.metricsUrl,
+      ]),
     ),
   ].join('\n');
 }

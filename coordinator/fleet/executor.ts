@@ -72,6 +72,11 @@ export class FleetExecutor {
     return recorded.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
   }
 
+  /** The jobs this coordinator drives now, as they stand. */
+  driving(): FleetJob[] {
+    return [...this.#driven.values()].map((d) => d.job);
+  }
+
   /** Stops driving every job (deposed or shutting down); their records stay for the next leader. */
   stopAll(): void {
     for (const d of this.#driven.values()) d.abort.abort(new FerryError(ErrorCode.Cancelled, 'this coordinator no longer leads'));

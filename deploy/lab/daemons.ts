@@ -26,7 +26,14 @@ export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinato
   const conf = path.join(l.dir, `${name}.json`);
   const identity = labCoordinatorIdentity(name);
   // A short lease: in the lab a killed leader is replaced within about two seconds.
-  const cfg: Partial<CoordinatorConfig> = { id: identity, nats: labNatsAccess(l, identity), leaseTtlMs: 2_000, kvReplicas: NATS_NODES, workloadNetwork: l.workloadNetwork };
+  const cfg: Partial<CoordinatorConfig> = {
+    id: identity,
+    nats: labNatsAccess(l, identity),
+    leaseTtlMs: 2_000,
+    kvReplicas: NATS_NODES,
+    workloadNetwork: l.workloadNetwork,
+    metrics: { listen: l.coordinatorMetricsListen(name), tokenFile: l.metricsTokenFile },
+  };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
   return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
 }

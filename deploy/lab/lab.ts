@@ -2,13 +2,14 @@
 // network, issues every identity, starts a 3-node nats-server cluster, the coordinator and one
 // agent per host, and returns once every host is registered and alive;
 // `down` removes everything a lab made, also after a crash, and is safe to run twice.
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { hostLayout } from '../../agent/cgroups/layout.ts';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { AgentConfig } from '../../shared/config.ts';
 import { natsServerConfig } from '../pki/nats-auth.ts';
-import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_NODES, NATS_PORT, NATS_ROUTE_PORT, labLayout, type LabLayout } from './layout.ts';
+import { LAB_PREFIX_LEN, MAX_HOSTS, NATS_MONITOR_PORT, NATS_NODES, NATS_PORT, NATS_ROUTE_PORT, agentMetricsListen, labLayout, metricsUrl, type LabLayout } from './layout.ts';
 import { issueLabIdentities, labNatsAccess, labNatsIdentity, labPkiDir } from './pki.ts';
 import { buildFabric, labNamespaces, namespaceExists, removeNamespaces } from './network.ts';
 import { natsConfigFile, startAgent, startCoordinator, startNats } from './daemons.ts';
@@ -26,16 +27,21 @@ export interface LabStatus {
   clientNamespace: string;
   /** The nats-server cluster's nodes (`ferry lab kill|start nats-N`). */
   natsServers: { name: string; url: string; namespace: string; pid: number; running: boolean }[];
-  coordinator: { pid: number | null; running: boolean };
+  /**
+   * The scrape token (mode 0600) of every daemon's metricsUrl. The endpoints are on the management
+   * network: scrape from the client namespace (`ip netns exec <clientNamespace> curl ...`).
+   */
+  metricsTokenFile: string;
+  coordinator: { pid: number | null; running: boolean; metricsUrl: string };
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
-  coordinator2: { pid: number | null; running: boolean } | null;
+  coordinator2: { pid: number | null; running: boolean; metricsUrl: string } | null;
   /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
   hosts: {
     name: string;
     namespace: string;
     address: string;
     fabricAddress: string;
-    agent: { pid: number; running: boolean; log: string };
+    agent: { pid: number; running: boolean; log: string; metricsUrl: string };
     /** As the leading coordinator says (`ferry cordon`); null when no coordinator answered (only `lab status` asks). */
     cordoned?: boolean | null;
   }[];
@@ -133,6 +139,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
   const progress = o.onProgress ?? (() => undefined);
   try {
     for (const d of ['nats', 'agents', 'logs']) mkdirSync(path.join(l.dir, d), { recursive: true });
+    // One token for the whole lab, read by every daemon at its start (and by whoever scrapes).
+    writeFileSync(l.metricsTokenFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     progress(`building fabric and management network: switch, client, ${NATS_NODES} nats nodes and ${o.hosts} hosts; issuing identities`);
     const [{ authFile }] = await Promise.all([Promise.resolve().then(() => issueLabIdentities(l, o.hosts, NATS_NODES)), buildFabric(l, o.hosts)]);
     writeNatsConfigs(l, authFile);
@@ -160,6 +168,7 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
         workloadEnv: { [LAB_MEMBER_ENV]: l.name },
         // Workload namespaces are named like the lab's own, so `lab down` removes them too.
         network: { bridge: 'br0', prefixLen: LAB_PREFIX_LEN, netnsPrefix: l.workloadNetnsPrefix },
+        metrics: { listen: agentMetricsListen(l.hostAddress(i)), tokenFile: l.metricsTokenFile },
       };
       writeFileSync(agentConfig, JSON.stringify(cfg, null, 2));
       const host = { name, namespace: l.hostNamespace(i), address: l.hostAddress(i), fabricAddress: l.hostFabricAddress(i), agentConfig };
@@ -192,7 +201,11 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
 export async function labStatus(): Promise<LabStatus> {
   const l = labLayout();
   const s = readState(l.dir);
-  const procStatus = (p: StartedProcess | undefined) => ({ pid: p?.pid ?? null, running: p ? isRunning(p) : false });
+  const procStatus = (p: StartedProcess | undefined, daemon: 'coordinator' | 'coordinator2') => ({
+    pid: p?.pid ?? null,
+    running: p ? isRunning(p) : false,
+    metricsUrl: metricsUrl(l.coordinatorMetricsListen(daemon)),
+  });
   const up = s !== null && (await namespaceExists(l.switchNamespace));
   return {
     name: l.name,
@@ -202,14 +215,15 @@ export async function labStatus(): Promise<LabStatus> {
     switchNamespace: l.switchNamespace,
     clientNamespace: l.clientNamespace,
     natsServers: (s?.natsServers ?? []).map((n) => ({ name: n.name, url: n.url, namespace: n.namespace, pid: n.pid, running: isRunning(n) })),
-    coordinator: procStatus(s?.coordinator),
-    coordinator2: s?.coordinator2 ? procStatus(s.coordinator2) : null,
+    metricsTokenFile: l.metricsTokenFile,
+    coordinator: procStatus(s?.coordinator, 'coordinator'),
+    coordinator2: s?.coordinator2 ? procStatus(s.coordinator2, 'coordinator2') : null,
     hosts: (s?.hosts ?? []).map((h) => ({
       name: h.name,
       namespace: h.namespace,
       address: h.address,
       fabricAddress: h.fabricAddress,
-      agent: { pid: h.agent.pid, running: isRunning(h.agent), log: h.agent.log },
+      agent: { pid: h.agent.pid, running: isRunning(h.agent), log: h.agent.log, metricsUrl: metricsUrl(agentMetricsListen(h.address)) },
     })),
   };
 }

@@ -25,6 +25,9 @@ export const MGMT_PREFIX_LEN = 24;
 export const NATS_PORT = 4222;
 export const NATS_ROUTE_PORT = 6222;
 export const NATS_MONITOR_PORT = 8222;
+/** Prometheus endpoints (docs/metrics.md): each agent on its management address, the coordinators on the switch's. */
+export const AGENT_METRICS_PORT = 7411;
+export const COORDINATOR_METRICS_PORTS = { coordinator: 7412, coordinator2: 7413 } as const;
 /** nats-server nodes of every lab: enough for JetStream to keep a quorum with one of them down. */
 export const NATS_NODES = 3;
 export const MAX_HOSTS = 50;
@@ -56,6 +59,10 @@ export interface LabLayout {
   hostFabricAddress(i: number): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
+  /** The lab-wide scrape token (mode 0600) every daemon's metrics endpoint asks for. */
+  metricsTokenFile: string;
+  /** Where a daemon's metrics endpoint listens (ADDRESS:PORT), reached from the client namespace like NATS. */
+  coordinatorMetricsListen(daemon: keyof typeof COORDINATOR_METRICS_PORTS): string;
   /** The coordinators' workload subnet: the fabric's prefix, addresses from .1.1 up (.0.x is the lab's own). */
   workloadNetwork: WorkloadSubnet;
 }
@@ -90,6 +97,8 @@ export function labLayout(name = labName()): LabLayout {
     hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
     hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
     workloadNetnsPrefix: ns('w-'),
+    metricsTokenFile: path.join(root, name, 'metrics.token'),
+    coordinatorMetricsListen: (daemon) => `${controlAddress}:${COORDINATOR_METRICS_PORTS[daemon]}`,
     workloadNetwork: {
       subnet: `${LAB_SUBNET_PREFIX}.0.0/${LAB_PREFIX_LEN}`,
       first: `${LAB_SUBNET_PREFIX}.1.1`,
@@ -98,6 +107,12 @@ export function labLayout(name = labName()): LabLayout {
     },
   };
 }
+
+/** Where the agent of the host with management address `address` serves its metrics. */
+export const agentMetricsListen = (address: string): string => `${address}:${AGENT_METRICS_PORT}`;
+
+/** The URL a metrics endpoint listening on `listen` answers at. */
+export const metricsUrl = (listen: string): string => `http://${listen}/metrics`;
 
 /** Every namespace whose name says it belongs to this lab (also workload namespaces added later). */
 export const belongsToLab = (name: string, nsName: string): boolean => nsName.startsWith(`ferry-${name}-`);

@@ -1,16 +1,34 @@
 // `ferry run` / `ps` / `stop` in a real lab: workloads are containers with their own pid, uts,
 // ipc and time namespaces, registered with their host's agent.
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { MigrationEvent, MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
+import type { LabStatus } from '../../deploy/lab/lab.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
+import { inClient } from './helpers/lab-clients.ts';
 import { useLab, labEnv } from './helpers/lab.ts';
 
 const env = labEnv('itcont');
 const ns = (pid: number, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
+
+// One process in the lab's client namespace (where the CLI reaches NATS from) fetches every URL,
+// with the token or without, over real HTTP; it prints each answer's status and body.
+const SCRAPE = `(async () => {
+  const out = [];
+  for (const t of JSON.parse(process.argv[1])) {
+    const r = await fetch(t.url, { headers: t.token ? { authorization: 'Bearer ' + t.token } : {} });
+    out.push({ url: t.url, status: r.status, body: await r.text() });
+  }
+  process.stdout.write(JSON.stringify(out));
+})();`;
+async function scrape(clientNs: string, targets: { url: string; token: string | null }[]): Promise<{ url: string; status: number; body: string }[]> {
+  return JSON.parse(await inClient(clientNs, [process.execPath, '-e', SCRAPE, JSON.stringify(targets)])) as { url: string; status: number; body: string }[];
+}
+/** A sample's value in Prometheus text (0 when the series is absent). */
+const value = (text: string, series: string): number => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1) ?? 0);
 
 
 describe('containers', () => {
@@ -96,6 +114,36 @@ describe('containers', () => {
     expect(unknown.stderr).toContain('no migration m-nosuchmigration');
     expect((await ferry(['watch', 'not-an-id'], env)).code).toBe(2);
     await ferryJson(['stop', 'mover'], env);
+  });
+
+  // After the test before: the live migration of "mover" from h1 to h2.
+  it("serves every daemon's metrics to the lab's token only, with the migration counted by the coordinator and both agents", async () => {
+    const lab = await ferryJson<LabStatus>(['lab', 'status'], env);
+    const token = readFileSync(lab.metricsTokenFile, 'utf8').trim();
+    expect(statSync(lab.metricsTokenFile).mode & 0o777).toBe(0o600);
+    const agentUrl = (h: string) => lab.hosts.find((x) => x.name === h)!.agent.metricsUrl;
+    const daemons = [lab.coordinator.metricsUrl, agentUrl('h1'), agentUrl('h2')];
+    const answers = await scrape(lab.clientNamespace, [...daemons.map((url) => ({ url, token })), ...daemons.map((url) => ({ url, token: null }))]);
+    const [coordinator, h1, h2, ...anonymous] = answers;
+    for (const a of answers.slice(0, 3)) expect(a.status, a.url).toBe(200);
+    for (const a of anonymous) {
+      expect(a.status, a.url).toBe(401);
+      expect(a.body).not.toContain('ferry_');
+    }
+    const c = coordinator!.body;
+    expect(value(c, 'ferry_coordinator_is_leader')).toBe(1);
+    expect(value(c, 'ferry_migrations_total{outcome="completed"}')).toBeGreaterThanOrEqual(1);
+    expect(value(c, 'ferry_migration_downtime_seconds_count{kind="actual"}')).toBeGreaterThanOrEqual(1);
+    expect(value(c, 'ferry_migration_phase_duration_seconds_count{phase="freeze"}')).toBeGreaterThanOrEqual(1);
+    expect(value(c, 'ferry_migration_sent_bytes_total')).toBeGreaterThan(0);
+    expect(value(c, 'ferry_host_alive{host="h1"}')).toBe(1);
+    expect(value(c, 'ferry_nats_connected')).toBe(1);
+    // The source sent the workload, the destination received it, over the data stream.
+    expect(value(h1!.body, 'ferry_agent_stream_bytes_total{direction="sent"}')).toBeGreaterThan(0);
+    expect(value(h2!.body, 'ferry_agent_stream_bytes_total{direction="received"}')).toBeGreaterThan(0);
+    expect(value(h1!.body, 'ferry_agent_precopy_rounds_total')).toBeGreaterThanOrEqual(1);
+    expect(value(h2!.body, 'ferry_agent_migration_step_duration_seconds_count{step="restore",outcome="ok"}')).toBeGreaterThanOrEqual(1);
+    for (const a of [h1!, h2!]) expect(value(a.body, 'ferry_nats_connected'), a.url).toBe(1);
   });
 
   it('lab down ends workloads the lab started, also one that overwrote its environment', async () => {

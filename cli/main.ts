@@ -12,6 +12,7 @@ import { registerMigrations } from './commands/migrations.ts';
 import { registerFleet } from './commands/fleet.ts';
 import { registerEngine } from './commands/engine.ts';
 import { registerPki } from './commands/pki.ts';
+import { registerDashboard } from './commands/dashboard.ts';
 import { addClusterAccessOptions } from './commands/options.ts';
 import { registerMeta } from './commands/meta.ts';
 
@@ -28,6 +29,7 @@ registerWorkloads(program);
 registerMigrations(program);
 registerFleet(program);
 registerEngine(program);
+registerDashboard(program);
 registerPki(program);
 addClusterAccessOptions(program);
 registerMeta(program);

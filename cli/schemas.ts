@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { CordonReply, FleetEvent, FleetJob } from '../shared/fleet.ts';
 import { MigrationEvent, MigrationView } from '../shared/migration.ts';
-import { ErrorWire, HostView } from '../shared/protocol.ts';
+import { DashboardLogin, ErrorWire, HostView } from '../shared/protocol.ts';
 import { WorkloadInfo } from '../shared/workload.ts';
 
 export const Version = z.strictObject({ name: z.literal('ferry'), version: z.string(), node: z.string(), protocol: z.number().int(), imageFormat: z.number().int() });
@@ -21,6 +21,7 @@ export const CLI_OUTPUTS = {
   cordon: { commands: 'ferry cordon --json, ferry uncordon --json', schema: CordonReply },
   'fleet-job': { commands: 'ferry drain --json (stdout), ferry rebalance --json (stdout), ferry drains ID --json', schema: FleetJob },
   'fleet-jobs': { commands: 'ferry drains --json', schema: z.array(FleetJob) },
+  'dashboard-login': { commands: 'ferry dashboard --json', schema: DashboardLogin },
   'fleet-event': { commands: 'ferry drain --json and ferry rebalance --json (stderr, one per line)', schema: FleetEvent },
 } as const;
 

@@ -20,6 +20,7 @@ import { MigrationStore } from './store.ts';
 import { AddressPool } from '../shared/subnet.ts';
 import { WorkloadDirectory } from './workloads.ts';
 import { untilJetStream } from './jetstream-ready.ts';
+import { CoordinatorDashboard } from './dashboard/dashboard.ts';
 import { coordinatorMetrics } from './metrics.ts';
 import { startMetricsServer } from '../shared/metrics/server.ts';
 
@@ -78,6 +79,12 @@ const migrations = new MigrationManager({
 const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
 await untilJetStream(() => fleet.cordons.start(), log);
+// Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's
+// `dashboard` endpoint). One that cannot start is logged and left out: migrations go on without it.
+const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log }).catch((err: Error) => {
+  log.error({ err: err.message }, 'dashboard not served');
+  return null;
+});
 
 // Before the lease is sought: a bad metrics setting stops the coordinator here, and no migration goes uncounted.
 const metrics = config.metrics
@@ -107,7 +114,7 @@ lease.on('acquired', () => {
       const jobs = await fleet.executor.resumeAll();
       if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
       if (!lease.held) return standBy('lease lost while taking over');
-      service = await startCoordinatorService(nc, workloads, migrations, fleet);
+      service = await startCoordinatorService(nc, workloads, migrations, fleet, dashboard);
       log.info('coordinator ready');
     } catch (err) {
       // KV or NATS failed while taking over: stand by and try again.
@@ -127,6 +134,7 @@ const shutdown = async (signal: string) => {
   migrations.stopAll();
   fleet.executor.stopAll();
   fleet.cordons.stop();
+  await dashboard?.stop();
   cluster.stop();
   await lease.release();
   await metrics?.close();

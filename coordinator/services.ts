@@ -3,14 +3,16 @@ import { Svcm } from '@nats-io/services';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { coordinatorApi } from '../shared/protocol.ts';
 import { answer } from '../shared/rpc.ts';
+import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { serviceNames, subjects } from '../shared/subjects.ts';
+import type { CoordinatorDashboard } from './dashboard/dashboard.ts';
 import type { Fleet } from './fleet/fleet.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { WorkloadDirectory } from './workloads.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
-export async function startCoordinatorService(nc: NatsConnection, workloads: WorkloadDirectory, migrations: MigrationManager, fleet: Fleet) {
+export async function startCoordinatorService(nc: NatsConnection, workloads: WorkloadDirectory, migrations: MigrationManager, fleet: Fleet, dashboard: CoordinatorDashboard | null = null) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
   group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => fleet.hosts()) });
@@ -29,6 +31,13 @@ export async function startCoordinatorService(nc: NatsConnection, workloads: Wor
   group.addEndpoint('rebalance', { handler: (_err, msg) => void answer(coordinatorApi.rebalance, msg, (req) => fleet.rebalance(req)) });
   group.addEndpoint('fleet', {
     handler: (_err, msg) => void answer(coordinatorApi.fleet, msg, async (req) => (req.id ? [await fleet.executor.view(req.id)] : fleet.executor.list())),
+  });
+  group.addEndpoint('dashboard', {
+    handler: (_err, msg) =>
+      void answer(coordinatorApi.dashboard, msg, () => {
+        if (!dashboard) throw new FerryError(ErrorCode.BadConfig, 'the leading coordinator serves no dashboard: its config has no `dashboard: { listen: "HOST:PORT" }`, or it could not start it (its log says why; docs/dashboard.md)');
+        return dashboard.login();
+      }),
   });
   return service;
 }

@@ -112,6 +112,22 @@ export const CoordinatorConfig = z.strictObject({
   metrics: MetricsEndpoint.optional(),
   /** Replicas of each KV bucket this coordinator creates (3 on a 3-node NATS cluster; at most the number of nodes). */
   kvReplicas: z.number().int().min(1).max(5).default(1),
+  /**
+   * The read-only web dashboard (docs/dashboard.md): HTTPS on `listen` with this coordinator's
+   * identity (`tls`, default nats.tls), logins through `ferry dashboard` only. Absent: none.
+   */
+  dashboard: z
+    .strictObject({
+      /** host:port to listen on, e.g. the coordinator's management address and 7480. */
+      listen: z.string().regex(/^[^\s:]+:\d{1,5}$/, 'host:port'),
+      /** The URL browsers reach it on (login links name it); default https://<listen>. */
+      publicUrl: z.string().url().optional(),
+      /** Certificate and key it serves; default the coordinator's NATS identity (nats.tls). */
+      tls: TlsFiles.optional(),
+      /** How long a browser session lasts after its login. */
+      sessionTtlMs: z.number().int().min(60_000).max(7 * 24 * 3_600_000).default(8 * 3_600_000),
+    })
+    .optional(),
   /** Time allowed for one attempt of each phase. */
   timeouts: z
     .strictObject({

@@ -68,10 +68,11 @@ export function permissionsFor(identity: string): NatsPermissions {
     case 'coordinator':
       // Calls every agent's endpoints (not their heartbeats), publishes migration events and the
       // records it set aside, and alone writes the KV buckets (ferry_quarantine among them);
-      // serves the coordinator's endpoints.
+      // serves the coordinator's endpoints. Follows migration events (whoever leads publishes
+      // them) for its dashboard, standbys included.
       return {
         publish: { allow: [...agentEndpoints('*'), subjects.migrationEventsAll, subjects.recordEvents, ...kvWrites()] },
-        subscribe: { allow: [subjects.heartbeatAll, ...coordinatorEndpoints(), ...serviceDiscovery(serviceNames.coordinator), inbox] },
+        subscribe: { allow: [subjects.heartbeatAll, subjects.migrationEventsAll, ...coordinatorEndpoints(), ...serviceDiscovery(serviceNames.coordinator), inbox] },
         allow_responses: true,
       };
     case 'operator':

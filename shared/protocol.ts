@@ -77,6 +77,19 @@ export const HostView = z.strictObject({
 });
 export type HostView = z.infer<typeof HostView>;
 
+/** `ferry dashboard` -> the leading coordinator: a one-time login link to its web dashboard. */
+export const DashboardLogin = z.strictObject({
+  /** Open this in a browser: it sets a session cookie and goes to the dashboard. A secret until used (single use, short lived). */
+  url: z.string().url(),
+  /** The dashboard itself, without the token. */
+  dashboardUrl: z.string().url(),
+  /** The link is refused after this, and after its first use. */
+  expiresAt: IsoTime,
+  /** The coordinator that issued it: its sessions are valid there only. */
+  coordinator: z.string(),
+});
+export type DashboardLogin = z.infer<typeof DashboardLogin>;
+
 // --- endpoints -------------------------------------------------------------------------------
 
 export interface EndpointSpec<Req extends z.ZodType, Res extends z.ZodType> {
@@ -129,6 +142,8 @@ export const coordinatorApi = {
   rebalance: endpoint(RebalanceRequest, FleetJob, 30_000),
   /** Drains and rebalances: one by id, or every recorded one (newest first). */
   fleet: endpoint(FleetJobRef, z.array(FleetJob)),
+  /** A one-time login link to the leader's web dashboard (coordinator/dashboard/). */
+  dashboard: endpoint(Empty, DashboardLogin),
 } as const;
 
 export type AgentApi = typeof agentApi;

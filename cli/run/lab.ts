@@ -13,8 +13,8 @@ function renderStatus(s: LabStatus): string {
   return [
     `lab "${s.name}" is up (state in ${s.dir})`,
     ...s.natsServers.map((n) => `  ${n.name.padEnd(12)}  ${n.url}  ${mark(n.running)}  pid ${n.pid}  (namespace ${n.namespace})`),
-    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})  metrics ${s.coordinator.metricsUrl}`,
-    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}  metrics ${s.coordinator2.metricsUrl}`] : []),
+    `  coordinator   ${mark(s.coordinator.running)}  pid ${s.coordinator.pid}  (namespace ${s.switchNamespace})  metrics ${s.coordinator.metricsUrl}  dashboard ${s.coordinator.dashboardUrl}`,
+    ...(s.coordinator2 ? [`  coordinator2  ${mark(s.coordinator2.running)}  pid ${s.coordinator2.pid}  metrics ${s.coordinator2.metricsUrl}  dashboard ${s.coordinator2.dashboardUrl}`] : []),
     `  client        namespace ${s.clientNamespace}`,
     `  metrics       token in ${s.metricsTokenFile}; scrape from the client namespace:`,
     `                ip netns exec ${s.clientNamespace} curl -H "Authorization: Bearer $(cat ${s.metricsTokenFile})" ${s.coordinator.metricsUrl}`,

@@ -30,12 +30,14 @@ export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinato
   const conf = path.join(l.dir, `${name}.json`);
   const identity = labCoordinatorIdentity(name);
   // A short lease: in the lab a killed leader is replaced within about two seconds.
+  // Its dashboard on the management network, served with its own identity (valid for the control address).
   const cfg: Partial<CoordinatorConfig> = {
     id: identity,
     nats: labNatsAccess(l, identity),
     leaseTtlMs: 2_000,
     kvReplicas: NATS_NODES,
     workloadNetwork: l.workloadNetwork,
+    dashboard: { listen: l.dashboardListen(name), sessionTtlMs: 8 * 3_600_000 },
     metrics: { listen: l.coordinatorMetricsListen(name), tokenFile: l.metricsTokenFile },
   };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));

@@ -32,9 +32,12 @@ export interface LabStatus {
    * network: scrape from the client namespace (`ip netns exec <clientNamespace> curl ...`).
    */
   metricsTokenFile: string;
-  coordinator: { pid: number | null; running: boolean; metricsUrl: string };
+  /** dashboardUrl: its web dashboard (log in with `ferry dashboard`; reached from the client namespace). */
+  coordinator: { pid: number | null; running: boolean; metricsUrl: string; dashboardUrl: string };
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
-  coordinator2: { pid: number | null; running: boolean; metricsUrl: string } | null;
+  coordinator2: { pid: number | null; running: boolean; metricsUrl: string; dashboardUrl: string } | null;
+  /** The first coordinator's dashboard (docs/dashboard.md). */
+  dashboardUrl: string;
   /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
   hosts: {
     name: string;
@@ -198,6 +201,8 @@ export async function labUp(o: UpOptions): Promise<LabStatus> {
   }
 }
 
+const dashboardUrl = (l: LabLayout, daemon: 'coordinator' | 'coordinator2'): string => `https://${l.dashboardListen(daemon)}/`;
+
 export async function labStatus(): Promise<LabStatus> {
   const l = labLayout();
   const s = readState(l.dir);
@@ -205,6 +210,7 @@ export async function labStatus(): Promise<LabStatus> {
     pid: p?.pid ?? null,
     running: p ? isRunning(p) : false,
     metricsUrl: metricsUrl(l.coordinatorMetricsListen(daemon)),
+    dashboardUrl: dashboardUrl(l, daemon),
   });
   const up = s !== null && (await namespaceExists(l.switchNamespace));
   return {
@@ -218,6 +224,7 @@ export async function labStatus(): Promise<LabStatus> {
     metricsTokenFile: l.metricsTokenFile,
     coordinator: procStatus(s?.coordinator, 'coordinator'),
     coordinator2: s?.coordinator2 ? procStatus(s.coordinator2, 'coordinator2') : null,
+    dashboardUrl: dashboardUrl(l, 'coordinator'),
     hosts: (s?.hosts ?? []).map((h) => ({
       name: h.name,
       namespace: h.namespace,

@@ -28,6 +28,8 @@ export const NATS_MONITOR_PORT = 8222;
 /** Prometheus endpoints (docs/metrics.md): each agent on its management address, the coordinators on the switch's. */
 export const AGENT_METRICS_PORT = 7411;
 export const COORDINATOR_METRICS_PORTS = { coordinator: 7412, coordinator2: 7413 } as const;
+/** The coordinators' dashboards (docs/dashboard.md) on the control address: `coordinator` here, `coordinator2` on the next port. */
+export const DASHBOARD_PORT = 7480;
 /** nats-server nodes of every lab: enough for JetStream to keep a quorum with one of them down. */
 export const NATS_NODES = 3;
 export const MAX_HOSTS = 50;
@@ -57,6 +59,8 @@ export interface LabLayout {
   hostAddress(i: number): string;
   /** The host's address on the workload fabric (its br0). */
   hostFabricAddress(i: number): string;
+  /** Where a coordinator's dashboard listens (its HTTPS URL is https://<this>/). */
+  dashboardListen(daemon: 'coordinator' | 'coordinator2'): string;
   /** Workload network namespaces: ferry-<lab>-w-<workload>. */
   workloadNetnsPrefix: string;
   /** The lab-wide scrape token (mode 0600) every daemon's metrics endpoint asks for. */
@@ -96,6 +100,7 @@ export function labLayout(name = labName()): LabLayout {
     hostName: (i) => `h${i}`,
     hostAddress: (i) => `${MGMT_SUBNET_PREFIX}.${10 + i}`,
     hostFabricAddress: (i) => `${LAB_SUBNET_PREFIX}.0.${10 + i}`,
+    dashboardListen: (daemon) => `${controlAddress}:${DASHBOARD_PORT + (daemon === 'coordinator' ? 0 : 1)}`,
     workloadNetnsPrefix: ns('w-'),
     metricsTokenFile: path.join(root, name, 'metrics.token'),
     coordinatorMetricsListen: (daemon) => `${controlAddress}:${COORDINATOR_METRICS_PORTS[daemon]}`,

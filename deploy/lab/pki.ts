@@ -45,7 +45,9 @@ export function issueLabIdentities(l: LabLayout, hosts: number, nodes: number): 
   const dir = labPkiDir(l);
   labCa(l);
   for (let n = 1; n <= nodes; n++) issueIdentity(dir, labNatsIdentity(n), { dns: [l.natsName(n)], ips: [l.natsAddress(n)] });
-  for (const id of [labCoordinatorIdentity('coordinator'), labCoordinatorIdentity('coordinator2'), LAB_OPERATOR]) issueIdentity(dir, id, { keepNkey: true });
+  // The coordinators' certificates also serve their dashboards, reached on the control address.
+  for (const id of [labCoordinatorIdentity('coordinator'), labCoordinatorIdentity('coordinator2')]) issueIdentity(dir, id, { keepNkey: true, ips: [l.controlAddress] });
+  issueIdentity(dir, LAB_OPERATOR, { keepNkey: true });
   for (let i = 1; i <= hosts; i++) labAgentTls(l, l.hostName(i), [l.hostAddress(i), l.hostFabricAddress(i)]);
   const authFile = path.join(dir, 'auth.conf');
   writeFileSync(authFile, natsAuthorization(userIdentities(dir)));

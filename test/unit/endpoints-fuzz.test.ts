@@ -47,6 +47,7 @@ const validRequests: Record<string, unknown> = {
   drain: { host: 'h1', parallel: 2, dryRun: true },
   rebalance: { maxMoves: 3, parallel: 1, dryRun: false },
   fleet: { id: 'd-abc123-00ff' },
+  dashboard: {},
 };
 
 const endpoints: [string, EndpointSpec<z.ZodType, z.ZodType>][] = [

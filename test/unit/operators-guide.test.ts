@@ -30,6 +30,7 @@ describe("the operators' guide", () => {
   it('rejects a marker without a block, an unknown attribute, and a systemctl the test cannot carry out', () => {
     expect(() => guideSteps('<!-- guide: on=m1 -->\ntext\n')).toThrow(/followed by/);
     expect(() => guideSteps('<!-- guide: on=m1 sudo -->\n```sh\ntrue\n```\n')).toThrow(/unknown guide attribute/);
+    expect(() => guideSteps('<!-- guide: on=m1 -->\n```sh\ntrue\n``` text\n\n```sh\nfalse\n```\n')).toThrow(/a fence inside/);
     expect(() => splitAtSystemctl('systemctl restart ferry-agent\n')).toThrow(/cannot carry out/);
     const [s] = guideSteps('<!-- guide: on=m1,m2 retry until="a +b" until="c" id=x -->\n```sh\necho hi\nsystemctl enable --now ferry-agent\n```\n');
     expect(s).toMatchObject({ on: ['m1', 'm2'], retry: true, id: 'x', as: 'shell' });

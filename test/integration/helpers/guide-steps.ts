@@ -31,6 +31,8 @@ export function guideSteps(markdown: string): GuideStep[] {
     if (lines[i + 1] !== '```sh') throw new Error(`docs/operators.md:${i + 1}: a guide marker must be followed by a \`\`\`sh block`);
     const end = lines.indexOf('```', i + 2);
     if (end < 0) throw new Error(`docs/operators.md:${i + 1}: unterminated block`);
+    const stray = lines.slice(i + 2, end).findIndex((l) => l.startsWith('```'));
+    if (stray >= 0) throw new Error(`docs/operators.md:${i + 3 + stray}: a fence inside a guide block (a block not closed by a line of its own?)`);
     const step: GuideStep = { line: i + 1, on: [], as: 'shell', retry: false, until: [], id: null, script: lines.slice(i + 2, end).join('\n') + '\n' };
     for (const a of m[1]!.matchAll(ATTR)) {
       const [, key, raw, quoted] = a;

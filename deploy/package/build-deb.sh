@@ -26,6 +26,14 @@ doc="$root/usr/share/doc/ferry"
 node bin/build-current.js || npm run --silent build
 mkdir -p "$lib" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/ferry" "$doc/examples/nats" "$root/DEBIAN"
 for d in agent cli coordinator deploy shared; do cp -a "dist/$d" "$lib/"; done
+# The dashboard's page: its HTML and CSS as they are, its script bundled now (the package has
+# neither its TypeScript nor esbuild).
+mkdir -p "$lib/coordinator/dashboard/page"
+cp coordinator/dashboard/page/index.html coordinator/dashboard/page/app.css "$lib/coordinator/dashboard/page/"
+node --import tsx -e '
+  const { bundlePage, PREBUILT_PAGE } = await import("./coordinator/dashboard/bundle.ts");
+  (await import("node:fs")).writeFileSync(`${process.argv[1]}/coordinator/dashboard/${PREBUILT_PAGE}`, await bundlePage());
+' "$lib"
 
 # Production dependencies: package.json without the dev tools and tsx (the package runs
 # JavaScript only), installed from the lock file, which pins every version.

@@ -1,7 +1,7 @@
 // The workloads this agent runs: started as containers (own pid, uts, ipc and time namespaces,
 // their own cgroup), kept in a registry file that outlives the agent, so a restarted agent
 // still knows them. Workloads are never children of the agent: they outlive it.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
@@ -349,6 +349,15 @@ export class Workloads {
     this.#entries.set(w.name, entry);
     this.#save();
     return this.#info(entry);
+  }
+
+  /**
+   * A destination's copy of a moving workload's output log, which its stdout and stderr reopen on
+   * restore. The log is host-local (each host keeps what the workload wrote while there), so it
+   * is created here, empty, before the restore reopens it.
+   */
+  ensureLog(name: string): void {
+    closeSync(openSync(path.join(this.stateDir, 'workloads', `${name}.log`), 'a'));
   }
 
   /**

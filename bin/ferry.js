@@ -3,26 +3,7 @@
 // matches every source it was compiled from (mtime and size: one stat per file, about a
 // millisecond), and the TypeScript sources through tsx otherwise, so it never runs stale code.
 // FERRY_TSX=1 forces the sources.
-import { readFileSync, statSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-function buildIsCurrent() {
-  if (process.env.FERRY_TSX === '1') return false;
-  try {
-    const { sources } = JSON.parse(readFileSync(path.join(root, 'dist/.stamp'), 'utf8'));
-    if (!Array.isArray(sources) || sources.length === 0) return false;
-    for (const [file, mtimeMs, size] of sources) {
-      const s = statSync(path.join(root, file));
-      if (s.mtimeMs !== mtimeMs || s.size !== size) return false;
-    }
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { buildIsCurrent } from './build-current.js';
 
 if (buildIsCurrent()) {
   await import('../dist/cli/main.js');

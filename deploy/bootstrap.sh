@@ -4,23 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the message bus, the tools the lab and the agent drive, a C compiler for the
-# test workloads, and the real programs the tests migrate.
-apt_packages=(
-  nats-server      # control plane and JetStream KV
-  iproute2         # ip netns / link / addr / route: lab hosts and workload networks
-  nftables         # network lock during the freeze
-  util-linux       # nsenter, unshare, setsid
-  procps           # ps, pkill -P for diagnostics
-  gcc make libc6-dev libgomp1  # test workloads (C, OpenMP)
-  python3          # python test workload and http.server
-  sqlite3          # sqlite test workload
-  redis-server     # networked test workload
-  psmisc           # fuser, for diagnostics
-  libxxhash0       # XXH3 page hashes for the dirty-tracking fallback (loaded through koffi)
-  iputils-ping     # reachability checks inside the lab
-  chromium         # headless browser for the dashboard test (driven by puppeteer-core)
-)
+# Debian packages: what a ferry host runs with (deploy/packages/runtime.txt, also the .deb's
+# dependencies) and what building and testing a checkout needs besides (deploy/packages/test.txt:
+# compilers, the real programs the tests migrate, a headless browser). A production host installs
+# the .deb instead (docs/operators.md) and gets the runtime list only.
+package_list() { sed -e 's/#.*//' "deploy/packages/$1.txt" | tr -s ' \t' '\n' | sed '/^$/d'; }
+mapfile -t apt_packages < <(package_list runtime; package_list test)
 
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -493,6 +493,7 @@ export class MigrationSteps {
     if (cgroup) for (const p of image.processes) p.cgroup = cgroup;
     // The limits the source had at the freeze; verification (agent/engine/verify/cgroup.ts) reads them back before the commit.
     const cg = this.workloads.prepareCgroup(m.workload, this.#finalLimits(m));
+    this.workloads.ensureLog(m.workload);
     const netConfig = readJson(path.join(m.imageDir, NETNS_FILE), NetnsConfig);
     const warm = this.#warm.get(id);
     if (warm) return this.#buildWarm(id, warm, image, m.imageDir, netConfig);

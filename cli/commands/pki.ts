@@ -1,12 +1,7 @@
 // `ferry pki`: the operator's CA, per-identity credentials and nats-server's authorization
 // config, for a real cluster (the lab makes its own in <lab dir>/pki). docs/security.md.
 import type { Command } from 'commander';
-import { writeFileSync } from 'node:fs';
-import { ensureCa } from '../../deploy/pki/certs.ts';
-import { issueIdentity, userIdentities } from '../../deploy/pki/identity.ts';
-import { natsAuthorization } from '../../deploy/pki/nats-auth.ts';
-import { permissionsFor } from '../../shared/permissions.ts';
-import { action, printResult } from '../output.ts';
+import { action } from '../output.ts';
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v];
 
@@ -20,10 +15,7 @@ export function registerPki(program: Command): void {
     .option('--json', 'print as JSON')
     .description('create the CA (kept if it exists)')
     .action(
-      action(async (dir: string, opts: { name: string; json?: boolean }) => {
-        const ca = ensureCa(dir, opts.name);
-        printResult(!!opts.json, ca, (c) => `CA certificate ${c.cert} (key ${c.key}: never copy it to a host)`);
-      }),
+      action(async (dir: string, opts: { name: string; json?: boolean }) => (await import('../run/pki.ts')).init(dir, opts)),
     );
 
   pki
@@ -36,15 +28,7 @@ export function registerPki(program: Command): void {
     .option('--json', 'print as JSON')
     .description('issue (or rotate) an identity: certificate and key, and for users an nkey seed file (mode 0600)')
     .action(
-      action(async (dir: string, identity: string, opts: { ip: string[]; dns: string[]; days: number; json?: boolean }) => {
-        const files = issueIdentity(dir, identity, { ips: opts.ip, dns: opts.dns, days: opts.days });
-        printResult(!!opts.json, files, (f) =>
-          [
-            `${f.identity}: certificate ${f.cert}, key ${f.key}`,
-            ...(f.credentials ? [`nkey seed ${f.credentials} (public key ${f.publicKey}); run \`ferry pki nats-auth\` and reload nats-server`] : []),
-          ].join('\n'),
-        );
-      }),
+      action(async (dir: string, identity: string, opts: { ip: string[]; dns: string[]; days: number; json?: boolean }) => (await import('../run/pki.ts')).issue(dir, identity, opts)),
     );
 
   pki
@@ -54,13 +38,7 @@ export function registerPki(program: Command): void {
     .option('--json', 'print as JSON')
     .description("nats-server's authorization config: one nkey user per identity in <dir>, with its role's permissions")
     .action(
-      action(async (dir: string, opts: { out?: string; json?: boolean }) => {
-        const users = userIdentities(dir);
-        const conf = natsAuthorization(users);
-        if (opts.out) writeFileSync(opts.out, conf);
-        const result = { out: opts.out ?? null, users: users.map((u) => ({ ...u, permissions: permissionsFor(u.identity) })) };
-        printResult(!!opts.json, result, (r) => (r.out ? `${r.out}: ${r.users.length} users (${r.users.map((u) => u.identity).join(', ')})` : conf));
-      }),
+      action(async (dir: string, opts: { out?: string; json?: boolean }) => (await import('../run/pki.ts')).natsAuth(dir, opts)),
     );
 
   pki
@@ -69,10 +47,6 @@ export function registerPki(program: Command): void {
     .option('--json', 'print as JSON')
     .description('what an identity may publish and subscribe to')
     .action(
-      action(async (identity: string, opts: { json?: boolean }) => {
-        printResult(!!opts.json, permissionsFor(identity), (p) =>
-          [`publish:   ${p.publish.allow.join(' ')}`, `subscribe: ${p.subscribe.allow.join(' ')}`, `replies:   ${p.allow_responses ? 'yes' : 'no'}`].join('\n'),
-        );
-      }),
+      action(async (identity: string, opts: { json?: boolean }) => (await import('../run/pki.ts')).permissions(identity, opts)),
     );
 }

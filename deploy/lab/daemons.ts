@@ -3,7 +3,7 @@
 // with a crash point armed (FERRY_FAULT, see shared/fault.ts).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isGone } from '../../agent/engine/procfs.ts';
 import type { CoordinatorConfig } from '../../shared/config.ts';
@@ -13,10 +13,14 @@ import { labCoordinatorIdentity, labNatsAccess } from './pki.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, withStateLock, writeState, type LabState } from './state.ts';
 
-// The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): the daemons
-// always run their TypeScript sources through tsx.
+// The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): there the
+// daemons always run their TypeScript sources through tsx. The installed package
+// (/usr/lib/ferry, deploy/package) has no sources: its daemons run its JavaScript.
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..').replace(/\/dist$/, '');
-const tsEntry = (rel: string) => [process.execPath, '--import', 'tsx', path.join(REPO_ROOT, rel)];
+const tsEntry = (rel: string) => {
+  const source = path.join(REPO_ROOT, rel);
+  return existsSync(source) ? [process.execPath, '--import', 'tsx', source] : [process.execPath, source.replace(/\.ts$/, '.js')];
+};
 
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>
   startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });

@@ -16,22 +16,22 @@ const HOST_FIREWALL = `table inet ferry_lab {
 `;
 
 /** Runs `ip` commands as one batch inside a namespace (one process instead of one per command). */
-const ipBatch = (ns: string | null, lines: string[]) => run('ip', [...(ns ? ['-n', ns] : []), '-batch', '-'], { input: lines.join('\n') + '\n' });
+export const ipBatch = (ns: string | null, lines: string[]) => run('ip', [...(ns ? ['-n', ns] : []), '-batch', '-'], { input: lines.join('\n') + '\n' });
 
 /** A bridge that forwards at once: no STP, no forwarding delay. */
-const bridge = (name: string, mac?: string) => [
+export const bridge = (name: string, mac?: string) => [
   `link add ${name} ${mac ? `address ${mac} ` : ''}type bridge stp_state 0 forward_delay 0`,
   `link set ${name} up`,
 ];
 
 /** A veth from a switch bridge (port `port`) to `ifname` in namespace ns. */
-const plug = (bridgeName: string, port: string, ns: string, ifname: string, mac?: string) => [
+export const plug = (bridgeName: string, port: string, ns: string, ifname: string, mac?: string) => [
   `link add ${port} type veth peer name ${ifname} ${mac ? `address ${mac} ` : ''}netns ${ns}`,
   `link set ${port} master ${bridgeName} up`,
 ];
 
 /** Inside the plugged namespace: the interface up with its address. */
-const endpoint = (ifname: string, cidr: string) => [`addr add ${cidr} dev ${ifname}`, `link set ${ifname} up`];
+export const endpoint = (ifname: string, cidr: string) => [`addr add ${cidr} dev ${ifname}`, `link set ${ifname} up`];
 
 export async function buildFabric(l: LabLayout, hosts: number): Promise<void> {
   const nodes = Array.from({ length: NATS_NODES }, (_, k) => k + 1);

@@ -83,7 +83,7 @@ describe('bin/ferry.js never runs a stale build', () => {
     mkdirSync(path.join(dir, 'bin'));
     mkdirSync(path.join(dir, 'cli'));
     mkdirSync(path.join(dir, 'dist/cli'), { recursive: true });
-    copyFileSync(path.join(REPO, 'bin/ferry.js'), path.join(dir, 'bin/ferry.js'));
+    for (const f of ['ferry.js', 'build-current.js']) copyFileSync(path.join(REPO, 'bin', f), path.join(dir, 'bin', f));
     symlinkSync(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
     writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}');
     writeFileSync(path.join(dir, 'cli/main.ts'), "const from: string = 'source';\nconsole.log(from);\n");

@@ -1,6 +1,7 @@
 // Descriptors of a husk: shared descriptions created once in the root before any child exists
 // (pipes with their data, socketpairs, memfds, files inherited across fork), then every fd of
 // the image in place, eventfd/timerfd/signalfd/epoll made anew with their state.
+import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
@@ -9,6 +10,7 @@ import { closeFd, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, writeFd } from '..
 import { lockCall } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
+import { peekFifo } from './sharing.ts';
 import { activateConnection, restoreConnection, restoreSocket } from './sockets.ts';
 
 export class HuskFiles extends HuskCore {
@@ -99,7 +101,7 @@ export class HuskFiles extends HuskCore {
           this.inj(this.pid, 'fcntl', [rw, 4, sh.rdwr & ~3]);
         }
         const data = Buffer.from(sh.data, 'base64');
-        if (data.length > 0) this.agentWrite(w, data);
+        if (data.length > 0 && !this.stillQueued(r, sh.inode, data)) this.agentWrite(w, data);
         if (sh.readFlags >= 0) this.inj(this.pid, 'fcntl', [r, 4, sh.readFlags & ~3]);
         if (sh.writeFlags >= 0) this.inj(this.pid, 'fcntl', [w, 4, sh.writeFlags & ~3]);
         this.parked.push({ r, w, ...(rw === undefined ? {} : { rw }) });
@@ -226,6 +228,16 @@ export class HuskFiles extends HuskCore {
   }
 
   /** The agent's own duplicate of one of the husk's descriptors. */
+  /**
+   * A FIFO reopened on the kernel the checkpointed tree still runs on (a live migration between
+   * hosts that share one kernel and file system, as the lab's do, or a rollback target still
+   * frozen) is the same pipe, holding the bytes already: writing them again would double them.
+   */
+  private stillQueued(fd: number, inode: number, data: Buffer): boolean {
+    const path = `/proc/${this.pid}/fd/${fd}`;
+    return statSync(path).ino === inode && peekFifo(path).equals(data);
+  }
+
   protected agentFd(fd: number): number {
     const pidfd = pidfdOpen(this.pid);
     try {

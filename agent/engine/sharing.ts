@@ -44,7 +44,7 @@ export function peekPipe(pid: number, fd: number): { data: Buffer; capacity: num
 }
 
 /** Bytes in a named pipe, through a reader of our own (the tree may hold only the write end). */
-function peekFifo(src: string): Buffer {
+export function peekFifo(src: string): Buffer {
   const fd = openFile(src, O.RDONLY | O.NONBLOCK | O.CLOEXEC);
   const fds = Buffer.alloc(8);
   let priv: number[] = [];

@@ -15,7 +15,7 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, type Range, selectCowPages, selectPages } from './memory.ts';
+import { PagesWriter, type Range, findGuards, selectCowPages, selectPages } from './memory.ts';
 import { preflight, treeOf } from './preflight.ts';
 import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
@@ -128,6 +128,9 @@ export class Checkpoint {
           if (precopied?.(p.pid, Number(v.start), Number(v.end))) {
             v.runs = [];
             v.precopied = true;
+            // Guard markers are no pages, so pre-copy did not carry them.
+            const guards = findGuards(pm, BigInt(v.start), BigInt(v.end));
+            if (guards.length > 0) v.guards = guards.map((g) => ({ addr: toHex(g.addr), pages: g.pages }));
             continue;
           }
           const guards: Range[] = [];

@@ -4,7 +4,8 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type PageRun, toHex } from '../../shared/image-format.ts';
-import { pread, vmRead, vmWrite } from '../ffi/syscalls.ts';
+import { isErrno, pread, vmRead, vmWrite } from '../ffi/syscalls.ts';
+import { PAGE_IS, PagemapScanner, type ScanRegion } from '../ffi/uffd.ts';
 
 export const PAGE = 4096;
 const PAGE_N = BigInt(PAGE);
@@ -49,6 +50,28 @@ export function selectPages(pagemapFd: number, start: bigint, end: bigint, onlyA
   }
   if (runStart >= 0) flush(got / 8);
   return out;
+}
+
+let guardScanner: PagemapScanner | null = null;
+
+/**
+ * Only the guard regions of [start, end), for a mapping whose pages are not read here (they
+ * went during pre-copy): PAGEMAP_SCAN's PAGE_IS_GUARD finds them without a walk in JS over
+ * every page while the tree is frozen. A kernel without that category (before 6.14) rejects it;
+ * its pagemap is read instead.
+ */
+export function findGuards(pagemapFd: number, start: bigint, end: bigint): Range[] {
+  guardScanner ??= new PagemapScanner(64);
+  const found: ScanRegion[] = [];
+  try {
+    guardScanner.scan(pagemapFd, { flags: 0, start: Number(start), end: Number(end), categoryAnyof: PAGE_IS.GUARD, returnMask: PAGE_IS.GUARD }, found);
+  } catch (err) {
+    if (!isErrno(err, 'EINVAL')) throw err;
+    const guards: Range[] = [];
+    selectPages(pagemapFd, start, end, false, guards);
+    return guards;
+  }
+  return found.map((r) => ({ addr: BigInt(r.start), pages: (r.end - r.start) / PAGE }));
 }
 
 const ZERO = Buffer.alloc(PAGE);

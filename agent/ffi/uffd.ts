@@ -46,7 +46,7 @@ export function uffdWriteProtect(fd: number, start: number, len: number, on = tr
 export const PAGEMAP_SCAN = 0xc0606610;
 export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 /** Page categories of PAGEMAP_SCAN (include/uapi/linux/fs.h). */
-export const PAGE_IS = { WPALLOWED: 1, WRITTEN: 2, FILE: 4, PRESENT: 8, SWAPPED: 16, PFNZERO: 32, HUGE: 64, SOFT_DIRTY: 128 } as const;
+export const PAGE_IS = { WPALLOWED: 1, WRITTEN: 2, FILE: 4, PRESENT: 8, SWAPPED: 16, PFNZERO: 32, HUGE: 64, SOFT_DIRTY: 128, GUARD: 256 } as const;
 
 export interface ScanQuery {
   flags: number;

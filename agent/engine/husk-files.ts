@@ -43,7 +43,31 @@ export class HuskFiles extends HuskCore {
     }
     this.inj(this.pid, 'fchown', [fd, d.uid, d.gid]);
     this.inj(this.pid, 'fchmod', [fd, d.mode]);
-    return fd;
+    return this.nameAsDeleted(fd, d.path);
+  }
+
+  /**
+   * The file linked under the deleted file's old name for a moment, opened there and unlinked
+   * again, so that its /proc name is "PATH (deleted)" as before, not "DIR/#INODE (deleted)" (the
+   * unnamed file's own descriptor keeps that name: it is closed). Left unnamed when that name is
+   * taken now (a live migration's verification then reports the difference).
+   */
+  private nameAsDeleted(fd: bigint, path: string): bigint {
+    const from = this.put(OFF_ARGS, Buffer.from(`/proc/self/fd/${fd}\0`));
+    try {
+      this.inj(this.pid, 'linkat', [-100, from, -100, this.putStr(path), 0x400]); // AT_FDCWD, AT_SYMLINK_FOLLOW
+    } catch {
+      return fd;
+    }
+    try {
+      const named = this.inj(this.pid, 'open', [this.putStr(path), 2, 0]); // O_RDWR
+      this.inj(this.pid, 'close', [fd]);
+      return named;
+    } catch {
+      return fd;
+    } finally {
+      this.inj(this.pid, 'unlinkat', [-100, this.putStr(path), 0]);
+    }
   }
 
   /** Where a file description is opened from: its path, or the parked unnamed file that carries a deleted file's content. */

@@ -72,6 +72,7 @@ export const SYS = {
   setsockopt: 54,
   getsockopt: 55,
   unlinkat: 263,
+  linkat: 265,
   accept4: 288,
   recvfrom: 45,
   socketpair: 53,

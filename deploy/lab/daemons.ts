@@ -1,6 +1,7 @@
 // The lab's daemons one by one: how each is started, and `lab kill` / `lab start` for tests and
 // demos that take a daemon down the hard way (SIGKILL, as a crash) and bring it back, possibly
 // with a crash point armed (FERRY_FAULT, see shared/fault.ts).
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -13,13 +14,18 @@ import { labCoordinatorIdentity, labNatsAccess } from './pki.ts';
 import { LAB_MEMBER_ENV, isRunning, startInNamespace, type StartedProcess } from './processes.ts';
 import { readState, withStateLock, writeState, type LabState } from './state.ts';
 
-// The checkout, also when this runs as the build's JavaScript (dist/deploy/lab/): there the
-// daemons always run their TypeScript sources through tsx. The installed package
+// In a checkout the daemons run the build's JavaScript (dist/) while it is current (the same
+// stamp check as bin/ferry.js: `node bin/build-current.js` exits 0), and their TypeScript sources
+// through tsx otherwise, so they never run stale code: tsx costs each daemon start about a second
+// of CPU, which the fault tests' many restarts and a loaded machine feel. The installed package
 // (/usr/lib/ferry, deploy/package) has no sources: its daemons run its JavaScript.
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..').replace(/\/dist$/, '');
+let buildCurrent: boolean | undefined;
+const buildIsCurrent = () => (buildCurrent ??= spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'build-current.js')]).status === 0);
 const tsEntry = (rel: string) => {
   const source = path.join(REPO_ROOT, rel);
-  return existsSync(source) ? [process.execPath, '--import', 'tsx', source] : [process.execPath, source.replace(/\.ts$/, '.js')];
+  if (!existsSync(source)) return [process.execPath, source.replace(/\.ts$/, '.js')];
+  return buildIsCurrent() ? [process.execPath, path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'))] : [process.execPath, '--import', 'tsx', source];
 };
 
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>

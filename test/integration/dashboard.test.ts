@@ -178,11 +178,19 @@ describe('web dashboard', () => {
     const whole = await pixels(await page.screenshot({ encoding: 'base64', fullPage: true }), probe);
     expect(whole.width).toBe(1280);
     expect(whole.colours).toBeGreaterThan(50);
-    const clipOf = (selector: string) =>
-      page.$eval(selector, (e) => {
+    // The probe tab took the front: the page goes back there (a hidden tab may not render), and a
+    // live update can be re-rendering the element this very moment, so wait until it has a size.
+    await page.bringToFront();
+    const clipOf = async (selector: string) => {
+      await page.waitForFunction((s: string) => {
+        const r = document.querySelector(s)?.getBoundingClientRect();
+        return !!r && r.width > 0 && r.height > 0;
+      }, {}, selector);
+      return page.$eval(selector, (e) => {
         const r = e.getBoundingClientRect();
         return { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height };
       });
+    };
     const hostsShot = await pixels(await page.screenshot({ encoding: 'base64', clip: await clipOf('#hosts table'), captureBeyondViewport: true }), probe);
     expect(hostsShot.dark).toBeGreaterThan(0.005);
     const chartShot = await pixels(await page.screenshot({ encoding: 'base64', clip: await clipOf(`${card} svg.rounds`), captureBeyondViewport: true }), probe);

@@ -136,6 +136,9 @@ describe('one NATS node lost in each phase of a migration', () => {
     expect(v.outcome, `${r.stderr.slice(-400)} ${JSON.stringify(v.error)}`).toBe('completed');
     expect(r.code).toBe(0);
     expect(v.committed).toBe(true);
+    // The coordinator may still be taking its lease back after its node went (a KV stream's
+    // leader moves too): wait until one leads and sees every agent before asking where w runs.
+    await allAlive(env);
     await expectRunsOnceOn(env, w, 'h2');
     await progresses(w);
 

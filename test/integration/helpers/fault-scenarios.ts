@@ -1,5 +1,4 @@
-// Fault injection in a real lab (shared by the migration-faults-*.test.ts files, one per victim,
-// so that their labs run side by side): the coordinator, the source agent and the destination agent are
+// Fault injection in a real lab: the coordinator, the source agent and the destination agent are
 // each killed with SIGKILL in each phase of a migration, and started again. Afterwards the
 // workload (memwriter, which checks every page it wrote) runs exactly once, where the outcome
 // says, with its state intact, and the migration's record says what happened.
@@ -61,9 +60,9 @@ export const scenarios: Scenario[] = [
   { phase: 'cleanup', victim: 'destination', armed: 'source', fault: `agent:cleanup:before=${STALL}`, outcome: 'completed' },
 ];
 
-/** The scenarios whose victim is `victim`, each against one lab; `standby` adds the leader's crash caught by a standby. */
-export function describeFaults(env: NodeJS.ProcessEnv, victim: Role, opts: { standby?: boolean } = {}): void {
-describe(`fault injection: the ${victim} killed in every phase of a migration`, () => {
+/** The scenarios of these victims against one lab; `standby` adds the leader's crash caught by a standby. */
+export function describeFaults(env: NodeJS.ProcessEnv, victims: Role[], opts: { standby?: boolean } = {}): void {
+describe(`fault injection: the ${victims.join(', ')} killed in every phase of a migration`, () => {
   let w: LabWorkload;
 
   const daemonOf = (r: Role, from: string, to: string) => (r === 'coordinator' ? 'coordinator' : r === 'source' ? from : to);
@@ -100,7 +99,7 @@ describe(`fault injection: the ${victim} killed in every phase of a migration`, 
     await ferry(['lab', 'down'], env);
   });
 
-  it.each(scenarios.filter((s) => s.victim === victim))('$victim killed in $phase ($fault): $outcome', async (s) => {
+  it.each(scenarios.filter((s) => victims.includes(s.victim)))('$victim killed in $phase ($fault): $outcome', async (s) => {
     await allAlive(env);
     const from = await hostOfWorkload();
     const to = from === 'h1' ? 'h2' : 'h1';

@@ -1,7 +1,8 @@
 // The resource options of `ferry run` and `ferry update`, and how limits and usage read in `ps`.
 import type { Command } from 'commander';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
-import { type IoLimit, type ResourceLimits, type ResourceRequests, parseBytes, parseCpus, parseIoMax, parseRequests } from '../shared/resources.ts';
+import type { IoLimit, ResourceLimits, ResourceRequests } from '../shared/resources.ts';
+import { parseBytes, parseCpus, parseIoMax, parseRequests } from '../shared/resource-units.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { bytes } from './format.ts';
 

@@ -181,16 +181,15 @@ describe('web dashboard', () => {
     // The probe tab took the front: the page goes back there (a hidden tab may not render), and a
     // live update can be re-rendering the element this very moment, so wait until it has a size.
     await page.bringToFront();
-    const clipOf = async (selector: string) => {
-      await page.waitForFunction((s: string) => {
-        const r = document.querySelector(s)?.getBoundingClientRect();
-        return !!r && r.width > 0 && r.height > 0;
-      }, {}, selector);
-      return page.$eval(selector, (e) => {
-        const r = e.getBoundingClientRect();
-        return { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height };
-      });
-    };
+    // Measured in the same evaluation that finds the element sized, so that a re-render in between
+    // cannot hand back an element still being built.
+    const clipOf = async (selector: string) =>
+      (
+        await page.waitForFunction((s: string) => {
+          const r = document.querySelector(s)?.getBoundingClientRect();
+          return r && r.width > 0 && r.height > 0 ? { x: r.x + window.scrollX, y: r.y + window.scrollY, width: r.width, height: r.height } : false;
+        }, {}, selector)
+      ).jsonValue() as Promise<{ x: number; y: number; width: number; height: number }>;
     const hostsShot = await pixels(await page.screenshot({ encoding: 'base64', clip: await clipOf('#hosts table'), captureBeyondViewport: true }), probe);
     expect(hostsShot.dark).toBeGreaterThan(0.005);
     const chartShot = await pixels(await page.screenshot({ encoding: 'base64', clip: await clipOf(`${card} svg.rounds`), captureBeyondViewport: true }), probe);

@@ -137,6 +137,16 @@ describe('engine: sockets and the network handover', () => {
       const cfg = await dumpNetns(pid);
       expect(cfg.interfaces.find((i) => i.name === 'eth0')).toMatchObject({ mac: '02:fe:0a:4e:00:0a', addresses: [{ address: SRV, prefixLen: 24 }] });
       const pingBefore = Number(okStatus(pingStatus)?.maxRttMs ?? 0);
+      // What the image is checked for below: bytes waiting in both queues of a server connection
+      // (the slow readers fill them, but only once the stream has run a while, also after a restore).
+      await waitFor('bytes in both queues of a server connection', () =>
+        execFileSync('nsenter', [`--net=${srv.path}`, 'ss', '-tnH', 'state', 'established'], { encoding: 'utf8' })
+          .split('\n')
+          .some((l) => {
+            const [rq = 0, sq = 0] = l.trim().split(/\s+/).map(Number);
+            return rq > 0 && sq > 0;
+          }),
+      );
       const hand = await handover(pid);
       {
         const img = hand.image;

@@ -5,7 +5,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, type Vma, toHex } from '../../shared/image-format.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { sealedSystemMappings } from '../probes.ts';
@@ -15,7 +15,7 @@ import { FrozenTree } from './freeze.ts';
 import { prepareImageDir, writeImage } from './image-io.ts';
 import { findSyscallSite, injectStepOk } from './inject.ts';
 import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, type Range, findGuards, selectCowPages, selectPages } from './memory.ts';
+import { PagesWriter, type Range, findGuards, inheritable, selectCowPages, selectPages } from './memory.ts';
 import { preflight, treeOf } from './preflight.ts';
 import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
 import { linkShared, shmSources } from './sharing.ts';
@@ -201,18 +201,6 @@ export class Checkpoint {
     this.tree.kill();
     this.sockets.close();
   }
-}
-
-/**
- * A child's anonymous mapping that fork gave it: the parent has one with the same range, kind
- * and mapping flags (a DONTFORK or WIPEONFORK one is not inherited as it is).
- */
-function inheritable(v: Vma, parentVmas: readonly Vma[]): boolean {
-  if (!['anon', 'heap', 'stack'].includes(v.kind)) return false;
-  const u = parentVmas.find((x) => x.start === v.start && x.end === v.end);
-  if (!u || u.kind !== v.kind || u.precopied) return false;
-  const flags = (x: Vma) => JSON.stringify([x.advice ?? [], x.growsDown ?? false]);
-  return flags(u) === flags(v) && !(u.advice ?? []).some((a) => a === 'dc' || a === 'wf');
 }
 
 /** Everything the engine would refuse about the tree under root, before anything is frozen. */

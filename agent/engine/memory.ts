@@ -3,7 +3,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type PageRun, toHex } from '../../shared/image-format.ts';
+import { type PageRun, type Vma, toHex } from '../../shared/image-format.ts';
 import { isErrno, pread, vmRead, vmWrite } from '../ffi/syscalls.ts';
 import { PAGE_IS, PagemapScanner, type ScanRegion } from '../ffi/uffd.ts';
 
@@ -207,6 +207,16 @@ function pushPage(out: Range[], addr: bigint, maxPages = Number.MAX_SAFE_INTEGER
 }
 
 /**
+ * Whether a child's and its parent's pagemap entries for one address name the same frame: a
+ * page they still share copy-on-write since the fork (pagemap shows frames to CAP_SYS_ADMIN
+ * only; without it every frame reads 0 and nothing counts as shared).
+ */
+function sharesFrame(ce: bigint, pe: bigint): boolean {
+  const pfn = ce & PFN_MASK;
+  return (ce >> 63n) !== 0n && (pe >> 63n) !== 0n && pfn !== 0n && pfn === (pe & PFN_MASK);
+}
+
+/**
  * A child's mapping that is its parent's, inherited at fork, page by page (needs the PFNs of
  * pagemap, i.e. CAP_SYS_ADMIN): pages still shared copy-on-write with the parent (same frame)
  * travel with the parent only; `own` are the child's own pages; `zero` the pages the child does
@@ -228,10 +238,33 @@ export function selectCowPages(childPm: number, parentPm: number, start: bigint,
       pushPage(guards, addr);
       continue;
     }
-    const pfn = ce & PFN_MASK;
-    if (ce >> 63n && pe >> 63n && pfn !== 0n && pfn === (pe & PFN_MASK)) shared++;
+    if (sharesFrame(ce, pe)) shared++;
     else if (has(ce)) pushPage(own, addr, MAX_RUN_PAGES);
     else if (has(pe) && !((pe >> 58n) & 1n)) pushPage(zero, addr);
   }
   return { own, zero, guards, shared };
+}
+
+/** Only the pages of [start, end) a child still shares with its parent (selectCowPages' shared ones), as ranges. */
+export function sharedCowPages(childPm: number, parentPm: number, start: bigint, end: bigint): Range[] {
+  const c = readPagemap(childPm, start, end);
+  const p = readPagemap(parentPm, start, end);
+  const out: Range[] = [];
+  for (let i = 0; i < c.length; i++) if (sharesFrame(c[i]!, p[i] ?? 0n)) pushPage(out, start + BigInt(i) * PAGE_N);
+  return out;
+}
+
+/** What decides whether a child's mapping is the one it inherited from its parent. */
+export type ForkedVma = Pick<Vma, 'start' | 'end' | 'kind'> & Partial<Pick<Vma, 'advice' | 'growsDown' | 'precopied'>>;
+
+/**
+ * A child's anonymous mapping that fork gave it: the parent has one with the same range, kind
+ * and mapping flags (a DONTFORK or WIPEONFORK one is not inherited as it is).
+ */
+export function inheritable(v: ForkedVma, parentVmas: readonly ForkedVma[]): boolean {
+  if (!['anon', 'heap', 'stack'].includes(v.kind)) return false;
+  const u = parentVmas.find((x) => x.start === v.start && x.end === v.end);
+  if (!u || u.kind !== v.kind || u.precopied) return false;
+  const flags = (x: ForkedVma) => JSON.stringify([x.advice ?? [], x.growsDown ?? false]);
+  return flags(u) === flags(v) && !(u.advice ?? []).some((a) => a === 'dc' || a === 'wf');
 }

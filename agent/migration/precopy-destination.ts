@@ -5,19 +5,23 @@
 // last delta arrives, with the image of everything else; finalize() reconciles what the layouts
 // could not carry (shared objects, shared memory, mappings that were not pre-copied) and builds
 // the rest of each process, which then waits stopped for the commit like a cold-built one.
+// A process joins the tree here only when the source says so inside a round (a `fork` frame,
+// after its parent's pages of that round): forked from its parent's husk then, it inherits the
+// pages the two still share copy-on-write, which the source therefore sends to the parent only.
 import diagnostics_channel from 'node:diagnostics_channel';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, type Vma, fromHex } from '../../shared/image-format.ts';
 import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
-import { vmRead, vmWrite } from '../ffi/syscalls.ts';
+import { O, closeFd, openFile, vmRead, vmWrite } from '../ffi/syscalls.ts';
 import { Husk } from '../engine/husk.ts';
 import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
-import { PagesReader } from '../engine/memory.ts';
+import { PAGE, PagesReader, selectPages } from '../engine/memory.ts';
+import type { Span } from '../engine/dirty/types.ts';
 import { buildState, enterCgroups } from '../engine/restore.ts';
 import { LandingCheck } from '../engine/verify/index.ts';
 import type { Frame } from '../transfer/frames.ts';
-import { ProcessSink } from '../transfer/page-sinks.ts';
+import { type PageSink, ProcessSink } from '../transfer/page-sinks.ts';
 import { PageReceiver, type ReceivedRound } from '../transfer/pages.ts';
 import type { DataConnection } from '../transfer/stream.ts';
 import type { LandedNetns, NetworkHandoff } from './network-handoff.ts';
@@ -41,8 +45,15 @@ interface Member {
   vmas: LayoutVma[];
 }
 
+/** A process of the layout whose husk is not made yet (it is forked when the stream says so). */
+interface Pending {
+  ppid: number;
+  vmas: LayoutVma[];
+}
+
 export class PrecopyDestination {
   readonly #members = new Map<number, Member>();
+  readonly #pending = new Map<number, Pending>();
   /** Source host pid -> the pid the tree knows (the page stream names processes by the former). */
   readonly #byHost = new Map<number, number>();
   #root: number | null = null;
@@ -59,14 +70,24 @@ export class PrecopyDestination {
     const landing = this.landing;
     const target = (hostPid: number) => {
       const pid = this.#byHost.get(hostPid);
-      return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
+      return pid === undefined ? 0 : (this.#member(pid)?.husk.pid ?? 0);
     };
     this.#sink = new ProcessSink(target, true, landing ? (src, dst, addr, data) => landing.check({ pid: this.#byHost.get(src) ?? src, hostPid: dst }, addr, data) : undefined);
   }
 
   /** Applies layouts and rounds until the source ends the page stream. */
   async run(conn: DataConnection): Promise<void> {
-    const receiver = new PageReceiver(conn, this.#sink, (f) => this.#onControl(f));
+    const sink = this.#sink;
+    const pages: PageSink = {
+      write: (pid, addr, data) => sink.write(pid, addr, data),
+      zero: (pid, addr, n) => sink.zero(pid, addr, n),
+      drop: (pid) => sink.drop(pid),
+      born: (hostPid, inherit) => {
+        const pid = this.#byHost.get(hostPid);
+        if (pid !== undefined) this.#member(pid, inherit);
+      },
+    };
+    const receiver = new PageReceiver(conn, pages, (f) => this.#onControl(f));
     for (;;) {
       const r = await receiver.receiveRound();
       if (!r) break;
@@ -93,6 +114,7 @@ export class PrecopyDestination {
     else if (root.pid !== this.#root) throw new FerryError(ErrorCode.Unsupported, `the tree's root changed during pre-copy (${this.#root} -> ${root.pid})`);
     const present = new Set(l.processes.map((p) => p.pid));
     // Gone at the source: children first, each collected by its parent so the workload never sees it.
+    for (const pid of this.#pending.keys()) if (!present.has(pid)) this.#pending.delete(pid);
     for (const [pid, m] of [...this.#members].reverse()) {
       if (present.has(pid)) continue;
       if (pid === this.#root) throw new FerryError(ErrorCode.NotFound, 'the workload exited during pre-copy');
@@ -103,19 +125,41 @@ export class PrecopyDestination {
     this.#byHost.clear();
     for (const p of l.processes) {
       this.#byHost.set(p.hostPid, p.pid);
-      let m = this.#members.get(p.pid);
+      const m = this.#members.get(p.pid);
       if (!m) {
-        const parent = this.#members.get(p.ppid);
-        // Re-parented out of the tree's reach (to an init outside it): a cold build would refuse it too.
-        if (!parent) throw new FerryError(ErrorCode.Unsupported, `process ${p.pid}: its parent ${p.ppid} is not in the tree`);
-        m = { husk: parent.husk.fork(p.pid), ppid: p.ppid, vmas: parent.vmas };
-        this.#members.set(p.pid, m);
+        // Made when the stream forks it (#member), from its parent as it stands then.
+        this.#pending.set(p.pid, { ppid: p.ppid, vmas: p.vmas });
+        continue;
       }
       m.husk.relayout(m.vmas, p.vmas);
       m.vmas = p.vmas;
       m.ppid = p.ppid;
     }
     if (chan.hasSubscribers) chan.publish({ kind: 'layout', round: l.round, processes: l.processes.length, ms: performance.now() - t0 });
+  }
+
+  /**
+   * The process's husk; a pending one is forked now from its parent's husk (a pending parent
+   * first) and reshaped to its own layout: what it shares with the parent stays as the parent
+   * holds it, and its own pages and zero runs follow in the stream. `inherit`: the pages it
+   * shares with the parent at the source; those the parent's husk holds as no page (an all-zero
+   * page arrives as a zero run) are made real zero pages first, so they are shared too.
+   */
+  #member(pid: number, inherit: readonly Span[] = []): Member | undefined {
+    const have = this.#members.get(pid);
+    if (have) return have;
+    const want = this.#pending.get(pid);
+    if (!want) return undefined;
+    // Re-parented out of the tree's reach (to an init outside it): a cold build would refuse it too.
+    const parent = this.#member(want.ppid);
+    if (!parent) throw new FerryError(ErrorCode.Unsupported, `process ${pid}: its parent ${want.ppid} is not in the tree`);
+    fillHoles(parent.husk.pid, inherit);
+    const m: Member = { husk: parent.husk.fork(pid), ppid: want.ppid, vmas: parent.vmas };
+    this.#members.set(pid, m);
+    this.#pending.delete(pid);
+    m.husk.relayout(m.vmas, want.vmas);
+    m.vmas = want.vmas;
+    return m;
   }
 
   /** The first layout: the namespace is rebuilt and the root husk made, emptied and shaped. */
@@ -149,7 +193,8 @@ export class PrecopyDestination {
   finalize(img: Image, dir: string): Map<number, Husk> {
     if (this.#root !== img.processes[0]!.pid || this.#container !== !!img.container)
       throw new FerryError(ErrorCode.Internal, 'the image does not describe the tree built during pre-copy');
-    for (const p of img.processes) if (!this.#members.has(p.pid)) throw new FerryError(ErrorCode.Internal, `process ${p.pid} of the image has no husk`);
+    // A process no round scanned (one sharing another's memory, CLONE_VM) is forked now.
+    for (const p of img.processes) if (!this.#member(p.pid)) throw new FerryError(ErrorCode.Internal, `process ${p.pid} of the image has no husk`);
     const husks = new Map(img.processes.map((p) => [p.pid, this.#members.get(p.pid)!.husk]));
     const root = husks.get(this.#root)!;
     if (img.container) root.setUts(img.container);
@@ -198,6 +243,7 @@ export class PrecopyDestination {
   /** Hands the husks over (finalize's result now belongs to the caller). */
   detach(): void {
     this.#members.clear();
+    this.#pending.clear();
     this.#closed = true;
   }
 
@@ -207,8 +253,31 @@ export class PrecopyDestination {
     this.#sink.close();
     for (const m of [...this.#members.values()].reverse()) m.husk.abort();
     this.#members.clear();
+    this.#pending.clear();
     await this.d.network.discard(this.net, null).catch(() => undefined);
     this.net = null;
+  }
+}
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** Writes a zero page wherever the process has none in `spans` (its content there reads as zeros already). */
+function fillHoles(pid: number, spans: readonly Span[]): void {
+  if (spans.length === 0) return;
+  const pm = openFile(`/proc/${pid}/pagemap`, O.RDONLY | O.CLOEXEC);
+  try {
+    for (const s of spans) {
+      let at = s.start;
+      const holes: Span[] = [];
+      for (const r of selectPages(pm, BigInt(s.start), BigInt(s.end), false)) {
+        if (Number(r.addr) > at) holes.push({ start: at, end: Number(r.addr) });
+        at = Number(r.addr) + r.pages * PAGE;
+      }
+      if (at < s.end) holes.push({ start: at, end: s.end });
+      for (const h of holes) for (let a = h.start; a < h.end; a += ZEROS.length) vmWrite(pid, BigInt(a), ZEROS.subarray(0, Math.min(ZEROS.length, h.end - a)));
+    }
+  } finally {
+    closeFd(pm);
   }
 }
 

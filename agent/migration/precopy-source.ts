@@ -25,6 +25,7 @@ import { type DataConnection, type StreamAuth, type StreamEndpoint, connectStrea
 import { PageSender, type PageRoundStats } from '../transfer/pages.ts';
 import { toHex } from '../../shared/image-format.ts';
 import { sendImageDir } from './image-transfer.ts';
+import { ForkCarry } from './precopy-cow.ts';
 import { type FixedCosts, costModel, type TreeSize } from './precopy-costs.ts';
 import { type ThrottleRecord, applyThrottle, planThrottle, throttleCpus, unthrottle } from './throttle.ts';
 
@@ -59,6 +60,8 @@ const layoutVma = (v: { start: string; end: string; perms: string; kind: LayoutV
 export class PrecopySource {
   #tracker: TreeTracker | null = null;
   #sender: PageSender;
+  /** Which processes the destination has, and the pages their children inherit there instead. */
+  readonly #forks = new ForkCarry();
   #lastLayout = '';
   #lastScanAt = 0;
   #container: boolean;
@@ -131,10 +134,11 @@ export class PrecopySource {
     this.#sampleCpu();
     const scan = await tracker.round();
     const scanAt = performance.now();
-    const layoutBytes = await this.#sendLayout(n, this.#liveLayout(n, n === 1));
+    const layout = this.#liveLayout(n, n === 1);
+    const layoutBytes = await this.#sendLayout(n, layout);
     // The namespace is dumped again while the pages go, so the freeze need not wait for it.
     const dumping = n > 1 && this.opts.dumpNetns ? this.opts.dumpNetns() : null;
-    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data));
+    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout));
     if (dumping) this.#netConfig = await dumping;
     const end = performance.now();
     const sinceLast = this.#lastScanAt > 0 ? scanAt - this.#lastScanAt : 0;
@@ -275,8 +279,9 @@ export class PrecopySource {
     const wire0 = this.conn.bytesSent;
     const n = this.reports.length + 1;
     const scan = await tracker.round({ allowInject: false });
-    const layoutBytes = await this.#sendLayout(n, this.#frozenLayout(n, c.image()));
-    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data));
+    const layout = this.#frozenLayout(n, c.image());
+    const layoutBytes = await this.#sendLayout(n, layout);
+    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout));
     await this.#sender.finish();
     const tracked = new Map<number, TrackedRange[]>(scan.processes.map((p) => [p.pid, p.ranges]));
     prepareImageDir(imageDir);

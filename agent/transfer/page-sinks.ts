@@ -13,6 +13,11 @@ export interface PageSink {
   zero(pid: number, addr: number, pages: number): void;
   /** The process exited on the sender's side. */
   drop?(pid: number): void;
+  /**
+   * The process is to exist from here on, made from its parent as it stands (before its own
+   * pages); it inherits `inherit` from the parent (pages they share copy-on-write).
+   */
+  born?(pid: number, inherit: readonly Span[]): void;
 }
 
 const ZERO_PAGE = Buffer.alloc(PAGE);

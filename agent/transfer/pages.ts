@@ -3,6 +3,9 @@
 // Frames (payload layout below):
 //   pages-round {round, exited}            a round starts; processes that exited
 //   pages       {pid, n, enc, raw, sum?}   n runs + their data; enc 'raw' | 'lz4'
+//   fork        {pid, n}                   the receiver makes the process now, from its parent as
+//                                          it stands; the n runs (a run table) are the pages it
+//                                          inherits there, shared copy-on-write
 //   pages-end   {round, frames, pages, zero}
 //   pages-done                              the stream ends (the connection stays usable)
 // and back from the receiver:
@@ -22,7 +25,8 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { addressOf } from '../ffi/libc.ts';
 import { xxh3 } from '../ffi/xxhash.ts';
 import { readPages } from '../engine/dirty/read.ts';
-import { type DirtyRound, type DirtyRun, PAGE } from '../engine/dirty/types.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/dirty/types.ts';
+import { O, closeFd, openFile } from '../ffi/syscalls.ts';
 import { CompressionPolicy, type CompressionMode, type CompressionState } from './compression.ts';
 import type { PageSink } from './page-sinks.ts';
 import type { Frame } from './frames.ts';
@@ -85,6 +89,18 @@ export interface PageRoundStats {
   compression: CompressionState;
 }
 
+/**
+ * How a live migration streams one round (precopy-cow.ts): in which order the processes go, and,
+ * right before each one's frames (those of every process before it are read by then), whether
+ * the receiver forks it first and which of its runs still go.
+ */
+export interface RoundPlan {
+  order: readonly ProcessDirty[];
+  prepare(p: ProcessDirty): { fork: boolean; runs: readonly DirtyRun[]; inherit?: readonly Span[] };
+  /** Pages are read through /proc/PID/mem, which leaves pages shared copy-on-write shared (readPages). */
+  keepShared: boolean;
+}
+
 interface Entry {
   addr: number;
   pages: number;
@@ -94,6 +110,11 @@ interface Entry {
 /** Writes a run table right-aligned into buf[0, TABLE_BYTES); returns its first byte's offset. */
 function writeTable(buf: Buffer, entries: readonly Entry[]): number {
   const start = TABLE_BYTES - entries.length * ENTRY;
+  writeEntries(buf, start, entries);
+  return start;
+}
+
+function writeEntries(buf: Buffer, start: number, entries: readonly Entry[]): void {
   entries.forEach((e, i) => {
     const o = start + i * ENTRY;
     buf.writeUInt32LE(e.addr % TWO32, o);
@@ -101,7 +122,6 @@ function writeTable(buf: Buffer, entries: readonly Entry[]): number {
     buf.writeUInt32LE(e.pages, o + 8);
     buf.writeUInt32LE(e.zero ? 1 : 0, o + 12);
   });
-  return start;
 }
 
 export function readTable(payload: Buffer, n: number): Entry[] {
@@ -211,7 +231,7 @@ export class PageSender {
    * found all-zero go as zero runs; `noteSent` tells the tracker what went (content trackers
    * key on it). Resolves once the receiver acknowledged the whole round as applied.
    */
-  async sendRound(round: DirtyRound, noteSent?: (pid: number, addr: number, data: Buffer) => void): Promise<PageRoundStats> {
+  async sendRound(round: DirtyRound, noteSent?: (pid: number, addr: number, data: Buffer) => void, plan?: RoundPlan): Promise<PageRoundStats> {
     if (this.finished) throw new FerryError(ErrorCode.Internal, 'page stream already finished');
     this.startReader();
     const t0 = performance.now();
@@ -220,10 +240,22 @@ export class PageSender {
     const st: FrameStats = { frames: 0, lz4Frames: 0, pagesSent: 0, zeroPages: 0, pagesSkipped: 0, bytesRaw: 0, payload: 0, peakInflight: 0 };
     await this.conn.send({ t: 'pages-round', round: round.round, exited: round.exited });
     const y = new Yielder();
-    for (const p of round.processes) {
-      for (const entries of frameRuns(p.runs, this.frameBytes)) {
-        await this.sendFrame(p.pid, entries, st, noteSent);
-        await y.maybe();
+    for (const p of plan?.order ?? round.processes) {
+      const step = plan ? plan.prepare(p) : { fork: false, runs: p.runs };
+      if (step.fork) {
+        const inherit = (step.inherit ?? []).map((r) => ({ addr: r.start, pages: (r.end - r.start) / PAGE, zero: false }));
+        const table = Buffer.alloc(inherit.length * ENTRY);
+        writeEntries(table, 0, inherit);
+        await this.conn.send({ t: 'fork', pid: p.pid, n: inherit.length }, table);
+      }
+      const mem = plan?.keepShared ? openMem(p.pid) : -1;
+      try {
+        for (const entries of frameRuns(step.runs, this.frameBytes)) {
+          await this.sendFrame(p.pid, entries, st, noteSent, mem);
+          await y.maybe();
+        }
+      } finally {
+        if (mem >= 0) closeFd(mem);
       }
     }
     await this.conn.send({ t: 'pages-end', round: round.round, frames: st.frames, pages: st.pagesSent, zero: st.zeroPages });
@@ -260,12 +292,12 @@ export class PageSender {
     this.finished = true;
   }
 
-  private async sendFrame(pid: number, planned: Entry[], st: FrameStats, noteSent?: (pid: number, addr: number, data: Buffer) => void): Promise<void> {
+  private async sendFrame(pid: number, planned: Entry[], st: FrameStats, noteSent: ((pid: number, addr: number, data: Buffer) => void) | undefined, mem: number): Promise<void> {
     const spans = planned.filter((e) => !e.zero).map((e) => ({ start: e.addr, end: e.addr + e.pages * PAGE }));
     const dataBytes = spans.reduce((a, s) => a + s.end - s.start, 0);
     const buf = this.buffer(TABLE_BYTES + dataBytes);
     const data = buf.subarray(TABLE_BYTES, TABLE_BYTES + dataBytes);
-    const ok = dataBytes > 0 ? readPages(pid, spans, data) : new Uint8Array(0);
+    const ok = dataBytes > 0 ? readPages(pid, spans, data, mem) : new Uint8Array(0);
     // Final entries: unreadable pages dropped, zero pages as zero runs, data compacted in place.
     const entries: Entry[] = [];
     const push = (addr: number, zero: boolean) => {
@@ -441,6 +473,15 @@ export class PageSender {
   }
 }
 
+/** A process's /proc/PID/mem, or -1 when it is gone (its pages then read as nothing either way). */
+function openMem(pid: number): number {
+  try {
+    return openFile(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
+  } catch {
+    return -1;
+  }
+}
+
 export interface ReceivedRound {
   round: number;
   exited: number[];
@@ -504,6 +545,11 @@ export class PageReceiver {
         r.bytesOnWire = this.conn.bytesReceived - wire0;
         r.durationMs = performance.now() - t0;
         return r;
+      }
+      if (h.t === 'fork') {
+        const inherit = readTable(f.payload, Number(h.n)).map((e) => ({ start: e.addr, end: e.addr + e.pages * PAGE }));
+        this.sink.born?.(Number(h.pid), inherit);
+        continue;
       }
       if (h.t !== 'pages') throw new FerryError(ErrorCode.BadMessage, `page stream: unexpected "${h.t}" inside round ${r.round}`);
       this.applyFrame(f, r);

@@ -89,6 +89,8 @@ export class HashTracker implements ProcessTracker {
   private readonly scanner: PagemapScanner | null;
   /** Opened for each scan: a pagemap fd stays bound to the mm it was opened on, and exec replaces the mm. */
   private pagemap = -1;
+  /** /proc/PID/mem, opened with pagemap: pages are read through it (readPages: it keeps copy-on-write sharing). */
+  private mem = -1;
 
   constructor(
     readonly pid: number,
@@ -113,12 +115,15 @@ export class HashTracker implements ProcessTracker {
     for (let attempt = 0; ; attempt++) {
       this.pagemap = openFile(`/proc/${this.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
       try {
+        this.mem = openFile(`/proc/${this.pid}/mem`, O.RDONLY | O.CLOEXEC);
         return await this.scanWith();
       } catch (err) {
         if (attempt > 0 || !isErrno(err, 'ESRCH')) throw err;
       } finally {
         closeFd(this.pagemap);
         this.pagemap = -1;
+        if (this.mem >= 0) closeFd(this.mem);
+        this.mem = -1;
       }
     }
   }
@@ -210,7 +215,7 @@ export class HashTracker implements ProcessTracker {
 
   /** Reads one batch of spans, hashes every page and reports those that differ from what was sent. */
   private compareBatch(batch: Batch, runs: DirtyRun[]): number {
-    const ok = readPages(this.pid, batch.spans, this.buf);
+    const ok = readPages(this.pid, batch.spans, this.buf, this.mem);
     this.hasher.hashPages(this.buf, ok.length, this.hashes);
     let i = 0;
     let read = 0;

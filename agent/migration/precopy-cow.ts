@@ -49,10 +49,10 @@ export class ForkCarry {
           for (let up = parent; up && !this.#born.has(up.hostPid); up = byPid.get(up.ppid)) this.#born.add(up.hostPid);
           return { fork: true, runs: p.runs };
         }
-        const shared = sharedWithParent(me, parent);
-        this.inheritedPages += shared.reduce((a, r) => a + r.pages, 0);
-        const inherit = shared.map((r) => ({ start: Number(r.addr), end: Number(r.addr) + r.pages * PAGE }));
-        return { fork: true, runs: withoutPages(p.runs, inherit), inherit };
+        const shared = sharedWithParent(me, parent).map((r) => ({ start: Number(r.addr), end: Number(r.addr) + r.pages * PAGE }));
+        const { keep, cut } = withoutPages(p.runs, shared);
+        this.inheritedPages += cut.reduce((a, s) => a + (s.end - s.start) / PAGE, 0);
+        return { fork: true, runs: keep, inherit: cut };
       },
     };
   }
@@ -76,14 +76,19 @@ function sharedWithParent(child: LayoutProcess, parent: LayoutProcess): Range[] 
   }
 }
 
-/** Data runs with the given spans cut out (zero runs stay: a zero run writes only where data is). Both sorted by address. */
-export function withoutPages(runs: readonly DirtyRun[], spans: readonly Span[]): DirtyRun[] {
-  if (spans.length === 0) return [...runs];
-  const out: DirtyRun[] = [];
+/**
+ * Data runs with the given spans cut out (`keep`), and what was cut (`cut`: only pages the runs
+ * had as data; a zero run stays, so a page both map to the kernel's zero page is not made real).
+ * Both inputs sorted by address.
+ */
+export function withoutPages(runs: readonly DirtyRun[], spans: readonly Span[]): { keep: DirtyRun[]; cut: Span[] } {
+  if (spans.length === 0) return { keep: [...runs], cut: [] };
+  const keep: DirtyRun[] = [];
+  const cut: Span[] = [];
   let i = 0;
   for (const r of runs) {
     if (r.zero) {
-      out.push(r);
+      keep.push(r);
       continue;
     }
     const end = r.addr + r.pages * PAGE;
@@ -91,10 +96,17 @@ export function withoutPages(runs: readonly DirtyRun[], spans: readonly Span[]):
     while (i < spans.length && spans[i]!.end <= at) i++;
     for (let k = i; k < spans.length && spans[k]!.start < end; k++) {
       const s = spans[k]!;
-      if (s.start > at) out.push({ addr: at, pages: (s.start - at) / PAGE, zero: false });
+      if (s.start > at) keep.push({ addr: at, pages: (s.start - at) / PAGE, zero: false });
+      const from = Math.max(at, s.start);
+      const to = Math.min(end, s.end);
+      if (to > from) {
+        const last = cut[cut.length - 1];
+        if (last && last.end === from) last.end = to;
+        else cut.push({ start: from, end: to });
+      }
       at = Math.max(at, s.end);
     }
-    if (at < end) out.push({ addr: at, pages: (end - at) / PAGE, zero: false });
+    if (at < end) keep.push({ addr: at, pages: (end - at) / PAGE, zero: false });
   }
-  return out;
+  return { keep, cut };
 }

@@ -7,6 +7,9 @@ import { throttleCpus } from '../../agent/migration/throttle.ts';
 import { findFar } from '../../agent/engine/layout.ts';
 import { decideSwitchover, predictDowntimeMs, type ConvergenceConfig } from '../../coordinator/convergence.ts';
 import type { RoundStats } from '../../coordinator/phases.ts';
+import { ForkCarry, withoutPages } from '../../agent/migration/precopy-cow.ts';
+import type { DirtyRound, ProcessDirty } from '../../agent/engine/dirty/types.ts';
+import type { PrecopyLayout } from '../../shared/precopy.ts';
 
 const P = 0x1000n;
 const anon = (s: bigint, e: bigint, perms = 'rw-p'): MapSpec => ({ start: s * P, end: e * P, perms, kind: 'anon', fileOffset: 0n });
@@ -109,5 +112,51 @@ describe('switchover with measured figures', () => {
     expect(decideSwitchover([round(1, { fixedCosts, remainingPages: 100 })], cfg)).toMatchObject({ action: 'switchover', reason: 'fixed-costs' });
     // A big delta still earns another round.
     expect(decideSwitchover([round(1, { fixedCosts, remainingPages: 10_000 })], cfg)).toMatchObject({ action: 'continue' });
+  });
+});
+
+describe('copy-on-write carry (precopy-cow)', () => {
+  const d = (page: number, pages: number) => ({ addr: page * 4096, pages, zero: false });
+  const z = (page: number, pages: number) => ({ addr: page * 4096, pages, zero: true });
+  const sp = (page: number, pages: number) => ({ start: page * 4096, end: (page + pages) * 4096 });
+
+  it('withoutPages cuts shared spans out of data runs, keeps zero runs, and says what it cut', () => {
+    expect(withoutPages([d(0, 10), z(10, 2), d(12, 4)], [sp(2, 3), sp(9, 5)])).toEqual({ keep: [d(0, 2), d(5, 4), z(10, 2), d(14, 2)], cut: [sp(2, 3), sp(9, 1), sp(12, 2)] });
+    expect(withoutPages([d(0, 4)], [sp(0, 4)])).toEqual({ keep: [], cut: [sp(0, 4)] });
+    expect(withoutPages([d(0, 4)], [])).toEqual({ keep: [d(0, 4)], cut: [] });
+  });
+
+  // Pids far above pid_max: no such process, so no pagemap and nothing counts as shared.
+  const proc = (pid: number, ppid: number): PrecopyLayout['processes'][number] => ({ pid, hostPid: pid + 4_000_000, ppid, sid: 1, vmas: [{ start: '0x10000', end: '0x20000', perms: 'rw-p', kind: 'anon', fileOffset: '0x0' }] });
+  const dirty = (hostPid: number): ProcessDirty => ({ pid: hostPid, method: 'uffd-wp', ranges: [], runs: [d(16, 2)], pagesScanned: 16 });
+  const round = (...hostPids: number[]): DirtyRound => ({ round: 1, processes: hostPids.map(dirty), exited: [], pagesScanned: 0, pagesDirty: 0, zeroPages: 0, scanMs: 0 });
+  const layout = (...ps: PrecopyLayout['processes']): PrecopyLayout => ({ round: 1, processes: ps, container: null });
+
+  it('streams parents first and forks each process once, in the first round that scans it', () => {
+    const carry = new ForkCarry();
+    const l = layout(proc(1, 0), proc(2, 1), proc(3, 2));
+    // The tracker's order need not be the tree's; the grandchild is not scanned yet.
+    const p1 = carry.plan(round(4_000_002, 4_000_001), l);
+    expect(p1.order.map((p) => p.pid)).toEqual([4_000_001, 4_000_002]);
+    expect(p1.keepShared).toBe(true);
+    expect(p1.order.map((p) => p1.prepare(p).fork)).toEqual([true, true]);
+    const p2 = carry.plan(round(4_000_001, 4_000_002, 4_000_003), l);
+    expect(p2.order.map((p) => p2.prepare(p).fork)).toEqual([false, false, true]);
+  });
+
+  it('a process whose parent was never scanned is forked with its parent, and all its pages go', () => {
+    const carry = new ForkCarry();
+    const l = layout(proc(1, 0), proc(2, 1), proc(3, 2));
+    const p1 = carry.plan(round(4_000_001, 4_000_003), l);
+    const steps = p1.order.map((p) => p1.prepare(p));
+    expect(steps.map((s) => s.fork)).toEqual([true, true]);
+    expect(steps[1]!.runs).toEqual([d(16, 2)]);
+    // The parent came along with it (the destination forked it on demand): never forked again.
+    const p2 = carry.plan(round(4_000_002), l);
+    expect(p2.prepare(p2.order[0]!).fork).toBe(false);
+  });
+
+  it('a one-process tree reads pages the fast way', () => {
+    expect(new ForkCarry().plan(round(4_000_001), layout(proc(1, 0))).keepShared).toBe(false);
   });
 });

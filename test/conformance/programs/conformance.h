@@ -77,10 +77,12 @@ __attribute__((format(printf, 2, 3), noreturn)) static void cf_end(const char *k
   exit(kind[0] == 's' ? 0 : 1);
 }
 
-/* The value of `key` ("VmFlags", "Shared_Dirty"...) in /proc/self/smaps for the mapping that
- * holds addr; 0 and an empty out when there is no such mapping. */
-static int cf_smaps_value(const void *addr, const char *key, char *out, size_t n) {
-  FILE *f = fopen("/proc/self/smaps", "r");
+/* The value of `key` ("VmFlags", "Shared_Dirty"...) in /proc/PID/smaps ("self" or a pid) for the
+ * mapping that holds addr; 0 and an empty out when there is no such mapping. */
+static int cf_smaps_value_of(const char *pid, const void *addr, const char *key, char *out, size_t n) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%s/smaps", pid);
+  FILE *f = fopen(path, "r");
   char line[512];
   unsigned long lo, hi, a = (unsigned long)addr;
   int in = 0, found = 0;
@@ -99,6 +101,8 @@ static int cf_smaps_value(const void *addr, const char *key, char *out, size_t n
   if (f) fclose(f);
   return found;
 }
+
+static int cf_smaps_value(const void *addr, const char *key, char *out, size_t n) { return cf_smaps_value_of("self", addr, key, out, n); }
 
 /* Whether the mapping holding addr shows VmFlags flag (1), not (0), or there is no mapping (-1). */
 static int cf_vmflag(const void *addr, const char *flag) {

@@ -285,7 +285,9 @@ function fillHoles(pid: number, spans: readonly Span[]): void {
  * Mapping flags the layouts do not carry (smaps is read once, at the freeze): a grows-down area
  * made during pre-copy is made again as one, keeping its content, and a shared file mapping the
  * workload may make writable is mapped again from the file opened for writing (its content is
- * the file's). A mapping made cold (#coldParts) had them from the start.
+ * the file's). A mapping made cold (#coldParts) had them from the start, and so has the stack
+ * (pre-copy maps it grows-down): remaking it would give pages it shares copy-on-write with a
+ * parent or child private copies.
  */
 function remakeFlagged(h: Husk, v: Vma): void {
   const start = fromHex(v.start);
@@ -293,7 +295,7 @@ function remakeFlagged(h: Husk, v: Vma): void {
   if (v.kind === 'file-shared' && v.mayWrite && v.perms[1] !== 'w') {
     h.unmapRange(start, end);
     h.mapOne(v, protOf(v.perms));
-  } else if (v.growsDown && v.precopied && PRIVATE_KINDS.has(v.kind)) {
+  } else if (v.growsDown && v.precopied && v.kind !== 'stack' && PRIVATE_KINDS.has(v.kind)) {
     const rw = protOf('rw-');
     h.protectRange(start, end, rw);
     const content = Buffer.alloc(Number(end - start));

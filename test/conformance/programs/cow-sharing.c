@@ -3,10 +3,10 @@
  * dirty is the kernel's bookkeeping, not the program's state), and each sees its own bytes.
  * After the forks the parent rewrites page 0 (child and grandchild still share the old one) and
  * the grandchild rewrites page 1; the last page is all zeros; and the grandchild rewrites page 2
- * a moment after the program is ready (during a migration's pre-copy, most likely), which the
- * checks wait for. */
+ * a moment after the program is ready (during a migration's pre-copy, most likely). Each process
+ * reads its own smaps and memory (pids and /proc may belong to another namespace) and answers
+ * the parent over a pipe. */
 #include "conformance.h"
-#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -17,38 +17,47 @@
 
 static uint8_t *m;
 
-static long shared_kb(pid_t pid) {
-  char v[128], p[32];
-  if (pid) snprintf(p, sizeof p, "%d", (int)pid);
-  else snprintf(p, sizeof p, "self");
-  long a = cf_smaps_value_of(p, m, "Shared_Dirty", v, sizeof v) ? strtol(v, NULL, 10) : -1;
-  long b = cf_smaps_value_of(p, m, "Shared_Clean", v, sizeof v) ? strtol(v, NULL, 10) : -1;
+struct reply {
+  int who; /* 'A' child, 'G' grandchild */
+  int kb;  /* Shared_Clean + Shared_Dirty of the area */
+  int bad; /* first byte that differs from what the process should hold, or -1 */
+  int got;
+};
+
+static long shared_kb(void) {
+  char v[128];
+  long a = cf_smaps_value(m, "Shared_Dirty", v, sizeof v) ? strtol(v, NULL, 10) : -1;
+  long b = cf_smaps_value(m, "Shared_Clean", v, sizeof v) ? strtol(v, NULL, 10) : -1;
   return a < 0 || b < 0 ? -1 : a + b;
 }
 
-/* What page `page` of the area should hold in a process: its own rewrite, or the first fill. */
-static uint8_t want(int page, uint8_t own, int own_page, int own2_page) {
-  if (page == own_page || page == own2_page) return own;
-  return (uint8_t)(page + 1);
+/* What page `page` holds in a process: its own rewrites (value 0xF0 + page), else the first fill. */
+static uint8_t want(int page, unsigned own_pages) {
+  return page < 8 && (own_pages >> page & 1) ? (uint8_t)(0xF0 + page) : (uint8_t)(page + 1);
 }
 
-/* Reads another process's copy of the area through /proc/PID/mem (which takes no pin, so reading
- * does not un-share what it reads). */
-static int read_area(pid_t pid, uint8_t *buf) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = pread(fd, buf, PAGES * PG, (off_t)(uintptr_t)m);
-  close(fd);
-  return n == PAGES * PG ? 0 : -1;
+static int first_bad(unsigned own_pages) {
+  for (int i = 0; i < PAGES * PG; i++)
+    if (m[i] != want(i / PG, own_pages)) return i;
+  return -1;
 }
 
-static void check_area(const char *who, const uint8_t *a, uint8_t own, int own_page, int own2_page) {
-  for (int i = 0; i < PAGES * PG; i++) {
-    uint8_t w = want(i / PG, own, own_page, own2_page);
-    CF_CHECK(a[i] == w, "%s's area: byte %d expected %u, got %u", who, i, w, a[i]);
-  }
+static void answer(int fd, int who, unsigned own_pages) {
+  struct reply r = {who, (int)shared_kb(), -1, 0};
+  r.bad = first_bad(own_pages);
+  if (r.bad >= 0) r.got = m[r.bad];
+  if (write(fd, &r, sizeof r) != sizeof r) _exit(1);
+}
+
+/* Serves the parent's questions: 'm' measure, 'c' check (measure and compare bytes). */
+static void serve(int in, int out, int who, unsigned own_pages) {
+  char c;
+  while (read(in, &c, 1) == 1) answer(out, who, own_pages);
+  _exit(0);
+}
+
+static void ask(int to, int back, char q, struct reply *r) {
+  if (write(to, &q, 1) != 1 || read(back, r, sizeof *r) != sizeof *r) cf_fail("no answer to '%c' from a child: %s", q, strerror(errno));
 }
 
 int main(int argc, char **argv) {
@@ -59,69 +68,53 @@ int main(int argc, char **argv) {
   m = r + PG;
   if (mprotect(m, PAGES * PG, PROT_READ | PROT_WRITE) != 0) cf_skip("mprotect: %s", strerror(errno));
   for (int i = 0; i < PAGES * PG; i++) m[i] = (uint8_t)(i / PG + 1); /* page 255: all zeros */
-  int down[2], up[2]; /* parent -> grandchild, grandchild -> parent */
-  if (pipe(down) != 0 || pipe(up) != 0) cf_skip("pipe: %s", strerror(errno));
+  int toA[2], toG[2], fromA[2], fromG[2];
+  if (pipe(toA) || pipe(toG) || pipe(fromA) || pipe(fromG)) cf_skip("pipe: %s", strerror(errno));
   pid_t child = fork();
   if (child == 0) {
     pid_t grandchild = fork();
     if (grandchild == 0) {
       char c;
-      if (read(down[0], &c, 1) != 1) _exit(1); /* the parent's page 0 rewrite is done */
+      if (read(toG[0], &c, 1) != 1) _exit(1); /* the parent rewrote page 0 */
       memset(m + PG, 0xF1, PG);
-      if (write(up[1], "g", 1) != 1) _exit(1);
-      if (read(down[0], &c, 1) != 1) _exit(1); /* the program is ready */
+      answer(fromG[1], 'G', 1u << 1);
+      if (read(toG[0], &c, 1) != 1) _exit(1); /* measure */
+      answer(fromG[1], 'G', 1u << 1);
+      if (read(toG[0], &c, 1) != 1) _exit(1); /* the program is ready */
       usleep(300 * 1000);
       memset(m + 2 * PG, 0xF2, PG);
-      for (;;) pause();
+      serve(toG[0], fromG[1], 'G', 1u << 1 | 1u << 2);
     }
-    for (;;) pause();
+    if (grandchild < 0 || write(fromA[1], &grandchild, sizeof grandchild) != sizeof grandchild) _exit(1);
+    serve(toA[0], fromA[1], 'A', 0);
   }
-  /* The child forks the grandchild before the parent rewrites page 0: wait until the grandchild exists. */
-  char path[64];
-  pid_t grandchild = 0;
-  for (int t = 0; t < 5000 && !grandchild; t++) {
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)child, (int)child);
-    FILE *f = fopen(path, "r");
-    int g = 0;
-    if (f && fscanf(f, "%d", &g) == 1) grandchild = g;
-    if (f) fclose(f);
-    if (!grandchild) usleep(1000);
-  }
-  if (!grandchild) cf_skip("the grandchild never showed in %s", path);
+  pid_t grandchild;
+  if (read(fromA[0], &grandchild, sizeof grandchild) != sizeof grandchild) cf_skip("the child never forked the grandchild");
   memset(m, 0xF0, PG);
-  char c;
-  if (write(down[1], "p", 1) != 1 || read(up[0], &c, 1) != 1) cf_skip("sync pipe: %s", strerror(errno));
-  long mine = shared_kb(0), childs = shared_kb(child), grands = shared_kb(grandchild);
+  struct reply a, g;
+  ask(toG[1], fromG[0], 'p', &g);
+  ask(toA[1], fromA[0], 'm', &a);
+  ask(toG[1], fromG[0], 'm', &g);
+  long mine = shared_kb();
   /* parent: page 0 its own; child: all shared; grandchild: page 1 its own. */
-  if (mine != (PAGES - 1) * 4 || childs != PAGES * 4 || grands != (PAGES - 1) * 4)
-    cf_skip("smaps shows %ld/%ld/%ld kB shared, expected %d/%d/%d", mine, childs, grands, (PAGES - 1) * 4, PAGES * 4, (PAGES - 1) * 4);
-  if (write(down[1], "r", 1) != 1) cf_skip("sync pipe: %s", strerror(errno));
+  if (mine != (PAGES - 1) * 4 || a.kb != PAGES * 4 || g.kb != (PAGES - 1) * 4)
+    cf_skip("smaps shows %ld/%d/%d kB shared, expected %d/%d/%d", mine, a.kb, g.kb, (PAGES - 1) * 4, PAGES * 4, (PAGES - 1) * 4);
+  if (write(toG[1], "r", 1) != 1) cf_skip("pipe: %s", strerror(errno));
   cf_ready();
   cf_wait_restored();
-  static uint8_t buf[PAGES * PG];
-  /* The grandchild's page 2 rewrite may still be to come. */
-  for (int t = 0; t < 5000; t++) {
-    if (read_area(grandchild, buf) == 0 && buf[2 * PG] == 0xF2) break;
-    usleep(1000);
-  }
-  long mine2 = shared_kb(0), childs2 = shared_kb(child), grands2 = shared_kb(grandchild);
-  int child_read = read_area(child, buf);
-  static uint8_t gbuf[PAGES * PG];
-  int grand_read = read_area(grandchild, gbuf);
-  kill(child, SIGKILL);
+  struct reply a2, g2;
+  ask(toA[1], fromA[0], 'c', &a2);
+  ask(toG[1], fromG[0], 'c', &g2); /* answered once its page 2 rewrite is done */
+  long mine2 = shared_kb();
+  int bad = first_bad(1u << 0);
   kill(grandchild, SIGKILL);
+  kill(child, SIGKILL);
   waitpid(child, NULL, 0);
-  check_area("parent", m, 0xF0, 0, -1);
-  CF_CHECK(child_read == 0, "child's area: unreadable through /proc/%d/mem", (int)child);
-  check_area("child", buf, 0, -1, -1);
-  CF_CHECK(grand_read == 0, "grandchild's area: unreadable through /proc/%d/mem", (int)grandchild);
-  for (int i = 0; i < PAGES * PG; i++) {
-    int page = i / PG;
-    uint8_t w = page == 1 ? 0xF1 : page == 2 ? 0xF2 : (uint8_t)(page + 1);
-    CF_CHECK(gbuf[i] == w, "grandchild's area: byte %d expected %u, got %u", i, w, gbuf[i]);
-  }
+  CF_CHECK(bad < 0, "parent's area: byte %d expected %u, got %u", bad, want(bad / PG, 1), m[bad < 0 ? 0 : bad]);
+  CF_CHECK(a2.bad < 0, "child's area: byte %d expected %u, got %u", a2.bad, want(a2.bad / PG, 0), a2.got);
+  CF_CHECK(g2.bad < 0, "grandchild's area: byte %d expected %u, got %u", g2.bad, want(g2.bad / PG, 6), g2.got);
   CF_CHECK(mine2 == mine, "parent's area %p: Shared_Clean+Shared_Dirty expected %ld kB, got %ld kB", (void *)m, mine, mine2);
-  CF_CHECK(childs2 == childs, "child's area %p: Shared_Clean+Shared_Dirty expected %ld kB, got %ld kB", (void *)m, childs, childs2);
-  CF_CHECK(grands2 == grands - 4, "grandchild's area %p: Shared_Clean+Shared_Dirty expected %ld kB, got %ld kB", (void *)m, grands - 4, grands2);
+  CF_CHECK(a2.kb == a.kb, "child's area %p: Shared_Clean+Shared_Dirty expected %d kB, got %d kB", (void *)m, a.kb, a2.kb);
+  CF_CHECK(g2.kb == g.kb - 4, "grandchild's area %p: Shared_Clean+Shared_Dirty expected %d kB (page 2 rewritten), got %d kB", (void *)m, g.kb - 4, g2.kb);
   cf_pass();
 }

@@ -25,8 +25,6 @@ import type { RoundPlan } from '../transfer/pages.ts';
 export class ForkCarry {
   /** Source pids the destination has a husk for (or makes one for by the end of the round in flight). */
   readonly #born = new Set<number>();
-  /** Pages left to inheritance, over the session (a figure for the report). */
-  inheritedPages = 0;
 
   /** The round's stream: parents first; each process first scanned is forked with its shared pages left out. */
   plan(round: DirtyRound, layout: PrecopyLayout): RoundPlan {
@@ -45,13 +43,13 @@ export class ForkCarry {
         this.#born.add(p.pid);
         const parent = byPid.get(me.ppid);
         if (!parent || !this.#born.has(parent.hostPid)) {
-          // A parent no round scanned (it shares another's memory): the destination forks it on demand now, holding nothing of its own.
+          // The root (its husk exists from the start), or a parent no round scanned (it shares
+          // another's memory): the destination forks that one on demand now, holding nothing of its own.
           for (let up = parent; up && !this.#born.has(up.hostPid); up = byPid.get(up.ppid)) this.#born.add(up.hostPid);
           return { fork: true, runs: p.runs };
         }
         const shared = sharedWithParent(me, parent).map((r) => ({ start: Number(r.addr), end: Number(r.addr) + r.pages * PAGE }));
         const { keep, cut } = withoutPages(p.runs, shared);
-        this.inheritedPages += cut.reduce((a, s) => a + (s.end - s.start) / PAGE, 0);
         return { fork: true, runs: keep, inherit: cut };
       },
     };

@@ -248,7 +248,7 @@ export class PageSender {
         writeEntries(table, 0, inherit);
         await this.conn.send({ t: 'fork', pid: p.pid, n: inherit.length }, table);
       }
-      const mem = plan?.keepShared ? openMem(p.pid) : -1;
+      const mem = plan?.keepShared && step.runs.length > 0 ? openMem(p.pid) : -1;
       try {
         for (const entries of frameRuns(step.runs, this.frameBytes)) {
           await this.sendFrame(p.pid, entries, st, noteSent, mem);

@@ -27,9 +27,12 @@ import { expectRunsOnceOn, progresses, runOnLab, type LabWorkload } from './help
 
 const execFileP = promisify(execFile);
 const env = labEnv('itnatsloss');
-// Long enough for the test to see the phase and kill the node under any load; the test ends it
-// (FERRY_FAULT_RELEASE, shared/fault.ts) once the node is gone.
-const STALL = 'sleep:20000';
+// Long enough for the test to see the phase and kill the node under load, and shorter than any
+// phase's timeout (commit: 10 s); the test ends it (FERRY_FAULT_RELEASE, shared/fault.ts) once the node is gone.
+const STALL = 'sleep:8000';
+// After its NATS node goes, the coordinator may stand by until the KV streams that node led have
+// new leaders: on a loaded machine that takes tens of seconds.
+const RECOVERY_MS = 120_000;
 
 type Armed = 'source' | 'destination' | 'coordinator';
 /** A migration phase (as its record names it), and the step that is held while the node dies. */
@@ -118,8 +121,10 @@ describe('one NATS node lost in each phase of a migration', () => {
 
   it.each(phases)('killed in $phase: the migration ends by itself and the workload runs exactly once', async ({ phase, armed }) => {
     const w = ws.get(phase)!;
-    await allAlive(env);
+    await allAlive(env, RECOVERY_MS);
     rmSync(releaseFile(DAEMON[armed]), { force: true });
+    const s = await status();
+    const node = await coordinatorsNode(s);
     const migrating = ferry(['migrate', w.name, '--to', 'h2', '--json'], env);
     // The migration's own events say when it is in the phase (polling `history` can miss a short one).
     const deadline = Date.now() + 60_000;
@@ -133,8 +138,6 @@ describe('one NATS node lost in each phase of a migration', () => {
       }
       await sleep(20);
     }
-    const s = await status();
-    const node = await coordinatorsNode(s);
     expect((await ferry(['lab', 'kill', node], env)).code).toBe(0);
     // The node comes back whatever this scenario finds: a second node lost would lose the quorum
     // in every scenario after a failed one.
@@ -153,8 +156,8 @@ describe('one NATS node lost in each phase of a migration', () => {
     expect(v.committed).toBe(true);
     // The coordinator may still be taking its lease back after its node went (a KV stream's
     // leader moves too): wait until one leads and sees every agent before asking where w runs.
-    await allAlive(env);
+    await allAlive(env, RECOVERY_MS);
     await expectRunsOnceOn(env, w, 'h2');
     await progresses(w);
-  });
+  }, 3 * RECOVERY_MS);
 });

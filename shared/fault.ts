@@ -75,6 +75,9 @@ export function withFaultPoints<A extends unknown[], R>(prefix: string, fn: (...
   return async (...args: A) => {
     const workload = workloadOf(args[0]);
     await faultPoint(`${prefix}:before`, workload);
+    // A coordinator's phase given up while it was held here (AGENT_LOST, a timeout) does not start
+    // its work, as it would not have without the stall.
+    if ((args[0] as { signal?: AbortSignal } | null)?.signal?.aborted) throw new Error(`${prefix}: abandoned while held at its fault point`);
     const out = await fn(...args);
     await faultPoint(`${prefix}:after`, workload);
     return out;

@@ -68,9 +68,10 @@ export class PrecopyDestination {
   constructor(private readonly d: WarmDeps) {
     this.landing = d.verify === false ? null : new LandingCheck();
     const landing = this.landing;
+    // Only husks made already: a process gets its husk from its `fork` frame, before its pages.
     const target = (hostPid: number) => {
       const pid = this.#byHost.get(hostPid);
-      return pid === undefined ? 0 : (this.#member(pid)?.husk.pid ?? 0);
+      return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
     };
     this.#sink = new ProcessSink(target, true, landing ? (src, dst, addr, data) => landing.check({ pid: this.#byHost.get(src) ?? src, hostPid: dst }, addr, data) : undefined);
   }

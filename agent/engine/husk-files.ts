@@ -7,7 +7,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
 import { closeFd, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, writeFd } from '../ffi/syscalls.ts';
-import { lockCall } from './locks.ts';
+import { lockCall, lockNotTaken } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
 import { peekFifo } from './sharing.ts';
@@ -338,7 +338,7 @@ export class HuskFiles extends HuskCore {
         try {
           this.inj(this.pid, call, args);
         } catch (err) {
-          throw new FerryError(ErrorCode.Conflict, `pid ${this.pid} fd ${f.fd} (${f.path}): cannot take its ${l.kind} lock again`, { details: { pid: this.pid, fd: f.fd, lock: l }, cause: err });
+          throw lockNotTaken(this.pid, f, l, err);
         }
       }
     }

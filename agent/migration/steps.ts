@@ -7,7 +7,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_JSON } from '../../shared/image-format.ts';
-import type { StepBase } from '../../shared/migration.ts';
+import type { HeldLock, StepBase } from '../../shared/migration.ts';
 import type { ResourceLimits, ResourceRequests } from '../../shared/resources.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { freezeCgroup, killHeld, releaseHeld } from '../engine/freeze.ts';
@@ -18,6 +18,7 @@ import { activateHeldConnections, killHeldTree, thawHeldTree } from '../engine/h
 import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
+import { heldLocks, refuseSharedLocks } from '../engine/lock-sharing.ts';
 import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
 import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
 import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
@@ -178,7 +179,15 @@ export class MigrationSteps {
         return 0; // a short-lived child exited meanwhile
       }
     };
-    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0), limits: w.limits, requests: w.requests };
+    return {
+      workloadBytes: w.memoryBytes,
+      processes: pids.length,
+      threads: pids.reduce((n, p) => n + threads(p), 0),
+      limits: w.limits,
+      requests: w.requests,
+      // The destination checks these against what it sees (shared storage) before anything is frozen.
+      locks: heldLocks(pids),
+    };
   }
 
   /**
@@ -356,11 +365,13 @@ export class MigrationSteps {
 
   /**
    * Destination preflight: refuses, before anything is frozen, a workload whose limits this host
-   * cannot enforce or whose requests do not fit; otherwise makes its cgroup with those limits,
-   * so every husk of the tree is born into groups that already hold them.
+   * cannot enforce or whose requests do not fit, or one holding a file lock this host sees held
+   * (storage shared with the source: a lock is never handed between hosts); otherwise makes its
+   * cgroup with those limits, so every husk of the tree is born into groups that already hold them.
    */
-  admit(s: StepBase & { limits: ResourceLimits; requests: ResourceRequests }) {
+  admit(s: StepBase & { limits: ResourceLimits; requests: ResourceRequests; locks: HeldLock[] }) {
     return this.#once(s, 'destination', (m) => {
+      refuseSharedLocks(s.locks, { source: s.peer, destination: this.host });
       this.workloads.admit(s.workload, s.limits, s.requests);
       this.workloads.prepareCgroup(s.workload, s.limits);
       m.resources = { limits: s.limits, requests: s.requests };

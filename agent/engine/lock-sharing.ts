@@ -48,7 +48,7 @@ const LEASE_LIKE = new Set(['LEASE', 'DELEG']);
 /** dev_t as Node's stat gives it (glibc's makedev) to the "major:minor" key /proc/locks lines get. */
 export function devOf(dev: bigint): string {
   const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & 0xffffff00n);
   return devKey(major, minor);
 }
 

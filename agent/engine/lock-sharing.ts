@@ -213,3 +213,37 @@ export function hostLockView(): LockView {
     },
   };
 }
+
+// --- restore -----------------------------------------------------------------------------------
+
+/**
+ * Leases and delegations a restore would break by opening files: the kernel never fails such an
+ * open, it breaks the lease (any open breaks a write lease, an open for writing a read lease).
+ * On storage shared with a frozen source that lease may be the source's own, which a rollback
+ * could not give back; the restore fails before the open instead. Reads /proc/locks once.
+ */
+export class LeaseGuard {
+  readonly #leases: LockLine[];
+  readonly #stat: (path: string) => FileId | null;
+
+  constructor(view: Pick<LockView, 'procLocks' | 'stat'> = hostLockView()) {
+    this.#leases = view.procLocks().filter((l) => LEASE_LIKE.has(l.raw));
+    this.#stat = view.stat;
+  }
+
+  /** Throws when opening `path` with these open flags would break a lease here. */
+  check(pid: number, where: string, path: string, flags: number): void {
+    if (this.#leases.length === 0) return;
+    const file = this.#stat(path);
+    if (!file) return;
+    const writing = (flags & 3) !== 0;
+    const hit = this.#leases.find((l) => l.dev === file.dev && l.ino === file.ino && (writing || l.type !== 'READ'));
+    if (!hit) return;
+    throw new FerryError(
+      ErrorCode.Conflict,
+      `pid ${pid} ${where} (${path}): opening the file here would break the ${hit.type === 'READ' ? 'read' : 'write'} ${hit.raw === 'DELEG' ? 'delegation' : 'lease'} pid ${hit.pid} holds on it ` +
+        `(/proc/locks: ${hit.raw} ${hit.state} ${hit.type}; on storage shared with the source host it may be the checkpointed process's own): not opened`,
+      { retryable: false, details: { pid, where, path, lease: { kind: hit.raw, type: hit.type, pid: hit.pid } } },
+    );
+  }
+}

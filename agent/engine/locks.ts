@@ -95,11 +95,12 @@ export function describeLock(l: Pick<LockImage, 'kind' | 'write' | 'start' | 'en
 }
 
 const F = { SETLK: 6, OFD_SETLK: 37, SETLEASE: 1024, RDLCK: 0, WRLCK: 1 } as const;
-const LOCK = { SH: 1, EX: 2 } as const;
+const LOCK = { SH: 1, EX: 2, NB: 4 } as const;
 
 /** One lock as the injected call that takes it: [syscall, args], `flockAt` a 32-byte struct flock in the husk. */
 export function lockCall(fd: number, l: LockImage, putFlock: (b: Buffer) => bigint): ['fcntl' | 'flock', (number | bigint)[]] {
-  if (l.kind === 'flock') return ['flock', [fd, l.write ? LOCK.EX : LOCK.SH]];
+  // LOCK_NB: a lock someone else holds fails the restore at once instead of blocking the husk.
+  if (l.kind === 'flock') return ['flock', [fd, (l.write ? LOCK.EX : LOCK.SH) | LOCK.NB]];
   if (l.kind === 'lease') return ['fcntl', [fd, F.SETLEASE, l.write ? F.WRLCK : F.RDLCK]];
   const b = Buffer.alloc(32); // struct flock: l_type, l_whence (short), l_start, l_len, l_pid
   b.writeInt16LE(l.write ? F.WRLCK : F.RDLCK, 0);

@@ -1,8 +1,8 @@
 // File locks at a migration's preflight: the lock lines the kernel prints, and the destination's
 // verdict on each of the tree's locks against what it sees (a fake view of the host).
 import { describe, expect, it } from 'vitest';
-import { type FileId, type LockView, type ProbedLock, devOf, refuseSharedLocks, seenLock } from '../../agent/engine/lock-sharing.ts';
-import { describeLock, lockNotTaken, parseLocks, parseProcLocks } from '../../agent/engine/locks.ts';
+import { type FileId, LeaseGuard, type LockView, type ProbedLock, devOf, refuseSharedLocks, seenLock } from '../../agent/engine/lock-sharing.ts';
+import { describeLock, lockCall, lockNotTaken, parseLocks, parseProcLocks } from '../../agent/engine/locks.ts';
 import { SyscallError } from '../../agent/ffi/syscalls.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { AdmitRequest, type HeldLock, PreflightReply } from '../../shared/migration.ts';
@@ -204,5 +204,40 @@ describe('a lock restore cannot take again', () => {
     expect(e.message).toMatch(/^pid 31 fd 3 \(\/data\/f\): cannot take its POSIX write lock on bytes 0-9 again: (EAGAIN|EWOULDBLOCK): another process holds a conflicting lock on the file/);
     const lease = lockNotTaken(31, { fd: 4, path: '/data/l' }, { kind: 'lease', write: true, start: 0, end: null }, new SyscallError('injected fcntl', 11));
     expect(lease.message).toContain('the file is open elsewhere (for writing, or at all for a write lease)');
+  });
+});
+
+describe('restore and leases', () => {
+  const guard = (procLocks: string) => new LeaseGuard({ procLocks: () => parseProcLocks(procLocks), stat: (p) => ({ '/l/r': file(1004n), '/l/w': file(1007n), '/l/x': file(1n) })[p] ?? null });
+  const W = '1: LEASE  ACTIVE    WRITE 4242 08:01:1007 0 EOF\n';
+
+  it('refuses an open that would break a lease here: any open for a write lease, a writing one for a read lease', () => {
+    const g = guard(PROC_LOCKS + W);
+    expect(() => g.check(9, 'fd 3', '/l/r', 0)).not.toThrow(); // O_RDONLY beside a read lease
+    expect(() => g.check(9, 'fd 3', '/l/r', 2)).toThrow(/^pid 9 fd 3 \(\/l\/r\): opening the file here would break the read lease pid 4242 holds on it/);
+    expect(() => g.check(9, 'fd 4', '/l/w', 0)).toThrow(/would break the write lease pid 4242/);
+    expect(() => g.check(9, 'fd 5', '/l/x', 2)).not.toThrow(); // a file without one
+    expect(() => g.check(9, 'fd 6', '/l/gone', 2)).not.toThrow(); // not here: the open says so
+    try {
+      g.check(9, 'fd 4', '/l/w', 0);
+    } catch (e) {
+      expect((e as FerryError).code).toBe(ErrorCode.Conflict);
+      expect((e as FerryError).retryable).toBe(false);
+    }
+  });
+
+  it('looks at no file when the host has no lease at all', () => {
+    const g = new LeaseGuard({
+      procLocks: () => parseProcLocks('1: POSIX  ADVISORY  WRITE 4242 08:01:1001 0 9\n'),
+      stat: () => {
+        throw new Error('looked');
+      },
+    });
+    expect(() => g.check(9, 'fd 3', '/l/w', 2)).not.toThrow();
+  });
+
+  it('flock is taken without blocking: a holder elsewhere fails the restore instead of hanging it', () => {
+    expect(lockCall(3, { kind: 'flock', write: true, start: 0, end: null }, () => 0n)).toEqual(['flock', [3, 2 | 4]]);
+    expect(lockCall(3, { kind: 'flock', write: false, start: 0, end: null }, () => 0n)).toEqual(['flock', [3, 1 | 4]]);
   });
 });

@@ -8,7 +8,7 @@
 // Nothing here takes or breaks a lock: leases are looked for only in /proc/locks, and a file
 // with a lease or delegation on it anywhere either host can see is never opened (any open breaks
 // a write lease; on NFS a read open recalls another client's write delegation).
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, statfsSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { HeldLock } from '../../shared/migration.ts';
 import { O, closeFd, openFile, sys } from '../ffi/syscalls.ts';
@@ -56,6 +56,33 @@ function fileId(path: string): FileId | null {
   try {
     const st = statSync(path, { bigint: true });
     return { dev: devOf(st.dev), ino: st.ino, plain: st.isFile() || st.isDirectory() };
+  } catch {
+    return null;
+  }
+}
+
+/** File systems other hosts may share (statfs f_type): a lease there cannot be checked from the destination. */
+const NETWORK_FS: Record<number, string> = {
+  0x6969: 'NFS',
+  0x517b: 'SMB',
+  0xfe534d42: 'SMB2',
+  0xff534d42: 'CIFS',
+  0x00c36400: 'CephFS',
+  0x01021997: '9p',
+  0x5346414f: 'AFS',
+  0x6b414653: 'AFS',
+  0x73757245: 'Coda',
+  0x01161970: 'GFS2',
+  0x7461636f: 'OCFS2',
+  0x0bd00bd0: 'Lustre',
+  0x47504653: 'GPFS',
+  0x13661366: 'OrangeFS',
+};
+
+/** The network file system `path` is on, null for a local one (or when it cannot be told). */
+export function networkFsOf(path: string): string | null {
+  try {
+    return NETWORK_FS[statfsSync(path).type] ?? null;
   } catch {
     return null;
   }

@@ -14,6 +14,10 @@
 // after the tree is built. `agent:admit:ignore-locks` makes a destination skip its preflight
 // check of the tree's file locks, standing in for a lock it could not see (taken after the
 // preflight), so that a test reaches a restore that cannot take the lock and must roll back.
+// A stall ends early once the file named by FERRY_FAULT_RELEASE exists (the daemon removes it as
+// it goes on): a test releases the held step as soon as what it did meanwhile has been seen,
+// rather than waiting out the whole stall.
+import { existsSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** FERRY_FAULT's points and their actions (crash, or sleep:<ms>). */
@@ -40,11 +44,25 @@ export async function faultPoint(point: string, workload?: string): Promise<void
   const ms = /^sleep:(\d+)$/.exec(action)?.[1];
   if (ms !== undefined) {
     process.stderr.write(`FERRY_FAULT: stalling ${ms} ms at ${point}\n`);
-    await sleep(Number(ms));
+    await stall(Number(ms), process.env.FERRY_FAULT_RELEASE);
     return;
   }
   process.stderr.write(`FERRY_FAULT: crashing at ${point}\n`);
   process.kill(process.pid, 'SIGKILL');
+}
+
+/** Sleeps `ms`, or less if the release file appears (polled: the stall is a test's, not a hot path). */
+async function stall(ms: number, release: string | undefined): Promise<void> {
+  if (!release) return sleep(ms);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (existsSync(release)) {
+      rmSync(release, { force: true });
+      process.stderr.write('FERRY_FAULT: released\n');
+      return;
+    }
+    await sleep(Math.min(50, deadline - Date.now()));
+  }
 }
 
 /** The workload a step is about: an agent step's request names it, a coordinator actor's input holds it. */
@@ -59,6 +77,9 @@ export function withFaultPoints<A extends unknown[], R>(prefix: string, fn: (...
   return async (...args: A) => {
     const workload = workloadOf(args[0]);
     await faultPoint(`${prefix}:before`, workload);
+    // A coordinator's phase given up while it was held here (AGENT_LOST, a timeout) does not start
+    // its work, as it would not have without the stall.
+    if ((args[0] as { signal?: AbortSignal } | null)?.signal?.aborted) throw new Error(`${prefix}: abandoned while held at its fault point`);
     const out = await fn(...args);
     await faultPoint(`${prefix}:after`, workload);
     return out;

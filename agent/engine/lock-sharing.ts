@@ -4,7 +4,9 @@
 // it back. So the destination checks at preflight, before anything is frozen, whether it sees the
 // tree's locks held: in its own /proc/locks (one kernel, any file system, every kind), and for
 // byte-range locks through F_OFD_GETLK on its own open of the file, which also asks an NFS
-// server (NFS emulates flock as whole-file POSIX locks). Seen means shared storage: refused.
+// server (NFS emulates flock as whole-file POSIX locks). A write lock seen held (or any lock
+// that conflicts) is refused. Shared locks travel even on shared storage: the destination takes
+// its read lock, shared flock or read lease beside the frozen source's, before that one goes.
 // Nothing here takes or breaks a lock: leases are looked for only in /proc/locks, and a file
 // with a lease or delegation on it anywhere either host can see is never opened (any open breaks
 // a write lease; on NFS a read open recalls another client's write delegation).
@@ -39,8 +41,11 @@ export interface LockView {
   stat(path: string): FileId | null;
   /** Held entries of this host's /proc/locks. */
   procLocks(): LockLine[];
-  /** A write probe over [start, end] through this host's own read-only open of the path. */
-  probe(path: string, start: number, end: number | null): ProbedLock | null;
+  /**
+   * F_OFD_GETLK over [start, end] through this host's own read-only open of the path: for a write
+   * lock it reports any lock there, for a read lock only a write lock (the one that conflicts).
+   */
+  probe(path: string, start: number, end: number | null, write: boolean): ProbedLock | null;
 }
 
 const LEASE_LIKE = new Set(['LEASE', 'DELEG']);
@@ -151,8 +156,9 @@ export function seenLock(l: HeldLock, all: readonly HeldLock[], view: LockView, 
   for (const e of onFile) {
     if (!e.kind || FAMILY[e.kind] !== FAMILY[l.kind] || !overlaps(e, l)) continue;
     const same = e.kind === l.kind && (e.type === 'WRITE') === l.write && e.type !== 'UNLCK' && e.start === l.start && e.end === l.end;
-    // Two read locks do not conflict; anything else would keep the restore from taking this one.
-    if (!same && e.type === 'READ' && !l.write) continue;
+    // A read lock (or shared flock, read lease) is taken again beside the source's, before that
+    // one goes: no window, so it travels even on shared storage. Anything else conflicts.
+    if (e.type === 'READ' && !l.write) continue;
     const state = e.state === 'ADVISORY' || e.state === 'ACTIVE' ? '' : ` ${e.state}`;
     return { lock: l, same, how: `/proc/locks: ${e.raw}${state} ${e.type} on ${range(e.start, e.end)}, pid ${e.pid}` };
   }
@@ -161,10 +167,10 @@ export function seenLock(l: HeldLock, all: readonly HeldLock[], view: LockView, 
   if (l.leased || onFile.some((e) => LEASE_LIKE.has(e.raw)) || all.some((o) => o.path === l.path && o.kind === 'lease')) return null;
   // NFS emulates flock as a whole-file POSIX lock; on one kernel flock and POSIX locks do not meet.
   const [start, end] = l.kind === 'flock' ? [0, null] : [l.start, l.end];
-  const p = view.probe(l.path, start, end);
+  const p = view.probe(l.path, start, end, l.write);
   if (!p || (l.kind === 'flock' && (p.start !== 0 || p.end !== null))) return null;
+  if (!p.write && !l.write) return null;
   const same = p.write === l.write && p.start === start && p.end === end;
-  if (!same && !p.write && !l.write) return null;
   const owner = p.pid > 0 ? `pid ${p.pid}` : p.pid === -1 ? 'an OFD lock' : 'held through the file server';
   return { lock: l, same, how: `F_OFD_GETLK on its own open of the file: ${p.write ? 'WRITE' : 'READ'} on ${range(p.start, p.end)}, ${owner}` };
 }
@@ -212,7 +218,7 @@ export function hostLockView(): LockView {
   return {
     stat: fileId,
     procLocks: () => parseProcLocks(readFileSync('/proc/locks', 'utf8')),
-    probe(path, start, end) {
+    probe(path, start, end, write) {
       let fd: number;
       try {
         // O_NONBLOCK: a FIFO swapped in under the path, or an NFS open, must not hold the agent.
@@ -222,7 +228,7 @@ export function hostLockView(): LockView {
       }
       try {
         const fl = Buffer.alloc(32); // struct flock: l_type, l_whence (short), l_start, l_len, l_pid (0 for OFD)
-        fl.writeInt16LE(F_WRLCK, 0);
+        fl.writeInt16LE(write ? F_WRLCK : F_RDLCK, 0);
         fl.writeBigInt64LE(BigInt(start), 8);
         fl.writeBigInt64LE(end === null ? 0n : BigInt(end - start + 1), 16);
         sys('fcntl', fd, F_OFD_GETLK, fl);

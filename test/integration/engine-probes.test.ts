@@ -29,7 +29,7 @@ describe('probeKernel', () => {
 });
 
 describe('the lock check of a migration, on this host', () => {
-  it('sees an OFD lock, a flock and a lease held here, through /proc/locks and F_OFD_GETLK, and takes or breaks none of them', () => {
+  it('sees an OFD lock, a flock and a lease held here (/proc/locks, F_OFD_GETLK), refuses the exclusive ones, and takes or breaks none', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-lockview-'));
     const fds: number[] = [];
     const open = (p: string, flags: number) => {
@@ -61,10 +61,12 @@ describe('the lock check of a migration, on this host', () => {
         [leased, 'lease', false, 0, null, true],
       ]);
       const view = hostLockView();
-      expect(view.probe(locked, 0, 9)).toEqual({ write: true, start: 0, end: 9, pid: -1 });
-      expect(view.probe(locked, 10, 20)).toBeNull();
+      expect(view.probe(locked, 0, 9, true)).toEqual({ write: true, start: 0, end: 9, pid: -1 });
+      expect(view.probe(locked, 0, 9, false)).toEqual({ write: true, start: 0, end: 9, pid: -1 });
+      expect(view.probe(locked, 10, 20, true)).toBeNull();
       const procLocks = view.procLocks();
-      for (const h of held) expect(seenLock(h, held, view, procLocks)).toMatchObject({ same: true });
+      // The write lock and the exclusive flock are seen; a read lease is taken again beside this one.
+      expect(held.map((h) => seenLock(h, held, view, procLocks)?.same ?? null)).toEqual([true, true, null]);
       expect(() => refuseSharedLocks(held, { source: 'h1', destination: 'h2' })).toThrow(/^pid \d+ \(.*\) fd \d+ \(.*\/locked\): its OFD write lock on bytes 0-9 cannot be carried to h2: h2 sees it held/);
       expect(() => new LeaseGuard().check(process.pid, 'fd 9', leased, O.RDWR)).toThrow(/would break the read lease/);
 

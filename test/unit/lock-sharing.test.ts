@@ -96,13 +96,25 @@ describe("the destination's verdict on a lock of the tree", () => {
     expect(s!.how).toBe('F_OFD_GETLK on its own open of the file: WRITE on bytes 0-9, held through the file server');
   });
 
-  it('read locks do not conflict: only the same one counts; a write on either side does', () => {
+  it("shared locks travel even when seen (taken again beside the source's, no window); a write on either side is refused", () => {
     const f = { files: { '/data/f': file(5n) } };
     const rd = lock({ write: false, start: 20, end: 29 });
-    expect(verdict(rd, view({ ...f, probe: { '/data/f': { write: false, start: 15, end: 29, pid: 77 } } }))).toBeNull();
-    expect(verdict(rd, view({ ...f, probe: { '/data/f': { write: false, start: 20, end: 29, pid: 0 } } }))).toMatchObject({ same: true });
+    // The source's own read lock, through NFS or in /proc/locks: carried.
+    expect(verdict(rd, view({ ...f, probe: { '/data/f': { write: false, start: 20, end: 29, pid: 0 } } }))).toBeNull();
+    expect(verdict(rd, view({ files: { '/data/f': file(1002n) }, procLocks: PROC_LOCKS }))).toBeNull();
+    expect(verdict(lock({ kind: 'ofd', write: false, start: 20, end: 29 }), view({ files: { '/data/f': file(1002n) }, procLocks: PROC_LOCKS }))).toBeNull();
     expect(verdict(rd, view({ ...f, probe: { '/data/f': { write: true, start: 25, end: 40, pid: 77 } } }))).toMatchObject({ same: false });
     expect(verdict(lock({}), view({ ...f, probe: { '/data/f': { write: false, start: 5, end: 5, pid: 77 } } }))).toMatchObject({ same: false });
+    expect(verdict(lock({ write: false, start: 0, end: 9 }), view({ files: { '/data/f': file(1001n) }, procLocks: PROC_LOCKS }))).toMatchObject({ same: false });
+  });
+
+  it('probes for what conflicts: any lock for a write lock, only a write lock for a read lock', () => {
+    const asked: boolean[] = [];
+    const v: LockView = { stat: () => file(5n), procLocks: () => [], probe: (_p, _s, _e, write) => (asked.push(write), null) };
+    seenLock(lock({}), [], v, []);
+    seenLock(lock({ write: false }), [], v, []);
+    seenLock(lock({ kind: 'flock', write: false, start: 0, end: null }), [], v, []);
+    expect(asked).toEqual([true, false, false]);
   });
 
   it('POSIX and OFD locks meet in one list: a POSIX lock there conflicts with an OFD write lock', () => {
@@ -118,9 +130,12 @@ describe("the destination's verdict on a lock of the tree", () => {
   });
 
   it('never opens a leased file: leases only through /proc/locks, and no probe where any side sees a lease or delegation', () => {
-    const lease = lock({ kind: 'lease', write: false, start: 0, end: null, path: '/data/l' });
-    const seen = view({ files: { '/data/l': file(1004n) }, procLocks: PROC_LOCKS });
+    const lease = lock({ kind: 'lease', write: true, start: 0, end: null, path: '/data/l' });
+    const seen = view({ files: { '/data/l': file(1007n) }, procLocks: `${PROC_LOCKS}7: LEASE  ACTIVE    WRITE 4242 08:01:1007 0 EOF\n` });
     expect(verdict(lease, seen)).toMatchObject({ same: true });
+    // A read lease beside the source's: carried; beside a write lease: refused.
+    expect(verdict({ ...lease, write: false }, view({ files: { '/data/l': file(1004n) }, procLocks: PROC_LOCKS }))).toBeNull();
+    expect(verdict({ ...lease, write: false }, seen)).toMatchObject({ same: false });
     const unseen = view({ files: { '/data/l': file(7n) } });
     expect(verdict(lease, unseen)).toBeNull();
     expect(unseen.probed).toEqual([]);

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { LAB_OPERATOR } from '../../deploy/lab/pki.ts';
@@ -33,6 +33,8 @@ const STALL = 'sleep:8000';
 // After its NATS node goes, the coordinator may stand by until the KV streams that node led have
 // new leaders: on a loaded machine that takes tens of seconds.
 const RECOVERY_MS = 120_000;
+// Restarting the three armed daemons and starting eight workloads: minutes on a loaded machine.
+vi.setConfig({ hookTimeout: 300_000 });
 
 type Armed = 'source' | 'destination' | 'coordinator';
 /** A migration phase (as its record names it), and the step that is held while the node dies. */

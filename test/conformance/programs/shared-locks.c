@@ -4,30 +4,11 @@
  * beside the frozen source's before that one goes, so no other process can slip in between. */
 #include "conformance.h"
 #include <sys/file.h>
-#include <sys/wait.h>
 
 static int open_in(const char *name, int flags) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", cf_dir, name);
   return open(path, flags | O_CREAT, 0644);
-}
-
-/* What a forked child (another POSIX lock owner) is told about a write lock over [start, start+len). */
-static struct flock posix_probe(int fd, off_t start, off_t len) {
-  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
-  int p[2];
-  if (pipe(p) != 0) cf_fail("pipe: %s", strerror(errno));
-  pid_t c = fork();
-  if (c == 0) {
-    if (fcntl(fd, F_GETLK, &fl) != 0) fl.l_type = -1;
-    if (write(p[1], &fl, sizeof fl) != sizeof fl) _exit(1);
-    _exit(0);
-  }
-  close(p[1]);
-  if (read(p[0], &fl, sizeof fl) != sizeof fl) cf_fail("probe child: no answer");
-  close(p[0]);
-  waitpid(c, NULL, 0);
-  return fl;
 }
 
 int main(int argc, char **argv) {
@@ -46,7 +27,7 @@ int main(int argc, char **argv) {
   cf_ready();
   cf_wait_restored();
 
-  struct flock w = posix_probe(px, 10, 10);
+  struct flock w = cf_posix_probe(px, F_WRLCK, 10, 10);
   CF_CHECK(w.l_type == F_RDLCK && w.l_pid == getpid() && w.l_start == 10 && w.l_len == 10,
            "posix read lock [10,20): expected F_RDLCK by %d, got type %d by %d at %ld+%ld", (int)getpid(), w.l_type, (int)w.l_pid, (long)w.l_start, (long)w.l_len);
 

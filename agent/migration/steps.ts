@@ -36,6 +36,7 @@ import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
 import { verifyTree } from '../engine/verify/index.ts';
+import { readSideFile } from '../jobs/workload-images.ts';
 import { corruptIfArmed } from '../engine/verify/corrupt.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 
@@ -684,9 +685,4 @@ type WorkloadFile = z.infer<typeof WorkloadCommandFile>;
 const workloadFile = (m: LocalMigration): WorkloadFile => ({ command: m.workloadCommand, ...(m.resources ?? {}) });
 
 /** A file the source sent beside the image, validated; a bad one fails the step (BadImage), never the agent. */
-function readJson<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
-  if (!existsSync(file)) return null;
-  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
-  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
-  return parsed.value;
-}
+const readJson = readSideFile;

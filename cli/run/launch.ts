@@ -126,6 +126,7 @@ async function watch(
     if (code !== null) {
       // The job is done: its checkpoints go, so that running the step again starts afresh.
       retireSnapshots(images);
+      rmSync(exitFile, { force: true });
       await askCoordinator(nc, 'stop', { name: opts.name }).catch(() => undefined);
       say('launch.exited', `${opts.name} exited with status ${code}`, { exitStatus: code });
       return finish({ outcome: 'exited', host, exitStatus: code }, code);

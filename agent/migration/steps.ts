@@ -3,7 +3,7 @@
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_JSON } from '../../shared/image-format.ts';
@@ -22,7 +22,7 @@ import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer
 import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
 import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
-import { WorkloadCommandFile, parseRecord } from '../../shared/records.ts';
+import { WorkloadCommandFile } from '../../shared/records.ts';
 import type { z } from 'zod';
 import { leaveRepairAll } from '../engine/sockets.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';

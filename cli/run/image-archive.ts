@@ -28,7 +28,7 @@ const ArchiveIndex = z.strictObject({
 });
 type ArchiveIndex = z.infer<typeof ArchiveIndex>;
 
-function run(cmd: string, args: string[], opts: { stdoutTo?: string; input?: string } = {}): Promise<string> {
+function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -70,11 +70,7 @@ export async function launch(command: string[], opts: LaunchOptions): Promise<vo
     if (opts.json) process.stdout.write(`${JSON.stringify({ workload: opts.name, images, ...result, exitCode: code }, null, 2)}\n`);
     process.exitCode = code;
   };
-  mkdirSync(images, { recursive: true });
-  const resumeFrom = checkpointOf(images, opts.name);
-  rmSync(exitFile, { force: true });
-  const nc = await connectCluster(opts);
-  // Signals are taken from here on: one that arrives while the workload starts waits for it.
+  // Signals are taken first: one that arrives while the workload starts waits for it.
   let wanted: 'checkpoint' | 'stop' | null = null;
   let wake: () => void = () => undefined;
   const onSignal = (what: 'checkpoint' | 'stop') => () => {
@@ -85,7 +81,12 @@ export async function launch(command: string[], opts: LaunchOptions): Promise<vo
   const onStop = onSignal('stop');
   process.on(opts.checkpointSignal, onCheckpoint);
   for (const s of ['SIGTERM', 'SIGINT'] as const) if (s !== opts.checkpointSignal) process.on(s, onStop);
+  mkdirSync(images, { recursive: true });
+  const resumeFrom = checkpointOf(images, opts.name);
+  rmSync(exitFile, { force: true });
+  let nc: NatsConnection | null = null;
   try {
+    nc = await connectCluster(opts);
     let host: string;
     if (resumeFrom) {
       const r = await askCoordinator(nc, 'restore', { name: opts.name, images, ...(opts.host ? { host: opts.host } : {}) });
@@ -96,11 +97,22 @@ export async function launch(command: string[], opts: LaunchOptions): Promise<vo
       host = w.host;
       say('launch.started', `started ${opts.name} on ${host} (pid ${w.rootPid ?? '-'})`, { host, pid: w.rootPid });
     }
-    await watch(nc, opts, images, exitFile, host, () => wanted, (f) => (wake = f), say, finish);
+    try {
+      await watch(nc, opts, images, exitFile, host, () => wanted, (f) => (wake = f), say, finish);
+    } catch (err) {
+      // The workload runs outside the job's own cgroup: a step that gives up must not leave it
+      // running unwatched. The last complete checkpoint stays in DIR.
+      const e = FerryError.from(err);
+      if (e.code !== ErrorCode.WorkloadEnded) {
+        const stopped = await askCoordinator(nc, 'stop', { name: opts.name }).catch(() => null);
+        if (stopped) say('launch.stopped', `${opts.name} stopped on ${stopped.host}: ${e.message}`, { host: stopped.host, error: e.code });
+      }
+      throw err;
+    }
   } finally {
     process.off(opts.checkpointSignal, onCheckpoint);
     for (const s of ['SIGTERM', 'SIGINT'] as const) process.off(s, onStop);
-    await nc.close();
+    await nc?.close();
   }
 }
 
@@ -143,13 +155,18 @@ async function watch(
       return finish({ outcome: 'stopped', host: s.host }, 143);
     }
     if (Date.now() >= nextCheckpoint) {
-      const r = await askCoordinator(nc, 'checkpoint', { name: opts.name, images, leaveRunning: true });
-      say('launch.periodic', `periodic ${describeCheckpoint(r).split('\n')[0]}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes });
+      // A periodic checkpoint that fails leaves the previous one in place and the job running: said, not fatal.
+      const r = await askCoordinator(nc, 'checkpoint', { name: opts.name, images, leaveRunning: true }).catch((err: unknown) => FerryError.from(err));
+      if (r instanceof FerryError) say('launch.periodic-failed', `periodic checkpoint failed (the previous one stays): ${r.message} [${r.code}]`, { error: r.toWire() });
+      else say('launch.periodic', `periodic ${describeCheckpoint(r).split('\n')[0]}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes });
       nextCheckpoint = Date.now() + opts.intervalMs!;
     }
     if (Date.now() >= nextStateCheck) {
       nextStateCheck = Date.now() + STATE_POLL_MS;
-      const { workloads } = await askCoordinator(nc, 'ps', {});
+      // A listing that failed (NATS reconnecting, a failover) is asked again at the next poll.
+      const listing = await askCoordinator(nc, 'ps', {}).catch(() => null);
+      if (!listing) continue;
+      const { workloads } = listing;
       const mine = workloads.find((x) => x.name === opts.name && (x.state === 'running' || x.state === 'frozen' || x.state === 'migrating'));
       if (mine) {
         host = mine.host;

@@ -10,7 +10,7 @@ import type { AgentClient } from './agents.ts';
 import { assertCompatible, assertDataStreams, memoryNeeded } from './compatibility.ts';
 import type { MigrationActorFns } from './machine.ts';
 import type { Phase, PhaseInputBase, PreflightCheck } from './phases.ts';
-import type { MigrationStore } from './store.ts';
+import { untilKvAnswers, type MigrationStore } from './store.ts';
 
 export interface ActorDeps {
   agents: AgentClient;
@@ -111,8 +111,10 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       return d.agents.call(input.destination, 'mig.restore', step(input, input.source), { signal });
     },
 
-    async recordCommit({ input }) {
-      const dcs = await d.store.decide(input.migrationId, 'committed', d.now());
+    async recordCommit({ input, signal }) {
+      // KV may fail for a moment (a NATS node lost, its streams electing new leaders): the decision
+      // is asked for again until the phase's timeout. Rolling back would need KV just as much.
+      const dcs = await untilKvAnswers(() => d.store.decide(input.migrationId, 'committed', d.now()), signal);
       if (dcs.decision !== 'committed') throw new FerryError(ErrorCode.Conflict, `migration ${input.migrationId} was already aborted`);
       return { revision: dcs.revision, committedAt: dcs.at };
     },

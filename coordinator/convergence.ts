@@ -2,16 +2,10 @@
 // to throttle the workload (it dirties memory faster than we can send it), or to switch over
 // (freeze, final transfer, restore). Pure and deterministic: same rounds + config -> same answer.
 
+import type { FixedCosts } from '../shared/migration.ts';
 import type { RoundStats } from './phases.ts';
 
-export interface FixedCosts {
-  /** Time to freeze the workload on the source (ms). */
-  freezeMs: number;
-  /** Time to dump the non-memory state (registers, fds, ...) once frozen (ms). */
-  dumpMs: number;
-  /** Time to restore and resume on the destination (ms). */
-  resumeMs: number;
-}
+export type { FixedCosts };
 
 export interface ConvergenceConfig {
   /** Maximum acceptable downtime (ms). */

@@ -109,22 +109,26 @@ if (metrics) log.info({ url: metrics.url }, 'metrics served');
 
 lease.on('acquired', () => {
   leading = leading.then(async () => {
-    try {
-      log.info('leader lease acquired');
-      // Give the cluster view one heartbeat round so that live agents are not taken for lost.
-      await new Promise((r) => setTimeout(r, Math.min(config.hostLostAfterMs, 1_500)));
-      if (!lease.held) return;
-      const n = await migrations.rehydrate();
-      if (n) log.warn({ migrations: n }, 'took over migrations in flight');
-      const jobs = await fleet.executor.resumeAll();
-      if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
-      if (!lease.held) return standBy('lease lost while taking over');
-      service = await startCoordinatorService(nc, { workloads, migrations, fleet, checkpoints, dashboard });
-      log.info('coordinator ready');
-    } catch (err) {
-      // KV or NATS failed while taking over: stand by and try again.
-      log.error({ err: (err as Error).message }, 'start as leader failed');
-      lease.relinquish();
+    log.info('leader lease acquired');
+    // Give the cluster view one heartbeat round so that live agents are not taken for lost.
+    await new Promise((r) => setTimeout(r, Math.min(config.hostLostAfterMs, 1_500)));
+    // KV may be failing for a moment (a NATS node just went and its streams elect new leaders):
+    // the takeover is tried again while the lease is ours. Letting the lease go instead would only
+    // stop what was already taken over and start it again. Each step skips what already runs.
+    for (let attempt = 1; lease.held; attempt++) {
+      try {
+        const n = await migrations.rehydrate();
+        if (n) log.warn({ migrations: n }, 'took over migrations in flight');
+        const jobs = await fleet.executor.resumeAll();
+        if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
+        if (!lease.held) break;
+        service = await startCoordinatorService(nc, { workloads, migrations, fleet, checkpoints, dashboard });
+        log.info({ attempt }, 'coordinator ready');
+        return;
+      } catch (err) {
+        log.error({ err: (err as Error).message, attempt }, 'start as leader failed: trying again');
+        await new Promise((r) => setTimeout(r, 250));
+      }
     }
   });
 });

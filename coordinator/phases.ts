@@ -13,6 +13,7 @@
 //    the same kind of result (e.g. `freeze` on an already frozen workload succeeds).
 
 import type { ErrorWire } from '../shared/errors.ts';
+import type { RoundStatsWire } from '../shared/migration.ts';
 import type { VerifyReport } from '../shared/verify.ts';
 
 /** The phases of a migration, in order. `precopy` is a loop of rounds (see convergence.ts). */
@@ -79,40 +80,8 @@ export interface PreflightOutput {
 
 // ---- precopy ---------------------------------------------------------------------------------
 
-/** Statistics of one pre-copy round, produced by the source agent. JSON only. */
-export interface RoundStats {
-  /** 1-based round number. */
-  round: number;
-  pagesScanned: number;
-  /** Pages found dirty in this round (what a next round, or the final transfer, must send). */
-  pagesDirty: number;
-  pagesSent: number;
-  bytesOnWire: number;
-  /** Uncompressed bytes / bytes on the wire (>= 1 when compression helps; 1 when off). */
-  compressionRatio: number;
-  durationMs: number;
-  /** Bytes per second the workload dirties memory. */
-  dirtyRateBps: number;
-  /** Bytes per second achieved on the data stream. */
-  bandwidthBps: number;
-  /** The agent's own prediction of the downtime if we switched over now (ms). */
-  predictedDowntimeMs: number;
-  /** Whether the workload was throttled (CPU-limited) during this round. */
-  throttled?: boolean;
-  /** CPUs the throttled workload was allowed. */
-  throttleCpus?: number;
-  /** Of the pages sent, those that were all zeros. */
-  pagesZero?: number;
-  /** Dirty tracking used (uffd-wp, hash). */
-  tracker?: string;
-  /**
-   * The source's estimate of the pages dirty when the round ended (dirtied while it ran): what
-   * a switchover now would send. Absent: pagesDirty stands for it.
-   */
-  remainingPages?: number;
-  /** Fixed costs of a switchover as the agents measured them; absent: the configured ones. */
-  fixedCosts?: { freezeMs: number; dumpMs: number; resumeMs: number };
-}
+/** Statistics of one pre-copy round, produced by the source agent (its wire shape, shared/migration.ts). */
+export type RoundStats = RoundStatsWire;
 
 export interface PrecopyRoundInput extends PhaseInputBase<'precopy'> {
   /** 1-based round number; part of the idempotency key. */

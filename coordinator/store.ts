@@ -5,6 +5,7 @@
 // (shared/records.ts); one that fails is set aside (coordinator/quarantine.ts), never trusted.
 import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { DecisionRecord, MigrationStateRecord, migrationKey, parseRecord } from '../shared/records.ts';
 import { bucketOptions, buckets } from '../shared/subjects.ts';
@@ -143,6 +144,20 @@ export class MigrationStore {
       const existing = await this.decision(id);
       if (!existing) throw new FerryError(ErrorCode.Internal, `decision of ${id} exists but cannot be read`);
       return existing;
+    }
+  }
+}
+
+/** Runs `op` again while it fails with Unavailable (KV unreachable for a moment), until `signal` aborts. */
+export async function untilKvAnswers<T>(op: () => Promise<T>, signal: AbortSignal, pauseMs = 250): Promise<T> {
+  for (;;) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!(err instanceof FerryError && err.code === ErrorCode.Unavailable) || signal.aborted) throw err;
+      await sleep(pauseMs, undefined, { signal }).catch(() => {
+        throw err;
+      });
     }
   }
 }

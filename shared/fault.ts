@@ -12,6 +12,10 @@
 // one byte of a restored page (as it lands in a live migration; after the memory is written in
 // a cold restore), `agent:restore:corrupt-flag` flips the root process's SIGUSR2 disposition
 // after the tree is built.
+// A stall ends early once the file named by FERRY_FAULT_RELEASE exists (the daemon removes it as
+// it goes on): a test releases the held step as soon as what it did meanwhile has been seen,
+// rather than waiting out the whole stall.
+import { existsSync, rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** FERRY_FAULT's points and their actions (crash, or sleep:<ms>). */
@@ -38,11 +42,25 @@ export async function faultPoint(point: string, workload?: string): Promise<void
   const ms = /^sleep:(\d+)$/.exec(action)?.[1];
   if (ms !== undefined) {
     process.stderr.write(`FERRY_FAULT: stalling ${ms} ms at ${point}\n`);
-    await sleep(Number(ms));
+    await stall(Number(ms), process.env.FERRY_FAULT_RELEASE);
     return;
   }
   process.stderr.write(`FERRY_FAULT: crashing at ${point}\n`);
   process.kill(process.pid, 'SIGKILL');
+}
+
+/** Sleeps `ms`, or less if the release file appears (polled: the stall is a test's, not a hot path). */
+async function stall(ms: number, release: string | undefined): Promise<void> {
+  if (!release) return sleep(ms);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (existsSync(release)) {
+      rmSync(release, { force: true });
+      process.stderr.write('FERRY_FAULT: released\n');
+      return;
+    }
+    await sleep(Math.min(50, deadline - Date.now()));
+  }
 }
 
 /** The workload a step is about: an agent step's request names it, a coordinator actor's input holds it. */
@@ -57,6 +75,9 @@ export function withFaultPoints<A extends unknown[], R>(prefix: string, fn: (...
   return async (...args: A) => {
     const workload = workloadOf(args[0]);
     await faultPoint(`${prefix}:before`, workload);
+    // A coordinator's phase given up while it was held here (AGENT_LOST, a timeout) does not start
+    // its work, as it would not have without the stall.
+    if ((args[0] as { signal?: AbortSignal } | null)?.signal?.aborted) throw new Error(`${prefix}: abandoned while held at its fault point`);
     const out = await fn(...args);
     await faultPoint(`${prefix}:after`, workload);
     return out;

@@ -114,27 +114,45 @@ export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional()
 export const SendReply = z.strictObject({ bytesTransferred: z.number().nonnegative(), bytesOnWire: z.number().nonnegative() });
 export const RestoreReply = z.strictObject({ pid: z.number().int(), verify: VerifyReport.optional() });
 
-/** One pre-copy round, as the source agent measured it (coordinator/phases.ts RoundStats). */
+/** What a switchover costs besides the last delta (ms): the one shape, agent to coordinator to CLI. */
+export const FixedCosts = z.strictObject({
+  /** Freezing the workload on the source. */
+  freezeMs: z.number().nonnegative(),
+  /** Collecting the non-memory state (registers, fds, ...) once frozen. */
+  dumpMs: z.number().nonnegative(),
+  /** Restoring and resuming on the destination. */
+  resumeMs: z.number().nonnegative(),
+});
+export type FixedCosts = z.infer<typeof FixedCosts>;
+
+/** One pre-copy round, as the source agent measured it; the coordinator's RoundStats. */
 export const RoundStatsWire = z.strictObject({
+  /** 1-based round number. */
   round: z.number().int().positive(),
   pagesScanned: z.number().int().nonnegative(),
+  /** Pages found dirty in this round (what a next round, or the final transfer, must send). */
   pagesDirty: z.number().int().nonnegative(),
   pagesSent: z.number().int().nonnegative(),
   /** Of the pages sent, those that were all zeros (sent as an address only). */
   pagesZero: z.number().int().nonnegative().optional(),
   bytesOnWire: z.number().nonnegative(),
+  /** Uncompressed bytes / bytes on the wire (>= 1 when compression helps; 1 when off). */
   compressionRatio: z.number().nonnegative(),
   durationMs: z.number().nonnegative(),
+  /** Bytes per second the workload dirties memory. */
   dirtyRateBps: z.number().nonnegative(),
+  /** Bytes per second achieved on the data stream. */
   bandwidthBps: z.number().nonnegative(),
+  /** The agent's own prediction of the downtime if we switched over now (ms). */
   predictedDowntimeMs: z.number().nonnegative(),
+  /** Whether the workload was throttled (CPU-limited) during this round. */
   throttled: z.boolean().optional(),
   /** Dirty tracking used: uffd-wp (userfaultfd write-protect + PAGEMAP_SCAN), hash, or soft-dirty. */
   tracker: z.string().optional(),
   /** The source's estimate of the pages dirty at the end of the round (what a switchover now would send). */
   remainingPages: z.number().int().nonnegative().optional(),
-  /** What a switchover costs besides the last delta, as the agents measured it (ms). */
-  fixedCosts: z.strictObject({ freezeMs: z.number().nonnegative(), dumpMs: z.number().nonnegative(), resumeMs: z.number().nonnegative() }).optional(),
+  /** What a switchover costs besides the last delta, as the agents measured it; absent: the configured costs. */
+  fixedCosts: FixedCosts.optional(),
   /** CPUs the throttled workload was allowed (cgroup CPU quota) during the round. */
   throttleCpus: z.number().positive().optional(),
 });

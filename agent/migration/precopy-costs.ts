@@ -5,6 +5,9 @@
 // exponentially weighted ratio of measured to modelled), and the freeze by what the tracker's
 // own stop of this tree took in round 1. Pure apart from the module-level memory of earlier
 // measurements.
+import type { FixedCosts } from '../../shared/migration.ts';
+
+export type { FixedCosts };
 
 export interface TreeSize {
   processes: number;
@@ -13,11 +16,6 @@ export interface TreeSize {
   netns: boolean;
 }
 
-export interface FixedCosts {
-  freezeMs: number;
-  dumpMs: number;
-  resumeMs: number;
-}
 
 /**
  * Costs seen on the lab (2 contended vCPU), per process and per thread, plus a base: freeze

@@ -33,9 +33,9 @@ export interface LabStatus {
    */
   metricsTokenFile: string;
   /** dashboardUrl: its web dashboard (log in with `ferry dashboard`; reached from the client namespace). */
-  coordinator: { pid: number | null; running: boolean; metricsUrl: string; dashboardUrl: string };
+  coordinator: CoordinatorStatus;
   /** The standby coordinator, once `ferry lab start coordinator2` started one. */
-  coordinator2: { pid: number | null; running: boolean; metricsUrl: string; dashboardUrl: string } | null;
+  coordinator2: CoordinatorStatus | null;
   /** The first coordinator's dashboard (docs/dashboard.md). */
   dashboardUrl: string;
   /** address: the host's management address (its agent's); fabricAddress: its address on the workloads' fabric. */
@@ -206,9 +206,10 @@ const dashboardUrl = (l: LabLayout, daemon: 'coordinator' | 'coordinator2'): str
 export async function labStatus(): Promise<LabStatus> {
   const l = labLayout();
   const s = readState(l.dir);
-  const procStatus = (p: StartedProcess | undefined, daemon: 'coordinator' | 'coordinator2') => ({
+  const procStatus = (p: StartedProcess | undefined, daemon: 'coordinator' | 'coordinator2'): CoordinatorStatus => ({
     pid: p?.pid ?? null,
     running: p ? isRunning(p) : false,
+    log: p?.log ?? null,
     metricsUrl: metricsUrl(l.coordinatorMetricsListen(daemon)),
     dashboardUrl: dashboardUrl(l, daemon),
   });
@@ -233,6 +234,15 @@ export async function labStatus(): Promise<LabStatus> {
       agent: { pid: h.agent.pid, running: isRunning(h.agent), log: h.agent.log, metricsUrl: metricsUrl(agentMetricsListen(h.address)) },
     })),
   };
+}
+
+/** log: its log file (pino JSON lines). */
+export interface CoordinatorStatus {
+  pid: number | null;
+  running: boolean;
+  log: string | null;
+  metricsUrl: string;
+  dashboardUrl: string;
 }
 
 export interface DownReport {

@@ -5,7 +5,7 @@
 // accepted. Asserted as a user would check: the workload's own state, exactly one running copy,
 // what the record says, and that no daemon was restarted by hand.
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -57,10 +57,14 @@ async function kv<T>(...args: string[]): Promise<T> {
   return JSON.parse(out) as T;
 }
 
+/** The file that ends an agent's stall at a fault point once the test did what it stalls for. */
+const releaseFile = (host: string) => path.join(tmpdir(), `ferry-fault-release-${env.FERRY_LAB}-${host}`);
+const release = (host: string) => writeFileSync(releaseFile(host), '');
+
 /** Starts an agent (killed first if it runs) with the file's fault points armed. */
 async function startAgent(host: string): Promise<void> {
   await ferry(['lab', 'kill', host], env);
-  const r = await ferry(['lab', 'start', host, '--env', `FERRY_FAULT=${FAULTS}`], env);
+  const r = await ferry(['lab', 'start', host, '--env', `FERRY_FAULT=${FAULTS}`, `FERRY_FAULT_RELEASE=${releaseFile(host)}`], env);
   expect(r.code, r.stderr).toBe(0);
 }
 
@@ -88,6 +92,8 @@ async function until(what: string, ok: (v: MigrationView) => boolean, after: str
 
 /** Starts `ferry migrate` in the background and waits until the migration is in `phase`. */
 async function migrateUntil(to: string, phase: string, extra: string[] = []): Promise<{ cli: Promise<CliResult>; view: MigrationView }> {
+  // No release left over from an earlier stall may cut this migration's short.
+  for (const h of ['h1', 'h2']) rmSync(releaseFile(h), { force: true });
   const after = new Date(Date.now() - 1_000).toISOString();
   const cli = ferry(['migrate', w.name, '--to', to, '--json', ...extra], env);
   const view = await until(`the migration is in ${phase}`, (v) => v.state.startsWith(phase), after);
@@ -173,6 +179,7 @@ describe('a control plane that heals without a human', () => {
     const { from, to } = await hostOfWorkload();
     const { cli, view } = await migrateUntil(to, 'precopy', ['--max-rounds', '2']);
     await ferry(['lab', 'kill', to], env);
+    release(from);
 
     const r = await cli;
     const v = JSON.parse(r.stdout) as MigrationView;
@@ -204,6 +211,7 @@ describe('a control plane that heals without a human', () => {
     const c = await ferry(['cancel', view.id], env);
     expect(c.code, c.stderr).toBe(0);
     expect(c.stdout).toContain('cancel accepted');
+    release(from);
     const v = JSON.parse((await cli).stdout) as MigrationView;
     expect(v.outcome).toBe('rolledBack');
     expect(v.error?.kind).toBe('cancelled');
@@ -219,6 +227,7 @@ describe('a control plane that heals without a human', () => {
     const refused = await ferry(['cancel', late.view.id], env);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('cancel refused');
+    release(to);
     const done = JSON.parse((await late.cli).stdout) as MigrationView;
     expect(done.outcome).toBe('completed');
     await expectRunsOnceOn(env, w, to);

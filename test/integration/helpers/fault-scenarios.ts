@@ -6,8 +6,11 @@
 // A daemon is stopped at an exact step by a fault point (FERRY_FAULT, shared/fault.ts): it
 // crashes itself there, or, to kill a daemon that is idle in a phase, the busy one stalls at its
 // step while the test kills the idle one. A victim agent stays down until the coordinator has
-// seen its loss; a stall lasts long enough for the test to kill the victim and see the
-// coordinator notice it before the stalled step goes on.
+// seen its loss; a stall lasts until the test has killed the victim and seen the coordinator
+// notice it, and then releases it (FERRY_FAULT_RELEASE, shared/fault.ts).
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LabStatus } from '../../../deploy/lab/lab.ts';
@@ -66,10 +69,13 @@ describe(`fault injection: the ${victims.join(', ')} killed in every phase of a 
   let w: LabWorkload;
 
   const daemonOf = (r: Role, from: string, to: string) => (r === 'coordinator' ? 'coordinator' : r === 'source' ? from : to);
+  /** The file that ends the armed daemon's stall (one per lab and daemon). */
+  const releaseFile = (daemon: string) => join(tmpdir(), `ferry-fault-release-${env.FERRY_LAB}-${daemon}`);
 
   async function restart(daemon: string, fault?: string): Promise<void> {
     await ferry(['lab', 'kill', daemon], env);
-    const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`] : [])], env);
+    rmSync(releaseFile(daemon), { force: true });
+    const r = await ferry(['lab', 'start', daemon, ...(fault ? ['--env', `FERRY_FAULT=${fault}`, `FERRY_FAULT_RELEASE=${releaseFile(daemon)}`] : [])], env);
     expect(r.code, r.stderr).toBe(0);
   }
 
@@ -130,6 +136,7 @@ describe(`fault injection: the ${victims.join(', ')} killed in every phase of a 
       }
       await ferry(['lab', 'kill', victim], env);
       await untilHosts(env, `the coordinator sees ${victim} lost`, (hs) => hs.some((h) => h.name === victim && !h.alive));
+      writeFileSync(releaseFile(armed), '');
     }
     // Down until the coordinator has seen the loss (3 s without heartbeats); a dead coordinator's
     // successor must first wait out its lease.
@@ -160,7 +167,12 @@ describe(`fault injection: the ${victims.join(', ')} killed in every phase of a 
     await restart('coordinator', 'coordinator:transfer:after');
     await allAlive(env);
     expect((await ferry(['lab', 'start', 'coordinator2'], env)).code).toBe(0);
-    await sleep(1_000);
+    // The standby is ready once it says it waits for the lease (its leader holds it).
+    const log = (await ferryJson<LabStatus>(['lab', 'status'], env)).coordinator2?.log;
+    expect(log).toBeTruthy();
+    for (const deadline = Date.now() + 30_000; !readFileSync(log!, 'utf8').includes('waiting for the leader lease'); await sleep(100)) {
+      if (Date.now() > deadline) throw new Error('the standby coordinator never started waiting for the lease');
+    }
     const migrating = ferry(['migrate', w.name, '--to', to, '--json'], env);
     while (await running('coordinator')) await sleep(100);
     // Not restarted: the standby must take the lease and carry the migration on.

@@ -33,7 +33,7 @@ export async function untilHosts(env: NodeJS.ProcessEnv, what: string, ok: (host
 }
 
 /** Every agent alive in the coordinator's view. */
-export const allAlive = (env: NodeJS.ProcessEnv): Promise<void> => untilHosts(env, 'every agent is alive', (hs) => hs.every((h) => h.alive));
+export const allAlive = (env: NodeJS.ProcessEnv, timeoutMs?: number): Promise<void> => untilHosts(env, 'every agent is alive', (hs) => hs.every((h) => h.alive), timeoutMs);
 
 /** A test file's own lab; FERRY_TEST_LAB_SUFFIX lets two checkouts run the same file side by side. */
 export const labEnv = (name: string): { FERRY_LAB: string } => ({ FERRY_LAB: `${name}${process.env.FERRY_TEST_LAB_SUFFIX ?? ''}` });

@@ -58,12 +58,18 @@ export type WorkloadRestoreRequest = z.infer<typeof WorkloadRestoreRequest>;
 /** Coordinator -> agent: a restore, with the addresses other workloads hold (the image's must not be one). */
 export const AgentRestoreRequest = WorkloadRestoreRequest.omit({ host: true }).extend({ takenAddresses: z.array(z.string()).default([]) });
 
-export const CheckpointReply = z.strictObject({
+/** Which snapshot of which images directory, on which host. */
+const SnapshotRef = {
   workload: WorkloadName,
   host: HostName,
   images: z.string(),
+  /** The snapshot's own directory (DIR/ckpt-N). */
   snapshot: z.string(),
   seq: z.number().int().nonnegative(),
+};
+
+export const CheckpointReply = z.strictObject({
+  ...SnapshotRef,
   processes: z.number().int(),
   threads: z.number().int(),
   pagesBytes: z.number().nonnegative(),
@@ -76,11 +82,7 @@ export const CheckpointReply = z.strictObject({
 export type CheckpointReply = z.infer<typeof CheckpointReply>;
 
 export const RestoreReply = z.strictObject({
-  workload: WorkloadName,
-  host: HostName,
-  images: z.string(),
-  snapshot: z.string(),
-  seq: z.number().int().nonnegative(),
+  ...SnapshotRef,
   pid: z.number().int(),
   address: z.string().nullable(),
   processes: z.number().int(),

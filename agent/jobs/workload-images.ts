@@ -10,7 +10,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type AgentRestoreRequest, type CheckpointReply, JobManifest, MANIFEST_JSON, NETNS_JSON, type RestoreReply, type WorkloadCheckpointRequest } from '../../shared/job-image.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
 import { parseRecord } from '../../shared/records.ts';
-import { Checkpoint } from '../engine/checkpoint.ts';
+import { Checkpoint, imageTotals } from '../engine/checkpoint.ts';
 import { assertCompatible } from '../engine/compat.ts';
 import { readImage, writeImage } from '../engine/image-io.ts';
 import { readStat } from '../engine/procfs.ts';
@@ -116,9 +116,7 @@ export class WorkloadImages {
       images: req.images,
       snapshot: published,
       seq: snap.seq,
-      processes: img.processes.length,
-      threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
-      pagesBytes: img.stats.pagesBytes,
+      ...imageTotals(img),
       frozenMs,
       totalMs: performance.now() - t0,
       leftRunning: req.leaveRunning,

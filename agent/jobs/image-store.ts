@@ -52,7 +52,7 @@ export function currentSnapshot(dir: string): { dir: string; seq: number } | nul
 /** The image directory a reader uses: `current`'s snapshot, or DIR itself when it is a plain image. */
 export function resolveImageDir(dir: string): string {
   const cur = currentSnapshot(dir);
-  if (!cur) throw new FerryError(ErrorCode.NotFound, `${dir} holds no complete checkpoint`, { details: { dir } });
+  if (!cur) throw new FerryError(ErrorCode.NotFound, `${dir}: no image here (no ${IMAGE_JSON}, and no complete checkpoint: no ${CURRENT_LINK} snapshot)`, { details: { dir } });
   return cur.dir;
 }
 

@@ -60,6 +60,11 @@ export class WorkloadImages {
     const w = this.workloads.get(req.name);
     if (w.state !== 'running' || w.rootPid === null)
       throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is ${w.state} on ${this.host}: only a running workload can be checkpointed`, { details: { workload: req.name, state: w.state } });
+    // One workload's checkpoints per directory: another's current one is never replaced.
+    const prev = currentSnapshot(req.images);
+    const owner = prev ? readSideFile(path.join(prev.dir, MANIFEST_JSON), JobManifest)?.workload : undefined;
+    if (prev && owner !== req.name)
+      throw new FerryError(ErrorCode.InvalidRequest, `${req.images} holds ${owner ? `the checkpoint of "${owner}"` : 'an image of no workload'}: give "${req.name}" a directory of its own`, { details: { images: req.images, workload: owner ?? null } });
     const netns = this.workloads.netnsOf(req.name);
     // Read while it runs (tens of milliseconds); the namespace is locked across the freeze so that
     // no peer's segment is acknowledged by a socket in repair mode.

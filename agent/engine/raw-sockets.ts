@@ -4,18 +4,14 @@
 // socket with one is refused.
 import type { RawOpts } from '../../shared/image-format.ts';
 import { SYS, libc } from '../ffi/libc.ts';
-import { AF, SOL, getIntOpt, getOpt, setIntOpt, setOpt } from '../ffi/sockets.ts';
+import { AF, IPPROTO, SOL, getIntOpt, getOpt, setIntOpt, setOpt } from '../ffi/sockets.ts';
 import { check } from '../ffi/syscalls.ts';
 
 const IP_HDRINCL = 3;
-const SOL_RAW = 255;
 const ICMP_FILTER = 1;
 const IPV6_CHECKSUM = 7;
-const SOL_ICMPV6 = 58;
 const ICMPV6_FILTER = 1;
 const SO_GET_FILTER = 26;
-const PROTO_ICMP = 1;
-const PROTO_ICMPV6 = 58;
 
 /** Instructions of the classic BPF filter attached to the socket (0: none). */
 export function filterLength(s: number): number {
@@ -33,11 +29,11 @@ export function rawProblem(s: number): string | null {
 export function dumpRawOpts(s: number, family: number, protocol: number): RawOpts {
   if (family === AF.INET6) {
     const o: RawOpts = { checksum: getIntOpt(s, SOL.IPV6, IPV6_CHECKSUM) };
-    if (protocol === PROTO_ICMPV6) o.icmpFilter = getOpt(s, SOL_ICMPV6, ICMPV6_FILTER, 32).toString('hex');
+    if (protocol === IPPROTO.ICMPV6) o.icmpFilter = getOpt(s, SOL.ICMPV6, ICMPV6_FILTER, 32).toString('hex');
     return o;
   }
   const o: RawOpts = { hdrincl: getIntOpt(s, SOL.IP, IP_HDRINCL) !== 0 };
-  if (protocol === PROTO_ICMP) o.icmpFilter = getOpt(s, SOL_RAW, ICMP_FILTER, 4).toString('hex');
+  if (protocol === IPPROTO.ICMP) o.icmpFilter = getOpt(s, SOL.RAW, ICMP_FILTER, 4).toString('hex');
   return o;
 }
 
@@ -45,5 +41,5 @@ export function applyRawOpts(s: number, family: number, o: RawOpts): void {
   if (o.hdrincl !== undefined) setIntOpt(s, SOL.IP, IP_HDRINCL, o.hdrincl ? 1 : 0);
   // An ICMPv6 socket's checksum offset is fixed by the kernel (setting it is EINVAL).
   if (o.checksum !== undefined && o.icmpFilter === undefined) setIntOpt(s, SOL.IPV6, IPV6_CHECKSUM, o.checksum);
-  if (o.icmpFilter !== undefined) setOpt(s, family === AF.INET6 ? SOL_ICMPV6 : SOL_RAW, family === AF.INET6 ? ICMPV6_FILTER : ICMP_FILTER, Buffer.from(o.icmpFilter, 'hex'));
+  if (o.icmpFilter !== undefined) setOpt(s, family === AF.INET6 ? SOL.ICMPV6 : SOL.RAW, family === AF.INET6 ? ICMPV6_FILTER : ICMP_FILTER, Buffer.from(o.icmpFilter, 'hex'));
 }

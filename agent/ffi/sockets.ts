@@ -9,7 +9,9 @@ import { check, sys } from './syscalls.ts';
 
 export const AF = { UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;
 export const SOCK = { STREAM: 1, DGRAM: 2, RAW: 3, SEQPACKET: 5, NONBLOCK: 0o4000, CLOEXEC: 0o2000000 } as const;
-export const SOL = { SOCKET: 1, IP: 0, IPV6: 41, TCP: 6, UDP: 17 } as const;
+export const SOL = { SOCKET: 1, IP: 0, IPV6: 41, TCP: 6, UDP: 17, ICMPV6: 58, RAW: 255 } as const;
+/** IP protocol numbers (an IPPROTO_* is also the SOL_* level of its options). */
+export const IPPROTO = { ICMP: 1, ICMPV6: 58 } as const;
 export const SO = { REUSEADDR: 2, TYPE: 3, SNDBUF: 7, RCVBUF: 8, KEEPALIVE: 9, LINGER: 13, REUSEPORT: 15, ACCEPTCONN: 30, SNDBUFFORCE: 32, RCVBUFFORCE: 33, PROTOCOL: 38, DOMAIN: 39, BINDTODEVICE: 25 } as const;
 export const MSG = { PEEK: 2, DONTWAIT: 0x40, NOSIGNAL: 0x4000 } as const;
 

@@ -6,14 +6,13 @@
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import { socketIn } from '../ffi/netns-thread.ts';
-import { AF, SOCK, SOL, encodeAddr, ipBytes, setIntOpt } from '../ffi/sockets.ts';
+import { AF, IPPROTO, SOCK, SOL, encodeAddr, ipBytes, setIntOpt } from '../ffi/sockets.ts';
 import { closeFd, ioctl, sys } from '../ffi/syscalls.ts';
 import type { NetnsHandle } from './handle.ts';
 import { ifindexOf, ifreq } from './link.ts';
 
 const ETH_P_ARP = 0x0806;
 const SIOCGIFHWADDR = 0x8927;
-const IPPROTO_ICMPV6 = 58;
 const IPV6_UNICAST_HOPS = 16;
 const IPV6_MULTICAST_HOPS = 18;
 const ND_NEIGHBOR_ADVERT = 136;
@@ -80,7 +79,7 @@ export function openAnnouncer(h: Pick<NetnsHandle, 'path' | 'ports'>, config: Ne
       };
     });
     if (ports.some((p) => p.v6.length > 0)) {
-      icmpFd = socketIn(h.path, AF.INET6, SOCK.RAW, IPPROTO_ICMPV6);
+      icmpFd = socketIn(h.path, AF.INET6, SOCK.RAW, IPPROTO.ICMPV6);
       setIntOpt(icmpFd, SOL.IPV6, IPV6_MULTICAST_HOPS, 255); // neighbour discovery insists on 255
       setIntOpt(icmpFd, SOL.IPV6, IPV6_UNICAST_HOPS, 255);
     }

@@ -252,6 +252,11 @@ export class MigrationManager {
   }
 
   /** Migrations in flight, or every recorded one with `all`, newest first. */
+  /** Whether a migration of this workload is in flight here. */
+  migrating(workload: string): boolean {
+    return [...this.#running.values()].some((r) => r.record.request.workload === workload);
+  }
+
   async list(all: boolean): Promise<MigrationView[]> {
     const ids = all ? await this.d.store.ids() : [...this.#running.keys()];
     const views = await Promise.all(ids.map((id) => this.view(id).catch(() => null)));

@@ -3,7 +3,7 @@
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { faultArmed } from '../../shared/fault.ts';
@@ -24,7 +24,7 @@ import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer
 import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
 import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
-import { WorkloadCommandFile, parseRecord } from '../../shared/records.ts';
+import { WorkloadCommandFile } from '../../shared/records.ts';
 import type { z } from 'zod';
 import { leaveRepairAll } from '../engine/sockets.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
@@ -38,6 +38,7 @@ import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
 import { verifyTree } from '../engine/verify/index.ts';
+import { readSideFile } from '../jobs/workload-images.ts';
 import { corruptIfArmed } from '../engine/verify/corrupt.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 
@@ -696,9 +697,4 @@ type WorkloadFile = z.infer<typeof WorkloadCommandFile>;
 const workloadFile = (m: LocalMigration): WorkloadFile => ({ command: m.workloadCommand, ...(m.resources ?? {}) });
 
 /** A file the source sent beside the image, validated; a bad one fails the step (BadImage), never the agent. */
-function readJson<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
-  if (!existsSync(file)) return null;
-  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
-  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
-  return parsed.value;
-}
+const readJson = readSideFile;

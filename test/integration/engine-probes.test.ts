@@ -7,12 +7,9 @@ import { O, closeFd, openFile, sys } from '../../agent/ffi/syscalls.ts';
 import { probeKernel } from '../../agent/probes.ts';
 
 describe('probeKernel', () => {
-  it('measures this kernel and stays cheap', async () => {
-    await probeKernel(); // warm koffi and the module graph
-    const t0 = performance.now();
+  // What it costs is a benchmark's business (a timed assertion fails under load), not this test's.
+  it('measures this kernel', async () => {
     const p = await probeKernel();
-    const ms = performance.now() - t0;
-    expect(ms).toBeLessThan(100);
     expect(p.ptrace).toBe(true);
     expect(p.xsave).not.toBeNull();
     // XCR0 must contain x87|SSE (bits 0,1) and the size must cover the legacy area + header.

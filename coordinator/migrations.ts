@@ -154,6 +154,8 @@ export class MigrationManager {
       try {
         const actor = restoreMigrationActor(this.#machine, loaded.record.snapshot, { clock: systemClock });
         this.#run(id, actor, loaded.record, loaded.revision);
+        // An agent lost while no coordinator drove this migration: its loss is news to the machine.
+        this.#noteLostAgents(actor);
         n++;
       } catch (err) {
         // Valid by its schema yet not a snapshot this statechart can resume: set aside like any bad record.
@@ -222,6 +224,12 @@ export class MigrationManager {
       if (ctx.source === host) actor.send({ type: 'AGENT_LOST', role: 'source', at: Date.now() });
       if (ctx.destination === host) actor.send({ type: 'AGENT_LOST', role: 'destination', at: Date.now() });
     }
+  }
+
+  #noteLostAgents(actor: MigrationActor): void {
+    const ctx = actor.getSnapshot().context;
+    if (this.d.cluster.isLost(ctx.source)) actor.send({ type: 'AGENT_LOST', role: 'source', at: Date.now() });
+    if (this.d.cluster.isLost(ctx.destination)) actor.send({ type: 'AGENT_LOST', role: 'destination', at: Date.now() });
   }
 
   /** The migration's view once it has ended (it may be driven by this coordinator or, after a failover, rehydrated later). */

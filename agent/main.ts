@@ -11,6 +11,7 @@ import { gatherFacts } from './facts.ts';
 import { startHeartbeats } from './heartbeat.ts';
 import { startAgentService } from './services.ts';
 import { Workloads } from './workloads.ts';
+import { WorkloadImages } from './jobs/workload-images.ts';
 import { MigrationSteps, type DataStreamSettings } from './migration/steps.ts';
 import { AbortReconciler } from './migration/reconcile.ts';
 import { loadCredentials } from './transfer/auth.ts';
@@ -50,7 +51,7 @@ const metrics = config.metrics ? await startMetricsServer(agentMetrics({ workloa
 if (metrics) log.info({ url: metrics.url }, 'metrics served');
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
 const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
-await startAgentService(nc, config.name, facts, workloads, steps);
+await startAgentService(nc, config.name, facts, workloads, steps, new WorkloadImages(config.name, workloads, config.network));
 const heartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs, workloads.claims(), () => workloads.load());
 workloads.onClaims = (c) => heartbeats.claims(c);
 log.info('serving; heartbeats started');

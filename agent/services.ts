@@ -10,6 +10,7 @@ import { serviceNames, subjects } from '../shared/subjects.ts';
 import { AGENT_VERSION, type FactsSource } from './facts.ts';
 import type { Workloads } from './workloads.ts';
 import type { MigrationSteps } from './migration/steps.ts';
+import type { WorkloadImages } from './jobs/workload-images.ts';
 
 /** Every migration step this agent ran: { step, ms, ok, code } (agent/metrics.ts times them). */
 const stepChannel = diagnostics_channel.channel('ferry:step');
@@ -30,7 +31,7 @@ function step<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<
   };
 }
 
-export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads, steps: MigrationSteps) {
+export async function startAgentService(nc: NatsConnection, host: string, facts: FactsSource, workloads: Workloads, steps: MigrationSteps, images: WorkloadImages) {
   const started = Date.now();
   const service = await new Svcm(nc).add({
     name: serviceNames.agent,
@@ -58,6 +59,10 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, step('cleanup', (r) => steps.cleanup(r))) });
   mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, step('discard', (r) => steps.discard(r))) });
   mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, step('thaw', (r) => steps.thaw(r))) });
+  // Workload checkpoints on shared storage (agent/jobs/).
+  const job = group.addGroup('job');
+  job.addEndpoint('checkpoint', { handler: (_e, msg) => void answer(agentApi['job.checkpoint'], msg, step('job-checkpoint', (r) => images.checkpoint(r))) });
+  job.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['job.restore'], msg, step('job-restore', (r) => images.restore(r))) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

@@ -5,6 +5,7 @@ import { CordonReply, FleetEvent, FleetJob } from '../shared/fleet.ts';
 import { MigrationEvent, MigrationView } from '../shared/migration.ts';
 import { DashboardLogin, ErrorWire, HostView } from '../shared/protocol.ts';
 import { WorkloadInfo } from '../shared/workload.ts';
+import { CheckpointReply, RestoreReply, WorkloadOperation } from '../shared/job-image.ts';
 
 export const Version = z.strictObject({ name: z.literal('ferry'), version: z.string(), node: z.string(), protocol: z.number().int(), imageFormat: z.number().int() });
 
@@ -14,7 +15,9 @@ export const CLI_OUTPUTS = {
   workload: { commands: 'ferry run --json, ferry stop --json', schema: WorkloadInfo },
   workloads: { commands: 'ferry ps --json', schema: z.array(WorkloadInfo) },
   migration: { commands: 'ferry migrate --json (stdout), ferry status ID --json, ferry cancel ID --json, ferry watch ID --json of an ended migration', schema: MigrationView },
-  migrations: { commands: 'ferry status --json, ferry history --json', schema: z.array(MigrationView) },
+  migrations: { commands: 'ferry status --json, ferry history --json (migrations, and checkpoints and restores: those with `kind`)', schema: z.array(z.union([MigrationView, WorkloadOperation])) },
+  checkpoint: { commands: 'ferry checkpoint NAME --json', schema: CheckpointReply },
+  restore: { commands: 'ferry restore NAME --json', schema: RestoreReply },
   'migration-event': { commands: 'ferry watch --json (one per line), ferry migrate --json (stderr, one per line)', schema: MigrationEvent },
   error: { commands: 'any command with --json that fails (stdout)', schema: z.strictObject({ error: ErrorWire }) },
   version: { commands: 'ferry version --json', schema: Version },

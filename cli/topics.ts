@@ -15,6 +15,10 @@ Exit codes (every command)
      answer or a lost host may still run workloads; run when a name or address may still be in
      use on a lost host
 
+ferry launch exits with its workload's own exit status when the workload ends, with the
+requeue code (--requeue-exit, default 85) after a checkpoint on the signal, 143 after SIGTERM or
+SIGINT, and 1, 2 or 4 as above when it fails (docs/hpc.md).
+
 With --json, a failure is {"error": {"code", "message", "retryable"}} on stdout.
 `,
   json: `

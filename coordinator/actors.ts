@@ -4,7 +4,7 @@
 import { ErrorCode, FerryError, type ErrorWire } from '../shared/errors.ts';
 import type { HostFacts } from '../shared/facts.ts';
 import { withFaultPoints } from '../shared/fault.ts';
-import type { StepBase } from '../shared/migration.ts';
+import type { HeldLock, StepBase } from '../shared/migration.ts';
 import type { ResourceLimits, ResourceRequests } from '../shared/resources.ts';
 import type { AgentClient } from './agents.ts';
 import { assertCompatible, assertDataStreams, memoryNeeded } from './compatibility.ts';
@@ -34,6 +34,9 @@ const step = (i: StepSource, peer: string): StepBase => ({
   ...(i.bandwidthBps ? { bandwidthBps: i.bandwidthBps } : {}),
 });
 
+/** What the source's preflight tells the destination's. */
+type Admission = { limits: ResourceLimits; requests: ResourceRequests; locks: HeldLock[] };
+
 const check = (fn: () => void): PreflightCheck => {
   try {
     fn();
@@ -54,19 +57,20 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
       const src = factsOf(input.source);
       const dst = factsOf(input.destination);
       let workloadBytes = 0;
-      let resources: { limits: ResourceLimits; requests: ResourceRequests } | null = null;
+      let resources: Admission | null = null;
       const workloadSupported = await d.agents.call(input.source, 'mig.preflight', step(input, input.destination), { signal }).then(
         (r) => {
           workloadBytes = r.workloadBytes;
-          resources = { limits: r.limits, requests: r.requests };
+          resources = { limits: r.limits, requests: r.requests, locks: r.locks };
           return { ok: true } as PreflightCheck;
         },
         (err: unknown) => ({ ok: false, error: FerryError.from(err).toWire() as ErrorWire }),
       );
-      // The destination checks its own controllers and its other workloads' requests, and makes
-      // the workload's cgroup with its limits before any process of it exists there.
+      // The destination checks its own controllers and its other workloads' requests, and that it
+      // sees none of the tree's file locks held (shared storage), and makes the workload's cgroup
+      // with its limits before any process of it exists there.
       const destinationHonoursLimits: PreflightCheck = resources
-        ? await d.agents.call(input.destination, 'mig.admit', { ...step(input, input.source), ...(resources as { limits: ResourceLimits; requests: ResourceRequests }) }, { signal }).then(
+        ? await d.agents.call(input.destination, 'mig.admit', { ...step(input, input.source), ...(resources as Admission) }, { signal }).then(
             () => ({ ok: true }),
             (err: unknown) => ({ ok: false, error: FerryError.from(err).toWire() as ErrorWire }),
           )

@@ -5,7 +5,7 @@
 // the running step, a replay returns the recorded result: agent/migration/steps.ts #once), and
 // reads change nothing, so those are asked again every few seconds until a reply arrives, the
 // caller gives up (its signal: the host was lost, the phase timed out) or the endpoint's own
-// timeout passes. "No responders" is asked again for 3 s only: longer, the agent is gone. Endpoints that start or change something (run, stop, update) are asked once.
+// timeout passes. "No responders" is asked again for 3 s only: longer, the agent is gone. Endpoints that start or change something (run, stop, update, job.*) are asked once.
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
@@ -20,7 +20,7 @@ const MAX_OUTSTANDING = 8;
 const NO_RESPONDERS_PAUSE_MS = 250;
 /** How long "no responders" is taken for an agent reconnecting (its endpoints not yet known on this node) before it is an answer. */
 const NO_RESPONDERS_WINDOW_MS = 3_000;
-const ONCE_ONLY: ReadonlySet<keyof AgentApi> = new Set(['run', 'stop', 'update']);
+const ONCE_ONLY: ReadonlySet<keyof AgentApi> = new Set(['run', 'stop', 'update', 'job.checkpoint', 'job.restore']);
 
 export class AgentClient {
   constructor(

@@ -24,6 +24,8 @@ interface HostState {
   alive: boolean;
   /** The agent process (pid) that has answered a request from this coordinator: only it can be alive. */
   answeredPid: number | null;
+  /** hostLost was emitted and the host has not been alive since. */
+  lost: boolean;
 }
 
 /** Asks a host's agent to answer (its ping endpoint); resolves to the pid that answered. */
@@ -45,6 +47,8 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   /** Cordoned hosts, as the cordons bucket says (coordinator/fleet/cordons.ts keeps it current). */
   #cordoned: ReadonlySet<string> = new Set();
   readonly #probing = new Map<string, { pid: number; abort: AbortController }>();
+  /** When this view began listening: a host not heard from since, for lostAfterMs, is lost too. */
+  #startedMono = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -65,6 +69,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
   /** `kv`: the hosts bucket already opened (tests); by default it is opened (created) here. */
   async start(kv?: KV): Promise<void> {
     this.#kv = kv ?? (await new Kvm(this.nc).create(buckets.hosts, { ...bucketOptions.hosts, replicas: this.kvReplicas }));
+    this.#startedMono = this.now();
     // The watch delivers every current record first, then each change.
     void this.#watchRecords(this.#kv);
     this.#sub = this.nc.subscribe(subjects.heartbeatAll, {
@@ -121,6 +126,11 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     return this.#hosts.get(host)?.alive ?? false;
   }
 
+  /** Lost, as this view already said (hostLost), and not alive again since. */
+  isLost(host: string): boolean {
+    return this.#hosts.get(host)?.lost ?? false;
+  }
+
   /** Follows the hosts bucket for as long as the view runs, watching again after a NATS outage ends the watch. */
   async #watchRecords(kv: KV): Promise<void> {
     while (!this.#stopped) {
@@ -145,7 +155,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     }
     const record = parsed.value;
     const prev = this.#hosts.get(key);
-    this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false, answeredPid: null });
+    this.#hosts.set(key, prev ? { ...prev, record } : { record, lastHeartbeat: null, lastSeenMono: null, lastSeenWall: null, alive: false, answeredPid: null, lost: false });
   }
 
   #onHeartbeat(hb: Heartbeat): void {
@@ -157,13 +167,14 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     const record: HostRecord = fresh ? { protocol: hb.protocol, registeredAt: hb.sentAt, facts: hb.facts } : prev.record;
     if (fresh) this.#register(record, hb.host);
     const answeredPid = this.probe ? (prev?.answeredPid ?? null) : pid;
-    const state: HostState = { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: false, answeredPid };
+    const state: HostState = { record, lastHeartbeat: hb, lastSeenMono: this.now(), lastSeenWall: new Date().toISOString(), alive: false, answeredPid, lost: prev?.lost ?? false };
     this.#hosts.set(hb.host, state);
     if (answeredPid === pid) this.#markAlive(hb.host, prev?.alive ?? false);
     else {
       if (prev?.alive) {
         // Another process took over the host: the old one's answers no longer count.
         this.log.warn({ host: hb.host, pid }, 'host restarted: alive again once its new agent answers');
+        state.lost = true;
         this.emit('hostLost', hb.host);
       }
       this.#probeAgent(hb.host, pid);
@@ -174,6 +185,7 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     const s = this.#hosts.get(host);
     if (!s) return;
     s.alive = true;
+    s.lost = false;
     if (!wasAlive) {
       this.log.info({ host }, 'host alive');
       this.emit('hostAlive', host);
@@ -221,9 +233,16 @@ export class ClusterView extends EventEmitter<ClusterEvents> {
     for (const [name, s] of this.#hosts) {
       if (s.alive && (s.lastSeenMono === null || t - s.lastSeenMono > this.lostAfterMs)) {
         s.alive = false;
+        s.lost = true;
         // Back from a silence, even the same process answers again before it counts as alive.
         s.answeredPid = this.probe ? null : s.answeredPid;
         this.log.warn({ host: name }, 'host lost');
+        this.emit('hostLost', name);
+      } else if (!s.alive && !s.lost && t - (s.lastSeenMono ?? this.#startedMono) > this.lostAfterMs) {
+        // Registered, but silent (or never answering) since this view began: lost just the same,
+        // for a migration that a new leader takes over must not wait for it.
+        s.lost = true;
+        this.log.warn({ host: name }, 'host lost (not heard from since this coordinator started)');
         this.emit('hostLost', name);
       }
     }

@@ -15,6 +15,8 @@ import { ClusterView } from './cluster.ts';
 import { LeaderLease } from './lease.ts';
 import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
+import { CheckpointDirectory } from './checkpoints.ts';
+import { openCheckpointRecords } from './fleet/stores.ts';
 import { RecordQuarantine } from './quarantine.ts';
 import { MigrationStore } from './store.ts';
 import { AddressPool } from '../shared/subnet.ts';
@@ -79,6 +81,9 @@ const migrations = new MigrationManager({
 const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
 await untilJetStream(() => fleet.cordons.start(), log);
+const checkpointRecords = await untilJetStream(() => openCheckpointRecords(nc, quarantine, config.kvReplicas), log);
+const checkpoints = new CheckpointDirectory(checkpointRecords, workloads, migrations, cluster, agents);
+workloads.reservedAddresses = () => checkpoints.reservedAddresses();
 // Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's
 // `dashboard` endpoint). One that cannot start is logged and left out: migrations go on without it.
 const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log }).catch((err: Error) => {
@@ -117,7 +122,7 @@ lease.on('acquired', () => {
         const jobs = await fleet.executor.resumeAll();
         if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
         if (!lease.held) break;
-        service = await startCoordinatorService(nc, workloads, migrations, fleet, dashboard);
+        service = await startCoordinatorService(nc, { workloads, migrations, fleet, checkpoints, dashboard });
         log.info({ attempt }, 'coordinator ready');
         return;
       } catch (err) {

@@ -154,6 +154,8 @@ export class MigrationManager {
       try {
         const actor = restoreMigrationActor(this.#machine, loaded.record.snapshot, { clock: systemClock });
         this.#run(id, actor, loaded.record, loaded.revision);
+        // An agent lost while no coordinator drove this migration: its loss is news to the machine.
+        this.#noteLostAgents(actor);
         n++;
       } catch (err) {
         // Valid by its schema yet not a snapshot this statechart can resume: set aside like any bad record.
@@ -224,6 +226,12 @@ export class MigrationManager {
     }
   }
 
+  #noteLostAgents(actor: MigrationActor): void {
+    const ctx = actor.getSnapshot().context;
+    if (this.d.cluster.isLost(ctx.source)) actor.send({ type: 'AGENT_LOST', role: 'source', at: Date.now() });
+    if (this.d.cluster.isLost(ctx.destination)) actor.send({ type: 'AGENT_LOST', role: 'destination', at: Date.now() });
+  }
+
   /** The migration's view once it has ended (it may be driven by this coordinator or, after a failover, rehydrated later). */
   async ended(id: string, signal?: AbortSignal): Promise<MigrationView> {
     for (;;) {
@@ -252,6 +260,11 @@ export class MigrationManager {
   }
 
   /** Migrations in flight, or every recorded one with `all`, newest first. */
+  /** Whether a migration of this workload is in flight here. */
+  migrating(workload: string): boolean {
+    return [...this.#running.values()].some((r) => r.record.request.workload === workload);
+  }
+
   async list(all: boolean): Promise<MigrationView[]> {
     const ids = all ? await this.d.store.ids() : [...this.#running.keys()];
     const views = await Promise.all(ids.map((id) => this.view(id).catch(() => null)));

@@ -9,16 +9,37 @@ import type { CoordinatorDashboard } from './dashboard/dashboard.ts';
 import type { Fleet } from './fleet/fleet.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { WorkloadDirectory } from './workloads.ts';
+import type { CheckpointDirectory } from './checkpoints.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
-export async function startCoordinatorService(nc: NatsConnection, workloads: WorkloadDirectory, migrations: MigrationManager, fleet: Fleet, dashboard: CoordinatorDashboard | null = null) {
+export interface CoordinatorParts {
+  workloads: WorkloadDirectory;
+  migrations: MigrationManager;
+  fleet: Fleet;
+  checkpoints: CheckpointDirectory;
+  dashboard?: CoordinatorDashboard | null;
+}
+
+/** A workload that runs nowhere but is checkpointed is forgotten by `stop` (its images stay). */
+async function stopOrForget(fleet: Fleet, checkpoints: CheckpointDirectory, name: string) {
+  try {
+    return await fleet.stop(name);
+  } catch (err) {
+    if (FerryError.from(err).code !== ErrorCode.NotFound) throw err;
+    const forgotten = await checkpoints.forget(name);
+    if (!forgotten) throw err;
+    return forgotten;
+  }
+}
+
+export async function startCoordinatorService(nc: NatsConnection, { workloads, migrations, fleet, checkpoints, dashboard = null }: CoordinatorParts) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
   group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => fleet.hosts()) });
   group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, (req) => fleet.run(req)) });
-  group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, () => workloads.list()) });
-  group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => fleet.stop(req.name)) });
+  group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, async () => checkpoints.listing(await workloads.list())) });
+  group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => stopOrForget(fleet, checkpoints, req.name)) });
   group.addEndpoint('update', { handler: (_err, msg) => void answer(coordinatorApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   group.addEndpoint('migrate', { handler: (_err, msg) => void answer(coordinatorApi.migrate, msg, (req) => migrations.start(req)) });
   group.addEndpoint('status', {
@@ -32,6 +53,9 @@ export async function startCoordinatorService(nc: NatsConnection, workloads: Wor
   group.addEndpoint('fleet', {
     handler: (_err, msg) => void answer(coordinatorApi.fleet, msg, async (req) => (req.id ? [await fleet.executor.view(req.id)] : fleet.executor.list())),
   });
+  group.addEndpoint('checkpoint', { handler: (_err, msg) => void answer(coordinatorApi.checkpoint, msg, (req) => checkpoints.checkpoint(req)) });
+  group.addEndpoint('restore', { handler: (_err, msg) => void answer(coordinatorApi.restore, msg, (req) => checkpoints.restore(req)) });
+  group.addEndpoint('operations', { handler: (_err, msg) => void answer(coordinatorApi.operations, msg, (req) => checkpoints.operations(req.all)) });
   group.addEndpoint('dashboard', {
     handler: (_err, msg) =>
       void answer(coordinatorApi.dashboard, msg, () => {

@@ -36,6 +36,8 @@ export class WorkloadDirectory {
   readonly #natsServers: string[];
   readonly #now: () => number;
   readonly #findRetryMs: number;
+  /** Addresses held for workloads that run nowhere now but will come back with them (checkpointed: coordinator/checkpoints.ts). */
+  reservedAddresses: () => Promise<string[]> = async () => [];
 
   constructor(
     private readonly cluster: ClusterView,
@@ -169,7 +171,7 @@ export class WorkloadDirectory {
     const clash = all.find((w) => w.name === req.name && w.state !== 'exited');
     if (clash) throw new FerryError(ErrorCode.InvalidRequest, `a workload named "${req.name}" already runs on ${clash.host}`);
     // Every workload's address is unique in the cluster: the coordinator is the one place that sees them all.
-    const taken = new Set([...all.filter((w) => w.state !== 'exited' && w.address).map((w) => w.address!), ...this.#pending]);
+    const taken = new Set([...all.filter((w) => w.state !== 'exited' && w.address).map((w) => w.address!), ...this.#pending, ...(await this.reservedAddresses())]);
     if (req.address && taken.has(req.address)) throw new FerryError(ErrorCode.InvalidRequest, `address ${req.address} is taken by another workload`);
     this.#checkLost(lost, req);
     for (const l of lost) for (const c of l.workloads ?? []) if (c.address) taken.add(c.address);

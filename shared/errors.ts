@@ -36,6 +36,8 @@ export const ErrorCode = {
    * (details: pid, hostPid, resource, field, expected, actual). The migration rolls back.
    */
   VerifyMismatch: 'FERRY_VERIFY_MISMATCH',
+  /** A workload ended outside ferry's control (killed, stopped by someone else) and left no exit status (`ferry launch`). */
+  WorkloadEnded: 'FERRY_WORKLOAD_ENDED',
   /** A bug: an invariant of ferry's own did not hold. */
   Internal: 'FERRY_INTERNAL',
 } as const;

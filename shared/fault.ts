@@ -11,7 +11,9 @@
 // that a test can see verification catch it (faultArmed): `agent:restore:corrupt-byte` flips
 // one byte of a restored page (as it lands in a live migration; after the memory is written in
 // a cold restore), `agent:restore:corrupt-flag` flips the root process's SIGUSR2 disposition
-// after the tree is built.
+// after the tree is built. `agent:admit:ignore-locks` makes a destination skip its preflight
+// check of the tree's file locks, standing in for a lock it could not see (taken after the
+// preflight), so that a test reaches a restore that cannot take the lock and must roll back.
 // A stall ends early once the file named by FERRY_FAULT_RELEASE exists (the daemon removes it as
 // it goes on): a test releases the held step as soon as what it did meanwhile has been seen,
 // rather than waiting out the whole stall.

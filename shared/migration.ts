@@ -97,6 +97,25 @@ export type StepBase = z.infer<typeof StepBase>;
 
 export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number().int().min(1).max(65535) });
 
+/**
+ * A file lock the source tree holds (fdinfo `lock:` lines), for the destination to check at
+ * preflight whether it sees the same file locked (shared storage: agent/engine/lock-sharing.ts).
+ */
+export const HeldLock = z.strictObject({
+  pid: z.number().int().positive(),
+  comm: z.string().max(64),
+  fd: z.number().int().nonnegative(),
+  path: z.string().min(1).max(4096),
+  kind: z.enum(['posix', 'ofd', 'flock', 'lease']),
+  write: z.boolean(),
+  start: z.number().int().nonnegative(),
+  /** Inclusive; null = to the end of the file. */
+  end: z.number().int().nonnegative().nullable(),
+  /** The source host sees a lease or delegation on this file (anyone's): opening it elsewhere could break that. */
+  leased: z.boolean(),
+});
+export type HeldLock = z.infer<typeof HeldLock>;
+
 export const PreflightReply = z.strictObject({
   workloadBytes: z.number().nonnegative(),
   processes: z.number().int(),
@@ -104,9 +123,14 @@ export const PreflightReply = z.strictObject({
   /** The workload's limits and requests on its source: the destination must honour them exactly. */
   limits: ResourceLimits.default({}),
   requests: ResourceRequests.default({}),
+  /** The file locks the tree holds now. */
+  locks: z.array(HeldLock).max(10_000).default([]),
 });
-/** Destination preflight: can it honour the limits and take the requests? It makes the workload's cgroup with them. */
-export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: ResourceRequests });
+/**
+ * Destination preflight: can it honour the limits and take the requests, and does it see none of
+ * the tree's locks held (storage shared with the source)? It makes the workload's cgroup with them.
+ */
+export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: ResourceRequests, locks: z.array(HeldLock).max(10_000).default([]) });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */

@@ -7,6 +7,7 @@ import { ErrorCode } from './errors.ts';
 import { HostFacts } from './facts.ts';
 import { HostName } from './names.ts';
 import { CordonReply, CordonRequest, DrainRequest, FleetJob, FleetJobRef, HostRef, RebalanceRequest } from './fleet.ts';
+import { AgentRestoreRequest, CheckpointReply, RestoreReply as WorkloadRestoreReply, WorkloadCheckpointRequest, WorkloadOperation, WorkloadRestoreRequest } from './job-image.ts';
 import { RunOnHost, RunRequest, UpdateRequest, WorkloadClaim, WorkloadInfo, WorkloadListing, WorkloadRef } from './workload.ts';
 import {
   AdmitRequest,
@@ -125,6 +126,9 @@ export const agentApi = {
   'mig.cleanup': endpoint(StepBase, DoneReply, 30_000),
   'mig.discard': endpoint(StepBase, DoneReply, 30_000),
   'mig.thaw': endpoint(StepBase, DoneReply, 30_000),
+  // Workload checkpoints on shared storage (agent/jobs/, docs/hpc.md).
+  'job.checkpoint': endpoint(WorkloadCheckpointRequest, CheckpointReply, 600_000),
+  'job.restore': endpoint(AgentRestoreRequest, WorkloadRestoreReply, 600_000),
 } as const;
 
 export const coordinatorApi = {
@@ -144,6 +148,12 @@ export const coordinatorApi = {
   fleet: endpoint(FleetJobRef, z.array(FleetJob)),
   /** A one-time login link to the leader's web dashboard (coordinator/dashboard/). */
   dashboard: endpoint(Empty, DashboardLogin),
+  /** A running workload checkpointed into an images directory on shared storage (ended unless leaveRunning). */
+  checkpoint: endpoint(WorkloadCheckpointRequest, CheckpointReply, 610_000),
+  /** A checkpointed workload restored from its images directory, on the host asked for or where it was. */
+  restore: endpoint(WorkloadRestoreRequest, WorkloadRestoreReply, 610_000),
+  /** Checkpoints and restores: those in flight, or (all) every recorded one, newest first. */
+  operations: endpoint(z.strictObject({ all: z.boolean().default(false) }), z.array(WorkloadOperation)),
 } as const;
 
 export type AgentApi = typeof agentApi;

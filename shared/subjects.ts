@@ -39,6 +39,8 @@ export const buckets = {
   policies: 'ferry_policies',
   /** key = drain or rebalance id: its plan and progress (FleetJob). */
   fleet: 'ferry_fleet',
+  /** key = workload name: where its checkpoint is and its checkpoints and restores (shared/job-image.ts CheckpointRecord). */
+  checkpoints: 'ferry_checkpoints',
 } as const;
 
 /** NATS micro service names (discoverable with `$SRV.INFO`). */
@@ -59,4 +61,5 @@ export const bucketOptions = {
   cordons: { history: 1, description: 'ferry cordoned hosts: no new workloads, no incoming migrations' },
   policies: { history: 1, description: "ferry workloads' placement policies (group, spread, pinned)" },
   fleet: { history: 1, description: 'ferry drains and rebalances: plans and progress' },
+  checkpoints: { history: 1, description: "ferry workloads' checkpoints on shared storage: where each is, and its checkpoints and restores" },
 } as const;

@@ -7,7 +7,8 @@ import { HostName, WorkloadName } from './names.ts';
 import { Ipv4 } from './subnet.ts';
 import { ResourceLimits, ResourceRequests, ResourceUsage } from './resources.ts';
 
-export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited']);
+/** `checkpointed`: it runs nowhere, and its images directory holds it (`ferry restore`). */
+export const WorkloadState = z.enum(['running', 'frozen', 'migrating', 'exited', 'checkpointed']);
 export type WorkloadState = z.infer<typeof WorkloadState>;
 
 export const WorkloadInfo = z.strictObject({
@@ -32,6 +33,8 @@ export const WorkloadInfo = z.strictObject({
   requests: ResourceRequests.default({}),
   /** Usage from its cgroup's statistics on the host that runs it. */
   usage: ResourceUsage.default({}),
+  /** The images directory of its last checkpoint (docs/hpc.md), when it has one. */
+  images: z.string().optional(),
 });
 export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 

@@ -240,6 +240,13 @@ function toNamespaceIds(procs: readonly ProcessImage[]): ProcessImage[] {
   }));
 }
 
+/** How much an image holds: processes, threads, and bytes of pages. */
+export const imageTotals = (img: Image): { processes: number; threads: number; pagesBytes: number } => ({
+  processes: img.processes.length,
+  threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
+  pagesBytes: img.stats.pagesBytes,
+});
+
 /** One-shot checkpoint to a directory. On any failure the workload is released and runs on. */
 export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?: boolean }): CheckpointResult {
   const t0 = performance.now();
@@ -273,9 +280,7 @@ export function checkpoint(pid: number, opts: { imagesDir: string; leaveRunning?
   const result = {
     pid,
     imagesDir: opts.imagesDir,
-    processes: img.processes.length,
-    threads: img.processes.reduce((a, p) => a + p.threads.length, 0),
-    pagesBytes: img.stats.pagesBytes,
+    ...imageTotals(img),
     frozenMs,
     totalMs: performance.now() - t0,
   };

@@ -7,7 +7,8 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type FdImage, type InetSocketImage, type SharedImage, fromHex } from '../../shared/image-format.ts';
 import { AF } from '../ffi/sockets.ts';
 import { closeFd, pidfdGetfd, pidfdOpen, pwrite, sys, vmRead, writeFd } from '../ffi/syscalls.ts';
-import { lockCall } from './locks.ts';
+import { LeaseGuard } from './lock-sharing.ts';
+import { lockCall, lockNotTaken } from './locks.ts';
 import { PagesReader } from './memory.ts';
 import { ANON_FD_KINDS, HuskCore, OFF_ARGS } from './husk-core.ts';
 import { peekFifo } from './sharing.ts';
@@ -86,6 +87,7 @@ export class HuskFiles extends HuskCore {
   createShared(shared: readonly SharedImage[], base: number, dir: string): void {
     this.parkBase = base;
     let next = base;
+    const leases = new LeaseGuard();
     const pendingConnections: { fd: number; img: InetSocketImage }[] = [];
     for (const sh of shared) {
       if (sh.kind === 'pipe') {
@@ -197,6 +199,7 @@ export class HuskFiles extends HuskCore {
         this.parked.push({ r: fd, w: fd });
       } else {
         const fd = next++;
+        if (sh.content === undefined) leases.check(this.pid, 'a description shared across fork', sh.path, sh.flags);
         const tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(sh.path, sh.content)), sh.flags & ~(0o100 | 0o200 | 0o1000), 0]);
         this.inj(this.pid, 'dup3', [tmp, fd, 0]);
         this.inj(this.pid, 'close', [tmp]);
@@ -293,6 +296,7 @@ export class HuskFiles extends HuskCore {
   }
 
   restoreFds(fds: readonly FdImage[]): void {
+    const leases = new LeaseGuard();
     for (const f of fds) {
       const cloexec = f.cloexec ? 0o2000000 : 0;
       if (f.shared !== undefined && f.dupOf === undefined) {
@@ -311,6 +315,7 @@ export class HuskFiles extends HuskCore {
         continue;
       }
       const flags = (f.flags & ~(0o100 | 0o200 | 0o1000)) | (f.kind === 'dir' ? 0o200000 : 0);
+      if (f.content === undefined) leases.check(this.pid, `fd ${f.fd}`, f.path, flags);
       let tmp: bigint;
       try {
         tmp = this.inj(this.pid, 'open', [this.putStr(this.openPath(f.path, f.content)), flags, 0]);
@@ -338,7 +343,7 @@ export class HuskFiles extends HuskCore {
         try {
           this.inj(this.pid, call, args);
         } catch (err) {
-          throw new FerryError(ErrorCode.Conflict, `pid ${this.pid} fd ${f.fd} (${f.path}): cannot take its ${l.kind} lock again`, { details: { pid: this.pid, fd: f.fd, lock: l }, cause: err });
+          throw lockNotTaken(this.pid, f, l, err);
         }
       }
     }

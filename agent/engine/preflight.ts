@@ -5,6 +5,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
 import { epollEntries } from './epoll.ts';
+import { networkFsOf } from './lock-sharing.ts';
 import { parseLocks } from './locks.ts';
 import { commOf, sysvObjects } from './namespaces.ts';
 import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
@@ -135,7 +136,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
       throw err;
     }
     if ('unsupported' in k && targetOrNull(pid, fd) === target) add(`fd ${fd}`, k.unsupported, k.detail ?? target);
-    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind, root)) add(`fd ${fd} (${target})`, kind, detail);
+    else if ('kind' in k) for (const [kind, detail] of fdStateProblems(pid, fd, k.kind, root, opts.migration === true)) add(`fd ${fd} (${target})`, kind, detail);
   }
   for (const m of readMaps(pid)) {
     const where = `mapping ${m.start.toString(16)}-${m.end.toString(16)}`;
@@ -153,7 +154,7 @@ export function preflightProcess(pid: number, opts: PreflightOptions = {}): Prob
 }
 
 /** What a carried kind of fd may still hold that the engine cannot carry: odd lock states, epoll registrations out of reach. */
-function fdStateProblems(pid: number, fd: number, kind: FdKind, root: string): [string, string][] {
+function fdStateProblems(pid: number, fd: number, kind: FdKind, root: string, migration: boolean): [string, string][] {
   try {
     if (kind === 'unix' && root !== '/') {
       // Its name is a path inside the chroot; restore binds sockets from outside it.
@@ -162,8 +163,13 @@ function fdStateProblems(pid: number, fd: number, kind: FdKind, root: string): [
     }
     if (kind === 'epoll')
       return epollEntries(pid, fd).lost.map((tfd) => ['epoll registration', `fd ${tfd} it watches was closed here; only another process holds that file now`]);
-    if (kind === 'file' || kind === 'dir' || kind === 'chr' || kind === 'memfd')
-      return parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')).odd.map((line) => ['file lock', `in a state the engine cannot take again: ${line}`]);
+    if (kind === 'file' || kind === 'dir' || kind === 'chr' || kind === 'memfd') {
+      const { locks, odd } = parseLocks(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      const out: [string, string][] = odd.map((line) => ['file lock', `in a state the engine cannot take again: ${line}`]);
+      const fs = migration && locks.some((l) => l.kind === 'lease') ? networkFsOf(`/proc/${pid}/fd/${fd}`) : null;
+      if (fs) out.push(['file lease', `a lease on a file on ${fs}: the destination cannot check whether it shares this file without opening it, which would break the lease, and ferry does not hand a lease between hosts; release the lease before migrating, or stop the workload and start it on the destination`]);
+      return out;
+    }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // closed under the look
   }

@@ -117,6 +117,8 @@ export interface RestoreOptions {
    * the tree is charged to, and limited by, the workload's own groups from its first page.
    */
   cgroupProcs?: readonly string[];
+  /** restore() only: the v2 group (relative to the cgroup2 root) every process joins instead of the one the image names. */
+  cgroup?: string;
 }
 
 /** Moves a (husk) process into each group; its later children are born there. */
@@ -186,6 +188,7 @@ function buildTreeMemory(husks: Map<number, Husk>, img: Image, dir: string): num
 export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean; verify?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
   const img = readImage(dir);
+  if (opts.cgroup) for (const p of img.processes) p.cgroup = opts.cgroup;
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
   if (!img.container) for (const p of img.processes) for (const pid of [p.pid, ...(p.zombies ?? []).map((z) => z.pid)]) waitPidFree(pid);
   const husks = createHusks(img, dir, { ...opts, rootOnly: true });

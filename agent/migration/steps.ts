@@ -3,11 +3,12 @@
 // late or duplicated request can never undo a decision. The workload is frozen by the engine;
 // a restarted agent can still thaw or end it from the pids on record.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { faultArmed } from '../../shared/fault.ts';
 import { IMAGE_JSON } from '../../shared/image-format.ts';
-import type { StepBase } from '../../shared/migration.ts';
+import type { HeldLock, StepBase } from '../../shared/migration.ts';
 import type { ResourceLimits, ResourceRequests } from '../../shared/resources.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { freezeCgroup, killHeld, releaseHeld } from '../engine/freeze.ts';
@@ -18,11 +19,12 @@ import { activateHeldConnections, killHeldTree, thawHeldTree } from '../engine/h
 import { cgroup2Root } from '../probes.ts';
 import type { Husk } from '../engine/husk.ts';
 import { assertCompatible } from '../engine/compat.ts';
+import { heldLocks, refuseSharedLocks } from '../engine/lock-sharing.ts';
 import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
 import { type ExpectedStream, StreamServer } from '../transfer/stream-server.ts';
 import { noIdentity, type StreamCredentials } from '../transfer/auth.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
-import { WorkloadCommandFile, parseRecord } from '../../shared/records.ts';
+import { WorkloadCommandFile } from '../../shared/records.ts';
 import type { z } from 'zod';
 import { leaveRepairAll } from '../engine/sockets.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
@@ -36,6 +38,7 @@ import { PrecopyDestination } from './precopy-destination.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
 import { verifyTree } from '../engine/verify/index.ts';
+import { readSideFile } from '../jobs/workload-images.ts';
 import { corruptIfArmed } from '../engine/verify/corrupt.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 
@@ -178,7 +181,15 @@ export class MigrationSteps {
         return 0; // a short-lived child exited meanwhile
       }
     };
-    return { workloadBytes: w.memoryBytes, processes: pids.length, threads: pids.reduce((n, p) => n + threads(p), 0), limits: w.limits, requests: w.requests };
+    return {
+      workloadBytes: w.memoryBytes,
+      processes: pids.length,
+      threads: pids.reduce((n, p) => n + threads(p), 0),
+      limits: w.limits,
+      requests: w.requests,
+      // The destination checks these against what it sees (shared storage) before anything is frozen.
+      locks: heldLocks(pids),
+    };
   }
 
   /**
@@ -356,11 +367,13 @@ export class MigrationSteps {
 
   /**
    * Destination preflight: refuses, before anything is frozen, a workload whose limits this host
-   * cannot enforce or whose requests do not fit; otherwise makes its cgroup with those limits,
-   * so every husk of the tree is born into groups that already hold them.
+   * cannot enforce or whose requests do not fit, or one holding a file lock this host sees held
+   * (storage shared with the source: a lock is never handed between hosts); otherwise makes its
+   * cgroup with those limits, so every husk of the tree is born into groups that already hold them.
    */
-  admit(s: StepBase & { limits: ResourceLimits; requests: ResourceRequests }) {
+  admit(s: StepBase & { limits: ResourceLimits; requests: ResourceRequests; locks: HeldLock[] }) {
     return this.#once(s, 'destination', (m) => {
+      if (!faultArmed('agent:admit:ignore-locks')) refuseSharedLocks(s.locks, { source: s.peer, destination: this.host });
       this.workloads.admit(s.workload, s.limits, s.requests);
       this.workloads.prepareCgroup(s.workload, s.limits);
       m.resources = { limits: s.limits, requests: s.requests };
@@ -684,9 +697,4 @@ type WorkloadFile = z.infer<typeof WorkloadCommandFile>;
 const workloadFile = (m: LocalMigration): WorkloadFile => ({ command: m.workloadCommand, ...(m.resources ?? {}) });
 
 /** A file the source sent beside the image, validated; a bad one fails the step (BadImage), never the agent. */
-function readJson<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
-  if (!existsSync(file)) return null;
-  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
-  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
-  return parsed.value;
-}
+const readJson = readSideFile;

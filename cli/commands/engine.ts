@@ -1,9 +1,13 @@
-// `ferry checkpoint`, `ferry restore` and `ferry image inspect`: the engine on one host.
+// `ferry checkpoint`, `ferry restore` and `ferry image ...`: a workload through the cluster
+// (by name, images on shared storage: docs/hpc.md), or the engine on one host (a pid).
 import type { Command } from 'commander';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { action } from '../output.ts';
+import { natsOpt } from './options.ts';
 
 const impl = () => import('../run/engine.ts');
+const jobs = () => import('../run/jobs.ts');
+const archive = () => import('../run/image-archive.ts');
 
 function parsePid(s: string): number {
   const pid = Number(s);
@@ -11,30 +15,60 @@ function parsePid(s: string): number {
   return pid;
 }
 
+const isPid = (s: string) => /^\d+$/.test(s);
+
 export function registerEngine(program: Command): void {
   program
     .command('checkpoint')
-    .description('Checkpoint a running process into an image directory (ends it unless --leave-running)')
-    .argument('<pid>', 'process to checkpoint')
-    .requiredOption('--images <dir>', 'image directory to create')
-    .option('--leave-running', 'let the process run on after the checkpoint', false)
+    .description('Checkpoint a workload (by name, through the cluster, into a new snapshot of DIR on shared storage) or a process on this host (by pid); ends it unless --leave-running')
+    .argument('<name|pid>', 'workload name, or process id on this host')
+    .requiredOption('--images <dir>', "images directory (a workload's: kept atomically, the previous snapshot stays until the new one is complete)")
+    .option('--leave-running', 'let it run on after the checkpoint', false)
     .option('--json', 'print JSON', false)
-    .action(action(async (pidArg: string, opts: { images: string; leaveRunning: boolean; json: boolean }) => (await impl()).checkpoint(parsePid(pidArg), opts)));
+    .option(...natsOpt)
+    .action(
+      action(async (target: string, opts: { images: string; leaveRunning: boolean; json: boolean; nats?: string }) =>
+        isPid(target) ? (await impl()).checkpoint(parsePid(target), opts) : (await jobs()).checkpointWorkload(target, opts),
+      ),
+    );
 
   program
     .command('restore')
-    .description('Restore a process from an image directory; prints its pid (it is not a child of this command)')
-    .requiredOption('--images <dir>', 'image directory')
-    .option('--netns <name|path>', 'network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
-    .option('--verify', 'before the tree runs, compare it with the image (status, mappings, descriptors, memory); a difference kills it and fails with FERRY_VERIFY_MISMATCH', false)
+    .description("Restore a checkpointed workload by name (through the cluster, on --host or where it was; refused while it runs anywhere), or without a name a process image on this host (prints its pid)")
+    .argument('[name]', 'workload name')
+    .requiredOption('--images <dir>', 'images directory')
+    .option('--host <host>', 'workload: the host to restore it on (default: where it was checkpointed, if that host takes workloads)')
+    .option('--netns <name|path>', 'pid image: network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
+    .option('--verify', 'pid image: before the tree runs, compare it with the image (status, mappings, descriptors, memory); a difference kills it and fails with FERRY_VERIFY_MISMATCH', false)
     .option('--json', 'print JSON', false)
-    .action(action(async (opts: { images: string; netns?: string; verify: boolean; json: boolean }) => (await impl()).restore(opts)));
+    .option(...natsOpt)
+    .action(
+      action(async (name: string | undefined, opts: { images: string; host?: string; netns?: string; verify: boolean; json: boolean; nats?: string }) => {
+        if (name === undefined) return (await impl()).restore(opts);
+        if (opts.netns || opts.verify) throw new FerryError(ErrorCode.InvalidRequest, '--netns and --verify are for a pid image (no name); a workload comes back with its own network namespace');
+        return (await jobs()).restoreWorkload(name, opts);
+      }),
+    );
 
   const image = program.command('image').description('Checkpoint images');
   image
     .command('inspect')
-    .description('Show what an image holds and verify its page checksums')
-    .argument('<dir>', 'image directory')
+    .description('Show what an image holds and verify its checksums: an image directory, a workload images directory (its current snapshot) or an archive of `image export`')
+    .argument('<dir|file>', 'image directory or archive')
     .option('--json', 'print JSON', false)
-    .action(action(async (dir: string, opts: { json: boolean }) => (await impl()).inspect(dir, opts)));
+    .action(action(async (target: string, opts: { json: boolean }) => (await archive()).inspectAny(target, opts)));
+  image
+    .command('export')
+    .description("Pack an image (a workload's current snapshot, or a plain image directory) into one file: tar, zstd-compressed, with a SHA-256 of every file inside")
+    .argument('<dir>', 'image directory')
+    .argument('<file>', 'archive to write (.tar.zst)')
+    .option('--json', 'print JSON', false)
+    .action(action(async (dir: string, file: string, opts: { json: boolean }) => (await archive()).exportImage(dir, file, opts)));
+  image
+    .command('import')
+    .description('Unpack an archive of `image export` into an images directory as its new current snapshot, after checking every checksum and the image itself')
+    .argument('<file>', 'archive (.tar.zst)')
+    .argument('<dir>', 'images directory')
+    .option('--json', 'print JSON', false)
+    .action(action(async (file: string, dir: string, opts: { json: boolean }) => (await archive()).importImage(file, dir, opts)));
 }

@@ -24,19 +24,16 @@ export async function restore(opts: { images: string; netns?: string; verify: bo
   printResult(opts.json, r, (v) => (v.verify ? `${v.pid}\n${describeVerification(v.verify)}` : `${v.pid}`));
 }
 
-export async function inspect(dir: string, opts: { json: boolean }): Promise<void> {
-  const s = inspectImage(dir);
-  printResult(opts.json, s, (v) =>
-    [
-      `image ${v.dir}: format v${v.version}, created ${v.createdAt}, root pid ${v.root}, checksums ${v.checksums}`,
-      `machine: kernel ${v.machine.kernelRelease}, XCR0 ${v.machine.xcr0}, XSAVE ${v.machine.xstateSize} bytes, vDSO ${v.machine.vdsoLayout.map((e) => `${e.name}:${e.size}`).join(' ')}`,
-      ...v.processes.flatMap((p) => [
-        `pid ${p.pid} (${p.comm}) ppid ${p.ppid} exe ${p.exe}`,
-        `  threads ${p.threads.join(' ')}`,
-        `  ${p.vmas} mappings, ${p.pageRuns} page runs, ${mib(p.pagesBytes)}`,
-        ...p.fds.map((f) => `  fd ${f.fd}: ${f.kind} ${f.path} @${f.pos}`),
-      ]),
-      ...v.shared.map((s, i) => `shared #${i}: ${JSON.stringify(s)}`),
-    ].join('\n'),
-  );
-}
+/** An image summary in lines (image inspect of a directory or an archive). */
+export const describeImage = (v: ReturnType<typeof inspectImage>): string =>
+  [
+    `image ${v.dir}: format v${v.version}, created ${v.createdAt}, root pid ${v.root}, checksums ${v.checksums}`,
+    `machine: kernel ${v.machine.kernelRelease}, XCR0 ${v.machine.xcr0}, XSAVE ${v.machine.xstateSize} bytes, vDSO ${v.machine.vdsoLayout.map((e) => `${e.name}:${e.size}`).join(' ')}`,
+    ...v.processes.flatMap((p) => [
+      `pid ${p.pid} (${p.comm}) ppid ${p.ppid} exe ${p.exe}`,
+      `  threads ${p.threads.join(' ')}`,
+      `  ${p.vmas} mappings, ${p.pageRuns} page runs, ${mib(p.pagesBytes)}`,
+      ...p.fds.map((f) => `  fd ${f.fd}: ${f.kind} ${f.path} @${f.pos}`),
+    ]),
+    ...v.shared.map((s, i) => `shared #${i}: ${JSON.stringify(s)}`),
+  ].join('\n');

@@ -5,6 +5,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { MigrationEventWire, eventForUser, type MigrationView } from '../../shared/migration.ts';
 import { decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
+import type { WorkloadOperation } from '../../shared/job-image.ts';
 import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
@@ -178,15 +179,36 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
   process.exitCode = exitFor(view);
 }
 
+/** Migrations with the workloads' checkpoints and restores (shared/job-image.ts), newest first. */
+type Entry = MigrationView | WorkloadOperation;
+const startOf = (e: Entry) => e.startedAt ?? '';
+
+async function migrationsAndOperations(nc: NatsConnection, all: boolean): Promise<Entry[]> {
+  const [vs, ops] = await Promise.all([askCoordinator(nc, 'status', all ? { all: true } : {}), askCoordinator(nc, 'operations', { all })]);
+  return [...vs, ...ops].sort((a, b) => startOf(b).localeCompare(startOf(a)));
+}
+
+function renderEntries(es: Entry[]): string {
+  const migrations = es.filter((e): e is MigrationView => !('kind' in e));
+  const ops = es.filter((e): e is WorkloadOperation => 'kind' in e);
+  if (ops.length === 0) return renderList(migrations);
+  const opTable = table(
+    ['ID', 'WORKLOAD', 'KIND', 'HOST', 'IMAGES', 'STATE', 'SNAPSHOT', 'FROZEN', 'TOTAL', 'BYTES', 'STARTED'],
+    ops.map((o) => [o.id, o.workload, o.kind, o.host, o.images, o.error ? `${o.state}: ${o.error.code}` : o.state, o.seq === null ? '-' : String(o.seq), ms(o.frozenMs), ms(o.totalMs), o.pagesBytes === null ? '-' : bytes(o.pagesBytes), o.startedAt]),
+  );
+  return migrations.length === 0 ? opTable : `${renderList(migrations)}\n\n${opTable}`;
+}
+
 export async function status(id: string | undefined, opts: { json?: boolean; nats?: string }): Promise<void> {
-  const vs = await withCluster(opts, (nc) => askCoordinator(nc, 'status', id ? { id } : {}));
-  if (id) printResult(!!opts.json, vs[0]!, renderView);
-  else printResult(!!opts.json, vs, renderList);
+  if (id) {
+    const vs = await withCluster(opts, (nc) => askCoordinator(nc, 'status', { id }));
+    return printResult(!!opts.json, vs[0]!, renderView);
+  }
+  printResult(!!opts.json, await withCluster(opts, (nc) => migrationsAndOperations(nc, false)), renderEntries);
 }
 
 export async function history(opts: { json?: boolean; nats?: string }): Promise<void> {
-  const vs = await withCluster(opts, (nc) => askCoordinator(nc, 'status', { all: true }));
-  printResult(!!opts.json, vs, renderList);
+  printResult(!!opts.json, await withCluster(opts, (nc) => migrationsAndOperations(nc, true)), renderEntries);
 }
 
 const describeLine = (e: MigrationEventWire): string | null => {

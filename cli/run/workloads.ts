@@ -7,13 +7,13 @@ import type { ResourceRequests } from '../../shared/resources.ts';
 import { type LimitOptions, limitsFrom, renderResources } from '../limits.ts';
 import { ExitCode, printResult } from '../output.ts';
 
-const renderOne = (w: WorkloadInfo) => `${w.name} ${w.state} on ${w.host} (pid ${w.rootPid ?? '-'}, ${w.pids.length} processes${w.address ? `, address ${w.address}` : ''})`;
+const renderOne = (w: WorkloadInfo) => `${w.name} ${w.state} ${w.state === 'checkpointed' ? `in ${w.images ?? '?'}, last on` : 'on'} ${w.host} (pid ${w.rootPid ?? '-'}, ${w.pids.length} processes${w.address ? `, address ${w.address}` : ''})`;
 
 function renderList(ws: WorkloadInfo[]): string {
   if (ws.length === 0) return 'no workloads';
   return table(
     ['NAME', 'HOST', 'STATE', 'PIDS', 'MEMORY', 'ADDRESS', 'LIMITS (USAGE/LIMIT)', 'COMMAND'],
-    ws.map((w) => [w.name, w.host, w.state, w.pids.join(','), bytes(w.memoryBytes), w.address ?? '-', renderResources(w), w.command.join(' ')]),
+    ws.map((w) => [w.name, w.state === 'checkpointed' ? `(${w.host})` : w.host, w.state === 'checkpointed' ? `checkpointed in ${w.images ?? '?'}` : w.state, w.pids.join(','), bytes(w.memoryBytes), w.address ?? '-', renderResources(w), w.command.join(' ')]),
   );
 }
 

@@ -2,6 +2,7 @@
 // workload) and drain/rebalance jobs (by id). Only coordinators write them (shared/permissions.ts).
 import type { NatsConnection } from '@nats-io/transport-node';
 import { CordonRecord, FleetJob, PlacementPolicy } from '../../shared/fleet.ts';
+import { CheckpointRecord } from '../../shared/job-image.ts';
 import { HostName, WorkloadName } from '../../shared/names.ts';
 import { bucketOptions, buckets } from '../../shared/subjects.ts';
 import type { RecordQuarantine } from '../quarantine.ts';
@@ -24,4 +25,9 @@ export async function openFleetStores(nc: NatsConnection, quarantine: RecordQuar
     open('fleet', FleetJob, isJobId),
   ]);
   return { cordons, policies, jobs };
+}
+
+/** Checkpointed workloads' records (coordinator/checkpoints.ts), by workload name. */
+export function openCheckpointRecords(nc: NatsConnection, quarantine: RecordQuarantine, replicas: number): Promise<RecordBucket<typeof CheckpointRecord>> {
+  return RecordBucket.open(nc, { bucket: buckets.checkpoints, ...bucketOptions.checkpoints, replicas, schema: CheckpointRecord, quarantine, keyOk: (k) => WorkloadName.safeParse(k).success });
 }

@@ -126,4 +126,24 @@ describe('cluster view liveness', () => {
     expect(c.events).toEqual(['alive h1', 'lost h1', 'alive h1']);
     c.v.stop();
   });
+
+  it('a host never alive in this view is lost once it has been silent past the threshold, once (a new leader must not wait for it)', async () => {
+    let answer = false;
+    const c = await view(async () => {
+      if (!answer) throw new Error('timeout');
+      return 100;
+    });
+    c.beat(100, 1);
+    expect(c.v.isLost('h1')).toBe(false);
+    c.advance(3_500);
+    await until(() => c.v.isLost('h1'));
+    await sleep(800); // another sweep: no second event
+    expect(c.events).toEqual(['lost h1']);
+    answer = true;
+    c.beat(100, 2);
+    await until(() => c.v.isAlive('h1'));
+    expect(c.v.isLost('h1')).toBe(false);
+    expect(c.events).toEqual(['lost h1', 'alive h1']);
+    c.v.stop();
+  });
 });

@@ -48,6 +48,11 @@ const validRequests: Record<string, unknown> = {
   rebalance: { maxMoves: 3, parallel: 1, dryRun: false },
   fleet: { id: 'd-abc123-00ff' },
   dashboard: {},
+  'job.checkpoint': { name: 'web', images: '/shared/ckpt/web', leaveRunning: true },
+  'job.restore': { name: 'web', images: '/shared/ckpt/web', takenAddresses: ['10.77.1.2'] },
+  checkpoint: { name: 'web', images: '/shared/ckpt/web', leaveRunning: false },
+  restore: { name: 'web', images: '/shared/ckpt/web', host: 'h2' },
+  operations: { all: true },
 };
 
 const endpoints: [string, EndpointSpec<z.ZodType, z.ZodType>][] = [

@@ -86,7 +86,7 @@ export function compareFds(img: Image, readings: readonly ProcessReading[]): Che
       if (f.dupOf === undefined && f.shared === undefined && ino) sharedObj.set(`pid ${p.pid} fd ${f.fd}`, { ref: `pid ${p.pid} fd ${f.fd}`, target: g.target });
     }
   });
-  c.skip('locks (POSIX, OFD, leases)', 'the image does not record them yet');
+  c.skip('locks (POSIX, OFD, leases)', 'restore takes them again or fails; the restored ones are not compared');
   c.skip('socket state and queues', 'not compared (sockets are checked for type, flags and sharing only)');
   c.skip('shared file offsets across processes', 'kcmp not used; each fd offset is compared on its own');
   return c;

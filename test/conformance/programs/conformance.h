@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,5 +117,24 @@ static int cf_vmflag(const void *addr, const char *flag) {
 #define cf_skip(...) cf_end("skip", __VA_ARGS__)
 /* A check that ends the program with "wrong" naming the expression and errno. */
 #define CF_CHECK(cond, ...) do { if (!(cond)) cf_fail(__VA_ARGS__); } while (0)
+
+/* What another POSIX lock owner (a forked child) is told by F_GETLK about a lock of `type` over
+ * [start, start+len) of fd: the conflicting lock (type, range, owner pid), or F_UNLCK. */
+__attribute__((unused)) static struct flock cf_posix_probe(int fd, short type, off_t start, off_t len) {
+  struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+  int p[2];
+  if (pipe(p) != 0) cf_fail("pipe: %s", strerror(errno));
+  pid_t c = fork();
+  if (c == 0) {
+    if (fcntl(fd, F_GETLK, &fl) != 0) fl.l_type = -1;
+    if (write(p[1], &fl, sizeof fl) != sizeof fl) _exit(1);
+    _exit(0);
+  }
+  close(p[1]);
+  if (read(p[0], &fl, sizeof fl) != sizeof fl) cf_fail("probe child: no answer");
+  close(p[0]);
+  waitpid(c, NULL, 0);
+  return fl;
+}
 
 #endif

@@ -1,29 +1,10 @@
 /* POSIX record locks (fcntl F_SETLK) held by the process stay held: a child forked after the
  * restore sees the same write and read locks, owned by the restored process. */
 #include "conformance.h"
-#include <sys/wait.h>
 
 static void lock(int fd, short type, off_t start, off_t len) {
   struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
   if (fcntl(fd, F_SETLK, &fl) != 0) cf_skip("F_SETLK: %s", strerror(errno));
-}
-
-/* What a second process is told about [start, start+len): the conflicting lock, if any. */
-static struct flock probe(int fd, short type, off_t start, off_t len) {
-  struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
-  int p[2];
-  if (pipe(p) != 0) cf_fail("pipe: %s", strerror(errno));
-  pid_t c = fork();
-  if (c == 0) {
-    if (fcntl(fd, F_GETLK, &fl) != 0) fl.l_type = -1;
-    if (write(p[1], &fl, sizeof fl) != sizeof fl) _exit(1);
-    _exit(0);
-  }
-  close(p[1]);
-  if (read(p[0], &fl, sizeof fl) != sizeof fl) cf_fail("probe child: no answer");
-  close(p[0]);
-  waitpid(c, NULL, 0);
-  return fl;
 }
 
 int main(int argc, char **argv) {
@@ -36,12 +17,12 @@ int main(int argc, char **argv) {
   lock(fd, F_RDLCK, 20, 10);
   cf_ready();
   cf_wait_restored();
-  struct flock w = probe(fd, F_WRLCK, 0, 10);
+  struct flock w = cf_posix_probe(fd, F_WRLCK, 0, 10);
   CF_CHECK(w.l_type == F_WRLCK && w.l_pid == getpid() && w.l_start == 0 && w.l_len == 10,
            "posix lock [0,10): expected F_WRLCK by %d, got type %d by %d at %ld+%ld", (int)getpid(), w.l_type, (int)w.l_pid, (long)w.l_start, (long)w.l_len);
-  struct flock r = probe(fd, F_WRLCK, 20, 10);
+  struct flock r = cf_posix_probe(fd, F_WRLCK, 20, 10);
   CF_CHECK(r.l_type == F_RDLCK && r.l_pid == getpid(), "posix lock [20,30): expected F_RDLCK by %d, got type %d by %d", (int)getpid(), r.l_type, (int)r.l_pid);
-  struct flock n = probe(fd, F_WRLCK, 10, 10);
+  struct flock n = cf_posix_probe(fd, F_WRLCK, 10, 10);
   CF_CHECK(n.l_type == F_UNLCK, "posix lock [10,20): expected unlocked, got type %d", n.l_type);
   cf_pass();
 }

@@ -89,14 +89,15 @@ export async function expectRunsOnceOn(env: NodeJS.ProcessEnv, w: LabWorkload, h
 }
 
 /**
- * sqlite (WAL) holds POSIX locks on its files while it reads or writes, not all the time. The
- * lab's hosts share one filesystem, as hosts on shared storage do: if the frozen source holds a
- * lock when the destination takes it again, the migration rolls back naming the lock and the
- * workload runs on, once, at its source; if no lock was held at the freeze, it moves and runs
- * once at the destination. Either way ferry does what it reports. (Handing held locks over
- * between hosts on shared storage is not built yet.)
+ * sqlite (WAL) holds POSIX locks on its files: read locks as long as a connection is open, write
+ * locks while it writes. The lab's hosts share one filesystem, as hosts on shared storage do, so
+ * the destination sees them: read locks travel (taken again beside the frozen source's, no
+ * window); a write lock held at the preflight is refused before anything is frozen, naming the
+ * lock; one taken after the preflight and held at the freeze rolls back at restore, naming the
+ * lock. The workload then runs on, once, at its source; moved, it runs once at the destination.
+ * Either way ferry does what it reports.
  */
-export async function expectMovedOrLockRollback(env: NodeJS.ProcessEnv, w: LabWorkload, name: string, to: string, from: string): Promise<'moved' | 'rolledBack'> {
+export async function expectMovedOrLockRollback(env: NodeJS.ProcessEnv, w: LabWorkload, name: string, to: string, from: string): Promise<'moved' | 'refused' | 'rolledBack'> {
   const r = await ferry(['migrate', name, '--to', to, '--json'], env);
   const v = JSON.parse(r.stdout) as MigrationView;
   if (v.outcome === 'completed') {
@@ -106,7 +107,9 @@ export async function expectMovedOrLockRollback(env: NodeJS.ProcessEnv, w: LabWo
   }
   expect(v.outcome, v.error?.message).toBe('rolledBack');
   expect(r.code).toBe(3);
-  expect(v.error?.message).toMatch(/cannot take its (posix|ofd|flock) lock again/);
+  const lock = String.raw`(POSIX|OFD|flock) write lock( on bytes \d+-(\d+|EOF))?`;
+  if (v.error?.phase === 'preflight') expect(v.error.message).toMatch(new RegExp(`: its ${lock} cannot be carried to ${to}: ${to} sees`));
+  else expect(v.error?.message).toMatch(new RegExp(`cannot take its ${lock.replace(' write ', ' (read|write) ')} again`));
   await expectRunsOnceOn(env, w, from);
-  return 'rolledBack';
+  return v.error?.phase === 'preflight' ? 'refused' : 'rolledBack';
 }

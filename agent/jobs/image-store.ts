@@ -1,0 +1,103 @@
+// An images directory on shared storage, written so that a crash at any point leaves it with a
+// complete image (shared/job-image.ts describes the layout): a snapshot is built in a partial
+// directory beside the others, every file and the directory synced, renamed into place, and
+// then `current` is swapped to it by renaming a new symlink over the old one. Readers follow
+// `current` only; older snapshots are pruned after the swap.
+import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { CURRENT_LINK, SNAPSHOT_RE, snapshotName } from '../../shared/job-image.ts';
+import { IMAGE_JSON } from '../../shared/image-format.ts';
+
+function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Every file of a directory tree, then the directories themselves, to stable storage. */
+export function syncTree(dir: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) syncTree(p);
+    else if (e.isFile()) fsyncPath(p);
+  }
+  fsyncPath(dir);
+}
+
+/**
+ * The snapshot `current` names, or null when the directory holds none. The link is read as
+ * untrusted: it must name a snapshot directly inside DIR. A plain image directory (image.json
+ * at its top, as `ferry checkpoint PID` writes) is its own snapshot.
+ */
+export function currentSnapshot(dir: string): { dir: string; seq: number } | null {
+  const link = path.join(dir, CURRENT_LINK);
+  let target: string;
+  try {
+    if (!lstatSync(link).isSymbolicLink()) throw new FerryError(ErrorCode.BadImage, `${link} is not a symlink`, { details: { dir } });
+    target = readlinkSync(link);
+  } catch (err) {
+    if (err instanceof FerryError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw FerryError.from(err);
+    return existsSync(path.join(dir, IMAGE_JSON)) ? { dir, seq: 0 } : null;
+  }
+  const m = SNAPSHOT_RE.exec(target);
+  if (!m) throw new FerryError(ErrorCode.BadImage, `${link} points at "${target}", not at a snapshot of this directory`, { details: { dir, target } });
+  return { dir: path.join(dir, target), seq: Number(m[1]) };
+}
+
+/** The image directory a reader uses: `current`'s snapshot, or DIR itself when it is a plain image. */
+export function resolveImageDir(dir: string): string {
+  const cur = currentSnapshot(dir);
+  if (!cur) throw new FerryError(ErrorCode.NotFound, `${dir}: no image here (no ${IMAGE_JSON}, and no complete checkpoint: no ${CURRENT_LINK} snapshot)`, { details: { dir } });
+  return cur.dir;
+}
+
+/** A snapshot being written: fill `dir`, then publish() it, or abandon() it. */
+export interface PendingSnapshot {
+  dir: string;
+  seq: number;
+  publish(): string;
+  abandon(): void;
+}
+
+/** Starts the next snapshot of an images directory (created if needed). */
+export function beginSnapshot(images: string): PendingSnapshot {
+  mkdirSync(images, { recursive: true });
+  if (existsSync(path.join(images, IMAGE_JSON)))
+    throw new FerryError(ErrorCode.InvalidRequest, `${images} holds a plain image (of \`ferry checkpoint PID\`): give a workload's checkpoints a directory of their own`, { details: { images } });
+  // Leftovers of a crash halfway are never published: they go now.
+  for (const e of readdirSync(images)) if (e.startsWith('.ckpt-') || e.startsWith(`.${CURRENT_LINK}.`)) rmSync(path.join(images, e), { recursive: true, force: true });
+  const taken = readdirSync(images).map((e) => SNAPSHOT_RE.exec(e)?.[1]).filter((x): x is string => x !== undefined).map(Number);
+  const seq = Math.max(0, ...taken, currentSnapshot(images)?.seq ?? 0) + 1;
+  const name = snapshotName(seq);
+  const partial = path.join(images, `.${name}.partial`);
+  mkdirSync(partial);
+  return {
+    dir: partial,
+    seq,
+    publish: () => {
+      syncTree(partial);
+      renameSync(partial, path.join(images, name));
+      const tmpLink = path.join(images, `.${CURRENT_LINK}.${process.pid}`);
+      symlinkSync(name, tmpLink);
+      renameSync(tmpLink, path.join(images, CURRENT_LINK));
+      fsyncPath(images);
+      // Only now may the previous snapshots go.
+      for (const e of readdirSync(images)) if (SNAPSHOT_RE.test(e) && e !== name) rmSync(path.join(images, e), { recursive: true, force: true });
+      return path.join(images, name);
+    },
+    abandon: () => rmSync(partial, { recursive: true, force: true }),
+  };
+}
+
+/** Removes every snapshot and the link (a job that ended): a later launch starts afresh. */
+export function retireSnapshots(images: string): void {
+  if (!existsSync(images)) return;
+  rmSync(path.join(images, CURRENT_LINK), { force: true });
+  fsyncPath(images);
+  for (const e of readdirSync(images)) if (SNAPSHOT_RE.test(e) || e.startsWith('.ckpt-')) rmSync(path.join(images, e), { recursive: true, force: true });
+}

@@ -1,0 +1,188 @@
+// One agent's part of workload checkpoints on shared storage (docs/hpc.md): a workload it runs
+// checkpointed into a new snapshot of its images directory (published atomically before the
+// original ends), and a workload restored here from the current snapshot with its network
+// namespace, cgroup and limits, then registered as this host's like any other.
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { z } from 'zod';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { type AgentRestoreRequest, type CheckpointReply, JobManifest, MANIFEST_JSON, NETNS_JSON, type RestoreReply, type WorkloadCheckpointRequest } from '../../shared/job-image.ts';
+import { NetnsConfig } from '../../shared/netns.ts';
+import { parseRecord } from '../../shared/records.ts';
+import { Checkpoint, imageTotals } from '../engine/checkpoint.ts';
+import { assertCompatible } from '../engine/compat.ts';
+import { readImage, writeImage } from '../engine/image-io.ts';
+import { readStat } from '../engine/procfs.ts';
+import { restore as restoreTree } from '../engine/restore.ts';
+import { NetworkHandoff, addressOf, type LandedNetns } from '../migration/network-handoff.ts';
+import type { WorkloadNetwork } from '../net/workload.ts';
+import type { Workloads } from '../workloads.ts';
+import { beginSnapshot, currentSnapshot } from './image-store.ts';
+
+/** A file beside the image, validated like anything read from shared storage. */
+export function readSideFile<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
+  if (!existsSync(file)) return null;
+  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
+  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
+  return parsed.value;
+}
+
+export class WorkloadImages {
+  readonly #network: NetworkHandoff;
+  /** One checkpoint or restore per workload at a time. */
+  readonly #busy = new Set<string>();
+
+  constructor(
+    private readonly host: string,
+    private readonly workloads: Workloads,
+    network?: WorkloadNetwork,
+  ) {
+    this.#network = new NetworkHandoff(network);
+  }
+
+  async #exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#busy.has(name)) throw new FerryError(ErrorCode.Conflict, `a checkpoint or restore of "${name}" is already running on ${this.host}`, { retryable: true });
+    this.#busy.add(name);
+    try {
+      return await fn();
+    } finally {
+      this.#busy.delete(name);
+    }
+  }
+
+  checkpoint(req: WorkloadCheckpointRequest): Promise<CheckpointReply> {
+    return this.#exclusive(req.name, () => this.#checkpoint(req));
+  }
+
+  async #checkpoint(req: WorkloadCheckpointRequest): Promise<CheckpointReply> {
+    const t0 = performance.now();
+    const w = this.workloads.get(req.name);
+    if (w.state !== 'running' || w.rootPid === null)
+      throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is ${w.state} on ${this.host}: only a running workload can be checkpointed`, { details: { workload: req.name, state: w.state } });
+    // One workload's checkpoints per directory: another's current one is never replaced.
+    const prev = currentSnapshot(req.images);
+    const owner = prev ? readSideFile(path.join(prev.dir, MANIFEST_JSON), JobManifest)?.workload : undefined;
+    if (prev && owner !== req.name)
+      throw new FerryError(ErrorCode.InvalidRequest, `${req.images} holds ${owner ? `the checkpoint of "${owner}"` : 'an image of no workload'}: give "${req.name}" a directory of its own`, { details: { images: req.images, workload: owner ?? null } });
+    const netns = this.workloads.netnsOf(req.name);
+    // Read while it runs (tens of milliseconds); the namespace is locked across the freeze so that
+    // no peer's segment is acknowledged by a socket in repair mode.
+    const netConfig = await this.#network.dump(netns);
+    const snap = beginSnapshot(req.images);
+    let c: Checkpoint;
+    this.#network.lock(netns);
+    try {
+      c = Checkpoint.begin(w.rootPid);
+    } catch (err) {
+      this.#network.unlock(netns);
+      snap.abandon();
+      throw err;
+    }
+    let published: string;
+    let img: ReturnType<Checkpoint['image']>;
+    try {
+      c.collect();
+      c.dumpMemory(snap.dir, undefined, { cow: true });
+      img = c.image();
+      writeImage(snap.dir, img);
+      const manifest: JobManifest = {
+        workload: req.name,
+        command: w.command,
+        limits: w.limits,
+        requests: w.requests,
+        host: this.host,
+        seq: snap.seq,
+        takenAt: new Date().toISOString(),
+        address: w.address,
+      };
+      writeFileSync(path.join(snap.dir, MANIFEST_JSON), JSON.stringify(manifest));
+      if (netConfig) writeFileSync(path.join(snap.dir, NETNS_JSON), JSON.stringify(netConfig));
+      // Complete and synced before the original may end: the previous snapshot stays until then.
+      published = snap.publish();
+    } catch (err) {
+      c.release();
+      this.#network.unlock(netns);
+      snap.abandon();
+      throw err;
+    }
+    const frozenMs = performance.now() - c.tree.frozenAt;
+    if (req.leaveRunning) {
+      c.release();
+      this.#network.unlock(netns);
+    } else {
+      c.kill();
+      await this.#network.removeSource(netns);
+      this.workloads.forget(req.name);
+    }
+    return {
+      workload: req.name,
+      host: this.host,
+      images: req.images,
+      snapshot: published,
+      seq: snap.seq,
+      ...imageTotals(img),
+      frozenMs,
+      totalMs: performance.now() - t0,
+      leftRunning: req.leaveRunning,
+      command: w.command,
+      address: w.address,
+    };
+  }
+
+  restore(req: z.infer<typeof AgentRestoreRequest>): Promise<RestoreReply> {
+    return this.#exclusive(req.name, () => this.#restore(req));
+  }
+
+  async #restore(req: z.infer<typeof AgentRestoreRequest>): Promise<RestoreReply> {
+    const t0 = performance.now();
+    if (this.workloads.runsHere(req.name)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" already runs on ${this.host}`, { details: { workload: req.name, host: this.host } });
+    const cur = currentSnapshot(req.images);
+    if (!cur) throw new FerryError(ErrorCode.NotFound, `${req.images} holds no complete checkpoint`, { details: { images: req.images } });
+    const image = readImage(cur.dir);
+    const manifest = readSideFile(path.join(cur.dir, MANIFEST_JSON), JobManifest);
+    if (!manifest) throw new FerryError(ErrorCode.BadImage, `${cur.dir} has no ${MANIFEST_JSON}: not a workload's checkpoint (a pid's image restores with \`ferry restore --images DIR\` on its host)`, { details: { images: req.images } });
+    if (manifest.workload !== req.name)
+      throw new FerryError(ErrorCode.InvalidRequest, `${req.images} holds a checkpoint of "${manifest.workload}", not of "${req.name}"`, { details: { images: req.images, workload: manifest.workload } });
+    assertCompatible(image.machine);
+    const netConfig = readSideFile(path.join(cur.dir, NETNS_JSON), NetnsConfig);
+    const address = netConfig ? (addressOf(netConfig) ?? null) : null;
+    if (address && req.takenAddresses.includes(address))
+      throw new FerryError(ErrorCode.InvalidRequest, `the checkpoint's address ${address} is taken by another workload now: "${req.name}" cannot come back with it`, { details: { address } });
+    const cgroup = this.workloads.cgroupFor(req.name);
+    const cg = this.workloads.prepareCgroup(req.name, manifest.limits);
+    this.workloads.ensureLog(req.name);
+    let net: LandedNetns | null = null;
+    let pid: number;
+    try {
+      if (netConfig) {
+        const landing = this.#network.landingName(req.name, `r-${randomBytes(4).toString('hex')}`);
+        if (!landing) throw new FerryError(ErrorCode.Incompatible, `${this.host} has no workload network configured: it cannot take a workload with a network namespace of its own`);
+        net = await this.#network.land(netConfig, landing);
+      }
+      const landed = net;
+      ({ pid } = restoreTree(cur.dir, {
+        cgroupProcs: cg.procsFiles(),
+        ...(cgroup ? { cgroup } : {}),
+        ...(landed ? { netns: landed.handle.path, beforeRun: () => this.#network.goLive(landed) } : {}),
+      }));
+    } catch (err) {
+      await this.#network.discard(net, null);
+      if (!this.workloads.runsHere(req.name)) cg.remove();
+      throw err;
+    }
+    // A container's init is the child of the process that holds its namespaces.
+    const shimPid = image.container ? Number(readStat(pid).f(4)) : null;
+    this.workloads.adopt({
+      name: req.name,
+      rootPid: pid,
+      shimPid,
+      command: manifest.command,
+      limits: manifest.limits,
+      requests: manifest.requests,
+      ...(net ? { netns: net.handle.path } : {}),
+      ...(address ? { address } : {}),
+    });
+    return { workload: req.name, host: this.host, images: req.images, snapshot: cur.dir, seq: cur.seq, pid, address, processes: image.processes.length, totalMs: performance.now() - t0 };
+  }
+}

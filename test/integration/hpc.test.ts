@@ -1,0 +1,182 @@
+// HPC jobs (docs/hpc.md) in one lab of two hosts, the test playing Slurm: `ferry launch` runs a
+// job that counts to a target under a random nonce it drew at its start; the scheduler's signal
+// checkpoints it into a directory every host shares and the step exits with the requeue code;
+// launched again on the other host it resumes (same nonce, the count carries on) and the step
+// ends with the job's own exit status. Then an image goes through export and import.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WorkloadOperation } from '../../shared/job-image.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import type { WorkloadInfo } from '../../shared/workload.ts';
+import { REPO, ferry, ferryJson } from './helpers/cli.ts';
+import { freshLab, labEnv } from './helpers/lab.ts';
+
+const env = labEnv('ithpc');
+const HOLD = 40;
+const TARGET = 80;
+const JOB_EXIT = 7;
+
+// Counts to TARGET, about 30 a second, waiting at HOLD for the test's go (a file beside its
+// status); the nonce is drawn once: a restart would draw another.
+const JOB = `import json, os, random, sys, time
+status, target = sys.argv[1], int(sys.argv[2])
+nonce = random.getrandbits(62)
+count = 0
+acc = 0
+while count < target:
+    while count == ${HOLD} and not os.path.exists(status + '.go'):
+        time.sleep(0.03)
+    count += 1
+    acc = (acc * 31 + count) % 2305843009213693951
+    with open(status + '.tmp', 'w') as f:
+        f.write(json.dumps({'nonce': nonce, 'count': count, 'acc': acc}))
+    os.rename(status + '.tmp', status)
+    time.sleep(0.03)
+sys.exit(${JOB_EXIT})
+`;
+
+interface JobStatus {
+  nonce: number;
+  count: number;
+  acc: number;
+}
+
+const expectedAcc = (n: number): number => {
+  let acc = 0n;
+  for (let i = 1n; i <= BigInt(n); i++) acc = (acc * 31n + i) % 2305843009213693951n;
+  return Number(acc);
+};
+
+let dir: string;
+const readJob = (file: string): JobStatus | null => {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as JobStatus;
+  } catch {
+    return null;
+  }
+};
+
+async function until<T>(what: string, get: () => T | null | undefined | false | Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await sleep(100);
+  }
+}
+
+/** `ferry launch` as a batch script's step: a child we can signal, its exit code and output. */
+function launch(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [path.join(REPO, 'bin/ferry.js'), 'launch', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return { child, done: new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr }))) };
+}
+
+const ps = () => ferryJson<WorkloadInfo[]>(['ps'], env);
+const operations = async (name: string) => (await ferryJson<(MigrationView | WorkloadOperation)[]>(['history'], env)).filter((e): e is WorkloadOperation => 'kind' in e && e.workload === name);
+
+describe('HPC jobs: launch, checkpoint on the signal, requeue, resume on another host', () => {
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-hpc-'));
+    writeFileSync(path.join(dir, 'job.py'), JOB);
+    await freshLab(env, 2);
+  });
+  afterAll(async () => {
+    await ferry(['lab', 'down'], env);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a job survives the signal, exits with the requeue code, resumes on h2 and ends with its own exit status', async () => {
+    const images = path.join(dir, 'job1-images');
+    const st = path.join(dir, 'job1.status');
+    const cmd = ['python3', path.join(dir, 'job.py'), st, String(TARGET)];
+    const first = launch(['--name', 'job1', '--images', images, '--host', 'h1', '--interval', '1s', '--json', '--', ...cmd]);
+    const started = await until('the job counts', () => readJob(st));
+    // A periodic checkpoint lands while the job runs on.
+    await until('a periodic checkpoint', () => existsSync(path.join(images, 'current')));
+    expect((await ps()).filter((w) => w.name === 'job1').map((w) => [w.host, w.state])).toEqual([['h1', 'running']]);
+
+    first.child.kill('SIGUSR1');
+    const r1 = await first.done;
+    expect(r1.code, r1.stderr).toBe(85);
+    expect(JSON.parse(r1.stdout)).toMatchObject({ workload: 'job1', outcome: 'checkpointed', host: 'h1', exitCode: 85 });
+    const atCheckpoint = readJob(st)!;
+    expect(atCheckpoint.nonce).toBe(started.nonce);
+    expect(atCheckpoint.count).toBeLessThanOrEqual(HOLD);
+    // Nowhere running; the record says where it is.
+    const listed = (await ps()).filter((w) => w.name === 'job1');
+    expect(listed.map((w) => [w.host, w.state, w.images])).toEqual([['h1', 'checkpointed', images]]);
+    const ops = await operations('job1');
+    expect(ops.filter((o) => o.kind === 'checkpoint' && o.state === 'completed' && o.leftRunning).length).toBeGreaterThan(0);
+    expect(ops[0]).toMatchObject({ kind: 'checkpoint', host: 'h1', state: 'completed', leftRunning: false });
+
+    // Requeued onto the other host: restored from the checkpoint, not started afresh.
+    const second = launch(['--name', 'job1', '--images', images, '--host', 'h2', '--json', '--', ...cmd]);
+    await until('job1 runs on h2', async () => (await ps()).some((w) => w.name === 'job1' && w.host === 'h2' && w.state === 'running'));
+    // A restore while it runs is refused, before anything is touched: one copy only. (It waits at HOLD until told to go on.)
+    const twice = await ferry(['restore', 'job1', '--images', images, '--host', 'h1', '--json'], env);
+    expect(twice.code).toBe(2);
+    expect(JSON.parse(twice.stdout).error).toMatchObject({ code: 'FERRY_INVALID_REQUEST' });
+    expect(JSON.parse(twice.stdout).error.message).toMatch(/job1.*running on h2/);
+    expect((await ps()).filter((w) => w.name === 'job1' && w.state === 'running').map((w) => w.host)).toEqual(['h2']);
+
+    writeFileSync(`${st}.go`, '');
+    const r2 = await second.done;
+    expect(r2.code, r2.stderr).toBe(JOB_EXIT);
+    expect(JSON.parse(r2.stdout)).toMatchObject({ outcome: 'exited', host: 'h2', exitStatus: JOB_EXIT, exitCode: JOB_EXIT });
+    const end = readJob(st)!;
+    // Only continuity gives this: the nonce drawn on h1 before the signal, and the count carried on to the target.
+    expect(end).toEqual({ nonce: started.nonce, count: TARGET, acc: expectedAcc(TARGET) });
+    expect(r2.stderr).toMatch(/"event":"launch.restored"/);
+    // A finished job leaves no checkpoint to resume from, and runs nowhere.
+    expect(readdirSync(images).filter((e) => e.startsWith('ckpt-') || e === 'current')).toEqual([]);
+    expect((await ps()).filter((w) => w.name === 'job1' && w.state !== 'exited')).toEqual([]);
+    expect((await operations('job1'))[0]).toMatchObject({ kind: 'restore', host: 'h2', state: 'completed' });
+  });
+
+  it('an image goes through export and import, is refused when corrupted, and restores from the imported copy', async () => {
+    const st = path.join(dir, 'exp.status');
+    writeFileSync(`${st}.go`, ''); // no hold: it counts on
+    await ferry(['run', '--host', 'h1', '--name', 'exp1', '--', 'python3', path.join(dir, 'job.py'), st, '1000000'], env);
+    const before = await until('exp1 counts', () => readJob(st));
+    const images = path.join(dir, 'exp-images');
+    const ck = await ferry(['checkpoint', 'exp1', '--images', images, '--json'], env);
+    expect(ck.code, ck.stderr).toBe(0);
+    const file = path.join(dir, 'exp1.tar.zst');
+    const ex = await ferryJson<{ files: number; archiveBytes: number; imageBytes: number }>(['image', 'export', images, file], env);
+    expect(ex.archiveBytes).toBeLessThan(ex.imageBytes);
+    const seen = await ferryJson<{ workload: { workload: string }; archive: { files: number }; checksums: string }>(['image', 'inspect', file], env);
+    expect(seen).toMatchObject({ workload: { workload: 'exp1' }, archive: { files: ex.files }, checksums: 'ok' });
+
+    // One flipped byte anywhere in the archive: refused, nothing imported.
+    const bad = path.join(dir, 'bad.tar.zst');
+    copyFileSync(file, bad);
+    const bytes = readFileSync(bad);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+    writeFileSync(bad, bytes);
+    const refused = await ferry(['image', 'import', bad, path.join(dir, 'bad-images'), '--json'], env);
+    expect(refused.code).not.toBe(0);
+    expect(JSON.parse(refused.stdout).error.code).toBe('FERRY_BAD_IMAGE');
+    expect(readdirSync(path.join(dir, 'bad-images')).filter((e) => !e.startsWith('.'))).toEqual([]);
+
+    const copy = path.join(dir, 'exp-imported');
+    await ferryJson(['image', 'import', file, copy], env);
+    const back = await ferry(['restore', 'exp1', '--images', copy, '--host', 'h2', '--json'], env);
+    expect(back.code, back.stdout).toBe(0);
+    const after = await until('exp1 counts on after the restore', () => {
+      const s = readJob(st);
+      return s && s.count > before.count + 5 ? s : null;
+    });
+    expect(after.nonce).toBe(before.nonce);
+    expect(after.acc).toBe(expectedAcc(after.count));
+    await ferry(['stop', 'exp1'], env);
+  });
+});

@@ -212,6 +212,8 @@ export class PrecopyDestination {
       root.createShared(img.shared, maxFd + 64, dir);
       for (const p of img.processes.slice(1)) husks.get(p.pid)!.inheritParked(root, img.processes[0]!.pid);
     }
+    // Exited children not yet waited for come back as zombies of their built parents, as at a cold restore.
+    for (const p of img.processes) for (const z of p.zombies ?? []) husks.get(p.pid)!.zombie(z.pid, z.status);
     for (const p of img.processes) {
       const h = husks.get(p.pid)!;
       for (const v of p.vmas) if (v.kind === 'shm') h.mapOne(v, protOf(v.perms));

@@ -71,9 +71,16 @@ export class NetworkHandoff {
     attachNetns(l.handle);
     l.announcer.send();
     // Once more a moment later, for a switch that missed the first (a port just attached).
+    // It may find the namespace gone (the workload ended, ENXIO): the first announcement went out,
+    // and a throw here would be uncaught and end the agent.
     setTimeout(() => {
-      l.announcer.send();
-      l.announcer.close();
+      try {
+        l.announcer.send();
+      } catch {
+        // nothing to announce any more
+      } finally {
+        l.announcer.close();
+      }
     }, 200).unref();
   }
 

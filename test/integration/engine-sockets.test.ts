@@ -7,7 +7,7 @@
 // checked both ways, including what was in flight; the listener accepts, UDP answers, a unix
 // pair keeps its queued bytes. Also: what the engine cannot carry is refused at preflight.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -317,15 +317,10 @@ describe('engine: sockets and the network handover', () => {
     const server: Server = createServer((s) => s.on('error', () => undefined));
     await new Promise<void>((r) => server.listen(path, r));
     try {
-      const w = startWorkload(['python3', '-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path)})\nwhile True: time.sleep(0.01)`]);
-      const fd3 = () => {
-        try {
-          return readlinkSync(`/proc/${w.pid}/fd/3`);
-        } catch {
-          return ''; // python still starting
-        }
-      };
-      await waitFor('the connection', () => fd3().startsWith('socket:'));
+      // The socket exists (fd 3) before it is connected: the marker says connect() returned.
+      const connected = `${path}.connected`;
+      const w = startWorkload(['python3', '-c', `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(${JSON.stringify(path)})\nopen(${JSON.stringify(connected)}, 'w').close()\nwhile True: time.sleep(0.01)`]);
+      await waitFor('the connection', () => existsSync(connected));
       const err = await expectFerryError(() => checkpoint(w.pid, { imagesDir: tempDir('img') }), ErrorCode.Unsupported);
       expect(err.message).toMatch(new RegExp(`^pid ${w.pid} fd 3: unix socket is not supported \\(socket:\\[\\d+\\]: its peer is outside the process tree\\)`));
     } finally {

@@ -17,23 +17,8 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { CheckpointRecord } from '../../shared/job-image.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { FakeKv } from './fake-kv.ts';
+import { runningWorkload } from './workload-info.ts';
 
-const info = (name: string, host: string, address: string | null): WorkloadInfo => ({
-  name,
-  host,
-  state: 'running',
-  rootPid: 100,
-  pids: [100],
-  memoryBytes: 1 << 20,
-  command: ['job'],
-  startedAt: '2026-12-07T00:00:00.000Z',
-  address,
-  cgroup: null,
-  log: '/dev/null',
-  limits: {},
-  requests: {},
-  usage: {},
-});
 
 /** h1 and h2 alive (h3 lost when asked); `running` is what the agents report; calls are recorded. */
 function setup(o: { lostHolding?: string[] } = {}) {
@@ -65,7 +50,7 @@ function setup(o: { lostHolding?: string[] } = {}) {
         if (!req.leaveRunning) running.splice(running.indexOf(w), 1);
         return { ...snap, processes: 1, threads: 1, pagesBytes: 4096, frozenMs: 5, totalMs: 9, leftRunning: !!req.leaveRunning, command: w.command, address: w.address };
       }
-      running.push(info(req.name, host, '10.77.1.5'));
+      running.push(runningWorkload(req.name, host, '10.77.1.5', ['job']));
       return { ...snap, pid: 200, address: '10.77.1.5', processes: 1, totalMs: 12 };
     },
   } as unknown as AgentClient;
@@ -81,7 +66,7 @@ function setup(o: { lostHolding?: string[] } = {}) {
 describe('checkpointed workloads, cluster-wide', () => {
   it('a checkpoint ends the workload and ps lists it checkpointed, with its images and last host; its address stays reserved', async () => {
     const t = setup();
-    t.running.push(info('sim', 'h1', '10.77.1.5'));
+    t.running.push(runningWorkload('sim', 'h1', '10.77.1.5', ['job']));
     await t.dir.checkpoint({ name: 'sim', images: '/shared/sim', leaveRunning: false });
     const ps = await t.dir.listing(await t.workloads.list());
     expect(ps.workloads.map((w) => [w.name, w.host, w.state, w.images, w.address])).toEqual([['sim', 'h1', 'checkpointed', '/shared/sim', '10.77.1.5']]);
@@ -90,7 +75,7 @@ describe('checkpointed workloads, cluster-wide', () => {
 
   it('restores where it was by default, then lists it running there; history has both operations, newest first', async () => {
     const t = setup();
-    t.running.push(info('sim', 'h2', '10.77.1.5'));
+    t.running.push(runningWorkload('sim', 'h2', '10.77.1.5', ['job']));
     await t.dir.checkpoint({ name: 'sim', images: '/shared/sim', leaveRunning: false });
     const r = await t.dir.restore({ name: 'sim', images: '/shared/sim' });
     expect(r.host).toBe('h2');
@@ -105,7 +90,7 @@ describe('checkpointed workloads, cluster-wide', () => {
 
   it('refuses a restore while the workload runs anywhere, before any agent is asked', async () => {
     const t = setup();
-    t.running.push(info('sim', 'h1', '10.77.1.5'));
+    t.running.push(runningWorkload('sim', 'h1', '10.77.1.5', ['job']));
     const err = await t.dir.restore({ name: 'sim', images: '/shared/sim', host: 'h2' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FerryError);
     expect((err as FerryError).code).toBe(ErrorCode.InvalidRequest);
@@ -123,14 +108,14 @@ describe('checkpointed workloads, cluster-wide', () => {
 
   it("tells the agent every address in use, so a restore never takes another workload's", async () => {
     const t = setup();
-    t.running.push(info('other', 'h1', '10.77.1.9'));
+    t.running.push(runningWorkload('other', 'h1', '10.77.1.9', ['job']));
     await t.dir.restore({ name: 'sim', images: '/shared/sim', host: 'h2' });
     expect(t.calls).toEqual(['h2:job.restore:sim:10.77.1.9']);
   });
 
   it('a failed checkpoint is recorded failed, and the workload is not taken for checkpointed', async () => {
     const t = setup();
-    t.running.push(info('sim', 'h1', null));
+    t.running.push(runningWorkload('sim', 'h1', null, ['job']));
     await t.dir.checkpoint({ name: 'sim', images: '/shared/sim', leaveRunning: true });
     t.failWith(new FerryError(ErrorCode.Unsupported, 'io_uring'));
     await expect(t.dir.checkpoint({ name: 'sim', images: '/shared/sim', leaveRunning: false })).rejects.toThrow(/io_uring/);

@@ -7,24 +7,9 @@ import type { ClusterView } from '../../coordinator/cluster.ts';
 import { WorkloadDirectory } from '../../coordinator/workloads.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { AddressPool, WorkloadSubnet } from '../../shared/subnet.ts';
-import type { WorkloadClaim, WorkloadInfo } from '../../shared/workload.ts';
+import type { WorkloadClaim } from '../../shared/workload.ts';
+import { runningWorkload } from './workload-info.ts';
 
-const workload = (name: string, host: string, address: string): WorkloadInfo => ({
-  name,
-  host,
-  state: 'running',
-  rootPid: 100,
-  pids: [100],
-  memoryBytes: 1 << 20,
-  command: ['sleep', 'inf'],
-  startedAt: '2026-11-22T00:00:00.000Z',
-  address,
-  cgroup: null,
-  log: '/dev/null',
-  limits: {},
-  requests: {},
-  usage: {},
-});
 
 const pool = new AddressPool(WorkloadSubnet.parse({ subnet: '10.77.0.0/16', first: '10.77.1.1', reserved: ['10.77.0.2'] }));
 const host = (name: string, alive: boolean, i: number) => ({ name, alive, facts: { address: `10.77.0.${10 + i}` } });
@@ -40,9 +25,9 @@ function directory(): { dir: WorkloadDirectory; runs: string[] } {
   const agents = {
     call: (host: string, endpoint: string, req: { name?: string }) => {
       if (host === 'h2') return Promise.reject(new FerryError(ErrorCode.Timeout, 'no reply within 5000 ms'));
-      if (endpoint === 'workloads') return Promise.resolve([workload('a', host, '10.77.1.1')]);
+      if (endpoint === 'workloads') return Promise.resolve([runningWorkload('a', host, '10.77.1.1')]);
       runs.push(`${host}:${req.name}`);
-      return Promise.resolve(workload(req.name ?? '?', host, '10.77.1.2'));
+      return Promise.resolve(runningWorkload(req.name ?? '?', host, '10.77.1.2'));
     },
   } as unknown as AgentClient;
   return { dir: new WorkloadDirectory(cluster, agents, { pool, findRetryMs: 0 }), runs };
@@ -81,7 +66,7 @@ describe('workload directory with a live host that does not answer', () => {
 function withLostHost(h3Claims: WorkloadClaim[] | null) {
   let t = 5_000;
   const runs: string[] = [];
-  const ran = [workload('a', 'h1', '10.77.1.1')];
+  const ran = [runningWorkload('a', 'h1', '10.77.1.1')];
   let h3: 'lost' | 'alive' | 'silent' = 'lost';
   const cluster = {
     hosts: () => [host('h1', true, 1), host('h3', h3 !== 'lost', 3)],
@@ -92,7 +77,7 @@ function withLostHost(h3Claims: WorkloadClaim[] | null) {
     call: (h: string, endpoint: string, req: { name?: string; address?: string }) => {
       if (endpoint === 'workloads') return Promise.resolve(ran.filter((w) => w.host === h));
       runs.push(`${h}:${req.name}@${req.address}`);
-      ran.push(workload(req.name ?? '?', h, req.address ?? ''));
+      ran.push(runningWorkload(req.name ?? '?', h, req.address ?? ''));
       if (h === 'h3' && h3 === 'silent') return Promise.reject(new FerryError(ErrorCode.Timeout, 'no reply within 15000 ms'));
       return Promise.resolve(ran.at(-1));
     },

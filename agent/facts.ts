@@ -3,8 +3,9 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { HostFacts, KernelFeatures } from '../shared/facts.ts';
-import { probeKernel } from './probes.ts';
+import { probeKernel } from './engine/probes.ts';
 import { controllerLayouts, hostLayout } from './cgroups/layout.ts';
+import { hostMemory } from './host-memory.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -13,13 +14,6 @@ function cpuModel(): string {
     .split('\n')
     .find((l) => l.startsWith('model name'));
   return line?.split(':')[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
-}
-
-/** MemAvailable is the kernel's own estimate of what can be allocated without swapping. */
-function memory(): HostFacts['memory'] {
-  const info = readFileSync('/proc/meminfo', 'utf8');
-  const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? 0) * 1024;
-  return { totalBytes: kib('MemTotal'), availableBytes: kib('MemAvailable') };
 }
 
 export interface FactsSource {
@@ -50,5 +44,5 @@ export async function gatherFacts(name: string, address: string, dataStream: Hos
     dataStream,
     cgroups: controllerLayouts(hostLayout()),
   };
-  return { current: () => ({ ...fixed, memory: memory() }) };
+  return { current: () => ({ ...fixed, memory: hostMemory() }) };
 }

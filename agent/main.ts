@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { AgentConfig, loadConfig } from '../shared/config.ts';
 import { createLogger } from '../shared/log.ts';
 import { connectNats, logConnectionStatus } from '../shared/nats.ts';
+import type { TransferProgress } from '../shared/migration.ts';
 import type { RecordSetAside } from '../shared/records.ts';
 import { encode } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
@@ -18,6 +19,8 @@ import { loadCredentials } from './transfer/auth.ts';
 import { recordsChannel } from './quarantine.ts';
 import { agentMetrics } from './metrics.ts';
 import { startMetricsServer } from '../shared/metrics/server.ts';
+import { ensureGuardian } from './engine/process/guardian.ts';
+import { startNamespaceThread } from './ffi/netns-thread.ts';
 
 const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } } });
 if (!values.config) {
@@ -45,12 +48,18 @@ recordsChannel.subscribe((m) => {
   nc.publish(subjects.recordEvents, encode(event));
 });
 
+// Started now, not by the first freeze or restore: that fork and that thread would land inside
+// a workload's downtime.
+ensureGuardian();
+startNamespaceThread();
 const workloads = new Workloads(config.name, config.stateDir, config.workloadEnv, config.cgroupParent, config.network);
 // Before the service: a bad metrics setting stops the agent here, and no step goes uncounted.
 const metrics = config.metrics ? await startMetricsServer(agentMetrics({ workloads: () => workloads.list(), nc }).registry, config.metrics) : null;
 if (metrics) log.info({ url: metrics.url }, 'metrics served');
 const tracking = AgentConfig.shape.dirtyTracking.parse(process.env.FERRY_DIRTY_TRACKING || config.dirtyTracking);
-const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream);
+// A round this agent sends reports how far it got; NATS lets it do so under its own name only.
+const progress = (p: TransferProgress) => nc.publish(subjects.migrationProgress(config.name), encode(p));
+const steps = new MigrationSteps(config.name, config.address, workloads, config.stateDir, config.network, tracking, stream, { progress });
 await startAgentService(nc, config.name, facts, workloads, steps, new WorkloadImages(config.name, workloads, config.network));
 const heartbeats = startHeartbeats(config.nats, config.name, facts, config.heartbeatMs, workloads.claims(), () => workloads.load());
 workloads.onClaims = (c) => heartbeats.claims(c);

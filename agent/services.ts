@@ -46,19 +46,19 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   group.addEndpoint('workloads', { handler: (_err, msg) => void answer(agentApi.workloads, msg, () => workloads.listReaped()) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(agentApi.stop, msg, (req) => workloads.stop(req.name)) });
   group.addEndpoint('update', { handler: (_err, msg) => void answer(agentApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
-  // Migration steps: one endpoint per phase step, answered by agent/migration/steps.ts.
+  // Migration steps: one endpoint per phase step, answered by agent/migration/source-steps.ts and destination-steps.ts.
   const mig = group.addGroup('mig');
-  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, step('preflight', (r) => steps.preflight(r))) });
-  mig.addEndpoint('admit', { handler: (_e, msg) => void answer(agentApi['mig.admit'], msg, step('admit', (r) => steps.admit(r))) });
-  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, step('freeze', (r) => steps.freeze(r))) });
-  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, step('receive', (r) => steps.receive(r))) });
-  mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, step('precopy', (r) => steps.precopy(r))) });
-  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, step('send', (r) => steps.send(r))) });
-  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, step('restore', (r) => steps.restore(r))) });
-  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, step('resume', (r) => steps.resume(r))) });
-  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, step('cleanup', (r) => steps.cleanup(r))) });
-  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, step('discard', (r) => steps.discard(r))) });
-  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, step('thaw', (r) => steps.thaw(r))) });
+  mig.addEndpoint('preflight', { handler: (_e, msg) => void answer(agentApi['mig.preflight'], msg, step('preflight', (r) => steps.source.preflight(r))) });
+  mig.addEndpoint('admit', { handler: (_e, msg) => void answer(agentApi['mig.admit'], msg, step('admit', (r) => steps.destination.admit(r))) });
+  mig.addEndpoint('freeze', { handler: (_e, msg) => void answer(agentApi['mig.freeze'], msg, step('freeze', (r) => steps.source.freeze(r))) });
+  mig.addEndpoint('receive', { handler: (_e, msg) => void answer(agentApi['mig.receive'], msg, step('receive', (r) => steps.destination.receive(r))) });
+  mig.addEndpoint('precopy', { handler: (_e, msg) => void answer(agentApi['mig.precopy'], msg, step('precopy', (r) => steps.source.precopy(r))) });
+  mig.addEndpoint('send', { handler: (_e, msg) => void answer(agentApi['mig.send'], msg, step('send', (r) => steps.source.send(r))) });
+  mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, step('restore', (r) => steps.destination.restore(r))) });
+  mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, step('resume', (r) => steps.destination.resume(r))) });
+  mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, step('cleanup', (r) => steps.source.cleanup(r))) });
+  mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, step('discard', (r) => steps.destination.discard(r))) });
+  mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, step('thaw', (r) => steps.source.thaw(r))) });
   // Workload checkpoints on shared storage (agent/jobs/).
   const job = group.addGroup('job');
   job.addEndpoint('checkpoint', { handler: (_e, msg) => void answer(agentApi['job.checkpoint'], msg, step('job-checkpoint', (r) => images.checkpoint(r))) });

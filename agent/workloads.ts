@@ -13,9 +13,9 @@ import { parseRecord } from '../shared/records.ts';
 import { assertRequestsFit, hostCapacity } from './cgroups/admission.ts';
 import { hostLayout } from './cgroups/layout.ts';
 import { WorkloadCgroup, unenforceable } from './cgroups/workload-cgroup.ts';
-import { spawnDetached } from './engine/detached.ts';
 import { setAsideFile } from './quarantine.ts';
-import { isGone, listChildren } from './engine/procfs.ts';
+import { isGone, listChildren } from './engine/process/procfs.ts';
+import { startInShim } from './workload-shim.ts';
 import { type WorkloadNetwork, createWorkloadNetns, removeWorkloadNetns } from './net/workload.ts';
 
 const Entry = WorkloadInfo.pick({ name: true, host: true, state: true, rootPid: true, command: true, startedAt: true, address: true, cgroup: true, log: true }).extend({
@@ -186,9 +186,19 @@ export class Workloads {
   }
 
   get(name: string): WorkloadInfo {
+    return this.#info(this.#entry(name));
+  }
+
+  /** What the workload was started with, without reading its processes (cheap enough inside a freeze). */
+  spec(name: string): Pick<WorkloadInfo, 'command' | 'limits' | 'requests'> {
+    const e = this.#entry(name);
+    return { command: e.command, limits: e.limits, requests: e.requests };
+  }
+
+  #entry(name: string): Entry {
     const e = this.#entries.get(name);
     if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
-    return this.#info(e);
+    return e;
   }
 
   run(req: RunRequest): Promise<WorkloadInfo> {
@@ -211,12 +221,7 @@ export class Workloads {
       throw err;
     }
     const cgroup = cg.v2Dir;
-    // The shell becomes `unshare`, whose forked child is PID 1 of the new pid namespace; that
-    // child joins the workload's groups (the shim stays out, on every host alike), names its
-    // uts namespace and execs the workload, so the workload itself is PID 1.
-    const procs = cg.procsFiles();
-    const join = `n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; `;
-    // With a workload network, the shim joins the workload's own namespace first (nsenter execs).
+    // With a workload network, the shim joins the workload's own namespace first.
     let net: Awaited<ReturnType<typeof createWorkloadNetns>> | null = null;
     try {
       net = this.network && req.address ? await createWorkloadNetns(this.network, req.name, req.address) : null;
@@ -224,17 +229,18 @@ export class Workloads {
       cg.remove();
       throw err;
     }
-    const enterNet = net ? `nsenter --net='${net.path}' -- ` : '';
-    const script = `exec ${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c '${join}hostname "$0" && exec "$@"' "$@"`;
     let rootPid: number;
     let shimPid: number;
     try {
-      shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', req.name, String(procs.length), ...procs, ...req.command], {
+      ({ shimPid, rootPid } = await startInShim({
+        name: req.name,
+        command: req.command,
+        joinFiles: cg.procsFiles(),
+        netns: net?.path ?? null,
         log,
         cwd: req.cwd,
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...this.workloadEnv, ...req.env },
-      });
-      rootPid = await this.#waitForChild(shimPid, req.command[0] ?? '');
+      }));
     } catch (err) {
       if (this.network && net) await removeWorkloadNetns(this.network, net.path);
       cg.remove();
@@ -258,22 +264,6 @@ export class Workloads {
     this.#entries.set(req.name, entry);
     this.#save();
     return this.#info(entry);
-  }
-
-  /** The shim's child once it has exec'd the workload (or its error, if it exited). */
-  async #waitForChild(shimPid: number, exe: string): Promise<number> {
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline) {
-      const child = alive(shimPid) ? listChildren(shimPid)[0] : undefined;
-      if (child !== undefined) {
-        // Until it execs, the child is still the naming shell.
-        if (!readFileSync(`/proc/${child}/cmdline`, 'utf8').includes('hostname "$0"')) return child;
-      } else if (!alive(shimPid)) {
-        throw new FerryError(ErrorCode.InvalidRequest, `workload exited at once: is "${exe}" an executable on this host?`);
-      }
-      await sleep(10);
-    }
-    throw new FerryError(ErrorCode.Timeout, `workload did not start within 5 s`);
   }
 
   /**

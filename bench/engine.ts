@@ -9,11 +9,11 @@ import { release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Checkpoint } from '../agent/engine/checkpoint.ts';
-import { spawnDetached } from '../agent/engine/detached.ts';
-import { prepareImageDir, writeImage } from '../agent/engine/image-io.ts';
-import { readMaps } from '../agent/engine/procfs.ts';
+import { spawnDetached } from '../agent/engine/process/detached.ts';
+import { prepareImageDir, writeImage } from '../agent/engine/image/image-io.ts';
+import { readMaps } from '../agent/engine/process/procfs.ts';
 import { buildProcess, createHusks, finishProcess, waitPidFree } from '../agent/engine/restore.ts';
-import { readImage } from '../agent/engine/image-io.ts';
+import { readImage } from '../agent/engine/image/image-io.ts';
 import { addressOf } from '../agent/ffi/libc.ts';
 import { vmRead, vmWrite } from '../agent/ffi/syscalls.ts';
 

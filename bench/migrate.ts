@@ -2,8 +2,9 @@
 // (memwriter) over resident sizes, write rates and patterns, and the real test workloads, each
 // moved back and forth live; for comparison in the same run: the stop-and-copy downtime of the
 // same workload, raw TCP throughput between the same two hosts, memcpy throughput, and the
-// writer's own speed while pre-copy rounds (about 1 s each) track it against its normal speed.
-// Prints a table and writes bench/results/migrate.json.
+// writer's own speed while pre-copy rounds (about 1 s each) track it against its normal speed;
+// the 1 GiB hot-set writer once more with every CPU busy with other work. Prints a table, then
+// each of issue 12's targets met or missed, and writes bench/results/migrate.json.
 //
 //   BENCH_QUICK=1       a quick subset (256 MiB and 1 GiB, 0 and 50 MB/s, hot-set; 2 repeats)
 //   BENCH_REPEATS=N     live migrations per configuration (default 3; 4 GiB: 1)
@@ -12,19 +13,22 @@
 //                       stream throughput next to raw TCP, and downtime with each, in the same run
 //   BENCH_VERIFY_SIZES=256     sizes at which verification before the commit is measured on vs off
 //   BENCH_VERIFY_ONLY=1        only that comparison (writes bench/results/verify.json)
-import { execFile, spawn } from 'node:child_process';
+//   BENCH_HOG=0                skip the run with the CPUs busy
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { trackTree } from '../agent/engine/dirty/tree.ts';
-import { PageReceiver, PageSender } from '../agent/transfer/pages.ts';
+import { trackTree } from '../agent/engine/memory/dirty/tree.ts';
+import { PageSender } from '../agent/transfer/pages.ts';
+import { PageReceiver } from '../agent/transfer/page-receiver.ts';
 import type { PageSink } from '../agent/transfer/page-sinks.ts';
 import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
 import { streamBench } from './stream.ts';
-import type { MigrationView } from '../shared/migration.ts';
+import { outrunsLink } from '../coordinator/convergence.ts';
+import { RoundStatsWire, type MigrationView } from '../shared/migration.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type WorkloadName } from '../test/workloads/harness.ts';
 
@@ -141,6 +145,11 @@ async function speedUnderPrecopy(): Promise<{ normal: number; precopy: number; r
   }
 }
 
+/** One busy loop per CPU, started from this process's namespace (the lab's hosts share the machine's CPUs). */
+function startHogs(n: number): ChildProcess[] {
+  return Array.from({ length: n }, () => spawn('/bin/sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
+}
+
 // --- migrations ---------------------------------------------------------------------------------
 
 interface Run {
@@ -154,6 +163,8 @@ interface Run {
   round1Bps: number;
   phases: Record<string, number>;
   verification: MigrationView['verification'];
+  /** Throttled although the round before its first throttle did not outrun the link (coordinator/convergence.ts). */
+  throttledWithoutCause: boolean;
 }
 
 async function migrate(name: string, to: string, extra: string[] = []): Promise<Run> {
@@ -171,7 +182,15 @@ async function migrate(name: string, to: string, extra: string[] = []): Promise<
     round1Bps: Number(v.rounds[0]?.bandwidthBps ?? 0),
     phases: Object.fromEntries(v.phases.map((p) => [p.phase, p.durationMs ?? Number.NaN])),
     verification: v.verification,
+    throttledWithoutCause: throttledWithoutCause(v.rounds),
   };
+}
+
+function throttledWithoutCause(rounds: MigrationView['rounds']): boolean {
+  const first = rounds.findIndex((r) => r.throttled === true);
+  if (first < 0) return false;
+  const before = RoundStatsWire.safeParse(rounds[first - 1]);
+  return !before.success || !outrunsLink(before.data);
 }
 
 // --- verification before the commit: on vs off, same workload, same run -----------------------
@@ -297,6 +316,12 @@ interface Row {
   dataPlaneMBps: number;
   /** Median duration of the phases inside the downtime (ms). */
   phasesMedianMs: Record<string, number>;
+  /** The first migration's downtime, and the median of the later ones (cold start). */
+  firstMs: number;
+  laterMedianMs: number;
+  /** Live migrations whose predicted downtime was within 25 % of the actual, of all. */
+  predictedWithin25: [number, number];
+  throttledWithoutCause: boolean;
 }
 
 async function bench(label: string, kind: WorkloadName, args: string[], repeats: number): Promise<Row> {
@@ -330,6 +355,10 @@ async function bench(label: string, kind: WorkloadName, args: string[], repeats:
       improvement: r1(sc.downtimeMs / median(d)),
       dataPlaneMBps: r1(Math.max(...runs.map((r) => r.round1Bps)) / 1e6),
       phasesMedianMs: Object.fromEntries(['freeze', 'transfer', 'restore', 'commit', 'resume'].map((p) => [p, median(runs.map((r) => r.phases[p] ?? Number.NaN))])),
+      firstMs: d[0]!,
+      laterMedianMs: d.length > 1 ? median(d.slice(1)) : Number.NaN,
+      predictedWithin25: [runs.filter((r) => r.predictedMs !== null && Math.abs(r.predictedMs - r.downtimeMs) <= 0.25 * r.downtimeMs).length, runs.length],
+      throttledWithoutCause: runs.some((r) => r.throttledWithoutCause),
     };
     process.stderr.write(`${JSON.stringify(row)}\n`);
     return row;
@@ -364,6 +393,20 @@ async function main(): Promise<void> {
         }
       }
     }
+    // The same 1 GiB hot-set writer with the machine's CPUs busy with other work (one hog per CPU,
+    // outside the workload): a live migration is often what an overloaded host needs.
+    let hogged: Row | undefined;
+    if (SIZES.includes(1024) && RATES.includes(50) && PATTERNS.includes('hotset') && process.env.BENCH_HOG !== '0') {
+      const hogs = startHogs(availableParallelism());
+      try {
+        hogged = await bench(`memwriter 1024 MiB 50 MB/s hotset, CPUs busy`, 'memwriter', ['1024', '50', 'hotset'], REPEATS);
+        rows.push(hogged);
+      } catch (err) {
+        process.stderr.write(`memwriter under CPU hogs: ${(err as Error).message}\n`);
+      } finally {
+        for (const h of hogs) h.kill('SIGKILL');
+      }
+    }
     for (const kind of ['threads-avx', 'tree-pipes', 'event-loop', 'openmp', 'python-threads', 'sqlite'] as WorkloadName[]) {
       try {
         rows.push(await bench(kind, kind, [], REPEATS));
@@ -384,12 +427,25 @@ async function main(): Promise<void> {
     const a = find(256, 50, 'hotset');
     const b = find(4096, 50, 'hotset');
     const dataPlane = Math.max(0, ...rows.map((r) => r.dataPlaneMBps));
+    const idle = find(1024, 0, 'idle');
+    const live = rows.flatMap((r) => [r.predictedWithin25]);
+    const within = live.reduce((n, [k]) => n + k, 0);
+    const all = live.reduce((n, [, k]) => n + k, 0);
+    const cold = rows[0];
+    const small = rows.filter((r) => r.residentMiB < 64);
+    const smallMissed = small.filter((r) => r.downtime.median > r.stopAndCopyMs);
+    const unjust = rows.filter((r) => r.throttledWithoutCause);
     const targets = [
       { target: 'median downtime <= 50 ms, 1 GiB at 50 MB/s hot-set', value: g1 ? `${g1.downtime.median} ms` : 'not run', met: !!g1 && g1.downtime.median <= 50 },
-      { target: '4 GiB within 1.5x of 256 MiB at 50 MB/s hot-set', value: a && b ? `${r1(b.downtime.median / a.downtime.median)}x` : 'not run', met: !!a && !!b && b.downtime.median <= 1.5 * a.downtime.median },
-      { target: '>= 20x lower downtime than stop-and-copy, 1 GiB', value: g1 ? `${g1.improvement}x` : 'not run', met: !!g1 && g1.improvement >= 20 },
+      { target: 'median downtime <= 20 ms, idle 1 GiB', value: idle ? `${idle.downtime.median} ms` : 'not run', met: !!idle && idle.downtime.median <= 20 },
+      { target: '4 GiB within 1.3x of 256 MiB at 50 MB/s hot-set', value: a && b ? `${r1(b.downtime.median / a.downtime.median)}x` : 'not run', met: !!a && !!b && b.downtime.median <= 1.3 * a.downtime.median },
       { target: 'data plane >= 80 % of raw TCP', value: `${dataPlane} of ${tcp} MB/s (${r1((dataPlane / tcp) * 100)} %)`, met: dataPlane >= 0.8 * tcp },
+      { target: 'predicted downtime within 25 % of the actual', value: `${within} of ${all} live migrations`, met: all > 0 && within === all },
+      { target: 'CPUs busy: downtime <= 2x quiet, 1 GiB at 50 MB/s hot-set', value: g1 && hogged ? `${hogged.downtime.median} against ${g1.downtime.median} ms (${r1(hogged.downtime.median / g1.downtime.median)}x)` : 'not run', met: !!g1 && !!hogged && hogged.downtime.median <= 2 * g1.downtime.median },
+      { target: 'first migration after the agents start within 1.5x of later ones', value: cold ? `${cold.firstMs} against ${cold.laterMedianMs} ms (${cold.workload})` : 'not run', met: !!cold && cold.firstMs <= 1.5 * cold.laterMedianMs },
       { target: 'workload >= 90 % of normal speed under 1 s rounds', value: `${r1(speed.ratio * 100)} %`, met: speed.ratio >= 0.9 },
+      { target: 'no workload throttled unless it outruns a well-measured link', value: unjust.length ? unjust.map((r) => r.workload).join(', ') : 'none without cause', met: unjust.length === 0 },
+      { target: 'under 64 MiB: live downtime <= stop-and-copy', value: smallMissed.length ? smallMissed.map((r) => `${r.workload} ${r.downtime.median} > ${r.stopAndCopyMs} ms`).join('; ') : `${small.length} workloads`, met: small.length > 0 && smallMissed.length === 0 },
     ];
     const result = { at: new Date().toISOString(), quick, repeats: REPEATS, memcpyGBps: r1(memcpy), rawTcpMBps: tcp, speed, rows, verify, targets, totalMinutes: r1((Date.now() - t0) / 60_000) };
     mkdirSync(path.join(REPO, 'bench/results'), { recursive: true });

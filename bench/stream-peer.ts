@@ -16,8 +16,10 @@ if (mode === 'recv') {
   console.log('ready');
   for (let i = 1; i <= Number(a); i++) {
     const conn = await server.expect(`m-bench-stream-${i}`, 'h1').accept({ timeoutMs: 120_000 });
-    for (let f = await conn.next(); f && f.header.t !== 'last'; f = await conn.next());
-    await conn.send({ t: 'ack' });
+    // The image transfer's frames: data chunks, then done, answered by ack.
+    let bytes = 0;
+    for (let f = await conn.next(); f && f.header.t !== 'done'; f = await conn.next()) bytes += f.payload.length;
+    await conn.send({ t: 'ack', bytes });
     await conn.end();
   }
   server.close();
@@ -26,8 +28,8 @@ if (mode === 'recv') {
   const payload = Buffer.alloc(4 << 20, 7);
   const n = Math.ceil(Number(b) / 4);
   const t = performance.now();
-  for (let i = 0; i < n; i++) await conn.send({ t: 'chunk' }, payload);
-  await conn.send({ t: 'last' });
+  for (let i = 0; i < n; i++) await conn.send({ t: 'data' }, payload);
+  await conn.send({ t: 'done', files: 0, bytes: n * payload.length });
   await conn.expect('ack');
   const s = (performance.now() - t) / 1000;
   console.log(JSON.stringify({ encrypted: conn.encrypted, MBps: Math.round((n * payload.length) / 1e6 / s) }));

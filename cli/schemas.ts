@@ -2,7 +2,8 @@
 // Schemas, generated from these (`npm run schemas`; a unit test checks the committed files).
 import { z } from 'zod';
 import { CordonReply, FleetEvent, FleetJob } from '../shared/fleet.ts';
-import { MigrationEvent, MigrationView } from '../shared/migration.ts';
+import { MigrationView } from '../shared/migration.ts';
+import { MigrationEvent } from '../shared/migration-events.ts';
 import { DashboardLogin, ErrorWire, HostView } from '../shared/protocol.ts';
 import { WorkloadInfo } from '../shared/workload.ts';
 import { CheckpointReply, RestoreReply, WorkloadOperation } from '../shared/job-image.ts';

@@ -3,6 +3,7 @@
 // (freeze, final transfer, restore). Pure and deterministic: same rounds + config -> same answer.
 
 import type { FixedCosts } from '../shared/migration.ts';
+import type { ConvergenceDecision, SwitchoverReason } from '../shared/migration-events.ts';
 import type { RoundStats } from './phases.ts';
 
 export type { FixedCosts };
@@ -22,19 +23,12 @@ export interface ConvergenceConfig {
   minProgress?: number;
   /** May the rule ask to throttle the workload when rounds stop making progress (default true)? */
   allowThrottle?: boolean;
+  /** What earlier migrations to this destination took beyond the agents' prediction (coordinator/downtime-miss.ts). */
+  learnedMissMs?: number;
 }
 
-/**
- * budget: the predicted downtime fits; fixed-costs: it does not, but the fixed costs alone
- * exceed the budget and the last delta adds little to them (another round cannot help);
- * no-progress: rounds stopped shrinking the dirty set (after throttling); round-limit.
- */
-export type SwitchoverReason = 'budget' | 'fixed-costs' | 'no-progress' | 'round-limit';
-
-export type ConvergenceDecision =
-  | { action: 'continue'; predictedDowntimeMs: number | null }
-  | { action: 'throttle'; predictedDowntimeMs: number }
-  | { action: 'switchover'; reason: SwitchoverReason; predictedDowntimeMs: number | null };
+/** What the rule decides after each round, and why it switches over: shared/migration-events.ts (they go out in the round events). */
+export type { ConvergenceDecision, SwitchoverReason };
 
 export const DEFAULT_PAGE_SIZE = 4096;
 /**
@@ -50,14 +44,15 @@ export const FIXED_COST_SLACK = 0.1;
 /** The fixed part of a prediction: the agents' measured costs, else the configured ones. */
 export const fixedCostsMs = (stats: RoundStats, cfg: ConvergenceConfig): number => {
   const c = stats.fixedCosts ?? cfg.fixedCosts;
-  return c.freezeMs + c.dumpMs + c.resumeMs;
+  return Math.max(0, c.freezeMs + c.dumpMs + c.resumeMs + (cfg.learnedMissMs ?? 0));
 };
 
 /**
  * Downtime if we switched over after this round: the fixed costs (as the agents measured them,
- * else the configured ones) plus the time to send the pages that are still dirty (the source's
- * estimate of them, else the round's dirty set), compressed by the round's ratio, at the
- * round's bandwidth. Infinity when the bandwidth is unknown (0).
+ * else the configured ones, plus what earlier migrations to this host took beyond them) plus
+ * the time to send the pages that are still dirty (the source's estimate of them, else the
+ * round's dirty set), compressed by the round's ratio, at the round's bandwidth. Infinity when
+ * the bandwidth is unknown (0).
  */
 export function predictDowntimeMs(stats: RoundStats, cfg: ConvergenceConfig): number {
   const fixed = fixedCostsMs(stats, cfg);
@@ -66,8 +61,28 @@ export function predictDowntimeMs(stats: RoundStats, cfg: ConvergenceConfig): nu
   if (!(stats.bandwidthBps > 0)) return Number.POSITIVE_INFINITY;
   const ratio = stats.compressionRatio > 0 ? stats.compressionRatio : 1;
   const bytes = (pages * (cfg.pageSize ?? DEFAULT_PAGE_SIZE)) / ratio;
-  return fixed + (bytes / stats.bandwidthBps) * 1000;
+  return fixed + sendEstimateMs(bytes, stats);
 }
+
+/**
+ * Time to send `bytes` at the round's bandwidth. A link measured on a few pages measures round
+ * trips, so for such a round the estimate is at most the round itself, which sent about as much.
+ */
+export function sendEstimateMs(bytes: number, stats: Pick<RoundStats, 'bandwidthBps' | 'linkMeasured' | 'durationMs'>): number {
+  const ms = (bytes / stats.bandwidthBps) * 1000;
+  return stats.linkMeasured === false && stats.durationMs > 0 ? Math.min(ms, stats.durationMs) : ms;
+}
+
+/**
+ * The workload writes about as fast as a well-measured link carries (a link speed measured on a
+ * few pages is round trips, not the link), or it rewrote nearly all its memory since the last
+ * scan: a region rewritten whole between scans measures a dirty rate no higher than the round
+ * allowed, whatever it truly is, and no number of rounds can catch up with it.
+ */
+export const OUTRUN_SHARE = 0.8;
+export const REWRITTEN_SHARE = 0.9;
+export const outrunsLink = (r: RoundStats): boolean =>
+  r.linkMeasured !== false && r.bandwidthBps > 0 && (r.dirtyRateBps >= OUTRUN_SHARE * r.bandwidthBps || (r.pagesScanned > 0 && r.pagesDirty >= REWRITTEN_SHARE * r.pagesScanned));
 
 /** Decide what to do after the rounds done so far (oldest first). */
 export function decideSwitchover(rounds: readonly RoundStats[], cfg: ConvergenceConfig): ConvergenceDecision {
@@ -83,7 +98,9 @@ export function decideSwitchover(rounds: readonly RoundStats[], cfg: Convergence
     const minProgress = cfg.minProgress ?? DEFAULT_MIN_PROGRESS;
     const progressed = last.pagesDirty <= prev.pagesDirty * (1 - minProgress);
     if (!progressed) {
-      if ((cfg.allowThrottle ?? true) && !last.throttled) return { action: 'throttle', predictedDowntimeMs: predicted };
+      // Throttling helps only a workload that dirties memory faster than a well-measured link
+      // carries it; any other one has reached its working set, which more rounds cannot shrink.
+      if ((cfg.allowThrottle ?? true) && !last.throttled && outrunsLink(last)) return { action: 'throttle', predictedDowntimeMs: predicted };
       return { action: 'switchover', reason: 'no-progress', predictedDowntimeMs: predicted };
     }
   }

@@ -15,6 +15,7 @@
 import { assign, createActor, enqueueActions, fromPromise, setup, type ActorOptions } from 'xstate';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import type { VerifyReport } from '../shared/verify.ts';
+import type { MigrationEmitted, MigrationResult, Outcome, PhaseRecord } from '../shared/migration-events.ts';
 import { decideSwitchover, type ConvergenceConfig, type ConvergenceDecision } from './convergence.ts';
 import type {
   CleanupInput,
@@ -54,8 +55,8 @@ import type {
  */
 export const MIGRATION_MACHINE_VERSION = 1;
 
-export const PHASES = ['preflight', 'precopy', 'freeze', 'transfer', 'restore', 'commit', 'resume', 'cleanup'] as const satisfies readonly Phase[];
-export const PRE_COMMIT_PHASES = ['preflight', 'precopy', 'freeze', 'transfer', 'restore', 'commit'] as const satisfies readonly PreCommitPhase[];
+import { PHASES, PRE_COMMIT_PHASES } from '../shared/phases.ts';
+export { PHASES, PRE_COMMIT_PHASES };
 export const POST_COMMIT_PHASES = ['resume', 'cleanup'] as const satisfies readonly PostCommitPhase[];
 
 // ---- input, config --------------------------------------------------------------------------
@@ -100,14 +101,8 @@ export interface MigrationInput {
 
 // ---- context --------------------------------------------------------------------------------
 
-export interface PhaseRecord {
-  /** Actor runs started (retries and restarts after rehydration included). */
-  attempts: number;
-  startedAt: number | null;
-  endedAt: number | null;
-}
-
-export type Outcome = 'completed' | 'rolledBack' | 'failed';
+/** A phase's attempts and times; the migration's outcome (shared/migration-events.ts: the same shapes go out in its events). */
+export type { PhaseRecord, Outcome } from '../shared/migration-events.ts';
 
 export interface RefusedRequest {
   type: 'CANCEL';
@@ -187,21 +182,8 @@ export interface MigrationContext {
   agentsLost: AgentLostRecord[];
 }
 
-/** Machine output (snapshot.output once final). */
-export interface MigrationResult {
-  migrationId: string;
-  outcome: Outcome;
-  committed: boolean;
-  error: MigrationError | null;
-  /** Set when outcome is 'failed': the rollback could not finish; see docs/migration-statechart.md. */
-  needsOperator: boolean;
-  rollbackError: MigrationError | null;
-  downtimeMs: number | null;
-  bytesTransferred: number;
-  bytesOnWire: number;
-  rounds: number;
-  phases: Record<Phase, PhaseRecord>;
-}
+/** Machine output (snapshot.output once final): shared/migration-events.ts. */
+export type { MigrationResult } from '../shared/migration-events.ts';
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -213,18 +195,8 @@ export type MigrationEvent =
   /** Sent by restoreMigrationActor(): re-enter the current state (restart its actor and timers). */
   | { type: 'REHYDRATE' };
 
-/** Events the machine emits (actor.on(type, fn) or actor.on('*', fn)); publish them as you like. */
-export type MigrationEmitted =
-  | { type: 'phase.entered'; migrationId: string; phase: Phase | 'rollback'; at: number }
-  | { type: 'phase.attempt'; migrationId: string; phase: Phase | 'rollback'; attempt: number; round?: number; at: number }
-  | { type: 'phase.exited'; migrationId: string; phase: Phase; at: number; durationMs: number | null }
-  | { type: 'phase.failed'; migrationId: string; phase: Phase | 'rollback'; attempt: number; error: MigrationError; next: 'rollback' | 'retry' | 'failed'; at: number }
-  | { type: 'round'; migrationId: string; stats: RoundStats; decision: ConvergenceDecision; at: number }
-  | { type: 'commit.recorded'; migrationId: string; revision: number; committedAt: number; at: number }
-  | { type: 'rollback.started'; migrationId: string; fromPhase: PreCommitPhase; cause: MigrationError; at: number }
-  | { type: 'cancel.refused'; migrationId: string; during: Phase | 'rollback'; reason: string; at: number }
-  | { type: 'agent.lost'; migrationId: string; role: Role; host: string; during: Phase | 'rollback'; effect: 'rollback' | 'none'; at: number }
-  | { type: 'migration.ended'; migrationId: string; outcome: Outcome; result: MigrationResult; at: number };
+/** Events the machine emits (actor.on(type, fn) or actor.on('*', fn)): their schemas are shared/migration-events.ts. */
+export type { MigrationEmitted } from '../shared/migration-events.ts';
 
 // ---- helpers --------------------------------------------------------------------------------
 

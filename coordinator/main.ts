@@ -15,6 +15,7 @@ import { ClusterView } from './cluster.ts';
 import { LeaderLease } from './lease.ts';
 import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
+import { followProgress } from './progress.ts';
 import { CheckpointDirectory } from './checkpoints.ts';
 import { openCheckpointRecords } from './fleet/stores.ts';
 import { RecordQuarantine } from './quarantine.ts';
@@ -77,6 +78,8 @@ const migrations = new MigrationManager({
   // Another coordinator wrote a migration's record: let the lease go (standing by, via `lost`).
   onDeposed: () => lease.relinquish(),
 });
+// Sources report how far a round got; only migrations this coordinator drives take the reports.
+const progress = followProgress(nc, migrations, log);
 
 const fleetStores = await untilJetStream(() => openFleetStores(nc, quarantine, config.kvReplicas), log);
 const fleet = new Fleet(fleetStores, cluster, workloads, migrations, log);
@@ -141,6 +144,7 @@ log.info('waiting for the leader lease');
 const shutdown = async (signal: string) => {
   log.info({ signal }, 'shutting down');
   migrations.stopAll();
+  progress.unsubscribe();
   fleet.executor.stopAll();
   fleet.cordons.stop();
   await dashboard?.stop();

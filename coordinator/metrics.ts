@@ -6,10 +6,10 @@
 import diagnostics_channel from 'node:diagnostics_channel';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { FleetJob } from '../shared/fleet.ts';
-import type { MigrationEventWire } from '../shared/migration.ts';
+import type { MigrationEventWire } from '../shared/migration-events.ts';
 import type { HostView } from '../shared/protocol.ts';
 import { natsConnectedGauge, type StatusSource } from '../shared/metrics/nats.ts';
-import type { MigrationResult, Outcome } from './machine.ts';
+import type { Outcome } from './machine.ts';
 
 export interface CoordinatorMetricsSources {
   leading: () => boolean;
@@ -120,17 +120,16 @@ export function coordinatorMetrics(src: CoordinatorMetricsSources): { registry: 
   const onMigration = (m: unknown) => {
     const { event: e, request } = m as MigrationMessage;
     const v = e.view;
-    if (e.type === 'phase.exited' && typeof e.data.durationMs === 'number') phases.observe({ phase: String(e.data.phase) }, e.data.durationMs / 1000);
-    else if (e.type === 'rollback.started') rollbacks.inc({ phase: String(e.data.fromPhase), code: String((e.data.cause as { code?: string } | undefined)?.code ?? 'unknown') });
+    if (e.type === 'phase.exited' && e.data.durationMs !== null) phases.observe({ phase: e.data.phase }, e.data.durationMs / 1000);
+    else if (e.type === 'rollback.started') rollbacks.inc({ phase: e.data.fromPhase, code: e.data.cause.code });
     else if (e.type === 'round') {
       rounds.inc();
-      bytes.inc(Number((e.data.stats as { bytesOnWire?: number } | undefined)?.bytesOnWire ?? 0));
+      bytes.inc(e.data.stats.bytesOnWire);
     } else if (e.type === 'migration.ended') {
-      const outcome = String(e.data.outcome);
-      const r = e.data.result as Pick<MigrationResult, 'downtimeMs' | 'bytesOnWire' | 'rounds'>;
+      const { outcome, result: r } = e.data;
       ended.inc({ outcome });
       // The rounds were counted as they ended (maybe by the coordinator that led then): the rest is the final transfer.
-      const inRounds = v.rounds.reduce((n, x) => n + (typeof x.bytesOnWire === 'number' ? x.bytesOnWire : 0), 0);
+      const inRounds = v.rounds.reduce((n, x) => n + x.bytesOnWire, 0);
       bytes.inc(Math.max(0, r.bytesOnWire - inRounds));
       bytesPer.observe(r.bytesOnWire);
       if (request.precopy) roundsPer.observe(r.rounds);

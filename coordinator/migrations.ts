@@ -6,7 +6,8 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import type { Logger } from '../shared/log.ts';
-import type { MigrateRequest, MigrationEventWire, MigrationView } from '../shared/migration.ts';
+import type { MigrateRequest, MigrationView, TransferProgress } from '../shared/migration.ts';
+import { eventOnWire, type MigrationEventWire } from '../shared/migration-events.ts';
 import { encode } from '../shared/rpc.ts';
 import { subjects } from '../shared/subjects.ts';
 import { migrationActorFns, type ActorDeps } from './actors.ts';
@@ -20,16 +21,19 @@ import {
   restoreMigrationActor,
   systemClock,
   type MigrationActor,
+  type MigrationContext,
   type MigrationInput,
 } from './machine.ts';
+import { DowntimeMiss } from './downtime-miss.ts';
 import type { Phase } from './phases.ts';
 import type { MigrationRecord, MigrationStore } from './store.ts';
-import { viewOf } from './view.ts';
+import { stateName, viewOf } from './view.ts';
+import { takesProgress, underWay } from './progress.ts';
 import type { WorkloadDirectory } from './workloads.ts';
 
 /** The switchover rule's settings for one migration. */
-function convergenceFor(req: MigrateRequest): ConvergenceConfig {
-  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS };
+function convergenceFor(req: MigrateRequest, learnedMissMs: number): ConvergenceConfig {
+  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS, ...(learnedMissMs ? { learnedMissMs } : {}) };
 }
 
 /**
@@ -53,7 +57,10 @@ interface Running {
   /** Whether the last write landed: an event of a state that did not is replayed by whoever leads next. */
   durable: boolean;
   ended: Promise<MigrationView>;
+  /** The source's last report of the round under way (coordinator/progress.ts); not persisted. */
+  inFlight: MigrationView['inFlight'];
 }
+
 
 export interface ManagerDeps {
   nc: NatsConnection;
@@ -69,6 +76,8 @@ export interface ManagerDeps {
 
 export class MigrationManager {
   readonly #running = new Map<string, Running>();
+  /** What the agents' downtime predictions miss, per destination, from the migrations this leader saw end. */
+  readonly #downtimeMiss = new DowntimeMiss();
   readonly #machine;
 
   constructor(private readonly d: ManagerDeps) {
@@ -99,7 +108,7 @@ export class MigrationManager {
       destination: req.to,
       workload: { name: w.name },
       timeouts: this.d.timeouts,
-      precopy: req.precopy ? convergenceFor(req) : false,
+      precopy: req.precopy ? convergenceFor(req, this.#downtimeMiss.forHost(req.to)) : false,
       verify: req.verify,
       ...(req.bandwidthMBps ? { bandwidthBps: req.bandwidthMBps * 1e6 } : {}),
     };
@@ -169,12 +178,9 @@ export class MigrationManager {
 
   #run(id: string, actor: MigrationActor, record: MigrationRecord, revision: number): { view: MigrationView } {
     let resolveEnded!: (v: MigrationView) => void;
-    const run: Running = { actor, stopping: false, record, revision, chain: Promise.resolve(), durable: true, ended: new Promise((r) => (resolveEnded = r)) };
+    const run: Running = { actor, stopping: false, record, revision, chain: Promise.resolve(), durable: true, ended: new Promise((r) => (resolveEnded = r)), inFlight: null };
     this.#running.set(id, run);
-    const viewNow = () => {
-      const s = actor.getSnapshot();
-      return viewOf(s.context, s.value, s.status);
-    };
+    const viewNow = () => this.#viewOf(run);
     actor.subscribe({
       next: (s) => {
         if (run.stopping) return;
@@ -193,6 +199,7 @@ export class MigrationManager {
           }
         });
         if (final) {
+          this.#learnMiss(s.context, viewOf(s.context, s.value, s.status));
           void run.chain.then(() => {
             this.#running.delete(id);
             resolveEnded(viewNow());
@@ -202,9 +209,8 @@ export class MigrationManager {
       error: (err) => this.d.log.error({ migration: id, err: (err as Error).message }, 'migration actor failed'),
     });
     actor.on('*', (e) => {
-      const { type, at, ...data } = e as { type: string; at?: number } & Record<string, unknown>;
-      delete data.migrationId;
-      const msg: MigrationEventWire = { migrationId: id, type, at: at ?? Date.now(), data, view: viewNow() };
+      const msg = eventOnWire({ ...e, migrationId: id }, viewNow());
+      const { type, data } = msg;
       // Published once the state that produced it is durable, so a watcher never sees what a
       // restarted coordinator would not know.
       void run.chain.then(() => {
@@ -216,6 +222,12 @@ export class MigrationManager {
     });
     actor.start();
     return { view: viewNow() };
+  }
+
+  /** A completed live migration teaches what the agents' predictions miss (coordinator/downtime-miss.ts). */
+  #learnMiss(ctx: MigrationContext, v: MigrationView): void {
+    if (v.outcome !== 'completed' || ctx.precopy === false || v.downtimeMs === null || v.predictedDowntimeMs === null) return;
+    this.#downtimeMiss.note(ctx.destination, v.predictedDowntimeMs - (ctx.precopy.learnedMissMs ?? 0), v.downtimeMs);
   }
 
   #onHostLost(host: string): void {
@@ -249,25 +261,54 @@ export class MigrationManager {
 
   async view(id: string): Promise<MigrationView> {
     const r = this.#running.get(id);
-    if (r) {
-      const s = r.actor.getSnapshot();
-      return viewOf(s.context, s.value, s.status);
-    }
+    if (r) return this.#viewOf(r);
     const loaded = await this.d.store.load(id);
     if (!loaded) throw new FerryError(ErrorCode.NotFound, `no migration ${id}`);
     const s = loaded.record.snapshot as { context: Parameters<typeof viewOf>[0]; value: unknown; status: string };
     return viewOf(s.context, s.value, s.status);
   }
 
-  /** Migrations in flight, or every recorded one with `all`, newest first. */
+  #viewOf(r: Running): MigrationView {
+    const s = r.actor.getSnapshot();
+    const inFlight = r.inFlight && underWay(r.inFlight, stateName(s.value), s.context.rounds.length) ? r.inFlight : null;
+    return viewOf(s.context, s.value, s.status, false, inFlight);
+  }
+
+  /**
+   * A source's report of the round it is sending (coordinator/progress.ts), already checked
+   * against its schema. Taken only from the migration's own source, for the round under way,
+   * and never winding the figures back; then published to the migration's watchers. Returns
+   * whether it was taken.
+   */
+  noteProgress(host: string, p: TransferProgress): boolean {
+    const r = this.#running.get(p.migrationId);
+    if (!r || r.stopping) return false;
+    const s = r.actor.getSnapshot();
+    const { migrationId, ...report } = p;
+    if (!takesProgress(host, report, { source: s.context.source, state: stateName(s.value), roundsEnded: s.context.rounds.length, last: r.inFlight })) return false;
+    r.inFlight = report;
+    const msg: MigrationEventWire = { migrationId, type: 'transfer.progress', at: Date.now(), data: report, view: this.#viewOf(r) };
+    this.d.nc.publish(subjects.migrationEvents(migrationId), encode(msg));
+    return true;
+  }
+
   /** Whether a migration of this workload is in flight here. */
   migrating(workload: string): boolean {
     return [...this.#running.values()].some((r) => r.record.request.workload === workload);
   }
 
+  /**
+   * Migrations in flight, or every recorded one with `all`, newest first. One whose record went
+   * between listing and reading (set aside as bad) is left out; a record that cannot be read now
+   * fails the whole answer, so that a list is never silently short.
+   */
   async list(all: boolean): Promise<MigrationView[]> {
     const ids = all ? await this.d.store.ids() : [...this.#running.keys()];
-    const views = await Promise.all(ids.map((id) => this.view(id).catch(() => null)));
+    const gone = (err: unknown) => {
+      if (FerryError.from(err).code === ErrorCode.NotFound) return null;
+      throw err;
+    };
+    const views = await Promise.all(ids.map((id) => this.view(id).catch(gone)));
     return views.filter((v): v is MigrationView => v !== null).sort((a, b) => (b.startedAt ?? '').localeCompare(a.startedAt ?? ''));
   }
 

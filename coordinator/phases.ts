@@ -16,13 +16,10 @@ import type { ErrorWire } from '../shared/errors.ts';
 import type { RoundStatsWire } from '../shared/migration.ts';
 import type { VerifyReport } from '../shared/verify.ts';
 
-/** The phases of a migration, in order. `precopy` is a loop of rounds (see convergence.ts). */
-export type Phase = 'preflight' | 'precopy' | 'freeze' | 'transfer' | 'restore' | 'commit' | 'resume' | 'cleanup';
+import type { Phase, PreCommitPhase } from '../shared/phases.ts';
 
-/** Phases before the commit point: any failure there rolls back. */
-export type PreCommitPhase = 'preflight' | 'precopy' | 'freeze' | 'transfer' | 'restore' | 'commit';
-/** Phases after the commit point: failures there are retried, never rolled back. */
-export type PostCommitPhase = 'resume' | 'cleanup';
+/** The phases and the agent steps each calls: shared/phases.ts. */
+export type { Phase, PreCommitPhase, PostCommitPhase } from '../shared/phases.ts';
 
 /** What is migrated: a workload by name (same shape as `WorkloadRef` in shared/workload.ts). */
 export interface WorkloadRef {
@@ -30,7 +27,7 @@ export interface WorkloadRef {
 }
 
 /** Which side of the migration an agent is on. */
-export type Role = 'source' | 'destination';
+export type { Role } from '../shared/phases.ts';
 
 /**
  * `${migrationId}/${phase}` for a phase, `${migrationId}/precopy/${round}` for a precopy round,
@@ -172,17 +169,9 @@ export type RollbackOutput =
 
 // ---- the actors, by name ---------------------------------------------------------------------
 
-/** An error as recorded in the machine's context (JSON). */
-export interface MigrationError {
-  code: ErrorWire['code'];
-  message: string;
-  retryable: boolean;
-  /** Phase (or 'rollback') that produced it. */
-  phase: Phase | 'rollback';
-  /** Why it was raised: an actor error, a phase timeout, a CANCEL or an AGENT_LOST. */
-  kind: 'error' | 'timeout' | 'cancelled' | 'agentLost' | 'preflight';
-  details?: Record<string, unknown>;
-}
+/** An error as recorded in the machine's context (JSON): shared/migration-events.ts. */
+import type { MigrationErrorWire as MigrationError } from '../shared/migration-events.ts';
+export type { MigrationError };
 
 /** Input/output of every actor the machine invokes, keyed by actor name (machine.provide). */
 export interface MigrationActorContracts {

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
 import { DecisionRecord, MigrationStateRecord, migrationKey, parseRecord } from '../shared/records.ts';
 import { bucketOptions, buckets } from '../shared/subjects.ts';
+import { streamKeyLister, type KeyLister } from './kv-keys.ts';
 import type { RecordQuarantine } from './quarantine.ts';
 
 const enc = new TextEncoder();
@@ -39,10 +40,12 @@ export class MigrationStore {
   constructor(
     private readonly kv: KV,
     private readonly quarantine: RecordQuarantine,
+    private readonly listKeys: KeyLister,
   ) {}
 
   static async open(nc: NatsConnection, quarantine: RecordQuarantine, replicas = 1): Promise<MigrationStore> {
-    return new MigrationStore(await new Kvm(nc).create(buckets.migrations, { ...bucketOptions.migrations, replicas }), quarantine);
+    const kv = await new Kvm(nc).create(buckets.migrations, { ...bucketOptions.migrations, replicas });
+    return new MigrationStore(kv, quarantine, streamKeyLister(nc, buckets.migrations));
   }
 
   /**
@@ -100,7 +103,7 @@ export class MigrationStore {
   async ids(): Promise<string[]> {
     const out: string[] = [];
     const strangers: string[] = [];
-    for await (const k of await this.kv.keys()) {
+    for (const k of await this.listKeys()) {
       const mk = migrationKey(k);
       if (!mk) strangers.push(k);
       else if (mk.kind === 'state') out.push(mk.id);

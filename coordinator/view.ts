@@ -27,7 +27,11 @@ function precopyView(ctx: MigrationContext): Pick<MigrationView, 'predictedDownt
   };
 }
 
-export function viewOf(ctx: MigrationContext, value: unknown, status: string, needsOperator = false): MigrationView {
+/**
+ * `inFlight`: the round under way as its source last reported it (coordinator/progress.ts); its
+ * bytes count in the totals until the round's own figures replace them.
+ */
+export function viewOf(ctx: MigrationContext, value: unknown, status: string, needsOperator = false, inFlight: MigrationView['inFlight'] = null): MigrationView {
   return {
     id: ctx.migrationId,
     workload: ctx.workload.name,
@@ -43,9 +47,10 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
     downtimeMs: ctx.downtimeMs,
     ...precopyView(ctx),
     totalMs: ctx.startedAt !== null && ctx.endedAt !== null ? ctx.endedAt - ctx.startedAt : null,
-    bytesTransferred: ctx.bytesTransferred,
-    bytesOnWire: ctx.bytesOnWire,
-    rounds: ctx.rounds as unknown as Record<string, unknown>[],
+    bytesTransferred: ctx.bytesTransferred + (inFlight?.bytesRaw ?? 0),
+    bytesOnWire: ctx.bytesOnWire + (inFlight?.bytesOnWire ?? 0),
+    rounds: ctx.rounds,
+    inFlight,
     verify: ctx.verify !== false,
     verification: ctx.verification ?? null,
     error: errorView(ctx.error),

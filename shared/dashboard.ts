@@ -4,7 +4,8 @@
 // versions fail loudly instead of drawing something wrong.
 import { z } from 'zod';
 import { FleetJob } from './fleet.ts';
-import { MigrationEventWire, MigrationView } from './migration.ts';
+import { MigrationView } from './migration.ts';
+import { MigrationEventWire } from './migration-events.ts';
 import { HostName } from './names.ts';
 import { HostView } from './protocol.ts';
 import { IsoTime } from './time.ts';

@@ -2,7 +2,8 @@
 // for one phase, and what a migration looks like to someone watching it.
 import { z } from 'zod';
 import { HostName, WorkloadName } from './names.ts';
-import { IsoTime, isoTime } from './time.ts';
+import { IsoTime } from './time.ts';
+import { Outcome, Role } from './phases.ts';
 import { ResourceLimits, ResourceRequests } from './resources.ts';
 import { VerifyReport } from './verify.ts';
 
@@ -33,6 +34,80 @@ export const PhaseSummary = z.strictObject({
   durationMs: z.number().nullable(),
 });
 
+/** What a switchover costs besides the last delta (ms): the one shape, agent to coordinator to CLI. */
+export const FixedCosts = z.strictObject({
+  /** Freezing the workload on the source. */
+  freezeMs: z.number().nonnegative(),
+  /** Collecting the non-memory state (registers, fds, ...) once frozen. */
+  dumpMs: z.number().nonnegative(),
+  /** Restoring and resuming on the destination. */
+  resumeMs: z.number().nonnegative(),
+});
+export type FixedCosts = z.infer<typeof FixedCosts>;
+
+/** One pre-copy round, as the source agent measured it; the coordinator's RoundStats. */
+export const RoundStatsWire = z.strictObject({
+  /** 1-based round number. */
+  round: z.number().int().positive(),
+  pagesScanned: z.number().int().nonnegative(),
+  /** Pages found dirty in this round (what a next round, or the final transfer, must send). */
+  pagesDirty: z.number().int().nonnegative(),
+  pagesSent: z.number().int().nonnegative(),
+  /** Of the pages sent, those that were all zeros (sent as an address only). */
+  pagesZero: z.number().int().nonnegative().optional(),
+  bytesOnWire: z.number().nonnegative(),
+  /** Uncompressed bytes / bytes on the wire (>= 1 when compression helps; 1 when off). */
+  compressionRatio: z.number().nonnegative(),
+  durationMs: z.number().nonnegative(),
+  /** Bytes per second the workload dirties memory. */
+  dirtyRateBps: z.number().nonnegative(),
+  /** Bytes per second achieved on the data stream. */
+  bandwidthBps: z.number().nonnegative(),
+  /**
+   * Whether bandwidthBps rests on enough bytes to be the link's speed; rounds of a few pages
+   * measure round trips, not the link (absent: treated as measured).
+   */
+  linkMeasured: z.boolean().optional(),
+  /** The agent's own prediction of the downtime if we switched over now (ms). */
+  predictedDowntimeMs: z.number().nonnegative(),
+  /** Whether the workload was throttled (CPU-limited) during this round. */
+  throttled: z.boolean().optional(),
+  /** Dirty tracking used: uffd-wp (userfaultfd write-protect + PAGEMAP_SCAN), hash, or soft-dirty. */
+  tracker: z.string().optional(),
+  /** The source's estimate of the pages dirty at the end of the round (what a switchover now would send). */
+  remainingPages: z.number().int().nonnegative().optional(),
+  /** What a switchover costs besides the last delta, as the agents measured it; absent: the configured costs. */
+  fixedCosts: FixedCosts.optional(),
+  /** CPUs the throttled workload was allowed (cgroup CPU quota) during the round. */
+  throttleCpus: z.number().positive().optional(),
+});
+export type RoundStatsWire = z.infer<typeof RoundStatsWire>;
+
+/**
+ * The pages a source agent has sent so far in the round under way: a pre-copy round, or the last
+ * delta once the tree is frozen. The source publishes it while it sends
+ * (subjects.migrationProgress, at most every PROGRESS_EVERY_MS), the coordinator checks it
+ * against the migration it drives and shows it in the view until the round ends.
+ */
+export const TransferProgress = z.strictObject({
+  migrationId: MigrationId,
+  /** 'precopy': a pre-copy round; 'transfer': the last delta, the tree frozen. */
+  phase: z.enum(['precopy', 'transfer']),
+  round: z.number().int().positive(),
+  /** Pages the round has to send (data and zero pages), and those sent so far. */
+  pagesTotal: z.number().int().nonnegative(),
+  pagesDone: z.number().int().nonnegative(),
+  /** Page bytes sent so far, and what the stream carried for them. */
+  bytesRaw: z.number().nonnegative(),
+  bytesOnWire: z.number().nonnegative(),
+  /** Since the round started. */
+  elapsedMs: z.number().nonnegative(),
+});
+export type TransferProgress = z.infer<typeof TransferProgress>;
+
+/** How often, at most, a source publishes its progress within a round. */
+export const PROGRESS_EVERY_MS = 250;
+
 /** A migration as people and scripts see it (`ferry status --json`, `ferry migrate --json`). */
 export const MigrationView = z.strictObject({
   id: MigrationId,
@@ -41,7 +116,7 @@ export const MigrationView = z.strictObject({
   to: HostName,
   /** The statechart's current state (e.g. "transfer", "rollingBack.backoff", "completed"). */
   state: z.string(),
-  outcome: z.enum(['completed', 'rolledBack', 'failed']).nullable(),
+  outcome: Outcome.nullable(),
   committed: z.boolean(),
   phases: z.array(PhaseSummary),
   /** Freeze to resume, as the coordinator saw it. */
@@ -53,16 +128,19 @@ export const MigrationView = z.strictObject({
   /** Why pre-copy switched over: budget, no-progress or round-limit; null for stop-and-copy. */
   switchover: z.string().nullable(),
   totalMs: z.number().nullable(),
+  /** Every ended round's bytes, and the bytes of the round under way so far (inFlight). */
   bytesTransferred: z.number(),
   bytesOnWire: z.number(),
-  rounds: z.array(z.record(z.string(), z.unknown())),
+  rounds: z.array(RoundStatsWire),
+  /** The round under way, as its source last reported it; null between rounds and once ended. */
+  inFlight: TransferProgress.omit({ migrationId: true }).nullable(),
   /** Whether the destination verifies the restored tree before the commit, and what it found (null: not yet, or off). */
   verify: z.boolean(),
   verification: VerifyReport.nullable(),
   error: z.strictObject({ code: z.string(), message: z.string(), phase: z.string(), kind: z.string() }).nullable(),
   needsOperator: z.boolean(),
   /** Agents seen lost during the migration, and whether that rolled it back. */
-  agentsLost: z.array(z.strictObject({ role: z.enum(['source', 'destination']), host: HostName, during: z.string(), effect: z.enum(['rollback', 'none']) })),
+  agentsLost: z.array(z.strictObject({ role: Role, host: HostName, during: z.string(), effect: z.enum(['rollback', 'none']) })),
   /**
    * Rolled back without the destination, which was lost: it discards what it holds of the
    * migration by itself when it returns (it reads the recorded abort first).
@@ -99,7 +177,7 @@ export const StreamEndpoint = z.strictObject({ host: z.string(), port: z.number(
 
 /**
  * A file lock the source tree holds (fdinfo `lock:` lines), for the destination to check at
- * preflight whether it sees the same file locked (shared storage: agent/engine/lock-sharing.ts).
+ * preflight whether it sees the same file locked (shared storage: agent/engine/files/lock-sharing.ts).
  */
 export const HeldLock = z.strictObject({
   pid: z.number().int().positive(),
@@ -138,70 +216,8 @@ export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional()
 export const SendReply = z.strictObject({ bytesTransferred: z.number().nonnegative(), bytesOnWire: z.number().nonnegative() });
 export const RestoreReply = z.strictObject({ pid: z.number().int(), verify: VerifyReport.optional() });
 
-/** What a switchover costs besides the last delta (ms): the one shape, agent to coordinator to CLI. */
-export const FixedCosts = z.strictObject({
-  /** Freezing the workload on the source. */
-  freezeMs: z.number().nonnegative(),
-  /** Collecting the non-memory state (registers, fds, ...) once frozen. */
-  dumpMs: z.number().nonnegative(),
-  /** Restoring and resuming on the destination. */
-  resumeMs: z.number().nonnegative(),
-});
-export type FixedCosts = z.infer<typeof FixedCosts>;
-
-/** One pre-copy round, as the source agent measured it; the coordinator's RoundStats. */
-export const RoundStatsWire = z.strictObject({
-  /** 1-based round number. */
-  round: z.number().int().positive(),
-  pagesScanned: z.number().int().nonnegative(),
-  /** Pages found dirty in this round (what a next round, or the final transfer, must send). */
-  pagesDirty: z.number().int().nonnegative(),
-  pagesSent: z.number().int().nonnegative(),
-  /** Of the pages sent, those that were all zeros (sent as an address only). */
-  pagesZero: z.number().int().nonnegative().optional(),
-  bytesOnWire: z.number().nonnegative(),
-  /** Uncompressed bytes / bytes on the wire (>= 1 when compression helps; 1 when off). */
-  compressionRatio: z.number().nonnegative(),
-  durationMs: z.number().nonnegative(),
-  /** Bytes per second the workload dirties memory. */
-  dirtyRateBps: z.number().nonnegative(),
-  /** Bytes per second achieved on the data stream. */
-  bandwidthBps: z.number().nonnegative(),
-  /** The agent's own prediction of the downtime if we switched over now (ms). */
-  predictedDowntimeMs: z.number().nonnegative(),
-  /** Whether the workload was throttled (CPU-limited) during this round. */
-  throttled: z.boolean().optional(),
-  /** Dirty tracking used: uffd-wp (userfaultfd write-protect + PAGEMAP_SCAN), hash, or soft-dirty. */
-  tracker: z.string().optional(),
-  /** The source's estimate of the pages dirty at the end of the round (what a switchover now would send). */
-  remainingPages: z.number().int().nonnegative().optional(),
-  /** What a switchover costs besides the last delta, as the agents measured it; absent: the configured costs. */
-  fixedCosts: FixedCosts.optional(),
-  /** CPUs the throttled workload was allowed (cgroup CPU quota) during the round. */
-  throttleCpus: z.number().positive().optional(),
-});
-export type RoundStatsWire = z.infer<typeof RoundStatsWire>;
 /** Round 1 names the destination's stream endpoint; later rounds reuse the connection. */
 export const PrecopyRequest = StepBase.extend({ round: z.number().int().positive(), throttle: z.boolean(), endpoint: StreamEndpoint.optional() });
 export const DoneReply = z.strictObject({ done: z.literal(true) });
 
-// --- events ---------------------------------------------------------------------------------
-
-/** Published on subjects.migrationEvents(id) for every phase change, round and the end. */
-export const MigrationEventWire = z.strictObject({
-  migrationId: MigrationId,
-  type: z.string(),
-  at: z.number(),
-  data: z.record(z.string(), z.unknown()),
-  /** The view after the event, so a watcher never has to ask. */
-  view: MigrationView,
-});
-export type MigrationEventWire = z.infer<typeof MigrationEventWire>;
-
-/**
- * An event as the CLI prints it (`watch --json`; `migrate --json` on stderr): the wire form with
- * `at` as an ISO 8601 time, like every other time ferry prints.
- */
-export const MigrationEvent = MigrationEventWire.extend({ at: IsoTime });
-export type MigrationEvent = z.infer<typeof MigrationEvent>;
-export const eventForUser = (e: MigrationEventWire): MigrationEvent => ({ ...e, at: isoTime(e.at) });
+// Events: shared/migration-events.ts.

@@ -6,6 +6,7 @@ import { connect, nkeyAuthenticator, type NatsConnection, type NodeConnectionOpt
 import type { NatsAccess } from './config.ts';
 import { ErrorCode, FerryError } from './errors.ts';
 import type { Logger } from './log.ts';
+import { isNatsServer } from './nats-identity.ts';
 import { inboxPrefix } from './permissions.ts';
 
 export interface ConnectOptions {
@@ -26,16 +27,7 @@ export function certificateIdentity(certPath: string): string {
   return cn;
 }
 
-/**
- * The server must show a certificate from the operator's CA issued to a nats.* identity. Its role,
- * not its address, is what is checked: servers are reached by IP (no SNI), and any node of the
- * cluster will do. Node's checkServerIdentity contract: undefined when fine.
- */
-export function isNatsServer(_host: string, cert: { subject?: { CN?: string | string[] } }): Error | undefined {
-  const cn = cert.subject?.CN;
-  return typeof cn === 'string' && NATS_SERVER_IDENTITY.test(cn) ? undefined : new Error(`the server's certificate names ${String(cn)}, not a nats.* identity`);
-}
-export const NATS_SERVER_IDENTITY = /^nats\.[a-z0-9][a-z0-9-]*$/;
+export { isNatsServer, NATS_SERVER_IDENTITY } from './nats-identity.ts';
 
 function readFile(path: string, what: string): string {
   try {

@@ -58,10 +58,10 @@ export function permissionsFor(identity: string): NatsPermissions {
   const inbox = `${inboxPrefix(identity)}.>`;
   switch (id.role) {
     case 'agent':
-      // Its own heartbeats and the records it set aside out, migration decisions read; its own
+      // Its own heartbeats, its progress in a round it sends, and the records it set aside out, migration decisions read; its own
       // endpoints in. Replies to its callers through allow_responses.
       return {
-        publish: { allow: [subjects.heartbeat(id.name), subjects.recordEvents, decisionRead()] },
+        publish: { allow: [subjects.heartbeat(id.name), subjects.migrationProgress(id.name), subjects.recordEvents, decisionRead()] },
         subscribe: { allow: [...agentEndpoints(id.name), ...serviceDiscovery(serviceNames.agent), inbox] },
         allow_responses: true,
       };
@@ -72,7 +72,7 @@ export function permissionsFor(identity: string): NatsPermissions {
       // them) for its dashboard, standbys included.
       return {
         publish: { allow: [...agentEndpoints('*'), subjects.migrationEventsAll, subjects.recordEvents, ...kvWrites()] },
-        subscribe: { allow: [subjects.heartbeatAll, subjects.migrationEventsAll, ...coordinatorEndpoints(), ...serviceDiscovery(serviceNames.coordinator), inbox] },
+        subscribe: { allow: [subjects.heartbeatAll, subjects.migrationProgressAll, subjects.migrationEventsAll, ...coordinatorEndpoints(), ...serviceDiscovery(serviceNames.coordinator), inbox] },
         allow_responses: true,
       };
     case 'operator':
@@ -113,14 +113,14 @@ export const allows = (allow: string[], subject: string): boolean => allow.some(
 
 /**
  * Every concrete subject ferry uses in a cluster of these hosts, with these bucket keys: each
- * endpoint of each agent and of the coordinator, heartbeats, migration events, the services
+ * endpoint of each agent and of the coordinator, heartbeats, progress, migration events, the services
  * framework's discovery, records set aside, the JetStream API and KV reads and writes of every bucket. What the hostile-client
  * tests try, and what the unit tests hold the table against.
  */
 export function everySubject(hosts: string[], sample = { migrationId: 'm-1', key: 'k' }): string[] {
   const srv = (['agent', 'coordinator'] as const).flatMap((k) => ['PING', 'INFO', 'STATS'].flatMap((v) => [`$SRV.${v}`, `$SRV.${v}.${serviceNames[k]}`]));
   return [
-    ...hosts.flatMap((h) => [...agentEndpoints(h), subjects.heartbeat(h)]),
+    ...hosts.flatMap((h) => [...agentEndpoints(h), subjects.heartbeat(h), subjects.migrationProgress(h)]),
     ...coordinatorEndpoints(),
     subjects.migrationEvents(sample.migrationId),
     subjects.recordEvents,

@@ -3,10 +3,13 @@
 // ferry may have left something else. A record that fails its schema is set aside (moved where
 // it no longer takes part) and reported with a RecordSetAside event naming its key; it never
 // stops a coordinator or an agent. One schema per shape, here or next to the wire shapes.
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { ErrorCode, FerryError } from './errors.ts';
 import { MigrationId } from './migration.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { NetnsConfig } from './netns.ts';
+import { Outcome, PhaseName, PhaseOrRollback, PhaseRecord, Role } from './phases.ts';
 import { ResourceLimits, ResourceRequests, WorkloadResources } from './resources.ts';
 import { describeZodError } from './rpc.ts';
 
@@ -52,9 +55,6 @@ export type RecordSetAside = z.infer<typeof RecordSetAside>;
 const ms = z.number().finite();
 const nullableMs = ms.nullable();
 const ErrorRecord = z.looseObject({ code: z.string(), message: z.string(), retryable: z.boolean(), phase: z.string(), kind: z.string() });
-const PhaseRecord = z.strictObject({ attempts: z.number().int().nonnegative(), startedAt: nullableMs, endedAt: nullableMs });
-const PhaseName = z.enum(['preflight', 'precopy', 'freeze', 'transfer', 'restore', 'commit', 'resume', 'cleanup']);
-const PhaseOrRollback = z.union([PhaseName, z.literal('rollback')]);
 
 /** xstate's state value: a state name, or nested states. */
 type StateValue = string | { [k: string]: StateValue };
@@ -71,7 +71,7 @@ export const MigrationContextRecord = z.looseObject({
   destination: HostName,
   workload: z.looseObject({ name: WorkloadName }),
   timeouts: z.record(PhaseName, z.number().positive()),
-  precopy: z.union([z.literal(false), z.looseObject({ downtimeBudgetMs: z.number().positive() })]),
+  precopy: z.union([z.literal(false), z.looseObject({ downtimeBudgetMs: z.number().positive(), learnedMissMs: z.number().min(-5_000).max(5_000).optional() })]),
   rollbackPolicy: z.looseObject({ initialMs: ms, maxMs: ms, factor: ms, timeoutMs: ms, maxAttempts: z.number().int() }),
   rollForwardPolicy: z.looseObject({ initialMs: ms, maxMs: ms, factor: ms }),
   phase: PhaseOrRollback,
@@ -87,12 +87,12 @@ export const MigrationContextRecord = z.looseObject({
   resumeAt: nullableMs,
   downtimeMs: nullableMs,
   committed: z.boolean(),
-  outcome: z.enum(['completed', 'rolledBack', 'failed']).nullable(),
+  outcome: Outcome.nullable(),
   error: ErrorRecord.nullable(),
   rollback: z.looseObject({ fromPhase: PhaseName.nullable(), attempts: z.number().int().nonnegative(), startedAt: nullableMs, endedAt: nullableMs }),
   lastRetryError: ErrorRecord.nullable(),
   refused: z.array(z.looseObject({ type: z.string(), at: ms })),
-  agentsLost: z.array(z.looseObject({ role: z.enum(['source', 'destination']), host: HostName, during: PhaseOrRollback, effect: z.enum(['rollback', 'none']) })),
+  agentsLost: z.array(z.looseObject({ role: Role, host: HostName, during: PhaseOrRollback, effect: z.enum(['rollback', 'none']) })),
 });
 
 /** actor.getPersistedSnapshot() of a migration, after its JSON round-trip. */
@@ -138,7 +138,7 @@ export function migrationKey(key: string): { id: string; kind: 'state' | 'decisi
 
 // --- agent: files on disk ---------------------------------------------------------------------
 
-/** A frozen source tree (agent/engine/freeze.ts HeldFreeze). */
+/** A frozen source tree (agent/engine/process/freeze.ts HeldFreeze). */
 export const HeldFreezeRecord = z.strictObject({
   pids: z.array(z.number().int().positive()),
   cgroup: z.string().nullable(),
@@ -146,7 +146,7 @@ export const HeldFreezeRecord = z.strictObject({
   cgroupRoot: z.string().nullable(),
 });
 
-/** A restored destination tree held frozen for the commit (agent/engine/hold.ts HeldTree). */
+/** A restored destination tree held frozen for the commit (agent/engine/process/hold.ts HeldTree). */
 export const HeldTreeRecord = z.strictObject({ pids: z.array(z.number().int().positive()), cgroup: z.string() });
 
 /** The CPU throttle put on a workload during pre-copy (agent/migration/throttle.ts). */
@@ -158,27 +158,54 @@ export const ThrottleRecordSchema = z.discriminatedUnion('kind', [
 /** `workload.json` beside a migration's image: the source's command line of the workload, and its limits and requests. */
 export const WorkloadCommandFile = z.strictObject({ command: z.array(z.string()).min(1).nullable(), limits: ResourceLimits.optional(), requests: ResourceRequests.optional() });
 
-/** What an agent remembers of one migration (agent/migration/records.ts), `<id>.json`. */
-export const LocalMigrationRecord = z.strictObject({
+/** What both roles remember of a migration. */
+const LocalMigrationCommon = {
   id: MigrationId,
-  role: z.enum(['source', 'destination']),
   workload: WorkloadName,
   peer: HostName,
   /** Set once the migration was rolled back here: later steps of it are refused. */
   fenced: z.boolean(),
   /** Results of completed steps by idempotency key: a replay returns them again. */
   done: z.record(z.string(), z.unknown()),
-  held: HeldFreezeRecord.nullable(),
   imageDir: z.string().min(1),
-  restoredPid: z.number().int().nullable(),
   workloadCommand: z.array(z.string()).nullable(),
-  netns: z.string().nullable().optional(),
-  netConfig: NetnsConfig.nullable().optional(),
-  landing: z.string().nullable().optional(),
-  precopy: z.boolean().optional(),
-  throttle: ThrottleRecordSchema.nullable().optional(),
-  warm: z.boolean().optional(),
-  heldTree: HeldTreeRecord.nullable().optional(),
   resources: WorkloadResources.nullable().optional(),
-});
+};
+
+/**
+ * What an agent remembers of one migration (agent/migration/records.ts), `<id>.json`: one shape
+ * per role, so a source's record never carries a destination's field or the other way round
+ * (the fields every record is born with, `held` and `restoredPid`, are null in the other role).
+ */
+export const LocalMigrationRecord = z.discriminatedUnion('role', [
+  z.strictObject({
+    ...LocalMigrationCommon,
+    role: z.literal('source'),
+    /** The frozen tree (host pids, cgroups), to thaw or end it even after a restart. */
+    held: HeldFreezeRecord.nullable(),
+    restoredPid: z.null(),
+    netns: z.string().nullable().optional(),
+    netConfig: NetnsConfig.nullable().optional(),
+    precopy: z.boolean().optional(),
+    throttle: ThrottleRecordSchema.nullable().optional(),
+  }),
+  z.strictObject({
+    ...LocalMigrationCommon,
+    role: z.literal('destination'),
+    held: z.null(),
+    /** The restored tree's root pid, once it runs. */
+    restoredPid: z.number().int().nullable(),
+    landing: z.string().nullable().optional(),
+    warm: z.boolean().optional(),
+    heldTree: HeldTreeRecord.nullable().optional(),
+  }),
+]);
 export type LocalMigrationRecord = z.infer<typeof LocalMigrationRecord>;
+
+/** A file beside an image (shared storage, or what a source sent), validated like a message: a bad one is BadImage, naming the file. */
+export function readSideFile<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
+  if (!existsSync(file)) return null;
+  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
+  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
+  return parsed.value;
+}

@@ -7,6 +7,9 @@ export const subjects = {
   /** Agent -> all: liveness and current host facts, every heartbeat interval. Payload: Heartbeat. */
   heartbeat: (host: string) => `${SUBJECT_ROOT}.agent.${host}.heartbeat`,
   heartbeatAll: `${SUBJECT_ROOT}.agent.*.heartbeat`,
+  /** Agent -> coordinator: how far the round it is sending got (TransferProgress in shared/migration.ts). */
+  migrationProgress: (host: string) => `${SUBJECT_ROOT}.agent.${host}.progress`,
+  migrationProgressAll: `${SUBJECT_ROOT}.agent.*.progress`,
   /** Request/reply endpoints of one agent (a NATS micro service group). */
   agentGroup: (host: string) => `${SUBJECT_ROOT}.agent.${host}`,
   agent: (host: string, endpoint: AgentEndpoint) => `${SUBJECT_ROOT}.agent.${host}.${endpoint}`,
@@ -51,6 +54,8 @@ export const serviceNames = {
 
 /** The host named by a heartbeat subject (ferry.agent.<host>.heartbeat), or null for any other subject. */
 export const heartbeatHost = (subject: string): string | null => /^ferry\.agent\.([^.]+)\.heartbeat$/.exec(subject)?.[1] ?? null;
+/** The host named by a progress subject (ferry.agent.<host>.progress), or null for any other subject. */
+export const progressHost = (subject: string): string | null => /^ferry\.agent\.([^.]+)\.progress$/.exec(subject)?.[1] ?? null;
 
 /** Options every process uses when it creates a bucket, so creators never disagree (plus the coordinator's kvReplicas). */
 export const bucketOptions = {

@@ -4,7 +4,7 @@
 // has it, v1 otherwise; the v2 group exists wherever v2 is mounted (the freezer lives there).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { cgroup2Root } from '../probes.ts';
+import { cgroup2Root } from './root.ts';
 
 /** A controller as ferry uses it, named by its v2 name (v1: blkio for io; cpuacct for cpu usage). */
 export type Controller = 'memory' | 'cpu' | 'pids' | 'io';

@@ -8,18 +8,20 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
-import { sealedSystemMappings } from '../probes.ts';
+import { sealedSystemMappings } from './probes.ts';
 import { collectProcess } from './collect.ts';
-import { machineFromProcess } from './compat.ts';
-import { FrozenTree } from './freeze.ts';
-import { prepareImageDir, writeImage } from './image-io.ts';
-import { findSyscallSite, injectStepOk } from './inject.ts';
-import { containerClocks, isContainer, nsIdMap } from './namespaces.ts';
-import { PagesWriter, type Range, findGuards, inheritable, selectCowPages, selectPages } from './memory.ts';
+import { machineFromProcess } from './image/compat.ts';
+import { FrozenTree } from './process/freeze.ts';
+import { prepareImageDir, writeImage } from './image/image-io.ts';
+import { findSyscallSite } from './process/inject.ts';
+import { containerClocks, isContainer, nsIdMap } from './namespaces/namespaces.ts';
+import { readUts } from './namespaces/container.ts';
+import { PagesWriter, type Range, findGuards, inheritable, selectCowPages, selectPages } from './memory/memory.ts';
 import { preflight, treeOf } from './preflight.ts';
-import { RepairHold, clearSocketTables, linkSockets } from './sockets.ts';
-import { linkShared, shmSources } from './sharing.ts';
-import { listTasks, readMaps } from './procfs.ts';
+import { clearSocketTables } from './sockets/classify.ts';
+import { RepairHold, linkSockets } from './sockets/sockets.ts';
+import { linkShared, shmSources } from './files/sharing.ts';
+import { listTasks, readMaps } from './process/procfs.ts';
 
 const chan = diagnostics_channel.channel('ferry:checkpoint');
 
@@ -209,19 +211,6 @@ export function preflightTree(root: number, opts: { migration?: boolean } = {}):
   const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
   preflight(pids, { allowChildren: true, container, ...opts });
   return { pids, container };
-}
-
-/** hostname/domainname of the container (uname injected into its root, which sees its own uts namespace). */
-function readUts(root: number, p: ProcessImage): { hostname: string; domainname: string } {
-  const maps = readMaps(root);
-  const site = findSyscallSite(root, maps);
-  const rsp = BigInt(p.threads[0] ? Buffer.from(p.threads[0].regs, 'base64').readBigUInt64LE(19 * 8) : 0n);
-  const out = (rsp - 4096n) & ~15n;
-  injectStepOk(root, site, 'uname', [out]);
-  const b = Buffer.alloc(390);
-  vmRead(root, out, b);
-  const str = (off: number) => b.subarray(off, off + 65).toString('utf8').replace(/\0.*$/s, '');
-  return { hostname: str(65), domainname: str(325) };
 }
 
 /** Ids as the container sees them; the pages file names follow. */

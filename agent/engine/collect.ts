@@ -1,15 +1,18 @@
 // Reading one stopped process into a ProcessImage (everything but its pages). The tasks must be
 // in the group-stop of a FrozenTree: a few values only exist behind an injected syscall.
+// Threads, signals and timers are read by their own modules in process/, beside their restore.
 import { readFileSync, readlinkSync } from 'node:fs';
-import { type FdImage, type MmImage, type ProcessImage, type SigActionImage, type ThreadImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
-import { NT_X86_XSTATE, getRegs, getRegset, getRseq, getSigmask, peekSiginfo } from '../ffi/ptrace.ts';
-import { sys, vmRead } from '../ffi/syscalls.ts';
+import { type FdImage, type MmImage, type ProcessImage, type Vma, type VmaKind, pagesFileName, toHex } from '../../shared/image-format.ts';
+import { sys } from '../ffi/syscalls.ts';
 import { SYS } from '../ffi/libc.ts';
-import { epollEntries } from './epoll.ts';
-import { injectStep, injectStepOk } from './inject.ts';
-import { parseLocks } from './locks.ts';
+import { epollEntries } from './files/epoll.ts';
+import { injectStep, injectStepOk, outArea, readOut } from './process/inject.ts';
+import { parseLocks } from './files/locks.ts';
 import { fdKind, isShm, pidfdTarget } from './preflight.ts';
-import { type MapEntry, fdTarget, listChildren, listFds, readComm, readFdinfo, readStat, readStatus, zombieStatus } from './procfs.ts';
+import { type MapEntry, fdTarget, listChildren, listFds, readFdinfo, readStat, readStatus, zombieStatus } from './process/procfs.ts';
+import { collectSigactions, pendingOf } from './process/signals.ts';
+import { collectThread } from './process/threads.ts';
+import { collectItimers, collectPosixTimers } from './process/timers.ts';
 
 /** A chroot's directory, as the host sees it. */
 function rootOf(pid: number): { root?: string } {
@@ -36,85 +39,6 @@ export function vmaKind(m: MapEntry): VmaKind {
   if (m.path.startsWith('/')) return m.perms[3] === 's' ? 'file-shared' : 'file-private';
   return 'anon';
 }
-
-/** A spot below the red zone of a stopped thread where an injected call may write its result. */
-function outArea(tid: number, maps: readonly MapEntry[]): bigint {
-  const rsp = getRegs(tid).get('rsp');
-  for (const back of [1024n, 256n]) {
-    const a = (rsp - back) & ~15n;
-    if (maps.some((m) => m.start <= a && a + 64n <= m.end && m.perms[1] === 'w')) return a;
-  }
-  return (rsp - 256n) & ~15n;
-}
-
-function readOut(pid: number, addr: bigint, len: number): Buffer {
-  const b = Buffer.alloc(len);
-  vmRead(pid, addr, b);
-  return b;
-}
-
-const PR_GET_TID_ADDRESS = 40;
-
-/**
- * Pending signals worth carrying: the SIGCHLD (CLD_STOPPED/CLD_CONTINUED) a parent gets because
- * the checkpoint itself stopped its child is an artifact of the freeze and is left out.
- */
-function pendingOf(tid: number, shared: boolean): ThreadImage['pending'] {
-  return peekSiginfo(tid, shared)
-    .filter((si) => !(si.readInt32LE(0) === 17 && [5, 6].includes(si.readInt32LE(8))))
-    .map((si) => ({ sig: si.readInt32LE(0), siginfo: si.toString('base64') }));
-}
-
-export function collectThread(pid: number, tid: number, site: bigint, maps: readonly MapEntry[]): ThreadImage {
-  const regs = getRegs(tid);
-  const xstate = getRegset(tid, NT_X86_XSTATE);
-  const sigmask = getSigmask(tid);
-  let rseq: ThreadImage['rseq'] = null;
-  try {
-    const r = getRseq(tid);
-    if (r.ptr !== 0n) rseq = { ptr: toHex(r.ptr), size: r.size, sig: r.sig, flags: r.flags };
-  } catch {
-    // kernel without rseq configuration reporting: the thread is restored unregistered
-  }
-  const head = Buffer.alloc(8);
-  const len = Buffer.alloc(8);
-  sys('get_robust_list', tid, head, len);
-  const out = outArea(tid, maps);
-  injectStepOk(tid, site, 'prctl', [PR_GET_TID_ADDRESS, out]);
-  const tidAddress = readOut(pid, out, 8).readBigUInt64LE(0);
-  injectStepOk(tid, site, 'sigaltstack', [0, out]);
-  const ss = readOut(pid, out, 24);
-  return {
-    tid,
-    pending: pendingOf(tid, false),
-    comm: readComm(pid, tid),
-    regs: regs.buf.toString('base64'),
-    xstate: xstate.toString('base64'),
-    sigmask: toHex(sigmask),
-    rseq,
-    robustList: { head: toHex(head.readBigUInt64LE(0)), len: Number(len.readBigUInt64LE(0)) },
-    tidAddress: toHex(tidAddress),
-    altstack: { sp: toHex(ss.readBigUInt64LE(0)), flags: ss.readInt32LE(8), size: toHex(ss.readBigUInt64LE(16)) },
-  };
-}
-
-/**
- * Every disposition that is not all zero: a default one keeps its flags, restorer and mask too
- * (glibc's sigaction sets SA_RESTORER even for SIG_DFL), so SigCgt/SigIgn are not enough.
- */
-function collectSigactions(pid: number, site: bigint, maps: readonly MapEntry[]): SigActionImage[] {
-  const out = outArea(pid, maps);
-  const acts: SigActionImage[] = [];
-  for (let sig = 1; sig <= 64; sig++) {
-    if (sig === 9 || sig === 19) continue;
-    injectStepOk(pid, site, 'rt_sigaction', [sig, 0, out, 8]);
-    const a = readOut(pid, out, 32);
-    if (a.equals(ZERO_ACTION)) continue;
-    acts.push({ sig, handler: toHex(a.readBigUInt64LE(0)), flags: toHex(a.readBigUInt64LE(8)), restorer: toHex(a.readBigUInt64LE(16)), mask: toHex(a.readBigUInt64LE(24)) });
-  }
-  return acts;
-}
-const ZERO_ACTION = Buffer.alloc(32);
 
 /** prctl state the kernel keeps per process (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE, PR_GET_DUMPABLE). */
 function collectPrctl(pid: number, site: bigint, maps: readonly MapEntry[]): NonNullable<ProcessImage['prctl']> {
@@ -200,51 +124,6 @@ function collectFds(pid: number): FdImage[] {
     fds.push(img);
   }
   return fds;
-}
-
-function collectItimers(pid: number, site: bigint, maps: readonly MapEntry[]): ProcessImage['itimers'] {
-  const out = outArea(pid, maps);
-  const res: ProcessImage['itimers'] = [];
-  for (let which = 0; which < 3; which++) {
-    injectStepOk(pid, site, 'getitimer', [which, out]);
-    const b = readOut(pid, out, 32);
-    const v = [0, 8, 16, 24].map((o) => Number(b.readBigInt64LE(o)));
-    if (v.some((x) => x !== 0)) res.push({ which, interval: [v[0]!, v[1]!], value: [v[2]!, v[3]!] });
-  }
-  return res;
-}
-
-/** /proc/PID/timers gives ids, signals and targets; timer_gettime (injected) the times. */
-function collectPosixTimers(pid: number, site: bigint, maps: readonly MapEntry[]): ProcessImage['posixTimers'] {
-  let text = '';
-  try {
-    text = readFileSync(`/proc/${pid}/timers`, 'utf8');
-  } catch {
-    return [];
-  }
-  const out = outArea(pid, maps);
-  return text
-    .split(/\n(?=ID:)/)
-    .filter((b) => b.startsWith('ID:'))
-    .map((b) => {
-      const id = Number(/ID: (\d+)/.exec(b)?.[1]);
-      const sig = /signal: (\d+)\/([0-9a-f]+)/.exec(b);
-      const notify = /notify: (\w+)\/(?:pid|tid)\.(\d+)/.exec(b);
-      const kind = /notify: none/.test(b) ? 1 : notify?.[1] === 'thread' ? 4 : 0;
-      injectStepOk(pid, site, 'timer_gettime', [id, out]);
-      const its = readOut(pid, out, 32);
-      const v = [0, 8, 16, 24].map((o) => Number(its.readBigInt64LE(o)));
-      return {
-        id,
-        clockid: Number(/ClockID: (-?\d+)/.exec(b)?.[1] ?? 1),
-        signal: Number(sig?.[1] ?? 14),
-        notify: kind,
-        tid: Number(notify?.[2] ?? 0),
-        value: toHex(BigInt(`0x${sig?.[2] ?? '0'}`)),
-        interval: [v[0]!, v[1]!] as [number, number],
-        remaining: [v[2]!, v[3]!] as [number, number],
-      };
-    });
 }
 
 /** /proc/PID/limits lists RLIMIT_* in resource order; prlimit64 on another uid would need CAP_SYS_RESOURCE. */

@@ -4,13 +4,13 @@ import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { FdImage } from '../../shared/image-format.ts';
 import { sys } from '../ffi/syscalls.ts';
-import { epollEntries } from './epoll.ts';
-import { networkFsOf } from './lock-sharing.ts';
-import { parseLocks } from './locks.ts';
-import { commOf, sysvObjects } from './namespaces.ts';
-import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets.ts';
-import { sysvUsedBy } from './sysv.ts';
-import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './procfs.ts';
+import { epollEntries } from './files/epoll.ts';
+import { networkFsOf } from './files/lock-sharing.ts';
+import { parseLocks } from './files/locks.ts';
+import { commOf, sysvObjects } from './namespaces/namespaces.ts';
+import { classifySocket, clearSocketTables, unixPeerOf, unixTableOf, withTheirFd } from './sockets/classify.ts';
+import { sysvUsedBy } from './namespaces/sysv.ts';
+import { fdTarget, isGone, listChildren, listFds, readMaps, readStatus, vanished, zombieStatus } from './process/procfs.ts';
 
 const KCMP_FILE = 0;
 

@@ -5,11 +5,11 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, fromHex } from '../../shared/image-format.ts';
-import { assertCompatible } from './compat.ts';
-import { Husk } from './husk.ts';
-import { readImage } from './image-io.ts';
-import { PagesReader } from './memory.ts';
-import { isGone } from './procfs.ts';
+import { assertCompatible } from './image/compat.ts';
+import { Husk } from './process/husk.ts';
+import { readImage } from './image/image-io.ts';
+import { PagesReader } from './memory/memory.ts';
+import { isDying } from './process/procfs.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 import { verifyTree } from './verify/index.ts';
 import { corruptIfArmed } from './verify/corrupt.ts';
@@ -36,7 +36,8 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export function waitPidFree(pid: number, timeoutMs = 5000): void {
   const deadline = performance.now() + timeoutMs;
   while (existsSync(`/proc/${pid}`)) {
-    if (!isGone(pid) || performance.now() > deadline) throw new FerryError(ErrorCode.Conflict, `pid ${pid} is in use: cannot restore into it`, { details: { pid } });
+    // A process still exiting (the original, just killed) frees its pid soon; a live one does not.
+    if (!isDying(pid) || performance.now() > deadline) throw new FerryError(ErrorCode.Conflict, `pid ${pid} is in use: cannot restore into it`, { details: { pid } });
     Atomics.wait(sleeper, 0, 0, 5);
   }
 }

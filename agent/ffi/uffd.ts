@@ -96,15 +96,17 @@ export class PagemapScanner {
     let start = q.start;
     for (;;) {
       this.fill(q, start);
-      this.vec.fill(0);
+      // The vector is all zeros here: cleared at construction, and after each call as far as it was written.
       let n: number;
       try {
         n = ioctl(fd, PAGEMAP_SCAN, this.arg);
       } catch (err) {
         this.collect(this.capacity, out, true);
+        this.vec.fill(0);
         throw err;
       }
       this.collect(n, out, false);
+      this.vec.fill(0, 0, n * REGION);
       if (n < this.capacity) return;
       const walkEnd = Number(this.arg.readBigUInt64LE(32));
       if (walkEnd >= q.end || walkEnd <= start) return;

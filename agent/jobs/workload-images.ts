@@ -3,30 +3,23 @@
 // original ends), and a workload restored here from the current snapshot with its network
 // namespace, cgroup and limits, then registered as this host's like any other.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { z } from 'zod';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type AgentRestoreRequest, type CheckpointReply, JobManifest, MANIFEST_JSON, NETNS_JSON, type RestoreReply, type WorkloadCheckpointRequest } from '../../shared/job-image.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
-import { parseRecord } from '../../shared/records.ts';
+import { readSideFile } from '../../shared/records.ts';
 import { Checkpoint, imageTotals } from '../engine/checkpoint.ts';
-import { assertCompatible } from '../engine/compat.ts';
-import { readImage, writeImage } from '../engine/image-io.ts';
-import { readStat } from '../engine/procfs.ts';
+import { assertCompatible } from '../engine/image/compat.ts';
+import { readImage, writeImage } from '../engine/image/image-io.ts';
+import { readStat } from '../engine/process/procfs.ts';
 import { restore as restoreTree } from '../engine/restore.ts';
-import { NetworkHandoff, addressOf, type LandedNetns } from '../migration/network-handoff.ts';
+import { NetworkHandoff, addressOf, type LandedNetns } from '../net/handoff.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
 import type { Workloads } from '../workloads.ts';
 import { beginSnapshot, currentSnapshot } from './image-store.ts';
 
-/** A file beside the image, validated like anything read from shared storage. */
-export function readSideFile<S extends z.ZodType>(file: string, schema: S): z.infer<S> | null {
-  if (!existsSync(file)) return null;
-  const parsed = parseRecord(schema, readFileSync(file, 'utf8'));
-  if (!parsed.ok) throw new FerryError(ErrorCode.BadImage, `${file}: ${parsed.reason}`, { details: { file } });
-  return parsed.value;
-}
 
 export class WorkloadImages {
   readonly #network: NetworkHandoff;
@@ -79,8 +72,8 @@ export class WorkloadImages {
       snap.abandon();
       throw err;
     }
-    let published: string;
     let img: ReturnType<Checkpoint['image']>;
+    let published = '';
     try {
       c.collect();
       c.dumpMemory(snap.dir, undefined, { cow: true });
@@ -98,8 +91,8 @@ export class WorkloadImages {
       };
       writeFileSync(path.join(snap.dir, MANIFEST_JSON), JSON.stringify(manifest));
       if (netConfig) writeFileSync(path.join(snap.dir, NETNS_JSON), JSON.stringify(netConfig));
-      // Complete and synced before the original may end: the previous snapshot stays until then.
-      published = snap.publish();
+      // Ending the job: the snapshot is complete and synced before the original may end.
+      if (!req.leaveRunning) published = snap.publish();
     } catch (err) {
       c.release();
       this.#network.unlock(netns);
@@ -108,8 +101,17 @@ export class WorkloadImages {
     }
     const frozenMs = performance.now() - c.tree.frozenAt;
     if (req.leaveRunning) {
+      // Everything is written (read while frozen, in the page cache): the job runs on while the
+      // snapshot is synced and published. Until then the previous snapshot stays current, so a
+      // crash meanwhile still leaves a complete one; the sync is no longer inside the freeze.
       c.release();
       this.#network.unlock(netns);
+      try {
+        published = snap.publish();
+      } catch (err) {
+        snap.abandon();
+        throw err;
+      }
     } else {
       c.kill();
       await this.#network.removeSource(netns);

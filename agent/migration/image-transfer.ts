@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { errorMessage } from '../../shared/stream-frames.ts';
 import type { DataConnection } from '../transfer/stream.ts';
 
 const CHUNK = 4 * 1024 * 1024;
@@ -43,7 +44,7 @@ export async function sendImageDir(conn: DataConnection, dir: string): Promise<T
     bytes += size;
   }
   await conn.send({ t: 'done', files: files.length, bytes });
-  const ack = await conn.expect<{ bytes: number }>('ack');
+  const ack = await conn.expect('ack');
   if (ack.header.bytes !== bytes) throw new FerryError(ErrorCode.Internal, `receiver acknowledged ${ack.header.bytes} of ${bytes} bytes`);
   return { files: files.length, bytes, bytesOnWire: conn.bytesSent, ms: performance.now() - t0 };
 }
@@ -61,7 +62,7 @@ export async function receiveImageDir(conn: DataConnection, dir: string): Promis
       if (!f) throw new FerryError(ErrorCode.Unavailable, 'data stream closed before the image was complete');
       if (f.header.t === 'done') break;
       if (f.header.t !== 'file') throw new FerryError(ErrorCode.BadMessage, `data stream: unexpected "${f.header.t}"`);
-      const name = String(f.header.name);
+      const { name, size } = f.header;
       if (name !== path.basename(name) || name.startsWith('.')) throw new FerryError(ErrorCode.BadMessage, `data stream: bad file name "${name}"`);
       const fd = openSync(path.join(tmp, name), 'w');
       const hash = createHash('sha256');
@@ -74,6 +75,7 @@ export async function receiveImageDir(conn: DataConnection, dir: string): Promis
             if (d.header.sha256 !== hash.digest('hex')) throw new FerryError(ErrorCode.BadImage, `${name} arrived corrupted (checksum mismatch)`);
             break;
           }
+          if (d.header.t !== 'data') throw new FerryError(ErrorCode.BadMessage, `data stream: unexpected "${d.header.t}" inside ${name}`);
           writeSync(fd, d.payload, 0, d.payload.length, written);
           hash.update(d.payload);
           written += d.payload.length;
@@ -81,7 +83,7 @@ export async function receiveImageDir(conn: DataConnection, dir: string): Promis
       } finally {
         closeSync(fd);
       }
-      if (written !== Number(f.header.size)) throw new FerryError(ErrorCode.BadImage, `${name}: ${written} bytes arrived, ${String(f.header.size)} announced`);
+      if (written !== size) throw new FerryError(ErrorCode.BadImage, `${name}: ${written} bytes arrived, ${size} announced`);
       files++;
       bytes += written;
     }
@@ -91,7 +93,7 @@ export async function receiveImageDir(conn: DataConnection, dir: string): Promis
     return { files, bytes, bytesOnWire: conn.bytesReceived, ms: performance.now() - t0 };
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
-    await conn.send({ t: 'error', message: (err as Error).message }).catch(() => undefined);
+    await conn.send({ t: 'error', message: errorMessage((err as Error).message) }).catch(() => undefined);
     throw err;
   }
 }

@@ -18,8 +18,8 @@
 import { fromHex } from '../../shared/image-format.ts';
 import type { LayoutProcess, PrecopyLayout } from '../../shared/precopy.ts';
 import { O, closeFd, openFile } from '../ffi/syscalls.ts';
-import { type Range, inheritable, sharedCowPages } from '../engine/memory.ts';
-import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/dirty/types.ts';
+import { type Range, inheritable, sharedCowPages } from '../engine/memory/memory.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/memory/dirty/types.ts';
 import type { RoundPlan } from '../transfer/pages.ts';
 
 export class ForkCarry {

@@ -14,17 +14,17 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type Image, type ProcessImage, type Vma, fromHex } from '../../shared/image-format.ts';
 import { type LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
 import { O, closeFd, openFile, vmRead, vmWrite } from '../ffi/syscalls.ts';
-import { Husk } from '../engine/husk.ts';
-import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/husk-core.ts';
-import { PAGE, PagesReader, selectPages } from '../engine/memory.ts';
-import type { Span } from '../engine/dirty/types.ts';
+import { Husk } from '../engine/process/husk.ts';
+import { PRIVATE_KINDS, SPECIAL_KINDS, protOf, warmProt } from '../engine/memory/mappings.ts';
+import { PAGE, PagesReader, selectPages } from '../engine/memory/memory.ts';
+import type { Span } from '../engine/memory/dirty/types.ts';
 import { buildState, enterCgroups } from '../engine/restore.ts';
 import { LandingCheck } from '../engine/verify/index.ts';
 import type { Frame } from '../transfer/frames.ts';
 import { type PageSink, ProcessSink } from '../transfer/page-sinks.ts';
-import { PageReceiver, type ReceivedRound } from '../transfer/pages.ts';
+import { PageReceiver, type ReceivedRound } from '../transfer/page-receiver.ts';
 import type { DataConnection } from '../transfer/stream.ts';
-import type { LandedNetns, NetworkHandoff } from './network-handoff.ts';
+import type { LandedNetns, NetworkHandoff } from '../net/handoff.ts';
 
 const chan = diagnostics_channel.channel('ferry:precopy');
 
@@ -73,7 +73,13 @@ export class PrecopyDestination {
       const pid = this.#byHost.get(hostPid);
       return pid === undefined ? 0 : (this.#members.get(pid)?.husk.pid ?? 0);
     };
-    this.#sink = new ProcessSink(target, true, landing ? (src, dst, addr, data) => landing.check({ pid: this.#byHost.get(src) ?? src, hostPid: dst }, addr, data) : undefined);
+    const ref = (src: number, dst: number) => ({ pid: this.#byHost.get(src) ?? src, hostPid: dst });
+    this.#sink = new ProcessSink(
+      target,
+      true,
+      landing ? (src, dst, addr, data) => landing.check(ref(src, dst), addr, data) : undefined,
+      landing ? (src, dst, runs, data) => landing.checkRuns(ref(src, dst), runs, data) : undefined,
+    );
   }
 
   /** Applies layouts and rounds until the source ends the page stream. */
@@ -81,6 +87,7 @@ export class PrecopyDestination {
     const sink = this.#sink;
     const pages: PageSink = {
       write: (pid, addr, data) => sink.write(pid, addr, data),
+      writeRuns: (pid, runs, data) => sink.writeRuns(pid, runs, data),
       zero: (pid, addr, n) => sink.zero(pid, addr, n),
       drop: (pid) => sink.drop(pid),
       born: (hostPid, inherit) => {

@@ -14,14 +14,15 @@ import type { RoundStatsWire } from '../../shared/migration.ts';
 import type { LayoutProcess, LayoutVma, PrecopyLayout } from '../../shared/precopy.ts';
 import type { Checkpoint } from '../engine/checkpoint.ts';
 import { vmaKind } from '../engine/collect.ts';
-import { type MethodRequest } from '../engine/dirty/choose.ts';
-import { type TreeTracker, trackTree } from '../engine/dirty/tree.ts';
-import { type DirtyRound, PAGE, type TrackedRange } from '../engine/dirty/types.ts';
-import { prepareImageDir, writeImage } from '../engine/image-io.ts';
-import { containerClocks, isContainer, nsIds } from '../engine/namespaces.ts';
+import { type MethodRequest } from '../engine/memory/dirty/choose.ts';
+import { type TreeTracker, trackTree } from '../engine/memory/dirty/tree.ts';
+import { type DirtyRound, PAGE, type TrackedRange } from '../engine/memory/dirty/types.ts';
+import { prepareImageDir, writeImage } from '../engine/image/image-io.ts';
+import { containerClocks, isContainer, nsIds } from '../engine/namespaces/namespaces.ts';
 import { treeOf } from '../engine/preflight.ts';
-import { isGone, listTasks, readMaps, readStat } from '../engine/procfs.ts';
+import { isGone, listTasks, readMaps, readStat } from '../engine/process/procfs.ts';
 import { type DataConnection, type StreamAuth, type StreamEndpoint, connectStream } from '../transfer/stream.ts';
+import { RoundProgress, type ProgressSink } from './progress.ts';
 import { PageSender, type PageRoundStats } from '../transfer/pages.ts';
 import { toHex } from '../../shared/image-format.ts';
 import { sendImageDir } from './image-transfer.ts';
@@ -45,7 +46,12 @@ export interface SessionOptions {
   cgroupDir: string | null;
   /** Persists the throttle record before it takes effect (a restarted agent must undo it). */
   onThrottle: (rec: ThrottleRecord | null) => void;
+  /** Where each round's progress is reported while its pages go (none: not reported). */
+  progress?: ProgressSink | null;
 }
+
+/** Bytes the page stream must have carried before its speed counts as the link's (fewer measure round trips). */
+const LINK_MEASURE_BYTES = 8 << 20;
 
 /** A mapping as the layout carries it. */
 const layoutVma = (v: { start: string; end: string; perms: string; kind: LayoutVma['kind']; path?: string; fileOffset: string }): LayoutVma => ({
@@ -65,6 +71,7 @@ export class PrecopySource {
   #lastLayout = '';
   #lastScanAt = 0;
   #container: boolean;
+  #containerInfo: PrecopyLayout['container'] = null;
   #trackerStartMs = 0;
   /** Bytes and busy time of the page stream over all rounds: the bandwidth estimate. */
   #wire = { bytes: 0, ms: 0 };
@@ -138,7 +145,7 @@ export class PrecopySource {
     const layoutBytes = await this.#sendLayout(n, layout);
     // The namespace is dumped again while the pages go, so the freeze need not wait for it.
     const dumping = n > 1 && this.opts.dumpNetns ? this.opts.dumpNetns() : null;
-    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout));
+    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout), this.#progress('precopy', n, scan).frame);
     if (dumping) this.#netConfig = await dumping;
     const end = performance.now();
     const sinceLast = this.#lastScanAt > 0 ? scanAt - this.#lastScanAt : 0;
@@ -151,6 +158,11 @@ export class PrecopySource {
     return report;
   }
 
+  /** The progress reports of round n, starting now (agent/migration/progress.ts). */
+  #progress(phase: 'precopy' | 'transfer', n: number, scan: DirtyRound): RoundProgress {
+    return new RoundProgress(this.opts.progress ?? null, { migrationId: this.opts.stream.migrationId, phase, round: n, pagesTotal: scan.pagesDirty });
+  }
+
   #report(n: number, scan: DirtyRound, ps: PageRoundStats, layoutBytes: number, durationMs: number, dirtyRateBps: number, remainingPages: number, freezeSeenMs?: number): RoundReport {
     if (ps.bytesOnWire > 0) {
       this.#wire.bytes += ps.bytesOnWire;
@@ -160,7 +172,10 @@ export class PrecopySource {
     const bandwidthBps = this.#wire.ms > 0 ? this.#wire.bytes / (this.#wire.ms / 1000) : ps.bandwidthBps;
     const fixedCosts = costModel.estimate(this.#size(), freezeSeenMs && this.#trackerMethod() === 'uffd-wp' ? freezeSeenMs : undefined);
     const ratio = ps.compressionRatio > 0 ? ps.compressionRatio : 1;
-    const sendMs = bandwidthBps > 0 ? ((remainingPages * PAGE) / ratio / bandwidthBps) * 1000 : Number.POSITIVE_INFINITY;
+    const linkMeasured = this.#wire.bytes >= LINK_MEASURE_BYTES;
+    // A link measured on a few pages is round trips: this round took as long as sending about as much will.
+    const fullSendMs = bandwidthBps > 0 ? ((remainingPages * PAGE) / ratio / bandwidthBps) * 1000 : Number.POSITIVE_INFINITY;
+    const sendMs = linkMeasured ? fullSendMs : Math.min(fullSendMs, durationMs);
     const predicted = fixedCosts.freezeMs + fixedCosts.dumpMs + fixedCosts.resumeMs + sendMs;
     return {
       round: n,
@@ -173,6 +188,7 @@ export class PrecopySource {
       durationMs: Math.round(durationMs * 10) / 10,
       dirtyRateBps: Math.round(dirtyRateBps),
       bandwidthBps: Math.round(bandwidthBps),
+      linkMeasured,
       predictedDowntimeMs: Number.isFinite(predicted) ? Math.round(predicted * 10) / 10 : 1e9,
       remainingPages,
       fixedCosts,
@@ -246,7 +262,10 @@ export class PrecopySource {
       }
     }
     if (processes.length === 0) throw new FerryError(ErrorCode.NotFound, `the workload (pid ${this.root}) exited during pre-copy`);
-    return { round, processes, container: this.#container ? containerInfo(this.root) : null, ...(withNetns ? { netns: this.opts.netConfig } : {}) };
+    // Read once: the destination needs the clocks and names only to create the container's husk
+    // (round 1); the frozen image's names are what it finally gets (finalize).
+    if (this.#container) this.#containerInfo ??= containerInfo(this.root);
+    return { round, processes, container: this.#containerInfo, ...(withNetns ? { netns: this.opts.netConfig } : {}) };
   }
 
   /** The frozen tree's layout, exactly as the image will have it. */
@@ -281,7 +300,7 @@ export class PrecopySource {
     const scan = await tracker.round({ allowInject: false });
     const layout = this.#frozenLayout(n, c.image());
     const layoutBytes = await this.#sendLayout(n, layout);
-    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout));
+    const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout), this.#progress('transfer', n, scan).frame);
     await this.#sender.finish();
     const tracked = new Map<number, TrackedRange[]>(scan.processes.map((p) => [p.pid, p.ranges]));
     prepareImageDir(imageDir);
@@ -289,11 +308,18 @@ export class PrecopySource {
     writeImage(imageDir, c.image());
     for (const [name, text] of Object.entries(extra)) writeFileSync(path.join(imageDir, name), text);
     const sent = await sendImageDir(this.conn, imageDir);
-    // The tree is frozen and everything went: tracking ends here.
-    tracker.stop();
     const report = this.#report(n, scan, ps, layoutBytes, performance.now() - t0, 0, 0);
     await this.conn.end();
     this.#stopped = true;
+    // The tree is frozen and everything went: tracking ends, once the reply is out. Closing the
+    // userfaultfds unprotects every tracked page (tens of ms for a GiB), none of it downtime work.
+    setImmediate(() => {
+      try {
+        tracker.stop();
+      } catch {
+        // the workload is gone already
+      }
+    });
     return { bytesTransferred: ps.bytesRaw + sent.bytes, bytesOnWire: this.conn.bytesSent - wire0, report };
   }
 

@@ -54,8 +54,8 @@ export class AbortReconciler {
         if (decision !== 'aborted') continue;
         const step = { migrationId: m.id, workload: m.workload, peer: m.peer };
         try {
-          if (m.role === 'source') this.steps.thaw(step);
-          else await this.steps.discard(step);
+          if (m.role === 'source') this.steps.source.thaw(step);
+          else await this.steps.destination.discard(step);
           settled.push(m.id);
           this.log.warn({ migration: m.id, role: m.role, workload: m.workload }, m.role === 'source' ? 'migration recorded aborted: workload thawed here' : 'migration recorded aborted: this half discarded');
         } catch (err) {

@@ -7,8 +7,8 @@ import path from 'node:path';
 import type { NetnsConfig } from '../../shared/netns.ts';
 import { LocalMigrationRecord, parseRecord } from '../../shared/records.ts';
 import type { WorkloadResources } from '../../shared/resources.ts';
-import type { HeldFreeze } from '../engine/freeze.ts';
-import type { HeldTree } from '../engine/hold.ts';
+import type { HeldFreeze } from '../engine/process/freeze.ts';
+import type { HeldTree } from '../engine/process/hold.ts';
 import { setAsideFile } from '../quarantine.ts';
 import type { ThrottleRecord } from './throttle.ts';
 

@@ -4,8 +4,9 @@
 // local IPv6 addresses, the three default rules) is left out because a rebuild regenerates it.
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { NetAddress, NetInterface, NetNeighbour, NetRoute, NetRule, NetnsConfig } from '../../shared/netns.ts';
-import { ipJson, runIn } from './exec.ts';
-import { dumpSysctls } from './sysctl.ts';
+import { randomBytes } from 'node:crypto';
+import { runIn } from './exec.ts';
+import { SYSCTL_READ, sysctlsChanged } from './sysctl.ts';
 
 interface IpLink {
   ifname: string;
@@ -105,27 +106,61 @@ function rules(fam: 'inet' | 'inet6', list: IpRule[]): NetRule[] {
 }
 
 /** The ruleset, or null when the namespace has no table (nft -j always reports its own metainfo). */
-async function nftRuleset(nsPath: string): Promise<unknown> {
-  const out = await runIn(nsPath, 'nft', ['-j', 'list', 'ruleset']);
+function nftRuleset(out: string): unknown {
   const doc = JSON.parse(out) as { nftables?: Record<string, unknown>[] };
   return (doc.nftables ?? []).some((e) => !('metainfo' in e)) ? doc : null;
 }
+
+/** What one dump reads, in order: each command's output comes back as one part. */
+const READS: readonly (readonly string[])[] = [
+  ['ip', '-j', '-d', 'link'],
+  ['ip', '-j', 'addr'],
+  ['ip', '-j', '-4', 'route', 'show', 'table', 'all'],
+  ['ip', '-j', '-6', 'route', 'show', 'table', 'all'],
+  ['ip', '-j', '-4', 'rule'],
+  ['ip', '-j', '-6', 'rule'],
+  ['ip', '-j', 'neigh', 'show', 'nud', 'permanent'],
+  ['nft', '-j', 'list', 'ruleset'],
+  ['sh', '-c', SYSCTL_READ],
+];
+
+/**
+ * Every read in one process inside the namespace: a spawn from the agent blocks its event loop
+ * for a fork and an exec (10-30 ms), and pre-copy dumps the namespace every round while pages go.
+ * Each part ends with a marker line carrying the command's exit code.
+ */
+async function readAll(ns: string): Promise<string[]> {
+  const marker = `ferry-netns-part-${randomBytes(6).toString('hex')}`;
+  const quote = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+  const script = READS.map((argv) => `${argv.map(quote).join(' ')}; printf '\\n${marker} %d\\n' $?`).join('\n');
+  const out = await runIn(ns, 'sh', ['-c', script]);
+  const parts = out.split(`\n${marker} `);
+  const texts: string[] = [parts[0]!];
+  for (let i = 1; i < parts.length; i++) {
+    const nl = parts[i]!.indexOf('\n');
+    const code = Number(parts[i]!.slice(0, nl < 0 ? undefined : nl));
+    const argv = READS[i - 1]!;
+    if (code !== 0) throw new FerryError(ErrorCode.Syscall, `${argv.join(' ')} in ${ns}: exit code ${code}`, { details: { call: argv[0], args: argv.slice(1) } });
+    if (i < parts.length - 1) texts.push(nl < 0 ? '' : parts[i]!.slice(nl + 1));
+  }
+  if (texts.length !== READS.length) throw new FerryError(ErrorCode.Syscall, `reading the network namespace ${ns}: ${texts.length} of ${READS.length} parts came back`);
+  return texts;
+}
+
+const json = <T>(text: string): T[] => (text.trim() ? (JSON.parse(text) as T[]) : []);
 
 /** The configuration of the network namespace of process `target` (a pid) or at a namespace file. */
 export async function dumpNetns(target: number | string): Promise<NetnsConfig> {
   const ns = typeof target === 'number' ? `/proc/${target}/ns/net` : target;
   try {
-    const [links, addrs, r4, r6, rules4, rules6, neigh, sysctls, nftables] = await Promise.all([
-      ipJson<IpLink>(ns, ['-d', 'link']),
-      ipJson<IpAddr>(ns, ['addr']),
-      ipJson<IpRoute>(ns, ['-4', 'route', 'show', 'table', 'all']),
-      ipJson<IpRoute>(ns, ['-6', 'route', 'show', 'table', 'all']),
-      ipJson<IpRule>(ns, ['-4', 'rule']),
-      ipJson<IpRule>(ns, ['-6', 'rule']),
-      ipJson<IpNeigh>(ns, ['neigh', 'show', 'nud', 'permanent']),
-      dumpSysctls(ns),
-      nftRuleset(ns),
-    ]);
+    const [tLinks, tAddrs, tR4, tR6, tRules4, tRules6, tNeigh, tNft, tSysctl] = await readAll(ns);
+    const links = json<IpLink>(tLinks!);
+    const addrs = json<IpAddr>(tAddrs!);
+    const [r4, r6] = [json<IpRoute>(tR4!), json<IpRoute>(tR6!)];
+    const [rules4, rules6] = [json<IpRule>(tRules4!), json<IpRule>(tRules6!)];
+    const neigh = json<IpNeigh>(tNeigh!);
+    const nftables = nftRuleset(tNft!);
+    const sysctls = await sysctlsChanged(tSysctl!);
     const neighbours: NetNeighbour[] = neigh.filter((n) => n.lladdr).map((n) => ({ family: family(n.dst), address: n.dst, mac: n.lladdr!, dev: n.dev }));
     return {
       interfaces: interfaces(links, addrs),

@@ -5,7 +5,9 @@ import { run, runIn } from './exec.ts';
 const TREES = ['ipv4', 'ipv6', 'core', 'unix', 'netfilter'];
 // Derived from other state the rebuild sets anyway (the link's MTU).
 const DERIVED = /^ipv6\/conf\/[^/]+\/mtu$/;
-const READ = `cd /proc/sys/net && grep -r . ${TREES.join(' ')} 2>/dev/null; true`;
+/** A shell command that prints every network sysctl as path:value (run inside the namespace). */
+export const SYSCTL_READ = `cd /proc/sys/net && grep -r . ${TREES.join(' ')} 2>/dev/null; true`;
+const READ = SYSCTL_READ;
 
 function parse(out: string): Map<string, string> {
   const m = new Map<string, string>();
@@ -24,7 +26,12 @@ const freshValues = (): Promise<Map<string, string>> => (fresh ??= run('unshare'
 const defaultKey = (key: string): string => key.replace(/^(ipv[46])\/conf\/[^/]+\//, '$1/conf/default/').replace(/^(ipv[46])\/neigh\/[^/]+\//, '$1/neigh/lo/');
 
 export async function dumpSysctls(nsPath: string): Promise<Record<string, string>> {
-  const [now, base] = await Promise.all([runIn(nsPath, 'sh', ['-c', READ]).then(parse), freshValues()]);
+  return sysctlsChanged(await runIn(nsPath, 'sh', ['-c', READ]));
+}
+
+/** Of the values SYSCTL_READ printed, those that differ from a fresh namespace's. */
+export async function sysctlsChanged(printed: string): Promise<Record<string, string>> {
+  const [now, base] = [parse(printed), await freshValues()];
   const out: Record<string, string> = {};
   for (const [k, v] of now) {
     if (DERIVED.test(k)) continue;

@@ -1,14 +1,19 @@
 // Where received pages go: straight into a process (the husk on the destination, through
 // process_vm_writev), or into a shadow copy kept in memory (tests, verification).
 import { O, closeFd, openFile, vmWriteSpans } from '../ffi/syscalls.ts';
-import { PAGE, type Span } from '../engine/dirty/types.ts';
-import { readPages } from '../engine/dirty/read.ts';
-import { selectPages } from '../engine/memory.ts';
+import { PAGE, type Span } from '../engine/memory/dirty/types.ts';
+import { readPages } from '../engine/memory/dirty/read.ts';
+import { selectPages } from '../engine/memory/memory.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 
 export interface PageSink {
   /** Whole pages of the sender's process `pid`, starting at addr. */
   write(pid: number, addr: number, data: Buffer): void;
+  /**
+   * Several runs of one frame at once (`data` holds them back to back): a sink that can write
+   * them in one call says so by having this; else each goes through write().
+   */
+  writeRuns?(pid: number, runs: readonly Span[], data: Buffer): void;
   /** Pages that read as zeros now. */
   zero(pid: number, addr: number, pages: number): void;
   /** The process exited on the sender's side. */
@@ -107,7 +112,48 @@ export class ProcessSink implements PageSink {
     private readonly tolerant = false,
     /** Called after each write with the local pid (verification reads the pages back). */
     private readonly landed?: (pid: number, dst: number, addr: number, data: Buffer) => void,
+    /** Called after a batch of runs was written (as `landed`, for many runs at once). */
+    private readonly landedRuns?: (pid: number, dst: number, runs: readonly Span[], data: Buffer) => void,
   ) {}
+
+  /**
+   * One process_vm_writev for a frame's runs (a sparse round's frame holds hundreds of one-page
+   * runs: a call each cost ten times more). A tolerant sink whose batch stopped short at a page
+   * that is not mapped there writes the rest run by run, skipping such pages.
+   */
+  writeRuns(pid: number, runs: readonly Span[], data: Buffer): void {
+    const dst = this.target(pid);
+    if (dst <= 0) return;
+    let n = 0;
+    try {
+      n = vmWriteSpans(dst, runs.map((r) => ({ addr: r.start, len: r.end - r.start })), data);
+    } catch (err) {
+      if (!this.tolerant) throw err;
+    }
+    if (n === data.length) {
+      this.#landedBatch(pid, dst, runs, data);
+      return;
+    }
+    if (!this.tolerant) throw new FerryError(ErrorCode.Syscall, `process_vm_writev into ${dst}: ${n} of ${data.length} bytes`, { details: { pid: dst } });
+    // Runs wholly written stay written (and are checked); from the one that stopped, run by run.
+    const whole: Span[] = [];
+    for (const [r, off] of offsets(runs)) {
+      const len = r.end - r.start;
+      if (off + len <= n) {
+        whole.push(r);
+        continue;
+      }
+      this.write(pid, r.start, data.subarray(off, off + len));
+    }
+    if (whole.length > 0) this.#landedBatch(pid, dst, whole, data.subarray(0, whole.reduce((a, r) => a + r.end - r.start, 0)));
+  }
+
+  /** Runs written whole, back to back in `data`: counted, then checked (in one call where the check allows). */
+  #landedBatch(pid: number, dst: number, runs: readonly Span[], data: Buffer): void {
+    this.bytesWritten += data.length;
+    if (this.landedRuns) this.landedRuns(pid, dst, runs, data);
+    else if (this.landed) for (const [r, off] of offsets(runs)) this.landed(pid, dst, r.start, data.subarray(off, off + r.end - r.start));
+  }
 
   write(pid: number, addr: number, data: Buffer): void {
     const dst = this.target(pid);
@@ -167,5 +213,14 @@ export class ProcessSink implements PageSink {
   close(): void {
     for (const pm of this.pagemaps.values()) closeFd(pm);
     this.pagemaps.clear();
+  }
+}
+
+/** Each run with its offset in the bytes that hold the runs back to back. */
+function* offsets(runs: readonly Span[]): Generator<[Span, number]> {
+  let off = 0;
+  for (const r of runs) {
+    yield [r, off];
+    off += r.end - r.start;
   }
 }

@@ -1,4 +1,5 @@
-// The memory page stream of a pre-copy migration, over the agent-to-agent DataConnection.
+// The memory page stream of a pre-copy migration, over the agent-to-agent DataConnection: the
+// protocol, and its sending end (the receiver: page-receiver.ts; the payload: page-table.ts).
 //
 // Frames (payload layout below):
 //   pages-round {round, exited}            a round starts; processes that exited
@@ -20,41 +21,17 @@
 // Memory stays bounded on both sides: the sender has at most one frame being built plus
 // `windowBytes` of frames the receiver has not applied yet (credits are sent after applying, so
 // a slow receiver holds the sender end to end); the receiver handles one frame at a time.
-import { compressSync, uncompressSync } from 'lz4-napi';
+
+import { compressSync } from 'lz4-napi';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { addressOf } from '../ffi/libc.ts';
-import { xxh3 } from '../ffi/xxhash.ts';
-import { readPages } from '../engine/dirty/read.ts';
-import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/dirty/types.ts';
+import type { FrameHeader } from '../../shared/stream-frames.ts';
+import { readPages } from '../engine/memory/dirty/read.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/memory/dirty/types.ts';
 import { O, closeFd, openFile } from '../ffi/syscalls.ts';
 import { CompressionPolicy, type CompressionMode, type CompressionState } from './compression.ts';
-import type { PageSink } from './page-sinks.ts';
 import type { Frame } from './frames.ts';
 import type { DataConnection } from './stream.ts';
-
-/**
- * Lets timers and I/O run (heartbeats, NATS) at least this often while a round streams: frames
- * the kernel takes at once resolve without ever leaving the microtask queue, and a multi-GiB
- * round would otherwise hold the agent's event loop for seconds (its host then looks lost).
- */
-const YIELD_MS = 20;
-
-class Yielder {
-  #last = performance.now();
-  async maybe(): Promise<void> {
-    if (performance.now() - this.#last < YIELD_MS) return;
-    await new Promise<void>((r) => setImmediate(r));
-    this.#last = performance.now();
-  }
-}
-
-const ENTRY = 16;
-const MAX_ENTRIES = 2048;
-const TABLE_BYTES = MAX_ENTRIES * ENTRY;
-/** What a frame costs against the window besides its payload (prefix + JSON header, roughly). */
-const FRAME_OVERHEAD = 256;
-const TWO32 = 2 ** 32;
-const ZERO_PAGE = Buffer.alloc(PAGE);
+import { ENTRY, FRAME_OVERHEAD, TABLE_BYTES, Yielder, checksum, frameRuns, isZeroPage, writeEntries, writeTable, type Entry } from './page-table.ts';
 
 export interface PageStreamOptions {
   compression?: CompressionMode;
@@ -101,78 +78,11 @@ export interface RoundPlan {
   keepShared: boolean;
 }
 
-interface Entry {
-  addr: number;
+/** What a round has sent so far: pages (data, zero and unreadable ones), their bytes, and the stream's. */
+export interface SentSoFar {
   pages: number;
-  zero: boolean;
-}
-
-/** Writes a run table right-aligned into buf[0, TABLE_BYTES); returns its first byte's offset. */
-function writeTable(buf: Buffer, entries: readonly Entry[]): number {
-  const start = TABLE_BYTES - entries.length * ENTRY;
-  writeEntries(buf, start, entries);
-  return start;
-}
-
-function writeEntries(buf: Buffer, start: number, entries: readonly Entry[]): void {
-  entries.forEach((e, i) => {
-    const o = start + i * ENTRY;
-    buf.writeUInt32LE(e.addr % TWO32, o);
-    buf.writeUInt32LE(Math.floor(e.addr / TWO32), o + 4);
-    buf.writeUInt32LE(e.pages, o + 8);
-    buf.writeUInt32LE(e.zero ? 1 : 0, o + 12);
-  });
-}
-
-export function readTable(payload: Buffer, n: number): Entry[] {
-  if (n * ENTRY > payload.length) throw new FerryError(ErrorCode.BadMessage, `page frame: ${n} runs do not fit ${payload.length} bytes`);
-  const out: Entry[] = [];
-  for (let i = 0; i < n; i++) {
-    const o = i * ENTRY;
-    const addr = payload.readUInt32LE(o) + payload.readUInt32LE(o + 4) * TWO32;
-    const pages = payload.readUInt32LE(o + 8);
-    if (addr % PAGE !== 0 || pages === 0) throw new FerryError(ErrorCode.BadMessage, `page frame: bad run ${addr}/${pages}`);
-    out.push({ addr, pages, zero: (payload.readUInt32LE(o + 12) & 1) === 1 });
-  }
-  return out;
-}
-
-const checksum = (data: Buffer): string | undefined => {
-  const fn = xxh3();
-  return fn && data.length > 0 ? fn(Number(addressOf(data)), data.length).toString(16) : undefined;
-};
-
-/** Whether a page is all zeros: one word decides for almost every page with data. */
-function isZeroPage(buf: Buffer, off: number): boolean {
-  if (buf.readUInt32LE(off) !== 0 || buf.readUInt32LE(off + PAGE - 4) !== 0) return false;
-  return buf.compare(ZERO_PAGE, 0, PAGE, off, off + PAGE) === 0;
-}
-
-/** Splits a process's runs into frames: at most `frameBytes` of data and MAX_ENTRIES runs each. */
-export function* frameRuns(runs: readonly DirtyRun[], frameBytes: number): Generator<Entry[]> {
-  let cur: Entry[] = [];
-  let data = 0;
-  const flush = function* () {
-    if (cur.length) yield cur;
-    cur = [];
-    data = 0;
-  };
-  for (const r of runs) {
-    if (r.zero) {
-      if (cur.length >= MAX_ENTRIES) yield* flush();
-      cur.push({ addr: r.addr, pages: r.pages, zero: true });
-      continue;
-    }
-    for (let a = r.addr, left = r.pages; left > 0; ) {
-      if (cur.length >= MAX_ENTRIES || data >= frameBytes) yield* flush();
-      const take = Math.min(left, (frameBytes - data) / PAGE);
-      cur.push({ addr: a, pages: take, zero: false });
-      data += take * PAGE;
-      a += take * PAGE;
-      left -= take;
-    }
-  }
-  yield* flush();
+  bytesRaw: number;
+  bytesOnWire: number;
 }
 
 interface FrameStats {
@@ -231,7 +141,13 @@ export class PageSender {
    * found all-zero go as zero runs; `noteSent` tells the tracker what went (content trackers
    * key on it). Resolves once the receiver acknowledged the whole round as applied.
    */
-  async sendRound(round: DirtyRound, noteSent?: (pid: number, addr: number, data: Buffer) => void, plan?: RoundPlan): Promise<PageRoundStats> {
+  async sendRound(
+    round: DirtyRound,
+    noteSent?: (pid: number, addr: number, data: Buffer) => void,
+    plan?: RoundPlan,
+    /** After each frame: what the round has sent so far. */
+    onFrame?: (sofar: SentSoFar) => void,
+  ): Promise<PageRoundStats> {
     if (this.finished) throw new FerryError(ErrorCode.Internal, 'page stream already finished');
     this.startReader();
     const t0 = performance.now();
@@ -252,6 +168,7 @@ export class PageSender {
       try {
         for (const entries of frameRuns(step.runs, this.frameBytes)) {
           await this.sendFrame(p.pid, entries, st, noteSent, mem);
+          onFrame?.({ pages: st.pagesSent + st.zeroPages + st.pagesSkipped, bytesRaw: st.bytesRaw, bytesOnWire: this.conn.bytesSent - wire0 });
           await y.maybe();
         }
       } finally {
@@ -344,7 +261,7 @@ export class PageSender {
     const tableAt = writeTable(buf, entries);
     const table = buf.subarray(tableAt, TABLE_BYTES);
     let payload = buf.subarray(tableAt, TABLE_BYTES + raw.length);
-    let enc = 'raw';
+    let enc: FrameHeader<'pages'>['enc'] = 'raw';
     const plan = this.policy.next();
     if (raw.length > 0 && (plan.compress || plan.sample)) {
       const t = performance.now();
@@ -426,7 +343,7 @@ export class PageSender {
     const h = f.header;
     switch (h.t) {
       case 'pages-credit': {
-        const upTo = Number(h.upTo);
+        const upTo = h.upTo;
         const at = performance.now();
         let raw = 0;
         while (this.inflight.length && this.inflight[0]!.upTo <= upTo) raw += this.inflight.shift()!.raw;
@@ -440,9 +357,9 @@ export class PageSender {
         return false;
       }
       case 'pages-ack': {
-        this.acks.set(Number(h.round), { pages: Number(h.pages), zero: Number(h.zero) });
+        this.acks.set(h.round, { pages: h.pages, zero: h.zero });
         const w = this.ackWaiter;
-        if (w && w.round === Number(h.round)) {
+        if (w && w.round === h.round) {
           this.ackWaiter = null;
           w.w.resolve();
         }
@@ -454,9 +371,8 @@ export class PageSender {
         return true;
       case 'error': {
         const code = Object.values(ErrorCode).find((c) => c === h.code);
-        const details = typeof h.details === 'object' && h.details !== null ? (h.details as Record<string, unknown>) : undefined;
-        if (code && code !== ErrorCode.Internal) throw new FerryError(code, String(h.message), details ? { details } : {});
-        throw new FerryError(ErrorCode.Internal, `page receiver failed: ${String(h.message)}`);
+        if (code && code !== ErrorCode.Internal) throw new FerryError(code, h.message, h.details ? { details: h.details } : {});
+        throw new FerryError(ErrorCode.Internal, `page receiver failed: ${h.message}`);
       }
       default:
         throw new FerryError(ErrorCode.BadMessage, `page stream: unexpected "${h.t}" from the receiver`);
@@ -479,111 +395,5 @@ function openMem(pid: number): number {
     return openFile(`/proc/${pid}/mem`, O.RDONLY | O.CLOEXEC);
   } catch {
     return -1;
-  }
-}
-
-export interface ReceivedRound {
-  round: number;
-  exited: number[];
-  frames: number;
-  pagesWritten: number;
-  zeroPages: number;
-  bytesRaw: number;
-  bytesOnWire: number;
-  durationMs: number;
-}
-
-export class PageReceiver {
-  private consumed = 0;
-
-  constructor(
-    private readonly conn: DataConnection,
-    private readonly sink: PageSink,
-    /** Frames the sender puts between rounds (a live migration's `layout`), handled before the next round. */
-    private readonly onControl?: (f: Frame) => Promise<void> | void,
-  ) {}
-
-  /** Applies the next round into the sink; null once the sender ended the stream. */
-  async receiveRound(): Promise<ReceivedRound | null> {
-    try {
-      let start = await this.conn.next();
-      while (start && this.onControl && start.header.t !== 'pages-round' && start.header.t !== 'pages-done' && start.header.t !== 'error') {
-        await this.onControl(start);
-        start = await this.conn.next();
-      }
-      if (!start) throw new FerryError(ErrorCode.Unavailable, 'data stream closed before the page stream ended');
-      if (start.header.t === 'error') throw new FerryError(ErrorCode.Internal, `page sender failed: ${String(start.header.message)}`);
-      if (start.header.t === 'pages-done') {
-        await this.conn.send({ t: 'pages-done-ack' });
-        return null;
-      }
-      if (start.header.t !== 'pages-round') throw new FerryError(ErrorCode.BadMessage, `page stream: expected a round, got "${start.header.t}"`);
-      return await this.applyRound(start);
-    } catch (err) {
-      // The code travels too: the sender fails with the receiver's own error (e.g. a verification mismatch).
-      const e = FerryError.from(err);
-      await this.conn.send({ t: 'error', message: e.message, code: e.code, ...(e.details ? { details: e.details } : {}) }).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  private async applyRound(start: Frame): Promise<ReceivedRound> {
-    const t0 = performance.now();
-    const wire0 = this.conn.bytesReceived;
-    const r: ReceivedRound = { round: Number(start.header.round), exited: (start.header.exited as number[]) ?? [], frames: 0, pagesWritten: 0, zeroPages: 0, bytesRaw: 0, bytesOnWire: 0, durationMs: 0 };
-    for (const pid of r.exited) this.sink.drop?.(pid);
-    const y = new Yielder();
-    for (;;) {
-      await y.maybe();
-      const f = await this.conn.next();
-      if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream closed inside round ${r.round}`);
-      const h = f.header;
-      if (h.t === 'pages-end') {
-        if (Number(h.frames) !== r.frames || Number(h.pages) !== r.pagesWritten || Number(h.zero) !== r.zeroPages)
-          throw new FerryError(ErrorCode.BadMessage, `round ${r.round}: sender says ${String(h.frames)} frames, ${String(h.pages)}+${String(h.zero)} pages; ${r.frames} frames, ${r.pagesWritten}+${r.zeroPages} arrived`);
-        await this.conn.send({ t: 'pages-ack', round: r.round, pages: r.pagesWritten, zero: r.zeroPages });
-        r.bytesOnWire = this.conn.bytesReceived - wire0;
-        r.durationMs = performance.now() - t0;
-        return r;
-      }
-      if (h.t === 'fork') {
-        const inherit = readTable(f.payload, Number(h.n)).map((e) => ({ start: e.addr, end: e.addr + e.pages * PAGE }));
-        this.sink.born?.(Number(h.pid), inherit);
-        continue;
-      }
-      if (h.t !== 'pages') throw new FerryError(ErrorCode.BadMessage, `page stream: unexpected "${h.t}" inside round ${r.round}`);
-      this.applyFrame(f, r);
-      this.consumed += f.payload.length + FRAME_OVERHEAD;
-      await this.conn.send({ t: 'pages-credit', upTo: this.consumed });
-    }
-  }
-
-  private applyFrame(f: Frame, r: ReceivedRound): void {
-    const h = f.header;
-    const pid = Number(h.pid);
-    const n = Number(h.n);
-    const entries = readTable(f.payload, n);
-    const body = f.payload.subarray(n * ENTRY);
-    const raw = h.enc === 'lz4' ? uncompressSync(body) : body;
-    const wantRaw = entries.reduce((a, e) => a + (e.zero ? 0 : e.pages * PAGE), 0);
-    if (raw.length !== Number(h.raw) || raw.length !== wantRaw)
-      throw new FerryError(ErrorCode.BadMessage, `page frame of pid ${pid}: ${raw.length} data bytes, header says ${String(h.raw)}, runs need ${wantRaw}`);
-    if (typeof h.sum === 'string') {
-      const sum = checksum(raw);
-      if (sum !== undefined && sum !== h.sum) throw new FerryError(ErrorCode.BadMessage, `page frame of pid ${pid}: checksum mismatch`);
-    }
-    let off = 0;
-    for (const e of entries) {
-      if (e.zero) {
-        this.sink.zero(pid, e.addr, e.pages);
-        r.zeroPages += e.pages;
-        continue;
-      }
-      this.sink.write(pid, e.addr, raw.subarray(off, off + e.pages * PAGE));
-      off += e.pages * PAGE;
-      r.pagesWritten += e.pages;
-    }
-    r.frames++;
-    r.bytesRaw += raw.length;
   }
 }

@@ -10,6 +10,7 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { errorMessage } from '../../shared/stream-frames.ts';
 import { TLS_OPTIONS, bindingToken, sameToken, type StreamCredentials } from './auth.ts';
 import { assertAgentIdentity } from './identity.ts';
 import { CLEAR_PREAMBLE, DataConnection, abortable, type StreamEndpoint } from './stream.ts';
@@ -163,15 +164,14 @@ export class StreamServer {
       unguard();
     };
     void this.#open(conn, socket, done).catch(async (err: unknown) => {
-      await conn.send({ t: 'error', message: FerryError.from(err).message }).catch(() => undefined);
+      await conn.send({ t: 'error', message: errorMessage(FerryError.from(err).message) }).catch(() => undefined);
       conn.destroy();
     });
   }
 
   async #open(conn: DataConnection, socket: tls.TLSSocket, done: () => void): Promise<void> {
-    const f = await conn.expect<{ migrationId: unknown; clear?: unknown }>('open');
+    const f = await conn.expect('open');
     const id = f.header.migrationId;
-    if (typeof id !== 'string') throw new FerryError(ErrorCode.BadMessage, 'no migration named');
     const pending = this.#pending.get(id);
     if (!pending) {
       throw new FerryError(ErrorCode.InvalidRequest, this.#claimed.has(id) ? `the stream of ${id} is connected already` : `no stream of ${id} is expected here`);
@@ -202,14 +202,14 @@ export class StreamServer {
     const conn = new DataConnection(socket);
     const unguard = guardPreAuth(socket, conn);
     socket.resume();
-    const f = await conn.expect<{ migrationId: unknown; token: unknown }>('bind');
+    const f = await conn.expect('bind');
     const id = f.header.migrationId;
-    const b = typeof id === 'string' ? this.#bindings.get(id) : undefined;
+    const b = this.#bindings.get(id);
     if (!b || b.remoteAddress !== socket.remoteAddress || !sameToken(b.token, f.header.token)) {
       conn.destroy();
       return;
     }
-    this.#bindings.delete(id as string);
+    this.#bindings.delete(id);
     conn.bindControl(b.control);
     await conn.send({ t: 'bound' });
     unguard();

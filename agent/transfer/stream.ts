@@ -11,7 +11,8 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { TLS_OPTIONS, bindingToken, type StreamCredentials } from './auth.ts';
-import { FrameDecoder, encodeFrame, type Frame } from './frames.ts';
+import type { FrameKind, StreamFrameHeader } from '../../shared/stream-frames.ts';
+import { FrameDecoder, encodeFrame, isFrame, type Frame } from './frames.ts';
 import { agentIdentity, assertAgentIdentity } from './identity.ts';
 
 export interface StreamEndpoint {
@@ -132,12 +133,12 @@ export class DataConnection {
   }
 
   /** The next frame, which must be of type `t` (an `error` frame from the peer is thrown). */
-  async expect<H = Record<string, unknown>>(t: string): Promise<Frame<H>> {
+  async expect<K extends FrameKind>(t: K): Promise<Frame<K>> {
     const f = await this.next();
     if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream closed while waiting for "${t}"`);
-    if (f.header.t === 'error') throw new FerryError(ErrorCode.Internal, `peer failed: ${String(f.header.message)}`);
-    if (f.header.t !== t) throw new FerryError(ErrorCode.BadMessage, `data stream: expected "${t}", got "${f.header.t}"`);
-    return f as Frame<H>;
+    if (f.header.t === 'error') throw new FerryError(ErrorCode.Internal, `peer failed: ${f.header.message}`);
+    if (!isFrame(f, t)) throw new FerryError(ErrorCode.BadMessage, `data stream: expected "${t}", got "${f.header.t}"`);
+    return f;
   }
 
   /** Caps what send() writes to `bytesPerSecond` from now on (a migration's bandwidth share). */
@@ -148,7 +149,7 @@ export class DataConnection {
   #pacer: Pacer | null = null;
 
   /** Writes one frame; resolves once the kernel took it (waits for drain when its buffer is full). */
-  async send(header: { t: string } & Record<string, unknown>, payload?: Buffer): Promise<void> {
+  async send(header: StreamFrameHeader, payload?: Buffer): Promise<void> {
     if (this.#error) throw this.#error;
     if (this.#pacer) await this.#pacer.take(payload?.length ?? 0);
     let flushed = true;
@@ -209,12 +210,12 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onA
 }
 
 /** The next frame of a handshake: a refusal by the peer says so. */
-async function handshakeFrame<H>(conn: DataConnection, t: string, peer: string): Promise<Frame<H>> {
+async function handshakeFrame<K extends FrameKind>(conn: DataConnection, t: K, peer: string): Promise<Frame<K>> {
   const f = await conn.next();
   if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream: ${peer} closed the connection during the handshake`);
-  if (f.header.t === 'error') throw new FerryError(ErrorCode.InvalidRequest, `data stream refused by ${peer}: ${String(f.header.message)}`);
-  if (f.header.t !== t) throw new FerryError(ErrorCode.BadMessage, `data stream: expected "${t}" from ${peer}, got "${f.header.t}"`);
-  return f as Frame<H>;
+  if (f.header.t === 'error') throw new FerryError(ErrorCode.InvalidRequest, `data stream refused by ${peer}: ${f.header.message}`);
+  if (!isFrame(f, t)) throw new FerryError(ErrorCode.BadMessage, `data stream: expected "${t}" from ${peer}, got "${f.header.t}"`);
+  return f;
 }
 
 function connected(socket: net.Socket, event: 'connect' | 'secureConnect', endpoint: StreamEndpoint): Promise<void> {
@@ -248,9 +249,9 @@ export async function connectStream(endpoint: StreamEndpoint, auth: StreamAuth, 
     await connected(socket, 'secureConnect', endpoint);
     assertAgentIdentity(socket.getPeerX509Certificate(), auth.peer, 'destination');
     await control.send({ t: 'open', migrationId: auth.migrationId, clear: !auth.encrypt });
-    const w = await handshakeFrame<{ migrationId: string; clear: boolean }>(control, 'welcome', peerName);
+    const w = await handshakeFrame(control, 'welcome', peerName);
     if (w.header.migrationId !== auth.migrationId) throw new FerryError(ErrorCode.InvalidRequest, `data stream: ${peerName} welcomed another migration`);
-    if (w.header.clear !== true) return control;
+    if (!w.header.clear) return control;
     if (auth.encrypt) throw new FerryError(ErrorCode.InvalidRequest, `data stream: ${peerName} offered a clear stream this agent did not ask for`);
     const token = bindingToken(socket, auth.migrationId);
     const plain = net.connect(endpoint.port, endpoint.host);

@@ -1,6 +1,6 @@
 // `ferry checkpoint`, `restore`, `image inspect`, loaded when they run (cli/commands/engine.ts defines them).
 import { checkpoint as checkpointTree } from '../../agent/engine/checkpoint.ts';
-import { inspectImage } from '../../agent/engine/inspect.ts';
+import { inspectImage } from '../../agent/engine/image/inspect.ts';
 import { restore as restoreTree } from '../../agent/engine/restore.ts';
 import { describeVerification } from '../format.ts';
 import { printResult } from '../output.ts';

@@ -13,7 +13,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { JobManifest, MANIFEST_JSON } from '../../shared/job-image.ts';
 import { parseRecord } from '../../shared/records.ts';
 import { beginSnapshot, currentSnapshot, resolveImageDir, syncTree } from '../../agent/jobs/image-store.ts';
-import { type ImageSummary, inspectImage } from '../../agent/engine/inspect.ts';
+import { type ImageSummary, inspectImage } from '../../agent/engine/image/inspect.ts';
 import { bytes } from '../format.ts';
 import { printResult } from '../output.ts';
 import { describeImage } from './engine.ts';

@@ -2,7 +2,8 @@
 // (cli/commands/migrations.ts defines them).
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { MigrationEventWire, eventForUser, type MigrationView } from '../../shared/migration.ts';
+import type { MigrationView, RoundStatsWire } from '../../shared/migration.ts';
+import { MigrationEventWire, eventForUser } from '../../shared/migration-events.ts';
 import { decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
 import type { WorkloadOperation } from '../../shared/job-image.ts';
@@ -10,19 +11,25 @@ import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
 
-const ms = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
-const rate = (bps: unknown): string => (typeof bps === 'number' && bps > 0 ? `${bytes(bps)}/s` : '-');
+const ms = (v: number | null | undefined): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
+const rate = (bps: number): string => (bps > 0 ? `${bytes(bps)}/s` : '-');
 
 /** One pre-copy round in a line (events, watch). */
-function describeRound(s: Record<string, unknown>): string {
-  const n = (k: string) => Number(s[k] ?? 0);
-  const ratio = n('compressionRatio');
+function describeRound(s: RoundStatsWire): string {
+  const ratio = s.compressionRatio;
   return (
-    `round ${n('round')}: ${n('pagesDirty')} of ${n('pagesScanned')} pages dirty, ${n('pagesSent')} sent` +
-    `${n('pagesZero') ? ` (+${n('pagesZero')} zero)` : ''}, ${bytes(n('bytesOnWire'))} on the wire${ratio > 1.01 ? ` (${ratio.toFixed(1)}x lz4)` : ''} in ${ms(s.durationMs)}; ` +
+    `round ${s.round}: ${s.pagesDirty} of ${s.pagesScanned} pages dirty, ${s.pagesSent} sent` +
+    `${s.pagesZero ? ` (+${s.pagesZero} zero)` : ''}, ${bytes(s.bytesOnWire)} on the wire${ratio > 1.01 ? ` (${ratio.toFixed(1)}x lz4)` : ''} in ${ms(s.durationMs)}; ` +
     `dirtying ${rate(s.dirtyRateBps)}, link ${rate(s.bandwidthBps)}, predicted downtime ${ms(s.predictedDowntimeMs)}` +
-    `${s.tracker ? ` [${String(s.tracker)}]` : ''}${s.throttled ? ` THROTTLED to ${String(s.throttleCpus ?? '?')} CPU` : ''}`
+    `${s.tracker ? ` [${s.tracker}]` : ''}${s.throttled ? ` THROTTLED to ${s.throttleCpus ?? '?'} CPU` : ''}`
   );
+}
+
+/** The round under way: `round 1: 412.0 MiB of 1.0 GiB (40 %) in 2.1 s`. */
+function describeProgress(p: NonNullable<MigrationView['inFlight']>): string {
+  const what = p.phase === 'precopy' ? `round ${p.round}` : 'last delta (frozen)';
+  const pct = p.pagesTotal > 0 ? ` (${Math.floor((100 * p.pagesDone) / p.pagesTotal)} %)` : '';
+  return `${what}: ${p.pagesDone} of ${p.pagesTotal} pages sent${pct}, ${bytes(p.bytesRaw)} in ${ms(p.elapsedMs)}`;
 }
 
 function renderView(v: MigrationView): string {
@@ -34,16 +41,15 @@ function renderView(v: MigrationView): string {
   if (v.rounds.length > 0) {
     const throttled = v.rounds.some((r) => r.throttled);
     lines.push(`  live: ${v.rounds.length} pre-copy round(s), tracker ${v.tracker ?? '-'}, switched over: ${v.switchover ?? '-'}${throttled ? '; the workload was THROTTLED (it dirtied memory faster than the link carries it)' : ''}`);
-    const n = (r: Record<string, unknown>, k: string) => Number(r[k] ?? 0);
     const t = table(
       ['ROUND', 'SCANNED', 'DIRTY', 'SENT', 'WIRE', 'LZ4', 'TIME', 'DIRTY RATE', 'BANDWIDTH', 'PREDICTED'],
       v.rounds.map((r) => [
-        String(n(r, 'round')),
-        String(n(r, 'pagesScanned')),
-        String(n(r, 'pagesDirty')),
-        String(n(r, 'pagesSent')),
-        bytes(n(r, 'bytesOnWire')),
-        `${n(r, 'compressionRatio').toFixed(2)}x`,
+        String(r.round),
+        String(r.pagesScanned),
+        String(r.pagesDirty),
+        String(r.pagesSent),
+        bytes(r.bytesOnWire),
+        `${r.compressionRatio.toFixed(2)}x`,
         ms(r.durationMs),
         rate(r.dirtyRateBps),
         rate(r.bandwidthBps),
@@ -52,6 +58,7 @@ function renderView(v: MigrationView): string {
     );
     lines.push(...t.split('\n').map((l) => `    ${l}`));
   }
+  if (v.inFlight) lines.push(`  now: ${describeProgress(v.inFlight)}`);
   if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
   else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
@@ -69,27 +76,28 @@ function renderList(vs: MigrationView[]): string {
 }
 
 function describeEvent(e: MigrationEventWire): string | null {
-  const d = e.data as Record<string, unknown>;
   switch (e.type) {
     case 'phase.entered':
-      return `${String(d.phase)} ...`;
+      return `${e.data.phase} ...`;
     case 'phase.exited':
-      return `${String(d.phase)} done in ${String(d.durationMs)} ms`;
+      return `${e.data.phase} done in ${e.data.durationMs ?? '-'} ms`;
     case 'phase.failed':
-      return `${String(d.phase)} failed: ${String((d.error as { message?: string })?.message)} -> ${String(d.next)}`;
+      return `${e.data.phase} failed: ${e.data.error.message} -> ${e.data.next}`;
     case 'round': {
-      const dec = d.decision as { action?: string; reason?: string } | undefined;
-      const next = dec?.action === 'switchover' ? `switch over (${dec.reason ?? ''})` : dec?.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
-      return `${describeRound(d.stats as Record<string, unknown>)} -> ${next}`;
+      const dec = e.data.decision;
+      const next = dec.action === 'switchover' ? `switch over (${dec.reason})` : dec.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
+      return `${describeRound(e.data.stats)} -> ${next}`;
     }
     case 'migration.ended':
-      return `ended: ${String(d.outcome)}`;
+      return `ended: ${e.data.outcome}`;
     case 'phase.attempt':
-      return Number(d.attempt) > 1 ? `${String(d.phase)}: attempt ${String(d.attempt)}` : null;
+      return e.data.attempt > 1 ? `${e.data.phase}: attempt ${e.data.attempt}` : null;
     case 'rollback.started':
-      return `rolling back: ${String((d.cause as { message?: string })?.message)}`;
+      return `rolling back: ${e.data.cause.message}`;
     case 'commit.recorded':
       return 'commit recorded: the workload now belongs to the destination';
+    case 'transfer.progress':
+      return describeProgress(e.data);
     default:
       return e.type;
   }

@@ -5,7 +5,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { CoordinatorConfig } from '../../shared/config.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/log.ts';
-import { MigrationEventWire } from '../../shared/migration.ts';
+import { MigrationEventWire } from '../../shared/migration-events.ts';
 import type { DashboardLogin } from '../../shared/protocol.ts';
 import { decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';

@@ -7,6 +7,7 @@ import type { z } from 'zod';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { parseRecord } from '../../shared/records.ts';
 import { encode } from '../../shared/rpc.ts';
+import { streamKeyLister, type KeyLister } from '../kv-keys.ts';
 import type { RecordQuarantine } from '../quarantine.ts';
 
 export interface Versioned<T> {
@@ -25,6 +26,7 @@ export class RecordBucket<S extends z.ZodType> {
     private readonly quarantine: RecordQuarantine,
     /** Keys this bucket may hold; anything else is set aside. */
     private readonly keyOk: (key: string) => boolean,
+    private readonly listKeys: KeyLister,
   ) {}
 
   static async open<S extends z.ZodType>(
@@ -32,7 +34,7 @@ export class RecordBucket<S extends z.ZodType> {
     o: { bucket: string; description: string; history?: number; replicas: number; schema: S; quarantine: RecordQuarantine; keyOk: (key: string) => boolean },
   ): Promise<RecordBucket<S>> {
     const kv = await new Kvm(nc).create(o.bucket, { history: o.history ?? 1, description: o.description, replicas: o.replicas });
-    return new RecordBucket(o.bucket, kv, o.schema, o.quarantine, o.keyOk);
+    return new RecordBucket(o.bucket, kv, o.schema, o.quarantine, o.keyOk, streamKeyLister(nc, o.bucket));
   }
 
   async get(key: string): Promise<Versioned<z.infer<S>> | null> {
@@ -42,11 +44,9 @@ export class RecordBucket<S extends z.ZodType> {
 
   /** Every valid record (bad ones are set aside on the way). */
   async all(): Promise<Versioned<z.infer<S>>[]> {
-    const keys: string[] = [];
-    for await (const k of await this.kv.keys()) keys.push(k);
     const out: Versioned<z.infer<S>>[] = [];
-    for (const k of keys.sort()) {
-      const v = await this.get(k).catch(() => null);
+    for (const k of await this.listKeys()) {
+      const v = await this.get(k);
       if (v) out.push(v);
     }
     return out;

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isGone } from '../../agent/engine/procfs.ts';
+import { isGone } from '../../agent/engine/process/procfs.ts';
 import type { CoordinatorConfig } from '../../shared/config.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { DAEMONS_HELP, NATS_NODES, labLayout, type LabLayout } from './layout.ts';

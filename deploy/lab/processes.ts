@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isGone } from '../../agent/engine/procfs.ts';
+import { isGone } from '../../agent/engine/process/procfs.ts';
 
 export interface StartedProcess {
   pid: number;

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkpoint, preflightTree } from '../../agent/engine/checkpoint.ts';
-import { spawnDetached } from '../../agent/engine/detached.ts';
-import { isGone } from '../../agent/engine/procfs.ts';
+import { spawnDetached } from '../../agent/engine/process/detached.ts';
+import { isGone } from '../../agent/engine/process/procfs.ts';
 import { restore } from '../../agent/engine/restore.ts';
-import { removeSysv, sysvUsedBy } from '../../agent/engine/sysv.ts';
+import { removeSysv, sysvUsedBy } from '../../agent/engine/namespaces/sysv.ts';
 import { FerryError } from '../../shared/errors.ts';
 import { BASE_CFLAGS, compileCached } from '../workloads/harness.ts';
 

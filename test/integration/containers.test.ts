@@ -3,8 +3,9 @@
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { isGone } from '../../agent/engine/procfs.ts';
-import type { MigrationEvent, MigrationView } from '../../shared/migration.ts';
+import { isGone } from '../../agent/engine/process/procfs.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import type { MigrationEvent } from '../../shared/migration-events.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';

@@ -23,6 +23,7 @@ import { CLEAR_PREAMBLE, connectStream, type StreamAuth, type StreamEndpoint } f
 import { TLS_OPTIONS, type StreamCredentials } from '../../agent/transfer/auth.ts';
 import { type ExpectedStream, StreamServer } from '../../agent/transfer/stream-server.ts';
 import { encodeFrame, FrameDecoder } from '../../agent/transfer/frames.ts';
+import type { StreamFrameHeader } from '../../shared/stream-frames.ts';
 import { agentCredentials, loopbackPair, loopbackServer } from './helpers/stream-peers.ts';
 import { labNats } from './helpers/lab-nats.ts';
 import { execFile } from 'node:child_process';
@@ -45,7 +46,7 @@ const auth = (migrationId: string, o: { as?: string; peer?: string; ca?: 'ferry'
 });
 
 /** A raw client speaking the stream's frames by hand: the first reply's type, or "closed". */
-async function rawAttempt(endpoint: StreamEndpoint, first: Record<string, unknown> & { t: string }, o: { tls?: tls.ConnectionOptions; preamble?: boolean } = {}): Promise<string> {
+async function rawAttempt(endpoint: StreamEndpoint, first: StreamFrameHeader, o: { tls?: tls.ConnectionOptions; preamble?: boolean } = {}): Promise<string> {
   const socket = o.tls
     ? tls.connect({ host: endpoint.host, port: endpoint.port, ...o.tls, checkServerIdentity: () => undefined })
     : net.connect(endpoint.port, endpoint.host);
@@ -73,8 +74,8 @@ async function rawAttempt(endpoint: StreamEndpoint, first: Record<string, unknow
 async function realSource(server: StreamServer, expected: ExpectedStream, id: string, encrypt = true): Promise<{ carried: boolean; encrypted: boolean }> {
   const [out, inc] = await Promise.all([connectStream(server.endpoint, auth(id, { encrypt })), expected.accept({ timeoutMs: 5000 })]);
   try {
-    await out.send({ t: 'ping' });
-    return { carried: (await inc.expect('ping')).header.t === 'ping', encrypted: out.encrypted && inc.encrypted };
+    await out.send({ t: 'data' });
+    return { carried: (await inc.expect('data')).header.t === 'data', encrypted: out.encrypted && inc.encrypted };
   } finally {
     out.destroy();
     inc.destroy();
@@ -91,20 +92,21 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
     const chunks = 64;
     const consume = (async () => {
       for (let i = 0; i < chunks; i++) {
-        const f = await receiver.expect<{ seq: number }>('chunk');
-        expect(f.header.seq).toBe(i);
+        const f = await receiver.expect('data');
+        expect(f.payload.readUInt32LE(0)).toBe(i);
         got.update(f.payload);
       }
-      await receiver.send({ t: 'ack', digest: got.copy().digest('hex') });
+      await receiver.send({ t: 'eof', sha256: got.copy().digest('hex') });
     })();
     for (let i = 0; i < chunks; i++) {
       const payload = randomBytes(1 << 20);
+      payload.writeUInt32LE(i, 0); // its place in the sequence
       sent.update(payload);
-      await sender.send({ t: 'chunk', seq: i }, payload);
+      await sender.send({ t: 'data' }, payload);
     }
     await consume;
-    const ack = await sender.expect<{ digest: string }>('ack');
-    expect(ack.header.digest).toBe(sent.digest('hex'));
+    const ack = await sender.expect('eof');
+    expect(ack.header.sha256).toBe(sent.digest('hex'));
     expect(sender.bytesSent).toBeGreaterThan(chunks << 20);
     await sender.end();
     expect(await receiver.next()).toBeNull();
@@ -167,8 +169,8 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
       server.expect('m-fenced', 'h1').close();
       await expect(connectStream(server.endpoint, auth('m-fenced'), { timeoutMs: 5000 })).rejects.toThrow(/no stream of m-fenced/);
       // The accepted one is unaffected.
-      await out.send({ t: 'ping' });
-      expect((await inc.expect('ping')).header.t).toBe('ping');
+      await out.send({ t: 'data' });
+      expect((await inc.expect('data')).header.t).toBe('data');
       out.destroy();
       inc.destroy();
     } finally {
@@ -191,9 +193,9 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
       // Several migrations at once through the one port.
       const ids = ['m-multi-a', 'm-multi-b', 'm-multi-c'];
       const pairs = await Promise.all(ids.map((id) => Promise.all([connectStream(server.endpoint, auth(id)), server.expect(id, 'h1').accept({ timeoutMs: 5000 })])));
-      await Promise.all(pairs.map(([out], i) => out.send({ t: 'who', id: ids[i] })));
+      await Promise.all(pairs.map(([out], i) => out.send({ t: 'data' }, Buffer.from(ids[i]!))));
       for (const [i, [out, inc]] of pairs.entries()) {
-        expect((await inc.expect<{ id: string }>('who')).header.id).toBe(ids[i]);
+        expect((await inc.expect('data')).payload.toString()).toBe(ids[i]);
         out.destroy();
         inc.destroy();
       }
@@ -207,8 +209,8 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
       const { out, inc } = await loopbackPair({ encrypt: false });
       expect([out.encrypted, inc.encrypted]).toEqual([false, false]);
       const payload = randomBytes(4 << 20);
-      await out.send({ t: 'chunk' }, payload);
-      expect((await inc.expect('chunk')).payload.equals(payload)).toBe(true);
+      await out.send({ t: 'data' }, payload);
+      expect((await inc.expect('data')).payload.equals(payload)).toBe(true);
       out.destroy();
       inc.destroy();
     });
@@ -248,7 +250,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
     let sentFrames = 0;
     const pump = (async () => {
       for (let i = 0; i < 64; i++) {
-        await sender.send({ t: 'chunk' }, payload);
+        await sender.send({ t: 'data' }, payload);
         sentFrames++;
       }
     })();
@@ -257,7 +259,7 @@ describe('agent-to-agent data stream (mutual TLS, loopback)', () => {
     const inFlightBytes = sentFrames * payload.length;
     expect(inFlightBytes).toBeLessThan(128 << 20);
     expect(sentFrames).toBeLessThan(64);
-    for (let i = 0; i < 64; i++) await receiver.expect('chunk');
+    for (let i = 0; i < 64; i++) await receiver.expect('data');
     await pump;
     expect(sentFrames).toBe(64);
     sender.destroy();

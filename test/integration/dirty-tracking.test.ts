@@ -3,11 +3,15 @@
 // a child forked while tracked) equals the tree's memory page for page once the tree is stopped
 // and one last round is sent, for the uffd-wp tracker and for the hashing fallback. The
 // comparison itself is shown to catch a page the last round leaves out.
+import { execFileSync } from 'node:child_process';
 import diagnostics_channel from 'node:diagnostics_channel';
+import { closeSync, constants, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { trackTree, type TreeTracker } from '../../agent/engine/dirty/tree.ts';
-import { readPages } from '../../agent/engine/dirty/read.ts';
-import { type DirtyRound, PAGE, type TrackMethod } from '../../agent/engine/dirty/types.ts';
+import { trackTree, type TreeTracker } from '../../agent/engine/memory/dirty/tree.ts';
+import { readPages } from '../../agent/engine/memory/dirty/read.ts';
+import { type DirtyRound, PAGE, type TrackMethod } from '../../agent/engine/memory/dirty/types.ts';
 import { ShadowSink } from '../../agent/transfer/page-sinks.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { buildWorkload, readRoleStatus, sleep, startWorkload, stopAllWorkloads, waitForProgress, workloadPids } from '../workloads/harness.ts';
@@ -159,14 +163,29 @@ describe('choosing the tracker', () => {
   });
 
   it('a process that execs gets a fresh tracker (a new injection) and is sent whole', async () => {
-    const wl = startFixture(['/bin/bash', '-c', `sleep 0.5; exec ${target} write`], 'dirty-exec');
+    // The shell execs when the test says so (a line down a FIFO), after the first round: the
+    // new image must turn up in a round of its own, however slow that first round is.
+    const go = path.join(mkdtempSync(path.join(tmpdir(), 'ferry-dirty-exec-')), 'go');
+    execFileSync('mkfifo', [go]);
+    const wl = startFixture(['/bin/bash', '-c', `read -r _ < ${go}; exec ${target} write`], 'dirty-exec');
     const tracker = trackTree(wl.pid, { method: 'uffd-wp' });
     trackers.push(tracker);
     const shadow = new ShadowSink();
     const before = await streamPair(shadow);
     await before.sender.sendRound(await tracker.round(), (p, a, d) => tracker.noteSent(p, a, d));
     before.close();
+    // Non-blocking: ENXIO until the shell has the FIFO open for reading.
+    const writer = await waitFor('the shell waiting on its FIFO', () => {
+      try {
+        return openSync(go, constants.O_WRONLY | constants.O_NONBLOCK);
+      } catch {
+        return undefined;
+      }
+    });
+    writeSync(writer, 'go\n');
+    closeSync(writer);
     await waitFor('exec', () => logLines(wl).includes('ready'));
+    rmSync(path.dirname(go), { recursive: true, force: true });
     events.length = 0;
     await exactAfterRounds(wl.pid, tracker, shadow);
     expect(events).toContainEqual(expect.objectContaining({ kind: 'retrack', pid: wl.pid, why: 'mm-gone', method: 'uffd-wp' }));

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
-import { readImage } from '../../agent/engine/image-io.ts';
+import { readImage } from '../../agent/engine/image/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { type Workload as HarnessWorkload, buildWorkload, readStatus, waitForProgress } from '../workloads/harness.ts';
 import { adopt, cleanup, sealInheritedFds, startWorkload, tempDir, waitFor, waitGone } from './engine-fixtures/helpers.ts';

@@ -2,9 +2,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LeaseGuard, heldLocks, hostLockView, refuseSharedLocks, seenLock } from '../../agent/engine/lock-sharing.ts';
+import { LeaseGuard, heldLocks, hostLockView, refuseSharedLocks, seenLock } from '../../agent/engine/files/lock-sharing.ts';
 import { O, closeFd, openFile, sys } from '../../agent/ffi/syscalls.ts';
-import { probeKernel } from '../../agent/probes.ts';
+import { probeKernel } from '../../agent/engine/probes.ts';
 
 describe('probeKernel', () => {
   // What it costs is a benchmark's business (a timed assertion fails under load), not this test's.

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
-import { readImage } from '../../agent/engine/image-io.ts';
+import { readImage } from '../../agent/engine/image/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { readStatus, startWorkload as startHarnessWorkload, stopAllWorkloads, waitForProgress } from '../workloads/harness.ts';
@@ -24,12 +24,16 @@ afterEach(async () => {
 const vdsoOf = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').find((l) => l.endsWith('[vdso]'))?.split(' ')[0];
 
 /** Launchers and husks are `sleep 1000000`; a failed restore must leave none of them. */
+// Husk launchers inherit this process's environment: the tag tells ours from those of other
+// suites restoring on the same machine at the same time.
+const HUSK_TAG = `FERRY_TEST_HUSK_TAG=${process.pid}-${Date.now()}`;
+process.env.FERRY_TEST_HUSK_TAG = HUSK_TAG.split('=')[1];
 const husksLeft = () =>
   readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .filter((d) => {
       try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8') === 'sleep\u00001000000\u0000';
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8') === 'sleep\u00001000000\u0000' && readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(HUSK_TAG);
       } catch {
         return false;
       }

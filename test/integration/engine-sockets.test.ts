@@ -12,14 +12,14 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
-import { readImage } from '../../agent/engine/image-io.ts';
+import { readImage } from '../../agent/engine/image/image-io.ts';
 import type { Image } from '../../shared/image-format.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { announce, openAnnouncer } from '../../agent/net/announce.ts';
 import { dumpNetns } from '../../agent/net/dump.ts';
 import { ipBatch, netnsPath, run } from '../../agent/net/exec.ts';
 import type { NetnsHandle } from '../../agent/net/handle.ts';
-import { attachNetns, lockNetwork } from '../../agent/net/lock.ts';
+import { attachNetns, lockNetwork, unlockNetwork } from '../../agent/net/lock.ts';
 import { rebuildNetns, removeNetns } from '../../agent/net/rebuild.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { initialNetns } from '../../shared/netns.ts';
@@ -80,11 +80,22 @@ afterAll(async () => {
  * dies), rebuild the namespace from its dumped configuration outside the bridge, restore into
  * it, and attach and announce just before the restored connections leave repair mode.
  */
-async function handover(pid: number): Promise<{ pid: number; image: Image; figures: Record<string, number> }> {
+/**
+ * Lock, checkpoint, rebuild the namespace, restore. `ready`, when given, must hold once the
+ * network is locked (the queues then change only by the workload's own reads); until it does
+ * the network is let go again and the handover waits for it.
+ */
+async function handover(pid: number, ready?: () => boolean): Promise<{ pid: number; image: Image; figures: Record<string, number> }> {
   const cfg = await dumpNetns(pid);
   const images = tempDir('img');
-  const t0 = performance.now();
+  let t0 = performance.now();
   lockNetwork(srv);
+  while (ready && !ready()) {
+    unlockNetwork(srv);
+    await waitFor('the state the handover needs', ready, 20_000);
+    t0 = performance.now();
+    lockNetwork(srv);
+  }
   const ck = checkpoint(pid, { imagesDir: images });
   const image = readImage(images);
   const tr = performance.now();
@@ -139,15 +150,15 @@ describe('engine: sockets and the network handover', () => {
       const pingBefore = Number(okStatus(pingStatus)?.maxRttMs ?? 0);
       // What the image is checked for below: bytes waiting in both queues of a server connection
       // (the slow readers fill them, but only once the stream has run a while, also after a restore).
-      await waitFor('bytes in both queues of a server connection', () =>
+      const bothQueuesHold = () =>
         execFileSync('nsenter', [`--net=${srv.path}`, 'ss', '-tnH', 'state', 'established'], { encoding: 'utf8' })
           .split('\n')
           .some((l) => {
             const [rq = 0, sq = 0] = l.trim().split(/\s+/).map(Number);
             return rq > 0 && sq > 0;
-          }),
-      );
-      const hand = await handover(pid);
+          });
+      await waitFor('bytes in both queues of a server connection', bothQueuesHold);
+      const hand = await handover(pid, bothQueuesHold);
       {
         const img = hand.image;
         expect(img.ownNetns).toBe(true);

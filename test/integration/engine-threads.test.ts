@@ -3,7 +3,7 @@
 import { readdirSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
-import { readImage } from '../../agent/engine/image-io.ts';
+import { readImage } from '../../agent/engine/image/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { type WorkloadName, readStatus, startWorkload, stopAllWorkloads, waitForProgress, workloadSupported } from '../workloads/harness.ts';
 import { adopt, cleanup, sealInheritedFds, tempDir, waitFor, waitGone } from './engine-fixtures/helpers.ts';

@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint, preflightTree } from '../../agent/engine/checkpoint.ts';
-import { readImage } from '../../agent/engine/image-io.ts';
+import { readImage } from '../../agent/engine/image/image-io.ts';
 import { restore } from '../../agent/engine/restore.ts';
 import { ErrorCode } from '../../shared/errors.ts';
 import { parentPid, readRoleStatus, readStatus, startWorkload, stopAllWorkloads, waitForProgress, workloadPids } from '../workloads/harness.ts';

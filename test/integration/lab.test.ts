@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Svcm } from '@nats-io/services';
-import { probeKernel } from '../../agent/probes.ts';
+import { probeKernel } from '../../agent/engine/probes.ts';
 import { LAB_OPERATOR, labCoordinatorIdentity } from '../../deploy/lab/pki.ts';
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import { ErrorCode } from '../../shared/errors.ts';

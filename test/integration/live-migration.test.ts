@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
+import type { MigrationEvent } from '../../shared/migration-events.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { workloadSupported, type WorkloadName } from '../workloads/harness.ts';
 import { ferry, ferryJson } from './helpers/cli.ts';
@@ -17,12 +18,32 @@ import { uffdRegistered } from './helpers/precopy.ts';
 
 const env = labEnv('itlive');
 
-async function migrate(name: string, to: string, extra: string[] = []): Promise<MigrationView> {
+async function migrate(name: string, to: string, extra: string[] = []): Promise<MigrationView & { events: MigrationEvent[] }> {
   const r = await ferry(['migrate', name, '--to', to, '--json', ...extra], env);
   const v = JSON.parse(r.stdout) as MigrationView;
   expect(v.outcome, `${name} -> ${to}: ${v.error?.message ?? ''}`).toBe('completed');
   expect(r.code).toBe(0);
-  return v;
+  // --json: one event per line on stderr.
+  const events = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as MigrationEvent);
+  return { ...v, events };
+}
+
+/**
+ * Each pre-copy round was reported while it ran: at its start (nothing sent yet, the round's
+ * pages to go), then never going back; what `watch` and `status` showed meanwhile counted it.
+ */
+function expectProgressReported(v: MigrationView & { events: MigrationEvent[] }): void {
+  const reports = v.events.filter((e): e is Extract<MigrationEvent, { type: 'transfer.progress' }> => e.type === 'transfer.progress');
+  for (const r of v.rounds) {
+    const mine = reports.filter((e) => e.data.phase === 'precopy' && e.data.round === r.round);
+    expect(mine[0]?.data, `round ${r.round} reported at its start`).toMatchObject({ pagesDone: 0, pagesTotal: r.pagesDirty, bytesRaw: 0 });
+    for (let i = 1; i < mine.length; i++) expect(mine[i]!.data.pagesDone).toBeGreaterThanOrEqual(mine[i - 1]!.data.pagesDone);
+    for (const e of mine) {
+      expect(e.view.inFlight).toEqual(e.data);
+      expect(e.data.pagesDone).toBeLessThanOrEqual(r.pagesDirty);
+    }
+  }
+  expect(v.inFlight).toBeNull();
 }
 
 /** Every round carries its statistics; the view says what pre-copy did. */
@@ -101,6 +122,7 @@ describe('live migration', () => {
       const to = at === 'h1' ? 'h2' : 'h1';
       const v = await migrate('heavy', to);
       expectLive(v, 'uffd-wp');
+      expectProgressReported(v);
       expect(v.rounds.length).toBeGreaterThan(1);
       // Round 1 carries the whole region; later ones only what was written meanwhile.
       expect(Number(v.rounds[0]!.pagesSent)).toBeGreaterThan(60_000);
@@ -135,13 +157,15 @@ describe('live migration', () => {
     }
   });
 
-  it('a writer that outruns the budget is throttled, the migration ends, and the workload runs at full speed', async () => {
-    const w = await runOnLab(env, 'h1', 'memwriter', 'racer', ['256', '200', 'random']);
+  it('a writer that outruns the link is throttled, the migration ends, and the workload runs at full speed', async () => {
+    // Unpaced (3000 MB/s asks for more than it can do) over a link capped at 16 MB/s: whatever CPU
+    // a busy machine leaves the writer, every round finds nearly the whole region dirty again.
+    const w = await runOnLab(env, 'h1', 'memwriter', 'racer', ['64', '3000', 'random']);
     while (status(w)?.phase !== 'running') await sleep(100);
     // A budget no round can meet: the rule throttles once rounds stop shrinking, then switches over.
-    const v = await migrate('racer', 'h2', ['--downtime-budget', '1', '--max-rounds', '12']);
+    const v = await migrate('racer', 'h2', ['--downtime-budget', '1', '--max-rounds', '12', '--bandwidth', '16']);
     expectLive(v, 'uffd-wp');
-    expect(v.rounds.some((r) => r.throttled === true)).toBe(true);
+    expect(v.rounds.some((r) => r.throttled === true), `rounds: ${JSON.stringify(v.rounds.map((r) => [r.pagesScanned, r.pagesDirty, r.dirtyRateBps, r.bandwidthBps, r.linkMeasured, r.throttled]))}; ${v.switchover}`).toBe(true);
     expect(v.switchover).toMatch(/^(no-progress|round-limit|fixed-costs)$/);
     await expectRunsOnceOn(env, w, 'h2');
     expectUntracked((await hostOf('racer')).rootPid!);
@@ -149,10 +173,11 @@ describe('live migration', () => {
   });
 
   it('cancelled during pre-copy, the workload runs on at its source, untracked and unthrottled', async () => {
-    const w = await runOnLab(env, 'h1', 'memwriter', 'kept', ['512', '200', 'random']);
+    const w = await runOnLab(env, 'h1', 'memwriter', 'kept', ['128', '200', 'random']);
     while (status(w)?.phase !== 'running') await sleep(100);
     const before = await hostOf('kept');
-    const migrating = ferry(['migrate', 'kept', '--to', 'h2', '--json', '--downtime-budget', '1', '--max-rounds', '1000'], env);
+    // A link capped at 16 MB/s: each round of the region takes seconds, so the cancel lands in pre-copy.
+    const migrating = ferry(['migrate', 'kept', '--to', 'h2', '--json', '--downtime-budget', '1', '--max-rounds', '1000', '--bandwidth', '16'], env);
     // Cancelled once round 1 (the whole region) went: the tracker runs, the destination holds husks.
     let id = '';
     const deadline = Date.now() + 60_000;

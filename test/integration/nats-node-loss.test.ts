@@ -17,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'v
 import type { LabStatus } from '../../deploy/lab/lab.ts';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { LAB_OPERATOR } from '../../deploy/lab/pki.ts';
-import { MigrationEventWire, type MigrationView } from '../../shared/migration.ts';
+import type { MigrationView } from '../../shared/migration.ts';
+import { MigrationEventWire } from '../../shared/migration-events.ts';
 import { decode } from '../../shared/rpc.ts';
 import { subjects } from '../../shared/subjects.ts';
 import { labNats } from './helpers/lab-nats.ts';

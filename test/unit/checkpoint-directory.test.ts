@@ -56,7 +56,8 @@ function setup(o: { lostHolding?: string[] } = {}) {
   } as unknown as AgentClient;
   const workloads = new WorkloadDirectory(cluster, agents, { pool: null, findRetryMs: 0 });
   const quarantine = new RecordQuarantine({ publish: () => undefined } as unknown as NatsConnection, new FakeKv('q') as unknown as KV, pino({ level: 'silent' }), 'test');
-  const records = new RecordBucket('ferry_checkpoints', new FakeKv('ferry_checkpoints') as unknown as KV, CheckpointRecord, quarantine, () => true);
+  const kv = new FakeKv('ferry_checkpoints');
+  const records = new RecordBucket('ferry_checkpoints', kv as unknown as KV, CheckpointRecord, quarantine, () => true, kv.listKeys);
   const migrations = { migrating: () => false } as unknown as MigrationManager;
   const dir = new CheckpointDirectory(records, workloads, migrations, cluster, agents);
   workloads.reservedAddresses = () => dir.reservedAddresses();

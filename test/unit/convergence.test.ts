@@ -36,6 +36,12 @@ describe('predictDowntimeMs', () => {
     expect(predictDowntimeMs(round(1, 100, { compressionRatio: 0 }), cfg)).toBeCloseTo(100 + 409.6);
   });
 
+  it('on a link measured from a few pages, sending takes at most as long as the round did', () => {
+    // 100 pages at 1e6 B/s would be 409.6 ms; the round that sent about as much took 50 ms.
+    expect(predictDowntimeMs(round(1, 100, { linkMeasured: false, durationMs: 50 }), cfg)).toBeCloseTo(100 + 50);
+    expect(predictDowntimeMs(round(1, 100, { linkMeasured: true, durationMs: 50 }), cfg)).toBeCloseTo(100 + 409.6);
+  });
+
   it('is infinite when the bandwidth is unknown', () => {
     expect(predictDowntimeMs(round(1, 1, { bandwidthBps: 0 }), cfg)).toBe(Number.POSITIVE_INFINITY);
   });
@@ -62,9 +68,24 @@ describe('decideSwitchover', () => {
     expect(decideSwitchover([round(1, 10_000), round(2, 9_000)], cfg)).toMatchObject({ action: 'continue' }); // exactly 10% fewer
   });
 
-  it('asks to throttle when a round makes no progress', () => {
-    expect(decideSwitchover([round(1, 10_000), round(2, 9_500)], cfg)).toMatchObject({ action: 'throttle' });
-    expect(decideSwitchover([round(1, 10_000), round(2, 12_000)], cfg)).toMatchObject({ action: 'throttle' });
+  it('asks to throttle when a round makes no progress and the writes outrun a well-measured link', () => {
+    const fast = { dirtyRateBps: 2e6 };
+    expect(decideSwitchover([round(1, 10_000, fast), round(2, 9_500, fast)], cfg)).toMatchObject({ action: 'throttle' });
+    expect(decideSwitchover([round(1, 10_000, fast), round(2, 12_000, fast)], cfg)).toMatchObject({ action: 'throttle' });
+  });
+
+  it('never throttles a workload whose writes the link keeps up with: its working set is reached, so it switches over', () => {
+    expect(decideSwitchover([round(1, 10_000), round(2, 9_500)], cfg)).toMatchObject({ action: 'switchover', reason: 'no-progress' });
+  });
+
+  it('throttles a writer that rewrites nearly all its memory between scans, whatever dirty rate that measures', () => {
+    const whole = { pagesScanned: 10_000 };
+    expect(decideSwitchover([round(1, 10_000, whole), round(2, 9_950, whole)], cfg)).toMatchObject({ action: 'throttle' });
+  });
+
+  it('never throttles on a link speed measured from a few pages (round trips, not the link)', () => {
+    const tiny = { dirtyRateBps: 2e6, linkMeasured: false };
+    expect(decideSwitchover([round(1, 10_000, tiny), round(2, 9_500, tiny)], cfg)).toMatchObject({ action: 'switchover', reason: 'no-progress' });
   });
 
   it('switches over for no progress when already throttled', () => {
@@ -82,7 +103,9 @@ describe('decideSwitchover', () => {
   it('honours a custom progress threshold', () => {
     const rounds = [round(1, 10_000), round(2, 9_500)];
     expect(decideSwitchover(rounds, { ...cfg, minProgress: 0.05 })).toMatchObject({ action: 'continue' });
-    expect(decideSwitchover(rounds, { ...cfg, minProgress: 0.5 })).toMatchObject({ action: 'throttle' });
+    expect(decideSwitchover(rounds, { ...cfg, minProgress: 0.5 })).toMatchObject({ action: 'switchover', reason: 'no-progress' });
+    const fast = rounds.map((r) => ({ ...r, dirtyRateBps: 2e6 }));
+    expect(decideSwitchover(fast, { ...cfg, minProgress: 0.5 })).toMatchObject({ action: 'throttle' });
   });
 
   it('a throttled round that progresses continues', () => {

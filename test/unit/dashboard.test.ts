@@ -107,7 +107,7 @@ describe('dashboard charts', () => {
   });
 
   it('one point per round in round order; a round without the needed fields is left out', () => {
-    const rounds = [round(2, 10, 20), round(1, 0, 30), { round: 3, tracker: 'uffd-wp' }];
+    const rounds = [round(2, 10, 20), round(1, 0, 30), { round: 3, tracker: 'uffd-wp' } as never];
     expect(roundSeries({ rounds }).map((r) => [r.round, r.dirtyRateBps, r.bandwidthBps])).toEqual([
       [1, 0, 30],
       [2, 10, 20],

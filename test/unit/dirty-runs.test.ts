@@ -1,11 +1,11 @@
 // The run arithmetic and the choices behind dirty tracking and the page stream (no processes).
 import { describe, expect, it } from 'vitest';
-import { planTracking } from '../../agent/engine/dirty/choose.ts';
-import { joinAdjacent, normalizeRuns, runsWellFormed, trackedRanges } from '../../agent/engine/dirty/ranges.ts';
-import { isZeroRegion } from '../../agent/engine/dirty/uffd.ts';
-import { parseMaps } from '../../agent/engine/procfs.ts';
+import { planTracking } from '../../agent/engine/memory/dirty/choose.ts';
+import { joinAdjacent, normalizeRuns, runsWellFormed, trackedRanges } from '../../agent/engine/memory/dirty/ranges.ts';
+import { isZeroRegion } from '../../agent/engine/memory/dirty/uffd.ts';
+import { parseMaps } from '../../agent/engine/process/procfs.ts';
 import { PAGE_IS } from '../../agent/ffi/uffd.ts';
-import { frameRuns, readTable } from '../../agent/transfer/pages.ts';
+import { frameRuns, readTable } from '../../agent/transfer/page-table.ts';
 
 const P = 4096;
 const d = (page: number, pages: number) => ({ addr: page * P, pages, zero: false });

@@ -6,7 +6,7 @@ import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { MigrationEventWire } from '../../shared/migration.ts';
+import { MigrationEventWire } from '../../shared/migration-events.ts';
 import { Heartbeat, agentApi, coordinatorApi, replyEnvelope, type EndpointSpec } from '../../shared/protocol.ts';
 import { answer, call, decode, encode } from '../../shared/rpc.ts';
 import { z } from 'zod';

@@ -1,10 +1,10 @@
 // Pure parts of the engine: address-space arithmetic, syscall restart rules, /proc parsing,
 // machine comparison and the image schema.
 import { describe, expect, it } from 'vitest';
-import { machineMismatches } from '../../agent/engine/compat.ts';
-import { protOf, resumeRegs } from '../../agent/engine/husk.ts';
-import { findFree, gaps } from '../../agent/engine/layout.ts';
-import { parseMaps } from '../../agent/engine/procfs.ts';
+import { machineMismatches } from '../../agent/engine/image/compat.ts';
+import { protOf, resumeRegs } from '../../agent/engine/process/husk.ts';
+import { findFree, gaps } from '../../agent/engine/memory/layout.ts';
+import { parseMaps } from '../../agent/engine/process/procfs.ts';
 import { Regs } from '../../agent/ffi/ptrace.ts';
 import { ImageSchema, type Machine, fromHex, toHex } from '../../shared/image-format.ts';
 

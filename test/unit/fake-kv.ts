@@ -36,10 +36,9 @@ export class FakeKv {
     if (opts?.previousSeq !== undefined && this.entries.get(key)?.revision !== opts.previousSeq) throw new Error('wrong last sequence');
     this.entries.delete(key);
   }
-  async keys(): Promise<AsyncIterable<string>> {
-    const ks = [...this.entries.keys()];
-    return (async function* () {
-      yield* ks;
-    })();
-  }
+  /** The KeyLister (coordinator/kv-keys.ts) of this bucket. */
+  readonly listKeys = async (): Promise<string[]> => {
+    this.#check();
+    return [...this.entries.keys()].sort();
+  };
 }

@@ -44,7 +44,7 @@ describe('untilKvAnswers', () => {
   it('a decision made while KV was down lands once KV is back, once', async () => {
     const kv = new FakeKv('ferry_migrations');
     const nc = { publish: () => undefined } as unknown as NatsConnection;
-    const store = new MigrationStore(kv as unknown as KV, new RecordQuarantine(nc, new FakeKv('q') as unknown as KV, pino({ level: 'silent' }), 'test'));
+    const store = new MigrationStore(kv as unknown as KV, new RecordQuarantine(nc, new FakeKv('q') as unknown as KV, pino({ level: 'silent' }), 'test'), kv.listKeys);
     kv.down = true;
     setTimeout(() => (kv.down = false), 20);
     const d = await untilKvAnswers(() => store.decide('m-1', 'committed', 1), new AbortController().signal, 5);

@@ -1,8 +1,8 @@
 // File locks at a migration's preflight: the lock lines the kernel prints, and the destination's
 // verdict on each of the tree's locks against what it sees (a fake view of the host).
 import { describe, expect, it } from 'vitest';
-import { type FileId, LeaseGuard, type LockView, type ProbedLock, devOf, refuseSharedLocks, seenLock } from '../../agent/engine/lock-sharing.ts';
-import { describeLock, lockCall, lockNotTaken, parseLocks, parseProcLocks } from '../../agent/engine/locks.ts';
+import { type FileId, LeaseGuard, type LockView, type ProbedLock, devOf, refuseSharedLocks, seenLock } from '../../agent/engine/files/lock-sharing.ts';
+import { describeLock, lockCall, lockNotTaken, parseLocks, parseProcLocks } from '../../agent/engine/files/locks.ts';
 import { SyscallError } from '../../agent/ffi/syscalls.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { AdmitRequest, type HeldLock, PreflightReply } from '../../shared/migration.ts';

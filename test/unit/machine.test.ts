@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createActor, SimulatedClock } from 'xstate';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import { EVENT_DATA } from '../../shared/migration-events.ts';
 import type { ConvergenceConfig } from '../../coordinator/convergence.ts';
 import {
   createMigrationActor,
@@ -129,6 +130,20 @@ function fakes(script: Script, clock: SimulatedClock) {
   return { calls, fns };
 }
 
+// Every event the machine emits must be what its watchers accept (shared/migration-events.ts):
+// a mismatch is collected here and fails the test that produced it.
+const offWire: string[] = [];
+afterEach(() => {
+  const bad = offWire.splice(0);
+  expect(bad).toEqual([]);
+});
+function checkOnWire(e: MigrationEmitted): MigrationEmitted {
+  const { type, at: _at, migrationId: _id, ...data } = e;
+  const r = EVENT_DATA[type].safeParse(data);
+  if (!r.success) offWire.push(`${type}: ${r.error.message}`);
+  return e;
+}
+
 const settle = async () => {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 };
@@ -141,7 +156,7 @@ function start(opts: { input?: Partial<MigrationInput>; script?: Script } = {}) 
   const actor = createMigrationActor(machine, baseInput(opts.input), { clock });
   const emitted: MigrationEmitted[] = [];
   const states: string[] = [];
-  actor.on('*', (e) => emitted.push(e));
+  actor.on('*', (e) => emitted.push(checkOnWire(e)));
   actor.subscribe((s) => {
     const v = JSON.stringify(s.value);
     if (states.at(-1) !== v) states.push(v);
@@ -281,8 +296,8 @@ describe('migration machine: happy paths', () => {
     expect(output(h).downtimeMs).toBe(375);
   });
 
-  it('throttles when rounds stop making progress, then switches over for no progress', async () => {
-    const stuck = (round: number, throttled = false): Step => ({ output: roundStats(round, { pagesDirty: 5000, throttled }) });
+  it('throttles when rounds stop making progress while the writes outrun the link, then switches over for no progress', async () => {
+    const stuck = (round: number, throttled = false): Step => ({ output: roundStats(round, { pagesDirty: 5000, throttled, dirtyRateBps: 2e8 }) });
     const h = start({ script: { precopyRound: [stuck(1), stuck(2), stuck(3, true)] } });
     await settle();
     const ctx = h.actor.getSnapshot().context;
@@ -782,7 +797,7 @@ function restore(persisted: unknown, script: Script = {}) {
   const machine = migrationMachine.provide({ actors: migrationActors(f.fns) });
   const actor = restoreMigrationActor(machine, persisted, { clock });
   const emitted: MigrationEmitted[] = [];
-  actor.on('*', (e) => emitted.push(e));
+  actor.on('*', (e) => emitted.push(checkOnWire(e)));
   actor.start();
   return { actor, clock, calls: f.calls, emitted };
 }

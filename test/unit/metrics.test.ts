@@ -97,7 +97,7 @@ describe('agent metrics', () => {
     const [sock] = (await accepted) as [net.Socket];
     const sender = new DataConnection(client);
     const receiver = new DataConnection(sock);
-    await sender.send({ t: 'pages' }, Buffer.alloc(10_000, 7));
+    await sender.send({ t: 'data' }, Buffer.alloc(10_000, 7));
     const frame = await receiver.next();
     expect(frame?.payload.length).toBe(10_000);
     // Sender and receiver are both in this process: each direction counts the whole frame.

@@ -31,8 +31,8 @@ describe('subject patterns', () => {
 });
 
 describe('permissions table', () => {
-  it('an agent publishes only its own heartbeats and the records it set aside, reads only decisions, and answers only its own endpoints', () => {
-    expect(pub('agent.h1')).toEqual([subjects.heartbeat('h1'), subjects.recordEvents, decisionRead('m-1')]);
+  it('an agent publishes only its own heartbeats and progress and the records it set aside, reads only decisions, and answers only its own endpoints', () => {
+    expect(pub('agent.h1')).toEqual([subjects.heartbeat('h1'), subjects.migrationProgress('h1'), subjects.recordEvents, decisionRead('m-1')]);
     expect(sub('agent.h1').filter((s) => s.startsWith('ferry.'))).toEqual(agentEndpoints('h1'));
     expect(permissionsFor('agent.h1').allow_responses).toBe(true);
   });
@@ -44,7 +44,7 @@ describe('permissions table', () => {
     expect(c).toContain(subjects.migrationEvents('m-1'));
     expect(c).toContain(subjects.recordEvents);
     for (const other of ['agent.h1', 'operator.admin']) {
-      expect(pub(other).filter((s) => s.startsWith('ferry.agent.') && !s.endsWith('.heartbeat'))).toEqual([]);
+      expect(pub(other).filter((s) => s.startsWith('ferry.agent.') && !s.endsWith('.heartbeat') && !s.endsWith('.progress'))).toEqual([]);
       expect(pub(other).filter((s) => kvAndJs.includes(s))).toEqual(other === 'agent.h1' ? [decisionRead('m-1')] : []);
       expect(pub(other)).not.toContain(subjects.migrationEvents('m-1'));
     }
@@ -70,11 +70,17 @@ describe('permissions table', () => {
     expect(allows(permissionsFor('coordinator.c1').publish.allow, `$KV.${buckets.quarantine}.ferry_migrations.m-1.state`)).toBe(true);
   });
 
-  it('a coordinator cannot forge heartbeats or call the coordinator endpoints itself', () => {
+  it('a coordinator cannot forge heartbeats or progress or call the coordinator endpoints itself', () => {
     const c = pub('coordinator.c1');
     for (const h of hosts) expect(c).not.toContain(subjects.heartbeat(h));
+    for (const h of hosts) expect(c).not.toContain(subjects.migrationProgress(h));
     for (const e of coordEndpoints) expect(c).not.toContain(e);
-    expect(sub('coordinator.c1')).toEqual(expect.arrayContaining([...hosts.map(subjects.heartbeat), ...coordEndpoints]));
+    expect(sub('coordinator.c1')).toEqual(expect.arrayContaining([...hosts.map(subjects.heartbeat), ...hosts.map(subjects.migrationProgress), ...coordEndpoints]));
+  });
+
+  it("an agent reports progress under its own name only, and no one but the coordinator reads it", () => {
+    expect(allows(permissionsFor('agent.h1').publish.allow, subjects.migrationProgress('h2'))).toBe(false);
+    for (const other of ['agent.h1', 'operator.admin']) expect(allows(permissionsFor(other).subscribe.allow, subjects.migrationProgress('h1'))).toBe(false);
   });
 
   it('only the operator calls the coordinator (run, stop, migrate, ...) and discovers services', () => {

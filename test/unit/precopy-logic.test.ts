@@ -1,14 +1,14 @@
 // Pure logic of live migration: how a husk's mappings follow the source's layout, the fixed-cost
 // model, how hard a workload is throttled, and the switchover rule's use of measured figures.
 import { describe, expect, it } from 'vitest';
-import { backingKey, planRelayout, type MapSpec } from '../../agent/engine/relayout.ts';
+import { backingKey, planRelayout, type MapSpec } from '../../agent/engine/memory/relayout.ts';
 import { CostModel, modelled } from '../../agent/migration/precopy-costs.ts';
 import { throttleCpus } from '../../agent/migration/throttle.ts';
-import { findFar } from '../../agent/engine/layout.ts';
+import { findFar } from '../../agent/engine/memory/layout.ts';
 import { decideSwitchover, predictDowntimeMs, type ConvergenceConfig } from '../../coordinator/convergence.ts';
 import type { RoundStats } from '../../coordinator/phases.ts';
 import { ForkCarry, withoutPages } from '../../agent/migration/precopy-cow.ts';
-import type { DirtyRound, ProcessDirty } from '../../agent/engine/dirty/types.ts';
+import type { DirtyRound, ProcessDirty } from '../../agent/engine/memory/dirty/types.ts';
 import type { PrecopyLayout } from '../../shared/precopy.ts';
 
 const P = 0x1000n;

@@ -36,7 +36,7 @@ function coordinatorSide() {
   const qkv = new FakeKv('ferry_quarantine');
   const quarantine = new RecordQuarantine(nc, qkv as unknown as KV, silent, 'test');
   const kv = new FakeKv('ferry_migrations');
-  return { kv, qkv, quarantine, published, store: new MigrationStore(kv as unknown as KV, quarantine) };
+  return { kv, qkv, quarantine, published, store: new MigrationStore(kv as unknown as KV, quarantine, kv.listKeys) };
 }
 
 const bytes = fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.jsonValue().map((v) => enc.encode(JSON.stringify(v))), fc.string().map((s) => enc.encode(s)));

@@ -8,7 +8,7 @@ import { differsOutside } from '../../agent/engine/verify/memory.ts';
 import { keyValues, type ProcessReading } from '../../agent/engine/verify/reading.ts';
 import { compareStatus, parseLimits } from '../../agent/engine/verify/status.ts';
 import { verifyTree } from '../../agent/engine/verify/index.ts';
-import type { MapEntry } from '../../agent/engine/procfs.ts';
+import type { MapEntry } from '../../agent/engine/process/procfs.ts';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max cpu time              unlimited            unlimited            seconds

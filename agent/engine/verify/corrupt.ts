@@ -3,7 +3,7 @@
 // husks are still traced.
 import { faultArmed } from '../../../shared/fault.ts';
 import { type Image, fromHex } from '../../../shared/image-format.ts';
-import type { Husk } from '../husk.ts';
+import type { Husk } from '../process/husk.ts';
 import { flipByte, takeCorruptByte } from './memory.ts';
 
 const SIGUSR2 = 12;

@@ -3,7 +3,7 @@
 // Both sides are cut at every boundary either has, so VMA splits and merges that change
 // nothing a program can see do not count.
 import { type Vma, fromHex } from '../../../shared/image-format.ts';
-import type { MapEntry } from '../procfs.ts';
+import type { MapEntry } from '../process/procfs.ts';
 import { Check, type ProcessRef } from './check.ts';
 import type { ProcessReading } from './reading.ts';
 

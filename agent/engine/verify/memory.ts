@@ -13,9 +13,9 @@ import type { ProcessImage } from '../../../shared/image-format.ts';
 import { fromHex } from '../../../shared/image-format.ts';
 import { faultArmed } from '../../../shared/fault.ts';
 import { O, closeFd, openFile, pread, pwrite, vmWrite } from '../../ffi/syscalls.ts';
-import { readPages } from '../dirty/read.ts';
-import { PagesReader } from '../memory.ts';
-import { PAGE } from '../dirty/types.ts';
+import { readPages } from '../memory/dirty/read.ts';
+import { PagesReader } from '../memory/memory.ts';
+import { PAGE, type Span } from '../memory/dirty/types.ts';
 import { Check, type ProcessRef } from './check.ts';
 
 export interface LandingFigures {
@@ -52,18 +52,24 @@ export class LandingCheck {
 
   /** Called right after `data` was written at `addr` of `hostPid` (the process `pid` of the tree). */
   check(ref: ProcessRef, addr: number, data: Buffer): void {
+    this.checkRuns(ref, [{ start: addr, end: addr + data.length }], data);
+  }
+
+  /** check() for several runs written at once (`data` holds them back to back): one read for all. */
+  checkRuns(ref: ProcessRef, runs: readonly Span[], data: Buffer): void {
     const t = performance.now();
-    if (takeCorruptByte()) vmWrite(ref.hostPid, BigInt(addr), Buffer.from([data[0]! ^ 0xff]));
+    if (takeCorruptByte()) vmWrite(ref.hostPid, BigInt(runs[0]!.start), Buffer.from([data[0]! ^ 0xff]));
     if (this.#buf.length < data.length) this.#buf = Buffer.alloc(data.length);
     const view = this.#buf.subarray(0, data.length);
-    const ok = readPages(ref.hostPid, [{ start: addr, end: addr + data.length }], view);
+    const ok = readPages(ref.hostPid, runs, view);
+    const addrOf = pageAddresses(runs);
     let pages = 0;
     for (let i = 0; i < ok.length; i++) {
       // A page that could not be written could not be read either: the tolerant sink counted it as skipped.
       if (!ok[i]) continue;
       const o = i * PAGE;
       if (view.compare(data, o, o + PAGE, o, o + PAGE) !== 0) {
-        const at = addr + o;
+        const at = addrOf(i);
         const diff = firstDiff(data.subarray(o, o + PAGE), view.subarray(o, o + PAGE));
         throw mismatchError({ ...ref, resource: 'memory', field: `page 0x${at.toString(16)} byte ${diff}`, expected: `0x${data[o + diff]!.toString(16)} (crc32 ${crc32(data.subarray(o, o + PAGE)).toString(16)})`, actual: `0x${view[o + diff]!.toString(16)} (crc32 ${crc32(view.subarray(o, o + PAGE)).toString(16)})` });
       }
@@ -78,6 +84,14 @@ export class LandingCheck {
     this.rounds.push(this.#round);
     this.#round = { pages: 0, ms: 0 };
   }
+}
+
+/** The address of the i-th page of runs laid back to back. */
+function pageAddresses(runs: readonly Span[]): (i: number) => number {
+  if (runs.length === 1) return (i) => runs[0]!.start + i * PAGE;
+  const starts: number[] = [];
+  for (const r of runs) for (let a = r.start; a < r.end; a += PAGE) starts.push(a);
+  return (i) => starts[i]!;
 }
 
 function firstDiff(a: Buffer, b: Buffer): number {

@@ -1,6 +1,6 @@
 // Reads a restored (stopped or frozen) process from /proc into a ProcessReading.
 import { readFileSync, readlinkSync } from 'node:fs';
-import { listFds, listTasks, readMaps } from '../procfs.ts';
+import { listFds, listTasks, readMaps } from '../process/procfs.ts';
 import { type FdReading, type ProcessReading, keyValues } from './reading.ts';
 
 const text = (path: string): string => readFileSync(path, 'utf8');

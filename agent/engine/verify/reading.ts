@@ -1,6 +1,6 @@
 // What verification reads of a restored process: plain data, so comparators can be tested on
 // fake /proc readings. read.ts fills it from /proc.
-import type { MapEntry } from '../procfs.ts';
+import type { MapEntry } from '../process/procfs.ts';
 
 export interface TaskReading {
   /** Host tid (the /proc/PID/task entry). */

@@ -9,6 +9,7 @@ import { Kvm } from '@nats-io/kv';
 import { labLayout } from '../../../deploy/lab/layout.ts';
 import { labNatsAccess } from '../../../deploy/lab/pki.ts';
 import { connectNats } from '../../../shared/nats.ts';
+import { streamKeyLister } from '../../../coordinator/kv-keys.ts';
 
 const [lab, identity, op, bucket, key, value] = process.argv.slice(2);
 const nc = await connectNats({ ...labNatsAccess(labLayout(lab!), identity!), name: `test-kv-${identity}`, persistent: false });
@@ -22,10 +23,11 @@ if (op === 'put') {
   const e = await kv.get(key!);
   out = { value: e && e.operation === 'PUT' ? e.string() : null };
 } else if (op === 'keys') {
+  // Listed as the coordinator lists them (kv.keys() can end early), then only those with a value.
   const kv = await kvm.open(bucket!);
   const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
-  out = { keys: keys.sort() };
+  for (const k of await streamKeyLister(nc, bucket!)()) if ((await kv.get(k))?.operation === 'PUT') keys.push(k);
+  out = { keys };
 } else throw new Error(`unknown op ${op}`);
 process.stdout.write(`${JSON.stringify(out)}\n`);
 await nc.close();

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import { spawnDetached } from '../../../agent/engine/detached.ts';
+import { spawnDetached } from '../../../agent/engine/process/detached.ts';
 import { FerryError } from '../../../shared/errors.ts';
-import { isGone } from '../../../agent/engine/procfs.ts';
+import { isGone } from '../../../agent/engine/process/procfs.ts';
 import { sys } from '../../../agent/ffi/syscalls.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -10,7 +10,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, 
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hostLayout } from '../../../agent/cgroups/layout.ts';
-import { isGone } from '../../../agent/engine/procfs.ts';
+import { isGone } from '../../../agent/engine/process/procfs.ts';
 import { run } from '../../../deploy/lab/exec.ts';
 import { bridge, endpoint, ipBatch, plug, removeNamespaces } from '../../../deploy/lab/network.ts';
 import { LAB_MEMBER_ENV, isRunning, killAll, labProcessesInNamespaces, stopProcess, type StartedProcess } from '../../../deploy/lab/processes.ts';

@@ -1,7 +1,8 @@
 // Shared by the pre-copy tests: a real authenticated stream pair carrying the page stream into a
 // shadow, stopping a process tree for the final round, and looking at its mappings.
 import { readdirSync, readFileSync } from 'node:fs';
-import { PageReceiver, PageSender, type PageStreamOptions, type ReceivedRound } from '../../../agent/transfer/pages.ts';
+import { PageSender, type PageStreamOptions } from '../../../agent/transfer/pages.ts';
+import { PageReceiver, type ReceivedRound } from '../../../agent/transfer/page-receiver.ts';
 import { type PageSink, ShadowSink } from '../../../agent/transfer/page-sinks.ts';
 import type { DataConnection } from '../../../agent/transfer/stream.ts';
 import { loopbackPair } from './stream-peers.ts';

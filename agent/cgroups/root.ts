@@ -1,0 +1,23 @@
+// Where cgroup v2 is mounted with the freezer the engine needs: asked by the engine (freeze, hold),
+// the cgroup layout and the migration steps alike.
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+
+/** The cgroup2 mount the engine freezes in, when the kernel offers cgroup.freeze there. */
+export function cgroup2Root(): string | null {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n');
+  for (const l of mounts) {
+    const [, dir, fstype] = l.split(' ');
+    if (fstype !== 'cgroup2' || !dir) continue;
+    // cgroup.freeze exists only in non-root groups: look at one, or make and drop one.
+    const probe = `${dir}/ferry-probe-${process.pid}`;
+    try {
+      mkdirSync(probe);
+      const ok = existsSync(`${probe}/cgroup.freeze`);
+      rmdirSync(probe);
+      if (ok) return dir;
+    } catch {
+      continue;
+    }
+  }
+  return null;
+}

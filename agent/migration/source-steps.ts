@@ -103,28 +103,35 @@ export class SourceSteps {
     return { migrationId: s.migrationId, peer: s.peer, credentials: this.stream.credentials, encrypt: this.stream.encrypt, ...(s.bandwidthBps ? { rateBps: s.bandwidthBps } : {}) };
   }
 
+  /**
+   * Recorded once per key like every other step: a coordinator that takes a migration over from
+   * a record older than what it had already asked for (its writes failed while its NATS node went)
+   * asks for preflight again after pre-copy or the freeze began here. Checked afresh, this agent's
+   * own hold on the tree would read as someone else's ("already traced") and fail the migration.
+   */
   preflight(s: StepBase) {
-    // Not recorded: checking twice is harmless, and nothing here changes the workload.
     // Before anything is frozen: without an identity this agent cannot send the workload anywhere.
     if (!this.stream) throw noIdentity(this.#host);
-    const { pids } = this.engine.preflight(this.#rootPid(s.workload));
-    const w = this.workloads.get(s.workload);
-    const threads = (pid: number) => {
-      try {
-        return listTasks(pid).length;
-      } catch {
-        return 0; // a short-lived child exited meanwhile
-      }
-    };
-    return {
-      workloadBytes: w.memoryBytes,
-      processes: pids.length,
-      threads: pids.reduce((n, p) => n + threads(p), 0),
-      limits: w.limits,
-      requests: w.requests,
-      // The destination checks these against what it sees (shared storage) before anything is frozen.
-      locks: heldLocks(pids),
-    };
+    return this.run.once(s, 'source', () => {
+      const { pids } = this.engine.preflight(this.#rootPid(s.workload));
+      const w = this.workloads.get(s.workload);
+      const threads = (pid: number) => {
+        try {
+          return listTasks(pid).length;
+        } catch {
+          return 0; // a short-lived child exited meanwhile
+        }
+      };
+      return {
+        workloadBytes: w.memoryBytes,
+        processes: pids.length,
+        threads: pids.reduce((n, p) => n + threads(p), 0),
+        limits: w.limits,
+        requests: w.requests,
+        // The destination checks these against what it sees (shared storage) before anything is frozen.
+        locks: heldLocks(pids),
+      };
+    });
   }
 
   /**

@@ -15,6 +15,7 @@ import type { Checkpoint } from '../../agent/engine/checkpoint.ts';
 import type { SourceEngine } from '../../agent/migration/source-steps.ts';
 import type { TreeBuilder } from '../../agent/migration/destination-steps.ts';
 import type { DestinationSession } from '../../agent/migration/destination-session.ts';
+import type { DataStreamSettings } from '../../agent/migration/stream-settings.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -158,8 +159,14 @@ describe('the source steps against a fake engine', () => {
     const frozen: ReturnType<typeof fakeCheckpoint>[] = [];
     const states: string[] = [];
     const forgotten: string[] = [];
+    const checked: number[] = [];
     const engine: SourceEngine = {
-      preflight: () => ({ pids: [4242] }),
+      // As the engine sees it: once this agent holds the tree, the tree is traced.
+      preflight: (root) => {
+        checked.push(root);
+        if (frozen.length > 0) throw new FerryError(ErrorCode.Unsupported, `pid ${root} process: ptraced is not supported (already traced by pid 99)`);
+        return { pids: [4242] };
+      },
       begin: () => {
         const f = fakeCheckpoint(opts);
         frozen.push(f);
@@ -173,9 +180,27 @@ describe('the source steps against a fake engine', () => {
       setState: (_n: string, st: string) => void states.push(st),
       forget: (n: string) => void forgotten.push(n),
     } as unknown as Workloads;
-    const steps = new MigrationSteps('h1', '127.0.0.1', workloads, stateDir(), undefined, 'auto', null, { sourceEngine: engine });
-    return { steps, frozen, states, forgotten };
+    const identity = { credentials: {}, port: 0, encrypt: false } as unknown as DataStreamSettings;
+    const steps = new MigrationSteps('h1', '127.0.0.1', workloads, stateDir(), undefined, 'auto', identity, { sourceEngine: engine });
+    return { steps, frozen, states, forgotten, checked };
   }
+
+  it('preflight is recorded: asked again after the freeze (a takeover from an older record), it answers as before', async () => {
+    const h = source();
+    const first = await h.steps.source.preflight(step('preflight'));
+    expect(first).toMatchObject({ workloadBytes: 1 << 20, processes: 1 });
+    await h.steps.source.freeze(step('freeze'));
+    expect(await h.steps.source.preflight(step('preflight'))).toEqual(first);
+    expect(h.checked).toEqual([4242]);
+  });
+
+  it('a preflight that refused is not recorded: asked again, it checks again', async () => {
+    const h = source();
+    await h.steps.source.freeze(step('freeze'));
+    await expect(h.steps.source.preflight(step('preflight'))).rejects.toThrow(/already traced/);
+    await expect(h.steps.source.preflight(step('preflight'))).rejects.toThrow(/already traced/);
+    expect(h.checked).toEqual([4242, 4242]);
+  });
 
   it('freeze holds the tree (on record first), and a replay returns the result without freezing again', async () => {
     const h = source();

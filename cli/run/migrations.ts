@@ -10,6 +10,7 @@ import type { WorkloadOperation } from '../../shared/job-image.ts';
 import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, describeVerification, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
+import { StatusLines } from '../status-lines.ts';
 
 const ms = (v: number | null | undefined): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v * 10) / 10} ms` : '-');
 const rate = (bps: number): string => (bps > 0 ? `${bytes(bps)}/s` : '-');
@@ -157,10 +158,14 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
   const t0 = Date.now();
   // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
   // the migration); stdout keeps the final report alone, one JSON document with --json.
+  const status = new StatusLines();
   const progress = (e: MigrationEventWire) => {
     if (opts.json) return void process.stderr.write(jsonLine(e));
     const text = describeEvent(e);
-    if (text) process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${text}\n`);
+    if (!text) return;
+    const stamped = `[${((Date.now() - t0) / 1000).toFixed(2).padStart(6)}s] ${text}`;
+    if (e.type === 'transfer.progress') status.live(stamped);
+    else status.line(stamped);
   };
   const view = await withCluster(opts, async (nc) => {
     // Subscribed before asking, so not even the first phase's events are missed.
@@ -181,7 +186,7 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
       const at = own[0]?.at ?? Date.now();
       process.stderr.write(jsonLine({ migrationId: started.id, type: 'migration.accepted', at, data: { workload: started.workload, from: started.from, to: started.to }, view: started }));
     } else process.stderr.write(`migration ${started.id}: ${started.workload} ${started.from} -> ${started.to}\n`);
-    return follow(nc, started.id, progress, own);
+    return follow(nc, started.id, progress, own).finally(() => status.end());
   });
   printResult(!!opts.json, view, renderView);
   process.exitCode = exitFor(view);

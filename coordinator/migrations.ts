@@ -108,7 +108,7 @@ export class MigrationManager {
       destination: req.to,
       workload: { name: w.name },
       timeouts: this.d.timeouts,
-      precopy: req.precopy ? convergenceFor(req, this.#downtimeMiss.forHost(req.to)) : false,
+      precopy: req.precopy ? convergenceFor(req, this.#downtimeMiss.forHost(req.to, w.memoryBytes)) : false,
       verify: req.verify,
       ...(req.bandwidthMBps ? { bandwidthBps: req.bandwidthMBps * 1e6 } : {}),
     };
@@ -226,8 +226,8 @@ export class MigrationManager {
 
   /** A completed live migration teaches what the agents' predictions miss (coordinator/downtime-miss.ts). */
   #learnMiss(ctx: MigrationContext, v: MigrationView): void {
-    if (v.outcome !== 'completed' || ctx.precopy === false || v.downtimeMs === null || v.predictedDowntimeMs === null) return;
-    this.#downtimeMiss.note(ctx.destination, v.predictedDowntimeMs - (ctx.precopy.learnedMissMs ?? 0), v.downtimeMs);
+    if (v.outcome !== 'completed' || ctx.precopy === false || v.downtimeMs === null || v.predictedDowntimeMs === null || !ctx.preflight) return;
+    this.#downtimeMiss.note(ctx.destination, ctx.preflight.workloadBytes, v.predictedDowntimeMs - (ctx.precopy.learnedMissMs ?? 0), v.downtimeMs);
   }
 
   #onHostLost(host: string): void {

@@ -14,25 +14,31 @@ export interface TreeSize {
   threads: number;
   /** The tree has a network namespace of its own (lock, attach, announce). */
   netns: boolean;
+  /** The tree's resident memory (what pre-copy tracks); absent: not known, counted as none. */
+  residentBytes?: number;
 }
 
 
 /**
- * Costs seen on the lab (2 contended vCPU), per process and per thread, plus a base: freeze
- * (network lock, cgroup freeze, seize), dump (state collection, the final scan, the image),
- * resume (the coordinator's calls, finishing the warm tree, commit, thaw).
+ * Costs seen on the lab (2 contended vCPU), per process, per thread and per GiB resident, plus a
+ * base: freeze (network lock, cgroup freeze, seize), dump (state collection, the final scan, the
+ * image), resume (the coordinator's calls, finishing the warm tree, commit, thaw). The per-GiB
+ * terms are what a 1 GiB single-threaded writer's phases took beyond a 2 MiB one's in one bench
+ * run (bench/migrate.ts, 2026-12-07: freeze +35-47 ms, restore and resume +40-55 ms): without
+ * them a 1 GiB workload's first prediction fell about 100 ms short, and a ratio learnt from one
+ * size misled the other.
  */
 const MODEL = {
-  freeze: { base: 15, process: 3, thread: 0.5, netns: 1 },
-  dump: { base: 25, process: 10, thread: 2, netns: 0 },
-  resume: { base: 55, process: 10, thread: 2, netns: 5 },
+  freeze: { base: 15, process: 3, thread: 0.5, netns: 1, gib: 30 },
+  dump: { base: 25, process: 10, thread: 2, netns: 0, gib: 20 },
+  resume: { base: 55, process: 10, thread: 2, netns: 5, gib: 40 },
 } as const;
 
 type Part = keyof typeof MODEL;
 
 export function modelled(part: Part, t: TreeSize): number {
   const m = MODEL[part];
-  return m.base + m.process * t.processes + m.thread * t.threads + (t.netns ? m.netns : 0);
+  return m.base + m.process * t.processes + m.thread * t.threads + (t.netns ? m.netns : 0) + (m.gib * (t.residentBytes ?? 0)) / 2 ** 30;
 }
 
 const ALPHA = 0.5;

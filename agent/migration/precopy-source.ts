@@ -119,7 +119,7 @@ export class PrecopySource {
     return this.#throttle;
   }
 
-  #size(): TreeSize {
+  #size(residentPages: number): TreeSize {
     const pids = treeOf(this.root).filter((p) => !isGone(p));
     let threads = 0;
     for (const p of pids) {
@@ -129,7 +129,7 @@ export class PrecopySource {
         // exited meanwhile
       }
     }
-    return { processes: pids.length, threads, netns: this.opts.netConfig !== null };
+    return { processes: pids.length, threads, netns: this.opts.netConfig !== null, residentBytes: residentPages * PAGE };
   }
 
   /** One pre-copy round; `throttle` limits the tree's CPU for it (and the rounds after). */
@@ -170,7 +170,7 @@ export class PrecopySource {
     }
     // Rounds carrying little are dominated by round trips: they do not lower the estimate much.
     const bandwidthBps = this.#wire.ms > 0 ? this.#wire.bytes / (this.#wire.ms / 1000) : ps.bandwidthBps;
-    const fixedCosts = costModel.estimate(this.#size(), freezeSeenMs && this.#trackerMethod() === 'uffd-wp' ? freezeSeenMs : undefined);
+    const fixedCosts = costModel.estimate(this.#size(scan.pagesScanned), freezeSeenMs && this.#trackerMethod() === 'uffd-wp' ? freezeSeenMs : undefined);
     const ratio = ps.compressionRatio > 0 ? ps.compressionRatio : 1;
     const linkMeasured = this.#wire.bytes >= LINK_MEASURE_BYTES;
     // A link measured on a few pages is round trips: this round took as long as sending about as much will.

@@ -15,6 +15,7 @@ import { prepareImageDir, writeImage } from '../engine/image/image-io.ts';
 import { heldLocks } from '../engine/files/lock-sharing.ts';
 import { leaveRepairAll } from '../engine/sockets/sockets.ts';
 import type { MethodRequest } from '../engine/memory/dirty/choose.ts';
+import { PAGE } from '../engine/memory/dirty/types.ts';
 import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
 import { noIdentity } from '../transfer/auth.ts';
 import type { Workloads } from '../workloads.ts';
@@ -264,16 +265,16 @@ export class SourceSteps {
     const out = await session.final(c, m.imageDir, extra);
     const sess = this.#sessions.get(id);
     if (sess?.precopy === session) delete sess.precopy;
-    this.#learn(sess, c, performance.now() - t - out.report.durationMs);
+    this.#learn(sess, c, performance.now() - t - out.report.durationMs, out.report.pagesScanned * PAGE);
     return { bytesTransferred: out.bytesTransferred, bytesOnWire: out.bytesOnWire };
   }
 
   /** Folds this migration's measured freeze and dump into the cost model of later predictions. */
-  #learn(sess: SourceSession | undefined, c: Checkpoint, finalExtraMs: number): void {
+  #learn(sess: SourceSession | undefined, c: Checkpoint, finalExtraMs: number, residentBytes: number): void {
     const f = sess?.frozeMs;
     if (!f) return;
     delete sess.frozeMs;
-    const size = { processes: c.tree.pids.length, threads: c.tree.tasks.size, netns: false };
+    const size = { processes: c.tree.pids.length, threads: c.tree.tasks.size, netns: false, residentBytes };
     costModel.learn('freeze', size, f.freezeMs);
     costModel.learn('dump', size, f.collectMs + Math.max(0, finalExtraMs));
   }

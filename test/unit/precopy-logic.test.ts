@@ -85,6 +85,18 @@ describe('fixed costs', () => {
     // A seen freeze counts, within bounds.
     expect(m.estimate(t, 1000).freezeMs).toBeLessThanOrEqual(4 * m.estimate(t).freezeMs);
   });
+
+  it('grow with resident memory: 1 GiB costs about 90 ms more than none, not counted when unknown', () => {
+    const m = new CostModel();
+    const sum = (c: ReturnType<CostModel['estimate']>) => c.freezeMs + c.dumpMs + c.resumeMs;
+    const t = { processes: 1, threads: 1, netns: false };
+    expect(sum(m.estimate({ ...t, residentBytes: 2 ** 30 })) - sum(m.estimate(t))).toBeCloseTo(90);
+    expect(sum(m.estimate({ ...t, residentBytes: 0 }))).toBe(sum(m.estimate(t)));
+    // A ratio learnt on a large tree is a ratio of the size-aware model: a small tree's estimate
+    // keeps its shape (twice the model measured, half weight: 1.5x).
+    m.learn('freeze', { ...t, residentBytes: 2 ** 30 }, 2 * modelled('freeze', { ...t, residentBytes: 2 ** 30 }));
+    expect(m.estimate(t).freezeMs).toBeCloseTo(1.5 * modelled('freeze', t), 0);
+  });
 });
 
 describe('throttleCpus', () => {

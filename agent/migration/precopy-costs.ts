@@ -14,7 +14,7 @@ export interface TreeSize {
   threads: number;
   /** The tree has a network namespace of its own (lock, attach, announce). */
   netns: boolean;
-  /** The tree's resident memory (what pre-copy tracks); absent: not known, counted as none. */
+  /** The tree's resident memory (pages holding data at pre-copy's first round); absent: not known, counted as none. */
   residentBytes?: number;
 }
 

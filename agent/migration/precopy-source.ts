@@ -77,6 +77,7 @@ export class PrecopySource {
   #wire = { bytes: 0, ms: 0 };
   #throttle: ThrottleRecord | null = null;
   #stopped = false;
+  #residentPages = 0;
   #netConfig: NetnsConfig | null;
   /** CPU time the tree used (clock ticks) at the last sample, and the CPUs it used since the one before. */
   #cpuUse = { ticks: 0, at: 0, cpus: 0 };
@@ -119,7 +120,12 @@ export class PrecopySource {
     return this.#throttle;
   }
 
-  #size(residentPages: number): TreeSize {
+  /** The tree's pages that held data at round 1 (its resident memory then, not the size of its mappings). */
+  get residentBytes(): number {
+    return this.#residentPages * PAGE;
+  }
+
+  #size(): TreeSize {
     const pids = treeOf(this.root).filter((p) => !isGone(p));
     let threads = 0;
     for (const p of pids) {
@@ -129,7 +135,7 @@ export class PrecopySource {
         // exited meanwhile
       }
     }
-    return { processes: pids.length, threads, netns: this.opts.netConfig !== null, residentBytes: residentPages * PAGE };
+    return { processes: pids.length, threads, netns: this.opts.netConfig !== null, residentBytes: this.residentBytes };
   }
 
   /** One pre-copy round; `throttle` limits the tree's CPU for it (and the rounds after). */
@@ -140,6 +146,8 @@ export class PrecopySource {
     if (wantThrottle) this.#applyThrottle();
     this.#sampleCpu();
     const scan = await tracker.round();
+    // Round 1 reports every page: those with data, and zero runs for the rest of each mapping.
+    if (n === 1) this.#residentPages = scan.pagesDirty - scan.zeroPages;
     const scanAt = performance.now();
     const layout = this.#liveLayout(n, n === 1);
     const layoutBytes = await this.#sendLayout(n, layout);
@@ -170,7 +178,7 @@ export class PrecopySource {
     }
     // Rounds carrying little are dominated by round trips: they do not lower the estimate much.
     const bandwidthBps = this.#wire.ms > 0 ? this.#wire.bytes / (this.#wire.ms / 1000) : ps.bandwidthBps;
-    const fixedCosts = costModel.estimate(this.#size(scan.pagesScanned), freezeSeenMs && this.#trackerMethod() === 'uffd-wp' ? freezeSeenMs : undefined);
+    const fixedCosts = costModel.estimate(this.#size(), freezeSeenMs && this.#trackerMethod() === 'uffd-wp' ? freezeSeenMs : undefined);
     const ratio = ps.compressionRatio > 0 ? ps.compressionRatio : 1;
     const linkMeasured = this.#wire.bytes >= LINK_MEASURE_BYTES;
     // A link measured on a few pages is round trips: this round took as long as sending about as much will.

@@ -15,7 +15,6 @@ import { prepareImageDir, writeImage } from '../engine/image/image-io.ts';
 import { heldLocks } from '../engine/files/lock-sharing.ts';
 import { leaveRepairAll } from '../engine/sockets/sockets.ts';
 import type { MethodRequest } from '../engine/memory/dirty/choose.ts';
-import { PAGE } from '../engine/memory/dirty/types.ts';
 import { connectStream, type StreamAuth, type StreamEndpoint } from '../transfer/stream.ts';
 import { noIdentity } from '../transfer/auth.ts';
 import type { Workloads } from '../workloads.ts';
@@ -265,7 +264,7 @@ export class SourceSteps {
     const out = await session.final(c, m.imageDir, extra);
     const sess = this.#sessions.get(id);
     if (sess?.precopy === session) delete sess.precopy;
-    this.#learn(sess, c, performance.now() - t - out.report.durationMs, out.report.pagesScanned * PAGE);
+    this.#learn(sess, c, performance.now() - t - out.report.durationMs, session.residentBytes);
     return { bytesTransferred: out.bytesTransferred, bytesOnWire: out.bytesOnWire };
   }
 

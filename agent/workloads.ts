@@ -62,6 +62,8 @@ export class Workloads {
   /** Told the names and addresses this host holds whenever they change (the heartbeat carries them). */
   onClaims: (claims: WorkloadClaim[]) => void = () => undefined;
   readonly #cgroupParent: string;
+  /** What keeps watching a running workload between steps (a checkpoint's dirty tracking), with how to let go. */
+  readonly #holds = new Map<string, () => void>();
 
   constructor(
     private readonly host: string,
@@ -153,6 +155,7 @@ export class Workloads {
   async #reap(): Promise<void> {
     const dead = [...this.#entries.values()].filter((e) => e.state !== 'exited' && !alive(e.rootPid));
     for (const e of dead) {
+      this.letGo(e.name);
       if (e.netns && this.network) await removeWorkloadNetns(this.network, e.netns);
       this.cgroupOf(e.name).remove();
       Object.assign(e, { state: 'exited', address: null, netns: null });
@@ -355,11 +358,25 @@ export class Workloads {
    * network namespace here is the caller's to remove (removeWorkloadNetns) once it is no longer needed.
    */
   forget(name: string): void {
+    this.letGo(name);
     const e = this.#entries.get(name);
     if (!e) return;
     this.#entries.delete(name);
     this.#save();
     this.cgroupOf(name).remove();
+  }
+
+  /** Registers what watches the workload between steps; any step that takes the workload lets go of it first. */
+  hold(name: string, letGo: () => void): void {
+    if (this.#holds.get(name) !== letGo) this.letGo(name);
+    this.#holds.set(name, letGo);
+  }
+
+  /** Ends the hold on a workload, if any (a migration or another owner takes it now). */
+  letGo(name: string): void {
+    const release = this.#holds.get(name);
+    this.#holds.delete(name);
+    release?.();
   }
 
   /** Ends the workload's processes (by pid, the tree only) and forgets it. */
@@ -370,6 +387,7 @@ export class Workloads {
   async #stop(name: string): Promise<WorkloadInfo> {
     const e = this.#entries.get(name);
     if (!e) throw new FerryError(ErrorCode.NotFound, `no workload "${name}" on host ${this.host}`);
+    this.letGo(name);
     // PID 1 of a pid namespace takes every other process of the namespace with it.
     if (alive(e.rootPid) && e.rootPid !== null) process.kill(e.rootPid, 'SIGKILL');
     const deadline = Date.now() + 5_000;

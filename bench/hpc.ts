@@ -2,9 +2,11 @@
 // (`npm run bench:hpc`), through the real `ferry` CLI as a user runs it (docs/hpc.md):
 //
 // 1. For memwriter jobs of each size (resident memory filled, writing at a modest rate so that
-//    they keep running): `ferry checkpoint NAME --leave-running`, repeated: how long the job was
-//    frozen (the engine's figure, and the longest stall of the job's own status file as the
-//    bench saw it), the total time, and the snapshot directory's size (uncompressed pages).
+//    they keep running): `ferry checkpoint NAME --leave-running`, repeated BENCH_HPC_GAP_S apart:
+//    the first is full, the next ones incremental (only the pages written since). For each: how
+//    long the job was frozen (the engine's figure, and the longest stall of the job's own status
+//    file as the bench saw it), the total time, the bytes it wrote, and the images directory's
+//    size (uncompressed pages).
 // 2. The same snapshot as an archive (`ferry image export`: tar + zstd): time, size, ratio; and
 //    `ferry image import` of it (the unpacking side).
 // 3. A checkpoint that ends the job, then `ferry restore NAME --host h2` with the image's pages
@@ -14,12 +16,11 @@
 // 4. The job's own throughput (memwriter's write counter, unthrottled by default: a compute-bound
 //    job) over a window under `ferry launch --interval`, against the same window under `ferry
 //    launch` without checkpoints, in the same run; windows alternate, the first one at random.
-// Incremental periodic checkpoints are not built (each periodic checkpoint is a full one): the
-// output says so instead of inventing a figure. Prints a table and the targets, and writes
-// bench/results/hpc.json. Progress on stderr.
+// Prints a table and the targets, and writes bench/results/hpc.json. Progress on stderr.
 //
 //   BENCH_HPC_SIZES=1024,4096    job sizes in MiB for 1-3
-//   BENCH_HPC_REPEATS=2          checkpoints --leave-running per size (medians)
+//   BENCH_HPC_REPEATS=3          checkpoints --leave-running per size (the first full, the rest incremental: medians)
+//   BENCH_HPC_GAP_S=5            seconds between them (the job writes on meanwhile)
 //   BENCH_HPC_RATE=10 BENCH_HPC_PATTERN=hotset   the jobs of 1-3: memwriter's MB/s and pattern
 //   BENCH_HPC_WINDOW_S=180       throughput window; BENCH_HPC_INTERVAL_S=60: --interval
 //   BENCH_HPC_TP_SIZE=1024 BENCH_HPC_TP_RATE=3000 BENCH_HPC_TP_PATTERN=random   the throughput job
@@ -44,7 +45,8 @@ const LAB = process.env.FERRY_LAB ?? 'benchhpc';
 const env = { ...process.env, FERRY_LAB: LAB };
 const list = (v: string | undefined, d: string): string[] => (v ?? d).split(',').filter(Boolean);
 const SIZES = list(process.env.BENCH_HPC_SIZES, '1024,4096').map(Number);
-const REPEATS = Math.max(1, Number(process.env.BENCH_HPC_REPEATS ?? 2));
+const REPEATS = Math.max(2, Number(process.env.BENCH_HPC_REPEATS ?? 3));
+const GAP_S = Number(process.env.BENCH_HPC_GAP_S ?? 5);
 const RATE = process.env.BENCH_HPC_RATE ?? '10';
 const PATTERN = process.env.BENCH_HPC_PATTERN ?? 'hotset';
 const WINDOW_S = Number(process.env.BENCH_HPC_WINDOW_S ?? 180);
@@ -214,6 +216,9 @@ async function cachedBytes(dir: string): Promise<number | null> {
 // --- 1-3: checkpoint, archive, restore ------------------------------------------------------------
 
 interface CheckpointRun {
+  incremental: boolean;
+  /** Bytes the checkpoint added to the images directory. */
+  bytesWritten: number;
   frozenMs: number;
   feltMs: number;
   totalMs: number;
@@ -241,12 +246,35 @@ interface RestoreRun {
   jobNote: string;
 }
 
+interface CheckpointSummary {
+  count: number;
+  frozenMs: number;
+  feltMs: number;
+  totalMs: number;
+  wallMs: number;
+  writtenBytes: number;
+  imageBytes: number;
+  pagesBytes: number;
+}
+
+const summary = (cs: CheckpointRun[]): CheckpointSummary => ({
+  count: cs.length,
+  frozenMs: r0(median(cs.map((c) => c.frozenMs))),
+  feltMs: r0(median(cs.map((c) => c.feltMs))),
+  totalMs: r0(median(cs.map((c) => c.totalMs))),
+  wallMs: r0(median(cs.map((c) => c.wallMs))),
+  writtenBytes: median(cs.map((c) => c.bytesWritten)),
+  imageBytes: median(cs.map((c) => c.imageBytes)),
+  pagesBytes: median(cs.map((c) => c.pagesBytes)),
+});
+
 interface SizeRow {
   sizeMiB: number;
   residentMiB: number;
   job: string;
   checkpoints: CheckpointRun[];
-  leaveRunning: { frozenMs: number; feltMs: number; totalMs: number; wallMs: number; imageBytes: number; imageAllocated: number; pagesBytes: number; dumpMBps: number };
+  full: CheckpointSummary;
+  incremental: CheckpointSummary | null;
   archive: { exportMs: number; archiveBytes: number; imageBytes: number; ratio: number; importMs: number };
   restores: RestoreRun[];
   jobOkAfterCheckpoints: boolean;
@@ -292,8 +320,9 @@ async function checkpointOnce(name: string, images: string, statusPath: string):
     throw err;
   }
   const feltMs = await watch.stop();
-  const size = dirBytes(r.value.snapshot);
-  return { frozenMs: r.value.frozenMs, feltMs, totalMs: r.value.totalMs, wallMs: r.wallMs, pagesBytes: r.value.pagesBytes, imageBytes: size.bytes, imageAllocated: size.allocated };
+  // The snapshot and the pages store it refers to: the whole directory.
+  const size = dirBytes(images);
+  return { incremental: r.value.incremental, bytesWritten: r.value.bytesWritten, frozenMs: r.value.frozenMs, feltMs, totalMs: r.value.totalMs, wallMs: r.wallMs, pagesBytes: r.value.pagesBytes, imageBytes: size.bytes, imageAllocated: size.allocated };
 }
 
 /** Checkpoint that ends the job, then restore it on `to`; the job's own status judges. */
@@ -341,11 +370,12 @@ async function sizeRun(sizeMiB: number, work: string): Promise<SizeRow> {
     const checkpoints: CheckpointRun[] = [];
     let okAfter = true;
     for (let i = 0; i < REPEATS; i++) {
+      if (i > 0) await sleep(GAP_S * 1000);
       const c = await checkpointOnce(name, images, job.statusPath);
       checkpoints.push(c);
       const on = await carriesOn(job.statusPath, readStatus(job.statusPath)?.writes ?? 0);
       okAfter &&= on.ok;
-      progress(`  checkpoint --leave-running ${i + 1}/${REPEATS}: frozen ${r0(c.frozenMs)} ms (felt ${r0(c.feltMs)} ms), total ${r0(c.totalMs)} ms, CLI ${r0(c.wallMs)} ms, snapshot ${r1(c.imageBytes / MiB)} MiB; job ${on.ok ? 'ok' : `NOT ok: ${on.note}`}`);
+      progress(`  checkpoint --leave-running ${i + 1}/${REPEATS} (${c.incremental ? 'incremental' : 'full'}): frozen ${r0(c.frozenMs)} ms (felt ${r0(c.feltMs)} ms), total ${r0(c.totalMs)} ms, CLI ${r0(c.wallMs)} ms, wrote ${r1(c.bytesWritten / MiB)} MiB, directory ${r1(c.imageBytes / MiB)} MiB; job ${on.ok ? 'ok' : `NOT ok: ${on.note}`}`);
     }
     // The current snapshot as one compressed file, and back.
     const file = path.join(work, `${name}.tar.zst`);
@@ -362,23 +392,14 @@ async function sizeRun(sizeMiB: number, work: string): Promise<SizeRow> {
     progress(`  restored on h2 in ${restores[0]!.restoreMs} ms (CLI ${restores[0]!.restoreWallMs} ms), outage ${restores[0]!.outageMs} ms; job ${restores[0]!.jobOk ? 'ok' : 'NOT ok'}: ${restores[0]!.jobNote}`);
     restores.push(await endAndRestore(name, images, job.statusPath, 'h2', 'h1', 'warm'));
     progress(`  restored on h1 in ${restores[1]!.restoreMs} ms (CLI ${restores[1]!.restoreWallMs} ms), outage ${restores[1]!.outageMs} ms; job ${restores[1]!.jobOk ? 'ok' : 'NOT ok'}: ${restores[1]!.jobNote}`);
-    const frozen = median(checkpoints.map((c) => c.frozenMs));
-    const imageBytes = median(checkpoints.map((c) => c.imageBytes));
+    const incremental = checkpoints.filter((c) => c.incremental);
     const row: SizeRow = {
       sizeMiB,
       residentMiB,
       job: label,
       checkpoints: checkpoints.map((c) => ({ ...c, frozenMs: r1(c.frozenMs), feltMs: r0(c.feltMs), totalMs: r1(c.totalMs), wallMs: r0(c.wallMs) })),
-      leaveRunning: {
-        frozenMs: r0(frozen),
-        feltMs: r0(median(checkpoints.map((c) => c.feltMs))),
-        totalMs: r0(median(checkpoints.map((c) => c.totalMs))),
-        wallMs: r0(median(checkpoints.map((c) => c.wallMs))),
-        imageBytes,
-        imageAllocated: median(checkpoints.map((c) => c.imageAllocated)),
-        pagesBytes: median(checkpoints.map((c) => c.pagesBytes)),
-        dumpMBps: r0(imageBytes / (frozen / 1000) / 1e6),
-      },
+      full: summary(checkpoints.filter((c) => !c.incremental)),
+      incremental: incremental.length > 0 ? summary(incremental) : null,
       archive: { exportMs: r0(ex.wallMs), archiveBytes: ex.value.archiveBytes, imageBytes: ex.value.imageBytes, ratio: r2(ex.value.imageBytes / ex.value.archiveBytes), importMs: r0(im.wallMs) },
       restores,
       jobOkAfterCheckpoints: okAfter,
@@ -638,7 +659,11 @@ async function main(): Promise<void> {
     tp
       ? { target: `at most ${GOAL_LOST_PCT} % of the job's throughput lost to checkpoints every ${INTERVAL_S} s`, value: `${tp.lostPct} % (${tp.withWritesPerS} against ${tp.withoutWritesPerS} writes/s; freezes ${tp.frozenSharePct} % of the time; windows without checkpoints vary ${tp.baselineSpreadPct} % slice to slice)`, status: tp.goalMet ? 'MET' : 'MISSED' }
       : { target: `at most ${GOAL_LOST_PCT} % of the job's throughput lost to checkpoints every ${INTERVAL_S} s`, value: 'not run', status: 'NOT RUN' },
-    { target: 'incremental periodic checkpoints (only the pages dirtied since the last one)', value: 'not built: every periodic checkpoint is a full one, the job frozen for the whole dump', status: 'NOT BUILT' },
+    ...rows.map((r): Target => ({
+      target: `${r.sizeMiB} MiB: a checkpoint after the first writes only the pages dirtied since (${RATE} MB/s ${PATTERN} for ${GAP_S} s)`,
+      value: r.incremental ? `incremental wrote ${r1(r.incremental.writtenBytes / MiB)} MiB against ${r1(r.full.writtenBytes / MiB)} MiB full; frozen ${r.incremental.frozenMs} ms against ${r.full.frozenMs} ms` : 'no incremental checkpoint was taken',
+      status: r.incremental && r.incremental.writtenBytes < r.full.writtenBytes / 2 ? 'MET' : 'MISSED',
+    })),
     ...SIZES.map((s): Target => {
       const r = rows.find((x) => x.sizeMiB === s);
       return r
@@ -649,9 +674,8 @@ async function main(): Promise<void> {
   const result = {
     at: new Date().toISOString(),
     machine: machine(),
-    config: { sizes: SIZES, repeats: REPEATS, rate: RATE, pattern: PATTERN, windowS: WINDOW_S, intervalS: INTERVAL_S, tpSize: TP_SIZE, tpRate: TP_RATE, tpPattern: TP_PATTERN, tpRepeats: TP_REPEATS },
+    config: { sizes: SIZES, repeats: REPEATS, gapS: GAP_S, rate: RATE, pattern: PATTERN, windowS: WINDOW_S, intervalS: INTERVAL_S, tpSize: TP_SIZE, tpRate: TP_RATE, tpPattern: TP_PATTERN, tpRepeats: TP_REPEATS },
     rows,
-    incremental: 'not built',
     throughput: tp,
     targets,
     errors,
@@ -666,19 +690,23 @@ async function main(): Promise<void> {
 
 function printTable(rows: SizeRow[], tp: Throughput | null, targets: Target[]): void {
   const mib = (b: number) => String(r1(b / MiB));
-  const head = ['job', 'res MiB', 'frozen ms', 'felt ms', 'ckpt total ms', 'CLI ms', 'dump MB/s', 'image MiB', 'export ms', 'archive MiB', 'ratio', 'import ms', 'end-ckpt frozen ms', 'restore h2 cold ms', 'restore h1 warm ms', 'outage cold ms', 'job'];
+  const head = ['job', 'res MiB', 'full frozen ms', 'felt ms', 'total ms', 'wrote MiB', 'incr frozen ms', 'felt ms', 'total ms', 'wrote MiB', 'dir MiB', 'export ms', 'archive MiB', 'ratio', 'import ms', 'end-ckpt frozen ms', 'restore h2 cold ms', 'restore h1 warm ms', 'outage cold ms', 'job'];
   const body = rows.map((r) => {
     const cold = r.restores.find((x) => x.cache === 'cold');
     const warm = r.restores.find((x) => x.cache === 'warm');
+    const inc = r.incremental;
     return [
       r.job,
       String(r.residentMiB),
-      String(r.leaveRunning.frozenMs),
-      String(r.leaveRunning.feltMs),
-      String(r.leaveRunning.totalMs),
-      String(r.leaveRunning.wallMs),
-      String(r.leaveRunning.dumpMBps),
-      mib(r.leaveRunning.imageBytes),
+      String(r.full.frozenMs),
+      String(r.full.feltMs),
+      String(r.full.totalMs),
+      mib(r.full.writtenBytes),
+      inc ? String(inc.frozenMs) : '-',
+      inc ? String(inc.feltMs) : '-',
+      inc ? String(inc.totalMs) : '-',
+      inc ? mib(inc.writtenBytes) : '-',
+      mib((inc ?? r.full).imageBytes),
       String(r.archive.exportMs),
       mib(r.archive.archiveBytes),
       `${r.archive.ratio.toFixed(2)}x`,
@@ -690,12 +718,11 @@ function printTable(rows: SizeRow[], tp: Throughput | null, targets: Target[]): 
       r.jobOkAfterCheckpoints && r.restores.every((x) => x.jobOk) ? 'ok' : 'NOT ok',
     ];
   });
-  body.push(['incremental: not built (every periodic checkpoint is a full one)', ...head.slice(1).map(() => '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   console.log(line(head));
   for (const b of body) console.log(line(b));
-  console.log('\nimage MiB: the snapshot directory, uncompressed pages; archive: `ferry image export`, tar + zstd; restore ms: the reply\'s, (CLI wall)');
+  console.log(`\nfull: the first --leave-running checkpoint; incr: the next ones, ${GAP_S} s apart (medians); wrote: bytes added to the images directory; dir MiB: the directory (snapshot and pages store), uncompressed pages; archive: \`ferry image export\`, tar + zstd, pages the image refers to only; restore ms: the reply's, (CLI wall)`);
   if (tp) {
     console.log(`\nthroughput, ${tp.job}, ${tp.windowS} s windows, \`ferry launch --interval ${tp.intervalS}s\` against \`ferry launch\` without:`);
     for (const w of tp.windows)

@@ -7,6 +7,16 @@ export const IMAGE_MAGIC = 'ferry-image';
 export const IMAGE_VERSION = 1;
 export const IMAGE_JSON = 'image.json';
 export const pagesFileName = (pid: number): string => `pages-${pid}.img`;
+/** An append-only pages store beside a workload's snapshots (incremental checkpoints, shared/job-image.ts). */
+export const storeName = (gen: number): string => `store-${String(gen).padStart(6, '0')}`;
+export const STORE_RE = /^store-(\d{6})$/;
+/**
+ * A process's pages file: its own in the image directory, or its file in a sibling pages store.
+ * Read from untrusted images: nothing else may be named (no other path can be read into a process).
+ */
+export const PagesFile = z.string().regex(/^(?:\.\.\/store-\d{6}\/)?pages-\d{1,10}\.img$/, 'pages-PID.img, or ../store-NNNNNN/pages-PID.img');
+/** The pages file lives in a store that later checkpoints append to (it may be longer than this image needs). */
+export const inStore = (pagesFile: string): boolean => pagesFile.startsWith('../');
 
 const hex = z.string().regex(/^0x[0-9a-f]+$/);
 export type Hex = z.infer<typeof hex>;
@@ -287,7 +297,8 @@ export const SharedSchema = z.discriminatedUnion('kind', [
     size: z.number().int(),
     flags: z.number().int(),
     pos: z.number().int(),
-    file: z.string(),
+    /** Its content beside image.json; a name only (no other path may be read into the workload). */
+    file: z.string().regex(/^shm-\d{1,6}\.img$/),
     bytes: z.number().int(),
     runs: z.array(PageRunSchema),
     /** F_GET_SEALS; absent or 1 (F_SEAL_SEAL alone) = created without MFD_ALLOW_SEALING. */
@@ -361,7 +372,7 @@ export const ProcessSchema = z.object({
   /** ITIMER_REAL/VIRTUAL/PROF as {interval, value}, each [seconds, microseconds]. */
   itimers: z.array(z.object({ which: z.number().int(), interval: z.tuple([z.number(), z.number()]), value: z.tuple([z.number(), z.number()]) })),
   threads: z.array(ThreadSchema).min(1),
-  pagesFile: z.string(),
+  pagesFile: PagesFile,
   pagesBytes: z.number().int().nonnegative(),
 });
 export type ProcessImage = z.infer<typeof ProcessSchema>;

@@ -73,6 +73,10 @@ export const CheckpointReply = z.strictObject({
   processes: z.number().int(),
   threads: z.number().int(),
   pagesBytes: z.number().nonnegative(),
+  /** Bytes this checkpoint added to the directory's pages store (an incremental one: only pages written since the last). */
+  bytesWritten: z.number().nonnegative(),
+  /** Only what changed since the previous checkpoint of this directory was written. */
+  incremental: z.boolean(),
   frozenMs: z.number().nonnegative(),
   totalMs: z.number().nonnegative(),
   leftRunning: z.boolean(),

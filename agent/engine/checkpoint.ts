@@ -5,7 +5,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
+import { IMAGE_MAGIC, IMAGE_VERSION, type Image, type Machine, type PageRun, type ProcessImage, type SharedImage, toHex } from '../../shared/image-format.ts';
 import { NT_X86_XSTATE, getRegset } from '../ffi/ptrace.ts';
 import { O, closeFd, openFile, vmRead } from '../ffi/syscalls.ts';
 import { sealedSystemMappings } from './probes.ts';
@@ -24,6 +24,18 @@ import { linkShared, shmSources } from './files/sharing.ts';
 import { listTasks, readMaps } from './process/procfs.ts';
 
 const chan = diagnostics_channel.channel('ferry:checkpoint');
+
+/**
+ * Pages kept in an append-only store (incremental checkpoints): a process's pages file is the
+ * store's, what the freeze dumps is appended to it, and a mapping whose pages the store already
+ * holds (`carried`, null when it does not) takes those runs.
+ */
+export interface StoreTarget {
+  pagesFile(pid: number): string;
+  writer(pid: number): PagesWriter;
+  grew(pid: number, size: number): void;
+  carried(pid: number, start: number, end: number): PageRun[] | null;
+}
 
 export interface CheckpointResult {
   pid: number;
@@ -109,7 +121,7 @@ export class Checkpoint {
    * out of its own runs (Vma.inherit); only restore() rebuilds such an image, forking each child
    * from its built parent.
    */
-  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean, opts: { cow?: boolean } = {}): number {
+  dumpMemory(dir: string, precopied?: (pid: number, start: number, end: number) => boolean, opts: { cow?: boolean; store?: StoreTarget } = {}): number {
     let total = 0;
     // A parent's mapping a child inherits keeps its zero pages: a child sharing one must find it there.
     const inherited = new Set<string>();
@@ -118,8 +130,10 @@ export class Checkpoint {
         const q = this.processes.find((x) => x.pid === c.ppid);
         if (q) for (const v of c.vmas) if (inheritable(v, q.vmas)) inherited.add(`${q.pid}:${v.start}`);
       }
+    const store = opts.store;
     for (const p of this.processes) {
-      const w = new PagesWriter(join(dir, p.pagesFile));
+      if (store) p.pagesFile = store.pagesFile(p.pid);
+      const w = store ? store.writer(p.pid) : new PagesWriter(join(dir, p.pagesFile));
       const pm = openFile(`/proc/${p.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
       const parent = opts.cow && !precopied ? this.processes.find((q) => q.pid === p.ppid) : undefined;
       const ppm = parent ? openFile(`/proc/${parent.pid}/pagemap`, O.RDONLY | O.CLOEXEC) : -1;
@@ -127,6 +141,13 @@ export class Checkpoint {
       try {
         for (const v of p.vmas) {
           if (!['anon', 'heap', 'stack', 'file-private'].includes(v.kind)) continue;
+          const stored = store?.carried(p.pid, Number(v.start), Number(v.end));
+          if (stored) {
+            v.runs = stored;
+            const guards = findGuards(pm, BigInt(v.start), BigInt(v.end));
+            if (guards.length > 0) v.guards = guards.map((g) => ({ addr: toHex(g.addr), pages: g.pages }));
+            continue;
+          }
           if (precopied?.(p.pid, Number(v.start), Number(v.end))) {
             v.runs = [];
             v.precopied = true;
@@ -154,6 +175,7 @@ export class Checkpoint {
         closeFd(pm);
         w.close();
       }
+      if (store) store.grew(p.pid, w.offset);
       p.pagesBytes = w.offset;
       total += w.offset;
     }

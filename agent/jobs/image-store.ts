@@ -2,12 +2,13 @@
 // complete image (shared/job-image.ts describes the layout): a snapshot is built in a partial
 // directory beside the others, every file and the directory synced, renamed into place, and
 // then `current` is swapped to it by renaming a new symlink over the old one. Readers follow
-// `current` only; older snapshots are pruned after the swap.
+// `current` only; older snapshots, and pages stores the new one does not use, are pruned after
+// the swap.
 import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { CURRENT_LINK, SNAPSHOT_RE, snapshotName } from '../../shared/job-image.ts';
-import { IMAGE_JSON } from '../../shared/image-format.ts';
+import { IMAGE_JSON, STORE_RE, storeName } from '../../shared/image-format.ts';
 
 function fsyncPath(p: string): void {
   const fd = openSync(p, 'r');
@@ -60,7 +61,8 @@ export function resolveImageDir(dir: string): string {
 export interface PendingSnapshot {
   dir: string;
   seq: number;
-  publish(): string;
+  /** `store`: the pages store the snapshot refers to (every other store goes with the old snapshots). */
+  publish(store?: string): string;
   abandon(): void;
 }
 
@@ -79,7 +81,7 @@ export function beginSnapshot(images: string): PendingSnapshot {
   return {
     dir: partial,
     seq,
-    publish: () => {
+    publish: (store?: string) => {
       syncTree(partial);
       renameSync(partial, path.join(images, name));
       const tmpLink = path.join(images, `.${CURRENT_LINK}.${process.pid}`);
@@ -87,7 +89,7 @@ export function beginSnapshot(images: string): PendingSnapshot {
       renameSync(tmpLink, path.join(images, CURRENT_LINK));
       fsyncPath(images);
       // Only now may the previous snapshots go.
-      for (const e of readdirSync(images)) if (SNAPSHOT_RE.test(e) && e !== name) rmSync(path.join(images, e), { recursive: true, force: true });
+      for (const e of readdirSync(images)) if ((SNAPSHOT_RE.test(e) && e !== name) || (STORE_RE.test(e) && e !== store)) rmSync(path.join(images, e), { recursive: true, force: true });
       return path.join(images, name);
     },
     abandon: () => rmSync(partial, { recursive: true, force: true }),
@@ -99,5 +101,15 @@ export function retireSnapshots(images: string): void {
   if (!existsSync(images)) return;
   rmSync(path.join(images, CURRENT_LINK), { force: true });
   fsyncPath(images);
-  for (const e of readdirSync(images)) if (SNAPSHOT_RE.test(e) || e.startsWith('.ckpt-')) rmSync(path.join(images, e), { recursive: true, force: true });
+  for (const e of readdirSync(images)) if (SNAPSHOT_RE.test(e) || STORE_RE.test(e) || e.startsWith('.ckpt-')) rmSync(path.join(images, e), { recursive: true, force: true });
+}
+
+/**
+ * A new pages store's name: one no snapshot refers to. Stores are never reused across trackers:
+ * a store a crashed checkpoint wrote to is left for the next publish to remove.
+ */
+export function nextStore(images: string): string {
+  mkdirSync(images, { recursive: true });
+  const taken = readdirSync(images).map((e) => STORE_RE.exec(e)?.[1]).filter((x): x is string => x !== undefined).map(Number);
+  return storeName(Math.max(0, ...taken) + 1);
 }

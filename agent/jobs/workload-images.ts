@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { z } from 'zod';
+import type { Image } from '../../shared/image-format.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type AgentRestoreRequest, type CheckpointReply, JobManifest, MANIFEST_JSON, NETNS_JSON, type RestoreReply, type WorkloadCheckpointRequest } from '../../shared/job-image.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
@@ -18,13 +19,23 @@ import { restore as restoreTree } from '../engine/restore.ts';
 import { NetworkHandoff, addressOf, type LandedNetns } from '../net/handoff.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
 import type { Workloads } from '../workloads.ts';
-import { beginSnapshot, currentSnapshot } from './image-store.ts';
+import { PAGE } from '../engine/memory/dirty/types.ts';
+import { PageStore } from '../engine/memory/page-store.ts';
+import { beginSnapshot, currentSnapshot, nextStore } from './image-store.ts';
+import { LiveImage } from './live-image.ts';
+
+/** A first round that wrote more than this is followed by a second before the freeze. */
+const SECOND_ROUND_BYTES = 64 << 20;
+/** A store may hold this much beyond twice its live pages before a checkpoint starts a new one. */
+const COMPACT_SLACK_BYTES = 256 << 20;
 
 
 export class WorkloadImages {
   readonly #network: NetworkHandoff;
   /** One checkpoint or restore per workload at a time. */
   readonly #busy = new Set<string>();
+  /** Per workload: its memory on shared storage, tracked between checkpoints. */
+  readonly #live = new Map<string, LiveImage>();
 
   constructor(
     private readonly host: string,
@@ -58,6 +69,19 @@ export class WorkloadImages {
     const owner = prev ? readSideFile(path.join(prev.dir, MANIFEST_JSON), JobManifest)?.workload : undefined;
     if (prev && owner !== req.name)
       throw new FerryError(ErrorCode.InvalidRequest, `${req.images} holds ${owner ? `the checkpoint of "${owner}"` : 'an image of no workload'}: give "${req.name}" a directory of its own`, { details: { images: req.images, workload: owner ?? null } });
+    const live = this.#liveImage(req.name, w.rootPid, req.images);
+    const before = live.store.totalBytes;
+    try {
+      // While the workload runs: what it wrote since the last checkpoint (everything, the first
+      // time), and once more when that was much, so that the freeze carries only the last delta.
+      const first = await live.round();
+      if (first.pagesWritten * PAGE > SECOND_ROUND_BYTES) await live.round();
+      // On stable storage before the freeze: the snapshot's sync then carries only the last delta.
+      live.store.sync();
+    } catch (err) {
+      this.workloads.letGo(req.name);
+      throw err;
+    }
     const netns = this.workloads.netnsOf(req.name);
     // Read while it runs (tens of milliseconds); the namespace is locked across the freeze so that
     // no peer's segment is acknowledged by a socket in repair mode.
@@ -72,13 +96,13 @@ export class WorkloadImages {
       snap.abandon();
       throw err;
     }
-    let img: ReturnType<Checkpoint['image']>;
+    let img: Image;
     let published = '';
+    let frozenMs = 0;
+    let thawed = false;
     try {
       c.collect();
-      c.dumpMemory(snap.dir, undefined, { cow: true });
-      img = c.image();
-      writeImage(snap.dir, img);
+      const last = await live.final(c, snap.dir);
       const manifest: JobManifest = {
         workload: req.name,
         command: w.command,
@@ -89,30 +113,40 @@ export class WorkloadImages {
         takenAt: new Date().toISOString(),
         address: w.address,
       };
-      writeFileSync(path.join(snap.dir, MANIFEST_JSON), JSON.stringify(manifest));
-      if (netConfig) writeFileSync(path.join(snap.dir, NETNS_JSON), JSON.stringify(netConfig));
+      const write = () => {
+        last.finish();
+        img = c.image();
+        img.stats = { ...img.stats, frozenMs, pagesBytes: LiveImage.pagesBytes(img.processes) };
+        writeImage(snap.dir, img);
+        writeFileSync(path.join(snap.dir, MANIFEST_JSON), JSON.stringify(manifest));
+        if (netConfig) writeFileSync(path.join(snap.dir, NETNS_JSON), JSON.stringify(netConfig));
+        live.store.sync();
+        published = snap.publish(live.store.name);
+        live.checkpoints++;
+      };
+      frozenMs = performance.now() - c.tree.frozenAt;
+      if (req.leaveRunning) {
+        // Every page is in the store: the job runs on while checksums are completed and the
+        // snapshot is synced and published. Until then the previous snapshot stays current.
+        c.release();
+        thawed = true;
+        this.#network.unlock(netns);
+      }
       // Ending the job: the snapshot is complete and synced before the original may end.
-      if (!req.leaveRunning) published = snap.publish();
+      write();
     } catch (err) {
-      c.release();
-      this.#network.unlock(netns);
+      if (!thawed) {
+        c.release();
+        this.#network.unlock(netns);
+      }
+      this.workloads.letGo(req.name);
       snap.abandon();
       throw err;
     }
-    const frozenMs = performance.now() - c.tree.frozenAt;
-    if (req.leaveRunning) {
-      // Everything is written (read while frozen, in the page cache): the job runs on while the
-      // snapshot is synced and published. Until then the previous snapshot stays current, so a
-      // crash meanwhile still leaves a complete one; the sync is no longer inside the freeze.
-      c.release();
-      this.#network.unlock(netns);
-      try {
-        published = snap.publish();
-      } catch (err) {
-        snap.abandon();
-        throw err;
-      }
-    } else {
+    const written = live.store.totalBytes - before;
+    if (!req.leaveRunning) {
+      frozenMs = performance.now() - c.tree.frozenAt;
+      this.workloads.letGo(req.name);
       c.kill();
       await this.#network.removeSource(netns);
       this.workloads.forget(req.name);
@@ -123,13 +157,34 @@ export class WorkloadImages {
       images: req.images,
       snapshot: published,
       seq: snap.seq,
-      ...imageTotals(img),
+      ...imageTotals(img!),
+      bytesWritten: written,
+      incremental: live.checkpoints > 1,
       frozenMs,
       totalMs: performance.now() - t0,
       leftRunning: req.leaveRunning,
       command: w.command,
       address: w.address,
     };
+  }
+
+  /**
+   * The workload's live image in this directory: the one earlier checkpoints kept (its tracker
+   * still on the same tree), or a new store when there is none or most of the old one is pages
+   * written over since (a full checkpoint then, and the old store goes at publish).
+   */
+  #liveImage(name: string, root: number, images: string): LiveImage {
+    const cur = this.#live.get(name);
+    if (cur && !cur.stopped && cur.root === root && cur.images === images && cur.store.totalBytes <= 2 * cur.liveBytes + COMPACT_SLACK_BYTES) return cur;
+    this.workloads.letGo(name);
+    const store = nextStore(images);
+    const live = LiveImage.start(root, images, new PageStore(path.join(images, store), store));
+    this.#live.set(name, live);
+    this.workloads.hold(name, () => {
+      live.stop();
+      if (this.#live.get(name) === live) this.#live.delete(name);
+    });
+    return live;
   }
 
   restore(req: z.infer<typeof AgentRestoreRequest>): Promise<RestoreReply> {

@@ -113,6 +113,8 @@ export class SourceSteps {
     // Before anything is frozen: without an identity this agent cannot send the workload anywhere.
     if (!this.stream) throw noIdentity(this.#host);
     return this.run.once(s, 'source', () => {
+      // A checkpoint's dirty tracking would hold the memory pre-copy must track: the migration takes it.
+      this.workloads.letGo(s.workload);
       const { pids } = this.engine.preflight(this.#rootPid(s.workload));
       const w = this.workloads.get(s.workload);
       const threads = (pid: number) => {

@@ -14,6 +14,7 @@ import { JobManifest, MANIFEST_JSON } from '../../shared/job-image.ts';
 import { parseRecord } from '../../shared/records.ts';
 import { beginSnapshot, currentSnapshot, resolveImageDir, syncTree } from '../../agent/jobs/image-store.ts';
 import { type ImageSummary, inspectImage } from '../../agent/engine/image/inspect.ts';
+import { flattenImage } from '../../agent/engine/image/flatten.ts';
 import { bytes } from '../format.ts';
 import { printResult } from '../output.ts';
 import { describeImage } from './engine.ts';
@@ -58,9 +59,20 @@ function sha256(file: string): Promise<string> {
 }
 
 export async function exportImage(dir: string, file: string, opts: { json: boolean }): Promise<void> {
-  const src = resolveImageDir(path.resolve(dir));
-  inspectImage(src); // a broken image is refused here, not found out at import
+  const snapshot = resolveImageDir(path.resolve(dir));
+  inspectImage(snapshot); // a broken image is refused here, not found out at import
   const index: ArchiveIndex = { format: 1, createdAt: new Date().toISOString(), files: [] };
+  // Self-contained: pages an incremental checkpoint keeps in the directory's store come along.
+  const flat = mkdtempSync(path.join(os.tmpdir(), 'ferry-export-image-'));
+  try {
+    flattenImage(snapshot, flat);
+    await exportFlat(snapshot, flat, file, index, opts);
+  } finally {
+    rmSync(flat, { recursive: true, force: true });
+  }
+}
+
+async function exportFlat(snapshot: string, src: string, file: string, index: ArchiveIndex, opts: { json: boolean }): Promise<void> {
   for (const f of filesOf(src)) {
     if (f === ARCHIVE_JSON) continue;
     if (!SAFE_NAME.test(f)) throw new FerryError(ErrorCode.BadImage, `${src}/${f}: not a file name an image holds`);
@@ -80,7 +92,7 @@ export async function exportImage(dir: string, file: string, opts: { json: boole
   }
   const total = index.files.reduce((a, f) => a + f.bytes, 0);
   const archiveBytes = statSync(out).size;
-  printResult(opts.json, { image: src, file: out, files: index.files.length, imageBytes: total, archiveBytes }, (v) => `exported ${v.image} to ${v.file}: ${v.files} files, ${bytes(v.imageBytes)} -> ${bytes(v.archiveBytes)}`);
+  printResult(opts.json, { image: snapshot, file: out, files: index.files.length, imageBytes: total, archiveBytes }, (v) => `exported ${v.image} to ${v.file}: ${v.files} files, ${bytes(v.imageBytes)} -> ${bytes(v.archiveBytes)}`);
 }
 
 /** Unpacks an archive into `into` (an empty directory) and checks it whole; returns its index. */

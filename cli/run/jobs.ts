@@ -10,7 +10,7 @@ const ms = (n: number) => `${n.toFixed(1)} ms`;
 
 export const describeCheckpoint = (v: CheckpointReply): string =>
   [
-    `checkpointed ${v.workload} on ${v.host} into ${v.snapshot} (snapshot ${v.seq}; ${v.processes} process(es), ${v.threads} thread(s), pages ${bytes(v.pagesBytes)})`,
+    `checkpointed ${v.workload} on ${v.host} into ${v.snapshot} (snapshot ${v.seq}; ${v.processes} process(es), ${v.threads} thread(s), pages ${bytes(v.pagesBytes)}; ${v.incremental ? 'incremental: ' : ''}${bytes(v.bytesWritten)} written)`,
     `frozen ${ms(v.frozenMs)}, total ${ms(v.totalMs)}; ${v.leftRunning ? `it keeps running on ${v.host}` : `it was ended: \`ferry restore ${v.workload} --images ${v.images}\` brings it back`}`,
   ].join('\n');
 

@@ -146,7 +146,7 @@ async function watch(
     const w = wanted();
     if (w === 'checkpoint') {
       const r = await askCoordinator(nc, 'checkpoint', { name: opts.name, images, leaveRunning: false });
-      say('launch.checkpointed', `${describeCheckpoint(r)}\nexit ${opts.requeueExit}: requeue the job; it resumes from ${images}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes });
+      say('launch.checkpointed', `${describeCheckpoint(r)}\nexit ${opts.requeueExit}: requeue the job; it resumes from ${images}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes, bytesWritten: r.bytesWritten, incremental: r.incremental });
       return finish({ outcome: 'checkpointed', host: r.host, seq: r.seq, snapshot: r.snapshot }, opts.requeueExit);
     }
     if (w === 'stop') {
@@ -158,7 +158,7 @@ async function watch(
       // A periodic checkpoint that fails leaves the previous one in place and the job running: said, not fatal.
       const r = await askCoordinator(nc, 'checkpoint', { name: opts.name, images, leaveRunning: true }).catch((err: unknown) => FerryError.from(err));
       if (r instanceof FerryError) say('launch.periodic-failed', `periodic checkpoint failed (the previous one stays): ${r.message} [${r.code}]`, { error: r.toWire() });
-      else say('launch.periodic', `periodic ${describeCheckpoint(r).split('\n')[0]}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes });
+      else say('launch.periodic', `periodic ${describeCheckpoint(r).split('\n')[0]}`, { host: r.host, seq: r.seq, frozenMs: r.frozenMs, pagesBytes: r.pagesBytes, bytesWritten: r.bytesWritten, incremental: r.incremental });
       nextCheckpoint = Date.now() + opts.intervalMs!;
     }
     if (Date.now() >= nextStateCheck) {

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { beginSnapshot, currentSnapshot, resolveImageDir, retireSnapshots } from '../../agent/jobs/image-store.ts';
+import { beginSnapshot, currentSnapshot, nextStore, resolveImageDir, retireSnapshots } from '../../agent/jobs/image-store.ts';
+import { PagesFile } from '../../shared/image-format.ts';
 import { parseDuration, parseSignal } from '../../cli/commands/jobs.ts';
 import { wrapCommand } from '../../cli/run/launch.ts';
 
@@ -65,6 +66,30 @@ describe('images directory', () => {
     writeFileSync(path.join(dir, 'image.json'), '{}');
     expect(resolveImageDir(dir)).toBe(dir);
     expect(() => beginSnapshot(dir)).toThrow(/plain image/);
+  });
+
+  it('a pages store stays while the current snapshot refers to it, and goes with the first one that does not', () => {
+    const first = nextStore(dir);
+    expect(first).toBe('store-000001');
+    mkdirSync(path.join(dir, first));
+    snapshot('one').publish(first);
+    // A store a crashed checkpoint began: never reused, removed by the next publish.
+    const crashed = nextStore(dir);
+    expect(crashed).toBe('store-000002');
+    mkdirSync(path.join(dir, crashed));
+    snapshot('two').publish(first);
+    expect(readdirSync(dir).sort()).toEqual(['ckpt-000002', 'current', first]);
+    snapshot('three').publish();
+    expect(readdirSync(dir).sort()).toEqual(['ckpt-000003', 'current']);
+    mkdirSync(path.join(dir, nextStore(dir)));
+    retireSnapshots(dir);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('an image names only its own pages files or a sibling store, never another path', () => {
+    for (const ok of ['pages-12.img', '../store-000003/pages-4242.img']) expect(PagesFile.safeParse(ok).success, ok).toBe(true);
+    for (const bad of ['../../etc/shadow', '/etc/shadow', '../store-000003/../../x.img', 'store-000003/pages-1.img', '../ckpt-000001/pages-1.img', 'pages-1.img/..'])
+      expect(PagesFile.safeParse(bad).success, bad).toBe(false);
   });
 
   it('retire removes every snapshot: nothing is left to resume from', () => {

@@ -179,6 +179,7 @@ describe('the source steps against a fake engine', () => {
       spec: () => ({ command: ['sleep', '1000'], limits: {}, requests: {} }),
       setState: (_n: string, st: string) => void states.push(st),
       forget: (n: string) => void forgotten.push(n),
+      letGo: () => undefined,
     } as unknown as Workloads;
     const identity = { credentials: {}, port: 0, encrypt: false } as unknown as DataStreamSettings;
     const steps = new MigrationSteps('h1', '127.0.0.1', workloads, stateDir(), undefined, 'auto', identity, { sourceEngine: engine });

@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../../shared/errors.ts';
-import { IMAGE_JSON, IMAGE_MAGIC, IMAGE_VERSION, type Image, ImageSchema } from '../../../shared/image-format.ts';
+import { IMAGE_JSON, IMAGE_MAGIC, IMAGE_VERSION, type Image, ImageSchema, inStore } from '../../../shared/image-format.ts';
 
 export function prepareImageDir(dir: string): void {
   mkdirSync(dir, { recursive: true });
@@ -33,7 +33,8 @@ export function readImage(dir: string): Image {
   for (const p of r.data.processes) {
     const f = join(dir, p.pagesFile);
     const size = existsSync(f) ? statSync(f).size : -1;
-    if (size !== p.pagesBytes) throw new FerryError(ErrorCode.BadImage, `${f} is ${size < 0 ? 'missing' : `${size} bytes, expected ${p.pagesBytes}`}`, { details: { dir, file: p.pagesFile } });
+    // A store's file grows with later checkpoints: it must hold at least what this image needs.
+    if (inStore(p.pagesFile) ? size < p.pagesBytes : size !== p.pagesBytes) throw new FerryError(ErrorCode.BadImage, `${f} is ${size < 0 ? 'missing' : `${size} bytes, expected ${p.pagesBytes}`}`, { details: { dir, file: p.pagesFile } });
   }
   for (const sh of r.data.shared) {
     if (sh.kind !== 'memfd') continue;

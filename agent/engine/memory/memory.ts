@@ -81,8 +81,15 @@ export class PagesWriter {
   private fd: number;
   offset = 0;
   private buf = Buffer.alloc(MAX_RUN_PAGES * PAGE);
-  constructor(path: string) {
-    this.fd = openSync(path, 'w');
+  constructor(path: string, opts: { append?: number } = {}) {
+    // Appending starts at the file's known end, never truncating what is there (a pages store).
+    this.fd = openSync(path, opts.append === undefined ? 'w' : 'r+');
+    this.offset = opts.append ?? 0;
+  }
+
+  /** A writer adding to an existing file from byte `at` on. */
+  static appending(path: string, at: number): PagesWriter {
+    return new PagesWriter(path, { append: at });
   }
 
   /**
@@ -153,6 +160,14 @@ export class PagesWriter {
       closeSync(src);
     }
     return runs;
+  }
+
+  /** Appends a run read from another pages file; the same run at its new offset. */
+  copy(run: PageRun, data: Buffer): PageRun {
+    writeSync(this.fd, data, 0, data.length, this.offset);
+    const out = { ...run, offset: this.offset };
+    this.offset += data.length;
+    return out;
   }
 
   close(): void {

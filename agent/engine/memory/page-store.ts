@@ -1,0 +1,96 @@
+// An append-only pages store: one file per process in a directory beside a workload's
+// snapshots (shared/job-image.ts). Bytes once written never change, so every image that refers
+// to them stays valid while later checkpoints append; a crash halfway leaves only unreferenced
+// bytes at a file's end.
+import { closeSync, constants, fdatasyncSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { ErrorCode, FerryError } from '../../../shared/errors.ts';
+import { pagesFileName } from '../../../shared/image-format.ts';
+import { PAGE } from './dirty/types.ts';
+import { PagesWriter } from './memory.ts';
+import type { StoredRun } from './page-index.ts';
+
+export class PageStore {
+  readonly #files = new Map<number, { fd: number; size: number }>();
+
+  /** `dir`: the store's directory (created); `name`: how an image beside it names it (`../store-N`). */
+  constructor(
+    readonly dir: string,
+    readonly name: string,
+  ) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  #file(pid: number): { fd: number; size: number } {
+    let f = this.#files.get(pid);
+    if (!f) {
+      // Never truncated: bytes an older image refers to stay.
+      const fd = openSync(path.join(this.dir, pagesFileName(pid)), constants.O_RDWR | constants.O_CREAT, 0o600);
+      f = { fd, size: fstatSync(fd).size };
+      this.#files.set(pid, f);
+    }
+    return f;
+  }
+
+  /** The pages file of `pid` as an image in a sibling snapshot directory names it. */
+  pagesFile(pid: number): string {
+    return `../${this.name}/${pagesFileName(pid)}`;
+  }
+
+  /** Appends whole pages of `pid` at `addr`; where they went. */
+  append(pid: number, addr: number, data: Buffer): StoredRun {
+    const f = this.#file(pid);
+    let done = 0;
+    while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, f.size + done);
+    const run = { addr, pages: data.length / PAGE, offset: f.size, crc32: crc32(data) };
+    f.size += data.length;
+    return run;
+  }
+
+  /** A writer appending to `pid`'s file (for pages the freeze dumps outside the index). */
+  writer(pid: number): PagesWriter {
+    const f = this.#file(pid);
+    return PagesWriter.appending(path.join(this.dir, pagesFileName(pid)), f.size);
+  }
+
+  /** After a writer() closed: its appends count in the file's size. */
+  grew(pid: number, size: number): void {
+    const f = this.#file(pid);
+    f.size = Math.max(f.size, size);
+  }
+
+  /** Bytes `pid`'s file holds (what an image referring to it needs at least). */
+  size(pid: number): number {
+    return this.#file(pid).size;
+  }
+
+  /** Bytes in every file: live and superseded. */
+  get totalBytes(): number {
+    return [...this.#files.values()].reduce((a, f) => a + f.size, 0);
+  }
+
+  crcOf(pid: number, r: StoredRun): number {
+    const len = r.pages * PAGE;
+    const buf = Buffer.allocUnsafe(len);
+    const got = readSync(this.#file(pid).fd, buf, 0, len, r.offset);
+    if (got !== len) throw new FerryError(ErrorCode.Internal, `${this.dir}: pages of pid ${pid} at offset ${r.offset} are short (${got} of ${len} bytes)`);
+    return crc32(buf);
+  }
+
+  /** Every file and the directory to stable storage (before an image referring to them is published). */
+  sync(): void {
+    for (const f of this.#files.values()) fdatasyncSync(f.fd);
+    const d = openSync(this.dir, 'r');
+    try {
+      fdatasyncSync(d);
+    } finally {
+      closeSync(d);
+    }
+  }
+
+  close(): void {
+    for (const f of this.#files.values()) closeSync(f.fd);
+    this.#files.clear();
+  }
+}

@@ -11,6 +11,7 @@ import { AGENT_VERSION, type FactsSource } from './facts.ts';
 import type { Workloads } from './workloads.ts';
 import type { MigrationSteps } from './migration/steps.ts';
 import type { WorkloadImages } from './jobs/workload-images.ts';
+import { readJobManifest, writeJobManifest } from './jobs/job-manifest.ts';
 
 /** Every migration step this agent ran: { step, ms, ok, code } (agent/metrics.ts times them). */
 const stepChannel = diagnostics_channel.channel('ferry:step');
@@ -63,6 +64,9 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   const job = group.addGroup('job');
   job.addEndpoint('checkpoint', { handler: (_e, msg) => void answer(agentApi['job.checkpoint'], msg, step('job-checkpoint', (r) => images.checkpoint(r))) });
   job.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['job.restore'], msg, step('job-restore', (r) => images.restore(r))) });
+  job.addEndpoint('member', { handler: (_e, msg) => void answer(agentApi['job.member'], msg, step('job-member', (r) => images.memberStep(r))) });
+  job.addEndpoint('manifest-write', { handler: (_e, msg) => void answer(agentApi['job.manifest-write'], msg, (r) => ({ path: writeJobManifest(r.images, r.manifest) })) });
+  job.addEndpoint('manifest-read', { handler: (_e, msg) => void answer(agentApi['job.manifest-read'], msg, (r) => readJobManifest(r.images)) });
   group.addEndpoint('ping', {
     handler: (_err, msg) => void answer(agentApi.ping, msg, () => ({ host, pid: process.pid, uptimeMs: Date.now() - started })),
   });

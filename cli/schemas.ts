@@ -7,6 +7,7 @@ import { MigrationEvent } from '../shared/migration-events.ts';
 import { DashboardLogin, ErrorWire, HostView } from '../shared/protocol.ts';
 import { WorkloadInfo } from '../shared/workload.ts';
 import { CheckpointReply, RestoreReply, WorkloadOperation } from '../shared/job-image.ts';
+import { JobCheckpointReply, JobName, JobRestoreReply } from '../shared/job-group.ts';
 
 export const Version = z.strictObject({ name: z.literal('ferry'), version: z.string(), node: z.string(), protocol: z.number().int(), imageFormat: z.number().int() });
 
@@ -19,6 +20,9 @@ export const CLI_OUTPUTS = {
   migrations: { commands: 'ferry status --json, ferry history --json (migrations, and checkpoints and restores: those with `kind`)', schema: z.array(z.union([MigrationView, WorkloadOperation])) },
   checkpoint: { commands: 'ferry checkpoint NAME --json', schema: CheckpointReply },
   restore: { commands: 'ferry restore NAME --json', schema: RestoreReply },
+  'job-checkpoint': { commands: 'ferry checkpoint --job JOB --json', schema: JobCheckpointReply },
+  'job-restore': { commands: 'ferry restore --job JOB --json', schema: JobRestoreReply },
+  'job-migration': { commands: 'ferry migrate --job JOB --json (stdout)', schema: z.strictObject({ job: JobName, migrations: z.array(MigrationView), notAttempted: z.array(z.string()) }) },
   'migration-event': { commands: 'ferry watch --json (one per line), ferry migrate --json (stderr, one per line)', schema: MigrationEvent },
   error: { commands: 'any command with --json that fails (stdout)', schema: z.strictObject({ error: ErrorWire }) },
   version: { commands: 'ferry version --json', schema: Version },

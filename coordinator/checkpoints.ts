@@ -30,13 +30,17 @@ export class CheckpointDirectory {
     private readonly agents: AgentClient,
   ) {}
 
-  async checkpoint(req: WorkloadCheckpointRequest): Promise<CheckpointReply> {
+  /**
+   * `take`: how the agent on `host` takes it (a job's cut takes each member in steps); by default
+   * one call to it. The operation is in flight, and recorded, the same either way.
+   */
+  async checkpoint(req: WorkloadCheckpointRequest, take?: (host: string) => Promise<CheckpointReply>): Promise<CheckpointReply> {
     const w = await this.workloads.find(req.name);
     if (w.state !== 'running') throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is ${w.state} on ${w.host}: only a running workload can be checkpointed`);
     if (this.migrations.migrating(req.name)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is being migrated: checkpoint it once the migration ends`);
     const op = this.#begin('checkpoint', req.name, w.host, req.images, req.leaveRunning);
     try {
-      const r = await this.agents.call(w.host, 'job.checkpoint', req);
+      const r = await (take ? take(w.host) : this.agents.call(w.host, 'job.checkpoint', req));
       await this.#end(op, { state: 'completed', seq: r.seq, pagesBytes: r.pagesBytes, frozenMs: r.frozenMs, totalMs: r.totalMs }, (prev) => ({
         name: req.name,
         state: req.leaveRunning ? 'running' : 'checkpointed',
@@ -55,7 +59,8 @@ export class CheckpointDirectory {
     }
   }
 
-  async restore(req: WorkloadRestoreRequest): Promise<RestoreReply> {
+  /** `seq`: that snapshot (a job's manifest names it), not the directory's current one. */
+  async restore(req: WorkloadRestoreRequest, seq?: number): Promise<RestoreReply> {
     const { workloads: all, unanswered, lost } = await this.workloads.list();
     const running = all.find((w) => w.name === req.name && w.state !== 'exited');
     if (running) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is ${running.state} on ${running.host}: restoring it would run it twice (\`ferry stop ${req.name}\` first, or restore under another name)`, { details: { workload: req.name, host: running.host } });
@@ -70,7 +75,7 @@ export class CheckpointDirectory {
     const takenAddresses = [...all.filter((w) => w.state !== 'exited' && w.address).map((w) => w.address!), ...lost.flatMap((l) => (l.workloads ?? []).map((c) => c.address).filter((a): a is string => !!a))];
     const op = this.#begin('restore', req.name, host, req.images, false);
     try {
-      const r = await this.agents.call(host, 'job.restore', { name: req.name, images: req.images, takenAddresses });
+      const r = await this.agents.call(host, 'job.restore', { name: req.name, images: req.images, takenAddresses, ...(seq ? { seq } : {}) });
       await this.#end(op, { state: 'completed', seq: r.seq, totalMs: r.totalMs }, (p) => ({
         name: req.name,
         state: 'running',

@@ -17,6 +17,7 @@ import { MigrationManager } from './migrations.ts';
 import { startCoordinatorService } from './services.ts';
 import { followProgress } from './progress.ts';
 import { CheckpointDirectory } from './checkpoints.ts';
+import { JobCheckpoints } from './job-checkpoints.ts';
 import { openCheckpointRecords } from './fleet/stores.ts';
 import { RecordQuarantine } from './quarantine.ts';
 import { MigrationStore } from './store.ts';
@@ -87,6 +88,7 @@ await untilJetStream(() => fleet.cordons.start(), log);
 const checkpointRecords = await untilJetStream(() => openCheckpointRecords(nc, quarantine, config.kvReplicas), log);
 const checkpoints = new CheckpointDirectory(checkpointRecords, workloads, migrations, cluster, agents);
 workloads.reservedAddresses = () => checkpoints.reservedAddresses();
+const jobCheckpoints = new JobCheckpoints(fleetStores.policies, workloads, checkpoints, agents, cluster);
 // Leading or not, a coordinator serves its dashboard (read-only; logins through the leader's
 // `dashboard` endpoint). One that cannot start is logged and left out: migrations go on without it.
 const dashboard = await CoordinatorDashboard.start(config, { id, nc, lease, cluster, workloads, migrations, store, fleet, log }).catch((err: Error) => {
@@ -125,7 +127,7 @@ lease.on('acquired', () => {
         const jobs = await fleet.executor.resumeAll();
         if (jobs) log.warn({ jobs }, 'took over drains and rebalances in flight');
         if (!lease.held) break;
-        service = await startCoordinatorService(nc, { workloads, migrations, fleet, checkpoints, dashboard });
+        service = await startCoordinatorService(nc, { workloads, migrations, fleet, checkpoints, jobs: jobCheckpoints, dashboard });
         log.info({ attempt }, 'coordinator ready');
         return;
       } catch (err) {

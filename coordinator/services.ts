@@ -10,6 +10,7 @@ import type { Fleet } from './fleet/fleet.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { WorkloadDirectory } from './workloads.ts';
 import type { CheckpointDirectory } from './checkpoints.ts';
+import type { JobCheckpoints } from './job-checkpoints.ts';
 
 export const COORDINATOR_VERSION = '0.1.0';
 
@@ -18,6 +19,7 @@ export interface CoordinatorParts {
   migrations: MigrationManager;
   fleet: Fleet;
   checkpoints: CheckpointDirectory;
+  jobs: JobCheckpoints;
   dashboard?: CoordinatorDashboard | null;
 }
 
@@ -33,12 +35,12 @@ async function stopOrForget(fleet: Fleet, checkpoints: CheckpointDirectory, name
   }
 }
 
-export async function startCoordinatorService(nc: NatsConnection, { workloads, migrations, fleet, checkpoints, dashboard = null }: CoordinatorParts) {
+export async function startCoordinatorService(nc: NatsConnection, { workloads, migrations, fleet, checkpoints, jobs, dashboard = null }: CoordinatorParts) {
   const service = await new Svcm(nc).add({ name: serviceNames.coordinator, version: COORDINATOR_VERSION, description: 'ferry coordinator' });
   const group = service.addGroup(subjects.coordinatorGroup);
   group.addEndpoint('hosts', { handler: (_err, msg) => void answer(coordinatorApi.hosts, msg, () => fleet.hosts()) });
   group.addEndpoint('run', { handler: (_err, msg) => void answer(coordinatorApi.run, msg, (req) => fleet.run(req)) });
-  group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, async () => checkpoints.listing(await workloads.list())) });
+  group.addEndpoint('ps', { handler: (_err, msg) => void answer(coordinatorApi.ps, msg, async () => jobs.annotate(await checkpoints.listing(await workloads.list()))) });
   group.addEndpoint('stop', { handler: (_err, msg) => void answer(coordinatorApi.stop, msg, (req) => stopOrForget(fleet, checkpoints, req.name)) });
   group.addEndpoint('update', { handler: (_err, msg) => void answer(coordinatorApi.update, msg, (req) => workloads.update(req.name, req.limits)) });
   group.addEndpoint('migrate', { handler: (_err, msg) => void answer(coordinatorApi.migrate, msg, (req) => migrations.start(req)) });
@@ -55,6 +57,8 @@ export async function startCoordinatorService(nc: NatsConnection, { workloads, m
   });
   group.addEndpoint('checkpoint', { handler: (_err, msg) => void answer(coordinatorApi.checkpoint, msg, (req) => checkpoints.checkpoint(req)) });
   group.addEndpoint('restore', { handler: (_err, msg) => void answer(coordinatorApi.restore, msg, (req) => checkpoints.restore(req)) });
+  group.addEndpoint('checkpoint-job', { handler: (_err, msg) => void answer(coordinatorApi['checkpoint-job'], msg, (req) => jobs.checkpoint(req)) });
+  group.addEndpoint('restore-job', { handler: (_err, msg) => void answer(coordinatorApi['restore-job'], msg, (req) => jobs.restore(req)) });
   group.addEndpoint('operations', { handler: (_err, msg) => void answer(coordinatorApi.operations, msg, (req) => checkpoints.operations(req.all)) });
   group.addEndpoint('dashboard', {
     handler: (_err, msg) =>

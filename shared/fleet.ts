@@ -1,6 +1,7 @@
 // Fleet operations on the wire and in KV: cordons, the placement policy of a workload, drains
 // and rebalances (their plans and their progress). Records read back from KV are validated with
 // these schemas (shared/records.ts parseRecord) like any message from the network.
+import { JobName } from './job-group.ts';
 import { z } from 'zod';
 import { MigrationId } from './migration.ts';
 import { HostName, WorkloadName } from './names.ts';
@@ -25,6 +26,8 @@ export const PlacementPolicy = z.strictObject({
   spread: z.boolean().default(false),
   /** Never moved automatically: a drain leaves it (named), a rebalance does not touch it. */
   pinned: z.boolean().default(false),
+  /** The job it belongs to (`--job`): checkpointed, restored and migrated with the job's other workloads. */
+  job: JobName.nullable().default(null),
 });
 export type PlacementPolicy = z.infer<typeof PlacementPolicy>;
 

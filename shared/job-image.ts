@@ -39,7 +39,7 @@ export const JobManifest = z.strictObject({
 export type JobManifest = z.infer<typeof JobManifest>;
 
 /** An absolute path: agents resolve it on their own filesystem (shared storage). */
-const ImagesDir = z.string().min(2).max(4096).refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."');
+export const ImagesDir = z.string().min(2).max(4096).refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."');
 
 export const WorkloadCheckpointRequest = z.strictObject({
   name: WorkloadName,
@@ -56,7 +56,11 @@ export const WorkloadRestoreRequest = z.strictObject({
 export type WorkloadRestoreRequest = z.infer<typeof WorkloadRestoreRequest>;
 
 /** Coordinator -> agent: a restore, with the addresses other workloads hold (the image's must not be one). */
-export const AgentRestoreRequest = WorkloadRestoreRequest.omit({ host: true }).extend({ takenAddresses: z.array(z.string()).default([]) });
+export const AgentRestoreRequest = WorkloadRestoreRequest.omit({ host: true }).extend({
+  takenAddresses: z.array(z.string()).default([]),
+  /** That snapshot (a job's manifest names it), not `current`. */
+  seq: z.number().int().positive().optional(),
+});
 
 /** Which snapshot of which images directory, on which host. */
 const SnapshotRef = {

@@ -1,6 +1,7 @@
 // Every message that crosses a process boundary, as a zod schema and its type. Requests and
 // replies are listed per endpoint in `agentApi` and `coordinatorApi`, so a caller and a server
 // cannot disagree about a shape; shared/rpc.ts enforces them on both ends.
+import { JobCheckpointReply, JobCheckpointRequest, JobImagesManifest, JobManifestRead, JobManifestWrite, JobMemberReply, JobMemberStep, JobRestoreReply, JobRestoreRequest } from './job-group.ts';
 import { z } from 'zod';
 import { IsoTime } from './time.ts';
 import { ErrorCode } from './errors.ts';
@@ -129,6 +130,10 @@ export const agentApi = {
   // Workload checkpoints on shared storage (agent/jobs/, docs/hpc.md).
   'job.checkpoint': endpoint(WorkloadCheckpointRequest, CheckpointReply, 600_000),
   'job.restore': endpoint(AgentRestoreRequest, WorkloadRestoreReply, 600_000),
+  // A job's cut (coordinator/job-checkpoints.ts): one member's step, and the job's manifest.
+  'job.member': endpoint(JobMemberStep, JobMemberReply, 600_000),
+  'job.manifest-write': endpoint(JobManifestWrite, z.strictObject({ path: z.string() }), 15_000),
+  'job.manifest-read': endpoint(JobManifestRead, JobImagesManifest, 15_000),
 } as const;
 
 export const coordinatorApi = {
@@ -152,6 +157,10 @@ export const coordinatorApi = {
   checkpoint: endpoint(WorkloadCheckpointRequest, CheckpointReply, 610_000),
   /** A checkpointed workload restored from its images directory, on the host asked for or where it was. */
   restore: endpoint(WorkloadRestoreRequest, WorkloadRestoreReply, 610_000),
+  /** Every running member of a job checkpointed at one cut (frozen together before any is dumped). */
+  'checkpoint-job': endpoint(JobCheckpointRequest, JobCheckpointReply, 620_000),
+  /** Every member of a job's last cut restored, on the hosts asked for or by placement. */
+  'restore-job': endpoint(JobRestoreRequest, JobRestoreReply, 620_000),
   /** Checkpoints and restores: those in flight, or (all) every recorded one, newest first. */
   operations: endpoint(z.strictObject({ all: z.boolean().default(false) }), z.array(WorkloadOperation)),
 } as const;

@@ -35,6 +35,8 @@ export const WorkloadInfo = z.strictObject({
   usage: ResourceUsage.default({}),
   /** The images directory of its last checkpoint (docs/hpc.md), when it has one. */
   images: z.string().optional(),
+  /** The job it belongs to (`--job`), when it has one. */
+  job: z.string().optional(),
 });
 export type WorkloadInfo = z.infer<typeof WorkloadInfo>;
 

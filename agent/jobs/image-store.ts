@@ -57,12 +57,21 @@ export function resolveImageDir(dir: string): string {
   return cur.dir;
 }
 
-/** A snapshot being written: fill `dir`, then publish() it, or abandon() it. */
+/**
+ * A snapshot being written: fill `dir`, then publish() it, or abandon() it. A job's members
+ * stage() theirs first (complete and in place, but not current: readers of `current` still see
+ * the previous one, which stays), and commit() once every member's is staged.
+ */
 export interface PendingSnapshot {
   dir: string;
   seq: number;
   /** `store`: the pages store the snapshot refers to (every other store goes with the old snapshots). */
   publish(store?: string): string;
+  /** Synced and renamed into place as ckpt-N; `current` and the older snapshots untouched. */
+  stage(): string;
+  /** A staged snapshot becomes `current`; the older ones, and stores it does not use, go. */
+  commit(store?: string): string;
+  /** Removes what was written, staged or not (never a committed snapshot). */
   abandon(): void;
 }
 
@@ -77,23 +86,49 @@ export function beginSnapshot(images: string): PendingSnapshot {
   const seq = Math.max(0, ...taken, currentSnapshot(images)?.seq ?? 0) + 1;
   const name = snapshotName(seq);
   const partial = path.join(images, `.${name}.partial`);
+  const final = path.join(images, name);
   mkdirSync(partial);
+  let state: 'writing' | 'staged' | 'committed' = 'writing';
+  const stage = () => {
+    if (state !== 'writing') throw new FerryError(ErrorCode.Internal, `${final} is ${state} already`);
+    syncTree(partial);
+    renameSync(partial, final);
+    fsyncPath(images);
+    state = 'staged';
+    return final;
+  };
+  const commit = (store?: string) => {
+    if (state !== 'staged') throw new FerryError(ErrorCode.Internal, `${final} is not staged (${state})`);
+    const tmpLink = path.join(images, `.${CURRENT_LINK}.${process.pid}`);
+    rmSync(tmpLink, { force: true });
+    symlinkSync(name, tmpLink);
+    renameSync(tmpLink, path.join(images, CURRENT_LINK));
+    fsyncPath(images);
+    state = 'committed';
+    // Only now may the previous snapshots go.
+    for (const e of readdirSync(images)) if ((SNAPSHOT_RE.test(e) && e !== name) || (STORE_RE.test(e) && e !== store)) rmSync(path.join(images, e), { recursive: true, force: true });
+    return final;
+  };
   return {
     dir: partial,
     seq,
     publish: (store?: string) => {
-      syncTree(partial);
-      renameSync(partial, path.join(images, name));
-      const tmpLink = path.join(images, `.${CURRENT_LINK}.${process.pid}`);
-      symlinkSync(name, tmpLink);
-      renameSync(tmpLink, path.join(images, CURRENT_LINK));
-      fsyncPath(images);
-      // Only now may the previous snapshots go.
-      for (const e of readdirSync(images)) if ((SNAPSHOT_RE.test(e) && e !== name) || (STORE_RE.test(e) && e !== store)) rmSync(path.join(images, e), { recursive: true, force: true });
-      return path.join(images, name);
+      stage();
+      return commit(store);
     },
-    abandon: () => rmSync(partial, { recursive: true, force: true }),
+    stage,
+    commit,
+    abandon: () => {
+      if (state === 'committed') return;
+      rmSync(state === 'staged' ? final : partial, { recursive: true, force: true });
+    },
   };
+}
+
+/** The snapshot ckpt-`seq` of an images directory, when it is there (a job's manifest names it). */
+export function snapshotAt(images: string, seq: number): { dir: string; seq: number } | null {
+  const dir = path.join(images, snapshotName(seq));
+  return existsSync(path.join(dir, IMAGE_JSON)) ? { dir, seq } : null;
 }
 
 /** Removes every snapshot and the link (a job that ended): a later launch starts afresh. */

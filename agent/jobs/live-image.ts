@@ -4,7 +4,7 @@
 // rounds while the workload runs, then freezes it for the last delta only, as a live migration
 // does; its image refers to the store for every page it holds.
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import { type PageRun, type ProcessImage, toHex } from '../../shared/image-format.ts';
+import { type PageRun, toHex } from '../../shared/image-format.ts';
 import type { Checkpoint, StoreTarget } from '../engine/checkpoint.ts';
 import type { MethodRequest } from '../engine/memory/dirty/choose.ts';
 import { readPages } from '../engine/memory/dirty/read.ts';
@@ -140,11 +140,6 @@ export class LiveImage {
       for (const p of pending) p.run.crc32 = p.stored.crc32 >= 0 ? p.stored.crc32 : this.store.crcOf(p.pid, p.stored);
     };
     return { ...figures, finish };
-  }
-
-  /** Every process's pages file covers what its image refers to (an image is never ahead of its store). */
-  static pagesBytes(procs: readonly ProcessImage[]): number {
-    return procs.reduce((a, p) => a + p.vmas.reduce((b, v) => b + v.runs.reduce((x, r) => x + r.pages * PAGE, 0), 0), 0);
   }
 
   /** Tracking ends (the workload runs at full speed); the store stays for the images that use it. */

@@ -3,29 +3,27 @@
 // original ends), and a workload restored here from the current snapshot with its network
 // namespace, cgroup and limits, then registered as this host's like any other.
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { z } from 'zod';
-import type { Image } from '../../shared/image-format.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type AgentRestoreRequest, type CheckpointReply, JobManifest, MANIFEST_JSON, NETNS_JSON, type RestoreReply, type WorkloadCheckpointRequest } from '../../shared/job-image.ts';
+import type { JobMemberReply, JobMemberStep } from '../../shared/job-group.ts';
 import { NetnsConfig } from '../../shared/netns.ts';
 import { readSideFile } from '../../shared/records.ts';
-import { Checkpoint, imageTotals } from '../engine/checkpoint.ts';
 import { assertCompatible } from '../engine/image/compat.ts';
-import { readImage, writeImage } from '../engine/image/image-io.ts';
+import { readImage } from '../engine/image/image-io.ts';
 import { readStat } from '../engine/process/procfs.ts';
 import { restore as restoreTree } from '../engine/restore.ts';
 import { NetworkHandoff, addressOf, type LandedNetns } from '../net/handoff.ts';
 import type { WorkloadNetwork } from '../net/workload.ts';
 import type { Workloads } from '../workloads.ts';
-import { PAGE } from '../engine/memory/dirty/types.ts';
 import { PageStore } from '../engine/memory/page-store.ts';
-import { beginSnapshot, currentSnapshot, nextStore } from './image-store.ts';
+import { currentSnapshot, nextStore, snapshotAt } from './image-store.ts';
 import { LiveImage } from './live-image.ts';
+import { CheckpointSession } from './checkpoint-session.ts';
 
-/** A first round that wrote more than this is followed by a second before the freeze. */
-const SECOND_ROUND_BYTES = 64 << 20;
+/** How long a job member's checkpoint waits for its next step before it is abandoned (thawed). */
+const HOLD_MS = 60_000;
 /** A store may hold this much beyond twice its live pages before a checkpoint starts a new one. */
 const COMPACT_SLACK_BYTES = 256 << 20;
 
@@ -36,6 +34,8 @@ export class WorkloadImages {
   readonly #busy = new Set<string>();
   /** Per workload: its memory on shared storage, tracked between checkpoints. */
   readonly #live = new Map<string, LiveImage>();
+  /** Job members' checkpoints between their steps, by workload and job token. */
+  readonly #held = new Map<string, { session: CheckpointSession; timer: NodeJS.Timeout }>();
 
   constructor(
     private readonly host: string,
@@ -60,7 +60,18 @@ export class WorkloadImages {
   }
 
   async #checkpoint(req: WorkloadCheckpointRequest): Promise<CheckpointReply> {
-    const t0 = performance.now();
+    const session = await this.#freeze(req);
+    try {
+      await session.dump();
+      return await session.commit();
+    } catch (err) {
+      session.abort();
+      throw err;
+    }
+  }
+
+  /** A workload of this host frozen for a checkpoint into req.images (refused before anything is touched). */
+  async #freeze(req: WorkloadCheckpointRequest): Promise<CheckpointSession> {
     const w = this.workloads.get(req.name);
     if (w.state !== 'running' || w.rootPid === null)
       throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" is ${w.state} on ${this.host}: only a running workload can be checkpointed`, { details: { workload: req.name, state: w.state } });
@@ -70,102 +81,60 @@ export class WorkloadImages {
     if (prev && owner !== req.name)
       throw new FerryError(ErrorCode.InvalidRequest, `${req.images} holds ${owner ? `the checkpoint of "${owner}"` : 'an image of no workload'}: give "${req.name}" a directory of its own`, { details: { images: req.images, workload: owner ?? null } });
     const live = this.#liveImage(req.name, w.rootPid, req.images);
-    const before = live.store.totalBytes;
-    try {
-      // While the workload runs: what it wrote since the last checkpoint (everything, the first
-      // time), and once more when that was much, so that the freeze carries only the last delta.
-      const first = await live.round();
-      if (first.pagesWritten * PAGE > SECOND_ROUND_BYTES) await live.round();
-      // On stable storage before the freeze: the snapshot's sync then carries only the last delta.
-      live.store.sync();
-    } catch (err) {
-      this.workloads.letGo(req.name);
-      throw err;
-    }
-    const netns = this.workloads.netnsOf(req.name);
-    // Read while it runs (tens of milliseconds); the namespace is locked across the freeze so that
-    // no peer's segment is acknowledged by a socket in repair mode.
-    const netConfig = await this.#network.dump(netns);
-    const snap = beginSnapshot(req.images);
-    let c: Checkpoint;
-    this.#network.lock(netns);
-    try {
-      c = Checkpoint.begin(w.rootPid);
-    } catch (err) {
-      this.#network.unlock(netns);
-      snap.abandon();
-      throw err;
-    }
-    let img: Image;
-    let published = '';
-    let frozenMs = 0;
-    let thawed = false;
-    try {
-      c.collect();
-      const last = await live.final(c, snap.dir);
-      const manifest: JobManifest = {
-        workload: req.name,
-        command: w.command,
-        limits: w.limits,
-        requests: w.requests,
-        host: this.host,
-        seq: snap.seq,
-        takenAt: new Date().toISOString(),
-        address: w.address,
-      };
-      const write = () => {
-        last.finish();
-        img = c.image();
-        img.stats = { ...img.stats, frozenMs, pagesBytes: LiveImage.pagesBytes(img.processes) };
-        writeImage(snap.dir, img);
-        writeFileSync(path.join(snap.dir, MANIFEST_JSON), JSON.stringify(manifest));
-        if (netConfig) writeFileSync(path.join(snap.dir, NETNS_JSON), JSON.stringify(netConfig));
-        live.store.sync();
-        published = snap.publish(live.store.name);
-        live.checkpoints++;
-      };
-      frozenMs = performance.now() - c.tree.frozenAt;
-      if (req.leaveRunning) {
-        // Every page is in the store: the job runs on while checksums are completed and the
-        // snapshot is synced and published. Until then the previous snapshot stays current.
-        c.release();
-        thawed = true;
-        this.#network.unlock(netns);
+    return CheckpointSession.freeze({ host: this.host, workloads: this.workloads, network: this.#network }, req, { ...w, rootPid: w.rootPid }, live);
+  }
+
+  /**
+   * A job member's checkpoint, step by step (coordinator/job-checkpoints.ts): every member is
+   * frozen before any is dumped, and none is committed before every one is staged. A member left
+   * without its next step for HOLD_MS is thawed and its checkpoint abandoned: no path leaves it frozen.
+   */
+  async memberStep(req: JobMemberStep): Promise<JobMemberReply> {
+    const key = `${req.name}\0${req.token}`;
+    if (req.step === 'freeze') {
+      if (this.#busy.has(req.name)) throw new FerryError(ErrorCode.Conflict, `a checkpoint or restore of "${req.name}" is already running on ${this.host}`, { retryable: true });
+      this.#busy.add(req.name);
+      let session: CheckpointSession;
+      try {
+        session = await this.#freeze({ name: req.name, images: req.images, leaveRunning: req.leaveRunning });
+      } catch (err) {
+        this.#busy.delete(req.name);
+        throw err;
       }
-      // Ending the job: the snapshot is complete and synced before the original may end.
-      write();
-    } catch (err) {
-      if (!thawed) {
-        c.release();
-        this.#network.unlock(netns);
+      const timer = setTimeout(() => this.#dropHeld(key), HOLD_MS);
+      timer.unref();
+      this.#held.set(key, { session, timer });
+      return { name: req.name, step: req.step, frozen: true, seq: null, reply: null };
+    }
+    const held = this.#held.get(key);
+    if (!held) throw new FerryError(ErrorCode.NotFound, `no checkpoint of "${req.name}" held on ${this.host} for this job step (it was abandoned after ${HOLD_MS / 1000} s without its next step, or never frozen)`, { details: { workload: req.name } });
+    held.timer.refresh();
+    try {
+      if (req.step === 'dump') {
+        const seq = await held.session.dump();
+        return { name: req.name, step: req.step, frozen: held.session.frozen, seq, reply: null };
       }
-      this.workloads.letGo(req.name);
-      snap.abandon();
+      if (req.step === 'commit') {
+        const reply = await held.session.commit();
+        this.#dropHeld(key);
+        return { name: req.name, step: req.step, frozen: false, seq: reply.seq, reply };
+      }
+      this.#dropHeld(key);
+      return { name: req.name, step: req.step, frozen: false, seq: null, reply: null };
+    } catch (err) {
+      this.#dropHeld(key);
       throw err;
     }
-    const written = live.store.totalBytes - before;
-    if (!req.leaveRunning) {
-      frozenMs = performance.now() - c.tree.frozenAt;
-      this.workloads.letGo(req.name);
-      c.kill();
-      await this.#network.removeSource(netns);
-      this.workloads.forget(req.name);
-    }
-    return {
-      workload: req.name,
-      host: this.host,
-      images: req.images,
-      snapshot: published,
-      seq: snap.seq,
-      ...imageTotals(img!),
-      bytesWritten: written,
-      incremental: live.checkpoints > 1,
-      frozenMs,
-      totalMs: performance.now() - t0,
-      leftRunning: req.leaveRunning,
-      command: w.command,
-      address: w.address,
-    };
+  }
+
+  /** Ends a held member checkpoint: aborted (thawed, nothing published) unless it was committed. */
+  #dropHeld(key: string): void {
+    const held = this.#held.get(key);
+    if (!held) return;
+    this.#held.delete(key);
+    clearTimeout(held.timer);
+    held.session.abort();
+    this.#busy.delete(held.session.req.name);
   }
 
   /**
@@ -194,8 +163,8 @@ export class WorkloadImages {
   async #restore(req: z.infer<typeof AgentRestoreRequest>): Promise<RestoreReply> {
     const t0 = performance.now();
     if (this.workloads.runsHere(req.name)) throw new FerryError(ErrorCode.InvalidRequest, `workload "${req.name}" already runs on ${this.host}`, { details: { workload: req.name, host: this.host } });
-    const cur = currentSnapshot(req.images);
-    if (!cur) throw new FerryError(ErrorCode.NotFound, `${req.images} holds no complete checkpoint`, { details: { images: req.images } });
+    const cur = req.seq === undefined ? currentSnapshot(req.images) : snapshotAt(req.images, req.seq);
+    if (!cur) throw new FerryError(ErrorCode.NotFound, `${req.images} holds no complete checkpoint${req.seq === undefined ? '' : ` ${req.seq}`}`, { details: { images: req.images } });
     const image = readImage(cur.dir);
     const manifest = readSideFile(path.join(cur.dir, MANIFEST_JSON), JobManifest);
     if (!manifest) throw new FerryError(ErrorCode.BadImage, `${cur.dir} has no ${MANIFEST_JSON}: not a workload's checkpoint (a pid's image restores with \`ferry restore --images DIR\` on its host)`, { details: { images: req.images } });

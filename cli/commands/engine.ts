@@ -21,15 +21,21 @@ export function registerEngine(program: Command): void {
   program
     .command('checkpoint')
     .description('Checkpoint a workload (by name, through the cluster, into a new snapshot of DIR on shared storage) or a process on this host (by pid); ends it unless --leave-running')
-    .argument('<name|pid>', 'workload name, or process id on this host')
+    .argument('[name|pid]', 'workload name, or process id on this host')
     .requiredOption('--images <dir>', "images directory (a workload's: kept atomically, the previous snapshot stays until the new one is complete)")
+    .option('--job <job>', "every workload of the job at one cut (all frozen before any is dumped; DIR/<workload>/ each, DIR/job.json the cut)")
     .option('--leave-running', 'let it run on after the checkpoint', false)
     .option('--json', 'print JSON', false)
     .option(...natsOpt)
     .action(
-      action(async (target: string, opts: { images: string; leaveRunning: boolean; json: boolean; nats?: string }) =>
-        isPid(target) ? (await impl()).checkpoint(parsePid(target), opts) : (await jobs()).checkpointWorkload(target, opts),
-      ),
+      action(async (target: string | undefined, opts: { images: string; job?: string; leaveRunning: boolean; json: boolean; nats?: string }) => {
+        if (opts.job) {
+          if (target !== undefined) throw new FerryError(ErrorCode.InvalidRequest, '--job takes every workload of the job: give no name or pid with it');
+          return (await jobs()).checkpointJob(opts.job, opts);
+        }
+        if (target === undefined) throw new FerryError(ErrorCode.InvalidRequest, 'checkpoint what? a workload name, a pid, or --job JOB');
+        return isPid(target) ? (await impl()).checkpoint(parsePid(target), opts) : (await jobs()).checkpointWorkload(target, opts);
+      }),
     );
 
   program
@@ -38,12 +44,19 @@ export function registerEngine(program: Command): void {
     .argument('[name]', 'workload name')
     .requiredOption('--images <dir>', 'images directory')
     .option('--host <host>', 'workload: the host to restore it on (default: where it was checkpointed, if that host takes workloads)')
+    .option('--job <job>', "every workload of the job's last cut in DIR, with the connections between them")
+    .option('--hosts <h1,h2,...>', '--job: the hosts, in the order of the workloads\' names (default: each where it was, or placement)')
     .option('--netns <name|path>', 'pid image: network namespace to restore into (a name under /run/netns, or a path); needed when the image had its own')
     .option('--verify', 'pid image: before the tree runs, compare it with the image (status, mappings, descriptors, memory); a difference kills it and fails with FERRY_VERIFY_MISMATCH', false)
     .option('--json', 'print JSON', false)
     .option(...natsOpt)
     .action(
-      action(async (name: string | undefined, opts: { images: string; host?: string; netns?: string; verify: boolean; json: boolean; nats?: string }) => {
+      action(async (name: string | undefined, opts: { images: string; host?: string; job?: string; hosts?: string; netns?: string; verify: boolean; json: boolean; nats?: string }) => {
+        if (opts.job) {
+          if (name !== undefined || opts.host) throw new FerryError(ErrorCode.InvalidRequest, '--job restores every workload of the job: no name, and --hosts instead of --host');
+          return (await jobs()).restoreJob(opts.job, opts);
+        }
+        if (opts.hosts) throw new FerryError(ErrorCode.InvalidRequest, '--hosts is for --job');
         if (name === undefined) return (await impl()).restore(opts);
         if (opts.netns || opts.verify) throw new FerryError(ErrorCode.InvalidRequest, '--netns and --verify are for a pid image (no name); a workload comes back with its own network namespace');
         return (await jobs()).restoreWorkload(name, opts);

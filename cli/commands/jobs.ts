@@ -40,6 +40,7 @@ export function registerJobs(program: Command): void {
     .option('--host <host>', 'the host to run or restore it on (default: where it was checkpointed, else placement)')
     .option('--checkpoint-signal <sig>', 'checkpoint, end the workload and exit with the requeue code on this signal', parseSignal, 'SIGUSR1' as NodeJS.Signals)
     .option('--interval <duration>', 'also checkpoint every DURATION while the workload runs on (90s, 15m, 2h): a crash of the node loses at most that much', parseDuration)
+    .option('--job <job>', 'a job it belongs to: `ferry checkpoint|restore|migrate --job` take all its workloads together')
     .option('--requeue-exit <code>', 'exit code after a checkpoint on the signal (configure the scheduler to requeue on it; Slurm: RequeueExit)', parseExitCode, 85)
     .option('--json', 'stdout: one JSON document at the end (outcome, exitCode); stderr: progress as JSON lines')
     .option(...natsOpt)

@@ -1,5 +1,6 @@
 // `ferry migrate`, `status`, `watch`, `cancel`, `history`: migrations between hosts.
 import type { Command } from 'commander';
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { action } from '../output.ts';
 import { natsOpt, positiveInt } from './options.ts';
 
@@ -9,8 +10,9 @@ export function registerMigrations(program: Command): void {
   program
     .command('migrate')
     .description('move a running workload to another host; exits 0 when it runs there, 3 when it rolled back and still runs on its source, 2 for an invalid request')
-    .argument('<workload>', 'workload name')
-    .requiredOption('--to <host>', 'destination host')
+    .argument('[workload]', 'workload name')
+    .requiredOption('--to <host>', 'destination host (with --job: hosts, comma-separated, in the order of the workloads\' names)')
+    .option('--job <job>', "every running workload of the job, one after the other, each with its connections")
     .option('--precopy', 'live migration (the default): copy memory in rounds while the workload runs, build it on the destination meanwhile, freeze only for the last delta')
     .option('--stop-and-copy', 'freeze first, then copy everything')
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
@@ -19,7 +21,14 @@ export function registerMigrations(program: Command): void {
     .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
     .option('--json', 'stdout: the final report as one JSON document; stderr: progress as JSON lines, the first (migration.accepted) naming the migration id (see `ferry help json`)')
     .option(...natsOpt)
-    .action(action(async (workload: string, opts: import('../run/migrations.ts').MigrateOptions) => (await impl()).migrate(workload, opts)));
+    .action(
+      action(async (workload: string | undefined, opts: import('../run/migrations.ts').MigrateOptions & { job?: string }) => {
+        if (opts.job && workload !== undefined) throw new FerryError(ErrorCode.InvalidRequest, '--job moves every workload of the job: give no workload name with it');
+        if (opts.job) return (await impl()).migrateJob(opts.job, opts);
+        if (workload === undefined) throw new FerryError(ErrorCode.InvalidRequest, 'migrate what? a workload name, or --job JOB');
+        return (await impl()).migrate(workload, opts);
+      }),
+    );
 
   program
     .command('status')

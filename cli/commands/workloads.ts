@@ -14,6 +14,7 @@ export function registerWorkloads(program: Command): void {
     .option('--group <group>', 'a group of workloads (with --spread: on different hosts)')
     .option('--spread', "never on the same host as another --spread workload of its --group (drain and rebalance honour it)")
     .option('--pinned', 'never moved automatically: drain leaves it (named), rebalance does not touch it')
+    .option('--job <job>', 'a job it belongs to: `ferry checkpoint|restore|migrate --job` take all its workloads together (docs/hpc.md)')
     .requiredOption('--name <name>', 'a cluster-unique name')
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collectEnv, {})
     .option('--cwd <dir>', 'working directory')

@@ -22,6 +22,19 @@ export async function checkpointWorkload(name: string, opts: ClusterOptions & { 
   printResult(opts.json, r, describeCheckpoint);
 }
 
+export async function checkpointJob(job: string, opts: ClusterOptions & { images: string; leaveRunning: boolean; json: boolean }): Promise<void> {
+  const r = await withCluster(opts, (nc) => askCoordinator(nc, 'checkpoint-job', { job, images: path.resolve(opts.images), leaveRunning: opts.leaveRunning }));
+  printResult(opts.json, r, (v) =>
+    [`job ${v.job}: ${v.members.length} member(s) checkpointed at one cut into ${v.images} (held ${ms(v.barrierMs)} from the first member frozen, total ${ms(v.totalMs)})`, ...v.members.map(describeCheckpoint)].join('\n'),
+  );
+}
+
+export async function restoreJob(job: string, opts: ClusterOptions & { images: string; hosts?: string; json: boolean }): Promise<void> {
+  const hosts = opts.hosts ? opts.hosts.split(',').map((h) => h.trim()).filter(Boolean) : undefined;
+  const r = await withCluster(opts, (nc) => askCoordinator(nc, 'restore-job', { job, images: path.resolve(opts.images), ...(hosts ? { hosts } : {}) }));
+  printResult(opts.json, r, (v) => [`job ${v.job}: ${v.members.length} member(s) restored from the cut taken ${v.takenAt}, ${ms(v.totalMs)}`, ...v.members.map(describeRestore)].join('\n'));
+}
+
 export async function restoreWorkload(name: string, opts: ClusterOptions & { images: string; host?: string; json: boolean }): Promise<void> {
   const r = await withCluster(opts, (nc) => askCoordinator(nc, 'restore', { name, images: path.resolve(opts.images), ...(opts.host ? { host: opts.host } : {}) }));
   printResult(opts.json, r, describeRestore);

@@ -31,6 +31,8 @@ export interface LaunchOptions extends ClusterOptions {
   checkpointSignal: NodeJS.Signals;
   intervalMs?: number;
   requeueExit: number;
+  /** The job it belongs to (`ferry checkpoint|restore|migrate --job`). */
+  job?: string;
   json?: boolean;
 }
 
@@ -93,7 +95,7 @@ export async function launch(command: string[], opts: LaunchOptions): Promise<vo
       host = r.host;
       say('launch.restored', describeRestore(r), { host, seq: r.seq, pid: r.pid });
     } else {
-      const w = await askCoordinator(nc, 'run', { name: opts.name, command: wrapCommand(command, exitFile), ...(opts.host ? { host: opts.host } : {}) });
+      const w = await askCoordinator(nc, 'run', { name: opts.name, command: wrapCommand(command, exitFile), ...(opts.host ? { host: opts.host } : {}), ...(opts.job ? { policy: { job: opts.job } } : {}) });
       host = w.host;
       say('launch.started', `started ${opts.name} on ${host} (pid ${w.rootPid ?? '-'})`, { host, pid: w.rootPid });
     }

@@ -153,6 +153,33 @@ export interface MigrateOptions {
 }
 
 export async function migrate(workload: string, opts: MigrateOptions): Promise<void> {
+  const view = await runMigration(workload, opts);
+  printResult(!!opts.json, view, renderView);
+  process.exitCode = exitFor(view);
+}
+
+/**
+ * `ferry migrate --job J --to h3,h4`: every running workload of the job, one after the other
+ * (in the order of their names, to the hosts in turn), each a live migration with its
+ * connections; the first that does not complete stops the rest (those moved stay moved).
+ */
+export async function migrateJob(job: string, opts: MigrateOptions): Promise<void> {
+  const hosts = opts.to.split(',').map((h) => h.trim()).filter(Boolean);
+  const listing = await withCluster(opts, (nc) => askCoordinator(nc, 'ps', {}));
+  const members = listing.workloads.filter((w) => w.job === job && w.state !== 'exited' && w.state !== 'checkpointed').sort((a, b) => a.name.localeCompare(b.name));
+  if (members.length === 0) throw new FerryError(ErrorCode.NotFound, `no running workload belongs to job ${job}`, { details: { job } });
+  const views: MigrationView[] = [];
+  for (const [i, m] of members.entries()) {
+    const view = await runMigration(m.name, { ...opts, to: hosts[i % hosts.length]! });
+    views.push(view);
+    if (exitFor(view) !== 0) break;
+  }
+  const left = members.slice(views.length).map((m) => m.name);
+  printResult(!!opts.json, { job, migrations: views, notAttempted: left }, (v) => [...v.migrations.map(renderView), ...(v.notAttempted.length ? [`not attempted: ${v.notAttempted.join(', ')}`] : [])].join('\n'));
+  process.exitCode = Math.max(...views.map(exitFor), left.length ? 3 : 0);
+}
+
+async function runMigration(workload: string, opts: MigrateOptions): Promise<MigrationView> {
   if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
   const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}) };
   const t0 = Date.now();
@@ -188,8 +215,7 @@ export async function migrate(workload: string, opts: MigrateOptions): Promise<v
     } else process.stderr.write(`migration ${started.id}: ${started.workload} ${started.from} -> ${started.to}\n`);
     return follow(nc, started.id, progress, own).finally(() => status.end());
   });
-  printResult(!!opts.json, view, renderView);
-  process.exitCode = exitFor(view);
+  return view;
 }
 
 /** Migrations with the workloads' checkpoints and restores (shared/job-image.ts), newest first. */

@@ -19,7 +19,7 @@ function renderList(ws: WorkloadInfo[]): string {
 
 export async function run(
   command: string[],
-  opts: LimitOptions & { host?: string; group?: string; spread?: boolean; pinned?: boolean; name: string; env: Record<string, string>; cwd?: string; ip?: string; requests?: ResourceRequests; json?: boolean; nats?: string },
+  opts: LimitOptions & { host?: string; group?: string; spread?: boolean; pinned?: boolean; job?: string; name: string; env: Record<string, string>; cwd?: string; ip?: string; requests?: ResourceRequests; json?: boolean; nats?: string },
 ): Promise<void> {
   if (opts.spread && !opts.group) throw new FerryError(ErrorCode.InvalidRequest, '--spread needs --group');
   const resources = { limits: limitsFrom(opts), requests: opts.requests ?? {} };
@@ -32,7 +32,7 @@ export async function run(
       cwd: opts.cwd,
       address: opts.ip,
       ...resources,
-      policy: { group: opts.group ?? null, spread: !!opts.spread, pinned: !!opts.pinned },
+      policy: { group: opts.group ?? null, spread: !!opts.spread, pinned: !!opts.pinned, job: opts.job ?? null },
     }),
   );
   printResult(!!opts.json, w, renderOne);

@@ -148,7 +148,7 @@ export class Fleet {
   }
 
   async #savePolicy(name: string, policy: PlacementPolicy): Promise<void> {
-    const plain = !policy.group && !policy.spread && !policy.pinned;
+    const plain = !policy.group && !policy.spread && !policy.pinned && !policy.job;
     if (plain) await this.stores.policies.delete(name).catch(() => undefined);
     else await this.stores.policies.put(name, policy);
   }

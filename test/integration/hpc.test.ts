@@ -10,6 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CheckpointReply, WorkloadOperation } from '../../shared/job-image.ts';
+import type { JobCheckpointReply, JobImagesManifest, JobRestoreReply } from '../../shared/job-group.ts';
 import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { REPO, ferry, ferryJson } from './helpers/cli.ts';
@@ -71,6 +72,59 @@ while True:
     time.sleep(0.02)
 `;
 
+// Two members of one job pass a counter back and forth over TCP; each checks that every number
+// it receives is the one after the last it sent (no message lost, none twice) and fails loudly
+// otherwise.
+const PAIR = `import json, os, socket, struct, sys, time
+role, status, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def write(**kw):
+    with open(status + '.tmp', 'w') as f:
+        f.write(json.dumps(kw))
+    os.rename(status + '.tmp', status)
+if role == 'server':
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(('0.0.0.0', port))
+    ls.listen(1)
+    s, _ = ls.accept()
+else:
+    while True:
+        try:
+            s = socket.create_connection((sys.argv[4], port), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    s.settimeout(None)
+def recv8():
+    b = b''
+    while len(b) < 8:
+        c = s.recv(8 - len(b))
+        if not c:
+            write(role=role, last=last, error='peer closed the connection')
+            sys.exit(3)
+        b += c
+    return struct.unpack('<Q', b)[0]
+last = 0
+if role == 'client':
+    last = 1
+    s.sendall(struct.pack('<Q', last))
+while True:
+    n = recv8()
+    if n != last + 1:
+        write(role=role, last=last, error='got %d after %d' % (n, last))
+        sys.exit(3)
+    last = n + 1
+    write(role=role, last=last)
+    time.sleep(0.01)
+    s.sendall(struct.pack('<Q', last))
+`;
+
+interface PairStatus {
+  role: string;
+  last: number;
+  error?: string;
+}
+
 interface JobStatus {
   nonce: number;
   count: number;
@@ -120,7 +174,8 @@ describe('HPC jobs: launch, checkpoint on the signal, requeue, resume on another
     dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-hpc-'));
     writeFileSync(path.join(dir, 'job.py'), JOB);
     writeFileSync(path.join(dir, 'memjob.py'), MEMJOB);
-    await freshLab(env, 2);
+    writeFileSync(path.join(dir, 'pair.py'), PAIR);
+    await freshLab(env, 4);
   });
   afterAll(async () => {
     await ferry(['lab', 'down'], env);
@@ -222,6 +277,73 @@ describe('HPC jobs: launch, checkpoint on the signal, requeue, resume on another
     expect(checked.bad).toBe(0);
     expect((await ps()).filter((w) => w.name === 'mem1' && w.state === 'running').map((w) => w.host)).toEqual(['h2']);
     await ferry(['stop', 'mem1'], env);
+  });
+
+  it('a job on two hosts checkpoints at one cut and comes back on two others, its TCP connection between them intact', async () => {
+    const images = path.join(dir, 'pair-images');
+    const [sa, sb] = [path.join(dir, 'pa.status'), path.join(dir, 'pb.status')];
+    const pair = (f: string) => JSON.parse(readFileSync(f, 'utf8')) as PairStatus;
+    const status = (f: string): PairStatus | null => {
+      try {
+        return pair(f);
+      } catch {
+        return null;
+      }
+    };
+    const pa = await ferryJson<WorkloadInfo>(['run', '--host', 'h1', '--name', 'pa', '--job', 'pp', '--', 'python3', path.join(dir, 'pair.py'), 'server', sa, '7100'], env);
+    await ferryJson<WorkloadInfo>(['run', '--host', 'h2', '--name', 'pb', '--job', 'pp', '--', 'python3', path.join(dir, 'pair.py'), 'client', sb, '7100', pa.address!], env);
+    // Both sides moving, and each past `n` exchanges from where it was, with no error.
+    const exchanged = (past: { a: number; b: number }, what: string) =>
+      until(what, () => {
+        const [a, b] = [status(sa), status(sb)];
+        if (a?.error || b?.error) throw new Error(`the pair failed: ${a?.error ?? ''} ${b?.error ?? ''}`);
+        return a && b && a.last > past.a + 20 && b.last > past.b + 20 ? { a: a.last, b: b.last } : null;
+      });
+    let at = await exchanged({ a: 0, b: 0 }, 'the pair exchanges');
+    expect((await ps()).filter((w) => w.job === 'pp').map((w) => [w.name, w.host]).sort()).toEqual([['pa', 'h1'], ['pb', 'h2']]);
+
+    // A cut that lets the job run on, then one that ends it.
+    const kept = await ferryJson<JobCheckpointReply>(['checkpoint', '--job', 'pp', '--images', images, '--leave-running'], env);
+    expect(kept.members.map((m) => [m.workload, m.leftRunning]).sort()).toEqual([['pa', true], ['pb', true]]);
+    at = await exchanged(at, 'the pair goes on after a --leave-running cut');
+    const cut = await ferryJson<JobCheckpointReply>(['checkpoint', '--job', 'pp', '--images', images], env);
+    expect(cut.members.map((m) => m.workload).sort()).toEqual(['pa', 'pb']);
+    const manifest = JSON.parse(readFileSync(path.join(images, 'job.json'), 'utf8')) as JobImagesManifest;
+    expect(manifest.members.map((m) => [m.workload, m.seq]).sort()).toEqual(cut.members.map((m) => [m.workload, m.seq]).sort());
+    expect((await ps()).filter((w) => w.job === 'pp').map((w) => [w.name, w.state]).sort()).toEqual([['pa', 'checkpointed'], ['pb', 'checkpointed']]);
+    const stopped = { a: pair(sa).last, b: pair(sb).last };
+
+    const back = await ferryJson<JobRestoreReply>(['restore', '--job', 'pp', '--images', images, '--hosts', 'h3,h4'], env);
+    expect(back.members.map((m) => [m.workload, m.host]).sort()).toEqual([['pa', 'h3'], ['pb', 'h4']]);
+    // The same connection carries on: a reconnect would start the count again, a lost or doubled message fails a side.
+    at = await exchanged(stopped, 'the pair exchanges again on h3 and h4');
+    expect(Math.abs(at.a - at.b)).toBeLessThan(200);
+    expect((await ps()).filter((w) => w.job === 'pp' && w.state === 'running').map((w) => [w.name, w.host]).sort()).toEqual([['pa', 'h3'], ['pb', 'h4']]);
+
+    // And the whole job moves live.
+    const moved = await ferry(['migrate', '--job', 'pp', '--to', 'h1,h2', '--json'], env);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect((JSON.parse(moved.stdout) as { migrations: MigrationView[] }).migrations.map((m) => [m.workload, m.to, m.outcome])).toEqual([
+      ['pa', 'h1', 'completed'],
+      ['pb', 'h2', 'completed'],
+    ]);
+    await exchanged(at, 'the pair exchanges after the job moved');
+    await ferry(['stop', 'pa'], env);
+    await ferry(['stop', 'pb'], env);
+  });
+
+  it('a job checkpoint is refused, with nothing frozen, while a member is not running', async () => {
+    const st = path.join(dir, 'lone.status');
+    writeFileSync(`${st}.go`, '');
+    await ferry(['run', '--host', 'h1', '--name', 'lone', '--job', 'half', '--', 'python3', path.join(dir, 'job.py'), st, '1000000'], env);
+    await ferry(['run', '--host', 'h2', '--name', 'gone', '--job', 'half', '--', 'true'], env);
+    const before = await until('lone counts', () => readJob(st));
+    const refused = await ferry(['checkpoint', '--job', 'half', '--images', path.join(dir, 'half-images'), '--json'], env);
+    expect(refused.code).toBe(2);
+    expect(JSON.parse(refused.stdout).error.message).toMatch(/gone is (exited|not running)/);
+    await until('lone counts on', () => (readJob(st)?.count ?? 0) > before.count + 5);
+    expect(existsSync(path.join(dir, 'half-images', 'job.json'))).toBe(false);
+    await ferry(['stop', 'lone'], env);
   });
 
   it('an image goes through export and import, is refused when corrupted, and restores from the imported copy', async () => {

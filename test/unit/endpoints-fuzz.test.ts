@@ -53,6 +53,11 @@ const validRequests: Record<string, unknown> = {
   checkpoint: { name: 'web', images: '/shared/ckpt/web', leaveRunning: false },
   restore: { name: 'web', images: '/shared/ckpt/web', host: 'h2' },
   operations: { all: true },
+  'job.member': { step: 'freeze', name: 'web', token: 'lq3x-0a1b2c3d4e5f', images: '/shared/job/web', leaveRunning: false },
+  'job.manifest-write': { images: '/shared/job', manifest: { job: 'sim', takenAt: '2026-12-07T10:00:00.000Z', leftRunning: false, members: [{ workload: 'web', seq: 3, host: 'h1', address: '10.77.1.2' }] } },
+  'job.manifest-read': { images: '/shared/job' },
+  'checkpoint-job': { job: 'sim', images: '/shared/job', leaveRunning: true },
+  'restore-job': { job: 'sim', images: '/shared/job', hosts: ['h3', 'h4'] },
 };
 
 const endpoints: [string, EndpointSpec<z.ZodType, z.ZodType>][] = [

@@ -20,6 +20,8 @@ import type { LiveImage } from './live-image.ts';
 
 /** A first round that wrote more than this is followed by a second before the freeze. */
 const SECOND_ROUND_BYTES = 64 << 20;
+/** A workload whose rounds do not converge goes straight to the freeze this many times, then rounds are tried again. */
+const RETRY_ROUNDS = 4;
 
 export interface SessionContext {
   host: string;
@@ -54,8 +56,20 @@ export class CheckpointSession {
     try {
       // While the workload runs: what it wrote since the last checkpoint (everything, the first
       // time), and once more when that was much, so that the freeze carries only the last delta.
-      const first = await live.round();
-      if (first.pagesWritten * PAGE > SECOND_ROUND_BYTES) await live.round();
+      const skip = live.checkpoints > 0 && !live.converging && live.skippedRounds < RETRY_ROUNDS;
+      let last = 0;
+      if (skip) live.skippedRounds++;
+      else {
+        live.skippedRounds = 0;
+        const first = await live.round();
+        last = first.pagesWritten * PAGE;
+        if (last > SECOND_ROUND_BYTES) {
+          const second = await live.round();
+          live.converging = second.pagesWritten < first.pagesWritten / 2;
+          last = second.pagesWritten * PAGE;
+        }
+      }
+      live.prepareFreeze(skip ? live.liveBytes : last);
       // On stable storage before the freeze: the snapshot's sync then carries only the last delta.
       live.store.sync();
     } catch (err) {

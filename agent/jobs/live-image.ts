@@ -3,6 +3,8 @@
 // since the previous one to an append-only pages store beside the snapshots. A checkpoint runs
 // rounds while the workload runs, then freezes it for the last delta only, as a live migration
 // does; its image refers to the store for every page it holds.
+import { freemem } from 'node:os';
+import { crc32 } from 'node:zlib';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { type PageRun, toHex } from '../../shared/image-format.ts';
 import type { Checkpoint, StoreTarget } from '../engine/checkpoint.ts';
@@ -27,16 +29,54 @@ export class LiveImage {
   /** The tracked ranges of the last round, per process: the mappings whose pages the index holds. */
   #tracked = new Map<number, TrackedRange[]>();
   readonly #buf = Buffer.allocUnsafe(MAX_RUN_PAGES * PAGE);
+  /** Pages copied out during the freeze, written to the store after it (their runs' checksums then). */
+  #deferred: { pid: number; run: StoredRun; data: Buffer }[] = [];
+  #deferredBytes = 0;
+  /** Chunks touched before the freeze for it to copy into (a fresh page's first touch costs more than the copy). */
+  #pool: Buffer[] = [];
+  /** Bytes the last freeze copied: what the next one is expected to. */
+  #lastDelta = 0;
   #stopped = false;
   /** Checkpoints published from this store so far. */
   checkpoints = 0;
+  /**
+   * Whether rounds while the workload runs shrink what the freeze must carry: false when a second
+   * round found about as much written as the first (the workload writes faster than the store
+   * takes it), so later checkpoints go straight to the freeze; retried every RETRY_ROUNDS-th.
+   */
+  converging = true;
+  skippedRounds = 0;
 
   private constructor(
     readonly root: number,
     readonly images: string,
     private readonly tracker: TreeTracker,
-    readonly store: PageStore,
+    public store: PageStore,
   ) {}
+
+  /**
+   * Moves the pages the image needs into a new store, the tracker kept (no page is read from
+   * the workload again): the old store, mostly pages written over since, goes once a snapshot
+   * refers to the new one. A failure leaves this image on the old store.
+   */
+  rebase(next: PageStore): void {
+    const moved = new Map<number, StoredRun[]>();
+    for (const [pid, idx] of this.#index) {
+      const runs: StoredRun[] = [];
+      for (const r of idx.runs) {
+        // Long runs in pieces: the buffer holds MAX_RUN_PAGES.
+        for (let done = 0; done < r.pages; done += MAX_RUN_PAGES) {
+          const pages = Math.min(MAX_RUN_PAGES, r.pages - done);
+          const data = this.store.read(pid, { addr: r.addr + done * PAGE, pages, offset: r.offset + done * PAGE, crc32: -1 }, this.#buf);
+          runs.push(next.append(pid, r.addr + done * PAGE, data));
+        }
+      }
+      moved.set(pid, runs);
+    }
+    for (const [pid, runs] of moved) this.#index.get(pid)!.replace(runs);
+    this.store.close();
+    this.store = next;
+  }
 
   /** Starts tracking the tree now; the first round writes every page that holds data. */
   static start(root: number, images: string, store: PageStore, method: MethodRequest = 'auto'): LiveImage {
@@ -52,11 +92,16 @@ export class LiveImage {
     return [...this.#index.values()].reduce((a, i) => a + i.bytes, 0);
   }
 
-  /** One round: the pages written since the last one go to the store. Frozen trees: `allowInject` false. */
-  async round(opts: { allowInject?: boolean } = {}): Promise<RoundFigures> {
+  /**
+   * One round: the pages written since the last one go to the store. Frozen trees: `allowInject`
+   * false. `deferUpTo`: copy up to that many bytes into memory instead, for writeDeferred() to
+   * write: the page cache's writeback can slow a write to disk speed, which must not be in a freeze.
+   */
+  async round(opts: { allowInject?: boolean; deferUpTo?: number } = {}): Promise<RoundFigures> {
     if (this.#stopped) throw new FerryError(ErrorCode.Unavailable, `dirty tracking of pid ${this.root} has ended`);
     const t0 = performance.now();
-    const scan = await this.tracker.round(opts);
+    const scan = await this.tracker.round({ allowInject: opts.allowInject ?? true });
+    const deferUpTo = opts.deferUpTo ?? 0;
     for (const pid of scan.exited) {
       this.#index.delete(pid);
       this.#tracked.delete(pid);
@@ -81,7 +126,8 @@ export class LiveImage {
           for (let done = 0; done < r.pages; done += MAX_RUN_PAGES) {
             const pages = Math.min(MAX_RUN_PAGES, r.pages - done);
             const addr = r.addr + done * PAGE;
-            const view = this.#buf.subarray(0, pages * PAGE);
+            const defer = this.#deferredBytes + pages * PAGE <= deferUpTo;
+            const view = defer ? (this.#pool.pop() ?? Buffer.allocUnsafeSlow(MAX_RUN_PAGES * PAGE)).subarray(0, pages * PAGE) : this.#buf.subarray(0, pages * PAGE);
             const ok = mem >= 0 ? readPages(p.pid, [{ start: addr, end: addr + pages * PAGE }], view, mem) : new Uint8Array(pages);
             for (let a = 0; a < pages; ) {
               let b = a;
@@ -89,7 +135,12 @@ export class LiveImage {
               const at = addr + a * PAGE;
               if (ok[a]) {
                 const data = view.subarray(a * PAGE, b * PAGE);
-                written.push(this.store.append(p.pid, at, data));
+                if (defer) {
+                  const run = { addr: at, pages: b - a, offset: this.store.reserve(p.pid, data.length), crc32: -1 };
+                  this.#deferred.push({ pid: p.pid, run, data });
+                  this.#deferredBytes += data.length;
+                  written.push(run);
+                } else written.push(this.store.append(p.pid, at, data));
                 this.tracker.noteSent(p.pid, at, data);
                 pagesWritten += b - a;
               } else {
@@ -117,7 +168,9 @@ export class LiveImage {
    * tracked). Checksums of runs cut from longer ones are filled in by `finish()`, after the thaw.
    */
   async final(c: Checkpoint, snapshotDir: string): Promise<RoundFigures & { finish: () => void }> {
-    const figures = await this.round({ allowInject: false });
+    const figures = await this.round({ allowInject: false, deferUpTo: deferLimit() });
+    this.#lastDelta = this.#deferredBytes;
+    this.#pool = [];
     const pending: { pid: number; run: PageRun; stored: StoredRun }[] = [];
     const target: StoreTarget = {
       pagesFile: (pid) => this.store.pagesFile(pid),
@@ -136,16 +189,40 @@ export class LiveImage {
     };
     c.dumpMemory(snapshotDir, undefined, { store: target });
     const finish = () => {
+      this.#writeDeferred();
       for (const [pid, idx] of this.#index) idx.resolve((r) => this.store.crcOf(pid, r));
       for (const p of pending) p.run.crc32 = p.stored.crc32 >= 0 ? p.stored.crc32 : this.store.crcOf(p.pid, p.stored);
     };
     return { ...figures, finish };
   }
 
+  /**
+   * While the workload runs: memory for the next freeze to copy the last delta into, as much as
+   * the last freeze copied (or `expect`), with room to spare; touched now, so that no fresh page
+   * is faulted in during the freeze.
+   */
+  prepareFreeze(expect: number): void {
+    const want = Math.min(deferLimit(), Math.ceil(Math.max(this.#lastDelta, expect) * 1.25) + (8 << 20));
+    const chunk = MAX_RUN_PAGES * PAGE;
+    while (this.#pool.length * chunk < want) this.#pool.push(Buffer.alloc(chunk).fill(1));
+  }
+
+  #writeDeferred(): void {
+    const pending = this.#deferred;
+    this.#deferred = [];
+    this.#deferredBytes = 0;
+    for (const d of pending) {
+      this.store.writeAt(d.pid, d.run.offset, d.data);
+      d.run.crc32 = crc32(d.data);
+    }
+  }
+
   /** Tracking ends (the workload runs at full speed); the store stays for the images that use it. */
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#deferred = [];
+    this.#pool = [];
     try {
       this.tracker.stop();
     } catch {
@@ -154,3 +231,6 @@ export class LiveImage {
     this.store.close();
   }
 }
+
+/** How much of a freeze's last delta may wait in memory: a quarter of the free memory, at most 4 GiB. */
+const deferLimit = (): number => Math.min(4 * 2 ** 30, Math.floor(freemem() / 4));

@@ -139,12 +139,17 @@ export class WorkloadImages {
 
   /**
    * The workload's live image in this directory: the one earlier checkpoints kept (its tracker
-   * still on the same tree), or a new store when there is none or most of the old one is pages
-   * written over since (a full checkpoint then, and the old store goes at publish).
+   * still on the same tree), its pages moved to a new store when most of the old one is pages
+   * written over since (the old store goes at publish); or a new one, whose first checkpoint is full.
    */
   #liveImage(name: string, root: number, images: string): LiveImage {
     const cur = this.#live.get(name);
-    if (cur && !cur.stopped && cur.root === root && cur.images === images && cur.store.totalBytes <= 2 * cur.liveBytes + COMPACT_SLACK_BYTES) return cur;
+    if (cur && !cur.stopped && cur.root === root && cur.images === images) {
+      if (cur.store.totalBytes <= 2 * cur.liveBytes + COMPACT_SLACK_BYTES) return cur;
+      const store = nextStore(images);
+      cur.rebase(new PageStore(path.join(images, store), store));
+      return cur;
+    }
     this.workloads.letGo(name);
     const store = nextStore(images);
     const live = LiveImage.start(root, images, new PageStore(path.join(images, store), store));

@@ -83,6 +83,11 @@ export class PageIndex {
     this.#runs = intersectSpans(merged, mergeSpans([...kept].sort((a, b) => a.start - b.start)));
   }
 
+  /** Every run at once (the same pages, stored elsewhere). */
+  replace(runs: StoredRun[]): void {
+    this.#runs = runs;
+  }
+
   /** The stored runs inside [start, end), cut at its edges. */
   within(start: number, end: number): StoredRun[] {
     return intersectSpans(this.#runs, [{ start, end }]);

@@ -48,6 +48,24 @@ export class PageStore {
     return run;
   }
 
+  /**
+   * Room for `bytes` at the end of `pid`'s file, written later with writeAt() (pages copied out
+   * while a workload is frozen are written once it runs again).
+   */
+  reserve(pid: number, bytes: number): number {
+    const f = this.#file(pid);
+    const at = f.size;
+    f.size += bytes;
+    return at;
+  }
+
+  /** Writes reserved bytes. */
+  writeAt(pid: number, offset: number, data: Buffer): void {
+    const f = this.#file(pid);
+    let done = 0;
+    while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
+  }
+
   /** A writer appending to `pid`'s file (for pages the freeze dumps outside the index). */
   writer(pid: number): PagesWriter {
     const f = this.#file(pid);
@@ -70,12 +88,16 @@ export class PageStore {
     return [...this.#files.values()].reduce((a, f) => a + f.size, 0);
   }
 
-  crcOf(pid: number, r: StoredRun): number {
+  /** A run's bytes as stored. */
+  read(pid: number, r: StoredRun, into = Buffer.allocUnsafe(r.pages * PAGE)): Buffer {
     const len = r.pages * PAGE;
-    const buf = Buffer.allocUnsafe(len);
-    const got = readSync(this.#file(pid).fd, buf, 0, len, r.offset);
+    const got = readSync(this.#file(pid).fd, into, 0, len, r.offset);
     if (got !== len) throw new FerryError(ErrorCode.Internal, `${this.dir}: pages of pid ${pid} at offset ${r.offset} are short (${got} of ${len} bytes)`);
-    return crc32(buf);
+    return into.subarray(0, len);
+  }
+
+  crcOf(pid: number, r: StoredRun): number {
+    return crc32(this.read(pid, r));
   }
 
   /** Every file and the directory to stable storage (before an image referring to them is published). */

@@ -36,6 +36,8 @@ export class LiveImage {
   #pool: Buffer[] = [];
   /** Bytes the last freeze copied: what the next one is expected to. */
   #lastDelta = 0;
+  /** The chunk the freeze is filling, and how far: small runs share one. */
+  #chunk: { buf: Buffer; used: number } | null = null;
   #stopped = false;
   /** Checkpoints published from this store so far. */
   checkpoints = 0;
@@ -127,7 +129,7 @@ export class LiveImage {
             const pages = Math.min(MAX_RUN_PAGES, r.pages - done);
             const addr = r.addr + done * PAGE;
             const defer = this.#deferredBytes + pages * PAGE <= deferUpTo;
-            const view = defer ? (this.#pool.pop() ?? Buffer.allocUnsafeSlow(MAX_RUN_PAGES * PAGE)).subarray(0, pages * PAGE) : this.#buf.subarray(0, pages * PAGE);
+            const view = defer ? this.#deferSpace(pages * PAGE) : this.#buf.subarray(0, pages * PAGE);
             const ok = mem >= 0 ? readPages(p.pid, [{ start: addr, end: addr + pages * PAGE }], view, mem) : new Uint8Array(pages);
             for (let a = 0; a < pages; ) {
               let b = a;
@@ -171,6 +173,7 @@ export class LiveImage {
     const figures = await this.round({ allowInject: false, deferUpTo: deferLimit() });
     this.#lastDelta = this.#deferredBytes;
     this.#pool = [];
+    this.#chunk = null;
     const pending: { pid: number; run: PageRun; stored: StoredRun }[] = [];
     const target: StoreTarget = {
       pagesFile: (pid) => this.store.pagesFile(pid),
@@ -207,6 +210,15 @@ export class LiveImage {
     while (this.#pool.length * chunk < want) this.#pool.push(Buffer.alloc(chunk).fill(1));
   }
 
+  /** Room for `bytes` (at most one chunk) in memory the freeze keeps until writeDeferred(). */
+  #deferSpace(bytes: number): Buffer {
+    const size = MAX_RUN_PAGES * PAGE;
+    if (!this.#chunk || this.#chunk.used + bytes > size) this.#chunk = { buf: this.#pool.pop() ?? Buffer.allocUnsafeSlow(size), used: 0 };
+    const at = this.#chunk.used;
+    this.#chunk.used += bytes;
+    return this.#chunk.buf.subarray(at, at + bytes);
+  }
+
   #writeDeferred(): void {
     const pending = this.#deferred;
     this.#deferred = [];
@@ -223,6 +235,7 @@ export class LiveImage {
     this.#stopped = true;
     this.#deferred = [];
     this.#pool = [];
+    this.#chunk = null;
     try {
       this.tracker.stop();
     } catch {

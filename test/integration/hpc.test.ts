@@ -1,9 +1,11 @@
-// HPC jobs (docs/hpc.md) in one lab of two hosts, the test playing Slurm: `ferry launch` runs a
+// HPC jobs (docs/hpc.md) in one lab of four hosts, the test playing Slurm: `ferry launch` runs a
 // job that counts to a target under a random nonce it drew at its start; the scheduler's signal
 // checkpoints it into a directory every host shares and the step exits with the requeue code;
 // launched again on the other host it resumes (same nonce, the count carries on) and the step
-// ends with the job's own exit status. Then an image goes through export and import.
-import { type ChildProcess, spawn } from 'node:child_process';
+// ends with the job's own exit status. Incremental checkpoints restore every page exactly. Jobs
+// that span hosts: a TCP pair and an MPICH program are checkpointed at one cut and restored on two
+// other hosts. Then an image goes through export and import.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +17,7 @@ import type { MigrationView } from '../../shared/migration.ts';
 import type { WorkloadInfo } from '../../shared/workload.ts';
 import { REPO, ferry, ferryJson } from './helpers/cli.ts';
 import { freshLab, labEnv } from './helpers/lab.ts';
+import type { LabStatus } from '../../deploy/lab/lab.ts';
 
 const env = labEnv('ithpc');
 const HOLD = 40;
@@ -138,6 +141,7 @@ const expectedAcc = (n: number): number => {
 };
 
 let dir: string;
+let lab: LabStatus;
 const readJob = (file: string): JobStatus | null => {
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as JobStatus;
@@ -175,7 +179,7 @@ describe('HPC jobs: launch, checkpoint on the signal, requeue, resume on another
     writeFileSync(path.join(dir, 'job.py'), JOB);
     writeFileSync(path.join(dir, 'memjob.py'), MEMJOB);
     writeFileSync(path.join(dir, 'pair.py'), PAIR);
-    await freshLab(env, 4);
+    lab = await freshLab(env, 4);
   });
   afterAll(async () => {
     await ferry(['lab', 'down'], env);
@@ -330,6 +334,51 @@ describe('HPC jobs: launch, checkpoint on the signal, requeue, resume on another
     await exchanged(at, 'the pair exchanges after the job moved');
     await ferry(['stop', 'pa'], env);
     await ferry(['stop', 'pb'], env);
+  });
+
+  it('an MPI program (Debian MPICH) with ranks on two hosts is checkpointed at one cut, restarted on two others, and ends with the right result', async () => {
+    // Each rank runs under its hydra proxy, started as a member of job mpi on its host;
+    // mpiexec (the launcher, with -launcher manual: it prints the proxies' command lines) runs
+    // outside the job, in the lab's client namespace, and keeps its connections to the proxies.
+    const ring = path.join(dir, 'mpi-ring');
+    execFileSync('mpicc', ['-O2', '-o', ring, path.join(REPO, 'test/integration/clients/mpi-ring.c')]);
+    const ns = lab.clientNamespace;
+    const clientIp = /inet (\d+\.\d+\.\d+\.\d+)/.exec(execFileSync('ip', ['netns', 'exec', ns, 'ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'], { encoding: 'utf8' }))![1]!;
+    const st = path.join(dir, 'mpi');
+    const STEPS = 600;
+    // The lab's hosts share one kernel (one boot id): UCX would take two ranks for one node and use shared memory. TCP only.
+    const mpiexec = spawn('ip', ['netns', 'exec', ns, 'env', 'UCX_TLS=tcp,self', 'mpiexec', '-launcher', 'manual', '-localhost', clientIp, '-hosts', 'r0,r1', '-n', '2', ring, st, String(STEPS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    mpiexec.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    mpiexec.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => mpiexec.on('close', resolve));
+    try {
+      const launches = await until('mpiexec prints the proxies to start', () => (out.includes('HYDRA_LAUNCH_END') ? out.split('\n').filter((l) => l.startsWith('HYDRA_LAUNCH: ')).map((l) => l.slice('HYDRA_LAUNCH: '.length).trim().split(/\s+/)) : null));
+      expect(launches).toHaveLength(2);
+      for (const [i, cmd] of launches.entries()) await ferryJson<WorkloadInfo>(['run', '--host', `h${i + 1}`, '--name', `rank${i}`, '--job', 'mpi', '--cwd', dir, '--', ...cmd], env);
+      const step = (r: number) => {
+        try {
+          return (JSON.parse(readFileSync(`${st}.${r}`, 'utf8')) as { step: number }).step;
+        } catch {
+          return 0;
+        }
+      };
+      await until('both ranks pass the token', () => step(0) > 50 && step(1) > 50);
+      const cut = await ferryJson<JobCheckpointReply>(['checkpoint', '--job', 'mpi', '--images', path.join(dir, 'mpi-images')], env);
+      expect(cut.members.map((m) => m.workload).sort()).toEqual(['rank0', 'rank1']);
+      const at = step(0);
+      expect(at).toBeLessThan(STEPS);
+      const back = await ferryJson<JobRestoreReply>(['restore', '--job', 'mpi', '--images', path.join(dir, 'mpi-images'), '--hosts', 'h3,h4'], env);
+      expect(back.members.map((m) => [m.workload, m.host]).sort()).toEqual([['rank0', 'h3'], ['rank1', 'h4']]);
+      await until('the ranks go on on h3 and h4', () => step(0) > at + 20);
+      // The result only an unbroken run of every step gives, and mpiexec's own success.
+      const code = await Promise.race([exited, sleep(120_000).then(() => 'timeout' as const)]);
+      expect(code, out).toBe(0);
+      expect(JSON.parse(readFileSync(`${st}.result`, 'utf8'))).toMatchObject({ ok: true });
+    } finally {
+      if (mpiexec.exitCode === null) mpiexec.kill('SIGKILL');
+      for (const r of ['rank0', 'rank1']) await ferry(['stop', r], env);
+    }
   });
 
   it('a job checkpoint is refused, with nothing frozen, while a member is not running', async () => {

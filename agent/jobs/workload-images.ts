@@ -101,17 +101,17 @@ export class WorkloadImages {
         this.#busy.delete(req.name);
         throw err;
       }
-      const timer = setTimeout(() => this.#dropHeld(key), HOLD_MS);
-      timer.unref();
-      this.#held.set(key, { session, timer });
+      this.#held.set(key, { session, timer: this.#holdTimer(key) });
       return { name: req.name, step: req.step, frozen: true, seq: null, reply: null };
     }
     const held = this.#held.get(key);
     if (!held) throw new FerryError(ErrorCode.NotFound, `no checkpoint of "${req.name}" held on ${this.host} for this job step (it was abandoned after ${HOLD_MS / 1000} s without its next step, or never frozen)`, { details: { workload: req.name } });
-    held.timer.refresh();
+    // No deadline while a step runs (a large dump may take long); the next one starts after it.
+    clearTimeout(held.timer);
     try {
       if (req.step === 'dump') {
         const seq = await held.session.dump();
+        held.timer = this.#holdTimer(key);
         return { name: req.name, step: req.step, frozen: held.session.frozen, seq, reply: null };
       }
       if (req.step === 'commit') {
@@ -125,6 +125,12 @@ export class WorkloadImages {
       this.#dropHeld(key);
       throw err;
     }
+  }
+
+  #holdTimer(key: string): NodeJS.Timeout {
+    const timer = setTimeout(() => this.#dropHeld(key), HOLD_MS);
+    timer.unref();
+    return timer;
   }
 
   /** Ends a held member checkpoint: aborted (thawed, nothing published) unless it was committed. */

@@ -10,7 +10,8 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { CURRENT_LINK, SNAPSHOT_RE, snapshotName } from '../../shared/job-image.ts';
 import { IMAGE_JSON, STORE_RE, storeName } from '../../shared/image-format.ts';
 
-function fsyncPath(p: string): void {
+/** A file or directory to stable storage. */
+export function fsyncPath(p: string): void {
   const fd = openSync(p, 'r');
   try {
     fsyncSync(fd);

@@ -2,12 +2,12 @@
 // DIR/job.json names the snapshot of every member in the last complete cut. It is written
 // atomically (a temporary file synced and renamed over the old one, then the directory synced),
 // so a reader sees the previous cut or the new one, never a mixture.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { JOB_JSON, JobImagesManifest, memberImages } from '../../shared/job-group.ts';
 import { parseRecord } from '../../shared/records.ts';
-import { snapshotAt } from './image-store.ts';
+import { fsyncPath, snapshotAt } from './image-store.ts';
 
 export function writeJobManifest(images: string, manifest: JobImagesManifest): string {
   const m = JobImagesManifest.parse(manifest);
@@ -17,19 +17,9 @@ export function writeJobManifest(images: string, manifest: JobImagesManifest): s
   const file = path.join(images, JOB_JSON);
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(m, null, 1));
-  const fd = openSync(tmp, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fsyncPath(tmp);
   renameSync(tmp, file);
-  const dir = openSync(images, 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
+  fsyncPath(images);
   return file;
 }
 

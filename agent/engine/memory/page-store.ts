@@ -40,12 +40,9 @@ export class PageStore {
 
   /** Appends whole pages of `pid` at `addr`; where they went. */
   append(pid: number, addr: number, data: Buffer): StoredRun {
-    const f = this.#file(pid);
-    let done = 0;
-    while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, f.size + done);
-    const run = { addr, pages: data.length / PAGE, offset: f.size, crc32: crc32(data) };
-    f.size += data.length;
-    return run;
+    const offset = this.reserve(pid, data.length);
+    this.writeAt(pid, offset, data);
+    return { addr, pages: data.length / PAGE, offset, crc32: crc32(data) };
   }
 
   /**
@@ -76,11 +73,6 @@ export class PageStore {
   grew(pid: number, size: number): void {
     const f = this.#file(pid);
     f.size = Math.max(f.size, size);
-  }
-
-  /** Bytes `pid`'s file holds (what an image referring to it needs at least). */
-  size(pid: number): number {
-    return this.#file(pid).size;
   }
 
   /** Bytes in every file: live and superseded. */

@@ -21,7 +21,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify' | 'bandwidthBps'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify' | 'bandwidthBps' | 'mode'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -32,6 +32,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   peer,
   ...(i.verify === false ? { verify: false } : {}),
   ...(i.bandwidthBps ? { bandwidthBps: i.bandwidthBps } : {}),
+  ...(i.mode ? { mode: i.mode } : {}),
 });
 
 /** What the source's preflight tells the destination's. */
@@ -100,7 +101,7 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
     },
 
     async freeze({ input, signal }) {
-      const r = await d.agents.call(input.source, 'mig.freeze', step(input, input.destination), { signal });
+      const r = await d.agents.call(input.source, 'mig.freeze', { ...step(input, input.destination), ...(input.postcopy ? { postcopy: true } : {}) }, { signal });
       return { tasks: r.tasks };
     },
 
@@ -131,7 +132,9 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
     },
 
     async cleanup({ input, signal }) {
-      await d.agents.call(input.source, 'mig.cleanup', step(input, input.destination), { signal });
+      // After a post-copy switchover the source's cleanup waits for the last page to reach the destination.
+      const r = await d.agents.call(input.source, 'mig.cleanup', step(input, input.destination), { signal });
+      return r.postcopy ? { postcopy: r.postcopy } : undefined;
     },
 
     async rollback({ input, signal }) {

@@ -2,7 +2,7 @@
 // to throttle the workload (it dirties memory faster than we can send it), or to switch over
 // (freeze, final transfer, restore). Pure and deterministic: same rounds + config -> same answer.
 
-import type { FixedCosts } from '../shared/migration.ts';
+import type { FixedCosts, MigrationMode } from '../shared/migration.ts';
 import type { ConvergenceDecision, SwitchoverReason } from '../shared/migration-events.ts';
 import type { RoundStats } from './phases.ts';
 
@@ -25,6 +25,12 @@ export interface ConvergenceConfig {
   allowThrottle?: boolean;
   /** What earlier migrations to this destination took beyond the agents' prediction (coordinator/downtime-miss.ts). */
   learnedMissMs?: number;
+  /**
+   * precopy (default): the rule above. postcopy: switch over after round 1, the last delta left
+   * for after the resume. hybrid: rounds while they meet the budget or make progress; then
+   * post-copy, instead of throttling or a switchover over the budget.
+   */
+  mode?: MigrationMode;
 }
 
 /** What the rule decides after each round, and why it switches over: shared/migration-events.ts (they go out in the round events). */
@@ -88,6 +94,14 @@ export const outrunsLink = (r: RoundStats): boolean =>
 export function decideSwitchover(rounds: readonly RoundStats[], cfg: ConvergenceConfig): ConvergenceDecision {
   const last = rounds.at(-1);
   if (last === undefined) return { action: 'continue', predictedDowntimeMs: null };
+  if (cfg.mode === 'postcopy') return { action: 'switchover', reason: 'round-limit', predictedDowntimeMs: fixedCostsMs(last, cfg), postcopy: true };
+  if (cfg.mode === 'hybrid') {
+    const d = decideSwitchover(rounds, { ...cfg, mode: 'precopy', allowThrottle: true });
+    // Within the budget a plain switchover is as good; anything else goes over to post-copy, whose downtime is the fixed costs.
+    if (d.action === 'throttle' || (d.action === 'switchover' && d.reason !== 'budget' && d.reason !== 'fixed-costs'))
+      return { action: 'switchover', reason: d.action === 'throttle' ? 'no-progress' : d.reason, predictedDowntimeMs: fixedCostsMs(last, cfg), postcopy: true };
+    return d;
+  }
   const predicted = predictDowntimeMs(last, cfg);
   if (predicted <= cfg.downtimeBudgetMs) return { action: 'switchover', reason: 'budget', predictedDowntimeMs: predicted };
   const fixed = fixedCostsMs(last, cfg);

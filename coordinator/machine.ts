@@ -19,6 +19,7 @@ import type { MigrationEmitted, MigrationResult, Outcome, PhaseRecord } from '..
 import { decideSwitchover, type ConvergenceConfig, type ConvergenceDecision } from './convergence.ts';
 import type {
   CleanupInput,
+  PostcopyOutcome,
   CleanupOutput,
   FreezeInput,
   FreezeOutput,
@@ -149,6 +150,8 @@ export interface MigrationContext {
   verification?: VerifyReport | null;
   /** The data stream's cap (bytes per second), when the request set one. */
   bandwidthBps?: number;
+  /** After a post-copy switchover, once its cleanup ended: what it took, or why it was lost. */
+  postcopy?: PostcopyOutcome | null;
   /** Raw bytes of the final transfer. */
   bytesTransferred: number;
   /** Bytes on the wire: all pre-copy rounds + the final transfer. */
@@ -294,6 +297,8 @@ function baseInput<P extends Phase | 'rollback'>(context: MigrationContext, phas
     workload: context.workload,
     verify: context.verify !== false,
     ...(context.bandwidthBps ? { bandwidthBps: context.bandwidthBps } : {}),
+    ...(context.precopy && context.precopy.mode && context.precopy.mode !== 'precopy' ? { mode: context.precopy.mode } : {}),
+    ...(context.lastDecision?.action === 'switchover' && context.lastDecision.postcopy ? { postcopy: true } : {}),
   };
 }
 
@@ -406,6 +411,10 @@ export const migrationMachine = setup({
       backoffMs(context.rollForwardPolicy, context.phase === 'rollback' ? 1 : context.phases[context.phase].attempts),
   },
   guards: {
+    postcopyLost: ({ event }) => {
+      const out = outputOf<'cleanup'>(event);
+      return !!out && !!out.postcopy?.lost;
+    },
     precopyDisabled: ({ context }) => context.precopy === false,
     switchoverDecided: ({ context }) => context.lastDecision?.action === 'switchover',
     preflightPassed: ({ event }) => preflightFailure(outputOf<'preflight'>(event)) === null,
@@ -480,6 +489,15 @@ export const migrationMachine = setup({
       const out = outputOf<'recordCommit'>(event);
       enqueue.assign({ committed: true, commit: out });
       enqueue.emit({ type: 'commit.recorded', migrationId: context.migrationId, revision: out.revision, committedAt: out.committedAt, at: nowOf(system) });
+    }),
+    recordCleanup: enqueueActions(({ context, event, enqueue }) => {
+      const out = outputOf<'cleanup'>(event);
+      const pc = out?.postcopy;
+      if (!pc) return;
+      enqueue.assign({ postcopy: pc });
+      // The workload resumed on the destination and its source held pages it never got: it is gone from both.
+      if (pc.lost) enqueue.assign({ error: { code: ErrorCode.Unavailable, message: pc.lost, retryable: false, phase: 'cleanup', kind: 'postcopyLost' } });
+      void context;
     }),
     recordResumed: assign(({ context, system }) => {
       const at = nowOf(system);
@@ -735,7 +753,10 @@ export const migrationMachine = setup({
             id: 'cleanup',
             src: 'cleanup',
             input: ({ context }): CleanupInput => baseInput(context, 'cleanup', context.phases.cleanup.attempts),
-            onDone: '#migration.completed',
+            onDone: [
+              { guard: 'postcopyLost', target: '#migration.failed', actions: 'recordCleanup' },
+              { target: '#migration.completed', actions: 'recordCleanup' },
+            ],
             onError: { target: 'backoff', actions: 'recordRetry' },
           },
           after: { cleanupTimeout: { target: 'backoff', actions: 'recordRetry' } },

@@ -33,7 +33,7 @@ import type { WorkloadDirectory } from './workloads.ts';
 
 /** The switchover rule's settings for one migration. */
 function convergenceFor(req: MigrateRequest, learnedMissMs: number): ConvergenceConfig {
-  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS, ...(learnedMissMs ? { learnedMissMs } : {}) };
+  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS, ...(learnedMissMs ? { learnedMissMs } : {}), ...(req.mode !== 'precopy' ? { mode: req.mode } : {}) };
 }
 
 /**
@@ -101,6 +101,7 @@ export class MigrationManager {
     for (const r of this.#running.values()) {
       if (r.record.request.workload === w.name) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" is already being migrated`);
     }
+    if (req.mode !== 'precopy' && !req.precopy) throw new FerryError(ErrorCode.InvalidRequest, `--mode ${req.mode} switches over from pre-copy rounds: it cannot go with stop-and-copy`);
     const id = `m-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const input: MigrationInput = {
       migrationId: id,

@@ -13,7 +13,7 @@
 //    the same kind of result (e.g. `freeze` on an already frozen workload succeeds).
 
 import type { ErrorWire } from '../shared/errors.ts';
-import type { RoundStatsWire } from '../shared/migration.ts';
+import type { MigrationMode, PostcopyFigures, RoundStatsWire } from '../shared/migration.ts';
 import type { VerifyReport } from '../shared/verify.ts';
 
 import type { Phase, PreCommitPhase } from '../shared/phases.ts';
@@ -50,6 +50,10 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   verify?: boolean;
   /** The data stream's cap, bytes per second. */
   bandwidthBps?: number;
+  /** The migration's mode (absent: precopy). */
+  mode?: MigrationMode;
+  /** The switchover rule chose post-copy (the freeze leaves the last delta for after the resume). */
+  postcopy?: boolean;
 }
 
 // ---- preflight -------------------------------------------------------------------------------
@@ -141,7 +145,12 @@ export interface ResumeOutput {
 }
 
 export type CleanupInput = PhaseInputBase<'cleanup'>;
-export type CleanupOutput = void | { bytesFreed?: number };
+/** After a post-copy switchover: what it took, or why it was lost (the workload with it). */
+export interface PostcopyOutcome {
+  figures: PostcopyFigures | null;
+  lost: string | null;
+}
+export type CleanupOutput = void | { bytesFreed?: number; postcopy?: PostcopyOutcome };
 
 // ---- rollback --------------------------------------------------------------------------------
 

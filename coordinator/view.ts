@@ -28,6 +28,19 @@ function precopyView(ctx: MigrationContext): Pick<MigrationView, 'predictedDownt
 }
 
 /**
+ * Post-copy, once the switchover chose it: while pages still travel the source holds the only
+ * complete copy of the workload (its destination's lacks them), which status must say.
+ */
+function postcopyView(ctx: MigrationContext, done: boolean): MigrationView['postcopy'] {
+  const d = ctx.lastDecision;
+  if (d?.action !== 'switchover' || !d.postcopy || ctx.freezeAt === null) return null;
+  const out = ctx.postcopy ?? null;
+  const state = out ? (out.lost ? 'lost' : 'completed') : done ? 'ended' : ctx.resumeAt === null ? 'switching' : 'running';
+  const completeCopy = state === 'completed' ? 'destination' : state === 'running' || state === 'switching' ? 'source' : 'none';
+  return { state, completeCopy, figures: out?.figures ?? null, lost: out?.lost ?? null };
+}
+
+/**
  * `inFlight`: the round under way as its source last reported it (coordinator/progress.ts); its
  * bytes count in the totals until the round's own figures replace them.
  */
@@ -45,7 +58,9 @@ export function viewOf(ctx: MigrationContext, value: unknown, status: string, ne
       return { phase: p, attempts: r.attempts, startedAt: isoTime(r.startedAt), durationMs: r.startedAt !== null && r.endedAt !== null ? r.endedAt - r.startedAt : null };
     }),
     downtimeMs: ctx.downtimeMs,
+    mode: ctx.precopy === false ? null : (ctx.precopy.mode ?? 'precopy'),
     ...precopyView(ctx),
+    postcopy: postcopyView(ctx, status === 'done'),
     totalMs: ctx.startedAt !== null && ctx.endedAt !== null ? ctx.endedAt - ctx.startedAt : null,
     bytesTransferred: ctx.bytesTransferred + (inFlight?.bytesRaw ?? 0),
     bytesOnWire: ctx.bytesOnWire + (inFlight?.bytesOnWire ?? 0),

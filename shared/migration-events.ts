@@ -20,7 +20,7 @@ export const MigrationErrorWire = z.strictObject({
   /** Phase (or 'rollback') that produced it. */
   phase: PhaseOrRollback,
   /** Why it was raised: an actor error, a phase timeout, a CANCEL or an AGENT_LOST. */
-  kind: z.enum(['error', 'timeout', 'cancelled', 'agentLost', 'preflight']),
+  kind: z.enum(['error', 'timeout', 'cancelled', 'agentLost', 'preflight', 'postcopyLost']),
   details: z.record(z.string(), z.unknown()).optional(),
 });
 export type MigrationErrorWire = z.infer<typeof MigrationErrorWire>;
@@ -35,7 +35,8 @@ export type SwitchoverReason = z.infer<typeof SwitchoverReason>;
 export const ConvergenceDecision = z.discriminatedUnion('action', [
   z.strictObject({ action: z.literal('continue'), predictedDowntimeMs: ms.nullable() }),
   z.strictObject({ action: z.literal('throttle'), predictedDowntimeMs: ms }),
-  z.strictObject({ action: z.literal('switchover'), reason: SwitchoverReason, predictedDowntimeMs: ms.nullable() }),
+  /** `postcopy`: the workload resumes on the destination before its last delta arrived (`--mode postcopy|hybrid`). */
+  z.strictObject({ action: z.literal('switchover'), reason: SwitchoverReason, predictedDowntimeMs: ms.nullable(), postcopy: z.boolean().optional() }),
 ]);
 export type ConvergenceDecision = z.infer<typeof ConvergenceDecision>;
 

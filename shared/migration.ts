@@ -9,6 +9,31 @@ import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
 
+/** How a live migration switches over (`--mode`). */
+export const MigrationMode = z.enum(['precopy', 'postcopy', 'hybrid']);
+export type MigrationMode = z.infer<typeof MigrationMode>;
+
+/** What post-copy took, as the destination measured it (agent/migration/postcopy-destination.ts). */
+export const PostcopyFigures = z.strictObject({
+  /** Pages the destination lacked when the workload resumed. */
+  pagesOutstanding: z.int().nonnegative(),
+  /** Faults on a missing page that waited for the source. */
+  demandFaults: z.int().nonnegative(),
+  /** Faults on a page the source never had (answered with zeros at once). */
+  zeroFaults: z.int().nonnegative(),
+  /** From a demand fault to its page in place (ms); null: no demand fault. */
+  faultLatencyMs: z.strictObject({ median: z.number().nonnegative(), p99: z.number().nonnegative(), max: z.number().nonnegative() }).nullable(),
+  pagesPushed: z.int().nonnegative(),
+  pagesFetched: z.int().nonnegative(),
+  bytesPushed: z.number().nonnegative(),
+  bytesFetched: z.number().nonnegative(),
+  /** Pages the workload threw away (madvise, munmap) before theirs arrived. */
+  pagesDropped: z.int().nonnegative(),
+  /** From the start of post-copy to the last page in place (ms). */
+  lastPageMs: z.number().nonnegative(),
+});
+export type PostcopyFigures = z.infer<typeof PostcopyFigures>;
+
 // --- CLI -> coordinator ----------------------------------------------------------------------
 
 export const MigrateRequest = z.strictObject({
@@ -24,6 +49,12 @@ export const MigrateRequest = z.strictObject({
   verify: z.boolean().default(true),
   /** Cap of the data stream, MB/s (a drain shares its cap among its migrations); absent: none. */
   bandwidthMBps: z.number().positive().max(100_000).optional(),
+  /**
+   * precopy: rounds, then the last delta with the workload frozen (throttled if it outruns the
+   * link). postcopy: one round, then the workload resumes on the destination at once and fetches
+   * what it lacks. hybrid: rounds while they converge, then post-copy instead of throttling.
+   */
+  mode: MigrationMode.default('precopy'),
 });
 export type MigrateRequest = z.infer<typeof MigrateRequest>;
 
@@ -127,6 +158,23 @@ export const MigrationView = z.strictObject({
   tracker: z.string().nullable(),
   /** Why pre-copy switched over: budget, no-progress or round-limit; null for stop-and-copy. */
   switchover: z.string().nullable(),
+  /** How it switches over (`--mode`); null for stop-and-copy. */
+  mode: MigrationMode.nullable(),
+  /**
+   * A post-copy switchover: `switching` (frozen, not yet resumed), `running` (the workload runs on
+   * the destination and pages still travel: the source holds the only complete copy),
+   * `completed` (every page arrived), `lost` (the source or the link went first: the workload
+   * was ended), `ended` (the migration ended without the source's report). null: no post-copy.
+   */
+  postcopy: z
+    .strictObject({
+      state: z.enum(['switching', 'running', 'completed', 'lost', 'ended']),
+      /** Which host holds a complete copy of the workload's memory right now. */
+      completeCopy: z.enum(['source', 'destination', 'none']),
+      figures: PostcopyFigures.nullable(),
+      lost: z.string().nullable(),
+    })
+    .nullable(),
   totalMs: z.number().nullable(),
   /** Every ended round's bytes, and the bytes of the round under way so far (inFlight). */
   bytesTransferred: z.number(),
@@ -170,6 +218,8 @@ export const StepBase = z.strictObject({
   verify: z.boolean().optional(),
   /** The source paces its data stream to this many bytes per second (absent: as fast as it goes). */
   bandwidthBps: z.number().positive().optional(),
+  /** The migration's mode (absent: precopy): post-copy needs a channel of its own from round 1. */
+  mode: MigrationMode.optional(),
 });
 export type StepBase = z.infer<typeof StepBase>;
 
@@ -209,7 +259,14 @@ export const PreflightReply = z.strictObject({
  * the tree's locks held (storage shared with the source)? It makes the workload's cgroup with them.
  */
 export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: ResourceRequests, locks: z.array(HeldLock).max(10_000).default([]) });
+/** `postcopy`: the switchover leaves the last delta's anonymous pages for after the resume. */
+export const FreezeRequest = StepBase.extend({ postcopy: z.boolean().optional() });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
+/** The source's cleanup; after a post-copy switchover, what post-copy took, or why it was lost. */
+export const CleanupReply = z.strictObject({
+  done: z.literal(true),
+  postcopy: z.strictObject({ figures: PostcopyFigures.nullable(), lost: z.string().max(4096).nullable() }).optional(),
+});
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */
 export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional() });

@@ -14,6 +14,8 @@ import {
   AdmitRequest,
   DoneReply,
   FreezeReply,
+  FreezeRequest,
+  CleanupReply,
   MigrateRequest,
   MigrationRef,
   MigrationView,
@@ -118,13 +120,14 @@ export const agentApi = {
   // One step of a migration each; the coordinator's phase actors call them (see coordinator/actors.ts).
   'mig.preflight': endpoint(StepBase, PreflightReply, 15_000),
   'mig.admit': endpoint(AdmitRequest, DoneReply, 15_000),
-  'mig.freeze': endpoint(StepBase, FreezeReply, 30_000),
+  'mig.freeze': endpoint(FreezeRequest, FreezeReply, 30_000),
   'mig.receive': endpoint(StepBase, ReceiveReply, 10_000),
   'mig.precopy': endpoint(PrecopyRequest, RoundStatsWire, 120_000),
   'mig.send': endpoint(SendRequest, SendReply, 600_000),
   'mig.restore': endpoint(StepBase, RestoreReply, 600_000),
   'mig.resume': endpoint(StepBase, RestoreReply, 30_000),
-  'mig.cleanup': endpoint(StepBase, DoneReply, 30_000),
+  // After a post-copy switchover it waits for the last page to reach the destination.
+  'mig.cleanup': endpoint(StepBase, CleanupReply, 600_000),
   'mig.discard': endpoint(StepBase, DoneReply, 30_000),
   'mig.thaw': endpoint(StepBase, DoneReply, 30_000),
   // Workload checkpoints on shared storage (agent/jobs/, docs/hpc.md).

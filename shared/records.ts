@@ -187,6 +187,8 @@ export const LocalMigrationRecord = z.discriminatedUnion('role', [
     netns: z.string().nullable().optional(),
     netConfig: NetnsConfig.nullable().optional(),
     precopy: z.boolean().optional(),
+    /** The switchover left pages for post-copy: the frozen tree holds the only copy of them. */
+    postcopy: z.boolean().optional(),
     throttle: ThrottleRecordSchema.nullable().optional(),
   }),
   z.strictObject({
@@ -198,6 +200,8 @@ export const LocalMigrationRecord = z.discriminatedUnion('role', [
     landing: z.string().nullable().optional(),
     warm: z.boolean().optional(),
     heldTree: HeldTreeRecord.nullable().optional(),
+    /** The held tree lacks pages its source still holds (post-copy): only this agent's session can resume it. */
+    postcopy: z.boolean().optional(),
   }),
 ]);
 export type LocalMigrationRecord = z.infer<typeof LocalMigrationRecord>;

@@ -3,7 +3,7 @@
 // like any network message: a bug or an older ferry on the far side must fail the stream with
 // a clear error, not a NaN page count or a file named by an object. Field names are the wire's.
 import { z } from 'zod';
-import { MigrationId } from './migration.ts';
+import { MigrationId, PostcopyFigures } from './migration.ts';
 
 /** Frame size limits, both ends: the JSON header, and the raw bytes after it. */
 export const MAX_FRAME_HEADER = 64 * 1024;
@@ -32,10 +32,11 @@ const frame = <T extends string, S extends z.ZodRawShape>(t: T, shape: S) => z.s
 export const StreamFrameHeader = z.discriminatedUnion('t', [
   // Handshake (agent/transfer/stream.ts, stream-server.ts).
   /** The source names its migration; `clear` asks for a clear data connection (absent: encrypted). */
-  frame('open', { migrationId: MigrationId, clear: z.boolean().optional() }),
+  /** `channel` 'faults': post-copy's own connection for demand pages, beside the migration's stream. */
+  frame('open', { migrationId: MigrationId, clear: z.boolean().optional(), channel: z.literal('faults').optional() }),
   frame('welcome', { migrationId: MigrationId, clear: z.boolean() }),
   /** A clear data connection proves it belongs to the authenticated one: the TLS exporter token (auth.ts). */
-  frame('bind', { migrationId: MigrationId, token: hex(64) }),
+  frame('bind', { migrationId: MigrationId, token: hex(64), channel: z.literal('faults').optional() }),
   frame('bound', {}),
   /**
    * Either side gives up. `code` is a FerryError code when the receiver should fail with the
@@ -58,6 +59,16 @@ export const StreamFrameHeader = z.discriminatedUnion('t', [
   frame('pages-credit', { upTo: bytes }),
   frame('pages-ack', { round, pages: count, zero: count }),
   frame('pages-done-ack', {}),
+
+  // Post-copy (agent/migration/postcopy-*.ts).
+  /** In the last round: the pages of `pid` the destination gets only after the resume (payload: a run table). */
+  frame('postcopy', { pid, n: runCount }),
+  /** Destination -> source on the faults channel: the workload waits for this page. */
+  frame('fault', { pid, addr: hex(1, 16), pages: count.min(1).max(256) }),
+  /** Source -> destination: `pages` pages from addr (raw), the one asked for first. */
+  frame('fault-pages', { pid, addr: hex(1, 16), pages: count.min(1).max(256) }),
+  /** Destination -> source: every page arrived; what post-copy took. */
+  frame('postcopy-done', { figures: PostcopyFigures }),
 
   // An image directory (agent/migration/image-transfer.ts): per file, `file`, `data`..., `eof`.
   /** A plain file name (NAME_MAX); the receiver also refuses paths and dot files. */

@@ -20,6 +20,7 @@ export const libc = {
   pread: lib.func('long pread64(int fd, void *buf, unsigned long n, long off)'),
   pwrite: lib.func('long pwrite64(int fd, void *buf, unsigned long n, long off)'),
   ioctl: lib.func('int ioctl(int fd, unsigned long req, void *arg)'),
+  poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
   kill: lib.func('int kill(int pid, int sig)'),
   processVmReadv: lib.func('long process_vm_readv(int pid, void *local, unsigned long liovcnt, void *remote, unsigned long riovcnt, unsigned long flags)'),
   inetPton: lib.func('int inet_pton(int af, const char *src, _Out_ uint8_t *dst)'),

@@ -274,3 +274,29 @@ export function injectOk(pid: number, site: bigint, name: keyof typeof SYS, args
   if (r < 0n && r > -4096n) throw new SyscallError(`injected ${name}`, Number(-r), { pid });
   return r;
 }
+
+/**
+ * Runs code placed in a stopped tracee at `entry` (ending in int3) with rdi and rsi set, every
+ * signal blocked; returns rax and r13 at the int3. The task's registers are put back after.
+ */
+export function runCode(pid: number, entry: bigint, rdi: bigint, rsi: bigint): { rax: bigint; r13: bigint } {
+  return withSignalsBlocked(pid, () => {
+    const saved = getRegs(pid);
+    const r = saved.clone();
+    r.set('rip', entry);
+    r.set('rdi', rdi);
+    r.set('rsi', rsi);
+    r.set('orig_rax', -1);
+    setRegs(pid, r);
+    try {
+      cont(pid);
+      const s = waitStop(pid);
+      if (s.exited || s.signaled) throw new FerryError(ErrorCode.Internal, `task ${pid} died running injected code`, { details: { pid, status: s.status } });
+      if (s.sig !== 5) throw new FerryError(ErrorCode.Internal, `task ${pid}: signal ${s.sig} while running injected code`, { details: { pid, sig: s.sig } });
+      const out = getRegs(pid);
+      return { rax: out.getSigned('rax'), r13: out.get('r13') };
+    } finally {
+      setRegs(pid, saved);
+    }
+  });
+}

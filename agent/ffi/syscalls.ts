@@ -63,6 +63,25 @@ export const pread = (fd: number, buf: Buffer, off: number): number => check('pr
 export const pwrite = (fd: number, buf: Buffer, off: number): number => check('pwrite', () => libc.pwrite(fd, buf, buf.length, off));
 export const readFd = (fd: number, buf: Buffer): number => check('read', () => libc.read(fd, buf, buf.length));
 export const writeFd = (fd: number, buf: Buffer): number => check('write', () => libc.write(fd, buf, buf.length));
+/**
+ * Waits (on libuv's thread pool, not the event loop) until one of `fds` is readable or the
+ * timeout passes; resolves with the readable ones (and those in error or hung up).
+ */
+export function pollReadable(fds: readonly number[], timeoutMs: number): Promise<number[]> {
+  const buf = Buffer.alloc(fds.length * 8);
+  fds.forEach((fd, i) => {
+    buf.writeInt32LE(fd, i * 8);
+    buf.writeInt16LE(1, i * 8 + 4); // POLLIN
+  });
+  return new Promise((resolve, reject) => {
+    (libc.poll as unknown as { async: (...a: unknown[]) => void }).async(buf, fds.length, timeoutMs, (err: unknown, res: unknown) => {
+      if (err) return reject(err as Error);
+      if (Number(res) < 0) return resolve([]);
+      resolve(fds.filter((_, i) => buf.readInt16LE(i * 8 + 6) !== 0));
+    });
+  });
+}
+
 export const killPid = (pid: number, sig: number): void => {
   check('kill', () => libc.kill(pid, sig), { pid, sig });
 };

@@ -151,3 +151,104 @@ export class PagemapScanner {
 
 /** EPERM from a CHECK_WPASYNC scan: some mapping in the range is not registered for async write-protect. */
 export const isUnregistered = (err: unknown): boolean => err instanceof SyscallError && err.errno === 1;
+
+// --- Missing-page mode (post-copy, agent/migration/postcopy-*.ts) ---------------------------------
+
+/** userfaultfd(2) flags for post-copy: O_CLOEXEC | O_NONBLOCK, without UFFD_USER_MODE_ONLY (the kernel's own accesses must wait for a page too, not fail with EFAULT). */
+export const UFFD_MISSING_OPEN_FLAGS = 0o2000000 | 0o4000;
+/** Non-cooperative events post-copy must see (fork, mremap, madvise(DONTNEED/REMOVE), munmap) and the faulting thread's id. */
+export const UFFD_MISSING_FEATURES = (1n << 1n) | (1n << 2n) | (1n << 3n) | (1n << 6n) | (1n << 8n);
+const UFFDIO_REGISTER_MODE_MISSING = 1n;
+const UFFDIO_WAKE = 0x8010aa02;
+const UFFDIO_COPY = 0xc028aa03;
+const UFFDIO_ZEROPAGE = 0xc020aa04;
+
+export const UFFD_EVENT = { PAGEFAULT: 0x12, FORK: 0x13, REMAP: 0x14, REMOVE: 0x15, UNMAP: 0x16 } as const;
+export const UFFD_MSG_BYTES = 32;
+
+/** One uffd_msg, its union read as the event says. */
+export type UffdMessage =
+  | { event: 'fault'; address: number; write: boolean; tid: number }
+  | { event: 'fork'; fd: number }
+  | { event: 'remap'; from: number; to: number; len: number }
+  | { event: 'remove' | 'unmap'; start: number; end: number }
+  | { event: 'unknown'; code: number };
+
+const u64 = (b: Buffer, off: number): number => Number(b.readBigUInt64LE(off));
+
+export function parseUffdMessage(b: Buffer, off = 0): UffdMessage {
+  const code = b[off]!;
+  switch (code) {
+    case UFFD_EVENT.PAGEFAULT:
+      return { event: 'fault', address: u64(b, off + 16), write: (b.readUInt32LE(off + 8) & 1) !== 0, tid: b.readUInt32LE(off + 24) };
+    case UFFD_EVENT.FORK:
+      return { event: 'fork', fd: b.readUInt32LE(off + 8) };
+    case UFFD_EVENT.REMAP:
+      return { event: 'remap', from: u64(b, off + 8), to: u64(b, off + 16), len: u64(b, off + 24) };
+    case UFFD_EVENT.REMOVE:
+    case UFFD_EVENT.UNMAP:
+      return { event: code === UFFD_EVENT.REMOVE ? 'remove' : 'unmap', start: u64(b, off + 8), end: u64(b, off + 16) };
+    default:
+      return { event: 'unknown', code };
+  }
+}
+
+/** Registers [start, start+len) for missing-page faults. */
+export function uffdRegisterMissing(fd: number, start: number, len: number): void {
+  const reg = Buffer.alloc(32);
+  reg.writeBigUInt64LE(BigInt(start), 0);
+  reg.writeBigUInt64LE(BigInt(len), 8);
+  reg.writeBigUInt64LE(UFFDIO_REGISTER_MODE_MISSING, 16);
+  ioctl(fd, UFFDIO_REGISTER, reg);
+}
+
+/** What a fill did: copied, or found the page there already (EEXIST), or the mapping changing under it (EAGAIN: read the events first), or gone (ENOENT: unmapped). */
+export type FillResult = 'filled' | 'exists' | 'again' | 'gone';
+
+const fillErrno = (err: unknown): FillResult => {
+  if (err instanceof SyscallError) {
+    if (err.errno === 17) return 'exists';
+    if (err.errno === 11) return 'again';
+    if (err.errno === 2 || err.errno === 3 || err.errno === 14) return 'gone';
+  }
+  throw err;
+};
+
+const copyArg = Buffer.alloc(40);
+/** UFFDIO_COPY of whole pages from our buffer into the registered range; wakes the threads waiting on it. */
+export function uffdCopy(fd: number, dst: number, src: Buffer): FillResult {
+  copyArg.writeBigUInt64LE(BigInt(dst), 0);
+  copyArg.writeBigUInt64LE(addressOf(src), 8);
+  copyArg.writeBigUInt64LE(BigInt(src.length), 16);
+  copyArg.writeBigUInt64LE(0n, 24);
+  copyArg.writeBigInt64LE(0n, 32);
+  try {
+    ioctl(fd, UFFDIO_COPY, copyArg);
+    return 'filled';
+  } catch (err) {
+    return fillErrno(err);
+  }
+}
+
+const zeroArg = Buffer.alloc(32);
+/** UFFDIO_ZEROPAGE: the range reads as zeros (it held none at the source). */
+export function uffdZero(fd: number, start: number, len: number): FillResult {
+  zeroArg.writeBigUInt64LE(BigInt(start), 0);
+  zeroArg.writeBigUInt64LE(BigInt(len), 8);
+  zeroArg.writeBigUInt64LE(0n, 16);
+  zeroArg.writeBigInt64LE(0n, 24);
+  try {
+    ioctl(fd, UFFDIO_ZEROPAGE, zeroArg);
+    return 'filled';
+  } catch (err) {
+    return fillErrno(err);
+  }
+}
+
+/** Wakes threads waiting on a range that is present already. */
+export function uffdWake(fd: number, start: number, len: number): void {
+  const r = Buffer.alloc(16);
+  r.writeBigUInt64LE(BigInt(start), 0);
+  r.writeBigUInt64LE(BigInt(len), 8);
+  ioctl(fd, UFFDIO_WAKE, r);
+}

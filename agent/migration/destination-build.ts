@@ -17,7 +17,8 @@ import { corruptIfArmed } from '../engine/verify/corrupt.ts';
 import { cgroup2Root } from '../cgroups/root.ts';
 import type { Workloads } from '../workloads.ts';
 import type { LandedNetns, NetworkHandoff } from '../net/handoff.ts';
-import type { PrecopyDestination } from './precopy-destination.ts';
+import { type PrecopyDestination, closeTargets } from './precopy-destination.ts';
+import { PostcopyDestination, type PostcopyTarget } from './postcopy-destination.ts';
 import type { LocalMigration, MigrationRecords } from './records.ts';
 import { readNetnsFile, readWorkloadFile } from './side-files.ts';
 import { type BuildResult, type Built, type DestinationSession, rootHusk } from './destination-session.ts';
@@ -113,7 +114,7 @@ export class HeldTreeBuilder {
    * frozen, on record, then untraced. Without a cgroup of its own here it stays in ptrace-stop
    * (and dies with the agent).
    */
-  #hold(id: string, b: Built): void {
+  #hold(id: string, b: Built, lastStep?: () => void): void {
     const m = this.records.get(id)!;
     const rel = this.workloads.cgroupFor(m.workload);
     const root = cgroup2Root();
@@ -126,6 +127,9 @@ export class HeldTreeBuilder {
     }
     const dir = path.join(root, rel);
     try {
+      // Before the threads' state: their scratch page goes with it, and what the kernel writes
+      // then (rseq's registration) lands in pages the source sent frozen (postcopy-split.ts).
+      lastStep?.();
       for (const p of b.image.processes) finishThreads(b.husks.get(p.pid)!, p);
       freezeCgroup(dir);
     } catch (err) {
@@ -137,6 +141,21 @@ export class HeldTreeBuilder {
     this.records.save(m);
     for (const p of [...b.image.processes].reverse()) b.husks.get(p.pid)!.release();
     b.frozen = true;
+  }
+
+  /**
+   * Post-copy's service for a tree that lacks pages: on record first (a restarted agent must not
+   * resume it), and only with a cgroup of the workload's own here, which is what is killed if
+   * post-copy cannot finish.
+   */
+  #postcopy(id: string, targets: PostcopyTarget[]): PostcopyDestination {
+    const m = this.records.get(id)!;
+    const rel = this.workloads.cgroupFor(m.workload);
+    const root = cgroup2Root();
+    if (!rel || !root) throw new FerryError(ErrorCode.Unsupported, `${id}: post-copy needs the workload's own cgroup on ${this.host} (to end it if its source is lost), and there is none`);
+    m.postcopy = true;
+    this.records.save(m);
+    return new PostcopyDestination({ targets, cgroupDir: path.join(root, rel) });
   }
 
   /** Warm restore: the husks built during pre-copy get what only the image carries. */
@@ -153,14 +172,28 @@ export class HeldTreeBuilder {
       sess.warmFailed = FerryError.from(err);
       throw sess.warmFailed;
     }
+    const targets = warm.postcopyTargets;
+    const arm = warm.armPostcopy;
     warm.detach();
     delete sess.warm;
     const built: Built = { husks, image, net: warm.net };
     try {
-      this.#hold(id, built);
+      if (targets.length > 0) built.postcopy = this.#postcopy(id, targets);
     } catch (err) {
+      closeTargets(targets);
+      for (const h of [...husks.values()].reverse()) h.abort();
       void this.network.discard(warm.net, null);
-      throw err;
+      sess.warmFailed = FerryError.from(err);
+      throw sess.warmFailed;
+    }
+    try {
+      this.#hold(id, built, targets.length > 0 ? arm : undefined);
+    } catch (err) {
+      built.postcopy?.discard();
+      void this.network.discard(warm.net, null);
+      // The pre-copied memory went with the husks: a retried build must not start cold.
+      sess.warmFailed = FerryError.from(err);
+      throw sess.warmFailed;
     }
     sess.held = built;
     return rootHusk(built).pid;

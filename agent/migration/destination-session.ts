@@ -4,7 +4,8 @@ import type { FerryError } from '../../shared/errors.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 import type { Husk } from '../engine/process/husk.ts';
 import type { readImage } from '../engine/image/image-io.ts';
-import type { StreamEndpoint } from '../transfer/stream.ts';
+import type { DataConnection, StreamEndpoint } from '../transfer/stream.ts';
+import type { PostcopyDestination } from './postcopy-destination.ts';
 import type { ExpectedStream } from '../transfer/stream-server.ts';
 import type { TransferStats } from './image-transfer.ts';
 import type { LandedNetns } from '../net/handoff.ts';
@@ -29,6 +30,12 @@ export interface DestinationSession {
   verifyFailed?: FerryError;
   /** A warm build that failed took the pre-copied memory with it: its error answers every later build. */
   warmFailed?: FerryError;
+  /** Post-copy's faults channel (a migration that may switch over to post-copy opens it at round 1). */
+  faults?: Promise<DataConnection>;
+  /** After a post-copy switchover: the migration's stream, kept open for the push. */
+  pushStream?: DataConnection;
+  /** Post-copy running here after the resume, until every page arrived. */
+  postcopy?: PostcopyDestination;
   /** The discard running (the coordinator's and this agent's own, see reconcile.ts). */
   discarding?: Promise<{ done: true }>;
 }
@@ -41,6 +48,8 @@ export interface Built {
   frozen?: boolean;
   /** Held in ptrace-stop with its threads' state restored already (no cgroup v2 here). */
   threadsDone?: boolean;
+  /** The tree lacks pages its source still holds: post-copy, ready to start at the resume. */
+  postcopy?: PostcopyDestination;
 }
 
 export const rootHusk = (b: Built): Husk => b.husks.get(b.image.processes[0]!.pid)!;

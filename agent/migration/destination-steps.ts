@@ -99,18 +99,30 @@ export class DestinationSteps {
     }
     // Only the source of this migration, by its certificate, may connect for it.
     const listener = server.expect(s.migrationId, s.peer);
+    if ((s.mode === 'postcopy' || s.mode === 'hybrid') && !sess.faults) {
+      const faults = server.expect(s.migrationId, s.peer, 'faults').accept({ timeoutMs: 60_000 });
+      faults.catch(() => undefined);
+      sess.faults = faults;
+    }
     sess.expected = listener;
     const forget = () => {
       if (sess.expected === listener) delete sess.expected;
     };
     const receiving = listener.accept({ timeoutMs: 60_000 }).finally(forget).then(async (conn) => {
       let failed = false;
+      let keep = false;
       try {
         // A live migration's source opens a pre-copy session; stop-and-copy sends the image at once.
         const first = await conn.next();
         if (first?.header.t === 'session') await this.#warmSession(s.migrationId, sess, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
-        return await receiveImageDir(conn, m.imageDir);
+        const stats = await receiveImageDir(conn, m.imageDir);
+        // A post-copy switchover: the stream carries the push after the resume.
+        if (sess.warm?.postcopy) {
+          sess.pushStream = conn;
+          keep = true;
+        }
+        return stats;
       } catch (err) {
         failed = true;
         throw err;
@@ -118,7 +130,7 @@ export class DestinationSteps {
         // After a failure the error frame is on its way: a half-close lets the source read why
         // (a reset would discard it), for a bounded time.
         if (failed) await Promise.race([conn.end(), sleep(2_000)]);
-        conn.destroy();
+        if (!keep) conn.destroy();
       }
     });
     receiving.catch(() => undefined);
@@ -194,6 +206,11 @@ export class DestinationSteps {
       let pid: number;
       let image: ReturnType<typeof readImage>;
       let net: LandedNetns | null;
+      if (!sess.held && m.heldTree && m.postcopy) {
+        // Its missing pages were registered with this agent's previous life: run now, they would read as zeros.
+        killHeldTree(m.heldTree);
+        throw new FerryError(ErrorCode.Unavailable, `${s.migrationId}: the agent on ${this.run.host} restarted between a post-copy switchover and the resume; the tree it held lacked pages its source holds and cannot run: it was ended`);
+      }
       if (!sess.held && m.heldTree) {
         // The agent restarted while the tree waited, frozen, for this: it is all there.
         image = readImage(m.imageDir);
@@ -207,6 +224,15 @@ export class DestinationSteps {
         pid = await this.#builder.build(s.migrationId, sess);
         const b = sess.held!;
         ({ image, net } = b);
+        // Serving faults before any thread runs: the first one is answered at once.
+        if (b.postcopy) {
+          const push = sess.pushStream;
+          const faults = await sess.faults;
+          if (!push || !faults) throw new FerryError(ErrorCode.Internal, `${s.migrationId}: post-copy without its channels`);
+          b.postcopy.start({ push, faults });
+          sess.postcopy = b.postcopy;
+          delete sess.pushStream;
+        }
         // Attached and announced first: connections leave repair mode now, and their window
         // probes must find the way.
         if (net) this.network.goLive(net);
@@ -271,6 +297,11 @@ export class DestinationSteps {
     delete sess.warmFailed;
     delete sess.verifyFailed;
     const held = sess.held;
+    held?.postcopy?.discard();
+    sess.pushStream?.destroy();
+    delete sess.pushStream;
+    void sess.faults?.then((c) => c.destroy(), () => undefined);
+    delete sess.faults;
     if (m.heldTree) killHeldTree(m.heldTree);
     if (held) for (const h of [...held.husks.values()].reverse()) h.abort();
     delete sess.held;

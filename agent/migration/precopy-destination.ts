@@ -20,6 +20,9 @@ import { PAGE, PagesReader, selectPages } from '../engine/memory/memory.ts';
 import type { Span } from '../engine/memory/dirty/types.ts';
 import { buildState, enterCgroups } from '../engine/restore.ts';
 import { LandingCheck } from '../engine/verify/index.ts';
+import { readTable } from '../transfer/page-table.ts';
+import { MissingPages } from './postcopy-pages.ts';
+import type { PostcopyTarget } from './postcopy-destination.ts';
 import type { Frame } from '../transfer/frames.ts';
 import { type PageSink, ProcessSink } from '../transfer/page-sinks.ts';
 import { PageReceiver, type ReceivedRound } from '../transfer/page-receiver.ts';
@@ -64,6 +67,17 @@ export class PrecopyDestination {
   readonly landing: LandingCheck | null;
   readonly #sink: ProcessSink;
   #closed = false;
+  /** Source pid -> the pages it holds for after the resume (post-copy). */
+  readonly #outstanding = new Map<number, Span[]>();
+  /** The registrations finalize made for post-copy, one per process that lacks pages. */
+  postcopyTargets: PostcopyTarget[] = [];
+  /** What armPostcopy does once the restore is done with memory: per husk, the pages to drop and the ranges to register. */
+  readonly #arming: { husk: Husk; fd: number; runs: Span[]; ranges: Span[] }[] = [];
+
+  /** The source switched over to post-copy: pages arrive after the resume. */
+  get postcopy(): boolean {
+    return this.#outstanding.size > 0;
+  }
 
   constructor(private readonly d: WarmDeps) {
     this.landing = d.verify === false ? null : new LandingCheck();
@@ -107,6 +121,12 @@ export class PrecopyDestination {
   }
 
   async #onControl(f: Frame): Promise<void> {
+    if (f.header.t === 'postcopy') {
+      // Keyed by the source's pid, as the page frames are (the image names it as hostPid).
+      const runs = readTable(f.payload, f.header.n).map((e) => ({ start: e.addr, end: e.addr + e.pages * PAGE }));
+      this.#outstanding.set(f.header.pid, runs);
+      return;
+    }
     if (f.header.t !== 'layout') throw new FerryError(ErrorCode.BadMessage, `pre-copy stream: unexpected "${f.header.t}"`);
     const parsed = PrecopyLayout.safeParse(JSON.parse(f.payload.toString('utf8')));
     if (!parsed.success) throw new FerryError(ErrorCode.BadMessage, `pre-copy layout: ${parsed.error.message}`);
@@ -228,9 +248,39 @@ export class PrecopyDestination {
       // Back to the image's protections where pages could still be written.
       for (const v of p.vmas) if (PRIVATE_KINDS.has(v.kind) && warmProt(v) !== protOf(v.perms)) h.protectRange(fromHex(v.start), fromHex(v.end), protOf(v.perms));
       h.adviseAll(p.vmas);
+      // Made while the husk is still root (buildState gives it the workload's credentials).
+      this.#prepareMissing(h, p);
       buildState(h, p);
     }
     return husks;
+  }
+
+  /** Drops the pages the source holds newer copies of, and registers their mappings for missing-page faults. */
+  #prepareMissing(h: Husk, p: ProcessImage): void {
+    const runs = this.#outstanding.get(p.hostPid);
+    if (!runs || runs.length === 0) return;
+    const anon = p.vmas.filter((v) => MISSING_KINDS.has(v.kind)).map((v) => ({ start: Number(fromHex(v.start)), end: Number(fromHex(v.end)) }));
+    const outside = runs.find((r) => !anon.some((v) => v.start <= r.start && r.end <= v.end));
+    if (outside) throw new FerryError(ErrorCode.BadMessage, `post-copy: pages at ${outside.start.toString(16)} of process ${p.pid} are not in anonymous memory`);
+    const ranges = anon.filter((v) => runs.some((r) => r.start < v.end && v.start < r.end));
+    const fd = h.missingPagesUffd();
+    this.postcopyTargets.push({ fd, sourcePid: p.hostPid, pages: new MissingPages(runs) });
+    this.#arming.push({ husk: h, fd, runs, ranges });
+  }
+
+  /**
+   * The last step of a post-copy restore, once every thread has its state (nothing of the
+   * restore touches memory after it): the stale pages go, and their mappings fault to the agent.
+   * Returns the function that does it, for the builder (which holds the husks after detach()).
+   */
+  get armPostcopy(): () => void {
+    const arming = [...this.#arming];
+    return () => {
+      for (const a of arming) {
+        a.husk.dropPages(a.runs);
+        a.husk.registerMissing(a.fd, a.ranges);
+      }
+    };
   }
 
   /** Private mappings whose content did not come through pre-copy: made afresh, filled from the image. */
@@ -260,6 +310,8 @@ export class PrecopyDestination {
   /** Rollback: every husk dies, the rebuilt namespace goes. Never throws. */
   async discard(): Promise<void> {
     this.#closed = true;
+    closeTargets(this.postcopyTargets);
+    this.postcopyTargets = [];
     this.#sink.close();
     for (const m of [...this.#members.values()].reverse()) m.husk.abort();
     this.#members.clear();
@@ -270,6 +322,20 @@ export class PrecopyDestination {
 }
 
 const ZEROS = Buffer.alloc(1 << 20);
+
+/** The mappings whose missing pages userfaultfd can fill (anonymous private memory). */
+const MISSING_KINDS = new Set(['anon', 'heap', 'stack']);
+
+/** Closes post-copy registrations that will not be used (their husks die with them). */
+export function closeTargets(targets: readonly PostcopyTarget[]): void {
+  for (const t of targets) {
+    try {
+      closeFd(t.fd);
+    } catch {
+      // closed already
+    }
+  }
+}
 
 /** Writes a zero page wherever the process has none in `spans` (its content there reads as zeros already). */
 function fillHoles(pid: number, spans: readonly Span[]): void {

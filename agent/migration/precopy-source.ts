@@ -16,7 +16,10 @@ import type { Checkpoint } from '../engine/checkpoint.ts';
 import { vmaKind } from '../engine/collect.ts';
 import { type MethodRequest } from '../engine/memory/dirty/choose.ts';
 import { type TreeTracker, trackTree } from '../engine/memory/dirty/tree.ts';
-import { type DirtyRound, PAGE, type TrackedRange } from '../engine/memory/dirty/types.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type Span, type TrackedRange } from '../engine/memory/dirty/types.ts';
+import { ENTRY, writeEntries } from '../transfer/page-table.ts';
+import { PostcopySource } from './postcopy-source.ts';
+import { splitForPostcopy } from './postcopy-split.ts';
 import { prepareImageDir, writeImage } from '../engine/image/image-io.ts';
 import { containerClocks, isContainer, nsIds } from '../engine/namespaces/namespaces.ts';
 import { treeOf } from '../engine/preflight.ts';
@@ -24,7 +27,7 @@ import { isGone, listTasks, readMaps, readStat } from '../engine/process/procfs.
 import { type DataConnection, type StreamAuth, type StreamEndpoint, connectStream } from '../transfer/stream.ts';
 import { RoundProgress, type ProgressSink } from './progress.ts';
 import { PageSender, type PageRoundStats } from '../transfer/pages.ts';
-import { toHex } from '../../shared/image-format.ts';
+import { fromHex, toHex } from '../../shared/image-format.ts';
 import { sendImageDir } from './image-transfer.ts';
 import { ForkCarry } from './precopy-cow.ts';
 import { type FixedCosts, costModel, type TreeSize } from './precopy-costs.ts';
@@ -48,6 +51,8 @@ export interface SessionOptions {
   onThrottle: (rec: ThrottleRecord | null) => void;
   /** Where each round's progress is reported while its pages go (none: not reported). */
   progress?: ProgressSink | null;
+  /** The migration may switch over to post-copy: its faults channel opens with the stream. */
+  postcopy?: boolean;
 }
 
 /** Bytes the page stream must have carried before its speed counts as the link's (fewer measure round trips). */
@@ -77,6 +82,10 @@ export class PrecopySource {
   #wire = { bytes: 0, ms: 0 };
   #throttle: ThrottleRecord | null = null;
   #stopped = false;
+  /** Post-copy's faults channel (opened at round 1 when the migration may switch over to post-copy). */
+  #faults: DataConnection | null = null;
+  /** Each process's runs of the last round: the pages a post-copy pushes first. */
+  #lastRuns = new Map<number, DirtyRun[]>();
   #residentPages = 0;
   #netConfig: NetnsConfig | null;
   /** CPU time the tree used (clock ticks) at the last sample, and the CPUs it used since the one before. */
@@ -97,8 +106,12 @@ export class PrecopySource {
   static async open(root: number, opts: SessionOptions): Promise<PrecopySource> {
     const conn = await connectStream(opts.endpoint, opts.stream);
     let s: PrecopySource;
+    let faults: DataConnection | null = null;
     try {
       s = new PrecopySource(root, conn, opts);
+      // Not paced: a demand page is what the workload waits for, and it carries little.
+      const { rateBps: _paced, ...unpaced } = opts.stream;
+      if (opts.postcopy) s.#faults = faults = await connectStream(opts.endpoint, { ...unpaced, channel: 'faults' });
       // Tells the destination this stream is a pre-copy session, not a one-shot image.
       await conn.send({ t: 'session', kind: 'precopy' });
       const t = performance.now();
@@ -106,6 +119,7 @@ export class PrecopySource {
       s.#trackerStartMs = performance.now() - t;
     } catch (err) {
       conn.destroy();
+      faults?.destroy();
       throw err;
     }
     return s;
@@ -154,6 +168,7 @@ export class PrecopySource {
     // The namespace is dumped again while the pages go, so the freeze need not wait for it.
     const dumping = n > 1 && this.opts.dumpNetns ? this.opts.dumpNetns() : null;
     const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout), this.#progress('precopy', n, scan).frame);
+    this.#lastRuns = new Map(scan.processes.map((p) => [p.pid, p.runs]));
     if (dumping) this.#netConfig = await dumping;
     const end = performance.now();
     const sinceLast = this.#lastScanAt > 0 ? scanAt - this.#lastScanAt : 0;
@@ -299,16 +314,26 @@ export class PrecopySource {
    * After the freeze: the last delta, then the image without the pages the destination holds,
    * then the end of the session. `extra` files go along in the image directory.
    */
-  async final(c: Checkpoint, imageDir: string, extra: Record<string, string>): Promise<{ bytesTransferred: number; bytesOnWire: number; report: RoundReport }> {
+  async final(c: Checkpoint, imageDir: string, extra: Record<string, string>, postcopy = false): Promise<{ bytesTransferred: number; bytesOnWire: number; report: RoundReport; postcopy: PostcopySource | null }> {
     const tracker = this.#tracker;
     if (!tracker || this.#stopped) throw new FerryError(ErrorCode.Unavailable, 'pre-copy session is closed');
     const t0 = performance.now();
     const wire0 = this.conn.bytesSent;
     const n = this.reports.length + 1;
-    const scan = await tracker.round({ allowInject: false });
+    const full = await tracker.round({ allowInject: false });
+    if (postcopy && !this.#faults) throw new FerryError(ErrorCode.Internal, 'post-copy switchover without a faults channel');
+    const split = postcopy ? splitForPostcopy(full.processes, this.#lastRuns, restoreWrites(c.image())) : null;
+    const scan = split ? { ...full, processes: split.now } : full;
     const layout = this.#frozenLayout(n, c.image());
     const layoutBytes = await this.#sendLayout(n, layout);
     const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout), this.#progress('transfer', n, scan).frame);
+    // What the destination gets only after the resume, per process, before the page stream ends.
+    for (const p of split?.later ?? []) {
+      const runs = [...p.hot, ...p.cold].sort((a, b) => a.addr - b.addr);
+      const table = Buffer.alloc(runs.length * ENTRY);
+      writeEntries(table, 0, runs);
+      await this.conn.send({ t: 'postcopy', pid: p.pid, n: runs.length }, table);
+    }
     await this.#sender.finish();
     const tracked = new Map<number, TrackedRange[]>(scan.processes.map((p) => [p.pid, p.ranges]));
     prepareImageDir(imageDir);
@@ -317,7 +342,13 @@ export class PrecopySource {
     for (const [name, text] of Object.entries(extra)) writeFileSync(path.join(imageDir, name), text);
     const sent = await sendImageDir(this.conn, imageDir);
     const report = this.#report(n, scan, ps, layoutBytes, performance.now() - t0, 0, 0);
-    await this.conn.end();
+    const later = split?.later.filter((p) => p.hot.length + p.cold.length > 0) ?? [];
+    // The stream stays open for post-copy's push, the faults channel for its demand pages.
+    const pc = later.length > 0 ? new PostcopySource(this.conn, this.#faults!, later) : null;
+    if (!pc) {
+      await this.conn.end();
+      this.#faults?.destroy();
+    }
     this.#stopped = true;
     // The tree is frozen and everything went: tracking ends, once the reply is out. Closing the
     // userfaultfds unprotects every tracked page (tens of ms for a GiB), none of it downtime work.
@@ -328,7 +359,7 @@ export class PrecopySource {
         // the workload is gone already
       }
     });
-    return { bytesTransferred: ps.bytesRaw + sent.bytes, bytesOnWire: this.conn.bytesSent - wire0, report };
+    return { bytesTransferred: ps.bytesRaw + sent.bytes, bytesOnWire: this.conn.bytesSent - wire0, report, postcopy: pc };
   }
 
   /** Rollback or cleanup: tracking ends (the uffds close), the stream drops, full speed again. Never throws. */
@@ -340,8 +371,21 @@ export class PrecopySource {
       // already gone
     }
     this.conn.destroy();
+    this.#faults?.destroy();
     unthrottle(this.#throttle);
   }
+}
+
+/** Per source pid, what a restore makes the kernel write in the process's memory: each thread's rseq area. */
+function restoreWrites(img: Image): Map<number, Span[]> {
+  return new Map(
+    img.processes.map((p) => [
+      p.hostPid,
+      p.threads
+        .flatMap((t) => (t.rseq ? [{ start: Number(fromHex(t.rseq.ptr)), end: Number(fromHex(t.rseq.ptr)) + Math.max(1, t.rseq.size) }] : []))
+        .sort((a, b) => a.start - b.start),
+    ]),
+  );
 }
 
 /** The container's names and clocks, read from outside (nsenter into its uts namespace). */

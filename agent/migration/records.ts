@@ -36,6 +36,8 @@ export interface LocalMigration {
   landing?: string | null;
   /** Source: pre-copy rounds ran (live migration); the session lives in the agent's memory only. */
   precopy?: boolean;
+  /** Both: the switchover left pages for post-copy (source: its frozen tree holds the only copy; destination: only this agent's session can resume the tree). */
+  postcopy?: boolean;
   /** Source: the CPU throttle put on the workload during pre-copy, to undo even after a restart. */
   throttle?: ThrottleRecord | null;
   /** Destination: the tree was built (or is being built) during pre-copy (warm restore). */

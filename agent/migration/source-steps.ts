@@ -6,7 +6,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
-import type { StepBase } from '../../shared/migration.ts';
+import type { PostcopyFigures, StepBase } from '../../shared/migration.ts';
 import { Checkpoint, preflightTree } from '../engine/checkpoint.ts';
 import { killHeld, releaseHeld } from '../engine/process/freeze.ts';
 import type { ProgressSink } from './progress.ts';
@@ -40,6 +40,8 @@ interface SourceSession {
   finalSend?: Promise<SendResult>;
   /** How long the freeze and the state dump took, to learn the costs from. */
   frozeMs?: { freezeMs: number; collectMs: number };
+  /** A post-copy switchover's pushing and fault serving, until the destination has every page. */
+  postcopy?: Promise<PostcopyFigures>;
 }
 
 /** What the source's steps ask of the engine: the real one, or a fake in unit tests. */
@@ -159,6 +161,7 @@ export class SourceSteps {
           dumpNetns: () => this.network.dump(m.netns ?? null),
           cgroupDir: this.workloads.get(s.workload).cgroup ?? null,
           progress: this.progress,
+          postcopy: s.mode === 'postcopy' || s.mode === 'hybrid',
           onThrottle: (rec) => {
             const cur = this.run.records.get(s.migrationId);
             if (cur) this.run.records.save({ ...cur, throttle: rec });
@@ -180,7 +183,7 @@ export class SourceSteps {
     });
   }
 
-  freeze(s: StepBase) {
+  freeze(s: StepBase & { postcopy?: boolean }) {
     return this.run.once(s, 'source', async (m) => {
       const sess = this.#session(s.migrationId);
       const session = sess.precopy;
@@ -223,7 +226,11 @@ export class SourceSteps {
       // A live migration's last delta starts at once, not when the coordinator asks for it: the
       // transfer step then only waits for it, and its round trip leaves the downtime.
       if (session) {
-        const sending = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#sendFinal(s.migrationId, m, c, session));
+        if (s.postcopy) {
+          m.postcopy = true;
+          this.run.records.save(m);
+        }
+        const sending = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#sendFinal(s.migrationId, m, c, session, s.postcopy === true));
         sending.catch(() => undefined);
         sess.finalSend = sending;
       }
@@ -258,13 +265,18 @@ export class SourceSteps {
   }
 
   /** The last delta and the image over the pre-copy session's stream; the session ends with it. */
-  async #sendFinal(id: string, m: LocalMigration, c: Checkpoint, session: PrecopySource): Promise<SendResult> {
+  async #sendFinal(id: string, m: LocalMigration, c: Checkpoint, session: PrecopySource, postcopy: boolean): Promise<SendResult> {
     rmSync(m.imageDir, { recursive: true, force: true });
     const t = performance.now();
     const extra: Record<string, string> = { [WORKLOAD_FILE]: JSON.stringify(workloadFile(m)) };
     if (m.netConfig) extra[NETNS_FILE] = JSON.stringify(m.netConfig);
-    const out = await session.final(c, m.imageDir, extra);
+    const out = await session.final(c, m.imageDir, extra, postcopy);
     const sess = this.#sessions.get(id);
+    if (out.postcopy && sess) {
+      const pc = out.postcopy;
+      sess.postcopy = pc.run();
+      sess.postcopy.catch(() => pc.stop());
+    }
     if (sess?.precopy === session) delete sess.precopy;
     this.#learn(sess, c, performance.now() - t - out.report.durationMs, session.residentBytes);
     return { bytesTransferred: out.bytesTransferred, bytesOnWire: out.bytesOnWire };
@@ -280,9 +292,26 @@ export class SourceSteps {
     costModel.learn('dump', size, f.collectMs + Math.max(0, finalExtraMs));
   }
 
-  /** After commit: the workload now lives on the destination; end the frozen original. */
+  /**
+   * After commit: the workload now lives on the destination; end the frozen original. After a
+   * post-copy switchover the original holds the only copy of pages the destination still lacks:
+   * it ends only once they all arrived (or the destination was lost, and the workload with it).
+   */
   cleanup(s: StepBase) {
     return this.run.once(s, 'source', async (m) => {
+      const pc = this.#sessions.get(s.migrationId)?.postcopy;
+      let postcopy: { figures: PostcopyFigures | null; lost: string | null } | undefined;
+      if (pc)
+        postcopy = await pc.then(
+          (figures) => ({ figures, lost: null }),
+          (err: unknown) => ({
+            figures: null,
+            lost: `post-copy to ${s.peer} did not finish (${FerryError.from(err).message}): the workload, which ran only there, was ended there; its frozen original on ${this.#host} lacks what it did since the resume and is ended too`,
+          }),
+        );
+      else if (m.postcopy && !this.#sessions.get(s.migrationId)?.checkpoint)
+        // This agent restarted during post-copy: the pages the destination lacked are lost with the session.
+        postcopy = { figures: null, lost: `the source agent on ${this.#host} restarted during post-copy: the pages its frozen workload held for the destination were lost` };
       this.#endPrecopy(s.migrationId);
       const c = this.#sessions.get(s.migrationId)?.checkpoint;
       if (c) c.kill();
@@ -291,7 +320,7 @@ export class SourceSteps {
       await this.network.removeSource(m.netns ?? null);
       this.workloads.forget(m.workload);
       rmSync(m.imageDir, { recursive: true, force: true });
-      return { done: true as const };
+      return { done: true as const, ...(postcopy ? { postcopy } : {}) };
     });
   }
 

@@ -105,8 +105,12 @@ export class StreamServer {
     return new StreamServer(server, { host: o.address, port: (server.address() as net.AddressInfo).port }, o);
   }
 
-  /** Registers a migration whose stream comes from agent.<source>; at most once per migration. */
-  expect(migrationId: string, source: string): ExpectedStream {
+  /**
+   * Registers a migration whose stream comes from agent.<source>; at most once per migration
+   * (and once more for its post-copy `faults` channel).
+   */
+  expect(id: string, source: string, channel?: 'faults'): ExpectedStream {
+    const migrationId = streamKey(id, channel);
     if (this.#claimed.has(migrationId)) throw new FerryError(ErrorCode.Conflict, `data stream of ${migrationId}: its source connected already`);
     this.#pending.get(migrationId)?.reject(new FerryError(ErrorCode.Cancelled, `data stream of ${migrationId}: expected again`));
     let pending!: Pending;
@@ -126,8 +130,8 @@ export class StreamServer {
   }
 
   /** Whether the migration's source has connected (its one chance is used). */
-  claimed(migrationId: string): boolean {
-    return this.#claimed.has(migrationId);
+  claimed(migrationId: string, channel?: 'faults'): boolean {
+    return this.#claimed.has(streamKey(migrationId, channel));
   }
 
   close(): void {
@@ -171,7 +175,7 @@ export class StreamServer {
 
   async #open(conn: DataConnection, socket: tls.TLSSocket, done: () => void): Promise<void> {
     const f = await conn.expect('open');
-    const id = f.header.migrationId;
+    const id = streamKey(f.header.migrationId, f.header.channel);
     const pending = this.#pending.get(id);
     if (!pending) {
       throw new FerryError(ErrorCode.InvalidRequest, this.#claimed.has(id) ? `the stream of ${id} is connected already` : `no stream of ${id} is expected here`);
@@ -182,14 +186,14 @@ export class StreamServer {
     this.#claim(id);
     const clear = !this.o.encrypt && f.header.clear === true;
     if (clear) {
-      this.#bindings.set(id, { token: bindingToken(socket, id), remoteAddress: socket.remoteAddress, control: socket, controlDone: done, pending });
+      this.#bindings.set(id, { token: bindingToken(socket, f.header.migrationId), remoteAddress: socket.remoteAddress, control: socket, controlDone: done, pending });
       socket.once('close', () => {
         if (this.#bindings.get(id)?.control !== socket) return;
         this.#bindings.delete(id);
         pending.reject(new FerryError(ErrorCode.Unavailable, `data stream of ${id}: the source left before binding its clear connection`));
       });
     }
-    await conn.send({ t: 'welcome', migrationId: id, clear });
+    await conn.send({ t: 'welcome', migrationId: f.header.migrationId, clear });
     if (clear) return; // the clear connection must follow within the handshake time (#clear)
     done();
     pending.resolve(conn);
@@ -203,7 +207,7 @@ export class StreamServer {
     const unguard = guardPreAuth(socket, conn);
     socket.resume();
     const f = await conn.expect('bind');
-    const id = f.header.migrationId;
+    const id = streamKey(f.header.migrationId, f.header.channel);
     const b = this.#bindings.get(id);
     if (!b || b.remoteAddress !== socket.remoteAddress || !sameToken(b.token, f.header.token)) {
       conn.destroy();
@@ -224,6 +228,9 @@ export class StreamServer {
     if (this.#claimed.size > CLAIMED_KEPT) this.#claimed.delete(this.#claimed.values().next().value!);
   }
 }
+
+/** A migration's stream, or its faults channel, at this listener. */
+const streamKey = (migrationId: string, channel: 'faults' | undefined): string => (channel ? `${migrationId}#${channel}` : migrationId);
 
 /** Exactly n bytes from a paused socket (an empty buffer if it ends first). */
 function readBytes(socket: net.Socket, n: number): Promise<Buffer> {

@@ -30,6 +30,8 @@ export interface StreamAuth {
   encrypt: boolean;
   /** Paces what this side sends to this many bytes per second (absent: no cap). */
   rateBps?: number;
+  /** 'faults': post-copy's second connection of the migration (demand pages), beside its stream. */
+  channel?: 'faults';
 }
 
 /** What a clear data connection starts with: never the first byte of TLS (0x16), and says what follows. */
@@ -151,6 +153,8 @@ export class DataConnection {
   /** Writes one frame; resolves once the kernel took it (waits for drain when its buffer is full). */
   async send(header: StreamFrameHeader, payload?: Buffer): Promise<void> {
     if (this.#error) throw this.#error;
+    // A socket closed under us never drains: the frame would wait forever.
+    if (this.socket.destroyed) throw new FerryError(ErrorCode.Unavailable, `data stream closed before "${header.t}" could go`);
     if (this.#pacer) await this.#pacer.take(payload?.length ?? 0);
     let flushed = true;
     // One write per frame part, corked so that TLS makes records of the whole frame, not of its 8-byte prefix.
@@ -170,6 +174,7 @@ export class DataConnection {
   /** Resolves on 'drain' or 'close', whichever comes first, leaving no listener behind. */
   #drained(): Promise<void> {
     return new Promise((resolve) => {
+      if (this.socket.destroyed) return resolve();
       const done = () => {
         this.socket.off('drain', done);
         this.socket.off('close', done);
@@ -248,7 +253,7 @@ export async function connectStream(endpoint: StreamEndpoint, auth: StreamAuth, 
   const run = async () => {
     await connected(socket, 'secureConnect', endpoint);
     assertAgentIdentity(socket.getPeerX509Certificate(), auth.peer, 'destination');
-    await control.send({ t: 'open', migrationId: auth.migrationId, clear: !auth.encrypt });
+    await control.send({ t: 'open', migrationId: auth.migrationId, clear: !auth.encrypt, ...(auth.channel ? { channel: auth.channel } : {}) });
     const w = await handshakeFrame(control, 'welcome', peerName);
     if (w.header.migrationId !== auth.migrationId) throw new FerryError(ErrorCode.InvalidRequest, `data stream: ${peerName} welcomed another migration`);
     if (!w.header.clear) return control;
@@ -259,7 +264,7 @@ export async function connectStream(endpoint: StreamEndpoint, auth: StreamAuth, 
     data.bindControl(socket);
     await connected(plain, 'connect', endpoint);
     plain.write(CLEAR_PREAMBLE);
-    await data.send({ t: 'bind', migrationId: auth.migrationId, token: token.toString('hex') });
+    await data.send({ t: 'bind', migrationId: auth.migrationId, token: token.toString('hex'), ...(auth.channel ? { channel: auth.channel } : {}) });
     await handshakeFrame(data, 'bound', peerName);
     return data;
   };

@@ -1,5 +1,5 @@
 // `ferry migrate`, `status`, `watch`, `cancel`, `history`: migrations between hosts.
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { action } from '../output.ts';
 import { natsOpt, positiveInt } from './options.ts';
@@ -18,6 +18,11 @@ export function registerMigrations(program: Command): void {
     .option('--downtime-budget <ms>', 'pre-copy: switch over once the predicted downtime fits this', positiveInt, 100)
     .option('--max-rounds <n>', 'pre-copy: switch over after this many rounds whatever the prediction', positiveInt, 30)
     .option('--bandwidth <MBps>', 'cap of the data stream, MB/s (default: none)', Number)
+    .addOption(
+      new Option('--mode <mode>', 'precopy: rounds, then the last delta frozen (throttled if it outruns the link); postcopy: one round, then resume on the destination at once and fetch the rest; hybrid: rounds while they converge, then post-copy instead of throttling')
+        .choices(['precopy', 'postcopy', 'hybrid'])
+        .default('precopy'),
+    )
     .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
     .option('--json', 'stdout: the final report as one JSON document; stderr: progress as JSON lines, the first (migration.accepted) naming the migration id (see `ferry help json`)')
     .option(...natsOpt)

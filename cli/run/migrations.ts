@@ -60,12 +60,26 @@ function renderView(v: MigrationView): string {
     lines.push(...t.split('\n').map((l) => `    ${l}`));
   }
   if (v.inFlight) lines.push(`  now: ${describeProgress(v.inFlight)}`);
+  if (v.postcopy) lines.push(...describePostcopy(v.postcopy, v.from, v.to).map((l) => `  ${l}`));
   if (v.verification) lines.push(...describeVerification(v.verification).split('\n').map((l) => `  ${l}`));
   else if (!v.verify) lines.push('  verification before the commit: off (--no-verify)');
   if (v.error) lines.push(`  cause: ${v.error.message} [${v.error.code}, ${v.error.kind} in ${v.error.phase}]`);
   if (v.destinationDiscardPending) lines.push(`  ${v.to} was lost: it discards its half of the migration by itself when it returns`);
   if (v.needsOperator) lines.push('  NEEDS AN OPERATOR: see docs/migration-statechart.md');
   return lines.join('\n');
+}
+
+/** A post-copy's state, who holds the whole workload, and what it took. */
+function describePostcopy(p: NonNullable<MigrationView['postcopy']>, from: string, to: string): string[] {
+  const holder = { source: `only ${from} (the source) holds a complete copy: losing it or the link ends the workload`, destination: `${to} holds every page`, none: 'no host holds a complete copy' }[p.completeCopy];
+  const lines = [`post-copy: ${p.state}; ${holder}`];
+  if (p.lost) lines.push(`post-copy lost: ${p.lost}`);
+  const f = p.figures;
+  if (f) {
+    const lat = f.faultLatencyMs ? `, fault latency median ${f.faultLatencyMs.median} ms, p99 ${f.faultLatencyMs.p99} ms` : '';
+    lines.push(`post-copy: ${f.pagesOutstanding} pages outstanding at the resume; ${f.demandFaults} demand faults${lat}; pushed ${bytes(f.bytesPushed)}, fetched on demand ${bytes(f.bytesFetched)}; last page after ${f.lastPageMs} ms`);
+  }
+  return lines;
 }
 
 function renderList(vs: MigrationView[]): string {
@@ -86,7 +100,7 @@ function describeEvent(e: MigrationEventWire): string | null {
       return `${e.data.phase} failed: ${e.data.error.message} -> ${e.data.next}`;
     case 'round': {
       const dec = e.data.decision;
-      const next = dec.action === 'switchover' ? `switch over (${dec.reason})` : dec.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
+      const next = dec.action === 'switchover' ? `switch over (${dec.reason}${dec.postcopy ? ', post-copy' : ''})` : dec.action === 'throttle' ? 'throttle the workload: it dirties memory faster than the link carries it' : 'another round';
       return `${describeRound(e.data.stats)} -> ${next}`;
     }
     case 'migration.ended':
@@ -148,6 +162,7 @@ export interface MigrateOptions {
   maxRounds: number;
   verify: boolean;
   bandwidth?: number;
+  mode?: 'precopy' | 'postcopy' | 'hybrid';
   json?: boolean;
   nats?: string;
 }
@@ -181,7 +196,7 @@ export async function migrateJob(job: string, opts: MigrateOptions): Promise<voi
 
 async function runMigration(workload: string, opts: MigrateOptions): Promise<MigrationView> {
   if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}) };
+  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}), ...(opts.mode ? { mode: opts.mode } : {}) };
   const t0 = Date.now();
   // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
   // the migration); stdout keeps the final report alone, one JSON document with --json.

@@ -153,3 +153,33 @@ describe('decideSwitchover', () => {
     expect(rounds).toHaveLength(2);
   });
 });
+
+describe('decideSwitchover with --mode postcopy and hybrid', () => {
+  it('postcopy switches over after round 1, predicting the fixed costs only', () => {
+    const d = decideSwitchover([round(1, 50_000)], { ...cfg, mode: 'postcopy' });
+    expect(d).toEqual({ action: 'switchover', reason: 'round-limit', predictedDowntimeMs: 100, postcopy: true });
+  });
+
+  it('hybrid switches over plainly when the budget is met', () => {
+    const d = decideSwitchover([round(1, 48)], { ...cfg, mode: 'hybrid' });
+    expect(d).toMatchObject({ action: 'switchover', reason: 'budget' });
+    expect(d).not.toHaveProperty('postcopy');
+  });
+
+  it('hybrid goes over to post-copy where pre-copy would throttle, and never throttles', () => {
+    // Writes as fast as the link carries: no progress, and it outruns the link.
+    const outrun = { dirtyRateBps: 1e6 };
+    const rounds = [round(1, 10_000, outrun), round(2, 9_900, outrun)];
+    expect(decideSwitchover(rounds, cfg)).toMatchObject({ action: 'throttle' });
+    expect(decideSwitchover(rounds, { ...cfg, mode: 'hybrid' })).toEqual({ action: 'switchover', reason: 'no-progress', predictedDowntimeMs: 100, postcopy: true });
+  });
+
+  it('hybrid keeps doing rounds while they converge', () => {
+    expect(decideSwitchover([round(1, 10_000), round(2, 5_000)], { ...cfg, mode: 'hybrid' })).toMatchObject({ action: 'continue' });
+  });
+
+  it('hybrid at the round limit goes over to post-copy', () => {
+    const rounds = Array.from({ length: 10 }, (_, i) => round(i + 1, 10_000 - i * 1_500 > 1_000 ? 10_000 - i * 1_500 : 1_000));
+    expect(decideSwitchover(rounds, { ...cfg, mode: 'hybrid' })).toMatchObject({ action: 'switchover', reason: 'round-limit', postcopy: true });
+  });
+});

@@ -31,6 +31,15 @@ const samples: { [K in FrameKind]: { header: FrameHeader<K>; payload?: Buffer } 
   eof: { header: { t: 'eof', sha256: hex64 } },
   done: { header: { t: 'done', files: 1, bytes: 3 } },
   ack: { header: { t: 'ack', bytes: 3 } },
+  postcopy: { header: { t: 'postcopy', pid: 4242, n: 1 }, payload: Buffer.alloc(16, 1) },
+  fault: { header: { t: 'fault', pid: 4242, addr: '7f00a000', pages: 16 } },
+  'fault-pages': { header: { t: 'fault-pages', pid: 4242, addr: '7f00a000', pages: 1 }, payload: Buffer.alloc(4096, 7) },
+  'postcopy-done': {
+    header: {
+      t: 'postcopy-done',
+      figures: { pagesOutstanding: 10, demandFaults: 2, zeroFaults: 0, faultLatencyMs: { median: 0.4, p99: 1.2, max: 1.2 }, pagesPushed: 8, pagesFetched: 2, bytesPushed: 32768, bytesFetched: 8192, pagesDropped: 0, lastPageMs: 12.5 },
+    },
+  },
 };
 const frames = Object.values(samples);
 

@@ -9,6 +9,8 @@ import * as files from '../files/restore-fds.ts';
 import * as shared from '../files/restore-shared.ts';
 import type { Span } from '../memory/layout.ts';
 import * as memory from '../memory/mappings.ts';
+import * as postcopy from '../memory/postcopy-husk.ts';
+import type { Span as PageSpan } from '../memory/dirty/types.ts';
 import type { LayoutLike, MappingSpec } from '../memory/mappings.ts';
 import type { PagesReader } from '../memory/memory.ts';
 import * as container from '../namespaces/container.ts';
@@ -124,6 +126,21 @@ export class Husk {
 
   writePages(vmas: readonly Vma[], reader: PagesReader): void {
     memory.writePages(this.core, vmas, reader);
+  }
+
+  /** Post-copy: these pages read as missing from now on (the source holds newer copies). */
+  dropPages(runs: readonly PageSpan[]): void {
+    postcopy.dropPages(this.core, runs);
+  }
+
+  /** Post-copy: a userfaultfd of this husk's memory, held by the agent only (registered last, by registerMissing). */
+  missingPagesUffd(): number {
+    return postcopy.missingPagesUffd(this.core);
+  }
+
+  /** Post-copy, the last step of the restore: these ranges fault to the agent's uffd when a page is missing. */
+  registerMissing(fd: number, ranges: readonly PageSpan[]): void {
+    postcopy.registerMissing(this.core.pid, fd, ranges);
   }
 
   protectAll(vmas: readonly Vma[]): void {

@@ -1,0 +1,139 @@
+// The source's post-copy (docs/postcopy.md): the workload runs on the destination and the frozen
+// tree here holds the only copy of the pages it still lacks. Two jobs until the destination says
+// every page arrived: answer each fault on the faults channel at once (the page asked for and
+// what follows it in its run), and push everything else over the migration's stream, the pages
+// the workload wrote in the last two rounds first (the likeliest to be touched again soon).
+import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { PostcopyFigures } from '../../shared/migration.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty } from '../engine/memory/dirty/types.ts';
+import { readPages } from '../engine/memory/dirty/read.ts';
+import { PageSender } from '../transfer/pages.ts';
+import type { DataConnection } from '../transfer/stream.ts';
+
+/** The pages of one source process the destination lacks, the hot ones (to push first) apart. */
+export interface OutstandingProcess {
+  pid: number;
+  hot: DirtyRun[];
+  cold: DirtyRun[];
+}
+
+/** Pages a push round carries before it looks again at what faults fetched meanwhile. */
+const PUSH_CHUNK_PAGES = 8192;
+
+export class PostcopySource {
+  /** `pid:page` of the pages a fault already fetched: the push skips them. */
+  readonly #fetched = new Set<string>();
+  readonly #runs = new Map<number, DirtyRun[]>();
+  #stopped = false;
+  pagesPushed = 0;
+  pagesFetched = 0;
+
+  constructor(
+    private readonly push: DataConnection,
+    private readonly faults: DataConnection,
+    private readonly outstanding: readonly OutstandingProcess[],
+  ) {
+    for (const p of outstanding) this.#runs.set(p.pid, [...p.hot, ...p.cold].sort((a, b) => a.addr - b.addr));
+  }
+
+  /** Serves faults and pushes until the destination reports every page in place; its figures. */
+  async run(): Promise<PostcopyFigures> {
+    const serving = this.#serveFaults();
+    serving.catch(() => undefined);
+    await this.#pushAll();
+    const f = await Promise.race([this.#doneFrame(), serving.then(() => Promise.reject(new FerryError(ErrorCode.Unavailable, 'post-copy: the faults channel ended first')))]);
+    this.stop();
+    return f;
+  }
+
+  async #doneFrame(): Promise<PostcopyFigures> {
+    const f = await this.push.next();
+    if (!f) throw new FerryError(ErrorCode.Unavailable, 'post-copy: the destination closed the stream before every page arrived');
+    if (f.header.t === 'error') throw new FerryError(ErrorCode.Unavailable, `post-copy: the destination failed: ${f.header.message}`);
+    if (f.header.t !== 'postcopy-done') throw new FerryError(ErrorCode.BadMessage, `post-copy: expected "postcopy-done", got "${f.header.t}"`);
+    return f.header.figures;
+  }
+
+  async #serveFaults(): Promise<void> {
+    for (;;) {
+      const f = await this.faults.next();
+      if (!f || this.#stopped) return;
+      if (f.header.t !== 'fault') throw new FerryError(ErrorCode.BadMessage, `post-copy faults channel: unexpected "${f.header.t}"`);
+      const { pid } = f.header;
+      const addr = parseInt(f.header.addr, 16);
+      const run = this.#runOf(pid, addr);
+      // Not one of ours (a page the destination should not lack): its current content all the same.
+      const pages = run ? Math.min(f.header.pages, (run.addr + run.pages * PAGE - addr) / PAGE) : 1;
+      const data = Buffer.alloc(pages * PAGE);
+      const ok = readPages(pid, [{ start: addr, end: addr + pages * PAGE }], data, -1);
+      if (!ok[0]) throw new FerryError(ErrorCode.Internal, `post-copy: page ${addr.toString(16)} of process ${pid} cannot be read at the source`);
+      let n = 1;
+      while (n < pages && ok[n]) n++;
+      for (let i = 0; i < n; i++) this.#fetched.add(`${pid}:${addr + i * PAGE}`);
+      this.pagesFetched += n;
+      await this.faults.send({ t: 'fault-pages', pid, addr: f.header.addr, pages: n }, data.subarray(0, n * PAGE));
+    }
+  }
+
+  #runOf(pid: number, addr: number): DirtyRun | undefined {
+    const runs = this.#runs.get(pid) ?? [];
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = runs[mid]!;
+      if (addr < r.addr) hi = mid - 1;
+      else if (addr >= r.addr + r.pages * PAGE) lo = mid + 1;
+      else return r;
+    }
+    return undefined;
+  }
+
+  /** Every outstanding page in rounds of at most PUSH_CHUNK_PAGES, hot ones first, skipping what faults fetched. */
+  async #pushAll(): Promise<void> {
+    const sender = new PageSender(this.push);
+    const queue: { pid: number; run: DirtyRun }[] = [
+      ...this.outstanding.flatMap((p) => p.hot.map((run) => ({ pid: p.pid, run }))),
+      ...this.outstanding.flatMap((p) => p.cold.map((run) => ({ pid: p.pid, run }))),
+    ];
+    let round = 0;
+    while (queue.length > 0 && !this.#stopped) {
+      const byPid = new Map<number, DirtyRun[]>();
+      let pages = 0;
+      while (queue.length > 0 && pages < PUSH_CHUNK_PAGES) {
+        const { pid, run } = queue[0]!;
+        const take = Math.min(run.pages, PUSH_CHUNK_PAGES - pages);
+        const part = { addr: run.addr, pages: take, zero: false };
+        if (take === run.pages) queue.shift();
+        else queue[0] = { pid, run: { addr: run.addr + take * PAGE, pages: run.pages - take, zero: false } };
+        pages += take;
+        for (const r of this.#unfetched(pid, part)) (byPid.get(pid) ?? byPid.set(pid, []).get(pid)!).push(r);
+      }
+      const processes: ProcessDirty[] = [...byPid].map(([pid, runs]) => ({ pid, method: 'uffd-wp', ranges: [], runs: runs.sort((a, b) => a.addr - b.addr), pagesScanned: 0 }));
+      if (processes.length === 0) continue;
+      const r: DirtyRound = { round: ++round, processes, exited: [], pagesScanned: 0, pagesDirty: pages, zeroPages: 0, scanMs: 0 };
+      const st = await sender.sendRound(r);
+      this.pagesPushed += st.pagesSent + st.zeroPages;
+    }
+    await sender.finish();
+  }
+
+  /** The parts of a run no fault has fetched yet. */
+  #unfetched(pid: number, run: DirtyRun): DirtyRun[] {
+    const out: DirtyRun[] = [];
+    for (let i = 0, a = run.addr; i < run.pages; i++, a += PAGE) {
+      if (this.#fetched.has(`${pid}:${a}`)) continue;
+      const last = out.at(-1);
+      if (last && last.addr + last.pages * PAGE === a) last.pages++;
+      else out.push({ addr: a, pages: 1, zero: false });
+    }
+    return out;
+  }
+
+  /** Ends both channels (post-copy over, or given up). Never throws. */
+  stop(): void {
+    this.#stopped = true;
+    this.push.destroy();
+    this.faults.destroy();
+  }
+}

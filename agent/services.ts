@@ -58,6 +58,7 @@ export async function startAgentService(nc: NatsConnection, host: string, facts:
   mig.addEndpoint('restore', { handler: (_e, msg) => void answer(agentApi['mig.restore'], msg, step('restore', (r) => steps.destination.restore(r))) });
   mig.addEndpoint('resume', { handler: (_e, msg) => void answer(agentApi['mig.resume'], msg, step('resume', (r) => steps.destination.resume(r))) });
   mig.addEndpoint('cleanup', { handler: (_e, msg) => void answer(agentApi['mig.cleanup'], msg, step('cleanup', (r) => steps.source.cleanup(r))) });
+  mig.addEndpoint('postcopy', { handler: (_e, msg) => void answer(agentApi['mig.postcopy'], msg, step('postcopy', (r) => steps.destination.postcopy(r))) });
   mig.addEndpoint('discard', { handler: (_e, msg) => void answer(agentApi['mig.discard'], msg, step('discard', (r) => steps.destination.discard(r))) });
   mig.addEndpoint('thaw', { handler: (_e, msg) => void answer(agentApi['mig.thaw'], msg, step('thaw', (r) => steps.source.thaw(r))) });
   // Workload checkpoints on shared storage (agent/jobs/).

@@ -21,7 +21,7 @@ export interface ActorDeps {
   now: () => number;
 }
 
-type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify' | 'bandwidthBps' | 'mode'>;
+type StepSource = Pick<PhaseInputBase<Phase | 'rollback'>, 'migrationId' | 'idempotencyKey' | 'attempt' | 'workload' | 'verify' | 'bandwidthBps' | 'mode' | 'postcopyBackup'>;
 
 /** The agent request of one phase attempt, addressed to the agent whose peer is `peer`. */
 const step = (i: StepSource, peer: string): StepBase => ({
@@ -33,6 +33,7 @@ const step = (i: StepSource, peer: string): StepBase => ({
   ...(i.verify === false ? { verify: false } : {}),
   ...(i.bandwidthBps ? { bandwidthBps: i.bandwidthBps } : {}),
   ...(i.mode ? { mode: i.mode } : {}),
+  ...(i.postcopyBackup ? { postcopyBackup: i.postcopyBackup } : {}),
 });
 
 /** What the source's preflight tells the destination's. */
@@ -132,9 +133,11 @@ export function migrationActorFns(d: ActorDeps): MigrationActorFns {
     },
 
     async cleanup({ input, signal }) {
-      // After a post-copy switchover the source's cleanup waits for the last page to reach the destination.
-      const r = await d.agents.call(input.source, 'mig.cleanup', step(input, input.destination), { signal });
-      return r.postcopy ? { postcopy: r.postcopy } : undefined;
+      // After a post-copy switchover the destination says first whether every page arrived: it is
+      // the one that knows (the source may be gone, its pages taken from a backup).
+      const postcopy = input.postcopy ? await d.agents.call(input.destination, 'mig.postcopy', step(input, input.source), { signal }) : null;
+      await d.agents.call(input.source, 'mig.cleanup', step(input, input.destination), { signal });
+      return postcopy ? { postcopy } : undefined;
     },
 
     async rollback({ input, signal }) {

@@ -31,6 +31,8 @@ export interface ConvergenceConfig {
    * post-copy, instead of throttling or a switchover over the budget.
    */
   mode?: MigrationMode;
+  /** postcopy/hybrid: where the source writes what post-copy still has to carry (not the rule's: it travels with it). */
+  postcopyBackup?: string;
 }
 
 /** What the rule decides after each round, and why it switches over: shared/migration-events.ts (they go out in the round events). */

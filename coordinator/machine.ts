@@ -299,6 +299,7 @@ function baseInput<P extends Phase | 'rollback'>(context: MigrationContext, phas
     ...(context.bandwidthBps ? { bandwidthBps: context.bandwidthBps } : {}),
     ...(context.precopy && context.precopy.mode && context.precopy.mode !== 'precopy' ? { mode: context.precopy.mode } : {}),
     ...(context.lastDecision?.action === 'switchover' && context.lastDecision.postcopy ? { postcopy: true } : {}),
+    ...(context.precopy && context.precopy.postcopyBackup ? { postcopyBackup: context.precopy.postcopyBackup } : {}),
   };
 }
 
@@ -411,6 +412,10 @@ export const migrationMachine = setup({
       backoffMs(context.rollForwardPolicy, context.phase === 'rollback' ? 1 : context.phases[context.phase].attempts),
   },
   guards: {
+    postcopyDestinationLost: ({ context, event }) => {
+      const e = event as MigrationEvent;
+      return e.type === 'AGENT_LOST' && e.role === 'destination' && context.lastDecision?.action === 'switchover' && context.lastDecision.postcopy === true;
+    },
     postcopyLost: ({ event }) => {
       const out = outputOf<'cleanup'>(event);
       return !!out && !!out.postcopy?.lost;
@@ -762,8 +767,12 @@ export const migrationMachine = setup({
           after: { cleanupTimeout: { target: 'backoff', actions: 'recordRetry' } },
           on: {
             REHYDRATE: { target: 'running', reenter: true },
-            // The agent doing this step died: its reply will never come, so retry without waiting out the timeout.
-            AGENT_LOST: { guard: { type: 'lostRole', params: { role: 'source' } }, target: 'backoff', actions: ['noteAgentLost', 'recordRetry'] },
+            // The agent doing this step died: its reply will never come, so retry without waiting out the
+            // timeout (after a post-copy switchover the destination answers first, then the source).
+            AGENT_LOST: [
+              { guard: { type: 'lostRole', params: { role: 'source' } }, target: 'backoff', actions: ['noteAgentLost', 'recordRetry'] },
+              { guard: 'postcopyDestinationLost', target: 'backoff', actions: ['noteAgentLost', 'recordRetry'] },
+            ],
           },
         },
         backoff: {

@@ -33,7 +33,7 @@ import type { WorkloadDirectory } from './workloads.ts';
 
 /** The switchover rule's settings for one migration. */
 function convergenceFor(req: MigrateRequest, learnedMissMs: number): ConvergenceConfig {
-  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS, ...(learnedMissMs ? { learnedMissMs } : {}), ...(req.mode !== 'precopy' ? { mode: req.mode } : {}) };
+  return { downtimeBudgetMs: req.downtimeBudgetMs, maxRounds: req.maxRounds, fixedCosts: DEFAULT_FIXED_COSTS, ...(learnedMissMs ? { learnedMissMs } : {}), ...(req.mode !== 'precopy' ? { mode: req.mode } : {}), ...(req.postcopyBackup ? { postcopyBackup: req.postcopyBackup } : {}) };
 }
 
 /**
@@ -101,6 +101,7 @@ export class MigrationManager {
     for (const r of this.#running.values()) {
       if (r.record.request.workload === w.name) throw new FerryError(ErrorCode.InvalidRequest, `workload "${w.name}" is already being migrated`);
     }
+    if (req.postcopyBackup && req.mode === 'precopy') throw new FerryError(ErrorCode.InvalidRequest, '--postcopy-backup keeps what post-copy carries: it goes with --mode postcopy or hybrid');
     if (req.mode !== 'precopy' && !req.precopy) throw new FerryError(ErrorCode.InvalidRequest, `--mode ${req.mode} switches over from pre-copy rounds: it cannot go with stop-and-copy`);
     const id = `m-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
     const input: MigrationInput = {

@@ -54,6 +54,8 @@ export interface PhaseInputBase<P extends Phase | 'rollback'> {
   mode?: MigrationMode;
   /** The switchover rule chose post-copy (the freeze leaves the last delta for after the resume). */
   postcopy?: boolean;
+  /** Where the source writes what post-copy still has to carry (--postcopy-backup). */
+  postcopyBackup?: string;
 }
 
 // ---- preflight -------------------------------------------------------------------------------

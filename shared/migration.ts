@@ -9,6 +9,9 @@ import { VerifyReport } from './verify.ts';
 
 export const MigrationId = z.string().regex(/^m-[a-z0-9-]{4,60}$/, 'a migration id looks like m-<lowercase letters and digits>');
 
+/** An absolute path without "..", on storage both agents see. */
+export const BackupDir = z.string().min(2).max(4096).refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'an absolute path without ".."');
+
 /** How a live migration switches over (`--mode`). */
 export const MigrationMode = z.enum(['precopy', 'postcopy', 'hybrid']);
 export type MigrationMode = z.infer<typeof MigrationMode>;
@@ -29,6 +32,8 @@ export const PostcopyFigures = z.strictObject({
   bytesFetched: z.number().nonnegative(),
   /** Pages the workload threw away (madvise, munmap) before theirs arrived. */
   pagesDropped: z.int().nonnegative(),
+  /** Pages taken from the backup on shared storage after the source was lost (--postcopy-backup). */
+  pagesFromBackup: z.int().nonnegative(),
   /** From the start of post-copy to the last page in place (ms). */
   lastPageMs: z.number().nonnegative(),
 });
@@ -55,6 +60,12 @@ export const MigrateRequest = z.strictObject({
    * what it lacks. hybrid: rounds while they converge, then post-copy instead of throttling.
    */
   mode: MigrationMode.default('precopy'),
+  /**
+   * postcopy/hybrid: a directory on storage source and destination share. Before the workload
+   * resumes, the source writes there every page post-copy still has to carry, so that losing the
+   * source or the link during post-copy does not lose the workload.
+   */
+  postcopyBackup: BackupDir.optional(),
 });
 export type MigrateRequest = z.infer<typeof MigrateRequest>;
 
@@ -220,6 +231,8 @@ export const StepBase = z.strictObject({
   bandwidthBps: z.number().positive().optional(),
   /** The migration's mode (absent: precopy): post-copy needs a channel of its own from round 1. */
   mode: MigrationMode.optional(),
+  /** Where the source writes what post-copy still has to carry (MigrateRequest.postcopyBackup). */
+  postcopyBackup: BackupDir.optional(),
 });
 export type StepBase = z.infer<typeof StepBase>;
 
@@ -262,11 +275,8 @@ export const AdmitRequest = StepBase.extend({ limits: ResourceLimits, requests: 
 /** `postcopy`: the switchover leaves the last delta's anonymous pages for after the resume. */
 export const FreezeRequest = StepBase.extend({ postcopy: z.boolean().optional() });
 export const FreezeReply = z.strictObject({ tasks: z.number().int() });
-/** The source's cleanup; after a post-copy switchover, what post-copy took, or why it was lost. */
-export const CleanupReply = z.strictObject({
-  done: z.literal(true),
-  postcopy: z.strictObject({ figures: PostcopyFigures.nullable(), lost: z.string().max(4096).nullable() }).optional(),
-});
+/** The destination's post-copy, ended: what it took, or why it was lost (the workload with it). */
+export const PostcopyReply = z.strictObject({ figures: PostcopyFigures.nullable(), lost: z.string().max(4096).nullable() });
 export const ReceiveReply = z.strictObject({ endpoint: StreamEndpoint });
 /** Without an endpoint: the stream that pre-copy opened carries the final delta. */
 export const SendRequest = StepBase.extend({ endpoint: StreamEndpoint.optional() });

@@ -32,7 +32,7 @@ export type PreCommitPhase = (typeof PRE_COMMIT_PHASES)[number];
 export type PostCommitPhase = Exclude<Phase, PreCommitPhase>;
 
 /** The agents' steps, as their endpoints are named (shared/protocol.ts agentApi). */
-export type AgentStep = 'mig.preflight' | 'mig.admit' | 'mig.precopy' | 'mig.receive' | 'mig.freeze' | 'mig.send' | 'mig.restore' | 'mig.resume' | 'mig.cleanup' | 'mig.thaw' | 'mig.discard';
+export type AgentStep = 'mig.preflight' | 'mig.admit' | 'mig.precopy' | 'mig.receive' | 'mig.freeze' | 'mig.send' | 'mig.restore' | 'mig.resume' | 'mig.cleanup' | 'mig.thaw' | 'mig.discard' | 'mig.postcopy';
 
 /**
  * Which agent steps each coordinator phase calls (coordinator/actors.ts), on which side: where
@@ -50,6 +50,7 @@ export const AGENT_STEPS = {
   restore: { source: [], destination: ['mig.restore'] },
   commit: { source: [], destination: [] },
   resume: { source: [], destination: ['mig.resume'] },
-  cleanup: { source: ['mig.cleanup'], destination: [] },
+  // After a post-copy switchover the destination says first whether every page arrived.
+  cleanup: { source: ['mig.cleanup'], destination: ['mig.postcopy'] },
   rollback: { source: ['mig.thaw'], destination: ['mig.discard'] },
 } as const satisfies Record<PhaseOrRollback, { source: readonly AgentStep[]; destination: readonly AgentStep[] }>;

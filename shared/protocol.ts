@@ -15,7 +15,7 @@ import {
   DoneReply,
   FreezeReply,
   FreezeRequest,
-  CleanupReply,
+  PostcopyReply,
   MigrateRequest,
   MigrationRef,
   MigrationView,
@@ -126,8 +126,10 @@ export const agentApi = {
   'mig.send': endpoint(SendRequest, SendReply, 600_000),
   'mig.restore': endpoint(StepBase, RestoreReply, 600_000),
   'mig.resume': endpoint(StepBase, RestoreReply, 30_000),
-  // After a post-copy switchover it waits for the last page to reach the destination.
-  'mig.cleanup': endpoint(StepBase, CleanupReply, 600_000),
+  // After a post-copy switchover it waits for its push to end.
+  'mig.cleanup': endpoint(StepBase, DoneReply, 600_000),
+  // After a post-copy switchover, the destination's word: every page arrived, or the workload was lost.
+  'mig.postcopy': endpoint(StepBase, PostcopyReply, 600_000),
   'mig.discard': endpoint(StepBase, DoneReply, 30_000),
   'mig.thaw': endpoint(StepBase, DoneReply, 30_000),
   // Workload checkpoints on shared storage (agent/jobs/, docs/hpc.md).

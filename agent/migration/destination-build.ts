@@ -19,6 +19,7 @@ import type { Workloads } from '../workloads.ts';
 import type { LandedNetns, NetworkHandoff } from '../net/handoff.ts';
 import { type PrecopyDestination, closeTargets } from './precopy-destination.ts';
 import { PostcopyDestination, type PostcopyTarget } from './postcopy-destination.ts';
+import type { Span } from '../engine/memory/dirty/types.ts';
 import type { LocalMigration, MigrationRecords } from './records.ts';
 import { readNetnsFile, readWorkloadFile } from './side-files.ts';
 import { type BuildResult, type Built, type DestinationSession, rootHusk } from './destination-session.ts';
@@ -148,14 +149,14 @@ export class HeldTreeBuilder {
    * resume it), and only with a cgroup of the workload's own here, which is what is killed if
    * post-copy cannot finish.
    */
-  #postcopy(id: string, targets: PostcopyTarget[]): PostcopyDestination {
+  #postcopy(id: string, targets: PostcopyTarget[], origin: Map<number, Span[]>): PostcopyDestination {
     const m = this.records.get(id)!;
     const rel = this.workloads.cgroupFor(m.workload);
     const root = cgroup2Root();
     if (!rel || !root) throw new FerryError(ErrorCode.Unsupported, `${id}: post-copy needs the workload's own cgroup on ${this.host} (to end it if its source is lost), and there is none`);
     m.postcopy = true;
     this.records.save(m);
-    return new PostcopyDestination({ targets, cgroupDir: path.join(root, rel) });
+    return new PostcopyDestination({ targets, origin, migrationId: id, cgroupDir: path.join(root, rel) });
   }
 
   /** Warm restore: the husks built during pre-copy get what only the image carries. */
@@ -173,12 +174,13 @@ export class HeldTreeBuilder {
       throw sess.warmFailed;
     }
     const targets = warm.postcopyTargets;
+    const origin = warm.outstandingRuns;
     const arm = warm.armPostcopy;
     warm.detach();
     delete sess.warm;
     const built: Built = { husks, image, net: warm.net };
     try {
-      if (targets.length > 0) built.postcopy = this.#postcopy(id, targets);
+      if (targets.length > 0) built.postcopy = this.#postcopy(id, targets, origin);
     } catch (err) {
       closeTargets(targets);
       for (const h of [...husks.values()].reverse()) h.abort();

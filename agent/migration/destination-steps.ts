@@ -229,7 +229,7 @@ export class DestinationSteps {
           const push = sess.pushStream;
           const faults = await sess.faults;
           if (!push || !faults) throw new FerryError(ErrorCode.Internal, `${s.migrationId}: post-copy without its channels`);
-          b.postcopy.start({ push, faults });
+          b.postcopy.start({ push, faults }, s.postcopyBackup ?? null);
           sess.postcopy = b.postcopy;
           delete sess.pushStream;
         }
@@ -271,6 +271,23 @@ export class DestinationSteps {
       });
       rmSync(m.imageDir, { recursive: true, force: true });
       return { pid };
+    });
+  }
+
+  /**
+   * After a post-copy switchover: waits until every page arrived (the figures), or says why the
+   * workload was lost. A migration without post-copy has nothing to say.
+   */
+  postcopy(s: StepBase) {
+    return this.run.once(s, 'destination', async (m) => {
+      const pc = this.#session(s.migrationId).postcopy;
+      if (pc) return pc.done.then(
+        (figures) => ({ figures, lost: null }),
+        (err: unknown) => ({ figures: null, lost: FerryError.from(err).message }),
+      );
+      if (m.postcopy && m.restoredPid !== null)
+        return { figures: null, lost: `the agent on ${this.run.host} restarted during post-copy: its keeper ended the workload, which lacked pages its source held` };
+      return { figures: null, lost: null };
     });
   }
 

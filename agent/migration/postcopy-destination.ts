@@ -23,6 +23,7 @@ import type { PageSink } from '../transfer/page-sinks.ts';
 import { PageReceiver } from '../transfer/page-receiver.ts';
 import type { DataConnection } from '../transfer/stream.ts';
 import { MissingPages } from './postcopy-pages.ts';
+import { readBackup } from './postcopy-backup.ts';
 
 /** One restored process's registration: its uffd, whose pages (by the source's pid) it waits for. */
 export interface PostcopyTarget {
@@ -34,6 +35,9 @@ export interface PostcopyTarget {
 
 export interface PostcopyDestinationOptions {
   targets: PostcopyTarget[];
+  migrationId: string;
+  /** Per source pid, the pages outstanding at the resume, sorted (how a backup on shared storage is laid out). */
+  origin: ReadonlyMap<number, readonly Span[]>;
   /** The workload's cgroup directory here: killed whole when post-copy cannot finish. */
   cgroupDir: string;
 }
@@ -62,7 +66,11 @@ export class PostcopyDestination {
   #pushEnded = false;
   #t0 = performance.now();
   #lastPageAt = 0;
-  readonly #f = { demandFaults: 0, zeroFaults: 0, pagesPushed: 0, pagesFetched: 0, pagesDropped: 0 };
+  readonly #f = { demandFaults: 0, zeroFaults: 0, pagesPushed: 0, pagesFetched: 0, pagesDropped: 0, pagesFromBackup: 0 };
+  /** Where the source wrote what post-copy still had to carry (--postcopy-backup), or null. */
+  #backup: string | null = null;
+  /** Taking the rest from the backup: the channels' failures no longer matter. */
+  #recovering = false;
   readonly #pagesOutstanding: number;
   #resolve!: (f: PostcopyFigures) => void;
   #reject!: (e: Error) => void;
@@ -88,8 +96,9 @@ export class PostcopyDestination {
   }
 
   /** Starts serving faults and taking the push (the workload may run from now on). */
-  start(ch: PostcopyChannels): void {
+  start(ch: PostcopyChannels, backup: string | null = null): void {
     this.#ch = ch;
+    this.#backup = backup;
     this.#t0 = performance.now();
     void this.#pollLoop().catch((err: unknown) => this.#lose(err));
     void this.#faultReplies().catch((err: unknown) => this.#lose(err));
@@ -314,8 +323,56 @@ export class PostcopyDestination {
     }
   }
 
-  /** Post-copy cannot finish: the workload is killed before it can use a page it does not have. */
+  /**
+   * The source or the link is gone: with a backup on shared storage, every page still missing is
+   * taken from there (checked against its manifest first); else the workload cannot go on.
+   */
   #lose(err: unknown): void {
+    if (this.#stopped || this.#recovering) return;
+    if (this.#backup) {
+      this.#recovering = true;
+      this.#ch?.push.destroy();
+      this.#ch?.faults.destroy();
+      try {
+        this.#fromBackup(this.#backup);
+      } catch (e) {
+        this.#recovering = false;
+        this.#backup = null;
+        this.#kill(new FerryError(ErrorCode.Unavailable, `${FerryError.from(err).message}; its backup on shared storage failed too: ${FerryError.from(e).message}`));
+        return;
+      }
+      const figures = this.#figures();
+      this.#stop();
+      this.#resolve(figures);
+      return;
+    }
+    this.#kill(err);
+  }
+
+  #fromBackup(dir: string): void {
+    const readers = new Map<number, (addr: number) => Buffer | undefined>();
+    for (const t of this.#targets) {
+      if (t.pages.size === 0) continue;
+      let read = readers.get(t.sourcePid);
+      if (!read) readers.set(t.sourcePid, (read = readBackup(dir, this.o.migrationId, t.sourcePid, this.o.origin.get(t.sourcePid) ?? [])));
+      for (const src of t.pages.sources()) {
+        const data = read(src);
+        if (!data) throw new FerryError(ErrorCode.BadImage, `post-copy backup: page ${src.toString(16)} of process ${t.sourcePid} is not in it`);
+        const cur = t.pages.currentOf(src);
+        if (cur === undefined) continue;
+        const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
+        t.pages.delete(t.pages.currentOf(src) ?? cur);
+        if (r === 'filled') {
+          this.#f.pagesFromBackup++;
+          this.#lastPageAt = performance.now();
+        }
+      }
+    }
+    this.#asked.clear();
+  }
+
+  /** Post-copy cannot finish: the workload is killed before it can use a page it does not have. */
+  #kill(err: unknown): void {
     if (this.#stopped) return;
     try {
       writeFileSync(path.join(this.o.cgroupDir, 'cgroup.kill'), '1');

@@ -5,7 +5,7 @@
 // the workload wrote in the last two rounds first (the likeliest to be touched again soon).
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { PostcopyFigures } from '../../shared/migration.ts';
-import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty } from '../engine/memory/dirty/types.ts';
+import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/memory/dirty/types.ts';
 import { readPages } from '../engine/memory/dirty/read.ts';
 import { PageSender } from '../transfer/pages.ts';
 import type { DataConnection } from '../transfer/stream.ts';
@@ -34,6 +34,11 @@ export class PostcopySource {
     private readonly outstanding: readonly OutstandingProcess[],
   ) {
     for (const p of outstanding) this.#runs.set(p.pid, [...p.hot, ...p.cold].sort((a, b) => a.addr - b.addr));
+  }
+
+  /** Each process's outstanding pages as spans, sorted (the order of the `postcopy` frame and of the backup). */
+  get outstandingSpans(): Map<number, Span[]> {
+    return new Map([...this.#runs].map(([pid, runs]) => [pid, runs.map((r) => ({ start: r.addr, end: r.addr + r.pages * PAGE }))]));
   }
 
   /** Serves faults and pushes until the destination reports every page in place; its figures. */

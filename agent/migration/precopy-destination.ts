@@ -74,6 +74,11 @@ export class PrecopyDestination {
   /** What armPostcopy does once the restore is done with memory: per husk, the pages to drop and the ranges to register. */
   readonly #arming: { husk: Husk; fd: number; runs: Span[]; ranges: Span[] }[] = [];
 
+  /** Per source pid, the pages it holds for after the resume, sorted (what a backup on shared storage holds, in order). */
+  get outstandingRuns(): Map<number, Span[]> {
+    return new Map(this.#outstanding);
+  }
+
   /** The source switched over to post-copy: pages arrive after the resume. */
   get postcopy(): boolean {
     return this.#outstanding.size > 0;

@@ -24,6 +24,7 @@ import type { LocalMigration } from './records.ts';
 import { PrecopySource, type RoundReport } from './precopy-source.ts';
 import { costModel } from './precopy-costs.ts';
 import { unthrottle } from './throttle.ts';
+import { backupDir, writeBackup } from './postcopy-backup.ts';
 import { NETNS_FILE, WORKLOAD_FILE, workloadFile } from './side-files.ts';
 import type { RollbackStep, StepRunner } from './step-runner.ts';
 import type { DataStreamSettings } from './stream-settings.ts';
@@ -230,7 +231,8 @@ export class SourceSteps {
           m.postcopy = true;
           this.run.records.save(m);
         }
-        const sending = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#sendFinal(s.migrationId, m, c, session, s.postcopy === true));
+        const backup = s.postcopy && s.postcopyBackup ? s.postcopyBackup : null;
+        const sending = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#sendFinal(s.migrationId, m, c, session, s.postcopy === true, backup));
         sending.catch(() => undefined);
         sess.finalSend = sending;
       }
@@ -265,7 +267,7 @@ export class SourceSteps {
   }
 
   /** The last delta and the image over the pre-copy session's stream; the session ends with it. */
-  async #sendFinal(id: string, m: LocalMigration, c: Checkpoint, session: PrecopySource, postcopy: boolean): Promise<SendResult> {
+  async #sendFinal(id: string, m: LocalMigration, c: Checkpoint, session: PrecopySource, postcopy: boolean, backup: string | null): Promise<SendResult> {
     rmSync(m.imageDir, { recursive: true, force: true });
     const t = performance.now();
     const extra: Record<string, string> = { [WORKLOAD_FILE]: JSON.stringify(workloadFile(m)) };
@@ -274,6 +276,16 @@ export class SourceSteps {
     const sess = this.#sessions.get(id);
     if (out.postcopy && sess) {
       const pc = out.postcopy;
+      // Durable before the transfer step answers, so before the destination may resume: from then
+      // on the workload survives this host.
+      if (backup) {
+        try {
+          writeBackup(backup, id, pc.outstandingSpans);
+        } catch (err) {
+          pc.stop();
+          throw err;
+        }
+      }
       sess.postcopy = pc.run();
       sess.postcopy.catch(() => pc.stop());
     }
@@ -295,23 +307,13 @@ export class SourceSteps {
   /**
    * After commit: the workload now lives on the destination; end the frozen original. After a
    * post-copy switchover the original holds the only copy of pages the destination still lacks:
-   * it ends only once they all arrived (or the destination was lost, and the workload with it).
+   * it ends only once its push ended (every page arrived, or the destination was lost, and the
+   * workload with it: the destination's mig.postcopy says which).
    */
   cleanup(s: StepBase) {
     return this.run.once(s, 'source', async (m) => {
-      const pc = this.#sessions.get(s.migrationId)?.postcopy;
-      let postcopy: { figures: PostcopyFigures | null; lost: string | null } | undefined;
-      if (pc)
-        postcopy = await pc.then(
-          (figures) => ({ figures, lost: null }),
-          (err: unknown) => ({
-            figures: null,
-            lost: `post-copy to ${s.peer} did not finish (${FerryError.from(err).message}): the workload, which ran only there, was ended there; its frozen original on ${this.#host} lacks what it did since the resume and is ended too`,
-          }),
-        );
-      else if (m.postcopy && !this.#sessions.get(s.migrationId)?.checkpoint)
-        // This agent restarted during post-copy: the pages the destination lacked are lost with the session.
-        postcopy = { figures: null, lost: `the source agent on ${this.#host} restarted during post-copy: the pages its frozen workload held for the destination were lost` };
+      // Its push ends first (every page arrived, or the destination went): the frozen original holds what it sends.
+      await this.#sessions.get(s.migrationId)?.postcopy?.catch(() => undefined);
       this.#endPrecopy(s.migrationId);
       const c = this.#sessions.get(s.migrationId)?.checkpoint;
       if (c) c.kill();
@@ -320,7 +322,9 @@ export class SourceSteps {
       await this.network.removeSource(m.netns ?? null);
       this.workloads.forget(m.workload);
       rmSync(m.imageDir, { recursive: true, force: true });
-      return { done: true as const, ...(postcopy ? { postcopy } : {}) };
+      // The destination has answered for post-copy (the coordinator asks it first): the backup served its turn.
+      if (s.postcopyBackup) rmSync(backupDir(s.postcopyBackup, s.migrationId), { recursive: true, force: true });
+      return { done: true as const };
     });
   }
 

@@ -23,6 +23,7 @@ export function registerMigrations(program: Command): void {
         .choices(['precopy', 'postcopy', 'hybrid'])
         .default('precopy'),
     )
+    .option('--postcopy-backup <dir>', 'with --mode postcopy|hybrid: a directory on storage both hosts share; before the workload resumes, the source writes there every page post-copy still has to carry, so losing the source or the link during post-copy does not lose the workload')
     .option('--no-verify', 'skip verifying the restored tree against the image before the commit point (on by default)')
     .option('--json', 'stdout: the final report as one JSON document; stderr: progress as JSON lines, the first (migration.accepted) naming the migration id (see `ferry help json`)')
     .option(...natsOpt)

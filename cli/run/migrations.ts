@@ -1,5 +1,6 @@
 // `ferry migrate`, `status`, `history`, `watch`, `cancel`, loaded when they run
 // (cli/commands/migrations.ts defines them).
+import path from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { MigrationView, RoundStatsWire } from '../../shared/migration.ts';
@@ -77,7 +78,8 @@ function describePostcopy(p: NonNullable<MigrationView['postcopy']>, from: strin
   const f = p.figures;
   if (f) {
     const lat = f.faultLatencyMs ? `, fault latency median ${f.faultLatencyMs.median} ms, p99 ${f.faultLatencyMs.p99} ms` : '';
-    lines.push(`post-copy: ${f.pagesOutstanding} pages outstanding at the resume; ${f.demandFaults} demand faults${lat}; pushed ${bytes(f.bytesPushed)}, fetched on demand ${bytes(f.bytesFetched)}; last page after ${f.lastPageMs} ms`);
+    const backup = f.pagesFromBackup > 0 ? `; ${f.pagesFromBackup} pages taken from the backup on shared storage (the source was lost)` : '';
+    lines.push(`post-copy: ${f.pagesOutstanding} pages outstanding at the resume; ${f.demandFaults} demand faults${lat}; pushed ${bytes(f.bytesPushed)}, fetched on demand ${bytes(f.bytesFetched)}${backup}; last page after ${f.lastPageMs} ms`);
   }
   return lines;
 }
@@ -163,6 +165,7 @@ export interface MigrateOptions {
   verify: boolean;
   bandwidth?: number;
   mode?: 'precopy' | 'postcopy' | 'hybrid';
+  postcopyBackup?: string;
   json?: boolean;
   nats?: string;
 }
@@ -196,7 +199,7 @@ export async function migrateJob(job: string, opts: MigrateOptions): Promise<voi
 
 async function runMigration(workload: string, opts: MigrateOptions): Promise<MigrationView> {
   if (opts.precopy && opts.stopAndCopy) throw new FerryError(ErrorCode.InvalidRequest, '--precopy and --stop-and-copy exclude each other');
-  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}), ...(opts.mode ? { mode: opts.mode } : {}) };
+  const request = { workload, to: opts.to, precopy: !opts.stopAndCopy, downtimeBudgetMs: opts.downtimeBudget, maxRounds: opts.maxRounds, verify: opts.verify, ...(opts.bandwidth ? { bandwidthMBps: opts.bandwidth } : {}), ...(opts.mode ? { mode: opts.mode } : {}), ...(opts.postcopyBackup ? { postcopyBackup: path.resolve(opts.postcopyBackup) } : {}) };
   const t0 = Date.now();
   // Progress goes to stderr: human lines, or with --json one JSON event per line (the first names
   // the migration); stdout keeps the final report alone, one JSON document with --json.

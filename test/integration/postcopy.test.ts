@@ -4,7 +4,9 @@
 // holds a complete copy, and the report carries post-copy's figures; a destination lost during
 // post-copy ends the workload at once (it never runs on zero-filled pages, nor twice); a
 // rollback before the resume leaves it running on its source.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import type { MigrationView } from '../../shared/migration.ts';
@@ -141,6 +143,8 @@ describe('post-copy and hybrid migration', () => {
       if (Date.now() > deadline) throw new Error('the restored workload outlived its agent during post-copy');
       await sleep(20);
     }
+    // Back, it says what became of the workload (the coordinator asks it first after post-copy).
+    expect((await ferry(['lab', 'start', 'h2'], env)).code).toBe(0);
     const r = await migrating;
     const v = JSON.parse(r.stdout) as MigrationView;
     expect(v).toMatchObject({ outcome: 'failed', committed: true });
@@ -148,8 +152,61 @@ describe('post-copy and hybrid migration', () => {
     expect(v.postcopy).toMatchObject({ state: 'lost', completeCopy: 'none' });
     // The frozen original was ended too: nothing of the workload runs anywhere.
     expect(runningCopies(w)).toEqual([]);
-    expect((await ferry(['lab', 'start', 'h2'], env)).code).toBe(0);
     await allAlive(env);
+  });
+
+  /** Starts a paced post-copy of a fresh memwriter and resolves once status says it runs on h2 with pages still to come. */
+  async function duringPostcopy(name: string, extra: string[] = []): Promise<{ w: Awaited<ReturnType<typeof runOnLab>>; migrating: ReturnType<typeof ferry>; restoredPid: number }> {
+    const w = await runOnLab(env, 'h1', 'memwriter', name, ['64', '100', 'random']);
+    while (status(w)?.phase !== 'running') await sleep(50);
+    const migrating = ferry(['migrate', name, '--to', 'h2', '--json', '--mode', 'postcopy', '--bandwidth', '8', ...extra], env);
+    for (const deadline = Date.now() + 60_000; ; ) {
+      const v = await statusOf(name);
+      if (v?.postcopy?.state === 'running') break;
+      if (v?.outcome || Date.now() > deadline) throw new Error(`post-copy never ran: ${JSON.stringify(v?.postcopy)} ${v?.outcome}`);
+      await sleep(50);
+    }
+    const restored = (await ferryJson<{ name: string; host: string; rootPid: number | null }[]>(['ps'], env)).find((p) => p.name === name && p.host === 'h2');
+    return { w, migrating, restoredPid: restored!.rootPid! };
+  }
+
+  it('the source agent killed during post-copy without a backup: the workload is ended at once on the destination', async () => {
+    const { w, migrating, restoredPid } = await duringPostcopy('pcnosrc');
+    await ferry(['lab', 'kill', 'h1'], env);
+    for (const deadline = Date.now() + 10_000; existsSync(`/proc/${restoredPid}`); ) {
+      if (Date.now() > deadline) throw new Error('the restored workload went on without its source during post-copy');
+      await sleep(20);
+    }
+    expect((await ferry(['lab', 'start', 'h1'], env)).code).toBe(0);
+    const v = JSON.parse((await migrating).stdout) as MigrationView;
+    expect(v).toMatchObject({ outcome: 'failed', committed: true });
+    expect(v.error).toMatchObject({ kind: 'postcopyLost', phase: 'cleanup' });
+    expect(runningCopies(w)).toEqual([]);
+    await allAlive(env);
+  });
+
+  it('the source agent killed during post-copy with --postcopy-backup: the workload survives on the destination, every page intact', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-pc-backup-'));
+    const { w, migrating, restoredPid } = await duringPostcopy('pcsaved', ['--postcopy-backup', dir]);
+    await ferry(['lab', 'kill', 'h1'], env);
+    // It runs on, on pages from the backup: its own sweep checks every page against what it wrote.
+    const sweeps = status(w)!.sweeps as number;
+    for (const deadline = Date.now() + 30_000; (status(w)!.sweeps as number) < sweeps + 2; ) {
+      if (Date.now() > deadline) throw new Error(`no full sweep after the source was lost: ${JSON.stringify(status(w))}`);
+      await sleep(100);
+    }
+    expect(status(w)).toMatchObject({ ok: true, error: null });
+    expect(existsSync(`/proc/${restoredPid}`)).toBe(true);
+    expect((await ferry(['lab', 'start', 'h1'], env)).code).toBe(0);
+    const v = JSON.parse((await migrating).stdout) as MigrationView;
+    expect(v.outcome, v.error?.message).toBe('completed');
+    expect(v.postcopy?.figures?.pagesFromBackup).toBeGreaterThan(0);
+    await expectRunsOnceOn(env, w, 'h2');
+    // The backup served its turn.
+    expect(readdirSync(dir)).toEqual([]);
+    await allAlive(env);
+    await ferry(['stop', 'pcsaved'], env);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('a rollback before the resume (verification fails) leaves the workload running on its source, untracked', async () => {

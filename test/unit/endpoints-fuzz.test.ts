@@ -34,6 +34,7 @@ const validRequests: Record<string, unknown> = {
   'mig.restore': step,
   'mig.resume': step,
   'mig.cleanup': step,
+  'mig.postcopy': step,
   'mig.discard': step,
   'mig.thaw': step,
   'coordinator run': { ...run, host: 'h2' },

@@ -37,7 +37,7 @@ const samples: { [K in FrameKind]: { header: FrameHeader<K>; payload?: Buffer } 
   'postcopy-done': {
     header: {
       t: 'postcopy-done',
-      figures: { pagesOutstanding: 10, demandFaults: 2, zeroFaults: 0, faultLatencyMs: { median: 0.4, p99: 1.2, max: 1.2 }, pagesPushed: 8, pagesFetched: 2, bytesPushed: 32768, bytesFetched: 8192, pagesDropped: 0, lastPageMs: 12.5 },
+      figures: { pagesOutstanding: 10, demandFaults: 2, zeroFaults: 0, faultLatencyMs: { median: 0.4, p99: 1.2, max: 1.2 }, pagesPushed: 8, pagesFetched: 2, bytesPushed: 32768, bytesFetched: 8192, pagesDropped: 0, pagesFromBackup: 0, lastPageMs: 12.5 },
     },
   },
 };

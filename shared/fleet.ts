@@ -3,7 +3,7 @@
 // these schemas (shared/records.ts parseRecord) like any message from the network.
 import { JobName } from './job-group.ts';
 import { z } from 'zod';
-import { MigrationId } from './migration.ts';
+import { MigrationId, MigrationMode } from './migration.ts';
 import { HostName, WorkloadName } from './names.ts';
 import { IsoTime } from './time.ts';
 
@@ -57,6 +57,8 @@ export const DrainRequest = z.strictObject({
   /** Cap shared by the drain's migrations, MB/s (each of `parallel` gets its share); null: none. */
   bandwidthMBps: z.number().positive().max(100_000).nullable().default(null),
   dryRun: z.boolean().default(false),
+  /** How each migration switches over (`ferry migrate --mode`). */
+  mode: MigrationMode.default('precopy'),
 });
 export type DrainRequest = z.infer<typeof DrainRequest>;
 
@@ -64,6 +66,8 @@ export const RebalanceRequest = z.strictObject({
   maxMoves: z.number().int().min(0).max(1000).default(10),
   parallel: z.number().int().min(1).max(32).default(2),
   dryRun: z.boolean().default(false),
+  /** How each migration switches over (`ferry migrate --mode`). */
+  mode: MigrationMode.default('precopy'),
 });
 export type RebalanceRequest = z.infer<typeof RebalanceRequest>;
 
@@ -95,6 +99,8 @@ export const FleetJob = z.strictObject({
   host: HostName.nullable(),
   parallel: z.number().int().positive(),
   bandwidthMBps: z.number().positive().nullable(),
+  /** How each of its migrations switches over (absent in records from before it existed: precopy). */
+  mode: MigrationMode.default('precopy'),
   state: z.enum(['running', 'done', 'incomplete', 'cancelled']),
   dryRun: z.boolean(),
   items: z.array(FleetItem),

@@ -1,5 +1,5 @@
 // `ferry cordon|uncordon|drain|rebalance|drains`: operations on hosts rather than on workloads.
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { action } from '../output.ts';
 import { natsOpt } from './options.ts';
 
@@ -30,6 +30,7 @@ export function registerFleet(program: Command): void {
     .argument('<host>', 'host name')
     .option('--parallel <n>', 'migrations at once', positiveInt, 2)
     .option('--bandwidth <MBps>', "cap shared by the drain's migrations, MB/s (each of --parallel gets its share)", Number)
+    .addOption(new Option('--mode <mode>', 'how each migration switches over (see `ferry migrate --mode`)').choices(['precopy', 'postcopy', 'hybrid']).default('precopy'))
     .option('--dry-run', 'print the plan only: nothing is cordoned or moved')
     .option('--json', 'print the drain as JSON (progress: one JSON event per line on stderr)')
     .option(...natsOpt)
@@ -40,6 +41,7 @@ export function registerFleet(program: Command): void {
     .description('move workloads to even out memory and CPU load across hosts (a second run right after moves nothing)')
     .option('--max-moves <n>', 'most moves', positiveInt, 10)
     .option('--parallel <n>', 'migrations at once', positiveInt, 2)
+    .addOption(new Option('--mode <mode>', 'how each migration switches over (see `ferry migrate --mode`)').choices(['precopy', 'postcopy', 'hybrid']).default('precopy'))
     .option('--dry-run', 'print the plan only')
     .option('--json', 'print as JSON (progress: one JSON event per line on stderr)')
     .option(...natsOpt)

@@ -3,6 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../shared/errors.ts';
 import type { FleetEvent, FleetItem, FleetJob } from '../../shared/fleet.ts';
+import type { MigrationMode } from '../../shared/migration.ts';
 import { askCoordinator, withCluster } from '../cluster.ts';
 import { bytes, table } from '../format.ts';
 import { ExitCode, printResult } from '../output.ts';
@@ -100,12 +101,12 @@ async function runJob(opts: Common, start: (nc: NatsConnection) => Promise<Fleet
   if (!job.dryRun && job.state !== 'done') process.exitCode = ExitCode.RolledBack;
 }
 
-export function drain(host: string, opts: Common & { parallel: number; bandwidth?: number; dryRun?: boolean }): Promise<void> {
-  return runJob(opts, (nc) => askCoordinator(nc, 'drain', { host, parallel: opts.parallel, bandwidthMBps: opts.bandwidth ?? null, dryRun: !!opts.dryRun }));
+export function drain(host: string, opts: Common & { parallel: number; bandwidth?: number; dryRun?: boolean; mode?: MigrationMode }): Promise<void> {
+  return runJob(opts, (nc) => askCoordinator(nc, 'drain', { host, parallel: opts.parallel, bandwidthMBps: opts.bandwidth ?? null, dryRun: !!opts.dryRun, mode: opts.mode ?? 'precopy' }));
 }
 
-export function rebalance(opts: Common & { maxMoves: number; parallel: number; dryRun?: boolean }): Promise<void> {
-  return runJob(opts, (nc) => askCoordinator(nc, 'rebalance', { maxMoves: opts.maxMoves, parallel: opts.parallel, dryRun: !!opts.dryRun }));
+export function rebalance(opts: Common & { maxMoves: number; parallel: number; dryRun?: boolean; mode?: MigrationMode }): Promise<void> {
+  return runJob(opts, (nc) => askCoordinator(nc, 'rebalance', { maxMoves: opts.maxMoves, parallel: opts.parallel, dryRun: !!opts.dryRun, mode: opts.mode ?? 'precopy' }));
 }
 
 export async function drains(id: string | undefined, opts: Common): Promise<void> {

@@ -55,6 +55,7 @@ export class Fleet {
         ...DEFAULT_MIGRATION,
         workload: item.workload,
         to: item.to!,
+        mode: job.mode,
         ...(job.bandwidthMBps ? { bandwidthMBps: job.bandwidthMBps / Math.max(1, job.parallel) } : {}),
       }),
     });
@@ -105,17 +106,17 @@ export class Fleet {
       ...plan.moves.map((m) => this.#item(m)),
       ...plan.stays.map((s): FleetItem => ({ ...this.#item({ workload: s.workload, from: s.host, to: s.host, memoryBytes: 0, reason: s.reason }), to: null, state: 'stayed' })),
     ];
-    return this.#begin({ kind: 'drain', host: req.host, parallel: plan.parallel, bandwidthMBps: req.bandwidthMBps, dryRun: req.dryRun, items, imbalance: null });
+    return this.#begin({ kind: 'drain', host: req.host, parallel: plan.parallel, bandwidthMBps: req.bandwidthMBps, mode: req.mode, dryRun: req.dryRun, items, imbalance: null });
   }
 
   /** Plans moves that even out memory and CPU load and, unless a dry run, starts them. */
   async rebalance(req: RebalanceRequest): Promise<FleetJob> {
     const { hosts, workloads } = await this.#inputs();
     const plan = planRebalance(hosts, workloads, { maxMoves: req.maxMoves });
-    return this.#begin({ kind: 'rebalance', host: null, parallel: req.parallel, bandwidthMBps: null, dryRun: req.dryRun, items: plan.moves.map((m) => this.#item(m)), imbalance: plan.imbalance });
+    return this.#begin({ kind: 'rebalance', host: null, parallel: req.parallel, bandwidthMBps: null, mode: req.mode, dryRun: req.dryRun, items: plan.moves.map((m) => this.#item(m)), imbalance: plan.imbalance });
   }
 
-  async #begin(j: Pick<FleetJob, 'kind' | 'host' | 'parallel' | 'bandwidthMBps' | 'dryRun' | 'items' | 'imbalance'>): Promise<FleetJob> {
+  async #begin(j: Pick<FleetJob, 'kind' | 'host' | 'parallel' | 'bandwidthMBps' | 'mode' | 'dryRun' | 'items' | 'imbalance'>): Promise<FleetJob> {
     const moving = j.items.filter((i) => i.state === 'pending');
     const lanes = Math.max(1, j.parallel);
     const job: FleetJob = {

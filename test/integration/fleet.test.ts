@@ -145,15 +145,17 @@ describe('fleet operations', () => {
     expect((await ferry(['uncordon', 'h1'], env)).code).toBe(0);
   });
 
-  it('rebalance moves workloads off a loaded host; run again, it moves nothing', async () => {
+  it('rebalance (--mode hybrid) moves workloads off a loaded host; run again, it moves nothing', async () => {
     const ws: LabWorkload[] = [];
     // Memory requests make h1 the loaded host (the lab's hosts share this machine's memory).
     for (let i = 0; i < 3; i++) ws.push(await runOnLab(env, 'h1', 'memwriter', `rb${i}`, ['8', '10', 'random'], ['--requests', 'memory=6G']));
     const before = await on('h1');
     expect(before).toHaveLength(3);
-    const r = await ferry(['rebalance', '--json'], env);
+    const r = await ferry(['rebalance', '--mode', 'hybrid', '--json'], env);
     const job = JSON.parse(r.stdout) as FleetJob;
     expect(r.code, r.stderr.slice(-1000)).toBe(0);
+    expect(job.mode).toBe('hybrid');
+    for (const i of job.items) expect((await ferryJson<MigrationView>(['status', i.migrationId!], env)).mode).toBe('hybrid');
     expect(job.items.length).toBeGreaterThan(0);
     expect(job.items.every((i) => i.from === 'h1' && i.state === 'moved')).toBe(true);
     expect(job.imbalance!.after).toBeLessThan(job.imbalance!.before);

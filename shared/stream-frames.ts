@@ -63,6 +63,8 @@ export const StreamFrameHeader = z.discriminatedUnion('t', [
   // Post-copy (agent/migration/postcopy-*.ts).
   /** In the last round: the pages of `pid` the destination gets only after the resume (payload: a run table). */
   frame('postcopy', { pid, n: runCount }),
+  /** Destination -> source on the faults channel: the workload runs here now (the push may start). */
+  frame('postcopy-resumed', {}),
   /** Destination -> source on the faults channel: the workload waits for this page. */
   frame('fault', { pid, addr: hex(1, 16), pages: count.min(1).max(256) }),
   /** Source -> destination: `pages` pages from addr (raw), the one asked for first. */

@@ -100,6 +100,8 @@ export class PostcopyDestination {
     this.#ch = ch;
     this.#backup = backup;
     this.#t0 = performance.now();
+    // The source pushes only from now on: during the switchover the CPU and the link are the restore's.
+    ch.faults.send({ t: 'postcopy-resumed' }).catch((err: unknown) => this.#lose(err));
     void this.#pollLoop().catch((err: unknown) => this.#lose(err));
     void this.#faultReplies().catch((err: unknown) => this.#lose(err));
     void this.#takePush().catch((err: unknown) => this.#lose(err));

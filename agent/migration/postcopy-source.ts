@@ -25,6 +25,9 @@ export class PostcopySource {
   readonly #fetched = new Set<string>();
   readonly #runs = new Map<number, DirtyRun[]>();
   #stopped = false;
+  #resumed!: () => void;
+  /** Settles when the destination says the workload runs there (the push waits for it). */
+  readonly #running = new Promise<void>((resolve) => (this.#resumed = resolve));
   pagesPushed = 0;
   pagesFetched = 0;
 
@@ -45,6 +48,8 @@ export class PostcopySource {
   async run(): Promise<PostcopyFigures> {
     const serving = this.#serveFaults();
     serving.catch(() => undefined);
+    // A channel that ends before the destination resumed ends the wait too (the push then fails).
+    await Promise.race([this.#running, serving.catch(() => undefined)]);
     await this.#pushAll();
     const f = await Promise.race([this.#doneFrame(), serving.then(() => Promise.reject(new FerryError(ErrorCode.Unavailable, 'post-copy: the faults channel ended first')))]);
     this.stop();
@@ -63,6 +68,10 @@ export class PostcopySource {
     for (;;) {
       const f = await this.faults.next();
       if (!f || this.#stopped) return;
+      if (f.header.t === 'postcopy-resumed') {
+        this.#resumed();
+        continue;
+      }
       if (f.header.t !== 'fault') throw new FerryError(ErrorCode.BadMessage, `post-copy faults channel: unexpected "${f.header.t}"`);
       const { pid } = f.header;
       const addr = parseInt(f.header.addr, 16);

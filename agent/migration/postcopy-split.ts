@@ -21,21 +21,15 @@ export function splitForPostcopy(
       p.ranges.filter((r) => !r.file),
       restoreWrites.get(p.pid) ?? [],
     );
-    const keep: DirtyRun[] = [];
-    const left: DirtyRun[] = [];
-    for (const run of p.runs) {
-      if (run.zero) {
-        keep.push(run);
-        continue;
-      }
-      for (const part of cut(run, anon)) (part.inside ? left : keep).push(part.run);
-    }
-    now.push({ ...p, runs: keep });
+    const zero = p.runs.filter((r) => r.zero);
+    const { inside: left, outside: fileOrHoles } = partition(
+      p.runs.filter((r) => !r.zero),
+      anon,
+    );
+    now.push({ ...p, runs: [...zero, ...fileOrHoles].sort((a, b) => a.addr - b.addr) });
     if (left.length === 0) continue;
-    const hot: DirtyRun[] = [];
-    const cold: DirtyRun[] = [];
-    const prev = previous.get(p.pid) ?? [];
-    for (const run of left) for (const part of cut(run, prev.map((r) => ({ start: r.addr, end: r.addr + r.pages * PAGE })))) (part.inside ? hot : cold).push(part.run);
+    const prev = (previous.get(p.pid) ?? []).map((r) => ({ start: r.addr, end: r.addr + r.pages * PAGE }));
+    const { inside: hot, outside: cold } = partition(left, prev);
     later.push({ pid: p.pid, hot, cold });
   }
   return { now, later };
@@ -52,21 +46,29 @@ export function minus(spans: readonly Span[], holes: readonly Span[]): Span[] {
   return out;
 }
 
-/** A run cut at the edges of `spans` (sorted, non-overlapping): each part inside one of them or outside all. */
-export function cut(run: DirtyRun, spans: readonly Span[]): { run: DirtyRun; inside: boolean }[] {
-  const out: { run: DirtyRun; inside: boolean }[] = [];
-  const end = run.addr + run.pages * PAGE;
-  let at = run.addr;
-  const emit = (to: number, inside: boolean) => {
-    if (to > at) out.push({ run: { addr: at, pages: (to - at) / PAGE, zero: run.zero }, inside });
-    at = to;
-  };
-  for (const s of spans) {
-    if (s.end <= at) continue;
-    if (s.start >= end) break;
-    emit(Math.max(at, s.start), false);
-    emit(Math.min(end, s.end), true);
+/**
+ * Runs (sorted, non-overlapping) split into the parts inside `spans` (sorted, non-overlapping)
+ * and the parts outside: one sweep over both, however many there are of each.
+ */
+export function partition(runs: readonly DirtyRun[], spans: readonly Span[]): { inside: DirtyRun[]; outside: DirtyRun[] } {
+  const inside: DirtyRun[] = [];
+  const outside: DirtyRun[] = [];
+  let j = 0;
+  for (const run of runs) {
+    const end = run.addr + run.pages * PAGE;
+    while (j < spans.length && spans[j]!.end <= run.addr) j++;
+    let k = j;
+    let at = run.addr;
+    const emit = (to: number, isInside: boolean) => {
+      if (to > at) (isInside ? inside : outside).push({ addr: at, pages: (to - at) / PAGE, zero: run.zero });
+      at = to;
+    };
+    while (k < spans.length && spans[k]!.start < end) {
+      emit(Math.max(at, spans[k]!.start), false);
+      emit(Math.min(end, spans[k]!.end), true);
+      k++;
+    }
+    emit(end, false);
   }
-  emit(end, false);
-  return out;
+  return { inside, outside };
 }

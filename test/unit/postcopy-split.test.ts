@@ -1,8 +1,9 @@
 // At a post-copy switchover, which pages of the last delta wait for after the resume
 // (agent/migration/postcopy-split.ts): only data pages of anonymous memory, never the pages the
 // restore makes the kernel write (rseq areas), the ones written in the round before first.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { cut, minus, splitForPostcopy } from '../../agent/migration/postcopy-split.ts';
+import { minus, partition, splitForPostcopy } from '../../agent/migration/postcopy-split.ts';
 import type { ProcessDirty } from '../../agent/engine/memory/dirty/types.ts';
 
 const P = 4096;
@@ -63,14 +64,35 @@ describe('splitForPostcopy', () => {
   });
 });
 
-describe('cut and minus', () => {
-  it('cut covers the run exactly, in order', () => {
-    const parts = cut({ addr: A, pages: 10, zero: false }, [{ start: A + 2 * P, end: A + 4 * P }, { start: A + 8 * P, end: A + 20 * P }]);
-    expect(parts.map((p) => [(p.run.addr - A) / P, p.run.pages, p.inside])).toEqual([
-      [0, 2, false],
-      [2, 2, true],
-      [4, 4, false],
-      [8, 2, true],
+describe('partition and minus', () => {
+  /** Sorted, non-overlapping page spans from page-number pairs. */
+  const spansOf = (pages: number[]) => {
+    const ps = [...new Set(pages)].sort((a, b) => a - b);
+    return ps.map((p) => ({ start: A + p * P, end: A + (p + 1) * P }));
+  };
+  const merge = (rs: { addr: number; pages: number }[]) => rs.flatMap((r) => Array.from({ length: r.pages }, (_, i) => (r.addr - A) / P + i));
+
+  it('partition puts every page of the runs on exactly one side, inside iff a span covers it', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.nat(200), { maxLength: 80 }), fc.uniqueArray(fc.nat(200), { maxLength: 80 }), (runPages, spanPages) => {
+        const runs = spansOf(runPages).map((s) => ({ addr: s.start, pages: 1, zero: false }));
+        const covered = new Set(spanPages);
+        const { inside, outside } = partition(runs, spansOf(spanPages));
+        expect(merge(inside).sort((a, b) => a - b)).toEqual([...new Set(runPages)].filter((p) => covered.has(p)).sort((a, b) => a - b));
+        expect(merge(outside).sort((a, b) => a - b)).toEqual([...new Set(runPages)].filter((p) => !covered.has(p)).sort((a, b) => a - b));
+      }),
+    );
+  });
+
+  it('partition cuts a long run at the spans edges, in order', () => {
+    const { inside, outside } = partition([{ addr: A, pages: 10, zero: false }], [{ start: A + 2 * P, end: A + 4 * P }, { start: A + 8 * P, end: A + 20 * P }]);
+    expect(inside.map((r) => [(r.addr - A) / P, r.pages])).toEqual([
+      [2, 2],
+      [8, 2],
+    ]);
+    expect(outside.map((r) => [(r.addr - A) / P, r.pages])).toEqual([
+      [0, 2],
+      [4, 4],
     ]);
   });
 

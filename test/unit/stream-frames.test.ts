@@ -32,6 +32,7 @@ const samples: { [K in FrameKind]: { header: FrameHeader<K>; payload?: Buffer } 
   done: { header: { t: 'done', files: 1, bytes: 3 } },
   ack: { header: { t: 'ack', bytes: 3 } },
   postcopy: { header: { t: 'postcopy', pid: 4242, n: 1 }, payload: Buffer.alloc(16, 1) },
+  'postcopy-resumed': { header: { t: 'postcopy-resumed' } },
   fault: { header: { t: 'fault', pid: 4242, addr: '7f00a000', pages: 16 } },
   'fault-pages': { header: { t: 'fault-pages', pid: 4242, addr: '7f00a000', pages: 1 }, payload: Buffer.alloc(4096, 7) },
   'postcopy-done': {

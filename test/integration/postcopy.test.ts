@@ -57,6 +57,22 @@ async function statusOf(name: string): Promise<MigrationView | undefined> {
 describe('post-copy and hybrid migration', () => {
   useLab(env);
 
+  /** Starts a paced post-copy of a fresh memwriter and resolves once status says it runs on h2 with pages still to come. */
+  async function duringPostcopy(name: string, extra: string[] = []): Promise<{ w: Awaited<ReturnType<typeof runOnLab>>; migrating: ReturnType<typeof ferry>; restoredPid: number; seen: MigrationView }> {
+    const w = await runOnLab(env, 'h1', 'memwriter', name, ['32', '100', 'random']);
+    while (status(w)?.phase !== 'running') await sleep(50);
+    const migrating = ferry(['migrate', name, '--to', 'h2', '--json', '--mode', 'postcopy', '--bandwidth', '8', ...extra], env);
+    let seen: MigrationView | undefined;
+    for (const deadline = Date.now() + 60_000; !seen; ) {
+      const v = await statusOf(name);
+      if (v?.postcopy?.state === 'running') seen = v;
+      else if (v?.outcome || Date.now() > deadline) throw new Error(`post-copy never ran: ${JSON.stringify(v?.postcopy)} ${v?.outcome}`);
+      else await sleep(50);
+    }
+    const restored = (await ferryJson<{ name: string; host: string; rootPid: number | null }[]>(['ps'], env)).find((p) => p.name === name && p.host === 'h2');
+    return { w, migrating, restoredPid: restored!.rootPid!, seen };
+  }
+
   const kinds: WorkloadName[] = ['threads-avx', 'tree-pipes', 'event-loop', 'shm', 'files', 'clocks', 'openmp', 'python-threads'];
   it.each(kinds)('%s: to h2 with --mode postcopy and back with --mode hybrid, its own checks pass on each host', async (kind) => {
     if (!workloadSupported(kind)) return;
@@ -101,24 +117,10 @@ describe('post-copy and hybrid migration', () => {
   });
 
   it('while pages travel, status says only the source holds a complete copy', async () => {
-    const w = await runOnLab(env, 'h1', 'memwriter', 'pcslow', ['64', '100', 'random']);
-    while (status(w)?.phase !== 'running') await sleep(50);
-    // A link capped at 8 MB/s: the push of what the round left takes seconds.
-    const migrating = ferry(['migrate', 'pcslow', '--to', 'h2', '--json', '--mode', 'postcopy', '--bandwidth', '8'], env);
-    let seen: MigrationView | undefined;
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
-      const v = await statusOf('pcslow');
-      if (v?.postcopy?.state === 'running') {
-        seen = v;
-        break;
-      }
-      if (v?.outcome) break;
-      await sleep(50);
-    }
-    expect(seen?.postcopy, 'status during post-copy').toMatchObject({ state: 'running', completeCopy: 'source' });
-    expect(seen?.committed).toBe(true);
-    const r = await migrating;
-    const v = JSON.parse(r.stdout) as MigrationView;
+    const { w, migrating, seen } = await duringPostcopy('pcslow');
+    expect(seen.postcopy, 'status during post-copy').toMatchObject({ state: 'running', completeCopy: 'source' });
+    expect(seen.committed).toBe(true);
+    const v = JSON.parse((await migrating).stdout) as MigrationView;
     expect(v.outcome).toBe('completed');
     expectPostcopied(v);
     await expectRunsOnceOn(env, w, 'h2');
@@ -126,20 +128,10 @@ describe('post-copy and hybrid migration', () => {
   });
 
   it('the destination agent killed during post-copy: the workload is ended at once, runs nowhere, and the migration says why', async () => {
-    const w = await runOnLab(env, 'h1', 'memwriter', 'pclost', ['64', '100', 'random']);
-    while (status(w)?.phase !== 'running') await sleep(50);
-    const migrating = ferry(['migrate', 'pclost', '--to', 'h2', '--json', '--mode', 'postcopy', '--bandwidth', '8'], env);
-    for (const deadline = Date.now() + 60_000; ; ) {
-      const v = await statusOf('pclost');
-      if (v?.postcopy?.state === 'running') break;
-      if (v?.outcome || Date.now() > deadline) throw new Error(`post-copy never ran: ${JSON.stringify(v?.postcopy)} ${v?.outcome}`);
-      await sleep(50);
-    }
-    const restored = (await ferryJson<{ name: string; host: string; rootPid: number | null }[]>(['ps'], env)).find((p) => p.name === 'pclost' && p.host === 'h2');
-    expect(restored?.rootPid).toEqual(expect.any(Number));
+    const { w, migrating, restoredPid } = await duringPostcopy('pclost');
     await ferry(['lab', 'kill', 'h2'], env);
     // Its keeper ends it: no thread of it may go on with pages it does not have.
-    for (const deadline = Date.now() + 10_000; existsSync(`/proc/${restored!.rootPid}`); ) {
+    for (const deadline = Date.now() + 10_000; existsSync(`/proc/${restoredPid}`); ) {
       if (Date.now() > deadline) throw new Error('the restored workload outlived its agent during post-copy');
       await sleep(20);
     }
@@ -154,21 +146,6 @@ describe('post-copy and hybrid migration', () => {
     expect(runningCopies(w)).toEqual([]);
     await allAlive(env);
   });
-
-  /** Starts a paced post-copy of a fresh memwriter and resolves once status says it runs on h2 with pages still to come. */
-  async function duringPostcopy(name: string, extra: string[] = []): Promise<{ w: Awaited<ReturnType<typeof runOnLab>>; migrating: ReturnType<typeof ferry>; restoredPid: number }> {
-    const w = await runOnLab(env, 'h1', 'memwriter', name, ['64', '100', 'random']);
-    while (status(w)?.phase !== 'running') await sleep(50);
-    const migrating = ferry(['migrate', name, '--to', 'h2', '--json', '--mode', 'postcopy', '--bandwidth', '8', ...extra], env);
-    for (const deadline = Date.now() + 60_000; ; ) {
-      const v = await statusOf(name);
-      if (v?.postcopy?.state === 'running') break;
-      if (v?.outcome || Date.now() > deadline) throw new Error(`post-copy never ran: ${JSON.stringify(v?.postcopy)} ${v?.outcome}`);
-      await sleep(50);
-    }
-    const restored = (await ferryJson<{ name: string; host: string; rootPid: number | null }[]>(['ps'], env)).find((p) => p.name === name && p.host === 'h2');
-    return { w, migrating, restoredPid: restored!.rootPid! };
-  }
 
   it('the source agent killed during post-copy without a backup: the workload is ended at once on the destination', async () => {
     const { w, migrating, restoredPid } = await duringPostcopy('pcnosrc');

@@ -31,12 +31,12 @@ type Report = NonNullable<MigrationView['inFlight']>;
 
 /**
  * Whether a report describes the round under way now: its phase matches the statechart's state
- * (`precopy`; `freeze` or `transfer` for the last delta, which starts with the freeze), and it is
- * the round after the last one that ended.
+ * (`precopy`; `freeze` or `transfer` for the last delta, which starts with the freeze; `resume` or
+ * `cleanup` for what a post-copy switchover left), and it is the round after the last one that ended.
  */
 export function underWay(p: Report, state: string, roundsEnded: number): boolean {
   const phase = state.split('.')[0];
-  const phaseNow = p.phase === 'precopy' ? phase === 'precopy' : phase === 'freeze' || phase === 'transfer';
+  const phaseNow = p.phase === 'precopy' ? phase === 'precopy' : p.phase === 'postcopy' ? phase === 'resume' || phase === 'cleanup' : phase === 'freeze' || phase === 'transfer';
   return phaseNow && p.round === roundsEnded + 1 && p.pagesDone <= p.pagesTotal;
 }
 

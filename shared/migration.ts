@@ -133,8 +133,8 @@ export type RoundStatsWire = z.infer<typeof RoundStatsWire>;
  */
 export const TransferProgress = z.strictObject({
   migrationId: MigrationId,
-  /** 'precopy': a pre-copy round; 'transfer': the last delta, the tree frozen. */
-  phase: z.enum(['precopy', 'transfer']),
+  /** 'precopy': a pre-copy round; 'transfer': the last delta, the tree frozen; 'postcopy': what a post-copy switchover left, the workload running on the destination. */
+  phase: z.enum(['precopy', 'transfer', 'postcopy']),
   round: z.number().int().positive(),
   /** Pages the round has to send (data and zero pages), and those sent so far. */
   pagesTotal: z.number().int().nonnegative(),

@@ -207,9 +207,11 @@ export class DestinationSteps {
       let image: ReturnType<typeof readImage>;
       let net: LandedNetns | null;
       if (!sess.held && m.heldTree && m.postcopy) {
-        // Its missing pages were registered with this agent's previous life: run now, they would read as zeros.
+        // Its missing pages were registered with this agent's previous life (whose keeper ended it):
+        // run now, they would read as zeros. Nothing runs; mig.postcopy reports the workload lost.
         killHeldTree(m.heldTree);
-        throw new FerryError(ErrorCode.Unavailable, `${s.migrationId}: the agent on ${this.run.host} restarted between a post-copy switchover and the resume; the tree it held lacked pages its source holds and cannot run: it was ended`);
+        m.heldTree = null;
+        return { pid: 0 };
       }
       if (!sess.held && m.heldTree) {
         // The agent restarted while the tree waited, frozen, for this: it is all there.
@@ -285,7 +287,7 @@ export class DestinationSteps {
         (figures) => ({ figures, lost: null }),
         (err: unknown) => ({ figures: null, lost: FerryError.from(err).message }),
       );
-      if (m.postcopy && m.restoredPid !== null)
+      if (m.postcopy)
         return { figures: null, lost: `the agent on ${this.run.host} restarted during post-copy: its keeper ended the workload, which lacked pages its source held` };
       return { figures: null, lost: null };
     });

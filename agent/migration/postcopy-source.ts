@@ -7,7 +7,7 @@ import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import type { PostcopyFigures } from '../../shared/migration.ts';
 import { type DirtyRound, type DirtyRun, PAGE, type ProcessDirty, type Span } from '../engine/memory/dirty/types.ts';
 import { readPages } from '../engine/memory/dirty/read.ts';
-import { PageSender } from '../transfer/pages.ts';
+import { PageSender, type SentSoFar } from '../transfer/pages.ts';
 import type { DataConnection } from '../transfer/stream.ts';
 
 /** The pages of one source process the destination lacks, the hot ones (to push first) apart. */
@@ -25,6 +25,7 @@ export class PostcopySource {
   readonly #fetched = new Set<string>();
   readonly #runs = new Map<number, DirtyRun[]>();
   #stopped = false;
+  #bytesPushed = 0;
   #resumed!: () => void;
   /** Settles when the destination says the workload runs there (the push waits for it). */
   readonly #running = new Promise<void>((resolve) => (this.#resumed = resolve));
@@ -35,6 +36,8 @@ export class PostcopySource {
     private readonly push: DataConnection,
     private readonly faults: DataConnection,
     private readonly outstanding: readonly OutstandingProcess[],
+    /** Where to report how far it got: (pages, bytes) in all, fetched and pushed (none: not reported). */
+    private readonly progress: ((sofar: SentSoFar) => void) | null = null,
   ) {
     for (const p of outstanding) this.#runs.set(p.pid, [...p.hot, ...p.cold].sort((a, b) => a.addr - b.addr));
   }
@@ -126,8 +129,12 @@ export class PostcopySource {
       const processes: ProcessDirty[] = [...byPid].map(([pid, runs]) => ({ pid, method: 'uffd-wp', ranges: [], runs: runs.sort((a, b) => a.addr - b.addr), pagesScanned: 0 }));
       if (processes.length === 0) continue;
       const r: DirtyRound = { round: ++round, processes, exited: [], pagesScanned: 0, pagesDirty: pages, zeroPages: 0, scanMs: 0 };
-      const st = await sender.sendRound(r);
+      const base = { pages: this.pagesPushed, bytesRaw: this.#bytesPushed, bytesOnWire: this.push.bytesSent };
+      const st = await sender.sendRound(r, undefined, undefined, (sofar) =>
+        this.progress?.({ pages: base.pages + sofar.pages + this.pagesFetched, bytesRaw: base.bytesRaw + sofar.bytesRaw + this.pagesFetched * PAGE, bytesOnWire: this.push.bytesSent + this.faults.bytesSent }),
+      );
       this.pagesPushed += st.pagesSent + st.zeroPages;
+      this.#bytesPushed += st.bytesRaw;
     }
     await sender.finish();
   }

@@ -344,7 +344,9 @@ export class PrecopySource {
     const report = this.#report(n, scan, ps, layoutBytes, performance.now() - t0, 0, 0);
     const later = split?.later.filter((p) => p.hot.length + p.cold.length > 0) ?? [];
     // The stream stays open for post-copy's push, the faults channel for its demand pages.
-    const pc = later.length > 0 ? new PostcopySource(this.conn, this.#faults!, later) : null;
+    const pages = later.reduce((a, p) => a + [...p.hot, ...p.cold].reduce((b, r) => b + r.pages, 0), 0);
+    const progress = later.length > 0 ? new RoundProgress(this.opts.progress ?? null, { migrationId: this.opts.stream.migrationId, phase: 'postcopy', round: n, pagesTotal: pages }) : null;
+    const pc = later.length > 0 ? new PostcopySource(this.conn, this.#faults!, later, progress ? progress.frame : null) : null;
     if (!pc) {
       await this.conn.end();
       this.#faults?.destroy();

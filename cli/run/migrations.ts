@@ -29,7 +29,7 @@ function describeRound(s: RoundStatsWire): string {
 
 /** The round under way: `round 1: 412.0 MiB of 1.0 GiB (40 %) in 2.1 s`. */
 function describeProgress(p: NonNullable<MigrationView['inFlight']>): string {
-  const what = p.phase === 'precopy' ? `round ${p.round}` : 'last delta (frozen)';
+  const what = p.phase === 'precopy' ? `round ${p.round}` : p.phase === 'postcopy' ? 'post-copy (the workload runs on the destination)' : 'last delta (frozen)';
   const pct = p.pagesTotal > 0 ? ` (${Math.floor((100 * p.pagesDone) / p.pagesTotal)} %)` : '';
   return `${what}: ${p.pagesDone} of ${p.pagesTotal} pages sent${pct}, ${bytes(p.bytesRaw)} in ${ms(p.elapsedMs)}`;
 }

@@ -92,6 +92,46 @@ describe('post-copy and hybrid migration', () => {
     await ferry(['stop', name], env);
   });
 
+  it('dirtier: mappings moved, dropped and unmapped, a child, and forks while post-copy fills the memory: every check passes', async () => {
+    const w = await runOnLab(env, 'h1', 'dirtier', 'pcchurn', ['16', 'threads,churn,fork,forkloop']);
+    await progresses(w);
+    const child = () => JSON.parse(readFileSync(`${w.statusPath}.child`, 'utf8')) as { ok: boolean; error: string | null; progress: number };
+    for (const [to, mode] of [
+      ['h2', 'postcopy'],
+      ['h1', 'hybrid'],
+    ] as const) {
+      // Its churn opens /proc/self/maps for a moment now and then: a freeze that catches a /proc file
+      // open refuses (the engine cannot carry one) and rolls back, leaving it running; then again.
+      for (let attempt = 1; ; attempt++) {
+        const r = await ferry(['migrate', 'pcchurn', '--to', to, '--json', '--mode', mode], env);
+        const v = JSON.parse(r.stdout) as MigrationView;
+        if (v.outcome === 'completed') {
+          // Its writer threads keep anonymous pages dirty: post-copy has pages to carry, for both processes.
+          if (mode === 'postcopy') expectPostcopied(v);
+          break;
+        }
+        expect(v.outcome).toBe('rolledBack');
+        expect(v.error?.message).toMatch(/^cannot reopen fd \d+ of pid \d+: \/proc\//);
+        expect(status(w)).toMatchObject({ ok: true });
+        if (attempt === 5) throw new Error(`pcchurn -> ${to}: rolled back ${attempt} times: ${v.error?.message}`);
+      }
+      // Forked checkers read their copy of every slot: pages that arrived, and pages that were still on their way at the fork.
+      const forks = status(w)!.forks_checked as number;
+      const childProgress = child().progress;
+      for (const deadline = Date.now() + 30_000; (status(w)!.forks_checked as number) < forks + 2 || child().progress <= childProgress; ) {
+        if (Date.now() > deadline) throw new Error(`no progress on ${to}: ${JSON.stringify(status(w))} ${JSON.stringify(child())}`);
+        if (!status(w)!.ok || !child().ok) break;
+        await sleep(100);
+      }
+      expect(status(w)).toMatchObject({ ok: true, error: null });
+      expect(child()).toMatchObject({ ok: true, error: null });
+      const ps = await ferryJson<{ name: string; host: string; state: string }[]>(['ps'], env);
+      expect(ps.filter((p) => p.name === 'pcchurn').map((p) => [p.host, p.state])).toEqual([[to, 'running']]);
+      await expectUnregistered('pcchurn');
+    }
+    await ferry(['stop', 'pcchurn'], env);
+  });
+
   it('a writer that outruns pre-copy: post-copy and hybrid move it without throttling, every page intact, with figures', async () => {
     const w = await runOnLab(env, 'h1', 'memwriter', 'pcheavy', ['128', '200', 'random']);
     while (status(w)?.phase !== 'running') await sleep(50);

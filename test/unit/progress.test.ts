@@ -74,4 +74,12 @@ describe('the coordinator taking a report', () => {
     expect(underWay(report, 'precopy', 3)).toBe(false);
     expect(underWay({ ...report, phase: 'transfer' }, 'restore', 2)).toBe(false);
   });
+
+  it("takes post-copy's reports only while the workload runs on the destination (resume, cleanup)", () => {
+    const pc = { ...report, phase: 'postcopy' as const };
+    expect(underWay(pc, 'cleanup.running', 2)).toBe(true);
+    expect(underWay(pc, 'resume.running', 2)).toBe(true);
+    expect(underWay(pc, 'transfer', 2)).toBe(false);
+    expect(underWay(pc, 'completed', 2)).toBe(false);
+  });
 });

@@ -11,7 +11,10 @@
  *            copy-on-write copy (own threads, own seed), status in
  *            <status>.child;
  *   late     the fork happens a second after start instead (while a
- *            tracker started early is already following the parent).
+ *            tracker started early is already following the parent);
+ *   forkloop every half second a short-lived child verifies every slot of
+ *            its copy-on-write copy and exits, its verdict read back through
+ *            a pipe (a fork while the memory is being migrated: post-copy).
  * Self-check: every slot page holds a pattern of (slot seed, page, generation)
  * or zeros where it was dropped or newly mapped; a slot is verified before it
  * is unmapped or moved and after every move, and slot 0 (the anchor, never
@@ -217,6 +220,41 @@ static void *writer(void *arg) {
 }
 
 static int forked;
+static unsigned long long forks_checked;
+
+/* A child verifies every slot of its copy and reports what it found (nothing: all good). */
+static void fork_check(void) {
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  pid_t c = fork();
+  if (c < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return;
+  }
+  if (c == 0) {
+    close(fds[0]);
+    role = "forked checker";
+    for (int i = 0; i < NSLOTS; i++) verify(i, "forked checker");
+    if (!wl_ok()) {
+      while (__atomic_load_n(&wl_failed, __ATOMIC_ACQUIRE) != 2) {
+      }
+      if (write(fds[1], wl_err, strlen(wl_err)) < 0) _exit(3);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[1024];
+  ssize_t n, got = 0;
+  while ((n = read(fds[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0) got += n;
+  close(fds[0]);
+  int st = 0;
+  waitpid(c, &st, 0);
+  buf[got > 0 ? got : 0] = 0;
+  if (got > 0) wl_fail("%s", buf);
+  else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) wl_fail("forked checker ended with status 0x%x", st);
+  else forks_checked++;
+}
 
 /* Forks the child; in the child, returns 0 with the role and status path switched. */
 static pid_t fork_child(uint64_t *rng, const char *status_path) {
@@ -246,18 +284,26 @@ static void status(pid_t child, double mib) {
   if (child > 0) snprintf(pids, sizeof pids, "[%d,%d]", (int)getpid(), (int)child);
   else snprintf(pids, sizeof pids, "[%d]", (int)getpid());
   wl_status(ops, "\"pids\":%s,\"role\":\"%s\",\"region_addr\":\"%p\",\"region_mib\":%.1f,\"anchor_addr\":\"%p\",\"anchor_pages\":%zu,"
-            "\"slots_live\":%d,\"verified\":%llu,\"move_failures\":%llu,\"thread_writes\":[%llu,%llu]",
+            "\"slots_live\":%d,\"verified\":%llu,\"move_failures\":%llu,\"forks_checked\":%llu,\"thread_writes\":[%llu,%llu]",
             pids, role, (void *)region, mib, (void *)slots[0].addr, slots[0].pages, live, (unsigned long long)verified,
-            (unsigned long long)move_failures,
+            (unsigned long long)move_failures, forks_checked,
             (unsigned long long)thread_writes[0], (unsigned long long)thread_writes[1]);
+}
+
+/* Whether the comma-separated list holds exactly this word. */
+static int has(const char *list, const char *word) {
+  size_t n = strlen(word);
+  for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+    if ((p == list || p[-1] == ',') && (p[n] == 0 || p[n] == ',')) return 1;
+  return 0;
 }
 
 int main(int argc, char **argv) {
   wl_init("dirtier", argc, argv);
   double mib = argc > 2 ? atof(argv[2]) : 16;
   const char *features = argc > 3 ? argv[3] : "threads,churn,fork";
-  int threads = strstr(features, "threads") != NULL, churn = strstr(features, "churn") != NULL,
-      forking = strstr(features, "fork") != NULL, late = strstr(features, "late") != NULL;
+  int threads = has(features, "threads"), churn = has(features, "churn"), forking = has(features, "fork"), late = has(features, "late"),
+      forkloop = has(features, "forkloop");
   if (mib < 1) mib = 1;
   size_t size = (size_t)(mib * 1024 * 1024) / PAGE * PAGE;
   region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -282,7 +328,7 @@ int main(int argc, char **argv) {
   double t0 = wl_mono();
   if (forking && !late) child = fork_child(&rng, argv[1]);
   if (threads) start_writers();
-  double last = 0;
+  double last = 0, last_fork = wl_mono();
   for (;;) {
     if (churn)
       for (int k = 0; k < 16; k++) churn_op(&rng);
@@ -291,6 +337,10 @@ int main(int argc, char **argv) {
     if (forking && late && !forked && now - t0 > 1.0) {
       child = fork_child(&rng, argv[1]);
       if (child == 0 && threads) start_writers();
+    }
+    if (forkloop && child >= 0 && now - last_fork > 0.5 && strcmp(role, "parent") == 0) {
+      last_fork = now;
+      fork_check();
     }
     if (now - last > 0.05) {
       last = now;

@@ -32,7 +32,9 @@ const MODES = list(process.env.BENCH_PC_MODES, 'precopy,hybrid,hybrid+backup');
 const r1 = (v: number) => Math.round(v * 10) / 10;
 const median = (xs: number[]) => {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : Number.NaN;
+  if (s.length === 0) return Number.NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : r1((s[m - 1]! + s[m]!) / 2);
 };
 
 async function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

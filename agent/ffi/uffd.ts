@@ -202,14 +202,19 @@ export function uffdRegisterMissing(fd: number, start: number, len: number): voi
   ioctl(fd, UFFDIO_REGISTER, reg);
 }
 
-/** What a fill did: copied, or found the page there already (EEXIST), or the mapping changing under it (EAGAIN: read the events first), or gone (ENOENT: unmapped). */
-export type FillResult = 'filled' | 'exists' | 'again' | 'gone';
+/**
+ * What a fill did: copied, or found the page there already (EEXIST), or the mapping changing
+ * under it (EAGAIN: read the events first), or gone (ENOENT: unmapped), or the process itself
+ * gone (ESRCH: its memory is no more; it exited or exec'd).
+ */
+export type FillResult = 'filled' | 'exists' | 'again' | 'gone' | 'dead';
 
 const fillErrno = (err: unknown): FillResult => {
   if (err instanceof SyscallError) {
     if (err.errno === 17) return 'exists';
     if (err.errno === 11) return 'again';
-    if (err.errno === 2 || err.errno === 3 || err.errno === 14) return 'gone';
+    if (err.errno === 3) return 'dead';
+    if (err.errno === 2 || err.errno === 14) return 'gone';
   }
   throw err;
 };

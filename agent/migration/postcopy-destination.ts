@@ -57,7 +57,8 @@ const POLL_MS = 100;
 
 export class PostcopyDestination {
   readonly #targets: PostcopyTarget[];
-  readonly #keepers: number[] = [];
+  /** uffd -> the keeper process holding a copy of it. */
+  readonly #keepers = new Map<number, number>();
   /** Source page (`pid:addr`) -> when its fault asked for it. */
   readonly #asked = new Map<string, number>();
   readonly #latencies: number[] = [];
@@ -113,11 +114,30 @@ export class PostcopyDestination {
 
   /** A process holding a copy of `fd` that kills the workload if this agent dies before post-copy ends. */
   #keep(fd: number): void {
-    const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 0.05 3<&-; done; echo 1 > ${JSON.stringify(path.join(this.o.cgroupDir, 'cgroup.kill'))}`;
-    const child = spawn('sh', ['-c', script, 'ferry-postcopy-keeper'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
+    // $1: this agent's pid, $2: the workload's cgroup.kill (arguments, never parsed as script).
+    const script = 'while kill -0 "$1" 2>/dev/null; do sleep 0.05 3<&-; done; echo 1 > "$2"';
+    const child = spawn('sh', ['-c', script, 'ferry-postcopy-keeper', String(process.pid), path.join(this.o.cgroupDir, 'cgroup.kill')], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
     child.on('error', () => undefined);
     child.unref();
-    if (child.pid) this.#keepers.push(child.pid);
+    if (child.pid) this.#keepers.set(fd, child.pid);
+  }
+
+  /** A process that is gone (exited, or exec'd another program): nothing of it waits for a page any more. */
+  #drop(t: PostcopyTarget): void {
+    const i = this.#targets.indexOf(t);
+    if (i < 0) return;
+    this.#targets.splice(i, 1);
+    this.#f.pagesDropped += t.pages.size;
+    for (const src of t.pages.sources()) t.pages.delete(t.pages.currentOf(src)!);
+    const keeper = this.#keepers.get(t.fd);
+    this.#keepers.delete(t.fd);
+    if (keeper !== undefined) killQuietly(keeper);
+    try {
+      closeFd(t.fd);
+    } catch {
+      // closed already
+    }
+    this.#checkDone();
   }
 
   async #pollLoop(): Promise<void> {
@@ -214,11 +234,15 @@ export class PostcopyDestination {
 
   /** The source's page at (sourcePid, src) into every process still waiting for it. */
   #deliver(sourcePid: number, src: number, data: Buffer, how: 'pushed' | 'fetched'): void {
-    for (const t of this.#targets) {
+    for (const t of [...this.#targets]) {
       if (t.sourcePid !== sourcePid) continue;
       const cur = t.pages.currentOf(src);
       if (cur === undefined) continue;
       const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
+      if (r === 'dead') {
+        this.#drop(t);
+        continue;
+      }
       // Re-read: the events drained by a retry may have dropped or moved it.
       if (r === 'filled' || r === 'exists' || r === 'gone') t.pages.delete(t.pages.currentOf(src) ?? cur);
       if (r === 'filled') {
@@ -259,10 +283,13 @@ export class PostcopyDestination {
       zero: (pid, addr, n) => {
         for (let i = 0; i < n; i++) {
           const src = addr + i * PAGE;
-          for (const t of this.#targets) {
+          for (const t of [...this.#targets]) {
             const cur = t.sourcePid === pid ? t.pages.currentOf(src) : undefined;
             if (cur === undefined) continue;
-            this.#fill(t, () => uffdZero(t.fd, cur, PAGE));
+            if (this.#fill(t, () => uffdZero(t.fd, cur, PAGE)) === 'dead') {
+              this.#drop(t);
+              continue;
+            }
             t.pages.delete(t.pages.currentOf(src) ?? cur);
             this.#f.pagesPushed++;
           }
@@ -309,13 +336,8 @@ export class PostcopyDestination {
   /** Every registration ends (the keepers first, then the agent's own uffds): the workload runs on its own. */
   #stop(): void {
     this.#stopped = true;
-    for (const pid of this.#keepers) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
+    for (const pid of this.#keepers.values()) killQuietly(pid);
+    this.#keepers.clear();
     for (const t of this.#targets) {
       try {
         closeFd(t.fd);
@@ -353,7 +375,7 @@ export class PostcopyDestination {
 
   #fromBackup(dir: string): void {
     const readers = new Map<number, (addr: number) => Buffer | undefined>();
-    for (const t of this.#targets) {
+    for (const t of [...this.#targets]) {
       if (t.pages.size === 0) continue;
       let read = readers.get(t.sourcePid);
       if (!read) readers.set(t.sourcePid, (read = readBackup(dir, this.o.migrationId, t.sourcePid, this.o.origin.get(t.sourcePid) ?? [])));
@@ -363,6 +385,10 @@ export class PostcopyDestination {
         const cur = t.pages.currentOf(src);
         if (cur === undefined) continue;
         const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
+        if (r === 'dead') {
+          this.#drop(t);
+          break;
+        }
         t.pages.delete(t.pages.currentOf(src) ?? cur);
         if (r === 'filled') {
           this.#f.pagesFromBackup++;
@@ -397,4 +423,10 @@ export class PostcopyDestination {
   }
 }
 
-export const spanOf = (r: { addr: number; pages: number }): Span => ({ start: r.addr, end: r.addr + r.pages * PAGE });
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
+}

@@ -19,7 +19,6 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { trackTree } from '../agent/engine/memory/dirty/tree.ts';
 import { PageSender } from '../agent/transfer/pages.ts';
@@ -27,13 +26,13 @@ import { PageReceiver } from '../agent/transfer/page-receiver.ts';
 import type { PageSink } from '../agent/transfer/page-sinks.ts';
 import { loopbackPair } from '../test/integration/helpers/stream-peers.ts';
 import { streamBench } from './stream.ts';
+import { REPO, ferryCli } from './ferry-cli.ts';
 import { outrunsLink } from '../coordinator/convergence.ts';
 import { RoundStatsWire, type MigrationView } from '../shared/migration.ts';
 import type { WorkloadInfo } from '../shared/workload.ts';
 import { WORKLOAD_SPECS, buildWorkload, startWorkload, stopWorkload, type WorkloadName } from '../test/workloads/harness.ts';
 
 const execFileP = promisify(execFile);
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const LAB = process.env.FERRY_LAB ?? 'bench';
 const env = { ...process.env, FERRY_LAB: LAB };
 const quick = process.env.BENCH_QUICK === '1';
@@ -44,15 +43,7 @@ const PATTERNS = list(process.env.BENCH_PATTERNS, quick ? 'hotset' : 'random,hot
 const REPEATS = Number(process.env.BENCH_REPEATS ?? (quick ? 2 : 3));
 const MiB = 1 << 20;
 
-async function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await execFileP(process.execPath, [path.join(REPO, 'bin/ferry.js'), ...args], { env, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const ferry = ferryCli(env);
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);

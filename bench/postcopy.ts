@@ -13,14 +13,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { MigrationView } from '../shared/migration.ts';
 import { buildWorkload } from '../test/workloads/harness.ts';
+import { REPO, ferryCli } from './ferry-cli.ts';
 
-const execFileP = promisify(execFile);
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const LAB = process.env.FERRY_LAB ?? 'benchpc';
 const env = { ...process.env, FERRY_LAB: LAB };
 const list = (v: string | undefined, d: string): string[] => (v ?? d).split(',').filter(Boolean);
@@ -37,15 +33,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : r1((s[m - 1]! + s[m]!) / 2);
 };
 
-async function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await execFileP(process.execPath, [path.join(REPO, 'bin/ferry.js'), ...args], { env, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const ferry = ferryCli(env);
 
 interface WriterStatus {
   phase: string;
@@ -214,8 +202,9 @@ async function main(): Promise<void> {
       { target: `${p}: hybrid downtime <= 50 ms`, value: h ? `${h.downtimeMedianMs} ms` : 'not run', met: !!h && h.downtimeMedianMs <= 50 },
       { target: `${p}: hybrid total time against throttled pre-copy`, value: h && pre ? `${h.totalMedianMs} against ${pre.totalMedianMs} ms (${r1(h.totalMedianMs / pre.totalMedianMs)}x)` : 'not run', met: !!h && !!pre && h.totalMedianMs <= pre.totalMedianMs },
       { target: `${p}: the writer's speed during the migration, hybrid against pre-copy`, value: h && pre ? `${Math.round(h.speedDuringMedian * 100)} % against ${Math.round(pre.speedDuringMedian * 100)} % of its speed before` : 'not run', met: !!h && !!pre && h.speedDuringMedian >= pre.speedDuringMedian },
-      { target: `${p}: fault latency median / p99 (hybrid)`, value: h?.faultMedianMs != null ? `${h.faultMedianMs} / ${h.faultP99Ms} ms` : 'no demand fault', met: true },
-      { target: `${p}: cost of --postcopy-backup (downtime, hybrid)`, value: b && h ? `${b.downtimeMedianMs} against ${h.downtimeMedianMs} ms` : 'not run', met: true },
+      // Figures the issue asks for, with no bound to meet: listed as met once measured.
+      { target: `${p}: fault latency median / p99 (hybrid)`, value: h ? (h.faultMedianMs != null ? `${h.faultMedianMs} / ${h.faultP99Ms} ms` : 'no demand fault') : 'not run', met: !!h },
+      { target: `${p}: cost of --postcopy-backup (downtime, hybrid)`, value: b && h ? `${b.downtimeMedianMs} against ${h.downtimeMedianMs} ms` : 'not run', met: !!b && !!h },
     ];
   });
   const result = { at: new Date().toISOString(), sizeMiB: SIZE, rateMBps: RATE, hotShare: r1(hotShare * 1000) / 10, repeats: REPEATS, rows, targets, totalMinutes: r1((Date.now() - t0) / 60_000) };

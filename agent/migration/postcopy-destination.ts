@@ -232,24 +232,27 @@ export class PostcopyDestination {
     throw new FerryError(ErrorCode.Internal, 'post-copy: the workload kept changing its mappings under a page fill');
   }
 
+  /**
+   * The source's page at `src` into one process, if it still waits for it; a process that is
+   * gone drops out. Returns what the fill did ('none': it did not wait for that page).
+   */
+  #copyInto(t: PostcopyTarget, src: number, data: Buffer): FillResult | 'none' {
+    const cur = t.pages.currentOf(src);
+    if (cur === undefined) return 'none';
+    const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
+    if (r === 'dead') this.#drop(t);
+    // Re-read: the events drained by a retry may have dropped or moved it.
+    else t.pages.delete(t.pages.currentOf(src) ?? cur);
+    if (r === 'filled') this.#lastPageAt = performance.now();
+    return r;
+  }
+
   /** The source's page at (sourcePid, src) into every process still waiting for it. */
   #deliver(sourcePid: number, src: number, data: Buffer, how: 'pushed' | 'fetched'): void {
     for (const t of [...this.#targets]) {
-      if (t.sourcePid !== sourcePid) continue;
-      const cur = t.pages.currentOf(src);
-      if (cur === undefined) continue;
-      const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
-      if (r === 'dead') {
-        this.#drop(t);
-        continue;
-      }
-      // Re-read: the events drained by a retry may have dropped or moved it.
-      if (r === 'filled' || r === 'exists' || r === 'gone') t.pages.delete(t.pages.currentOf(src) ?? cur);
-      if (r === 'filled') {
-        if (how === 'pushed') this.#f.pagesPushed++;
-        else this.#f.pagesFetched++;
-        this.#lastPageAt = performance.now();
-      }
+      if (t.sourcePid !== sourcePid || this.#copyInto(t, src, data) !== 'filled') continue;
+      if (how === 'pushed') this.#f.pagesPushed++;
+      else this.#f.pagesFetched++;
     }
     const key = `${sourcePid}:${src}`;
     const at = this.#asked.get(key);
@@ -382,18 +385,9 @@ export class PostcopyDestination {
       for (const src of t.pages.sources()) {
         const data = read(src);
         if (!data) throw new FerryError(ErrorCode.BadImage, `post-copy backup: page ${src.toString(16)} of process ${t.sourcePid} is not in it`);
-        const cur = t.pages.currentOf(src);
-        if (cur === undefined) continue;
-        const r = this.#fill(t, () => uffdCopy(t.fd, cur, data));
-        if (r === 'dead') {
-          this.#drop(t);
-          break;
-        }
-        t.pages.delete(t.pages.currentOf(src) ?? cur);
-        if (r === 'filled') {
-          this.#f.pagesFromBackup++;
-          this.#lastPageAt = performance.now();
-        }
+        const r = this.#copyInto(t, src, data);
+        if (r === 'dead') break;
+        if (r === 'filled') this.#f.pagesFromBackup++;
       }
     }
     this.#asked.clear();

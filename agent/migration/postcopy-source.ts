@@ -79,8 +79,9 @@ export class PostcopySource {
       const { pid } = f.header;
       const addr = parseInt(f.header.addr, 16);
       const run = this.#runOf(pid, addr);
-      // Not one of ours (a page the destination should not lack): its current content all the same.
-      const pages = run ? Math.min(f.header.pages, (run.addr + run.pages * PAGE - addr) / PAGE) : 1;
+      // Only the pages this migration left for after the resume: never another process's memory, nor other pages of this one.
+      if (!run || addr % PAGE !== 0) throw new FerryError(ErrorCode.BadMessage, `post-copy: the destination asked for page ${addr.toString(16)} of process ${pid}, which is not one it lacks`);
+      const pages = Math.min(f.header.pages, (run.addr + run.pages * PAGE - addr) / PAGE);
       const data = Buffer.alloc(pages * PAGE);
       const ok = readPages(pid, [{ start: addr, end: addr + pages * PAGE }], data, -1);
       if (!ok[0]) throw new FerryError(ErrorCode.Internal, `post-copy: page ${addr.toString(16)} of process ${pid} cannot be read at the source`);

@@ -143,7 +143,7 @@ describe('post-copy and hybrid migration', () => {
     await expectRunsOnceOn(env, w, 'h2');
     // Its own sweep covers every page: passes only if each page holds what the writer last put there.
     const sweeps = status(w)!.sweeps as number;
-    while ((status(w)!.sweeps as number) < sweeps + 2) await sleep(100);
+    while ((status(w)!.sweeps as number) < sweeps + 2 && status(w)!.ok) await sleep(100);
     expect(status(w)).toMatchObject({ ok: true, error: null });
     // A budget no round can meet: hybrid switches over to post-copy where pre-copy would throttle.
     const back = await migrate('pcheavy', 'h1', ['--mode', 'hybrid', '--downtime-budget', '1']);
@@ -151,7 +151,7 @@ describe('post-copy and hybrid migration', () => {
     expectPostcopied(back);
     await expectRunsOnceOn(env, w, 'h1');
     const s2 = status(w)!.sweeps as number;
-    while ((status(w)!.sweeps as number) < s2 + 2) await sleep(100);
+    while ((status(w)!.sweeps as number) < s2 + 2 && status(w)!.ok) await sleep(100);
     expect(status(w)).toMatchObject({ ok: true, error: null });
     await ferry(['stop', 'pcheavy'], env);
   });

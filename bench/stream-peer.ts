@@ -18,7 +18,10 @@ if (mode === 'recv') {
     const conn = await server.expect(`m-bench-stream-${i}`, 'h1').accept({ timeoutMs: 120_000 });
     // The image transfer's frames: data chunks, then done, answered by ack.
     let bytes = 0;
-    for (let f = await conn.next(); f && f.header.t !== 'done'; f = await conn.next()) bytes += f.payload.length;
+    for (let f = await conn.next(); f && f.header.t !== 'done'; f = await conn.next()) {
+      bytes += f.payload.length;
+      f.release?.();
+    }
     await conn.send({ t: 'ack', bytes });
     await conn.end();
   }

@@ -2,11 +2,14 @@
 // Headers are small and self-describing (shared/stream-frames.ts); payloads are raw bytes (pages,
 // file chunks) that are never copied into JSON.
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
+import type { BufferPool } from './buffer-pool.ts';
 import { FRAME_KINDS, type FrameHeader, type FrameKind, MAX_FRAME_HEADER, MAX_FRAME_PAYLOAD, StreamFrameHeader } from '../../shared/stream-frames.ts';
 
 export interface Frame<K extends FrameKind = FrameKind> {
   header: FrameHeader<K>;
   payload: Buffer;
+  /** Present on a payload from a pool: call it once nothing reads the payload any more (optional: else the GC takes it). */
+  release?: () => void;
 }
 
 /** Narrows a frame to kind `t` (a frame's type follows its header's). */
@@ -45,26 +48,74 @@ function parseHeader(json: Buffer): StreamFrameHeader {
   throw new FerryError(ErrorCode.BadMessage, `data stream: bad "${t}" frame header: ${issue}${more.length ? ` (+${more.length} more)` : ''}`);
 }
 
-/** Reassembles frames from arbitrary TCP chunks. */
+/** Payloads at least this large are assembled in pooled buffers (smaller ones cost V8 little). */
+const POOLED_PAYLOAD = 256 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Reassembles frames from arbitrary TCP chunks (16 KiB TLS records, 64 KiB reads). A payload
+ * that a chunk holds whole is a view of it; a larger one is copied in as its chunks arrive, into
+ * a buffer of `pool` when one is given: its frame then has release(), which gives it back.
+ */
 export class FrameDecoder {
+  /** Unparsed bytes of the next frame's prefix and header (and whatever came after them). */
   #chunks: Buffer[] = [];
   #buffered = 0;
+  /** A frame whose header is parsed and whose payload is still arriving. */
+  #filling: { frame: Frame; filled: number } | null = null;
+
+  constructor(private readonly pool?: BufferPool) {}
 
   push(chunk: Buffer): Frame[] {
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
     const out: Frame[] = [];
+    let c = chunk;
     for (;;) {
-      if (this.#buffered < 8) break;
+      const f = this.#filling;
+      if (f) {
+        const n = Math.min(c.length, f.frame.payload.length - f.filled);
+        c.copy(f.frame.payload, f.filled, 0, n);
+        f.filled += n;
+        c = c.subarray(n);
+        if (f.filled < f.frame.payload.length) return out;
+        out.push(f.frame);
+        this.#filling = null;
+        continue;
+      }
+      if (c.length > 0) {
+        this.#chunks.push(c);
+        this.#buffered += c.length;
+        c = EMPTY;
+      }
+      if (this.#buffered < 8) return out;
       const prefix = this.#peek(8);
       const hl = prefix.readUInt32LE(0);
       const pl = prefix.readUInt32LE(4);
       if (hl > MAX_FRAME_HEADER || pl > MAX_FRAME_PAYLOAD) throw new FerryError(ErrorCode.BadMessage, `data stream: frame lengths ${hl}/${pl} out of bounds`);
-      if (this.#buffered < 8 + hl + pl) break;
-      const all = this.#take(8 + hl + pl);
-      out.push({ header: parseHeader(all.subarray(8, 8 + hl)), payload: all.subarray(8 + hl) });
+      if (this.#buffered < 8 + hl) return out;
+      const header = parseHeader(this.#take(8 + hl).subarray(8));
+      // What follows the header is this frame's payload, then the next frames.
+      const rest = this.#takeAll();
+      if (rest.length >= pl) {
+        out.push({ header, payload: rest.subarray(0, pl) });
+        c = rest.subarray(pl);
+        continue;
+      }
+      this.#filling = { frame: this.#payloadFrame(header, pl), filled: 0 };
+      c = rest;
     }
-    return out;
+  }
+
+  #payloadFrame(header: StreamFrameHeader, n: number): Frame {
+    const pool = this.pool;
+    if (!pool || n < POOLED_PAYLOAD) return { header, payload: Buffer.allocUnsafe(n) };
+    const payload = pool.take(n);
+    let given = false;
+    const release = () => {
+      if (given) return;
+      given = true;
+      pool.give(payload);
+    };
+    return { header, payload, release };
   }
 
   #peek(n: number): Buffer {
@@ -86,5 +137,12 @@ export class FrameDecoder {
     }
     this.#buffered -= n;
     return buf;
+  }
+
+  #takeAll(): Buffer {
+    const all = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    this.#chunks = [];
+    this.#buffered = 0;
+    return all;
   }
 }

@@ -9,6 +9,9 @@ import type { PageSink } from './page-sinks.ts';
 import type { Frame } from './frames.ts';
 import type { DataConnection } from './stream.ts';
 
+/** Applied bytes that may wait for their credit while more frames are at hand (a quarter of the sender's default window). */
+const CREDIT_BATCH = 4 << 20;
+
 export interface ReceivedRound {
   round: number;
   exited: number[];
@@ -22,6 +25,8 @@ export interface ReceivedRound {
 
 export class PageReceiver {
   private consumed = 0;
+  /** What the last credit said. */
+  private credited = 0;
 
   constructor(
     private readonly conn: DataConnection,
@@ -66,6 +71,7 @@ export class PageReceiver {
       if (!f) throw new FerryError(ErrorCode.Unavailable, `data stream closed inside round ${r.round}`);
       const h = f.header;
       if (h.t === 'pages-end') {
+        await this.credit(true);
         if (h.frames !== r.frames || h.pages !== r.pagesWritten || h.zero !== r.zeroPages)
           throw new FerryError(ErrorCode.BadMessage, `round ${r.round}: sender says ${h.frames} frames, ${h.pages}+${h.zero} pages; ${r.frames} frames, ${r.pagesWritten}+${r.zeroPages} arrived`);
         await this.conn.send({ t: 'pages-ack', round: r.round, pages: r.pagesWritten, zero: r.zeroPages });
@@ -80,9 +86,24 @@ export class PageReceiver {
       }
       if (h.t !== 'pages') throw new FerryError(ErrorCode.BadMessage, `page stream: unexpected "${h.t}" inside round ${r.round}`);
       this.applyFrame(h, f.payload, r);
+      // The sink wrote (and checked) the pages synchronously: the payload's buffer can serve another frame.
+      f.release?.();
       this.consumed += f.payload.length + FRAME_OVERHEAD;
-      await this.conn.send({ t: 'pages-credit', upTo: this.consumed });
+      await this.credit(false);
     }
+  }
+
+  /**
+   * Returns credits in batches: a credit costs a frame each way and a TLS record, and one per
+   * page frame cost the receiver's thread half a second a GiB. A batch goes once CREDIT_BATCH
+   * bytes were applied, and always before this side could wait for data (nothing queued): a
+   * sender waiting for window then never waits on a credit held back here.
+   */
+  private async credit(force: boolean): Promise<void> {
+    if (this.consumed === this.credited) return;
+    if (!force && this.consumed - this.credited < CREDIT_BATCH && this.conn.queued > 0) return;
+    this.credited = this.consumed;
+    await this.conn.send({ t: 'pages-credit', upTo: this.consumed });
   }
 
   private applyFrame(h: FrameHeader<'pages'>, payload: Buffer, r: ReceivedRound): void {

@@ -12,6 +12,7 @@ import { once } from 'node:events';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { TLS_OPTIONS, bindingToken, type StreamCredentials } from './auth.ts';
 import type { FrameKind, StreamFrameHeader } from '../../shared/stream-frames.ts';
+import { BufferPool } from './buffer-pool.ts';
 import { FrameDecoder, encodeFrame, isFrame, type Frame } from './frames.ts';
 import { agentIdentity, assertAgentIdentity } from './identity.ts';
 
@@ -42,9 +43,12 @@ const chan = diagnostics_channel.channel('ferry:transfer');
 
 /** Incoming frames buffered at most this many bytes before the socket is paused. */
 const RECEIVE_HIGH_WATER = 32 * 1024 * 1024;
+/** Large payloads are assembled in buffers used again (buffer-pool.ts): a page frame's size at least, a queue's worth kept. */
+const POOL_MIN = (1 << 20) + 64 * 1024;
+const POOL_KEEP = RECEIVE_HIGH_WATER + 16 * 1024 * 1024;
 
 export class DataConnection {
-  #decoder = new FrameDecoder();
+  #decoder = new FrameDecoder(new BufferPool(POOL_MIN, POOL_KEEP));
   #queue: Frame[] = [];
   #queuedBytes = 0;
   #waiter: { resolve: (f: Frame | null) => void; reject: (e: Error) => void } | null = null;
@@ -74,6 +78,11 @@ export class DataConnection {
     socket.on('end', () => this.#finish());
     socket.on('close', () => this.#finish());
     socket.on('error', (err) => this.#fail(new FerryError(ErrorCode.Unavailable, `data stream: ${err.message}`, { cause: err })));
+  }
+
+  /** Frames received and not yet taken with next(): a next() now would not wait. */
+  get queued(): number {
+    return this.#queue.length;
   }
 
   /** Whether the frames travel encrypted (TLS) or in clear (bound to a TLS connection). */

@@ -3,6 +3,7 @@
 // one of them, or breaks its kind's schema, fails the stream as a bad message that says why.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { BufferPool } from '../../agent/transfer/buffer-pool.ts';
 import { encodeFrame, FrameDecoder, type Frame } from '../../agent/transfer/frames.ts';
 import { ErrorCode, FerryError } from '../../shared/errors.ts';
 import { errorMessage, FRAME_KINDS, type FrameHeader, type FrameKind, MAX_ERROR_MESSAGE, MAX_FRAME_HEADER } from '../../shared/stream-frames.ts';
@@ -150,5 +151,26 @@ describe('data stream frames', () => {
     encodeFrame({ t: 'ack', bytes: '3' });
     // @ts-expect-error a missing field
     encodeFrame({ t: 'pages-end', round: 1, frames: 0, pages: 0 });
+  });
+
+  it('assembles large payloads from TLS-sized chunks into pooled buffers, used again once released', () => {
+    const pool = new BufferPool(1 << 20, 8 << 20);
+    const decoder = new FrameDecoder(pool);
+    const payload = (fill: number) => Buffer.alloc((1 << 20) + 4096, fill);
+    const bytes = Buffer.concat([...encodeFrame({ t: 'data' }, payload(1)), ...encodeFrame({ t: 'ack', bytes: 1 }), ...encodeFrame({ t: 'data' }, payload(2))]);
+    const got: Frame[] = [];
+    for (let at = 0; at < bytes.length; at += 16 * 1024) got.push(...decoder.push(bytes.subarray(at, at + 16 * 1024)));
+    expect(got.map((f) => f.header.t)).toEqual(['data', 'ack', 'data']);
+    expect(got[0]!.payload.equals(payload(1))).toBe(true);
+    expect(got[2]!.payload.equals(payload(2))).toBe(true);
+    expect(got[1]!.release).toBeUndefined();
+    // Released: the next large payload lands in the same memory (and a second release is harmless).
+    const first = got[0]!.payload;
+    got[0]!.release!();
+    got[0]!.release!();
+    const next = Buffer.concat(encodeFrame({ t: 'data' }, payload(3)));
+    const again = [...decoder.push(next.subarray(0, 100)), ...decoder.push(next.subarray(100))];
+    expect(again[0]!.payload.equals(payload(3))).toBe(true);
+    expect(again[0]!.payload.buffer === first.buffer).toBe(true);
   });
 });

@@ -62,6 +62,12 @@ export class LandingCheck {
     if (this.#buf.length < data.length) this.#buf = Buffer.alloc(data.length);
     const view = this.#buf.subarray(0, data.length);
     const ok = readPages(ref.hostPid, runs, view);
+    // Almost always every page landed as sent: one comparison of the whole batch says so.
+    if (view.equals(data) && ok.every((b) => b === 1)) {
+      this.#round.pages += ok.length;
+      this.#round.ms += performance.now() - t;
+      return;
+    }
     const addrOf = pageAddresses(runs);
     let pages = 0;
     for (let i = 0; i < ok.length; i++) {

@@ -144,6 +144,7 @@ export const HeldFreezeRecord = z.strictObject({
   cgroup: z.string().nullable(),
   origCgroups: z.record(z.string(), z.string()),
   cgroupRoot: z.string().nullable(),
+  inPlace: z.boolean().optional(),
 });
 
 /** A restored destination tree held frozen for the commit (agent/engine/process/hold.ts HeldTree). */

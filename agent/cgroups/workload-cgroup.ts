@@ -148,9 +148,12 @@ export class WorkloadCgroup {
     return this.dirs.map((d) => path.join(d, 'cgroup.procs'));
   }
 
-  /** Moves a process into every group (its threads follow). */
+  /**
+   * Moves a process into every group it is not in yet (its threads follow). Each move waits for an
+   * RCU grace period (milliseconds), even into the group a process is already in.
+   */
   join(pid: number): void {
-    for (const f of this.procsFiles()) writeFileSync(f, String(pid));
+    for (const d of this.notMemberOf(pid)) writeFileSync(path.join(d, 'cgroup.procs'), String(pid));
   }
 
   /** Removes the groups once they are empty. Never throws. */

@@ -22,6 +22,7 @@ import { clearSocketTables } from './sockets/classify.ts';
 import { RepairHold, linkSockets } from './sockets/sockets.ts';
 import { linkShared, shmSources } from './files/sharing.ts';
 import { listTasks, readMaps } from './process/procfs.ts';
+import { readAhead, warmReadAhead } from './process/read-ahead.ts';
 
 const chan = diagnostics_channel.channel('ferry:checkpoint');
 
@@ -66,9 +67,10 @@ export class Checkpoint {
   ) {}
 
   /** Preflight, then freeze. Throws before touching the workload if something cannot be carried. */
-  static begin(root: number, opts: { migration?: boolean } = {}): Checkpoint {
+  static begin(root: number, opts: { migration?: boolean; ownCgroup?: string | null } = {}): Checkpoint {
+    warmReadAhead();
     const { container } = preflightTree(root, opts);
-    const tree = FrozenTree.freezeTree(root);
+    const tree = FrozenTree.freezeTree(root, { ownCgroup: opts.ownCgroup ?? null });
     const clocks = container ? containerClocks(root) : null;
     // Children forked while the freeze landed were not in the first check.
     try {
@@ -84,13 +86,15 @@ export class Checkpoint {
 
   /** Everything but pages. Moves the tasks into group-stop first: injected calls cannot run frozen. */
   collect(): ProcessImage[] {
+    // Frozen already: smaps (a page-table walk) is read on another thread meanwhile.
+    const smaps = new Map(this.tree.pids.map((pid) => [pid, readAhead(`/proc/${pid}/smaps`)]));
     this.tree.enterGroupStop();
     clearSocketTables();
     this.processes = this.tree.pids.map((pid) => {
       const maps = readMaps(pid);
       const site = findSyscallSite(pid, maps);
       const tids = listTasks(pid);
-      const p = collectProcess(pid, tids, site, maps);
+      const p = collectProcess(pid, tids, site, maps, smaps.get(pid));
       p.cgroup = this.tree.originalCgroup(pid) ?? p.cgroup;
       if (!this.machine) this.machine = machineFromProcess(getRegset(pid, NT_X86_XSTATE), maps, sealedSystemMappings());
       return p;
@@ -229,6 +233,8 @@ export class Checkpoint {
 
 /** Everything the engine would refuse about the tree under root, before anything is frozen. */
 export function preflightTree(root: number, opts: { migration?: boolean } = {}): { pids: number[]; container: boolean } {
+  // A checkpoint follows: its reading thread starts now, not inside the freeze.
+  warmReadAhead();
   const pids = treeOf(root);
   const container = existsSync(`/proc/${root}`) ? isContainer(root, pids) : false;
   preflight(pids, { allowChildren: true, container, ...opts });

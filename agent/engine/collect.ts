@@ -13,6 +13,7 @@ import { type MapEntry, fdTarget, listChildren, listFds, readFdinfo, readStat, r
 import { collectSigactions, pendingOf } from './process/signals.ts';
 import { collectThread } from './process/threads.ts';
 import { collectItimers, collectPosixTimers } from './process/timers.ts';
+import type { ReadAhead } from './process/read-ahead.ts';
 
 /** A chroot's directory, as the host sees it. */
 function rootOf(pid: number): { root?: string } {
@@ -156,11 +157,12 @@ function collectMm(pid: number, brk: bigint): MmImage {
 
 const ADVICE = new Set(['dc', 'wf', 'hg', 'nh', 'dd']);
 
-/** VmFlags per mapping start, from smaps. */
-function vmFlagsByStart(pid: number): Map<bigint, string[]> {
+/** VmFlags per mapping start, from smaps (read ahead on another thread when the caller started it). */
+function vmFlagsByStart(pid: number, smaps?: ReadAhead): Map<bigint, string[]> {
   const out = new Map<bigint, string[]>();
   let cur: bigint | null = null;
-  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+  const text = smaps ? smaps.text() : readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  for (const line of text.split('\n')) {
     const m = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
     if (m) cur = BigInt(`0x${m[1]}`);
     else if (cur !== null && line.startsWith('VmFlags:')) out.set(cur, line.slice(8).trim().split(/\s+/));
@@ -180,7 +182,7 @@ function flagsOf(m: MapEntry, flags: readonly string[]): Pick<Vma, 'advice' | 'g
 }
 
 /** Everything about a process except page contents; vmas come back with empty runs. */
-export function collectProcess(pid: number, tids: readonly number[], site: bigint, maps: readonly MapEntry[]): ProcessImage {
+export function collectProcess(pid: number, tids: readonly number[], site: bigint, maps: readonly MapEntry[], smaps?: ReadAhead): ProcessImage {
   const brk = injectStepOk(pid, site, 'brk', [0]);
   const pdOut = outArea(pid, maps);
   injectStepOk(pid, site, 'prctl', [2, pdOut]); // PR_GET_PDEATHSIG
@@ -188,19 +190,7 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
   const stat = readStat(pid);
   const st = readStatus(pid);
   const threads = [pid, ...tids.filter((t) => t !== pid)].map((tid) => collectThread(pid, tid, site, maps));
-  const vmFlags = vmFlagsByStart(pid);
-  const vmas: Vma[] = maps.map((m) => ({
-    ...flagsOf(m, vmFlags.get(m.start) ?? []),
-    start: toHex(m.start),
-    end: toHex(m.end),
-    perms: m.perms,
-    kind: vmaKind(m),
-    ...(m.path.startsWith('/') || m.path.startsWith('[anon_shmem') ? { path: m.path } : {}),
-    ...(isShm(m) ? { inode: m.inode } : {}),
-    fileOffset: toHex(m.offset),
-    runs: [],
-  }));
-  return {
+  const img: ProcessImage = {
     pid,
     hostPid: pid,
     ppid: Number(stat.f(4)),
@@ -231,7 +221,7 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     },
     mm: collectMm(pid, brk),
     auxv: readFileSync(`/proc/${pid}/auxv`).toString('base64'),
-    vmas,
+    vmas: [],
     fds: collectFds(pid),
     sigactions: collectSigactions(pid, site, maps),
     rlimits: collectRlimits(pid),
@@ -241,4 +231,21 @@ export function collectProcess(pid: number, tids: readonly number[], site: bigin
     pagesFile: pagesFileName(pid),
     pagesBytes: 0,
   };
+  // Last: smaps, read ahead on another thread, has had every injected call above to arrive.
+  img.vmas = vmasOf(maps, vmFlagsByStart(pid, smaps));
+  return img;
+}
+
+function vmasOf(maps: readonly MapEntry[], vmFlags: Map<bigint, string[]>): Vma[] {
+  return maps.map((m) => ({
+    ...flagsOf(m, vmFlags.get(m.start) ?? []),
+    start: toHex(m.start),
+    end: toHex(m.end),
+    perms: m.perms,
+    kind: vmaKind(m),
+    ...(m.path.startsWith('/') || m.path.startsWith('[anon_shmem') ? { path: m.path } : {}),
+    ...(isShm(m) ? { inode: m.inode } : {}),
+    fileOffset: toHex(m.offset),
+    runs: [],
+  }));
 }

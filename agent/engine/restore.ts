@@ -13,6 +13,7 @@ import { isDying } from './process/procfs.ts';
 import type { VerifyReport } from '../../shared/verify.ts';
 import { verifyTree } from './verify/index.ts';
 import { corruptIfArmed } from './verify/corrupt.ts';
+import { LeaseGuard, leaseViewReadAhead } from './files/lock-sharing.ts';
 
 const chan = diagnostics_channel.channel('ferry:restore');
 
@@ -43,9 +44,9 @@ export function waitPidFree(pid: number, timeoutMs = 5000): void {
 }
 
 /** Builds one process in its husk up to the point where only registers are missing. */
-export function buildProcess(husk: Husk, p: ProcessImage, dir: string): { memoryMs: number } {
+export function buildProcess(husk: Husk, p: ProcessImage, dir: string, leases?: LeaseGuard): { memoryMs: number } {
   const r = buildMemory(husk, p, dir);
-  buildState(husk, p);
+  buildState(husk, p, leases);
   return r;
 }
 
@@ -72,10 +73,10 @@ export function buildMemory(husk: Husk, p: ProcessImage, dir: string): { memoryM
  * timers, credentials (last). A live migration's warm restore fills memory its own way, then
  * calls this.
  */
-export function buildState(husk: Husk, p: ProcessImage): void {
+export function buildState(husk: Husk, p: ProcessImage, leases?: LeaseGuard): void {
   husk.joinCgroup(p);
   husk.setMm(p);
-  husk.restoreFds(p.fds);
+  husk.restoreFds(p.fds, leases);
   husk.restoreProcessState(p);
   husk.createThreads(p);
   husk.restoreTimers(p);
@@ -188,6 +189,7 @@ function buildTreeMemory(husks: Map<number, Husk>, img: Image, dir: string): num
  */
 export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?: boolean; verify?: boolean } = {}): RestoreResult {
   const t0 = performance.now();
+  const leases = new LeaseGuard(leaseViewReadAhead());
   const img = readImage(dir);
   if (opts.cgroup) for (const p of img.processes) p.cgroup = opts.cgroup;
   if (!opts.skipMachineCheck) assertCompatible(img.machine);
@@ -197,7 +199,7 @@ export function restore(dir: string, opts: RestoreOptions & { skipMachineCheck?:
   let verify: VerifyReport | undefined;
   try {
     memoryMs = buildTreeMemory(husks, img, dir);
-    for (const p of img.processes) buildState(husks.get(p.pid)!, p);
+    for (const p of img.processes) buildState(husks.get(p.pid)!, p, leases);
     corruptIfArmed(img, husks);
     opts.beforeRun?.();
     for (const p of img.processes) finishProcess(husks.get(p.pid)!, p);

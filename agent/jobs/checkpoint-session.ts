@@ -84,7 +84,7 @@ export class CheckpointSession {
     ctx.network.lock(netns);
     let c: Checkpoint;
     try {
-      c = Checkpoint.begin(w.rootPid);
+      c = Checkpoint.begin(w.rootPid, { ownCgroup: w.cgroup ?? null });
     } catch (err) {
       ctx.network.unlock(netns);
       snap.abandon();

@@ -23,6 +23,7 @@ import type { Span } from '../engine/memory/dirty/types.ts';
 import type { LocalMigration, MigrationRecords } from './records.ts';
 import { readNetnsFile, readWorkloadFile } from './side-files.ts';
 import { type BuildResult, type Built, type DestinationSession, rootHusk } from './destination-session.ts';
+import { LeaseGuard, leaseViewReadAhead } from '../engine/files/lock-sharing.ts';
 
 export class HeldTreeBuilder {
   constructor(
@@ -74,6 +75,7 @@ export class HeldTreeBuilder {
     const m = this.records.get(id)!;
     // A discard got here first: nothing of the migration may be built any more.
     if (m.fenced) throw new FerryError(ErrorCode.InvalidRequest, `migration ${id} was rolled back on ${this.host}: nothing is built`);
+    const leases = new LeaseGuard(leaseViewReadAhead());
     const image = readImage(m.imageDir);
     assertCompatible(image.machine);
     // The tree joins this host's cgroup for the workload, not the path it had on its source.
@@ -83,7 +85,7 @@ export class HeldTreeBuilder {
     const cg = this.workloads.prepareCgroup(m.workload, this.finalLimits(m));
     this.workloads.ensureLog(m.workload);
     const netConfig = readNetnsFile(m.imageDir);
-    if (sess.warm) return this.#buildWarm(id, sess, sess.warm, image, m.imageDir, netConfig);
+    if (sess.warm) return this.#buildWarm(id, sess, sess.warm, image, m.imageDir, netConfig, leases);
     if (image.processes.some((p) => p.vmas.some((v) => v.precopied)))
       throw new FerryError(ErrorCode.Unavailable, `${id}: the memory pre-copied into this host's husks was lost (agent restarted): roll back`);
     if (!image.container) for (const p of image.processes) waitPidFree(p.pid);
@@ -97,7 +99,7 @@ export class HeldTreeBuilder {
     let husks: Map<number, Husk> | null = null;
     try {
       husks = createHusks(image, m.imageDir, { cgroupProcs: cg.procsFiles(), ...(net ? { netns: net.handle.path } : {}) });
-      for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir);
+      for (const p of image.processes) buildProcess(husks.get(p.pid)!, p, m.imageDir, leases);
       corruptIfArmed(image, husks);
     } catch (err) {
       for (const h of [...(husks?.values() ?? [])].reverse()) h.abort();
@@ -160,12 +162,12 @@ export class HeldTreeBuilder {
   }
 
   /** Warm restore: the husks built during pre-copy get what only the image carries. */
-  #buildWarm(id: string, sess: DestinationSession, warm: PrecopyDestination, image: ReturnType<typeof readImage>, dir: string, netConfig: NetnsConfig | null): number {
+  #buildWarm(id: string, sess: DestinationSession, warm: PrecopyDestination, image: ReturnType<typeof readImage>, dir: string, netConfig: NetnsConfig | null, leases: LeaseGuard): number {
     let husks: Map<number, Husk>;
     try {
       if (JSON.stringify(netConfig) !== JSON.stringify(warm.net?.config ?? null))
         throw new FerryError(ErrorCode.Unsupported, `${id}: the workload's network configuration changed during pre-copy; the namespace rebuilt here no longer matches`);
-      husks = warm.finalize(image, dir);
+      husks = warm.finalize(image, dir, leases);
       corruptIfArmed(image, husks);
     } catch (err) {
       void warm.discard();

@@ -28,6 +28,7 @@ import { type PageSink, ProcessSink } from '../transfer/page-sinks.ts';
 import { PageReceiver, type ReceivedRound } from '../transfer/page-receiver.ts';
 import type { DataConnection } from '../transfer/stream.ts';
 import type { LandedNetns, NetworkHandoff } from '../net/handoff.ts';
+import type { LeaseGuard } from '../engine/files/lock-sharing.ts';
 
 const chan = diagnostics_channel.channel('ferry:precopy');
 
@@ -223,7 +224,7 @@ export class PrecopyDestination {
    * Mappings that were not pre-copied are made afresh and filled from the image, shared objects
    * are made in the root and handed to every other husk, then the rest of each process.
    */
-  finalize(img: Image, dir: string): Map<number, Husk> {
+  finalize(img: Image, dir: string, leases?: LeaseGuard): Map<number, Husk> {
     if (this.#root !== img.processes[0]!.pid || this.#container !== !!img.container)
       throw new FerryError(ErrorCode.Internal, 'the image does not describe the tree built during pre-copy');
     // A process no round scanned (one sharing another's memory, CLONE_VM) is forked now.
@@ -255,7 +256,7 @@ export class PrecopyDestination {
       h.adviseAll(p.vmas);
       // Made while the husk is still root (buildState gives it the workload's credentials).
       this.#prepareMissing(h, p);
-      buildState(h, p);
+      buildState(h, p, leases);
     }
     return husks;
   }

@@ -314,7 +314,7 @@ export class PrecopySource {
    * After the freeze: the last delta, then the image without the pages the destination holds,
    * then the end of the session. `extra` files go along in the image directory.
    */
-  async final(c: Checkpoint, imageDir: string, extra: Record<string, string>, postcopy = false): Promise<{ bytesTransferred: number; bytesOnWire: number; report: RoundReport; postcopy: PostcopySource | null }> {
+  async final(c: Checkpoint, imageDir: string, extra: Record<string, string>, postcopy = false): Promise<{ bytesTransferred: number; bytesOnWire: number; report: RoundReport; postcopy: PostcopySource | null; endTracking: () => void }> {
     const tracker = this.#tracker;
     if (!tracker || this.#stopped) throw new FerryError(ErrorCode.Unavailable, 'pre-copy session is closed');
     const t0 = performance.now();
@@ -352,16 +352,18 @@ export class PrecopySource {
       this.#faults?.destroy();
     }
     this.#stopped = true;
-    // The tree is frozen and everything went: tracking ends, once the reply is out. Closing the
-    // userfaultfds unprotects every tracked page (tens of ms for a GiB), none of it downtime work.
-    setImmediate(() => {
+    // Tracking ends later, by the caller: closing the userfaultfds unprotects every tracked page
+    // (70 ms of one CPU for a GiB), which would compete with the destination's restore for this
+    // host's CPUs inside the downtime. After the commit the original is killed first, and its
+    // closing then finds no pages left to unprotect.
+    const endTracking = (): void => {
       try {
         tracker.stop();
       } catch {
         // the workload is gone already
       }
-    });
-    return { bytesTransferred: ps.bytesRaw + sent.bytes, bytesOnWire: this.conn.bytesSent - wire0, report, postcopy: pc };
+    };
+    return { bytesTransferred: ps.bytesRaw + sent.bytes, bytesOnWire: this.conn.bytesSent - wire0, report, postcopy: pc, endTracking };
   }
 
   /** Rollback or cleanup: tracking ends (the uffds close), the stream drops, full speed again. Never throws. */

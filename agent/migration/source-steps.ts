@@ -43,19 +43,21 @@ interface SourceSession {
   frozeMs?: { freezeMs: number; collectMs: number };
   /** A post-copy switchover's pushing and fault serving, until the destination has every page. */
   postcopy?: Promise<PostcopyFigures>;
+  /** Ends the dirty tracking the last delta left in place (cleanup: after the kill; thaw: before the thaw). */
+  endTracking?: () => void;
 }
 
 /** What the source's steps ask of the engine: the real one, or a fake in unit tests. */
 export interface SourceEngine {
   /** Everything the engine cannot carry, refused before anything is frozen. */
   preflight(root: number): { pids: number[] };
-  /** Freezes the tree (its state still to collect). */
-  begin(root: number): Checkpoint;
+  /** Freezes the tree (its state still to collect), in its own cgroup when it has one. */
+  begin(root: number, ownCgroup: string | null): Checkpoint;
 }
 
 export const engineSource: SourceEngine = {
   preflight: (root) => preflightTree(root, { migration: true }),
-  begin: (root) => Checkpoint.begin(root, { migration: true }),
+  begin: (root, ownCgroup) => Checkpoint.begin(root, { migration: true, ownCgroup }),
 };
 
 export class SourceSteps {
@@ -199,7 +201,7 @@ export class SourceSteps {
       let c: Checkpoint;
       const t0 = performance.now();
       try {
-        c = this.engine.begin(root);
+        c = this.engine.begin(root, this.workloads.get(s.workload).cgroup ?? null);
       } catch (err) {
         this.network.unlock(m.netns);
         throw err;
@@ -274,6 +276,8 @@ export class SourceSteps {
     if (m.netConfig) extra[NETNS_FILE] = JSON.stringify(m.netConfig);
     const out = await session.final(c, m.imageDir, extra, postcopy);
     const sess = this.#sessions.get(id);
+    if (sess) sess.endTracking = out.endTracking;
+    else out.endTracking();
     if (out.postcopy && sess) {
       const pc = out.postcopy;
       // Durable before the transfer step answers, so before the destination may resume: from then
@@ -318,6 +322,7 @@ export class SourceSteps {
       const c = this.#sessions.get(s.migrationId)?.checkpoint;
       if (c) c.kill();
       else if (m.held) killHeld(m.held);
+      this.#sessions.get(s.migrationId)?.endTracking?.();
       this.#sessions.delete(s.migrationId);
       await this.network.removeSource(m.netns ?? null);
       this.workloads.forget(m.workload);
@@ -334,6 +339,7 @@ export class SourceSteps {
     if (m.fenced) return { done: true as const };
     // Tracking ends (the uffds close), the stream drops, the CPU quota goes: full speed again.
     this.#endPrecopy(s.migrationId);
+    this.#sessions.get(s.migrationId)?.endTracking?.();
     unthrottle(m.throttle);
     const c = this.#sessions.get(s.migrationId)?.checkpoint;
     this.network.unlock(m.netns ?? null);

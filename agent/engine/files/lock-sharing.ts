@@ -17,6 +17,7 @@ import { O, closeFd, openFile, sys } from '../../ffi/syscalls.ts';
 import { commOf } from '../namespaces/namespaces.ts';
 import { type LockLine, describeLock, devKey, parseLocks, parseProcLocks } from './locks.ts';
 import { fdTarget, listFds } from '../process/procfs.ts';
+import { readAhead } from '../process/read-ahead.ts';
 
 /** A file as one host sees it. */
 export interface FileId {
@@ -213,6 +214,16 @@ const F_RDLCK = 0;
 const F_WRLCK = 1;
 const O_NOCTTY = 0o400;
 
+/**
+ * /proc/locks read ahead on another thread, for a restore's LeaseGuard: reading it takes the
+ * kernel's file-lock rwsem for writing, which waits for an RCU grace period (10 ms and more);
+ * started when the build starts, that wait overlaps the image's parsing.
+ */
+export function leaseViewReadAhead(): Pick<LockView, 'procLocks' | 'stat'> {
+  const ahead = readAhead('/proc/locks');
+  return { stat: fileId, procLocks: () => parseProcLocks(ahead.text()) };
+}
+
 /** This host's view: its own stat, /proc/locks, and F_OFD_GETLK through a read-only open. */
 export function hostLockView(): LockView {
   return {
@@ -256,21 +267,25 @@ export function hostLockView(): LockView {
  * could not give back; the restore fails before the open instead. Reads /proc/locks once.
  */
 export class LeaseGuard {
-  readonly #leases: LockLine[];
-  readonly #stat: (path: string) => FileId | null;
+  #leases: LockLine[] | null = null;
+  readonly #view: Pick<LockView, 'procLocks' | 'stat'>;
 
   constructor(view: Pick<LockView, 'procLocks' | 'stat'> = hostLockView()) {
-    this.#leases = view.procLocks().filter((l) => LEASE_LIKE.has(l.raw));
-    this.#stat = view.stat;
+    this.#view = view;
+  }
+
+  /** Read at the first open that needs it, once for the whole restore. */
+  get #held(): LockLine[] {
+    return (this.#leases ??= this.#view.procLocks().filter((l) => LEASE_LIKE.has(l.raw)));
   }
 
   /** Throws when opening `path` with these open flags would break a lease here. */
   check(pid: number, where: string, path: string, flags: number): void {
-    if (this.#leases.length === 0) return;
-    const file = this.#stat(path);
+    if (this.#held.length === 0) return;
+    const file = this.#view.stat(path);
     if (!file) return;
     const writing = (flags & 3) !== 0;
-    const hit = this.#leases.find((l) => l.dev === file.dev && l.ino === file.ino && (writing || l.type !== 'READ'));
+    const hit = this.#held.find((l) => l.dev === file.dev && l.ino === file.ino && (writing || l.type !== 'READ'));
     if (!hit) return;
     throw new FerryError(
       ErrorCode.Conflict,

@@ -11,8 +11,8 @@ import { LeaseGuard } from './lock-sharing.ts';
 import { lockCall, lockNotTaken } from './locks.ts';
 import { openPath } from './restore-shared.ts';
 
-export function restoreFds(h: HuskProcess, fds: readonly FdImage[]): void {
-  const leases = new LeaseGuard();
+/** `leases`: one guard for a whole restore, so that /proc/locks is read once (see LeaseGuard). */
+export function restoreFds(h: HuskProcess, fds: readonly FdImage[], leases = new LeaseGuard()): void {
   for (const f of fds) {
     const cloexec = f.cloexec ? 0o2000000 : 0;
     if (f.shared !== undefined && f.dupOf === undefined) {

@@ -79,6 +79,8 @@ export function fork(h: HuskCore, pid: number): HuskCore {
 export function joinCgroup(h: HuskProcess, p: ProcessImage): void {
   const root = cgroup2Root();
   if (!root || p.cgroup === '/' || !existsSync(join(root, p.cgroup, 'cgroup.procs'))) return;
+  // Born in it already (a warm husk): a move would still wait for an RCU grace period.
+  if (readFileSync(`/proc/${h.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1] === p.cgroup) return;
   try {
     writeFileSync(join(root, p.cgroup, 'cgroup.procs'), String(h.pid));
   } catch (err) {

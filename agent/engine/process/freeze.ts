@@ -4,7 +4,7 @@
 // group-stop, which also survives the agent's death. A guardian process resumes the workload if
 // the agent dies before the checkpoint ends, so an abandoned checkpoint leaves it running.
 import diagnostics_channel from 'node:diagnostics_channel';
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, FerryError } from '../../../shared/errors.ts';
 import { PTEV, PTO, cont, detach, interrupt, seize, waitStop } from '../../ffi/ptrace.ts';
@@ -45,6 +45,8 @@ export interface HeldFreeze {
   /** Where each pid came from, relative to the cgroup2 root, to move it back on thaw. */
   origCgroups: Record<string, string>;
   cgroupRoot: string | null;
+  /** The cgroup is the workload's own, frozen in place: thawed at the end, never removed. */
+  inPlace?: boolean;
 }
 
 export class FrozenTree {
@@ -52,6 +54,8 @@ export class FrozenTree {
   /** Every traced task: tid -> owning pid. */
   readonly tasks = new Map<number, number>();
   private cgroup: string | null = null;
+  /** Frozen in the workload's own cgroup (no process moved): see freezeInPlace. */
+  private inPlace = false;
   private readonly origCgroup = new Map<number, string>();
   private cgRoot: string | null = null;
   private guard: GuardEntry | null = null;
@@ -80,14 +84,16 @@ export class FrozenTree {
    * Freezes the whole tree under root, including children forked and processes exited while
    * the freeze lands (a shell loop forks all the time).
    */
-  static freezeTree(root: number): FrozenTree {
-    return new FrozenTree(liveTree(root), root).start({});
+  static freezeTree(root: number, opts: { ownCgroup?: string | null } = {}): FrozenTree {
+    return new FrozenTree(liveTree(root), root).start(opts);
   }
 
-  private start(opts: { useCgroup?: boolean }): FrozenTree {
+  private start(opts: { useCgroup?: boolean; ownCgroup?: string | null }): FrozenTree {
     try {
       this.armGuardian();
-      if (opts.useCgroup !== false) this.cgroupFreeze();
+      if (opts.ownCgroup && this.freezeInPlace(opts.ownCgroup)) {
+        // frozen where it runs
+      } else if (opts.useCgroup !== false) this.cgroupFreeze();
       this.seizeAll();
       if (!this.cgroup) this.enterGroupStop();
       if (chan.hasSubscribers) chan.publish({ kind: 'frozen', pids: this.list, tasks: this.tasks.size, cgroup: this.cgroup });
@@ -110,8 +116,44 @@ export class FrozenTree {
       ...(this.cgroup ? [`echo 0 > '${this.cgroup}/cgroup.freeze'`] : []),
       `for p in ${this.pids.join(' ')}; do kill -CONT $p; done`,
       ...[...this.origCgroup].map(([pid, cg]) => `echo ${pid} > '${this.cgRoot}${cg}/cgroup.procs' 2>/dev/null`),
-      ...(this.cgroup ? [`rmdir '${this.cgroup}' 2>/dev/null`] : []),
+      ...(this.cgroup && !this.inPlace ? [`rmdir '${this.cgroup}' 2>/dev/null`] : []),
     ]);
+  }
+
+  /**
+   * Freezes the tree in the cgroup it already runs in, when that group is the workload's own and
+   * holds exactly the tree. Moving a process between cgroups waits for an RCU grace period (10 ms
+   * and more, inside the downtime); writing cgroup.freeze does not. A group that holds anything
+   * else (a container's shim, a process moved in from outside) is left alone: false, and the
+   * caller moves the tree into a freezer group of its own.
+   */
+  private freezeInPlace(dir: string): boolean {
+    const members = (): number[] | null => {
+      try {
+        return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number).sort((a, b) => a - b);
+      } catch {
+        return null;
+      }
+    };
+    const same = (a: readonly number[] | null, b: readonly number[]) => a !== null && a.length === b.length && a.every((p, i) => p === b[i]);
+    const tree = () => (this.root === null ? [...this.list] : liveTree(this.root)).sort((a, b) => a - b);
+    if (!existsSync(join(dir, 'cgroup.freeze')) || !same(members(), tree())) return false;
+    this.cgroup = dir;
+    this.inPlace = true;
+    this.writeUndo();
+    freezeCgroup(dir, `cgroup freeze of ${this.list.join(',')}`);
+    // A child forked meanwhile was born in the group and is frozen with it; anything else thaws.
+    const now = tree();
+    if (!same(members(), now)) {
+      thawCgroup(dir);
+      this.cgroup = null;
+      this.inPlace = false;
+      this.writeUndo();
+      return false;
+    }
+    this.list = this.root === null ? this.list : liveTree(this.root);
+    this.state = 'frozen';
+    return true;
   }
 
   private cgroupFreeze(): void {
@@ -237,8 +279,8 @@ export class FrozenTree {
     this.detachAll();
     this.signalAll(SIGKILL);
     this.thawCgroup();
-    this.leaveCgroup();
     this.state = 'killed';
+    this.leaveCgroup();
   }
 
   /** Stops tracing every task; one already running or gone is skipped. */
@@ -262,6 +304,11 @@ export class FrozenTree {
   }
 
   private leaveCgroup(): void {
+    if (this.inPlace) {
+      // The group is the workload's: whoever removes it next finds it empty once the killed are gone.
+      if (this.state === 'killed' && this.cgroup) waitEmpty(this.cgroup);
+      this.cgroup = null;
+    }
     if (this.cgroup && this.cgRoot) {
       for (const [pid, cg] of this.origCgroup) writeQuiet(join(this.cgRoot, cg, 'cgroup.procs'), String(pid));
       removeCgroup(this.cgroup);
@@ -282,6 +329,7 @@ export class FrozenTree {
       cgroup: this.cgroup,
       origCgroups: Object.fromEntries([...this.origCgroup].map(([pid, cg]) => [String(pid), cg])),
       cgroupRoot: this.cgRoot,
+      ...(this.inPlace ? { inPlace: true } : {}),
     };
   }
 
@@ -306,14 +354,15 @@ export function releaseHeld(h: HeldFreeze): void {
   if (h.cgroup) thawCgroup(h.cgroup);
   signalQuiet(h.pids, SIGCONT);
   if (h.cgroupRoot) for (const [pid, cg] of Object.entries(h.origCgroups)) writeQuiet(join(h.cgroupRoot, cg, 'cgroup.procs'), pid);
-  removeCgroup(h.cgroup);
+  if (!h.inPlace) removeCgroup(h.cgroup);
 }
 
 /** After commit, by a restarted agent: the held original ends. Never throws. */
 export function killHeld(h: HeldFreeze): void {
   signalQuiet(h.pids, SIGKILL);
   if (h.cgroup) thawCgroup(h.cgroup);
-  removeCgroup(h.cgroup);
+  if (!h.inPlace) removeCgroup(h.cgroup);
+  else if (h.cgroup) waitEmpty(h.cgroup);
 }
 
 /** Freezes a cgroup v2 and waits until every task in it is frozen (`what` names it in the timeout error). */
@@ -345,6 +394,18 @@ export function signalQuiet(pids: readonly number[], sig: number): void {
     } catch {
       // gone
     }
+  }
+}
+
+/** Waits (bounded, as removeCgroup) until killed tasks have left a cgroup: they do so asynchronously. */
+function waitEmpty(dir: string): void {
+  for (let i = 0; i < 200; i++) {
+    try {
+      if (readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '') return;
+    } catch {
+      return; // gone
+    }
+    nap(2);
   }
 }
 

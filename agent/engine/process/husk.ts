@@ -20,6 +20,7 @@ import { HuskCore } from './husk-core.ts';
 import * as signals from './signals.ts';
 import * as threads from './threads.ts';
 import * as timers from './timers.ts';
+import type { LeaseGuard } from '../files/lock-sharing.ts';
 
 export { protOf } from '../memory/mappings.ts';
 export { resumeRegs } from './threads.ts';
@@ -165,8 +166,8 @@ export class Husk {
     shared.inheritParked(this.core, root.core, rootPid);
   }
 
-  restoreFds(fds: readonly FdImage[]): void {
-    files.restoreFds(this.core, fds);
+  restoreFds(fds: readonly FdImage[], leases?: LeaseGuard): void {
+    files.restoreFds(this.core, fds, leases);
   }
 
   activateSockets(): void {

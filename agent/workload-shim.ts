@@ -1,6 +1,7 @@
 // How a workload starts: a shell becomes `unshare`, whose forked child is PID 1 of new pid, uts,
 // ipc and time namespaces; that child joins the workload's groups (the shim stays out, on every
 // host alike), names its uts namespace and execs the workload, so the workload itself is PID 1.
+import { getPriority } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode, FerryError } from '../shared/errors.ts';
@@ -23,7 +24,10 @@ export interface ShimStart {
 export async function startInShim(o: ShimStart): Promise<{ shimPid: number; rootPid: number }> {
   const join = `n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; `;
   const enterNet = o.netns ? `nsenter --net='${o.netns}' -- ` : '';
-  const script = `exec ${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c '${join}hostname "$0" && exec "$@"' "$@"`;
+  // The agent may run at a raised priority (its unit's Nice=): the workload starts at nice 0.
+  const agentNice = getPriority(0);
+  const atNiceZero = agentNice !== 0 ? `nice -n ${-agentNice} ` : '';
+  const script = `exec ${atNiceZero}${enterNet}unshare --pid --fork --uts --ipc --time -- /bin/sh -c '${join}hostname "$0" && exec "$@"' "$@"`;
   const shimPid = spawnDetached(['/bin/sh', '-c', script, 'ferry-shim', o.name, String(o.joinFiles.length), ...o.joinFiles, ...o.command], {
     log: o.log,
     ...(o.cwd ? { cwd: o.cwd } : {}),

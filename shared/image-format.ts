@@ -134,6 +134,11 @@ export const ThreadSchema = z.object({
   altstack: z.object({ sp: hex, flags: z.number().int(), size: hex }),
   /** Signals pending for this thread only. */
   pending: z.array(PendingSignalSchema),
+  /**
+   * Its scheduling (agent/engine/process/scheduling.ts): nice value, policy (SCHED_OTHER 0,
+   * FIFO 1, RR 2, BATCH 3, IDLE 5) and real-time priority. Absent in older images: nice 0, SCHED_OTHER.
+   */
+  sched: z.object({ nice: z.number().int().min(-20).max(19), policy: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3), z.literal(5)]), rtPriority: z.number().int().min(0).max(99) }).optional(),
 });
 export type ThreadImage = z.infer<typeof ThreadSchema>;
 

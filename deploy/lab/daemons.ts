@@ -28,8 +28,13 @@ const tsEntry = (rel: string) => {
   return buildIsCurrent() ? [process.execPath, path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'))] : [process.execPath, '--import', 'tsx', source];
 };
 
+/**
+ * Every daemon at nice -10, as the systemd units run agents and coordinators: the lab's hosts
+ * share this machine's CPUs, and a CPU hog on one must not starve another host's daemons (nor its
+ * own agent's switchover).
+ */
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>
-  startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });
+  startInNamespace(ns, ['nice', '-n', '-10', ...argv], path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });
 
 /** A coordinator: `coordinator` leads first; `coordinator2` is a standby that takes over. */
 export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {

@@ -2,6 +2,7 @@
 // checks must keep passing and it must keep making progress from where it stopped.
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { getPriority, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint } from '../../agent/engine/checkpoint.ts';
@@ -137,6 +138,38 @@ describe('engine: credentials', () => {
     expect(status).toMatch(/Uid:\s+1234\s+1234\s+1234\s+1234/);
     expect(status).toMatch(/NoNewPrivs:\s+1/);
     expect(status).toContain(`CapBnd:\t${BigInt(creds.capBnd).toString(16).padStart(16, '0')}`);
+  });
+});
+
+describe('engine: scheduling', () => {
+  // Husks are forked by the restoring process, which may run at another priority (the agent's
+  // unit raises its own): the image's nice value and policy must win over what the husk inherited.
+  it('nice value and policy come back, whatever the restoring process runs at', { timeout: 60_000 }, async () => {
+    const w = startWorkload(['chrt', '--batch', '0', 'nice', '-n', '7', counter, 'x', '{dir}/data.bin']);
+    await waitTick(w, 20);
+    const sched = (pid: number) => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return { nice: Number(f[16]), policy: Number(f[38]) };
+    };
+    expect(sched(w.pid)).toEqual({ nice: 7, policy: 3 });
+    const images = tempDir('img');
+    checkpoint(w.pid, { imagesDir: images });
+    expect(readImage(images).processes[0]!.threads[0]!.sched).toEqual({ nice: 7, policy: 3, rtPriority: 0 });
+    await waitGone(w.pid);
+    const at = lastTick(w);
+    const own = getPriority(0);
+    setPriority(0, -5);
+    let report;
+    try {
+      report = restore(images, { verify: true }).verify;
+    } finally {
+      setPriority(0, own);
+    }
+    adopt(w.pid);
+    expect(report?.mismatches).toEqual([]);
+    expect(report?.checked.status).toContain('sched');
+    await waitTick(w, at + 30);
+    expect(sched(w.pid)).toEqual({ nice: 7, policy: 3 });
   });
 });
 

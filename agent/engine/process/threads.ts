@@ -26,6 +26,7 @@ import { type HuskProcess, OFF_ARGS, OFF_SETTID, SCRATCH_SIZE, errOf } from './h
 import { injectStepOk, outArea, readOut } from './inject.ts';
 import { type MapEntry, readComm } from './procfs.ts';
 import { pendingOf } from './signals.ts';
+import { collectSched, restoreSched } from './scheduling.ts';
 
 export const CLONE_THREAD_FLAGS = 0x50f00n; // VM|FS|FILES|SIGHAND|THREAD|SYSVSEM
 
@@ -63,6 +64,7 @@ export function collectThread(pid: number, tid: number, site: bigint, maps: read
     robustList: { head: toHex(head.readBigUInt64LE(0)), len: Number(len.readBigUInt64LE(0)) },
     tidAddress: toHex(tidAddress),
     altstack: { sp: toHex(ss.readBigUInt64LE(0)), flags: ss.readInt32LE(8), size: toHex(ss.readBigUInt64LE(16)) },
+    sched: collectSched(pid, tid),
   };
 }
 
@@ -122,6 +124,7 @@ export function restoreThreadState(h: HuskProcess, t: ThreadImage, p: ProcessIma
     h.inj(tid, 'sigaltstack', [h.put(OFF_ARGS, ss), 0]);
   }
   setSigmask(tid, fromHex(t.sigmask));
+  restoreSched(tid, t.sched);
 }
 
 /** Hands a non-leader thread its saved registers; it stays stopped until release(). */

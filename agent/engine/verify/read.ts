@@ -1,6 +1,7 @@
 // Reads a restored (stopped or frozen) process from /proc into a ProcessReading.
 import { readFileSync, readlinkSync } from 'node:fs';
 import { listFds, listTasks, readMaps } from '../process/procfs.ts';
+import { schedOf } from '../process/scheduling.ts';
 import { type FdReading, type ProcessReading, keyValues } from './reading.ts';
 
 const text = (path: string): string => readFileSync(path, 'utf8');
@@ -15,6 +16,7 @@ export function readProcess(hostPid: number, opts: { fds?: boolean } = {}): Proc
       hostTid: tid,
       status: keyValues(text(`/proc/${hostPid}/task/${tid}/status`)),
       comm: text(`/proc/${hostPid}/task/${tid}/comm`).replace(/\n$/, ''),
+      sched: schedOf(tid),
     })),
     personality: text(`/proc/${hostPid}/personality`).trim(),
     limits: text(`/proc/${hostPid}/limits`),

@@ -8,6 +8,8 @@ export interface TaskReading {
   /** /proc/PID/task/TID/status as key -> value. */
   status: Map<string, string>;
   comm: string;
+  /** From /proc/PID/task/TID/stat: nice, policy, real-time priority. */
+  sched?: { nice: number; policy: number; rtPriority: number };
 }
 
 export interface FdReading {

@@ -66,6 +66,11 @@ export function compareStatus(p: ProcessImage, r: ProcessReading, parentHostPid:
     const got = byTid.get(t.tid);
     if (!got) continue;
     c.eq(ref, `thread ${t.tid} comm`, t.comm, got.comm, 'comm');
+    if (t.sched && got.sched) {
+      c.eq(ref, `thread ${t.tid} nice`, t.sched.nice, got.sched.nice, 'sched');
+      c.eq(ref, `thread ${t.tid} policy`, t.sched.policy, got.sched.policy, 'sched');
+      c.eq(ref, `thread ${t.tid} rt_priority`, t.sched.rtPriority, got.sched.rtPriority, 'sched');
+    }
     c.eq(ref, `thread ${t.tid} SigBlk`, fromHex(t.sigmask), hexField(got.status.get('SigBlk')), 'SigBlk');
     c.pendingKept(ref, `thread ${t.tid} SigPnd`, sigBits(t.pending.map((s) => s.sig)), hexField(got.status.get('SigPnd')), 'SigPnd');
   }

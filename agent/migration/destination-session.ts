@@ -38,6 +38,8 @@ export interface DestinationSession {
   postcopy?: PostcopyDestination;
   /** The discard running (the coordinator's and this agent's own, see reconcile.ts). */
   discarding?: Promise<{ done: true }>;
+  /** Puts the agent's priority back once the tree runs or is discarded (switchover-priority.ts). */
+  lowerPriority?: () => void;
 }
 
 export interface Built {

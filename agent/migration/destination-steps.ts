@@ -28,6 +28,7 @@ import type { RollbackStep, StepRunner } from './step-runner.ts';
 import type { DataStreamSettings } from './stream-settings.ts';
 import type { BuildResult, DestinationSession } from './destination-session.ts';
 import { HeldTreeBuilder } from './destination-build.ts';
+import { raiseForSwitchover } from '../switchover-priority.ts';
 
 /** What the destination's steps ask of the tree builder: the real one, or a fake in unit tests. */
 export type TreeBuilder = Pick<HeldTreeBuilder, 'build' | 'buildVerified'>;
@@ -116,6 +117,8 @@ export class DestinationSteps {
         const first = await conn.next();
         if (first?.header.t === 'session') await this.#warmSession(s.migrationId, sess, m, s.verify !== false).run(conn);
         else if (first) conn.unshift(first);
+        // The image comes now: its build, verification and the resume are all downtime.
+        sess.lowerPriority ??= raiseForSwitchover();
         const stats = await receiveImageDir(conn, m.imageDir);
         // A post-copy switchover: the stream carries the push after the resume.
         if (sess.warm?.postcopy) {
@@ -272,6 +275,8 @@ export class DestinationSteps {
         ...(address ? { address } : {}),
       });
       rmSync(m.imageDir, { recursive: true, force: true });
+      sess.lowerPriority?.();
+      delete sess.lowerPriority;
       return { pid };
     });
   }
@@ -305,6 +310,8 @@ export class DestinationSteps {
   }
 
   async #discard(s: RollbackStep, sess: DestinationSession): Promise<{ done: true }> {
+    sess.lowerPriority?.();
+    delete sess.lowerPriority;
     const m = this.run.record(s, 'destination', true);
     // Fenced: nobody may connect for this migration any more.
     sess.expected?.close();

@@ -28,6 +28,7 @@ import { backupDir, writeBackup } from './postcopy-backup.ts';
 import { NETNS_FILE, WORKLOAD_FILE, workloadFile } from './side-files.ts';
 import type { RollbackStep, StepRunner } from './step-runner.ts';
 import type { DataStreamSettings } from './stream-settings.ts';
+import { raiseForSwitchover } from '../switchover-priority.ts';
 
 export type SendResult = { bytesTransferred: number; bytesOnWire: number };
 
@@ -45,6 +46,8 @@ interface SourceSession {
   postcopy?: Promise<PostcopyFigures>;
   /** Ends the dirty tracking the last delta left in place (cleanup: after the kill; thaw: before the thaw). */
   endTracking?: () => void;
+  /** Puts the agent's priority back once this side's switchover work is done (switchover-priority.ts). */
+  lowerPriority?: () => void;
 }
 
 /** What the source's steps ask of the engine: the real one, or a fake in unit tests. */
@@ -189,6 +192,10 @@ export class SourceSteps {
   freeze(s: StepBase & { postcopy?: boolean }) {
     return this.run.once(s, 'source', async (m) => {
       const sess = this.#session(s.migrationId);
+      // From here until the last delta is sent, the workload waits for this agent alone.
+      sess.lowerPriority?.();
+      const lower = raiseForSwitchover();
+      sess.lowerPriority = lower;
       const session = sess.precopy;
       if (m.precopy && !session) throw lost('pre-copy session', s.migrationId);
       const root = this.#rootPid(s.workload);
@@ -204,6 +211,7 @@ export class SourceSteps {
         c = this.engine.begin(root, this.workloads.get(s.workload).cgroup ?? null);
       } catch (err) {
         this.network.unlock(m.netns);
+        lower();
         throw err;
       }
       const t1 = performance.now();
@@ -215,6 +223,7 @@ export class SourceSteps {
       } catch (err) {
         this.network.unlock(m.netns);
         c.release();
+        lower();
         throw err;
       }
       sess.checkpoint = c;
@@ -235,7 +244,7 @@ export class SourceSteps {
         }
         const backup = s.postcopy && s.postcopyBackup ? s.postcopyBackup : null;
         const sending = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#sendFinal(s.migrationId, m, c, session, s.postcopy === true, backup));
-        sending.catch(() => undefined);
+        sending.catch(() => undefined).finally(lower);
         sess.finalSend = sending;
       }
       return { tasks: c.tree.tasks.size };
@@ -263,6 +272,7 @@ export class SourceSteps {
         const stats = await sendImageDir(conn, m.imageDir);
         return { bytesTransferred: stats.bytes, bytesOnWire: stats.bytesOnWire };
       } finally {
+        sess.lowerPriority?.();
         await conn.end();
       }
     });
@@ -323,6 +333,7 @@ export class SourceSteps {
       if (c) c.kill();
       else if (m.held) killHeld(m.held);
       this.#sessions.get(s.migrationId)?.endTracking?.();
+      this.#sessions.get(s.migrationId)?.lowerPriority?.();
       this.#sessions.delete(s.migrationId);
       await this.network.removeSource(m.netns ?? null);
       this.workloads.forget(m.workload);
@@ -340,6 +351,7 @@ export class SourceSteps {
     // Tracking ends (the uffds close), the stream drops, the CPU quota goes: full speed again.
     this.#endPrecopy(s.migrationId);
     this.#sessions.get(s.migrationId)?.endTracking?.();
+    this.#sessions.get(s.migrationId)?.lowerPriority?.();
     unthrottle(m.throttle);
     const c = this.#sessions.get(s.migrationId)?.checkpoint;
     this.network.unlock(m.netns ?? null);

@@ -28,13 +28,16 @@ const tsEntry = (rel: string) => {
   return buildIsCurrent() ? [process.execPath, path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'))] : [process.execPath, '--import', 'tsx', source];
 };
 
-/**
- * Every daemon at nice -10, as the systemd units run agents and coordinators: the lab's hosts
- * share this machine's CPUs, and a CPU hog on one must not starve another host's daemons (nor its
- * own agent's switchover).
- */
 const start = (l: LabLayout, ns: string, argv: string[], logName: string, marker: string, env: Record<string, string> = {}) =>
-  startInNamespace(ns, ['nice', '-n', '-10', ...argv], path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });
+  startInNamespace(ns, argv, path.join(l.dir, 'logs', logName), marker, { ...env, [LAB_MEMBER_ENV]: l.name });
+
+/**
+ * The coordinators and NATS at nice -10, as the coordinator's systemd unit runs: the lab's hosts
+ * share this machine's CPUs, and a CPU hog on one host must not starve the control plane, which
+ * on a real cluster runs elsewhere. Agents raise themselves for a switchover only
+ * (agent/switchover-priority.ts).
+ */
+const raised = (argv: string[]): string[] => ['nice', '-n', '-10', ...argv];
 
 /** A coordinator: `coordinator` leads first; `coordinator2` is a standby that takes over. */
 export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinator2', env?: Record<string, string>): StartedProcess {
@@ -52,7 +55,7 @@ export function startCoordinator(l: LabLayout, name: 'coordinator' | 'coordinato
     metrics: { listen: l.coordinatorMetricsListen(name), tokenFile: l.metricsTokenFile },
   };
   writeFileSync(conf, JSON.stringify(cfg, null, 2));
-  return start(l, l.switchNamespace, [...tsEntry('coordinator/main.ts'), '--config', conf], `${name}.log`, conf, env);
+  return start(l, l.switchNamespace, raised([...tsEntry('coordinator/main.ts'), '--config', conf]), `${name}.log`, conf, env);
 }
 
 export function startAgent(l: LabLayout, host: { name: string; namespace: string; agentConfig: string }, env?: Record<string, string>): StartedProcess {
@@ -62,7 +65,7 @@ export function startAgent(l: LabLayout, host: { name: string; namespace: string
 /** nats-server node n in its own namespace; its config is written by lab up (nats/nats-<n>.conf). */
 export function startNats(l: LabLayout, n: number): StartedProcess {
   const conf = natsConfigFile(l, n);
-  return start(l, l.natsNamespace(n), ['nats-server', '-c', conf], `${l.natsName(n)}.log`, conf);
+  return start(l, l.natsNamespace(n), raised(['nats-server', '-c', conf]), `${l.natsName(n)}.log`, conf);
 }
 
 export const natsConfigFile = (l: LabLayout, n: number): string => path.join(l.dir, 'nats', `${l.natsName(n)}.conf`);

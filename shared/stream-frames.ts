@@ -50,7 +50,8 @@ export const StreamFrameHeader = z.discriminatedUnion('t', [
   frame('layout', { round }),
 
   // The page stream (agent/transfer/pages.ts, where the payloads are described).
-  frame('pages-round', { round, exited: z.array(pid) }),
+  /** `frozen`: the workload is frozen, this is the last delta (the receiver's switchover work starts). */
+  frame('pages-round', { round, exited: z.array(pid), frozen: z.literal(true).optional() }),
   /** `raw` is at most a payload: the sender falls back to raw pages when lz4 does not pay. `sum`: XXH3-64 of them. */
   frame('pages', { pid, n: runCount, enc: z.enum(['raw', 'lz4']), raw: bytes.max(MAX_FRAME_PAYLOAD), sum: hex(1, 16).optional() }),
   frame('fork', { pid, n: runCount }),

@@ -165,6 +165,10 @@ export class DestinationSteps {
         return cg.procsFiles();
       },
       verify,
+      // From the last delta on, the workload waits for this agent (switchover-priority.ts).
+      switchover: () => {
+        sess.lowerPriority ??= raiseForSwitchover();
+      },
       landing: () => {
         const name = this.network.landingName(m.workload, id);
         const cur = records.get(id) ?? m;

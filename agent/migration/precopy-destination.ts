@@ -40,6 +40,8 @@ export interface WarmDeps {
   cgroupProcs: () => string[];
   /** Check pages as they land (default on). */
   verify?: boolean;
+  /** The last delta begins (the source froze the workload): this side's switchover work starts. */
+  switchover?: () => void;
 }
 
 interface Member {
@@ -115,7 +117,7 @@ export class PrecopyDestination {
         if (pid !== undefined) this.#member(pid, inherit);
       },
     };
-    const receiver = new PageReceiver(conn, pages, (f) => this.#onControl(f));
+    const receiver = new PageReceiver(conn, pages, (f) => this.#onControl(f), () => this.d.switchover?.());
     for (;;) {
       const r = await receiver.receiveRound();
       if (!r) break;

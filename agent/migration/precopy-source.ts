@@ -323,7 +323,7 @@ export class PrecopySource {
     const full = await tracker.round({ allowInject: false });
     if (postcopy && !this.#faults) throw new FerryError(ErrorCode.Internal, 'post-copy switchover without a faults channel');
     const split = postcopy ? splitForPostcopy(full.processes, this.#lastRuns, restoreWrites(c.image())) : null;
-    const scan = split ? { ...full, processes: split.now } : full;
+    const scan = { ...full, ...(split ? { processes: split.now } : {}), frozen: true };
     const layout = this.#frozenLayout(n, c.image());
     const layoutBytes = await this.#sendLayout(n, layout);
     const ps = await this.#sender.sendRound(scan, (pid, addr, data) => tracker.noteSent(pid, addr, data), this.#forks.plan(scan, layout), this.#progress('transfer', n, scan).frame);

@@ -33,6 +33,8 @@ export class PageReceiver {
     private readonly sink: PageSink,
     /** Frames the sender puts between rounds (a live migration's `layout`), handled before the next round. */
     private readonly onControl?: (f: Frame) => Promise<void> | void,
+    /** The sender's last delta begins: the workload is frozen from here on. */
+    private readonly onFrozenRound?: () => void,
   ) {}
 
   /** Applies the next round into the sink; null once the sender ended the stream. */
@@ -50,6 +52,7 @@ export class PageReceiver {
         return null;
       }
       if (start.header.t !== 'pages-round') throw new FerryError(ErrorCode.BadMessage, `page stream: expected a round, got "${start.header.t}"`);
+      if (start.header.frozen) this.onFrozenRound?.();
       return await this.applyRound(start.header);
     } catch (err) {
       // The code travels too: the sender fails with the receiver's own error (e.g. a verification mismatch).

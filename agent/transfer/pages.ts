@@ -2,7 +2,7 @@
 // protocol, and its sending end (the receiver: page-receiver.ts; the payload: page-table.ts).
 //
 // Frames (payload layout below):
-//   pages-round {round, exited}            a round starts; processes that exited
+//   pages-round {round, exited, frozen?}   a round starts; processes that exited; frozen: the last delta
 //   pages       {pid, n, enc, raw, sum?}   n runs + their data; enc 'raw' | 'lz4'
 //   fork        {pid, n}                   the receiver makes the process now, from its parent as
 //                                          it stands; the n runs (a run table) are the pages it
@@ -154,7 +154,7 @@ export class PageSender {
     const wire0 = this.conn.bytesSent;
     this.policy.resume(t0);
     const st: FrameStats = { frames: 0, lz4Frames: 0, pagesSent: 0, zeroPages: 0, pagesSkipped: 0, bytesRaw: 0, payload: 0, peakInflight: 0 };
-    await this.conn.send({ t: 'pages-round', round: round.round, exited: round.exited });
+    await this.conn.send({ t: 'pages-round', round: round.round, exited: round.exited, ...(round.frozen ? { frozen: true as const } : {}) });
     const y = new Yielder();
     for (const p of plan?.order ?? round.processes) {
       const step = plan ? plan.prepare(p) : { fork: false, runs: p.runs };

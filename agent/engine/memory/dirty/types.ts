@@ -40,6 +40,8 @@ export interface DirtyRound {
   processes: ProcessDirty[];
   /** Processes that exited since the previous round (the receiver may drop them). */
   exited: number[];
+  /** Scanned with the workload frozen: the last delta of a migration. */
+  frozen?: boolean;
   pagesScanned: number;
   /** Data pages plus zero pages reported. */
   pagesDirty: number;

@@ -100,9 +100,14 @@ export class SourceSteps {
   }
 
   #rootPid(name: string): number {
+    return this.#running(name).rootPid;
+  }
+
+  /** The workload's root pid and its own cgroup here; NotFound unless it runs. */
+  #running(name: string): { rootPid: number; cgroup: string | null } {
     const w = this.workloads.get(name);
     if (w.state === 'exited' || w.rootPid === null) throw new FerryError(ErrorCode.NotFound, `workload "${name}" is not running on ${this.#host}`);
-    return w.rootPid;
+    return { rootPid: w.rootPid, cgroup: w.cgroup ?? null };
   }
 
   /** How this agent opens the stream of a migration it sends; refused without an identity. */
@@ -198,7 +203,7 @@ export class SourceSteps {
       sess.lowerPriority = lower;
       const session = sess.precopy;
       if (m.precopy && !session) throw lost('pre-copy session', s.migrationId);
-      const root = this.#rootPid(s.workload);
+      const { rootPid: root, cgroup } = this.#running(s.workload);
       m.netns = this.workloads.netnsOf(s.workload);
       // Dumped while the workload still runs: it costs tens of milliseconds (a live migration's last round did it).
       m.netConfig = session ? session.netConfig : await this.network.dump(m.netns);
@@ -208,7 +213,7 @@ export class SourceSteps {
       let c: Checkpoint;
       const t0 = performance.now();
       try {
-        c = this.engine.begin(root, this.workloads.get(s.workload).cgroup ?? null);
+        c = this.engine.begin(root, cgroup);
       } catch (err) {
         this.network.unlock(m.netns);
         lower();

@@ -91,9 +91,8 @@ export class FrozenTree {
   private start(opts: { useCgroup?: boolean; ownCgroup?: string | null }): FrozenTree {
     try {
       this.armGuardian();
-      if (opts.ownCgroup && this.freezeInPlace(opts.ownCgroup)) {
-        // frozen where it runs
-      } else if (opts.useCgroup !== false) this.cgroupFreeze();
+      const inPlace = opts.ownCgroup ? this.freezeInPlace(opts.ownCgroup) : false;
+      if (!inPlace && opts.useCgroup !== false) this.cgroupFreeze();
       this.seizeAll();
       if (!this.cgroup) this.enterGroupStop();
       if (chan.hasSubscribers) chan.publish({ kind: 'frozen', pids: this.list, tasks: this.tasks.size, cgroup: this.cgroup });
